@@ -1,0 +1,6 @@
+"""`python -m prunus` == the `prunus` console script (torchrun uses this form)."""
+
+from prunus.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""Configuration as data: frozen dataclasses, validated at construction, dict/YAML round trip.
+
+Every config class derives from `Config`. Validation lives in `__post_init__` and raises
+`ConfigError` naming the field and the valid range or choices. `from_dict` rejects unknown keys
+(a typo in a recipe must not be silently ignored). Precedence is applied by `merge`:
+code defaults < recipe YAML < command-line flags.
+
+Example:
+    >>> from dataclasses import dataclass
+    >>> @dataclass(frozen=True)
+    ... class Demo(Config):
+    ...     lr: float = 0.1
+    ...     def __post_init__(self):
+    ...         check_range("lr", self.lr, low=0.0, low_inclusive=False)
+    >>> Demo.from_dict({"lr": 0.5}).lr
+    0.5
+    >>> Demo().merge({"lr": None}).lr  # None means "not given": the current value stays
+    0.1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from prunus.errors import ConfigError
+
+__all__ = ["Config", "check_choice", "check_range", "load_yaml"]
+
+C = TypeVar("C", bound="Config")
+
+
+def check_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
+    """Raise `ConfigError` unless `value` is one of `choices`."""
+    choices = list(choices)
+    if value not in choices:
+        raise ConfigError(f"{field}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
+
+
+def check_range(
+    field: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> None:
+    """Raise `ConfigError` unless `low <= value <= high` (bounds optional, inclusivity configurable)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{field} must be a number, got {value!r}")
+    bad_low = low is not None and (value < low if low_inclusive else value <= low)
+    bad_high = high is not None and (value > high if high_inclusive else value >= high)
+    if bad_low or bad_high:
+        lo = "(-inf" if low is None else ("[" if low_inclusive else "(") + f"{low}"
+        hi = "inf)" if high is None else f"{high}" + ("]" if high_inclusive else ")")
+        raise ConfigError(f"{field}={value!r} is out of range; expected a value in {lo}, {hi}")
+
+
+def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML mapping with `yaml.safe_load` (never the unsafe loader)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must contain a mapping at the top level")
+    return data
+
+
+def _coerce(cls_name: str, name: str, tp: Any, value: Any) -> Any:
+    """Convert YAML/JSON values to the annotated type where that is unambiguous."""
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        for candidate in non_none:  # first type that accepts the value wins
+            try:
+                return _coerce(cls_name, name, candidate, value)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{cls_name}.{name}: cannot interpret {value!r} as {tp}")
+    if isinstance(tp, type) and issubclass(tp, Config):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{cls_name}.{name} must be a mapping, got {value!r}")
+        return tp.from_dict(value)
+    if origin in (tuple, list):
+        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+            raise ConfigError(f"{cls_name}.{name} must be a list, got {value!r}")
+        inner = args[0] if args else Any
+        items = [_coerce(cls_name, name, inner, v) for v in value]
+        return tuple(items) if origin is tuple else items
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp in (int, float):
+        raise ConfigError(f"{cls_name}.{name} must be a number, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{cls_name}.{name} must be true or false, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, Path)):
+            return str(value)
+        raise ConfigError(f"{cls_name}.{name} must be a string, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Base of every prunus config dataclass (frozen; validated in `__post_init__`)."""
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        """Build from a mapping; unknown keys raise `ConfigError` listing the known ones."""
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown {cls.__name__} field(s): {', '.join(unknown)}; known fields: {', '.join(sorted(known))}"
+            )
+        kwargs = {k: _coerce(cls.__name__, k, hints[k], v) for k, v in data.items()}
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-ready dict (tuples become lists, nested configs become dicts)."""
+
+        def plain(v: Any) -> Any:
+            if isinstance(v, Config):
+                return v.to_dict()
+            if isinstance(v, (list, tuple)):
+                return [plain(x) for x in v]
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            return v
+
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.init}
+
+    def merge(self: C, overrides: Mapping[str, Any]) -> C:
+        """A copy with `overrides` applied; keys whose value is None are ignored."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if not given:
+            return self
+        data = self.to_dict()
+        for k, v in given.items():
+            current = getattr(self, k, None)
+            if isinstance(current, Config) and isinstance(v, Mapping):
+                data[k] = current.merge(v).to_dict()
+            else:
+                data[k] = v
+        return type(self).from_dict(data)

@@ -1,0 +1,29 @@
+"""User-facing errors.
+
+Every error a user can cause by bad input (a wrong name, a missing or corrupt file, a value out
+of range) is a `PrunusError`. The CLI prints its message on one line and exits with code 2; the
+library lets it propagate. Subclasses also derive from the matching built-in exception, so
+`except ValueError` in user code keeps working.
+"""
+
+__all__ = ["ConfigError", "CorruptFileError", "DataNotFoundError", "PrunusError", "TrainingDivergedError"]
+
+
+class PrunusError(Exception):
+    """Base class of every error caused by the user's input rather than a bug in prunus."""
+
+
+class ConfigError(PrunusError, ValueError):
+    """A configuration value is invalid; the message names the field and the valid choices."""
+
+
+class DataNotFoundError(PrunusError, FileNotFoundError):
+    """A dataset's files could not be found; the message says how to get them."""
+
+
+class CorruptFileError(PrunusError, ValueError):
+    """A file exists but is truncated, corrupt or of the wrong format."""
+
+
+class TrainingDivergedError(PrunusError, RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
