@@ -1,0 +1,26 @@
+"""The model zoo: a registry of CNN factories built by name.
+
+Importing this package registers every family (CIFAR ResNets, VGG-16-BN, MobileNetV2, LeNets).
+Each model declares its stem and classifier (`model.prunus_ignored`), which pruning skips by
+default, and records how to rebuild itself (`model.prunus_arch`).
+
+Example:
+    >>> from prunus.models import create_model, list_models
+    >>> list_models("resnet*")
+    ['resnet110', 'resnet20', 'resnet32', 'resnet56']
+    >>> model = create_model("resnet56", num_classes=10, in_channels=1, width_mult=0.5)
+    >>> model.prunus_arch["kwargs"]["width_mult"]
+    0.5
+"""
+
+from prunus.models import lenet as lenet
+from prunus.models import mobilenetv2 as mobilenetv2
+from prunus.models import resnet as resnet
+from prunus.models import vgg as vgg
+from prunus.models._registry import MODELS as MODELS
+from prunus.models._registry import create_model as create_model
+from prunus.models._registry import get_model_entry as get_model_entry
+from prunus.models._registry import list_models as list_models
+from prunus.models._registry import register_model as register_model
+
+__all__ = ["MODELS", "create_model", "get_model_entry", "list_models", "register_model"]
