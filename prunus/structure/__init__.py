@@ -1,0 +1,57 @@
+"""The structure engine: coupled channel groups, masks, physical removal, merging and history.
+
+Only this package edits module shapes. Torch-Pruning's DependencyGraph finds the couplings (see
+`_graph.py`, the one file that imports it); everything else works on `ChannelGroup` slices.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from prunus import structure
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
+    ...                     nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    >>> x = torch.randn(1, 3, 8, 8)
+    >>> group = [g for g in structure.build_groups(net, x, ignored_layers=["0", "6"]) if g.prunable][0]
+    >>> group.key, group.num_channels
+    ('3', 8)
+    >>> _ = structure.remove_(net, group, [0, 1, 2])
+    >>> net[3].out_channels, net[6].in_channels, structure.get_history(net)
+    (5, 5, [{'op': 'remove', 'group': '3', 'width': 8, 'idxs': [0, 1, 2]}])
+"""
+
+from prunus.structure._graph import StructureError as StructureError
+from prunus.structure.groups import ROLES as ROLES
+from prunus.structure.groups import ChannelGroup as ChannelGroup
+from prunus.structure.groups import Slice as Slice
+from prunus.structure.groups import build_groups as build_groups
+from prunus.structure.groups import check_channels as check_channels
+from prunus.structure.groups import lowest_channels as lowest_channels
+from prunus.structure.history import get_history as get_history
+from prunus.structure.history import replay as replay
+from prunus.structure.masks import MASKED_ROLES as MASKED_ROLES
+from prunus.structure.masks import HardMask as HardMask
+from prunus.structure.masks import soft_mask_ as soft_mask_
+from prunus.structure.merge import merge_ as merge_
+from prunus.structure.removal import remove_ as remove_
+from prunus.structure.weights import ChannelTensors as ChannelTensors
+from prunus.structure.weights import group_weights as group_weights
+from prunus.structure.weights import per_channel as per_channel
+
+__all__ = [
+    "MASKED_ROLES",
+    "ROLES",
+    "ChannelGroup",
+    "ChannelTensors",
+    "HardMask",
+    "Slice",
+    "StructureError",
+    "build_groups",
+    "check_channels",
+    "get_history",
+    "group_weights",
+    "lowest_channels",
+    "merge_",
+    "per_channel",
+    "remove_",
+    "replay",
+    "soft_mask_",
+]

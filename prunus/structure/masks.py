@@ -1,0 +1,150 @@
+"""Soft and hard channel masks: zero channels without changing shapes.
+
+A masked channel has zero writer rows and biases, zero depthwise rows and biases, and zero BN
+gamma AND beta, so it emits exactly zero whatever its input and running statistics (the SFP
+reference code left beta alone, so its "pruned" channels still emitted a BN constant). With any
+activation that maps 0 to 0 (ReLU, ReLU6, SiLU, GELU, ...) the masked model then computes exactly
+what the compact model computes after `remove_` of the same channels.
+
+Example:
+    >>> soft_mask_(model, group, [0, 5])  # SFP: zero now, let training revive them  # doctest: +SKIP
+    >>> hard = HardMask(groups); hard.set(group, [0, 5])  # doctest: +SKIP
+    >>> loss.backward(); hard.apply_(model, optimizer); optimizer.step()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunus.structure.groups import ChannelGroup, StructureError, check_channels
+
+__all__ = ["MASKED_ROLES", "HardMask", "soft_mask_"]
+
+#: slice roles a mask zeroes; consumer inputs and running stats are left alone (they see zeros)
+MASKED_ROLES = ("out", "bias", "dw", "dw_bias", "bn_weight", "bn_bias")
+
+
+def _targets(group: ChannelGroup, idxs: list[int]) -> list[tuple[str, str, int, list[int]]]:
+    """(module, tensor, dim, positions) to zero for channels `idxs` of `group`."""
+    out = []
+    for s in group.slices:
+        if s.role in MASKED_ROLES:
+            pos = s.positions(idxs)
+            if pos:
+                out.append((s.module, s.tensor, s.dim, pos))
+    return out
+
+
+def soft_mask_(model: nn.Module, group: ChannelGroup, idxs: Iterable[int]) -> nn.Module:
+    """Zero channels `idxs` of `group` in `model` (weights only; gradients flow on); returns `model`.
+
+    `model` may be a deep copy of the model the group was built on (slices are found by name),
+    which is how MFP evaluates neighbour networks.
+
+    Raises:
+        StructureError: the group is not prunable or the indices are invalid.
+
+    Example:
+        >>> soft_mask_(model, group, [1, 3])  # doctest: +SKIP
+    """
+    chans = check_channels(group, idxs, removing=False)
+    with torch.no_grad():
+        for module, tensor, dim, pos in _targets(group, chans):
+            t = getattr(model.get_submodule(module), tensor)
+            t.index_fill_(dim, torch.tensor(pos, dtype=torch.long, device=t.device), 0.0)
+    return model
+
+
+class HardMask:
+    """Masks that stay zero through training: weights, gradients and optimizer state.
+
+    Call `apply_` every step between `loss.backward()` and `optimizer.step()`. It zeroes the masked
+    slices of the weights, of their gradients and of every optimizer state tensor shaped like the
+    parameter (SGD `momentum_buffer`, Adam `exp_avg`/`exp_avg_sq`, ...), so neither momentum nor
+    weight decay can move them: the step then leaves them at exactly 0.0.
+
+    Args:
+        groups: The groups masks may refer to (by object or key).
+
+    Example:
+        >>> hard = HardMask(groups)  # doctest: +SKIP
+        >>> hard.set("layer1.0.conv1", [2, 7])  # doctest: +SKIP
+        >>> hard.apply_(model, optimizer)  # between backward and step  # doctest: +SKIP
+    """
+
+    def __init__(self, groups: Iterable[ChannelGroup]) -> None:
+        self._groups = {g.key: g for g in groups}
+        self._masks: dict[str, tuple[int, list[int]]] = {}  # key -> (group width when set, channels)
+        self._plan: tuple[int, list[tuple[str, str, int, list[int]]]] | None = None
+
+    def _group(self, group: ChannelGroup | str) -> ChannelGroup:
+        key = group if isinstance(group, str) else group.key
+        if key not in self._groups:
+            raise StructureError(f"HardMask knows no group {key!r}")
+        return self._groups[key]
+
+    def set(self, group: ChannelGroup | str, idxs: Iterable[int]) -> None:
+        """Mask exactly channels `idxs` of `group` (replacing its previous mask; empty clears it)."""
+        g = self._group(group)
+        chans = check_channels(g, idxs, removing=False)
+        if chans:
+            self._masks[g.key] = (g.num_channels, chans)
+        else:
+            self._masks.pop(g.key, None)
+        self._plan = None
+
+    def clear(self, group: ChannelGroup | str | None = None) -> None:
+        """Drop the mask of `group`, or all masks; call it after removing a group's masked channels."""
+        if group is None:
+            self._masks.clear()
+        else:
+            self._masks.pop(self._group(group).key, None)
+        self._plan = None
+
+    @property
+    def masks(self) -> dict[str, list[int]]:
+        """Copy of the current masks: group key -> masked channel indices."""
+        return {k: list(v) for k, (_, v) in self._masks.items()}
+
+    def _targets(self) -> list[tuple[str, str, int, list[int]]]:
+        version = sum(len(getattr(g._graph.model, "prunus_history", ())) for g in self._groups.values())
+        if self._plan is None or self._plan[0] != version:
+            plan = []
+            for key, (width, idxs) in self._masks.items():
+                group = self._groups[key]
+                if group.num_channels != width:  # indices would now point at other channels
+                    raise StructureError(
+                        f"group {key!r} changed width ({width} -> {group.num_channels}) since its mask was set; "
+                        "clear or set the mask again"
+                    )
+                plan += _targets(group, idxs)
+            self._plan = (version, plan)
+        return self._plan[1]
+
+    @torch.no_grad()
+    def apply_(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Zero the masked weights, their gradients and `optimizer`'s state slices in place."""
+        for module, tensor, dim, pos in self._targets():
+            p = getattr(model.get_submodule(module), tensor)
+            index = torch.tensor(pos, dtype=torch.long, device=p.device)
+            p.index_fill_(dim, index, 0.0)
+            if p.grad is not None:
+                p.grad.index_fill_(dim, index, 0.0)
+            if optimizer is not None:
+                for state in optimizer.state.get(p, {}).values():
+                    if torch.is_tensor(state) and state.shape == p.shape:
+                        state.index_fill_(dim, index.to(state.device), 0.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Masks as plain lists and strings (loadable with `torch.load(weights_only=True)`)."""
+        return {"masks": self.masks}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore masks saved by `state_dict`; unknown group keys raise `StructureError`."""
+        self.clear()
+        for key, idxs in state.get("masks", {}).items():
+            self.set(str(key), [int(i) for i in idxs])

@@ -1,0 +1,59 @@
+"""Physical removal of channels: the group's tensors shrink, and the history records it.
+
+Example:
+    >>> groups = build_groups(model, x)  # doctest: +SKIP
+    >>> g = next(g for g in groups if g.prunable)  # doctest: +SKIP
+    >>> remove_(model, g, [0, 3])  # doctest: +SKIP
+    >>> g.num_channels  # two fewer  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from torch import nn
+
+from prunus.structure.groups import ChannelGroup, StructureError, check_channels
+from prunus.structure.history import record
+
+__all__ = ["remove_"]
+
+
+def _same_model(model: nn.Module, group: ChannelGroup) -> None:
+    if group._graph.model is not model:
+        raise StructureError(f"group {group.key!r} was built on another model; call build_groups on this one")
+
+
+def cut_(model: nn.Module, group: ChannelGroup, idxs: list[int], entry: dict[str, Any]) -> None:
+    """Remove already-validated `idxs` from `group` and append `entry` to the history."""
+    width = group.num_channels
+    group._graph.prune(group.root, idxs)
+    record(model, {"op": entry.pop("op"), "group": group.key, "width": width, "idxs": list(idxs), **entry})
+
+
+def remove_(model: nn.Module, group: ChannelGroup, idxs: Iterable[int]) -> nn.Module:
+    """Physically remove channels `idxs` of `group` from every coupled tensor; returns `model`.
+
+    Writers lose output rows and biases, BNs their entries and running stats, depthwise convs their
+    rows, consumers their input slices (a Linear after flatten a block per channel). Parameters are
+    replaced by smaller ones, so an optimizer built before must be rebuilt. Masks and groups keyed by
+    channel index refer to the old numbering afterwards.
+
+    Args:
+        model: The model `group` was built on.
+        group: A prunable group from `build_groups`.
+        idxs: Channel indices in [0, group.num_channels); empty does nothing.
+
+    Raises:
+        StructureError: the group is not prunable, the indices are invalid, or they are all of the
+            group's channels (a group never goes to zero).
+
+    Example:
+        >>> remove_(model, group, [1, 2])  # doctest: +SKIP
+    """
+    _same_model(model, group)
+    out = check_channels(group, idxs, removing=True)
+    if out:
+        cut_(model, group, out, {"op": "remove"})
+    return model
