@@ -1,0 +1,408 @@
+"""Latency, size and MACs of a model, and the speed-up of a pruned model over its dense parent.
+
+Timings follow the protocol of docs/benchmarks.md: warm-up calls first, then medians (with p90
+and IQR as spread) over repeated single forward calls; dense-vs-pruned comparisons run both
+models in one process, interleaved call by call, so machine noise hits both alike, and report
+ratios rather than absolute times.
+
+Runtimes: "torch" (eager, eval mode, `torch.inference_mode`) and "onnxruntime" (CPU provider,
+fed an in-memory ONNX export of the model; needs `pip install prunus[export]`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from prunus.errors import ConfigError
+
+__all__ = [
+    "RUNTIMES",
+    "LatencyComparison",
+    "LatencyRow",
+    "SpeedupRow",
+    "benchmark_model",
+    "compare_latency",
+    "measure_latency",
+]
+
+RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime")
+DEFAULT_BATCHES: tuple[int, ...] = (1, 16, 64)
+HEADLINE_BATCH = 64  # benchmarks.md: latency efficiency is judged at batch 64
+
+Runner = Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class LatencyRow:
+    """Latency of one runtime at one batch size (times in milliseconds per forward call)."""
+
+    runtime: str
+    batch: int
+    median_ms: float
+    p90_ms: float
+    iqr_ms: float
+    images_per_s: float
+    repeats: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SpeedupRow:
+    """Dense vs pruned at one runtime and batch; `efficiency` = speedup / MACs ratio."""
+
+    runtime: str
+    batch: int
+    dense_ms: float
+    pruned_ms: float
+    speedup: float
+    efficiency: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LatencyComparison:
+    """Result of `compare_latency`: counts of both models, speed-ups and the raw latency rows."""
+
+    dense_macs: int
+    pruned_macs: int
+    dense_params: int
+    pruned_params: int
+    rows: tuple[SpeedupRow, ...]
+    dense: tuple[LatencyRow, ...]
+    pruned: tuple[LatencyRow, ...]
+
+    @property
+    def macs_ratio(self) -> float:
+        """Dense MACs over pruned MACs: the speed-up a perfect runtime would reach."""
+        return self.dense_macs / self.pruned_macs
+
+    @property
+    def params_ratio(self) -> float:
+        """Dense parameters over pruned parameters."""
+        return self.dense_params / self.pruned_params
+
+    def latency_efficiency(self, batch: int | None = None) -> float:
+        """Best efficiency over runtimes at `batch` (default 64, else the largest batch measured).
+
+        This is the headline figure of docs/benchmarks.md: (dense latency / pruned latency) /
+        (dense MACs / pruned MACs) with the runtime that gets closest to the MACs limit.
+        """
+        batches = sorted({r.batch for r in self.rows})
+        if batch is None:
+            batch = HEADLINE_BATCH if HEADLINE_BATCH in batches else batches[-1]
+        found = [r.efficiency for r in self.rows if r.batch == batch]
+        if not found:
+            raise ConfigError(f"batch {batch} was not measured; measured: {batches}")
+        return max(found)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict with the ratios, the headline efficiency and every row."""
+        return {
+            "dense_macs": self.dense_macs,
+            "pruned_macs": self.pruned_macs,
+            "macs_ratio": self.macs_ratio,
+            "dense_params": self.dense_params,
+            "pruned_params": self.pruned_params,
+            "params_ratio": self.params_ratio,
+            "latency_efficiency": self.latency_efficiency(),
+            "speedups": [r.to_dict() for r in self.rows],
+            "dense": [r.to_dict() for r in self.dense],
+            "pruned": [r.to_dict() for r in self.pruned],
+        }
+
+
+def _check_args(
+    input_shape: Sequence[int], batch_sizes: Sequence[int], runtimes: Sequence[str], warmup: int, repeats: int
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...]]:
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"input_shape must be (C, H, W) with positive sizes, got {tuple(input_shape)}")
+    batches = tuple(int(b) for b in batch_sizes)
+    if not batches or min(batches) < 1:
+        raise ConfigError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
+    bad = [r for r in runtimes if r not in RUNTIMES]
+    if bad or not runtimes:
+        raise ConfigError(f"unknown runtime(s) {bad or list(runtimes)}; choose from {', '.join(RUNTIMES)}")
+    if repeats < 1 or warmup < 0:
+        raise ConfigError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    return shape, batches, tuple(dict.fromkeys(runtimes))
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Set torch's intra-op threads for the measurement, then restore the caller's setting."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _inference(models: Sequence[nn.Module]) -> Iterator[None]:
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
+
+
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _runners(
+    model: nn.Module, shape: tuple[int, ...], batches: tuple[int, ...], runtimes: tuple[str, ...], threads: int | None
+) -> dict[tuple[str, int], Runner]:
+    """One zero-argument callable per (runtime, batch) that runs a single forward pass.
+
+    Inputs are created up front so that only the forward call is timed. Must be called (and the
+    runners used) inside `_inference`.
+    """
+    gen = torch.Generator().manual_seed(0)
+    inputs = {b: torch.randn((b, *shape), generator=gen) for b in batches}
+    out: dict[tuple[str, int], Runner] = {}
+    if "torch" in runtimes:
+        device = _device(model)
+        # CUDA calls return before the kernels finish; synchronise so the time is the forward's.
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        for b in batches:
+            x = inputs[b].to(device)
+            out["torch", b] = lambda x=x: (model(x), sync())
+    if "onnxruntime" in runtimes:
+        from prunus.export import onnx_bytes, ort_session
+
+        with torch.inference_mode(False):  # the exporter traces; tracing needs normal tensors
+            data = onnx_bytes(model, torch.randn((1, *shape)).to(_device(model)), dynamic_batch=True)
+        sess = ort_session(data, threads=threads)
+        name = sess.get_inputs()[0].name
+        for b in batches:
+            feed = {name: inputs[b].numpy()}
+            out["onnxruntime", b] = lambda feed=feed: sess.run(None, feed)
+    return out
+
+
+def _timed(fn: Runner) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _row(runtime: str, batch: int, seconds: Sequence[float]) -> LatencyRow:
+    ms = np.asarray(seconds) * 1e3
+    q25, med, q75, p90 = (float(v) for v in np.percentile(ms, [25, 50, 75, 90]))
+    return LatencyRow(runtime, batch, med, p90, q75 - q25, batch / (med / 1e3), len(ms))
+
+
+def measure_latency(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    batch_sizes: Sequence[int] = DEFAULT_BATCHES,
+    runtimes: Sequence[str] = RUNTIMES,
+    warmup: int = 5,
+    repeats: int = 30,
+    threads: int | None = None,
+) -> list[LatencyRow]:
+    """Median latency of one forward call per runtime and batch size.
+
+    Args:
+        model: The model; measured in eval mode and returned to its previous mode.
+        input_shape: (C, H, W) of one image.
+        batch_sizes: Batch sizes to measure.
+        runtimes: Any of "torch", "onnxruntime".
+        warmup: Untimed calls before the timed ones (allocator, caches, lazy init).
+        repeats: Timed calls; the median and spread are taken over them.
+        threads: Intra-op threads for both runtimes; None keeps the defaults.
+
+    Returns:
+        One LatencyRow per runtime x batch, runtime-major, in the order given.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten())
+        >>> rows = measure_latency(net, (1, 8, 8), batch_sizes=(1, 4), runtimes=("torch",), repeats=3)
+        >>> [(r.runtime, r.batch) for r in rows]
+        [('torch', 1), ('torch', 4)]
+    """
+    shape, batches, rts = _check_args(input_shape, batch_sizes, runtimes, warmup, repeats)
+    rows = []
+    with _torch_threads(threads), _inference([model]):
+        for (rt, b), fn in _runners(model, shape, batches, rts, threads).items():
+            for _ in range(warmup):
+                fn()
+            rows.append(_row(rt, b, [_timed(fn) for _ in range(repeats)]))
+    return rows
+
+
+def _count(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
+    from prunus.counting import count  # imported here: counting pulls in the structure engine
+
+    c = count(model, shape)
+    return int(c.macs), int(c.params)
+
+
+def _files(model_dir: str | os.PathLike[str]) -> tuple[dict[str, int], int]:
+    """Every file's size, and the bytes of the saved model itself.
+
+    In a prunus model directory only model.json + model.safetensors count: exports written next
+    to them (model.onnx, model.pt) are other artefacts, not the model's size.
+    """
+    root = Path(model_dir)
+    if root.is_file():
+        return {root.name: root.stat().st_size}, root.stat().st_size
+    if not root.is_dir():
+        raise ConfigError(f"model path {str(root)!r} does not exist")
+    files = {p.relative_to(root).as_posix(): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+    from prunus.serialization import MODEL_JSON, MODEL_WEIGHTS
+
+    own = [n for n in (MODEL_JSON, MODEL_WEIGHTS) if n in files]
+    return files, sum(files[n] for n in own) if own else sum(files.values())
+
+
+def benchmark_model(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    model_dir: str | os.PathLike[str] | None = None,
+    batch_sizes: Sequence[int] = DEFAULT_BATCHES,
+    runtimes: Sequence[str] = RUNTIMES,
+    warmup: int = 5,
+    repeats: int = 30,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """MACs, parameters, bytes on disk and latency of one model, as a JSON-able dict.
+
+    Args:
+        model: The model to measure.
+        input_shape: (C, H, W) of one image.
+        model_dir: A saved model directory (model.json + model.safetensors count as its bytes;
+            every file is listed) or a single model file.
+        batch_sizes, runtimes, warmup, repeats, threads: As in `measure_latency`.
+
+    Returns:
+        {"input_shape", "macs", "params", "bytes" (None without model_dir), "files",
+        "threads", "versions", "latency": [LatencyRow dicts]}.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten())
+        >>> res = benchmark_model(net, (1, 8, 8), batch_sizes=(2,), runtimes=("torch",), repeats=2)
+        >>> res["macs"], len(res["latency"])
+        (1296, 1)
+    """
+    shape, batches, rts = _check_args(input_shape, batch_sizes, runtimes, warmup, repeats)
+    files, size = _files(model_dir) if model_dir is not None else ({}, None)
+    macs, params = _count(model, shape)
+    rows = measure_latency(
+        model, shape, batch_sizes=batches, runtimes=rts, warmup=warmup, repeats=repeats, threads=threads
+    )
+    return {
+        "input_shape": list(shape),
+        "macs": macs,
+        "params": params,
+        "bytes": size,
+        "files": files,
+        "threads": threads if threads else torch.get_num_threads(),
+        "versions": _versions(rts),
+        "latency": [r.to_dict() for r in rows],
+    }
+
+
+def _versions(runtimes: Sequence[str]) -> dict[str, str]:
+    versions = {"torch": torch.__version__}
+    if "onnxruntime" in runtimes:
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    return versions
+
+
+def compare_latency(
+    dense: nn.Module,
+    pruned: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    batch_sizes: Sequence[int] = DEFAULT_BATCHES,
+    runtimes: Sequence[str] = RUNTIMES,
+    warmup: int = 5,
+    repeats: int = 30,
+    threads: int | None = None,
+) -> LatencyComparison:
+    """Speed-up of `pruned` over `dense`, measured side by side, and its latency efficiency.
+
+    For every runtime and batch both models are warmed up, then timed alternately call by call
+    (dense-pruned, pruned-dense, ...) so drifts in machine load affect both equally and the order
+    bias cancels. speedup = dense median / pruned median; efficiency = speedup / MACs ratio.
+
+    Args:
+        dense: The reference model.
+        pruned: The pruned (or any other) model with the same input shape.
+        input_shape: (C, H, W) of one image.
+        batch_sizes, runtimes, warmup, repeats, threads: As in `measure_latency`.
+
+    Returns:
+        LatencyComparison; `.latency_efficiency()` is the figure of docs/benchmarks.md.
+
+    Example:
+        >>> conv = lambda c: torch.nn.Sequential(torch.nn.Conv2d(1, c, 3), torch.nn.Flatten())
+        >>> cmp = compare_latency(conv(8), conv(4), (1, 8, 8), batch_sizes=(2,), runtimes=("torch",), repeats=2)
+        >>> cmp.macs_ratio
+        2.0
+    """
+    shape, batches, rts = _check_args(input_shape, batch_sizes, runtimes, warmup, repeats)
+    dense_macs, dense_params = _count(dense, shape)
+    pruned_macs, pruned_params = _count(pruned, shape)
+    if pruned_macs <= 0:
+        raise ConfigError("the pruned model has no MACs; cannot form a MACs ratio")
+    times: dict[tuple[str, int], tuple[list[float], list[float]]] = {}
+    with _torch_threads(threads), _inference([dense, pruned]):
+        run_d = _runners(dense, shape, batches, rts, threads)
+        run_p = _runners(pruned, shape, batches, rts, threads)
+        for key in run_d:
+            fd, fp = run_d[key], run_p[key]
+            for _ in range(warmup):
+                fd()
+                fp()
+            td: list[float] = []
+            tp: list[float] = []
+            for i in range(repeats):
+                if i % 2 == 0:
+                    td.append(_timed(fd))
+                    tp.append(_timed(fp))
+                else:
+                    tp.append(_timed(fp))
+                    td.append(_timed(fd))
+            times[key] = (td, tp)
+    macs_ratio = dense_macs / pruned_macs
+    dense_rows, pruned_rows, rows = [], [], []
+    for (rt, b), (td, tp) in times.items():
+        rd, rp = _row(rt, b, td), _row(rt, b, tp)
+        dense_rows.append(rd)
+        pruned_rows.append(rp)
+        speedup = rd.median_ms / rp.median_ms
+        rows.append(SpeedupRow(rt, b, rd.median_ms, rp.median_ms, speedup, speedup / macs_ratio))
+    return LatencyComparison(
+        dense_macs, pruned_macs, dense_params, pruned_params, tuple(rows), tuple(dense_rows), tuple(pruned_rows)
+    )

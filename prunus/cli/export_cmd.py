@@ -1,0 +1,96 @@
+"""`prunus export`: write a saved model as ONNX or TorchScript, checked against the eager model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from prunus.cli._common import add_command, print_table
+from prunus.config import check_choice
+from prunus.errors import ConfigError, PrunusError
+
+__all__ = ["FORMATS", "add_model_args", "add_parser", "load_model", "parse_ints", "run"]
+
+# format -> default file name inside the model directory
+FORMATS: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.pt"}
+
+
+def parse_ints(text: str, flag: str) -> tuple[int, ...]:
+    """Parse a comma-separated list of positive integers ("1,16,64"); ConfigError naming `flag` otherwise."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{flag} must be comma-separated positive integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{flag} must be comma-separated positive integers, got {text!r}")
+    return values
+
+
+def load_model(args: argparse.Namespace) -> tuple[Any, tuple[int, ...]]:
+    """Load `args.model_dir` and resolve its input shape (--input-shape overrides model.json)."""
+    model_dir = Path(args.model_dir)
+    if not model_dir.is_dir():
+        raise PrunusError(f"model directory not found: {model_dir}")
+    from prunus.serialization import load
+
+    model = load(model_dir, trust_factory=args.trust_factory)
+    if args.input_shape:
+        shape = parse_ints(args.input_shape, "--input-shape")
+    else:
+        shape = tuple(getattr(model, "prunus_input_shape", ()) or ())
+    if len(shape) != 3:
+        raise ConfigError(f"{model_dir} records no input shape (C, H, W); pass --input-shape C,H,W")
+    return model, shape
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by commands that load one saved model directory."""
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved model directory (model.json + weights)")
+    parser.add_argument("--input-shape", metavar="C,H,W", help="input shape; default: the one in model.json")
+    parser.add_argument(
+        "--trust-factory", action="store_true", help="allow importing the user factory named in model.json"
+    )
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `prunus export`."""
+    parser = add_command(
+        subparsers,
+        "export",
+        "Export a saved model to ONNX or TorchScript and check the file reproduces its logits.",
+        "prunus export runs/r20/model --format onnx --out r20.onnx",
+    )
+    add_model_args(parser)
+    # No argparse `choices`: a bad name goes through ConfigError, one line listing the formats.
+    parser.add_argument("--format", default="onnx", help=f"one of: {', '.join(FORMATS)} (default: onnx)")
+    parser.add_argument("--out", metavar="PATH", help="output file (default: MODEL_DIR/model.onnx or model.pt)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset version (default: 17)")
+    parser.add_argument("--no-check", action="store_true", help="skip running the file and comparing logits")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export the model; print what was written and how closely it matches."""
+    check_choice("--format", args.format, FORMATS)
+    import torch
+
+    from prunus.export import export_onnx, export_torchscript
+
+    model, shape = load_model(args)
+    out = Path(args.out) if args.out else Path(args.model_dir) / FORMATS[args.format]
+    example = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
+    if args.format == "onnx":
+        result = export_onnx(model, out, example, opset=args.opset, check=not args.no_check)
+    else:
+        result = export_torchscript(model, out, example, check=not args.no_check)
+    diff = "unchecked" if result.max_abs_diff is None else f"{result.max_abs_diff:.2e}"
+    batches = ",".join(map(str, result.checked_batches)) or "-"
+    print_table(
+        f"prunus export {args.model_dir}",
+        ["format", "bytes", "max |file - eager|", "checked batches"],
+        [[result.format, result.bytes, diff, batches]],
+    )
+    print(f"wrote {result.path}")  # outside the table: rich would wrap a long path
+    return 0

@@ -1,0 +1,391 @@
+"""Export a (pruned) model to ONNX or TorchScript, checked against the eager model.
+
+Both exporters put the model in eval mode, write the file atomically, reload it in its target
+runtime (onnxruntime on CPU, `torch.jit.load`) and compare the logits with the eager model's on
+the example batch and on a second batch size, so a file that exists is a file that works.
+
+ONNX uses the classic TorchScript-based exporter (`dynamo=False`): it needs only `onnx` to write
+the file, while the torch.export-based one would also need `onnxscript`. Checking the file needs
+`onnxruntime`. Both come with `pip install 'prunus[export]'`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import os
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from prunus._atomic import atomic_path
+from prunus.errors import PrunusError
+
+__all__ = [
+    "ExportError",
+    "ExportResult",
+    "MissingDependencyError",
+    "export_onnx",
+    "export_torchscript",
+    "onnx_bytes",
+    "ort_session",
+]
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+class ExportError(PrunusError, RuntimeError):
+    """The model cannot be exported, or the exported file does not reproduce the eager logits."""
+
+
+class MissingDependencyError(PrunusError, ImportError):
+    """An optional dependency (onnxruntime, onnx) is not installed; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote and how closely the file reproduces the eager model.
+
+    Attributes:
+        path: The written file.
+        format: "onnx" or "torchscript".
+        bytes: Size of the file on disk.
+        max_abs_diff: Largest |file logits - eager logits| over the checked batches; None if unchecked.
+        checked_batches: Batch sizes the file was run at during the check (empty if unchecked).
+    """
+
+    path: Path
+    format: str
+    bytes: int
+    max_abs_diff: float | None
+    checked_batches: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary."""
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "bytes": self.bytes,
+            "max_abs_diff": self.max_abs_diff,
+            "checked_batches": list(self.checked_batches),
+        }
+
+
+def _as_tuple(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    return tuple(example_inputs)
+
+
+def _outputs(out: Any) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for t in out if isinstance(t, torch.Tensor)]
+    raise ExportError(f"model output must be a tensor or a tuple of tensors, got {type(out).__name__}")
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the export, then the caller's mode back (exports must not change the model)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def _quiet_deprecations() -> Iterator[None]:
+    # torch 2.9+ marks the TorchScript-based ONNX exporter and torch.jit deprecated; they are
+    # still the way to get these formats without onnxscript, so don't flood the user with it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
+@contextlib.contextmanager
+def _native_stdout_silenced() -> Iterator[None]:
+    """Discard what C++ code writes to file descriptor 1 inside the block.
+
+    torch's TorchScript-based ONNX exporter leaves its native log switched on (a bug in
+    `setup_onnx_logging`, seen in torch 2.13) and dumps the whole IR graph to stdout before
+    raising on an unsupported operator; the CLI must print one line instead. Python-level output
+    of other threads during the export would be lost too, which the export never overlaps with.
+    """
+    fd = 1  # C++ std::cout writes here whatever sys.stdout has been replaced with
+    try:
+        saved = os.dup(fd)
+    except OSError:  # no descriptor 1 at all: nothing to silence
+        yield
+        return
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stdout.flush()  # Python output buffered so far must not be swallowed
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), fd)
+            try:
+                yield
+            finally:
+                os.dup2(saved, fd)
+    finally:
+        os.close(saved)
+
+
+def _other_batch(inputs: tuple[torch.Tensor, ...], seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Random inputs like `inputs` but with a different batch size, to prove the batch axis is dynamic."""
+    batch = inputs[0].shape[0]
+    other = batch + 2 if batch <= 2 else batch - 1
+    gen = torch.Generator().manual_seed(seed)
+    return tuple(
+        torch.randn((other, *t.shape[1:]), generator=gen, dtype=torch.float32).to(t.dtype).to(t.device)
+        if t.is_floating_point()
+        else t[:1].repeat(other, *([1] * (t.dim() - 1)))
+        for t in inputs
+    )
+
+
+def _max_abs_diff(expected: list[torch.Tensor], actual: Sequence[Any], what: str) -> float:
+    if len(expected) != len(actual):
+        raise ExportError(f"{what} returned {len(actual)} outputs, the eager model {len(expected)}")
+    worst = 0.0
+    for e, a in zip(expected, actual):
+        e_np = e.detach().float().cpu().numpy()
+        a_np = np.asarray(a.detach().float().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float32)
+        if e_np.shape != a_np.shape:
+            raise ExportError(f"{what} output shape {a_np.shape} != eager shape {e_np.shape}")
+        diff = float(np.max(np.abs(e_np - a_np))) if e_np.size else 0.0
+        if not np.isfinite(diff):  # NaN must fail the check, not slip through `diff > atol`
+            return float("inf")
+        worst = max(worst, diff)
+    return worst
+
+
+def _require(module: str, purpose: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(f"{purpose} needs {module}: pip install 'prunus[export]'") from exc
+
+
+def ort_session(model: bytes | str | os.PathLike[str], threads: int | None = None) -> Any:
+    """An onnxruntime CPU `InferenceSession` for ONNX bytes or a file path.
+
+    Args:
+        model: Serialized ONNX model, or the path of an .onnx file.
+        threads: Intra-op threads; None lets onnxruntime choose (all cores).
+
+    Example:
+        >>> sess = ort_session(onnx_bytes(torch.nn.Linear(3, 2), torch.zeros(1, 3)))
+        >>> sess.run(None, {"input": np.zeros((5, 3), np.float32)})[0].shape
+        (5, 2)
+    """
+    ort = _require("onnxruntime", "running ONNX")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads or 0)  # 0 = onnxruntime's default
+    opts.inter_op_num_threads = 1  # the CNNs here are a single chain; parallel branches buy nothing
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own un-exported exception types
+        raise ExportError(f"onnxruntime cannot load the exported model: {exc}") from exc
+
+
+def onnx_bytes(
+    model: nn.Module,
+    example_inputs: torch.Tensor | Sequence[torch.Tensor],
+    *,
+    opset: int = 17,
+    dynamic_batch: bool = True,
+) -> bytes:
+    """Serialize `model` (in eval mode) to ONNX in memory, without checking it.
+
+    Args:
+        model: Any nn.Module taking tensors and returning a tensor or tuple of tensors.
+        example_inputs: One tensor, or a tuple for models with several inputs.
+        opset: ONNX opset version.
+        dynamic_batch: Make dimension 0 of every input and output symbolic.
+
+    Returns:
+        The serialized ModelProto.
+
+    Raises:
+        ExportError: The model uses an operator the exporter cannot translate.
+        MissingDependencyError: onnx is not installed.
+
+    Example:
+        >>> data = onnx_bytes(torch.nn.Linear(3, 2), torch.zeros(1, 3))
+        >>> len(data) > 0
+        True
+    """
+    _require("onnx", "exporting to ONNX")  # the exporter imports it late, after tracing the model
+    inputs = _as_tuple(example_inputs)
+    in_names = [INPUT_NAME] if len(inputs) == 1 else [f"{INPUT_NAME}{i}" for i in range(len(inputs))]
+    with _eval_mode(model), torch.no_grad():
+        n_out = len(_outputs(model(*inputs)))
+        out_names = [OUTPUT_NAME] if n_out == 1 else [f"{OUTPUT_NAME}{i}" for i in range(n_out)]
+        axes = {name: {0: "batch"} for name in in_names + out_names} if dynamic_batch else None
+        buf = io.BytesIO()
+        try:
+            with _quiet_deprecations(), _native_stdout_silenced():
+                torch.onnx.export(
+                    model,
+                    inputs,
+                    buf,
+                    input_names=in_names,
+                    output_names=out_names,
+                    dynamic_axes=axes,
+                    opset_version=opset,
+                    do_constant_folding=True,
+                    dynamo=False,
+                )
+        except Exception as exc:  # exporter errors come as OnnxExporterError, RuntimeError, TypeError...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"cannot export {type(model).__name__} to ONNX (opset {opset}): {first}") from exc
+    return buf.getvalue()
+
+
+def _check_onnx(
+    model: nn.Module, data: bytes, batches: list[tuple[torch.Tensor, ...]], atol: float
+) -> tuple[float, tuple[int, ...]]:
+    sess = ort_session(data)
+    names = [i.name for i in sess.get_inputs()]
+    worst = 0.0
+    with _eval_mode(model), torch.no_grad():
+        for inputs in batches:
+            expected = _outputs(model(*inputs))
+            feed = {n: t.detach().cpu().numpy() for n, t in zip(names, inputs)}
+            try:
+                got = sess.run(None, feed)
+            except Exception as exc:
+                raise ExportError(f"onnxruntime failed at batch {inputs[0].shape[0]}: {exc}") from exc
+            worst = max(worst, _max_abs_diff(expected, got, "onnxruntime"))
+    if not worst <= atol:
+        raise ExportError(f"ONNX logits differ from torch by {worst:.3g} > atol {atol:g}")
+    return worst, tuple(int(b[0].shape[0]) for b in batches)
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    example_inputs: torch.Tensor | Sequence[torch.Tensor],
+    *,
+    opset: int = 17,
+    dynamic_batch: bool = True,
+    check: bool = True,
+    atol: float = 1e-4,
+) -> ExportResult:
+    """Export `model` to an ONNX file and check it with onnxruntime.
+
+    The file is written atomically. With `check`, onnxruntime (CPU) runs it on `example_inputs`
+    and, when `dynamic_batch`, on a second batch size; the logits must match the eager model's.
+
+    Args:
+        model: The model; it is exported in eval mode and left in the mode it came in.
+        path: Output file (parent directories are created).
+        example_inputs: One tensor (N, C, H, W) or a tuple of tensors.
+        opset: ONNX opset version.
+        dynamic_batch: Make the batch axis symbolic.
+        check: Run the file in onnxruntime and compare with torch.
+        atol: Largest allowed |onnxruntime - torch| over all outputs.
+
+    Returns:
+        ExportResult with the path, file size and max_abs_diff.
+
+    Raises:
+        ExportError: Unsupported operator, or logits differ by more than `atol` (then nothing
+            is written to `path`).
+        MissingDependencyError: onnx is not installed, or `check` is on and onnxruntime is not.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 2))
+        >>> res = export_onnx(net, pathlib.Path(tempfile.mkdtemp()) / "m.onnx", torch.randn(2, 1, 8, 8))
+        >>> res.max_abs_diff < 1e-4, res.checked_batches
+        (True, (2, 4))
+    """
+    if check:
+        _require("onnxruntime", "checking the ONNX file")  # fail before the (slow) export, not after
+    inputs = _as_tuple(example_inputs)
+    data = onnx_bytes(model, inputs, opset=opset, dynamic_batch=dynamic_batch)
+    diff, checked = None, ()
+    if check:
+        batches = [inputs, _other_batch(inputs)] if dynamic_batch else [inputs]
+        diff, checked = _check_onnx(model, data, batches, atol)
+    # Check first, write second: a file on disk is always a verified one.
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    path = Path(path)
+    return ExportResult(path, "onnx", path.stat().st_size, diff, checked)
+
+
+def export_torchscript(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    example_inputs: torch.Tensor | Sequence[torch.Tensor],
+    *,
+    check: bool = True,
+    atol: float = 1e-5,
+) -> ExportResult:
+    """Trace `model` to TorchScript, save it atomically, reload it and compare the logits.
+
+    Tracing (not scripting) works on any model whose forward has no data-dependent control
+    flow, which holds for the CNNs prunus prunes. The reloaded module is compared with the eager
+    model on `example_inputs` and on a second batch size.
+
+    Args:
+        model: The model; traced in eval mode and left in the mode it came in.
+        path: Output file, conventionally `.pt`.
+        example_inputs: One tensor or a tuple of tensors.
+        check: Reload with `torch.jit.load` and compare with the eager model.
+        atol: Largest allowed |reloaded - eager| over all outputs.
+
+    Returns:
+        ExportResult with the path, file size and max_abs_diff.
+
+    Raises:
+        ExportError: Tracing failed, or the reloaded module differs by more than `atol` (then
+            the file is not left at `path`).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "m.pt"
+        >>> res = export_torchscript(torch.nn.Linear(3, 2), out, torch.zeros(1, 3))
+        >>> res.max_abs_diff <= 1e-5
+        True
+    """
+    inputs = _as_tuple(example_inputs)
+    diff, checked = None, ()
+    with _eval_mode(model), torch.no_grad(), _quiet_deprecations():
+        try:
+            # check_trace would re-run the model; our own comparison below covers it and more.
+            traced = torch.jit.trace(model, inputs, check_trace=False)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"cannot trace {type(model).__name__} to TorchScript: {first}") from exc
+        with atomic_path(path) as tmp:
+            torch.jit.save(traced, str(tmp))
+            if check:
+                loaded = torch.jit.load(str(tmp))
+                diff = 0.0
+                batches = [inputs, _other_batch(inputs)]
+                for batch in batches:
+                    expected = _outputs(model(*batch))
+                    got = _outputs(loaded(*batch))
+                    diff = max(diff, _max_abs_diff(expected, got, "TorchScript"))
+                if not diff <= atol:  # raising inside atomic_path removes the temp file
+                    raise ExportError(f"TorchScript logits differ from eager by {diff:.3g} > atol {atol:g}")
+                checked = tuple(int(b[0].shape[0]) for b in batches)
+    path = Path(path)
+    return ExportResult(path, "torchscript", path.stat().st_size, diff, checked)

@@ -1,0 +1,231 @@
+"""ONNX / TorchScript export: the files reproduce the eager logits, are written atomically, fail clearly."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from prunus.errors import PrunusError
+from prunus.export import ExportError, MissingDependencyError, export_onnx, export_torchscript, onnx_bytes
+
+ort = pytest.importorskip("onnxruntime")
+
+
+class TinyNet(nn.Module):
+    """Conv+BN stem, a residual add, a depthwise conv, flatten -> Linear: the patterns pruning rewrites."""
+
+    def __init__(self, c_in: int = 3, width: int = 4, hw: int = 8, classes: int = 5) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(c_in, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.branch = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width))
+        self.dw = nn.Conv2d(width, width, 3, padding=1, groups=width)
+        self.fc = nn.Linear(width * hw * hw, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.relu(x + self.branch(x))
+        return self.fc(torch.flatten(self.dw(x), 1))
+
+
+class FFTNet(nn.Module):
+    """Uses torch.fft, which the ONNX exporter cannot translate."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.fft(x).real.flatten(1)
+
+
+def _net() -> TinyNet:
+    torch.manual_seed(0)
+    net = TinyNet()
+    with torch.no_grad():  # non-trivial BN statistics, so a wrong train/eval mode would show
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return net
+
+
+def _x(batch: int, shape: tuple[int, ...] = (3, 8, 8), seed: int = 1) -> torch.Tensor:
+    return torch.randn((batch, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+def _ort_logits(path, x: torch.Tensor) -> np.ndarray:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+
+
+def test_onnx_matches_torch_at_two_batch_sizes(tmp_path):
+    net = _net()
+    res = export_onnx(net, tmp_path / "m.onnx", _x(2))
+    assert res.format == "onnx"
+    assert res.checked_batches == (2, 4)
+    assert 0.0 <= res.max_abs_diff <= 1e-4
+    assert res.bytes == (tmp_path / "m.onnx").stat().st_size > 0
+    net.eval()
+    with torch.no_grad():
+        for batch in (1, 7):  # our own check, independent of the one inside export_onnx
+            x = _x(batch, seed=batch)
+            np.testing.assert_allclose(_ort_logits(res.path, x), net(x).numpy(), atol=1e-4, rtol=0)
+
+
+def test_onnx_file_is_valid_and_written_atomically(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    net = _net().train()
+    export_onnx(net, tmp_path / "sub" / "m.onnx", _x(2))
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["m.onnx"]  # no temp files left
+    onnx.checker.check_model(onnx.load(str(tmp_path / "sub" / "m.onnx")))
+    assert net.training  # exported in eval mode, handed back in the mode it came in
+
+
+def test_onnx_static_batch_checks_only_the_example(tmp_path):
+    res = export_onnx(_net(), tmp_path / "m.onnx", _x(3), dynamic_batch=False)
+    assert res.checked_batches == (3,)
+    sess = ort.InferenceSession(str(res.path), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape == [3, 3, 8, 8]
+
+
+def test_onnx_unchecked_export(tmp_path):
+    res = export_onnx(_net(), tmp_path / "m.onnx", _x(1), check=False)
+    assert res.max_abs_diff is None
+    assert res.checked_batches == ()
+    assert res.path.exists()
+
+
+def test_non_exportable_op_gives_clear_error_and_no_file(tmp_path, capfd):
+    with pytest.raises(ExportError, match=r"cannot export FFTNet to ONNX .*fft"):
+        export_onnx(FFTNet(), tmp_path / "m.onnx", _x(2))
+    assert list(tmp_path.iterdir()) == []
+    assert "Torch IR graph" not in capfd.readouterr().out  # torch's native graph dump is silenced
+    assert issubclass(ExportError, PrunusError)
+
+
+def test_mismatch_beyond_atol_raises_and_writes_nothing(tmp_path):
+    with pytest.raises(ExportError, match="ONNX logits differ"):
+        export_onnx(_net(), tmp_path / "m.onnx", _x(2), atol=-1.0)
+    with pytest.raises(ExportError, match="TorchScript logits differ"):
+        export_torchscript(_net(), tmp_path / "m.pt", _x(2), atol=-1.0)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("module", ["onnxruntime", "onnx"])
+def test_missing_dependency_says_how_to_install(module, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import <module>` raise ImportError
+    with pytest.raises(MissingDependencyError, match=rf"needs {module}: pip install 'prunus\[export\]'"):
+        export_onnx(_net(), tmp_path / "m.onnx", _x(2))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")  # torch >= 2.9
+def test_torchscript_matches_eager(tmp_path):
+    net = _net()
+    res = export_torchscript(net, tmp_path / "m.pt", _x(2))
+    assert res.format == "torchscript"
+    assert res.checked_batches == (2, 4)
+    assert 0.0 <= res.max_abs_diff <= 1e-5
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+    loaded = torch.jit.load(str(res.path))
+    net.eval()
+    with torch.no_grad():
+        x = _x(5, seed=5)
+        assert (loaded(x) - net(x)).abs().max().item() <= 1e-5
+
+
+def test_onnx_bytes_in_memory():
+    data = onnx_bytes(_net(), _x(1))
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["logits"]
+    assert sess.run(None, {"input": _x(6).numpy()})[0].shape == (6, 5)
+
+
+def _registry_models() -> list:
+    if importlib.util.find_spec("prunus.models") is None:
+        return [pytest.param(None, marks=pytest.mark.skip(reason="prunus.models is not built"))]
+    import prunus.models as pm
+
+    if not hasattr(pm, "list_models"):
+        return [pytest.param(None, marks=pytest.mark.skip(reason="prunus.models has no list_models yet"))]
+    return pm.list_models()
+
+
+def _calibrate_bn(model: nn.Module, x: torch.Tensor) -> None:
+    """Give BN layers the statistics of real activations, as training would.
+
+    With the init statistics (mean 0, var 1) logits of a deep untrained ResNet grow to ~1e6, where
+    float32 rounding alone exceeds an absolute 1e-4; trained models have logits of order 1-10.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = None  # cumulative average: one batch sets the statistics exactly
+    with torch.no_grad():
+        model.train()(x)
+
+
+@pytest.mark.parametrize("name", _registry_models())
+def test_registry_models_export_to_onnx(name, tmp_path):
+    from prunus.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, in_channels=1, width_mult=0.25)
+    _calibrate_bn(model, _x(8, shape=(1, 28, 28), seed=8))
+    x = _x(2, shape=(1, 28, 28))
+    res = export_onnx(model, tmp_path / f"{name}.onnx", x)
+    assert res.checked_batches == (2, 4)
+    assert res.max_abs_diff <= 1e-4
+    model.eval()
+    with torch.no_grad():
+        x3 = _x(3, shape=(1, 28, 28), seed=3)
+        np.testing.assert_allclose(_ort_logits(res.path, x3), model(x3).numpy(), atol=1e-4, rtol=0)
+
+
+# ---- CLI -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    serialization = pytest.importorskip("prunus.serialization")
+    models = pytest.importorskip("prunus.models")
+    if not hasattr(models, "create_model"):
+        pytest.skip("prunus.models has no create_model yet")
+    model = models.create_model("resnet20", num_classes=10, in_channels=1, width_mult=0.25)
+    return serialization.save(model, tmp_path / "model", input_shape=(1, 28, 28))
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("onnx", "model.onnx"), ("torchscript", "model.pt")])
+def test_cli_export(model_dir, fmt, name, capsys):
+    from prunus.cli import main
+
+    assert main(["export", str(model_dir), "--format", fmt]) == 0
+    assert (model_dir / name).stat().st_size > 0
+    assert name in capsys.readouterr().out
+
+
+def test_cli_export_out_path_and_opset(model_dir, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from prunus.cli import main
+
+    out = tmp_path / "exported" / "r20.onnx"
+    assert main(["export", str(model_dir), "--out", str(out), "--opset", "13"]) == 0
+    assert onnx.load(str(out)).opset_import[0].version == 13
+
+
+def test_cli_export_bad_format_is_one_line_exit_2(model_dir, capsys):
+    from prunus.cli import main
+
+    assert main(["export", str(model_dir), "--format", "tflite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith("prunus: error:")
+    assert "onnx, torchscript" in err
+
+
+def test_cli_export_missing_dir_exit_2(tmp_path, capsys):
+    pytest.importorskip("prunus.serialization")
+    from prunus.cli import main
+
+    assert main(["export", str(tmp_path / "nope")]) == 2
+    assert "not found" in capsys.readouterr().err
