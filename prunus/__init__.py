@@ -6,12 +6,17 @@ compress what survives, and ship a smaller, faster model with honest numbers.
 Example:
     >>> import prunus
     >>> model = prunus.create_model("resnet20", num_classes=10, in_channels=1)
-    >>> prunus.count(model, (1, 1, 28, 28)).params > 0
-    True
+    >>> prunus.count(model, (1, 28, 28)).params
+    272186
 """
 
 from prunus._version import __version__ as __version__
+from prunus.counting import Counts as Counts
+from prunus.counting import count as count
 from prunus.errors import PrunusError as PrunusError
+from prunus.models import create_model as create_model
+from prunus.models import list_models as list_models
+from prunus.serialization import load as load
+from prunus.serialization import save as save
 
-# Re-exports of the public API are added as the modules land (integration step).
-__all__ = ["PrunusError", "__version__"]
+__all__ = ["Counts", "PrunusError", "__version__", "count", "create_model", "list_models", "load", "save"]

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["add_command", "print_table"]
+__all__ = ["add_command", "parse_int_list", "print_table"]
 
 
 def add_command(subparsers: Any, name: str, summary: str, example: str) -> argparse.ArgumentParser:
@@ -37,3 +37,14 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def parse_int_list(text: str) -> tuple[int, ...]:
+    """argparse type for "1,16,64" -> (1, 16, 64); a bad value is a one-line usage error."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values

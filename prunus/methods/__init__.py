@@ -1,0 +1,9 @@
+"""Method plug-ins for the Trainer. Importing this package registers every built-in method."""
+
+from prunus.methods._registry import METHODS as METHODS
+from prunus.methods._registry import create_method as create_method
+from prunus.methods._registry import list_methods as list_methods
+from prunus.methods._registry import method_arguments as method_arguments
+from prunus.methods._registry import register_method as register_method
+
+__all__ = ["METHODS", "create_method", "list_methods", "method_arguments", "register_method"]

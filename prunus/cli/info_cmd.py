@@ -1,0 +1,81 @@
+"""`prunus info`: describe a model directory, run directory or checkpoint without running it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from prunus.cli._common import add_command, print_table
+from prunus.errors import PrunusError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = add_command(
+        subparsers,
+        "info",
+        "Describe a model directory, run directory or checkpoint file.",
+        "prunus info runs/r20/model",
+    )
+    p.add_argument("path", help="model dir, run dir, or checkpoint.pt")
+    p.add_argument("--json", action="store_true", help="print the description as JSON")
+    p.set_defaults(run=run)
+    return p
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """A JSON-able description of `path` (model dir, run dir or checkpoint)."""
+    from prunus.serialization import MODEL_JSON, MODEL_WEIGHTS, read_model_json
+
+    if path.is_dir() and (path / MODEL_JSON).exists():
+        header = read_model_json(path)
+        weights = path / MODEL_WEIGHTS
+        return {
+            "kind": "model",
+            "arch": header["arch"],
+            "input_shape": header.get("input_shape"),
+            "pruning_steps": len(header.get("history") or []),
+            "metrics": header.get("metrics", {}),
+            "prunus_version": header.get("prunus_version"),
+            "bytes": weights.stat().st_size if weights.exists() else None,
+        }
+    if path.is_dir() and (path / "config.yaml").exists():
+        out: dict[str, Any] = {"kind": "run", "config": str(path / "config.yaml")}
+        metrics = path / "metrics.jsonl"
+        if metrics.exists():
+            lines = [line for line in metrics.read_text().splitlines() if line.strip()]
+            out["epochs_logged"] = len(lines)
+            out["last_epoch"] = json.loads(lines[-1]) if lines else None
+        if (path / "model").exists():
+            out["model"] = describe(path / "model")
+        return out
+    if path.is_file() and path.suffix == ".pt":
+        from prunus.engine.checkpoint import load_checkpoint
+
+        state = load_checkpoint(path)
+        return {
+            "kind": "checkpoint",
+            "epochs_done": state["epoch"],
+            "global_step": state["global_step"],
+            "methods": state["method_names"],
+            "config": state["config"],
+        }
+    if not path.exists():
+        raise PrunusError(f"no such file or directory: {path}")
+    raise PrunusError(f"{path} is not a prunus model directory, run directory or checkpoint")
+
+
+def run(args: argparse.Namespace) -> int:
+    info = describe(Path(args.path))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    rows = []
+    for key, value in info.items():
+        text = json.dumps(value) if isinstance(value, (dict, list)) else value
+        rows.append((key, text if len(str(text)) < 200 else str(text)[:197] + "..."))
+    print_table(str(args.path), ("field", "value"), rows)
+    return 0

@@ -1,0 +1,148 @@
+"""`prunus train`: train a registry model, optionally with Method plug-ins, into a run directory."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import yaml
+
+from prunus.cli._common import add_command, parse_int_list
+from prunus.errors import ConfigError
+
+__all__ = ["add_parser", "run"]
+
+# Flags that are shortcuts for method arguments: applied to every chosen method that accepts them.
+METHOD_SHORTCUTS = ("rate", "criterion", "width", "eps", "interval")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from prunus.data import list_datasets
+    from prunus.methods import list_methods
+    from prunus.models import list_models
+
+    p = add_command(
+        subparsers,
+        "train",
+        "Train a model (optionally with pruning/reactivation methods) into a run directory.",
+        "prunus train --model resnet20 --data fashion-mnist --epochs 15 --out runs/r20",
+    )
+    p.add_argument("--config", metavar="YAML", help="recipe/config file; flags override its values")
+    p.add_argument("--out", metavar="DIR", help="run directory (config.yaml, metrics.jsonl, checkpoint, model/)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", choices=list_models(), help="registry model (default resnet20)")
+    g.add_argument("--width-mult", type=float, help="channel width multiplier (default 1.0)")
+    g.add_argument("--data", choices=list_datasets(), help="dataset (default fashion-mnist)")
+    g.add_argument("--data-dir", help="directory holding the dataset files")
+    g.add_argument("--subset", type=int, help="train on a fixed subset of this many images")
+    g.add_argument("--val-size", type=int, help="images held out from training for validation (default 5000)")
+    g.add_argument("--batch-size", type=int, help="training batch size (default 128)")
+    g.add_argument("--no-augment", action="store_true", help="disable random crop and flip")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, help="number of epochs (default 30)")
+    t.add_argument("--lr", type=float, help="peak learning rate (default 0.1)")
+    t.add_argument("--optimizer", choices=("sgd", "adamw"))
+    t.add_argument("--schedule", choices=("cosine", "step", "constant"))
+    t.add_argument("--milestones", type=parse_int_list, help="epochs for the step schedule, e.g. 60,120")
+    t.add_argument("--warmup-epochs", type=float)
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--label-smoothing", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    t.add_argument("--amp", action="store_true", default=None, help="mixed precision on CUDA")
+    t.add_argument("--threads", type=int, help="torch CPU threads")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
+    m = p.add_argument_group("methods")
+    m.add_argument("--method", action="append", choices=list_methods() or None, help="method plug-in (repeatable)")
+    m.add_argument("--rate", type=float, help="pruning rate per group (sfp, fpgm, mfp)")
+    m.add_argument("--criterion", help="filter criterion (sfp)")
+    m.add_argument("--width", type=float, help="target width ratio (csgd)")
+    m.add_argument("--eps", type=float, help="centripetal strength (csgd)")
+    m.add_argument("--interval", type=int, help="epochs between pruning steps (sfp)")
+    m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any method argument (YAML value)")
+    p.set_defaults(run=run)
+    return p
+
+
+def _method_specs(args: argparse.Namespace) -> list[dict[str, Any]] | None:
+    from prunus.methods import method_arguments
+
+    if not args.method:
+        used = [k for k in METHOD_SHORTCUTS if getattr(args, k) is not None] + args.set
+        if used:
+            raise ConfigError(f"method options given ({', '.join(map(str, used))}) but no --method")
+        return None
+    extra: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        extra[key.strip()] = yaml.safe_load(value)
+    specs = []
+    for name in args.method:
+        accepted = set(method_arguments(name))
+        margs = {k: getattr(args, k) for k in METHOD_SHORTCUTS if getattr(args, k) is not None and k in accepted}
+        margs.update({k: v for k, v in extra.items() if k in accepted})
+        specs.append({"name": name, "args": margs})
+    given = {k for k in METHOD_SHORTCUTS if getattr(args, k) is not None} | set(extra)
+    taken = set().union(*(set(method_arguments(n)) for n in args.method))
+    if given - taken:
+        raise ConfigError(f"option(s) {', '.join(sorted(given - taken))} not accepted by method(s) {args.method}")
+    return specs
+
+
+def run(args: argparse.Namespace) -> int:
+    from prunus.recipes import resolve_run_config, train_run
+    from prunus.recipes.config import RunConfig
+
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out RUN_DIR")
+    if args.resume and args.config is None:
+        from pathlib import Path
+
+        saved = Path(args.out) / "config.yaml"
+        if saved.exists():
+            args.config = str(saved)  # a resumed run continues with the config it started with
+    overrides = {
+        "model": {"name": args.model, "width_mult": args.width_mult},
+        "data": {
+            "name": args.data,
+            "root": args.data_dir,
+            "subset": args.subset,
+            "val_size": args.val_size,
+            "batch_size": args.batch_size,
+            "augment": False if args.no_augment else None,
+        },
+        "train": {
+            "epochs": args.epochs,
+            "lr": args.lr,
+            "optimizer": args.optimizer,
+            "schedule": args.schedule,
+            "milestones": args.milestones,
+            "warmup_epochs": args.warmup_epochs,
+            "weight_decay": args.weight_decay,
+            "label_smoothing": args.label_smoothing,
+            "seed": args.seed,
+            "device": args.device,
+            "amp": args.amp,
+            "threads": args.threads,
+        },
+        "methods": _method_specs(args),
+    }
+    config: RunConfig = resolve_run_config(args.config, overrides)
+    result = train_run(config, args.out, resume=args.resume, progress=not args.no_progress)
+    from prunus.engine.distributed import is_main
+
+    if is_main():
+        _print_summary(result.metrics, args.out)
+    return 0
+
+
+def _print_summary(metrics: dict[str, Any], out: str | None) -> None:
+    from prunus.cli._common import print_table
+
+    rows = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float))]
+    print_table("result", ("metric", "value"), rows)
+    if out:
+        print(f"run directory: {out} (model in {out}/model)")

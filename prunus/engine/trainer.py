@@ -1,0 +1,256 @@
+"""The one training loop. Methods plug in through hooks (see `prunus.engine.method.Method`).
+
+Per step: forward -> loss -> backward -> `after_backward` hooks -> (clip) -> optimizer.step ->
+`on_step_end` hooks. Per epoch: `on_epoch_start`, the steps, `on_epoch_end`, evaluation on the
+validation and test loaders, one record in metrics.jsonl, an atomic checkpoint. After the last
+epoch: `on_fit_end` (physical removal, merging), then a final evaluation of the resulting model.
+
+Exact resume: the data order is a pure function of (seed, epoch), the lr a pure function of the
+step, and the checkpoint holds model, optimizer, method states and the RNG state, so a resumed
+run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from prunus.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from prunus.engine.config import TrainConfig
+from prunus.engine.distributed import DistInfo, all_reduce_sum, barrier, init_from_env
+from prunus.engine.method import Method
+from prunus.engine.optim import build_optimizer
+from prunus.engine.progress import MetricsLog, Progress
+from prunus.engine.schedule import LRSchedule
+from prunus.errors import TrainingDivergedError
+
+__all__ = ["Trainer", "resolve_device"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" -> CUDA when available, else CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+class Trainer:
+    """Train `model` on `data` with `config`, calling each method's hooks in order.
+
+    Args:
+        model: any nn.Module mapping a batch of images to logits.
+        data: a `prunus.data.DataBundle` (train loader, optional val loader, test loader).
+        config: the training hyperparameters.
+        methods: Method plug-ins, called in this order at every hook.
+        run_dir: where checkpoint.pt and metrics.jsonl go; None keeps everything in memory.
+        resume: continue from run_dir/checkpoint.pt when it exists.
+        progress: show a progress bar / epoch lines (rank 0 only).
+
+    Example:
+        >>> from prunus.data import DataConfig, build_loaders
+        >>> from prunus.models import create_model
+        >>> data = build_loaders(DataConfig(name="synthetic", val_size=0))
+        >>> model = create_model("lenet5", in_channels=data.in_channels, num_classes=data.num_classes)
+        >>> result = Trainer(model, data, TrainConfig(epochs=1), progress=False).fit()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Any,
+        config: TrainConfig,
+        methods: Sequence[Method] = (),
+        run_dir: str | os.PathLike[str] | None = None,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.dist: DistInfo = init_from_env(self.device)
+        self.rank, self.world_size = self.dist.rank, self.dist.world_size
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        self.data = data
+        self.train_loader, self.val_loader, self.test_loader = data.train, data.val, data.test
+        self.model = model.to(self.device)
+        self.methods = list(methods)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.optimizer = build_optimizer(self.model, config)
+        self.schedule = LRSchedule(config, steps_per_epoch=len(self.train_loader))
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
+        self.epoch = 0
+        self.global_step = 0
+        self.history: list[dict[str, Any]] = []
+        self._epoch_metrics: dict[str, Any] = {}
+        main = self.dist.is_main
+        self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl" if self.run_dir and main else None)
+        self.progress = Progress(config.epochs, len(self.train_loader), enabled=progress and main)
+        self._forward_module: nn.Module = self.model
+        if self.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._forward_module = DistributedDataParallel(self.model, device_ids=ids)
+        for method in self.methods:
+            method.setup(self)
+        if resume:
+            self._resume()
+
+    # ----------------------------------------------------------------------------------- API
+    def log_metrics(self, metrics: dict[str, Any]) -> None:
+        """Add numbers to the current epoch's record (methods call this from their hooks)."""
+        self._epoch_metrics.update(metrics)
+
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs, run `on_fit_end`, evaluate; returns the final metrics."""
+        with self.progress:
+            while self.epoch < self.config.epochs:
+                self._run_epoch()
+        for method in self.methods:
+            method.on_fit_end(self)
+        final = self._evaluate_all(prefix="final_")
+        final["epochs"] = self.epoch
+        return final
+
+    @torch.no_grad()
+    def evaluate(self, loader: Any) -> dict[str, float]:
+        """Mean loss and accuracy of the (unwrapped) model over `loader`, in eval mode."""
+        was_training = self.model.training
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        count = 0
+        for x, y in loader:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, enabled=self.use_amp):
+                logits = self.model(x)
+            loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
+            correct += (logits.argmax(1) == y).sum()
+            count += y.numel()
+        self.model.train(was_training)
+        return {"loss": float(loss_sum) / max(count, 1), "acc": float(correct) / max(count, 1)}
+
+    # ------------------------------------------------------------------------------ internals
+    def _call(self, hook: str) -> None:
+        for method in self.methods:
+            getattr(method, hook)(self)
+
+    def _run_epoch(self) -> None:
+        start = time.perf_counter()
+        self._epoch_metrics = {}
+        self.train_loader.set_epoch(self.epoch)
+        self.model.train()
+        self._call("on_epoch_start")
+        self.progress.start_epoch(self.epoch)
+        stats = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss sum, correct, count
+        for x, y in self.train_loader:
+            loss, correct = self._train_step(x.to(self.device, non_blocking=True), y.to(self.device))
+            stats += torch.tensor([loss * y.numel(), correct, y.numel()], device=self.device, dtype=torch.float64)
+            self.progress.step(loss, correct / y.numel())
+        self._call("on_epoch_end")
+        stats = all_reduce_sum(stats)
+        record = {
+            "epoch": self.epoch,
+            "step": self.global_step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": float(stats[0] / stats[2]),
+            "train_acc": float(stats[1] / stats[2]),
+        }
+        record.update(self._evaluate_all(prefix=""))
+        record["seconds"] = time.perf_counter() - start
+        record.update(self._epoch_metrics)
+        self.epoch += 1
+        self.history.append(record)
+        self._save_checkpoint()
+        self.metrics_log.append(record)
+        self.progress.end_epoch(record)
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        factor = self.schedule.factor(self.global_step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            logits = self._forward_module(x)
+            loss = self.loss_fn(logits.float(), y)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            where = f" (last good checkpoint: {self.run_dir / CHECKPOINT_NAME})" if self.run_dir else ""
+            raise TrainingDivergedError(
+                f"loss became {loss_value} at epoch {self.epoch + 1}, step {self.global_step}{where}; "
+                "try a lower --lr or --warmup-epochs"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)  # hooks and clipping must see true gradients
+        else:
+            loss.backward()
+        self._call("after_backward")
+        if self.config.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.global_step += 1
+        self._call("on_step_end")
+        return loss_value, float((logits.argmax(1) == y).sum())
+
+    def _evaluate_all(self, prefix: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for split, loader in (("val", self.val_loader), ("test", self.test_loader)):
+            if loader is not None:
+                result = self.evaluate(loader)
+                out[f"{prefix}{split}_loss"] = result["loss"]
+                out[f"{prefix}{split}_acc"] = result["acc"]
+        return out
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "methods": [m.state_dict() for m in self.methods],
+            "method_names": [m.name for m in self.methods],
+            "rng": torch.get_rng_state(),
+            "history": self.history,
+            "config": self.config.to_dict(),
+        }
+
+    def _save_checkpoint(self) -> None:
+        if self.config.checkpoint and self.run_dir is not None and self.dist.is_main:
+            save_checkpoint(self.run_dir / CHECKPOINT_NAME, self._state())
+        barrier()  # no rank runs ahead of a checkpoint it might need to resume from
+
+    def _resume(self) -> None:
+        path = self.run_dir / CHECKPOINT_NAME if self.run_dir is not None else None
+        if path is None or not path.exists():
+            return
+        state = load_checkpoint(path, map_location=self.device)
+        names = [m.name for m in self.methods]
+        if state["method_names"] != names:
+            from prunus.errors import ConfigError
+
+            raise ConfigError(f"checkpoint was written with methods {state['method_names']}, this run has {names}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        for method, method_state in zip(self.methods, state["methods"]):
+            method.load_state_dict(method_state)
+        torch.set_rng_state(state["rng"].cpu())
+        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        self.history = list(state["history"])
+        self.metrics_log.truncate(self.epoch)

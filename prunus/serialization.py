@@ -1,0 +1,189 @@
+"""Model files without pickle: `model.safetensors` (weights) + `model.json` (how to rebuild).
+
+`save` writes both atomically. `load` rebuilds the dense architecture from the model registry
+(or, only when the caller opts in, from a user factory named in the file), replays the pruning
+history so the shapes match, then loads the weights. Nothing in a model directory can execute
+code unless `trust_factory=True` is passed.
+
+model.json fields: format, format_version, prunus_version, arch ({"name", "kwargs"} for registry
+models or {"factory": "module:function", "kwargs"} for user models), input_shape (C, H, W),
+history (the structure engine's pruning history), metrics, extra.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunus._atomic import atomic_path, write_json
+from prunus._version import __version__
+from prunus.errors import ConfigError, CorruptFileError, PrunusError
+
+__all__ = ["MODEL_JSON", "MODEL_WEIGHTS", "load", "read_model_json", "save"]
+
+MODEL_JSON = "model.json"
+MODEL_WEIGHTS = "model.safetensors"
+FORMAT = "prunus-model"
+FORMAT_VERSION = 1
+
+
+def _history(model: nn.Module) -> list[Any]:
+    return list(getattr(model, "prunus_history", []))
+
+
+def save(
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    *,
+    input_shape: Sequence[int] | None = None,
+    metrics: dict[str, Any] | None = None,
+    factory: str | None = None,
+    factory_kwargs: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Save `model` to `directory` as safetensors + JSON; returns the directory.
+
+    Args:
+        model: a registry model (built by `create_model`, possibly pruned) or a user model.
+        directory: created if needed; existing model files are replaced atomically.
+        input_shape: (C, H, W) of one input; defaults to `model.prunus_input_shape` when set.
+        metrics: numbers to keep with the model (accuracy, MACs, ...).
+        factory: for models not from the registry, "package.module:function" that rebuilds the
+            dense model from `factory_kwargs`. Loading it later requires `trust_factory=True`.
+        extra: any other JSON-able facts to store.
+
+    Example:
+        >>> import tempfile, prunus
+        >>> m = prunus.create_model("lenet300_100", in_channels=1)
+        >>> d = save(m, tempfile.mkdtemp(), input_shape=(1, 28, 28))
+        >>> torch.equal(load(d).fc1.weight, m.fc1.weight)  # doctest: +SKIP
+        True
+    """
+    directory = Path(directory)
+    arch = getattr(model, "prunus_arch", None)
+    if factory is not None:
+        if ":" not in factory:
+            raise ConfigError(f"factory must look like 'package.module:function', got {factory!r}")
+        arch = {"factory": factory, "kwargs": dict(factory_kwargs or {})}
+    if arch is None:
+        raise ConfigError(
+            "this model was not built by prunus.create_model; pass factory='module:function' "
+            "(and factory_kwargs) so it can be rebuilt when loading"
+        )
+    shape = list(input_shape or getattr(model, "prunus_input_shape", ()) or [])
+    if len(shape) not in (0, 3):
+        raise ConfigError(f"input_shape must be (C, H, W), got {tuple(shape)}")
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(directory / MODEL_WEIGHTS) as tmp:
+        save_file(state, str(tmp))
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "prunus_version": __version__,
+        "arch": arch,
+        "input_shape": shape,
+        "history": _history(model),
+        "metrics": metrics or {},
+        "extra": extra or {},
+    }
+    write_json(directory / MODEL_JSON, header)
+    return directory
+
+
+def read_model_json(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed, validated model.json of a model directory."""
+    directory = Path(directory)
+    path = directory / MODEL_JSON
+    if not directory.is_dir():
+        raise PrunusError(f"model directory not found: {directory}")
+    if not path.exists():
+        raise CorruptFileError(f"{directory} has no {MODEL_JSON}; is it a prunus model directory?")
+    try:
+        header = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(f"{path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise CorruptFileError(f"{path} is not a prunus model description")
+    if int(header.get("format_version", 0)) > FORMAT_VERSION:
+        raise CorruptFileError(f"{path} was written by a newer prunus (format {header['format_version']})")
+    if not isinstance(header.get("arch"), dict):
+        raise CorruptFileError(f"{path} lacks the 'arch' entry needed to rebuild the model")
+    return header
+
+
+def _build_dense(arch: dict[str, Any], trust_factory: bool) -> nn.Module:
+    kwargs = dict(arch.get("kwargs", {}))
+    if "name" in arch:
+        from prunus.models import create_model
+
+        return create_model(arch["name"], **kwargs)
+    factory = arch.get("factory")
+    if not isinstance(factory, str) or ":" not in factory:
+        raise CorruptFileError("model.json 'arch' has neither a registry 'name' nor a 'factory'")
+    if not trust_factory:
+        # Importing a module named in a file runs its code: never without the caller's consent.
+        raise PrunusError(
+            f"this model is built by the user factory {factory!r}; loading it imports and runs that code. "
+            "Pass trust_factory=True (CLI: --trust-factory) if you trust this file"
+        )
+    module_name, _, fn_name = factory.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), fn_name)
+    except (ImportError, AttributeError) as exc:
+        raise PrunusError(f"cannot import factory {factory!r}: {exc}") from None
+    model = fn(**kwargs)
+    model.prunus_factory = factory
+    return model
+
+
+def load(directory: str | os.PathLike[str], *, trust_factory: bool = False, map_location: str = "cpu") -> nn.Module:
+    """Rebuild the model saved in `directory` (dense architecture + history replay + weights).
+
+    The returned model carries `prunus_arch`, `prunus_input_shape` (C, H, W), `prunus_metrics`
+    and `prunus_history`. Raises `CorruptFileError` for truncated/corrupt files and
+    `PrunusError` when a user factory would have to be imported without `trust_factory=True`.
+    """
+    directory = Path(directory)
+    header = read_model_json(directory)
+    model = _build_dense(header["arch"], trust_factory)
+    shape = tuple(int(s) for s in header.get("input_shape") or ())
+    history = header.get("history") or []
+    if history:
+        if not shape:
+            raise CorruptFileError("model.json has a pruning history but no input_shape to replay it with")
+        from prunus.structure import replay
+
+        replay(model, history, torch.randn(1, *shape))
+    weights = directory / MODEL_WEIGHTS
+    if not weights.exists():
+        raise CorruptFileError(f"{directory} has no {MODEL_WEIGHTS}")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights), device=map_location)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CorruptFileError(f"{weights} is truncated or corrupt ({exc})".splitlines()[0]) from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1:2] or [str(exc)]
+        raise CorruptFileError(
+            f"{weights} does not match the architecture in {MODEL_JSON}: {first[0].strip()}"
+        ) from None
+    if "name" in header["arch"]:
+        model.prunus_arch = header["arch"]
+    model.prunus_input_shape = shape
+    model.prunus_metrics = header.get("metrics", {})
+    model.prunus_history = list(history)
+    model.eval()
+    return model

@@ -1,0 +1,110 @@
+"""CLI smoke tests: every command has --help with an example; errors are one line + exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import prunus
+from prunus.cli import build_parser, main
+
+
+def _commands():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sorted(sub.choices)
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_command_has_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "example:" in out
+    assert f"prunus {command}" in out
+
+
+def test_train_eval_info_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(
+        [
+            "train",
+            "--model",
+            "lenet5",
+            "--width-mult",
+            "0.5",
+            "--data",
+            "synthetic",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--val-size",
+            "64",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"]["final_test_acc"] > 0.3
+    assert summary["config"]["train"]["epochs"] == 2
+    assert (out / "config.yaml").exists()
+    capsys.readouterr()
+    assert main(["info", str(out / "model"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "model"
+    assert info["arch"]["name"] == "lenet5"
+    assert main(["info", str(out / "checkpoint.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["epochs_done"] == 2
+    # a second train into the same dir without --resume is refused; with --resume it is a no-op
+    assert main(["train", "--data", "synthetic", "--out", str(out), "--no-progress"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
+
+
+def test_yaml_config_is_overridden_by_flags(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "model: {name: lenet5, width_mult: 0.5}\ndata: {name: synthetic, val_size: 0}\ntrain: {epochs: 3, lr: 0.02}\n"
+    )
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
+    saved = (out / "config.yaml").read_text()
+    assert "epochs: 1" in saved  # the flag won
+    assert "lr: 0.02" in saved  # the YAML value beat the default
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--model", "nonet"], "invalid choice"),
+        (["train", "--data", "synthetic", "--epochs", "0"], "epochs=0 is out of range"),
+        (["train", "--data", "synthetic", "--lr", "-1"], "lr=-1.0 is out of range"),
+        (["train", "--data", "synthetic", "--rate", "0.4"], "no --method"),
+        (["eval", "/nonexistent/model"], "model directory not found"),
+        (["info", "/nonexistent/x"], "no such file"),
+    ],
+)
+def test_bad_input_gives_one_line_error_and_exit_2(argv, message, capsys):
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse usage errors
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_corrupt_model_file_gives_one_line_error(tmp_path, capsys):
+    prunus.save(prunus.create_model("lenet5", in_channels=1), tmp_path, input_shape=(1, 28, 28))
+    (tmp_path / "model.safetensors").write_bytes(b"\x00" * 10)
+    assert main(["eval", str(tmp_path), "--data", "synthetic"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("prunus: error:")
+    assert "corrupt" in err
+    assert len(err.splitlines()) == 1
