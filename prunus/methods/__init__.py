@@ -1,5 +1,8 @@
 """Method plug-ins for the Trainer. Importing this package registers every built-in method."""
 
+from prunus.methods import csgd as csgd
+from prunus.methods import mfp as mfp
+from prunus.methods import sfp as sfp
 from prunus.methods._registry import METHODS as METHODS
 from prunus.methods._registry import create_method as create_method
 from prunus.methods._registry import list_methods as list_methods
