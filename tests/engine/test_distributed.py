@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,14 +18,24 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-def _torchrun(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+def torchrun(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `torchrun --standalone --nproc_per_node=2 ARGS`; on timeout kill every worker, not just torchrun."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PRUNUS_NO_DOWNLOAD="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the workers are in torchrun's session: no orphans left behind
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun timed out after {timeout}s: {err[-2000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def test_two_process_ddp_replicas_end_with_identical_weights(tmp_path):
-    proc = _torchrun([str(WORKER), str(tmp_path)], tmp_path)
+    proc = torchrun([str(WORKER), str(tmp_path)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     w0 = load_file(tmp_path / "rank0.safetensors")
     w1 = load_file(tmp_path / "rank1.safetensors")
@@ -43,7 +54,7 @@ def test_two_process_ddp_replicas_end_with_identical_weights(tmp_path):
 
 def test_cli_train_runs_under_torchrun(tmp_path):
     out = tmp_path / "run"
-    proc = _torchrun(
+    proc = torchrun(
         [
             "-m",
             "prunus",
