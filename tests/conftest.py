@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,3 +38,25 @@ def no_download(monkeypatch):
 
 def pytest_configure(config):
     os.environ.setdefault("PRUNUS_NO_DOWNLOAD", "1")
+
+
+def _torchrun(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `torchrun --standalone --nproc_per_node=2 ARGS`; on timeout kill every worker, not just torchrun."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PRUNUS_NO_DOWNLOAD="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the workers share torchrun's session: no orphans left behind
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun timed out after {timeout}s: {err[-2000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+@pytest.fixture
+def torchrun():
+    """Call as torchrun(args, cwd) to run a real 2-process gloo job (see _torchrun)."""
+    return _torchrun

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,23 +14,7 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-def torchrun(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `torchrun --standalone --nproc_per_node=2 ARGS`; on timeout kill every worker, not just torchrun."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PRUNUS_NO_DOWNLOAD="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the workers are in torchrun's session: no orphans left behind
-        out, err = proc.communicate()
-        pytest.fail(f"torchrun timed out after {timeout}s: {err[-2000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-
-
-def test_two_process_ddp_replicas_end_with_identical_weights(tmp_path):
+def test_two_process_ddp_replicas_end_with_identical_weights(tmp_path, torchrun):
     proc = torchrun([str(WORKER), str(tmp_path)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     w0 = load_file(tmp_path / "rank0.safetensors")
@@ -52,7 +32,7 @@ def test_two_process_ddp_replicas_end_with_identical_weights(tmp_path):
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
 
 
-def test_cli_train_runs_under_torchrun(tmp_path):
+def test_cli_train_runs_under_torchrun(tmp_path, torchrun):
     out = tmp_path / "run"
     proc = torchrun(
         [
