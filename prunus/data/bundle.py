@@ -31,7 +31,7 @@ from prunus.data.catalog import DEFAULT_DATASET, dataset_info, list_datasets, lo
 from prunus.data.loader import TensorLoader
 from prunus.errors import ConfigError
 
-__all__ = ["DataBundle", "DataConfig", "build_loaders", "default_crop_padding", "split_indices"]
+__all__ = ["DataBundle", "DataConfig", "build_loaders", "default_crop_padding", "default_val_size", "split_indices"]
 
 # DataConfig fields that are passed to the dataset loader as options (only where the dataset accepts them).
 _OPTION_FIELDS = ("num_samples", "num_classes", "image_size", "channels")
@@ -61,7 +61,9 @@ class DataConfig(Config):
     name: str = DEFAULT_DATASET  # a name from list_datasets()
     root: str | None = None  # directory searched first (--data-dir); then $PRUNUS_DATA, /usr/share/datasets
     download: bool = True  # allow a checksummed download when the files are nowhere on disk
-    val_size: int = 5000  # images held out of the training split for validation; 0 = no validation set
+    val_size: int | None = (
+        None  # held out of training for validation; None = 5000 (benchmarks.md) or 10% of small sets; 0 = none
+    )
     split_seed: int = 0  # seed of the train/val split and the subset (independent of the run seed)
     subset: int | None = None  # keep this many training images after the val split (quick protocol: 10000)
     augment: bool = True  # random crop + flip on the training loader
@@ -79,7 +81,7 @@ class DataConfig(Config):
         if not isinstance(self.name, str):
             raise ConfigError(f"DataConfig.name must be a dataset name, got {self.name!r}")
         check_choice("DataConfig.name", self.name, list_datasets())
-        _check_int("val_size", self.val_size, 0)
+        _check_int("val_size", self.val_size, 0, optional=True)
         _check_int("split_seed", self.split_seed, 0)
         _check_int("subset", self.subset, 1, optional=True)
         _check_int("crop_padding", self.crop_padding, 0, optional=True)
@@ -127,6 +129,12 @@ class DataBundle:
     classes: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+
+def default_val_size(n_train: int) -> int:
+    """Validation images held out when `val_size` is not given: the protocol's 5000 for the
+    60k-image sets (Fashion-MNIST, MNIST) and CIFAR's 50k, else 10% of a smaller training split."""
+    return 5000 if n_train >= 50_000 else n_train // 10
 
 
 def default_crop_padding(name: str, input_shape: tuple[int, int, int]) -> int:
@@ -190,7 +198,8 @@ def build_loaders(
     if test.input_shape != full.input_shape:
         raise ConfigError(f"{cfg.name}: test images are {test.input_shape} but training images are {full.input_shape}")
     mean, std = full.mean, full.std
-    train_idx, val_idx = split_indices(len(full), cfg.val_size, cfg.subset, cfg.split_seed)
+    val_size = default_val_size(len(full)) if cfg.val_size is None else cfg.val_size
+    train_idx, val_idx = split_indices(len(full), val_size, cfg.subset, cfg.split_seed)
     train_set = full.subset(train_idx, name=f"{cfg.name}/train")
     augment = None
     if cfg.augment:
@@ -199,7 +208,7 @@ def build_loaders(
     train = TensorLoader(train_set, cfg.batch_size, shuffle=True, augment=augment, seed=seed, drop_last=cfg.drop_last,
                          rank=rank, world_size=world_size, device=device)  # fmt: skip
     val = None
-    if cfg.val_size > 0:
+    if val_size > 0:
         val = TensorLoader(full.subset(val_idx, name=f"{cfg.name}/val"), cfg.eval_batch_size, device=device)
     test_loader = TensorLoader(test.with_stats(mean, std), cfg.eval_batch_size, device=device)
     return DataBundle(

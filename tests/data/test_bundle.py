@@ -133,3 +133,14 @@ def test_synthetic_is_learnable_by_a_tiny_net():
         correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in bundle.test)
     accuracy = correct / bundle.test.num_samples
     assert accuracy > 0.5  # chance is 0.1
+
+
+def test_default_validation_size_follows_the_protocol_and_scales_down_for_small_sets():
+    from prunus.data.bundle import default_val_size
+
+    assert default_val_size(60_000) == 5000  # benchmarks.md: 55k train + 5k validation
+    assert default_val_size(50_000) == 5000
+    assert default_val_size(2000) == 200
+    bundle = build_loaders(DataConfig(name="synthetic", num_samples=300, batch_size=32))
+    assert bundle.val.num_samples == 30
+    assert bundle.train.num_samples == 270
