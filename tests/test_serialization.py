@@ -88,3 +88,15 @@ def test_user_factory_needs_explicit_opt_in(tmp_path, monkeypatch):
 def test_unregistered_model_without_factory_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="factory"):
         prunus.save(torch.nn.Linear(2, 2), tmp_path)
+
+
+def test_model_files_get_normal_permissions_not_private_temp_ones(tmp_path):
+    import os
+    import stat
+
+    prunus.save(prunus.create_model("lenet5", in_channels=1), tmp_path, input_shape=(1, 28, 28))
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.json", "model.safetensors"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask
+    assert not list(tmp_path.glob("*.tmp"))  # no temporary files left behind

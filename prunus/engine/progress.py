@@ -81,10 +81,13 @@ class Progress:
             self._bar.__exit__(*exc)
 
     def start_epoch(self, epoch: int) -> None:
-        if self._bar is not None:
-            self._task = self._bar.add_task(
-                "train", total=self.steps_per_epoch, epoch=epoch + 1, epochs=self.total_epochs, loss=0.0, acc=0.0
-            )
+        if self._bar is None:
+            return
+        fields = {"epoch": epoch + 1, "epochs": self.total_epochs, "loss": 0.0, "acc": 0.0}
+        if self._task is None:
+            self._task = self._bar.add_task("train", total=self.steps_per_epoch, **fields)
+        else:  # one bar for the whole run; finished epochs are summarised as printed lines above it
+            self._bar.reset(self._task, total=self.steps_per_epoch, **fields)
 
     def step(self, loss: float, acc: float) -> None:
         if self._bar is not None and self._task is not None:
@@ -97,6 +100,6 @@ class Progress:
         parts = [f"{k}={record[k]:.4g}" for k in keys if isinstance(record.get(k), (int, float))]
         line = f"epoch {record['epoch'] + 1}/{self.total_epochs} " + " ".join(parts)
         if self._bar is not None:
-            self._bar.console.print(line)
+            self._bar.console.print(line, highlight=False)
         else:
             print(line, flush=True)

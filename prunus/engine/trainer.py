@@ -115,9 +115,11 @@ class Trainer:
         with self.progress:
             while self.epoch < self.config.epochs:
                 self._run_epoch()
+        self._epoch_metrics = {}  # what methods log in on_fit_end (merge reports) goes into the result
         for method in self.methods:
             method.on_fit_end(self)
         final = self._evaluate_all(prefix="final_")
+        final.update(self._epoch_metrics)
         final["epochs"] = self.epoch
         return final
 

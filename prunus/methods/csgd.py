@@ -1,1 +1,472 @@
-"""Placeholder: filled in by the csgd work."""
+"""C-SGD (Centripetal SGD, Ding et al. CVPR 2019): pull clustered filters together, then merge them.
+
+At setup every prunable group that must narrow from n to k channels is clustered once (k-means on
+the concatenated per-channel weights of all its writers, or `even` blocks); all writers of a
+coupled group (a residual stream) share that one clustering, which is what keeps the merge exact.
+After every backward pass, for channel j in cluster H of a clustered tensor:
+
+    g_j <- mean_{i in H} g_i + wd * W_j + eps * (W_j - mean_{i in H} W_i)
+
+(BatchNorm gamma/beta use eps * bn_eps_factor and no decay), so the difference of two members
+shrinks like exp(-lr * (wd + eps) * t / (1 - momentum)) whatever the data. The optimizer's own
+weight decay is switched off for those tensors because the rule already contains it. At the end
+each cluster is merged into its first member (`prunus.structure.merge_` sums the consumers' input
+slices), which is exact to the extent the members became identical; members are never snapped to
+their mean, so the logged `csgd_max_logit_diff` shows how complete the convergence was.
+
+Example:
+    >>> from prunus.methods import create_method
+    >>> method = create_method("csgd", width=0.625, eps=0.05)
+    >>> Trainer(model, data, TrainConfig(epochs=3, lr=0.05), [method]).fit()  # doctest: +SKIP
+    >>> method.merge_report["csgd_max_logit_diff"] < 1e-3  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from prunus.config import check_choice, check_range
+from prunus.counting import count
+from prunus.engine.method import Method
+from prunus.engine.optim import exempt_from_weight_decay
+from prunus.errors import ConfigError
+from prunus.methods._clustering import CLUSTER_METHODS, canonical, cluster_ids, even_clusters, kmeans, target_width
+from prunus.methods._registry import register_method
+from prunus.structure import ChannelGroup, build_groups, merge_, per_channel
+
+if TYPE_CHECKING:
+    from prunus.engine.config import TrainConfig
+    from prunus.engine.trainer import Trainer
+
+__all__ = ["CentripetalSGD", "csgd_rounds", "group_widths"]
+
+KERNEL_ROLES = ("out", "dw")  # rows counted in chi; centripetal eps and weight decay
+BIAS_ROLES = ("bias", "dw_bias")  # same rule as kernels, not counted in chi
+VECTOR_ROLES = ("bn_weight", "bn_bias", "prelu")  # eps * bn_eps_factor, no weight decay
+CLUSTERED_ROLES = KERNEL_ROLES + BIAS_ROLES + VECTOR_ROLES
+EVAL_BATCH = 256  # images in the fixed batch whose logits compare trained and merged models
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One clustered parameter: row r of `param` belongs to cluster `ids[r]`."""
+
+    param: nn.Parameter
+    ids: torch.Tensor  # (rows,) int64 cluster id per row
+    inv: torch.Tensor  # (k, 1) 1 / cluster size
+    k: int
+    role: str
+
+
+def group_widths(model: nn.Module, example_inputs: Any, ignored_layers: Iterable[str] | None = None) -> dict[str, int]:
+    """Channel count of every prunable group of `model`: the `widths` that squeeze a wider model to it.
+
+    Example:
+        >>> x = torch.randn(1, 1, 28, 28)
+        >>> narrow = group_widths(create_model("resnet20", in_channels=1), x)  # doctest: +SKIP
+        >>> wide = create_model("resnet20", in_channels=1, width_mult=1.5)  # doctest: +SKIP
+        >>> method = CentripetalSGD(widths=narrow)  # train `wide` with it  # doctest: +SKIP
+    """
+    return {g.key: g.num_channels for g in build_groups(model, example_inputs, ignored_layers) if g.prunable}
+
+
+def _unsupported(group: ChannelGroup, model: nn.Module) -> str | None:
+    """Why C-SGD cannot cluster this group, or None."""
+    if not group.prunable:
+        return group.reason
+    if any(s.role == "in_grouped" for s in group.slices):
+        return "it feeds a grouped conv, which merging does not support"
+    n = group.num_channels
+    for s in group.slices:
+        if s.role in CLUSTERED_ROLES:
+            rows = s.get(model).shape[0]
+            if s.dim != 0 or sorted(s.index) != list(range(rows)) or sorted(s.channel) != list(range(n)):
+                return f"{s.module}.{s.tensor} does not carry each of its channels exactly once (concat/split)"
+    return None
+
+
+@register_method("csgd", summary="Centripetal SGD: make clustered filters identical, then merge them exactly")
+class CentripetalSGD(Method):
+    """Centripetal SGD with exact merging at the end of training (see module docstring).
+
+    Args:
+        width: Ratio of channels kept in every prunable group, in (0, 1]; 1 leaves a group alone.
+        widths: Per-group override, group key -> ratio (float) or channel count (int).
+        eps: Centripetal strength, or a function epoch -> strength. It trades speed of collapse for
+            freedom to learn: members converge at rate lr * (wd + eps) / (1 - momentum) per step.
+        bn_eps_factor: BatchNorm gamma/beta use eps * this (the paper's 0.1; with it BN vectors
+            converge 10x slower than kernels, so use 1.0 for short runs that must merge exactly).
+        cluster: "kmeans" (on the group's concatenated per-channel weights) or "even" (blocks).
+        seed: Seed of the k-means initialisation.
+        log_every: Steps between chi logs (also logged at every epoch end).
+        merge_at_end: Merge in `on_fit_end`; otherwise call `merge(model)` when you want.
+        ignored_layers: Modules whose output channels are never clustered; default: the model's
+            stem and classifier.
+
+    Example:
+        >>> m = CentripetalSGD(width=0.5, widths={"layer3.0.conv2": 40}, eps=0.05, cluster="even")
+        >>> m.name
+        'csgd'
+    """
+
+    def __init__(
+        self,
+        width: float = 0.625,
+        widths: Mapping[str, float | int] | None = None,
+        eps: float | Callable[[int], float] = 0.05,
+        bn_eps_factor: float = 0.1,
+        cluster: str = "kmeans",
+        seed: int = 0,
+        log_every: int = 20,
+        merge_at_end: bool = True,
+        ignored_layers: Iterable[str] | None = None,
+    ) -> None:
+        if isinstance(width, int) and not isinstance(width, bool) and width != 1:
+            raise ConfigError(f"width={width} must be a ratio in (0, 1]; give channel counts per group in widths")
+        check_range("csgd.width", width, 0.0, 1.0, low_inclusive=False)
+        if widths is not None and not isinstance(widths, Mapping):
+            raise ConfigError(f"csgd.widths must map group keys to ratios or channel counts, got {widths!r}")
+        for key, value in (widths or {}).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"csgd.widths[{key!r}]={value!r}: expected a ratio in (0, 1] or a channel count")
+            if isinstance(value, int) and value < 1:
+                raise ConfigError(f"csgd.widths[{key!r}]={value}: a channel count must be >= 1")
+            if isinstance(value, float):
+                check_range(f"csgd.widths[{key!r}]", value, 0.0, 1.0, low_inclusive=False)
+        if not callable(eps):
+            check_range("csgd.eps", eps, 0.0)
+        check_range("csgd.bn_eps_factor", bn_eps_factor, 0.0)
+        check_choice("csgd.cluster", cluster, CLUSTER_METHODS)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"csgd.seed must be an integer, got {seed!r}")
+        if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
+            raise ConfigError(f"csgd.log_every must be an integer >= 1, got {log_every!r}")
+        self.width = float(width)
+        self.widths = dict(widths or {})
+        self.eps = eps
+        self.bn_eps_factor = float(bn_eps_factor)
+        self.cluster = cluster
+        self.seed = seed
+        self.log_every = log_every
+        self.merge_at_end = bool(merge_at_end)
+        self.ignored_layers = list(ignored_layers) if ignored_layers is not None else None
+        #: group key -> clusters (canonical order); filled by `plan`/`setup` or `load_state_dict`
+        self.clusters: dict[str, list[list[int]]] = {}
+        #: groups left at full width although `width` asked to narrow them, with the reason
+        self.skipped: dict[str, str] = {}
+        #: (step, chi, max_dev) every `log_every` steps
+        self.trace: list[tuple[int, float, float]] = []
+        #: what the last `merge` measured (accuracies, logit difference, MACs/params)
+        self.merge_report: dict[str, float] = {}
+        self.steps = 0
+        self._parts: list[_Part] = []
+        self._eps_now = 0.0
+        self._model: nn.Module | None = None
+        self._groups: dict[str, ChannelGroup] = {}
+
+    # ------------------------------------------------------------------------------ planning
+    def plan(self, model: nn.Module, example_inputs: Any) -> dict[str, list[list[int]]]:
+        """Cluster every group that must narrow (no training); sets and returns `self.clusters`.
+
+        Raises:
+            ConfigError: a `widths` key is not a prunable group, or a width is invalid for its group.
+
+        Example:
+            >>> clusters = CentripetalSGD(width=0.5).plan(model, torch.randn(1, 1, 28, 28))  # doctest: +SKIP
+        """
+        groups = {g.key: g for g in build_groups(model, example_inputs, self.ignored_layers)}
+        for key in self.widths:
+            if key not in groups or not groups[key].prunable:
+                valid = ", ".join(k for k, g in groups.items() if g.prunable)
+                why = f" ({groups[key].reason})" if key in groups else ""
+                raise ConfigError(f"csgd.widths names {key!r}, which is not a prunable group{why}; groups: {valid}")
+        clusters, self.skipped = {}, {}
+        for key, group in groups.items():
+            if not group.prunable:
+                continue
+            n = group.num_channels
+            k = target_width(n, self.widths.get(key, self.width), key)
+            if k == n:
+                continue
+            reason = _unsupported(group, model)
+            if reason is not None:
+                if key in self.widths:
+                    raise ConfigError(f"C-SGD cannot narrow group {key!r}: {reason}")
+                self.skipped[key] = reason
+                continue
+            if self.cluster == "even":
+                clusters[key] = even_clusters(n, k)
+            else:
+                feats = [per_channel(model, s, n) for s in group.slices if s.role in CLUSTERED_ROLES]
+                clusters[key] = kmeans(torch.cat(feats, 1), k, seed=self.seed)
+        self.clusters, self._groups = clusters, groups
+        return clusters
+
+    def _bind(self, model: nn.Module, groups: dict[str, ChannelGroup]) -> None:
+        """Precompute the per-tensor cluster-id and 1/size tensors the hot path uses."""
+        parts, seen = [], set()
+        for key, clusters in self.clusters.items():
+            group = groups.get(key)
+            if group is None or group.num_channels != sum(map(len, clusters)):
+                raise ConfigError(f"C-SGD clusters for group {key!r} do not fit this model")
+            ids = cluster_ids(clusters, group.num_channels)
+            sizes = torch.tensor([len(c) for c in clusters], dtype=torch.float32)
+            for s in group.slices:
+                if s.role not in CLUSTERED_ROLES:
+                    continue
+                param = s.get(model)
+                if not isinstance(param, nn.Parameter) or id(param) in seen:
+                    continue
+                seen.add(id(param))
+                # channel s.channel[i] sits at row s.index[i]; every row is one channel (checked in plan)
+                row_ids = torch.empty(len(s.index), dtype=torch.long)
+                row_ids[torch.tensor(s.index)] = ids[torch.tensor(s.channel)]
+                dev = param.device
+                parts.append(_Part(param, row_ids.to(dev), (1.0 / sizes).unsqueeze(1).to(dev), len(clusters), s.role))
+        self._parts = parts
+
+    def _share_clusters(self, device: torch.device) -> None:
+        """Make every rank use rank 0's clusters (k-means ties could otherwise differ across ranks)."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        for key in sorted(self.clusters):
+            clusters = self.clusters[key]
+            ids = cluster_ids(clusters, sum(map(len, clusters))).to(device)
+            dist.broadcast(ids, src=0)
+            ids = ids.cpu()
+            self.clusters[key] = canonical([(ids == c).nonzero().flatten().tolist() for c in range(len(clusters))])
+
+    # --------------------------------------------------------------------------------- hooks
+    def setup(self, trainer: Trainer) -> None:
+        """Cluster (unless clusters were loaded), bind index tensors, move clustered tensors to zero decay."""
+        model = trainer.model
+        example = torch.randn(1, *trainer.data.input_shape, device=trainer.device)
+        if self.clusters:  # loaded before setup: keep them
+            self._groups = {g.key: g for g in build_groups(model, example, self.ignored_layers)}
+        else:
+            self.plan(model, example)
+        self._share_clusters(trainer.device)
+        self._model = model
+        self._bind(model, self._groups)
+        exempt_from_weight_decay(trainer.optimizer, [p.param for p in self._parts])
+        self._eps_now = self._eps_at(trainer.epoch)
+
+    def on_epoch_start(self, trainer: Trainer) -> None:
+        """Evaluate the eps schedule for this epoch."""
+        self._eps_now = self._eps_at(trainer.epoch)
+
+    @torch.no_grad()
+    def after_backward(self, trainer: Trainer) -> None:
+        """Replace the gradients of clustered tensors by the centripetal rule."""
+        wd = trainer.config.weight_decay
+        for part in self._parts:
+            g = part.param.grad
+            if g is None:
+                continue
+            vector = part.role in VECTOR_ROLES
+            eps = self._eps_now * (self.bn_eps_factor if vector else 1.0)
+            decay = 0.0 if vector else wd
+            w = part.param.detach().reshape(g.shape[0], -1)
+            # mean_H(g) - eps * mean_H(W) in one scatter, then + (wd + eps) * W_j
+            a = torch.add(g.reshape(w.shape), w, alpha=-eps)
+            mean = a.new_zeros(part.k, a.shape[1]).index_add_(0, part.ids, a).mul_(part.inv)
+            g.copy_(mean.index_select(0, part.ids).add_(w, alpha=decay + eps).view_as(g))
+        self.steps += 1
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        """Log chi every `log_every` steps."""
+        if self._parts and trainer.global_step % self.log_every == 0:
+            self._log(trainer)
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        """Log chi, eps and the clustered widths."""
+        if self._parts:
+            self._log(trainer)
+        trainer.log_metrics(
+            {
+                "csgd_eps": self._eps_now,
+                "csgd_groups": len(self.clusters),
+                "csgd_channels": sum(sum(map(len, c)) for c in self.clusters.values()),
+                "csgd_clusters": sum(len(c) for c in self.clusters.values()),
+            }
+        )
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        """Merge every clustered group (when `merge_at_end`), logging trained vs merged numbers."""
+        if self.merge_at_end and self.clusters:
+            self.merge(trainer.model, trainer=trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Clusters per group key and the step counter."""
+        return {"clusters": {k: [list(c) for c in v] for k, v in self.clusters.items()}, "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the clusters (rebinding the index tensors when setup already ran)."""
+        clusters = {str(k): canonical(v) for k, v in state["clusters"].items()}
+        self.steps = int(state["steps"])
+        if self._model is None:
+            self.clusters = clusters  # setup will bind them instead of clustering anew
+            return
+        if set(clusters) != set(self.clusters):
+            raise ConfigError(f"checkpoint clusters {sorted(clusters)}, this run clusters {sorted(self.clusters)}")
+        self.clusters = clusters
+        self._bind(self._model, self._groups)
+
+    # ------------------------------------------------------------------------------- metrics
+    @torch.no_grad()
+    def deviation(self) -> dict[str, float]:
+        """chi (sum of squared kernel-row distances to their cluster means), the largest such
+        distance, and the largest |BN gamma/beta - cluster mean|."""
+        chi = torch.zeros((), dtype=torch.float64)
+        max_dev = torch.zeros((), dtype=torch.float64)
+        bn_dev = torch.zeros((), dtype=torch.float64)
+        for part in self._parts:
+            w = part.param.detach().reshape(part.ids.numel(), -1).double()
+            mean = w.new_zeros(part.k, w.shape[1]).index_add_(0, part.ids, w).mul_(part.inv.double())
+            dev = w - mean.index_select(0, part.ids)
+            if part.role in KERNEL_ROLES:
+                chi += dev.pow(2).sum().cpu()
+                max_dev = torch.maximum(max_dev, dev.norm(dim=1).max().cpu())
+            elif part.role in VECTOR_ROLES:
+                bn_dev = torch.maximum(bn_dev, dev.abs().max().cpu())
+        return {"csgd_chi": float(chi), "csgd_max_dev": float(max_dev), "csgd_bn_max_dev": float(bn_dev)}
+
+    def _log(self, trainer: Trainer) -> None:
+        d = self.deviation()
+        self.trace.append((trainer.global_step, d["csgd_chi"], d["csgd_max_dev"]))
+        trainer.log_metrics(d)
+
+    def _eps_at(self, epoch: int) -> float:
+        value = self.eps(epoch) if callable(self.eps) else self.eps
+        check_range(f"csgd.eps at epoch {epoch}", value, 0.0)
+        return float(value)
+
+    # --------------------------------------------------------------------------------- merge
+    @torch.no_grad()
+    def merge(
+        self, model: nn.Module, *, trainer: Trainer | None = None, inputs: torch.Tensor | None = None
+    ) -> dict[str, float]:
+        """Merge every cluster into its first member (in place) and measure what that changed.
+
+        Records the unmerged model's logits on a fixed batch (and, given a trainer, its test
+        accuracy), merges with `prunus.structure.merge_`, then measures again. Members are not
+        snapped to their mean first: the logit difference is the honest price of incomplete
+        convergence.
+
+        Args:
+            model: The trained model (the one the clusters were planned on, or a copy of it).
+            trainer: Gives the test loader (accuracy, fixed batch) and receives the metrics.
+            inputs: The fixed batch; default: the first test batch, else seeded noise.
+
+        Returns:
+            `csgd_max_logit_diff`, `csgd_macs_before/after`, `csgd_params_before/after`, and with
+            a trainer `csgd_trained_acc` and `csgd_merged_acc`; also kept as `merge_report`.
+
+        Example:
+            >>> report = CentripetalSGD(width=0.5).merge(model, inputs=x)  # doctest: +SKIP
+        """
+        if not self.clusters:
+            raise ConfigError("C-SGD has no clusters to merge; call plan(), or train with the method first")
+        device = next(model.parameters()).device
+        shape = tuple(trainer.data.input_shape if trainer is not None else getattr(model, "prunus_input_shape", ()))
+        if inputs is None:
+            if trainer is not None and trainer.test_loader is not None:
+                inputs = next(iter(trainer.test_loader))[0][:EVAL_BATCH]
+            elif shape:
+                inputs = torch.randn(16, *shape, generator=torch.Generator().manual_seed(self.seed))
+            else:
+                raise ConfigError("merge needs `inputs` (or a model with prunus_input_shape) to check the logits")
+        inputs = inputs.to(device)
+        shape = shape or tuple(inputs.shape[1:])
+        was_training = model.training
+        model.eval()
+        report: dict[str, float] = {}
+        before = model(inputs).float()
+        counts = count(model, shape)
+        report.update(csgd_macs_before=counts.macs, csgd_params_before=counts.params)
+        if trainer is not None and trainer.test_loader is not None:
+            report["csgd_trained_acc"] = trainer.evaluate(trainer.test_loader)["acc"]
+        groups = {g.key: g for g in build_groups(model, inputs[:1], self.ignored_layers)}
+        for key, clusters in self.clusters.items():
+            if key not in groups or groups[key].num_channels != sum(map(len, clusters)):
+                raise ConfigError(f"C-SGD clusters for group {key!r} do not fit this model (already merged?)")
+            merge_(model, groups[key], clusters)
+        self._parts, self._model, self._groups = [], None, {}  # the old tensors are gone
+        after = model(inputs).float()
+        counts = count(model, shape)
+        report.update(csgd_macs_after=counts.macs, csgd_params_after=counts.params)
+        report["csgd_max_logit_diff"] = float((before - after).abs().max())
+        if trainer is not None and trainer.test_loader is not None:
+            report["csgd_merged_acc"] = trainer.evaluate(trainer.test_loader)["acc"]
+            trainer.log_metrics(report)
+        model.train(was_training)
+        self.merge_report = report
+        return report
+
+
+def csgd_rounds(
+    model: nn.Module,
+    data: Any,
+    config: TrainConfig,
+    *,
+    rounds: int = 3,
+    width: float = 0.625,
+    widths: Mapping[str, float | int] | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+    **method_args: Any,
+) -> list[dict[str, Any]]:
+    """Iterative C-SGD: `rounds` times cluster -> train `config.epochs` with C-SGD -> merge.
+
+    Each round narrows every group by the same factor, so after the last round a group of n0
+    channels has exactly `target_width(n0, widths.get(key, width))` (what one round would give).
+    The model is edited in place.
+
+    Args:
+        model: The (trained) model to narrow.
+        data: A `prunus.data.DataBundle`.
+        config: Training configuration of each round.
+        rounds: Number of rounds (>= 1).
+        width, widths: Final widths, as in `CentripetalSGD`.
+        run_dir: Optional directory; round i writes its checkpoint and metrics under `round<i>/`.
+        progress: Show progress bars.
+        **method_args: Other `CentripetalSGD` arguments (eps, cluster, seed, ...).
+
+    Returns:
+        Per round: the final metrics of `Trainer.fit` (including the `csgd_*` merge report).
+
+    Example:
+        >>> reports = csgd_rounds(model, data, TrainConfig(epochs=2, lr=0.05), rounds=2, width=0.5)  # doctest: +SKIP
+        >>> [r["csgd_max_logit_diff"] < 1e-3 for r in reports]  # doctest: +SKIP
+        [True, True]
+    """
+    from prunus.engine.trainer import Trainer
+
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ConfigError(f"rounds must be an integer >= 1, got {rounds!r}")
+    ignored = method_args.get("ignored_layers")
+    example = torch.randn(1, *data.input_shape, device=next(model.parameters()).device)
+    start = group_widths(model, example, ignored)
+    CentripetalSGD(width=width, widths=widths)  # validate the final widths up front
+    final = {key: target_width(n, (widths or {}).get(key, width), key) for key, n in start.items()}
+    results = []
+    for r in range(1, rounds + 1):
+        current = group_widths(model, example, ignored)
+        # geometric interpolation n0 * (k/n0)^(r/R); never wider than now, never narrower than the target
+        step = {key: math.floor(start[key] * (final[key] / start[key]) ** (r / rounds) + 0.5) for key in start}
+        step = {key: min(current[key], max(final[key], k)) for key, k in step.items()}
+        method = CentripetalSGD(width=1.0, widths={k: v for k, v in step.items() if v < current[k]}, **method_args)
+        where = Path(run_dir) / f"round{r}" if run_dir is not None else None
+        metrics = Trainer(model, data, config, [method], where, progress=progress).fit()
+        results.append({"round": r, "widths": step, **metrics, **method.merge_report})
+    return results

@@ -1,0 +1,136 @@
+"""`prunus csgd`: narrow a trained model with Centripetal SGD, merge it exactly, save the result.
+
+The data, batch and optimizer settings default to those of the run that produced the model
+(MODEL_DIR/../config.yaml, when the model was saved by `prunus train`); the C-SGD phase has its
+own epochs, lr and schedule. The table compares the trained (unmerged) and merged models.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prunus.cli._common import add_command, print_table
+from prunus.errors import ConfigError
+
+__all__ = ["add_parser", "run"]
+
+# flag -> CentripetalSGD argument (None = not given: the method's default applies)
+METHOD_FLAGS = ("width", "eps", "bn_eps_factor", "cluster", "log_every")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from prunus.data import list_datasets
+
+    p = add_command(
+        subparsers,
+        "csgd",
+        "Cluster filters, train them together with Centripetal SGD, merge them exactly, save the narrow model.",
+        "prunus csgd runs/r20/model --width 0.625 --eps 0.05 --epochs 3 --out runs/r20-csgd",
+    )
+    p.add_argument("model_dir", help="trained model directory (model.json + model.safetensors)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory; the merged model goes to DIR/model")
+    p.add_argument("--config", metavar="YAML", help="run config for data/training defaults (default: the model's run)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted C-SGD run in --out")
+    p.add_argument("--trust-factory", action="store_true", help="allow importing the user factory named in the file")
+    m = p.add_argument_group("C-SGD")
+    m.add_argument("--width", type=float, help="ratio of channels kept per group (default 0.625)")
+    m.add_argument("--eps", type=float, help="centripetal strength (default 0.05)")
+    m.add_argument("--bn-eps-factor", type=float, help="BatchNorm vectors use eps x this (default 0.1)")
+    m.add_argument("--cluster", choices=("kmeans", "even"), help="how channels are clustered (default kmeans)")
+    m.add_argument("--log-every", type=int, help="steps between chi logs (default 20)")
+    m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any csgd argument (YAML value)")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", choices=list_datasets(), help="dataset (default: the model's run, else fashion-mnist)")
+    g.add_argument("--data-dir", help="directory holding the dataset files")
+    g.add_argument("--subset", type=int, help="train on a fixed subset of this many images")
+    g.add_argument("--val-size", type=int, help="images held out from training for validation")
+    g.add_argument("--batch-size", type=int, help="training batch size")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, default=3, help="C-SGD epochs (default 3)")
+    t.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
+    t.add_argument("--schedule", choices=("cosine", "constant"), default="cosine", help="lr schedule (default cosine)")
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    t.add_argument("--threads", type=int, help="torch CPU threads")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
+    p.set_defaults(run=run)
+    return p
+
+
+def _method_args(args: argparse.Namespace) -> dict[str, Any]:
+    from prunus.methods import method_arguments
+
+    margs = {k: getattr(args, k) for k in METHOD_FLAGS if getattr(args, k) is not None}
+    accepted = set(method_arguments("csgd"))
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        if key not in accepted:
+            raise ConfigError(f"csgd has no argument {key!r}; accepted: {', '.join(sorted(accepted))}")
+        margs[key] = yaml.safe_load(value)
+    return margs
+
+
+def run(args: argparse.Namespace) -> int:
+    from prunus.engine.distributed import is_main
+    from prunus.recipes import resolve_run_config, train_run
+    from prunus.serialization import load
+
+    model = load(args.model_dir, trust_factory=args.trust_factory)
+    baseline = model.prunus_metrics.get("final_test_acc")
+    config_path = args.config
+    if config_path is None:
+        saved = Path(args.model_dir).resolve().parent / "config.yaml"
+        config_path = str(saved) if saved.exists() else None
+    arch = getattr(model, "prunus_arch", None) or {}
+    overrides = {
+        "model": {"name": arch.get("name"), "width_mult": arch.get("kwargs", {}).get("width_mult")},
+        "data": {
+            "name": args.data,
+            "root": args.data_dir,
+            "subset": args.subset,
+            "val_size": args.val_size,
+            "batch_size": args.batch_size,
+        },
+        # the phase's own schedule: never inherit the trained run's warm-up or milestones
+        "train": {
+            "epochs": args.epochs,
+            "lr": args.lr,
+            "schedule": args.schedule,
+            "warmup_epochs": 0.0,
+            "milestones": (),
+            "weight_decay": args.weight_decay,
+            "seed": args.seed,
+            "device": args.device,
+            "threads": args.threads,
+        },
+        "methods": [{"name": "csgd", "args": _method_args(args)}],
+    }
+    config = resolve_run_config(config_path, overrides)
+    result = train_run(config, args.out, resume=args.resume, progress=not args.no_progress, model=model)
+    if is_main():
+        _print_report(result.metrics, baseline, args.out)
+    return 0
+
+
+def _print_report(m: dict[str, Any], baseline: float | None, out: str) -> None:
+    def pct(v: Any) -> str:
+        return f"{v * 100:.2f}%" if isinstance(v, (int, float)) else "-"
+
+    rows = [
+        ("test accuracy", pct(m.get("csgd_trained_acc")), pct(m.get("csgd_merged_acc"))),
+        ("MACs", f"{m.get('csgd_macs_before', 0):,}", f"{m.get('csgd_macs_after', 0):,}"),
+        ("params", f"{m.get('csgd_params_before', 0):,}", f"{m.get('csgd_params_after', 0):,}"),
+        ("max |logit diff|", "", f"{m.get('csgd_max_logit_diff', float('nan')):.3g}"),
+    ]
+    if baseline is not None:
+        rows.insert(0, ("baseline test accuracy (model.json)", pct(baseline), ""))
+    print_table("C-SGD: trained vs merged", ("", "trained (unmerged)", "merged"), rows)
+    print(f"merged model: {out}/model")

@@ -1,0 +1,163 @@
+"""`prunus prune`: one-shot structured pruning of a saved model, optional fine-tuning, saved with its history."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from prunus.cli._common import add_command, print_table
+from prunus.errors import ConfigError
+
+__all__ = ["add_parser", "run"]
+
+FINETUNE_LR = 0.01  # a tenth of the training default: fine-tuning starts from trained weights
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from prunus.criteria import list_criteria
+    from prunus.data import list_datasets
+
+    p = add_command(
+        subparsers,
+        "prune",
+        "Prune a saved model once to a MACs or channel target (optionally fine-tune) and save it.",
+        "prunus prune runs/r20/model --macs-ratio 0.5 --criterion l1 --out runs/r20-half",
+    )
+    p.add_argument("model_dir", help="model directory (model.json + model.safetensors)")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the pruned model is saved")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--macs-ratio", type=float, help="fraction of the MACs KEPT, in (0, 1]; 0.5 = half the MACs")
+    target.add_argument("--ratio", type=float, help="fraction of channels REMOVED from every prunable group, in [0, 1)")
+    p.add_argument("--criterion", default="l1", choices=list_criteria(), help="filter criterion (default l1)")
+    p.add_argument("--global", dest="global_pruning", action="store_true", help="rank channels across groups")
+    p.add_argument("--ignore", action="append", metavar="MODULE", help="module whose outputs are kept (repeatable)")
+    p.add_argument("--trust-factory", action="store_true", help="allow importing the user factory named in the file")
+    p.add_argument("--json", action="store_true", help="print the prune report as JSON")
+    f = p.add_argument_group("fine-tuning (after pruning)")
+    f.add_argument("--finetune-epochs", type=int, default=0, help="epochs of fine-tuning (default 0: none)")
+    f.add_argument("--data", choices=list_datasets(), help="dataset for fine-tuning or data-driven criteria")
+    f.add_argument("--data-dir", help="directory holding the dataset files")
+    f.add_argument("--subset", type=int, help="fine-tune on a fixed subset of this many images")
+    f.add_argument("--val-size", type=int, help="images held out for validation (default 5000)")
+    f.add_argument("--batch-size", type=int, help="batch size (default 128)")
+    f.add_argument("--lr", type=float, help=f"peak learning rate (default {FINETUNE_LR})")
+    f.add_argument("--weight-decay", type=float)
+    f.add_argument("--seed", type=int)
+    f.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    f.add_argument("--threads", type=int, help="torch CPU threads")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
+    p.set_defaults(run=run)
+    return p
+
+
+def _data_config(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "name": args.data,
+        "root": args.data_dir,
+        "subset": args.subset,
+        "val_size": args.val_size,
+        "batch_size": args.batch_size,
+    }
+
+
+def _criterion_batch(args: argparse.Namespace, model: Any) -> Any:
+    """A fixed, unaugmented training batch for data-driven criteria (taylor)."""
+    from prunus.criteria import get_criterion
+    from prunus.data import DataConfig, build_loaders
+
+    if not get_criterion(args.criterion).needs_data:
+        return None
+    if not args.data:
+        raise ConfigError(f"criterion {args.criterion!r} needs data; pass --data")
+    given = {k: v for k, v in _data_config(args).items() if v is not None}
+    data = build_loaders(DataConfig(**{**given, "augment": False}), seed=0)
+    data.train.shuffle = False
+    return next(iter(data.train))
+
+
+def _finetune(args: argparse.Namespace, model: Any, out: Path) -> dict[str, Any]:
+    from prunus.recipes import resolve_run_config, train_run
+
+    arch = getattr(model, "prunus_arch", None) or {}
+    overrides: dict[str, Any] = {
+        "data": _data_config(args),
+        "train": {
+            "epochs": args.finetune_epochs,
+            "lr": args.lr if args.lr is not None else FINETUNE_LR,
+            "weight_decay": args.weight_decay,
+            "seed": args.seed,
+            "device": args.device,
+            "threads": args.threads,
+        },
+    }
+    if "name" in arch:  # recorded for the run's config.yaml; the pruned model itself is passed in
+        overrides["model"] = {"name": arch["name"], "width_mult": arch.get("kwargs", {}).get("width_mult")}
+    config = resolve_run_config(None, overrides)
+    result = train_run(config, out / "finetune", model=model, progress=not args.no_progress)
+    return {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from prunus.prune import prune
+    from prunus.serialization import load, read_model_json, save
+
+    if args.finetune_epochs < 0:
+        raise ConfigError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
+    model = load(args.model_dir, trust_factory=args.trust_factory)
+    shape = tuple(getattr(model, "prunus_input_shape", ()) or ())
+    if len(shape) != 3:
+        raise ConfigError(f"{args.model_dir} records no input_shape; it is needed to trace the model")
+    batch = _criterion_batch(args, model)
+    model, report = prune(
+        model,
+        torch.randn(1, *shape),
+        ratio=args.ratio,
+        macs_ratio=args.macs_ratio,
+        criterion=args.criterion,
+        ignored_layers=args.ignore,
+        global_pruning=args.global_pruning,
+        batch=batch,
+    )
+    out = Path(args.out)
+    metrics: dict[str, Any] = {"macs": report.pruned_macs, "params": report.pruned_params}
+    if args.finetune_epochs > 0:
+        metrics.update(_finetune(args, model, out))
+    arch = read_model_json(args.model_dir)["arch"]
+    factory = arch.get("factory")
+    save(
+        model.cpu(),
+        out,
+        input_shape=shape,
+        metrics=metrics,
+        factory=factory,
+        factory_kwargs=arch.get("kwargs") if factory else None,
+        extra={"prune_report": report.to_dict(), "source": str(args.model_dir)},
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_report(report, metrics, out)
+    return 0
+
+
+def _print_report(report: Any, metrics: dict[str, Any], out: Path) -> None:
+    def opt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    rows = [
+        ("MACs kept (pruned / dense)", opt(report.requested_macs_ratio), f"{report.achieved_macs_ratio:.4f}"),
+        ("params kept (pruned / dense)", "-", f"{report.achieved_params_ratio:.4f}"),
+        ("channels removed (prunable groups)", opt(report.requested_ratio), f"{report.achieved_ratio:.4f}"),
+        ("MACs (before -> after)", "-", f"{report.dense_macs:,} -> {report.pruned_macs:,}"),
+        ("params (before -> after)", "-", f"{report.dense_params:,} -> {report.pruned_params:,}"),
+    ]
+    if report.rate is not None:
+        rows.append(("per-group rate", "-", f"{report.rate:.4f}"))
+    if "final_test_acc" in metrics:
+        rows.append(("test accuracy after fine-tuning", "-", f"{metrics['final_test_acc'] * 100:.2f}%"))
+    print_table(f"prune ({report.criterion}): requested vs achieved", ("quantity", "requested", "achieved"), rows)
+    print(f"pruned model: {out}")

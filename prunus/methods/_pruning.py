@@ -1,0 +1,163 @@
+"""Helpers shared by the pruning methods and `prunus.prune`: rates, counts and channel selection.
+
+Criteria only score and the structure engine only cuts; these helpers are the small piece in
+between that turns scores and a rate into channel indices (`select_channels`), including FPGM's
+"mix" rule, and that fetches the fixed, unaugmented training slices the data-driven parts need.
+
+Example:
+    >>> num_to_prune(10, 0.4), num_to_prune(10, 0.29), num_to_prune(1, 0.9)
+    (4, 2, 0)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunus.config import check_choice, check_range
+from prunus.criteria import DataBatch, create_criterion, get_criterion, list_criteria, score
+from prunus.errors import ConfigError
+from prunus.structure import ChannelGroup, ChannelTensors, build_groups, group_weights, lowest_channels
+
+__all__ = [
+    "DISTANCE_TO_NORM",
+    "RateSpec",
+    "check_criterion",
+    "check_rate",
+    "criterion_needs_data",
+    "example_inputs",
+    "num_to_prune",
+    "prunable_groups",
+    "rate_at",
+    "select_channels",
+    "training_slice",
+]
+
+#: a pruning rate: a number in [0, 1) or a function of the (0-based) epoch returning one
+RateSpec = float | Callable[[int], float]
+
+#: FPGM "mix": the norm criterion that goes with each distance criterion
+DISTANCE_TO_NORM = {"fpgm": "l2", "dist-l2": "l2", "dist-l1": "l1"}
+
+# floor(N * rate) with a little slack, so 0.3 * 10 (= 2.9999999999999996) counts as 3
+_EPS = 1e-9
+
+
+def check_rate(rate: Any, field: str = "rate") -> None:
+    """Raise `ConfigError` unless `rate` is a number in [0, 1) or a callable (checked when called)."""
+    if callable(rate):
+        return
+    check_range(field, rate, low=0.0, high=1.0, high_inclusive=False)
+
+
+def rate_at(rate: RateSpec, epoch: int, field: str = "rate") -> float:
+    """The rate for `epoch`; a schedule's value is validated like a constant."""
+    value = rate(epoch) if callable(rate) else rate
+    check_range(f"{field}({epoch})" if callable(rate) else field, value, low=0.0, high=1.0, high_inclusive=False)
+    return float(value)
+
+
+def num_to_prune(num_channels: int, rate: float) -> int:
+    """floor(N * rate), never all N channels."""
+    return min(math.floor(num_channels * rate + _EPS), num_channels - 1)
+
+
+def check_criterion(name: Any, field: str = "criterion") -> str:
+    """Validate a registered criterion name; the error lists every registered one."""
+    if not isinstance(name, str):
+        choices = ", ".join(list_criteria())
+        raise ConfigError(f"{field} must be a criterion name, got {name!r}; choose one of: {choices}")
+    check_choice(field, name, list_criteria())
+    return name
+
+
+def criterion_needs_data(name: str) -> bool:
+    """Whether criterion `name` needs a data batch (activations and gradients)."""
+    return bool(get_criterion(name).needs_data)
+
+
+def example_inputs(input_shape: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """A random batch of one sample of shape (C, H, W), for tracing."""
+    return torch.randn(1, *(int(s) for s in input_shape), device=device)
+
+
+def prunable_groups(model: nn.Module, inputs: Any, ignored_layers: Sequence[str] | None = None) -> list[ChannelGroup]:
+    """The prunable coupled groups of `model` (see `prunus.structure.build_groups`)."""
+    return [g for g in build_groups(model, inputs, ignored_layers) if g.prunable]
+
+
+def _mix_channels(
+    model: nn.Module, group: ChannelGroup, criterion: str, count: int, mix_ratio: float, batch: DataBatch | None
+) -> list[int]:
+    """FPGM "mix": a share of the channels by norm first, the rest by distance among the survivors only."""
+    n = group.num_channels
+    by_norm = score(model, group, DISTANCE_TO_NORM[criterion], batch)
+    norm_first = lowest_channels(group, by_norm, math.floor(count * mix_ratio + _EPS))
+    if not norm_first:
+        return lowest_channels(group, score(model, group, criterion, batch), count)
+    dropped = set(norm_first)
+    keep = torch.tensor([j for j in range(n) if j not in dropped], dtype=torch.long)
+    full = group_weights(model, group)
+    # Distances are measured among the survivors only: the dropped filters no longer pull the
+    # survivors' scores (that is the point of the two-stage rule).
+    survivors = ChannelTensors(
+        full.key,
+        len(keep),
+        tuple(w[keep.to(w.device)] for w in full.writers),
+        tuple(g[keep.to(g.device)] for g in full.norms),
+        (),
+        None,
+    )
+    dist = create_criterion(criterion)(survivors).cpu()
+    scores = torch.full((n,), -math.inf)  # already dropped channels come first in lowest_channels
+    scores[keep] = dist
+    return lowest_channels(group, scores, count)
+
+
+def select_channels(
+    model: nn.Module,
+    group: ChannelGroup,
+    criterion: str,
+    count: int,
+    *,
+    mix_ratio: float | None = None,
+    batch: DataBatch | None = None,
+) -> list[int]:
+    """The `count` lowest-scored channels of `group` in `model` (a valid set for masks and cuts).
+
+    Args:
+        model: The model to score (the one `group` was built on, or a copy with its shapes).
+        group: A prunable group.
+        criterion: A registered criterion name.
+        count: How many channels to choose (rounded down to whole grouped-conv offsets).
+        mix_ratio: FPGM "mix" (distance criteria only): this share of `count` is chosen by the
+            matching norm (`DISTANCE_TO_NORM`) first, the rest by `criterion` computed among the
+            surviving channels only. None = pure `criterion`.
+        batch: Data for data-driven criteria.
+
+    Example:
+        >>> select_channels(model, group, "fpgm", 4, mix_ratio=0.5)  # doctest: +SKIP
+        [0, 3, 5, 9]
+    """
+    if count <= 0:
+        return []
+    if mix_ratio is not None and criterion in DISTANCE_TO_NORM:
+        return _mix_channels(model, group, criterion, count, mix_ratio, batch)
+    return lowest_channels(group, score(model, group, criterion, batch), count)
+
+
+def training_slice(trainer: Any, size: int, batch_size: int = 256) -> Any:
+    """A loader over the first `size` images of the training set, unaugmented and unshuffled.
+
+    The same images on every rank (the training loader shards by index, its dataset is whole),
+    normalised like training batches. Never the test set.
+    """
+    from prunus.data import TensorLoader
+
+    data = trainer.train_loader.data
+    n = min(int(size), len(data))
+    return TensorLoader(data.subset(torch.arange(n), name=f"{data.name}[:{n}]"), batch_size, device=trainer.device)
