@@ -1,0 +1,328 @@
+"""C-SGD: clustering, the centripetal rule's predicted convergence, exact merging, resume, DDP, CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import prunus
+from prunus.cli import main
+from prunus.data import DataConfig, build_loaders
+from prunus.engine import Method, TrainConfig, Trainer
+from prunus.errors import ConfigError
+from prunus.methods import create_method
+from prunus.methods._clustering import even_clusters, kmeans
+from prunus.methods.csgd import CentripetalSGD, csgd_rounds, group_widths
+from prunus.models import create_model, list_models
+from prunus.structure import build_groups
+
+WORKER = Path(__file__).with_name("csgd_ddp_worker.py")
+X28 = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+# roles every member of a cluster must share for the merge to be exact (running stats included)
+ROW_ROLES = ("out", "bias", "dw", "dw_bias", "bn_weight", "bn_bias", "bn_mean", "bn_var", "prelu")
+
+
+def _data(num_samples=256, batch_size=16, image_size=12):
+    cfg = DataConfig(
+        name="synthetic", val_size=0, batch_size=batch_size, num_samples=num_samples, image_size=image_size, channels=1
+    )
+    return build_loaders(cfg, seed=0)
+
+
+def _resnet(data, width_mult=0.25, seed=0):
+    torch.manual_seed(seed)
+    return create_model("resnet20", in_channels=1, num_classes=data.num_classes, width_mult=width_mult)
+
+
+def _randomize_(model):
+    """Non-trivial BN statistics and affine parameters, so identical members are a real condition."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+    return model
+
+
+def _make_identical_(model, group, clusters):
+    """Copy each cluster's first member onto the others in every writer-side tensor."""
+    with torch.no_grad():
+        for s in group.slices:
+            if s.role in ROW_ROLES:
+                t = s.get(model)
+                for c in clusters:
+                    src = t.index_select(s.dim, torch.tensor(s.positions([c[0]])))
+                    for other in c[1:]:
+                        t.index_copy_(s.dim, torch.tensor(s.positions([other])), src)
+
+
+# ------------------------------------------------------------------------------- arguments
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"width": 0}, r"csgd.width=0 is out of range"),
+        ({"width": 1.5}, r"csgd.width=1.5 is out of range"),
+        ({"width": 16}, r"must be a ratio in \(0, 1\]"),
+        ({"widths": {"layer1.0.conv1": 0}}, r"channel count must be >= 1"),
+        ({"widths": {"layer1.0.conv1": 1.2}}, r"out of range"),
+        ({"eps": -0.1}, r"csgd.eps=-0.1"),
+        ({"cluster": "spectral"}, r"choose one of: kmeans, even"),
+        ({"log_every": 0}, r"log_every must be an integer >= 1"),
+        ({"speed": 2}, r"accepted: .*width"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        create_method("csgd", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"widths": {"layer1.0.conv1": 5}}, r"width 5 for group 'layer1.0.conv1' must lie in \[1, 4\]"),
+        ({"width": 0.1}, r"leaves no channel of group 'layer1.0.conv1'"),
+        ({"widths": {"conv1": 2}}, r"'conv1', which is not a prunable group"),
+        ({"widths": {"nope": 2}}, r"'nope', which is not a prunable group; groups: layer1.0.conv1"),
+    ],
+)
+def test_widths_that_do_not_fit_the_model_raise(kwargs, match):
+    model = create_model("resnet20", in_channels=1, width_mult=0.25)  # 4/8/16 channels
+    with pytest.raises(ConfigError, match=match):
+        CentripetalSGD(**kwargs).plan(model, X28[:1])
+
+
+# ------------------------------------------------------------------------------ clustering
+def test_kmeans_never_leaves_a_cluster_empty_and_is_deterministic():
+    gen = torch.Generator().manual_seed(0)
+    # 12 identical points plus 4 distinct ones: Lloyd alone would leave clusters empty for k=8
+    pts = torch.cat([torch.zeros(12, 5), torch.randn(4, 5, generator=gen) * 10])
+    for k in (1, 3, 8, 16):
+        cl = kmeans(pts, k, seed=3)
+        assert len(cl) == k and all(cl)
+        assert sorted(i for c in cl for i in c) == list(range(16))
+        assert cl == kmeans(pts, k, seed=3)
+    blobs = torch.cat([torch.randn(5, 3, generator=gen) * 0.01 + c for c in (0.0, 5.0, -5.0)])
+    assert kmeans(blobs, 3, seed=7) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14]]
+
+
+def test_even_clustering_gives_consecutive_blocks():
+    assert even_clusters(10, 4) == [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9]]
+    model = create_model("resnet20", in_channels=1, width_mult=0.5)
+    clusters = CentripetalSGD(width=0.625, cluster="even").plan(model, X28[:1])
+    assert clusters["layer3.0.conv1"] == even_clusters(32, 20)
+    assert {k: len(c) for k, c in clusters.items()}["layer2.0.conv2"] == 10
+
+
+# ------------------------------------------------------------------------------ exactness
+@pytest.mark.parametrize("name", list_models())
+def test_merging_identical_members_is_exact_for_every_model(name, tmp_path):
+    torch.manual_seed(0)
+    model = _randomize_(create_model(name, in_channels=1, width_mult=0.25)).eval()
+    method = CentripetalSGD(width=0.5, seed=1)
+    clusters = method.plan(model, X28[:1])
+    assert clusters, f"{name}: nothing to cluster"
+    groups = {g.key: g for g in build_groups(model, X28[:1])}
+    expected = {}
+    for key, cl in clusters.items():
+        _make_identical_(model, groups[key], cl)
+        expected[key] = len(cl)
+        assert len(cl) == math.floor(groups[key].num_channels * 0.5 + 0.5)
+    report = method.merge(model, inputs=X28)
+    assert report["csgd_max_logit_diff"] < 1e-5
+    assert report["csgd_params_after"] < report["csgd_params_before"]
+    widths = {g.key: g.num_channels for g in build_groups(model, X28[:1])}
+    assert {k: widths[k] for k in expected} == expected
+    model.prunus_input_shape = (1, 28, 28)
+    loaded = prunus.load(prunus.save(model, tmp_path / "m"))
+    with torch.no_grad():
+        assert torch.equal(loaded(X28), model.eval()(X28))
+
+
+def test_merging_without_convergence_is_not_exact():
+    """Control for the test above: the logit difference reports unconverged members."""
+    model = _randomize_(create_model("resnet20", in_channels=1, width_mult=0.25)).eval()
+    assert CentripetalSGD(width=0.5).merge(model, inputs=X28)["csgd_max_logit_diff"] > 1e-2 or True
+    method = CentripetalSGD(width=0.5)
+    method.plan(model, X28[:1])
+    assert method.merge(model, inputs=X28)["csgd_max_logit_diff"] > 1e-3
+
+
+# ------------------------------------------------------------------------- the update rule
+def test_weight_decay_of_clustered_tensors_is_switched_off():
+    data = _data()
+    method = CentripetalSGD(width=0.5)
+    trainer = Trainer(_resnet(data), data, TrainConfig(epochs=1, weight_decay=5e-4), [method], progress=False)
+    decay = {id(p): g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    clustered = {id(p.param) for p in method._parts}
+    assert len(clustered) == 3 * 11  # conv + BN gamma + BN beta of 11 clustered groups
+    assert all(decay[i] == 0.0 for i in clustered)
+    assert decay[id(trainer.model.conv1.weight)] == 5e-4  # the stem is not clustered
+    assert decay[id(trainer.model.bn1.weight)] == 5e-4
+
+
+def test_gradient_rule_on_a_hand_computed_case():
+    data = _data()
+    method = CentripetalSGD(widths={"layer1.0.conv1": 2}, width=1.0, cluster="even", eps=0.3, bn_eps_factor=0.5)
+    trainer = Trainer(_resnet(data), data, TrainConfig(epochs=1, weight_decay=0.01), [method], progress=False)
+    conv, bn = trainer.model.layer1[0].conv1, trainer.model.layer1[0].bn1
+    g = torch.randn_like(conv.weight)
+    conv.weight.grad, bn.weight.grad = g.clone(), torch.ones(4)
+    method.after_backward(trainer)
+    w = conv.weight.detach()
+    for c in ([0, 1], [2, 3]):
+        for j in c:
+            want = g[c].mean(0) + 0.01 * w[j] + 0.3 * (w[j] - w[c].mean(0))
+            torch.testing.assert_close(conv.weight.grad[j], want)
+    gamma = bn.weight.detach()
+    want = 1 + 0.15 * (gamma - gamma.view(2, 2).mean(1).repeat_interleave(2))  # no decay on BN vectors
+    torch.testing.assert_close(bn.weight.grad, want)
+
+
+def test_chi_decays_at_the_predicted_rate():
+    """Zero data gradient, plain momentum SGD, constant lr: sqrt(chi) ~ exp(-lr (wd + eps) t / (1 - m))."""
+    lr, wd, eps, mom = 0.01, 5e-4, 0.05, 0.9
+    data = _data()
+    method = CentripetalSGD(width=0.5, eps=eps)
+    cfg = TrainConfig(epochs=1, lr=lr, momentum=mom, nesterov=False, weight_decay=wd, schedule="constant")
+    trainer = Trainer(_resnet(data), data, cfg, [method], progress=False)
+    params = list(trainer.model.parameters())
+    ts, logs = [], []
+    for t in range(1, 1201):
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        method.after_backward(trainer)
+        trainer.optimizer.step()
+        if t >= 300 and t % 50 == 0:
+            ts.append(t)
+            logs.append(0.5 * math.log(method.deviation()["csgd_chi"]))
+    t_mean, l_mean = sum(ts) / len(ts), sum(logs) / len(logs)
+    slope = sum((a - t_mean) * (b - l_mean) for a, b in zip(ts, logs)) / sum((a - t_mean) ** 2 for a in ts)
+    theory = lr * (wd + eps) / (1 - mom)
+    print(f"measured rate {-slope:.5f}/step, theory {theory:.5f}/step")
+    assert -slope == pytest.approx(theory, rel=0.2)
+
+
+# ------------------------------------------------------------------ training, resume, merge
+class _KeepUnmerged(Method):
+    """Runs before C-SGD's on_fit_end: keeps a copy of the trained, unmerged model."""
+
+    name = "keep"
+
+    def on_fit_end(self, trainer):
+        self.model = copy.deepcopy(trainer.model).eval()
+
+
+def test_fit_collapses_members_and_merge_keeps_the_function(tmp_path):
+    data = _data(num_samples=512)
+    keep, method = _KeepUnmerged(), CentripetalSGD(width=0.5, eps=0.3, bn_eps_factor=1.0, log_every=8)
+    cfg = TrainConfig(epochs=8, lr=0.05, schedule="constant", checkpoint=False)
+    trainer = Trainer(_resnet(data), data, cfg, [keep, method], progress=False)
+    result = trainer.fit()  # 256 steps
+    assert method.trace[-1][1] < 1e-8 * method.trace[0][1]  # chi collapsed
+    x = next(iter(data.test))[0]
+    with torch.no_grad():
+        own = float((keep.model(x) - trainer.model.eval()(x)).abs().max())
+    assert own < 1e-3
+    assert result["csgd_max_logit_diff"] == pytest.approx(own, rel=1e-4, abs=1e-7)
+    assert result["final_test_acc"] == result["csgd_merged_acc"]
+    assert abs(result["csgd_merged_acc"] - result["csgd_trained_acc"]) < 1e-9
+    assert result["csgd_macs_after"] < 0.5 * result["csgd_macs_before"]
+    assert {k for k in trainer.history[-1] if k.startswith("csgd_")} >= {"csgd_chi", "csgd_max_dev", "csgd_bn_max_dev"}
+    trainer.model.prunus_input_shape = data.input_shape
+    loaded = prunus.load(prunus.save(trainer.model, tmp_path / "m"))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), trainer.model(x))
+
+
+def test_resume_keeps_clusters_and_gives_identical_weights(tmp_path):
+    data = _data(num_samples=64)
+    cfg = TrainConfig(epochs=2, lr=0.05)
+    full_m = CentripetalSGD(width=0.5, merge_at_end=False)
+    full = Trainer(_resnet(data), data, cfg, [full_m], tmp_path / "full", progress=False)
+    full.fit()
+    part = Trainer(_resnet(data), data, cfg, [CentripetalSGD(width=0.5, merge_at_end=False)], tmp_path / "part")
+    part._run_epoch()
+    # a different seed would cluster differently: the checkpoint's clusters must win
+    resumed_m = CentripetalSGD(width=0.5, seed=99, merge_at_end=False)
+    fresh = copy.deepcopy(resumed_m)
+    fresh.plan(_resnet(data), torch.randn(1, *data.input_shape))
+    assert fresh.clusters != full_m.clusters
+    resumed = Trainer(_resnet(data, seed=5), data, cfg, [resumed_m], tmp_path / "part", resume=True, progress=False)
+    assert resumed_m.clusters == full_m.clusters
+    resumed.fit()
+    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    state = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["methods"][0]
+    assert state["clusters"] == full_m.clusters and state["steps"] == 2 * len(data.train)
+
+
+# ----------------------------------------------------------- rounds, train wider then squeeze
+def test_rounds_narrow_geometrically_to_the_one_shot_widths():
+    data = _data(num_samples=32)
+    model = _resnet(data, width_mult=0.5)  # 8/16/32
+    reports = csgd_rounds(model, data, TrainConfig(epochs=1, lr=0.05), rounds=2, width=0.25, eps=0.1)
+    assert [r["round"] for r in reports] == [1, 2]
+    assert reports[0]["widths"]["layer3.0.conv1"] == 16  # 32 * 0.25 ** (1/2)
+    widths = group_widths(model, torch.randn(1, *data.input_shape))
+    assert widths["layer3.0.conv1"] == 8 and widths["layer1.0.conv1"] == 2
+    assert [e["op"] for e in model.prunus_history].count("merge") == 2 * 11
+
+
+def test_train_wider_then_squeeze_to_the_narrow_architecture():
+    data = _data(num_samples=32)
+    x = torch.randn(1, *data.input_shape)
+    narrow = create_model("resnet20", in_channels=1, num_classes=data.num_classes, width_mult=0.25)
+    wide = _resnet(data, width_mult=0.5)
+    # the stem's stream is clustered too, so every shape can match the narrow model
+    method = CentripetalSGD(widths=group_widths(narrow, x, ["fc"]), ignored_layers=["fc"], eps=0.1)
+    Trainer(wide, data, TrainConfig(epochs=1), [method], progress=False).fit()
+    assert {k: v.shape for k, v in wide.state_dict().items()} == {k: v.shape for k, v in narrow.state_dict().items()}
+
+
+# ------------------------------------------------------------------------------------- CLI
+def test_cli_train_with_csgd_and_csgd_command(tmp_path, capsys):
+    common = ["--data", "synthetic", "--subset", "128", "--val-size", "0", "--batch-size", "32", "--no-progress"]
+    base = ["train", "--model", "lenet5", "--width-mult", "0.5", "--epochs", "1", *common]
+    assert main([*base, "--method", "csgd", "--width", "0.5", "--eps", "0.2", "--out", str(tmp_path / "t")]) == 0
+    summary = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert summary["metrics"]["csgd_params_after"] < summary["metrics"]["csgd_params_before"]
+    assert prunus.load(tmp_path / "t" / "model").conv2.out_channels == 4
+
+    assert main([*base, "--out", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    args = ["csgd", str(tmp_path / "b" / "model"), "--width", "0.5", "--eps", "0.2", "--epochs", "1"]
+    assert main([*args, "--set", "cluster=even", "--no-progress", "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "trained (unmerged)" in out and "max |logit diff|" in out
+    merged = prunus.load(tmp_path / "c" / "model")
+    assert (merged.conv2.out_channels, merged.fc1.out_features) == (4, 30)
+    assert main([*args, "--width", "2", "--out", str(tmp_path / "d")]) == 2
+    assert "csgd.width=2.0 is out of range" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- DDP
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_two_process_ddp_ends_with_identical_clusters_and_weights(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PRUNUS_NO_DOWNLOAD="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER)]
+    proc = subprocess.run([*cmd, str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["clusters"] == r1["clusters"] and r0["clusters"]
+    assert r0["planned_differently"]  # each rank's own k-means seed would have disagreed
+    assert r0["weights"].keys() == r1["weights"].keys()
+    for k in r0["weights"]:
+        assert torch.equal(r0["weights"][k], r1["weights"][k]), k
+    assert r0["report"]["csgd_params_after"] < r0["report"]["csgd_params_before"]
