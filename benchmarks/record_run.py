@@ -1,0 +1,54 @@
+"""Record a finished training run (RUN_DIR/summary.json) as a committed benchmark result.
+
+    .venv/bin/python benchmarks/record_run.py runs/r20-full train_resnet20_fmnist \
+        --command "prunus train --model resnet20 --data fashion-mnist --epochs 15 --threads 2 --out runs/r20-full"
+
+Writes benchmarks/results/NAME.json with the final metrics, per-epoch test/val accuracy, the
+resolved config, the command, wall time and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from prunus._atomic import write_json
+from prunus._version import __version__
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("name")
+    ap.add_argument("--command", required=True, help="the command that produced the run")
+    args = ap.parse_args()
+    summary = json.loads((args.run_dir / "summary.json").read_text())
+    epochs = [json.loads(line) for line in (args.run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    best = max(epochs, key=lambda r: r.get("val_acc", -1.0))
+    record = {
+        "name": args.name,
+        "command": args.command,
+        "metrics": summary["metrics"],
+        "last_epoch_test_acc": epochs[-1]["test_acc"],
+        "test_acc_at_best_val_epoch": best["test_acc"],
+        "best_val_epoch": best["epoch"] + 1,
+        "per_epoch": [
+            {k: r[k] for k in ("epoch", "train_loss", "val_acc", "test_acc", "seconds") if k in r} for r in epochs
+        ],
+        "config": summary["config"],
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "prunus_version": __version__,
+    }
+    write_json(RESULTS / f"{args.name}.json", record)
+    print(json.dumps({k: record[k] for k in ("name", "last_epoch_test_acc", "test_acc_at_best_val_epoch")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

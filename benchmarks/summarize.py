@@ -1,0 +1,127 @@
+"""Turn benchmarks/results/*.json into the markdown tables of README.md (between RESULTS markers).
+
+    .venv/bin/python benchmarks/summarize.py            # rewrite README.md's results section
+    .venv/bin/python benchmarks/summarize.py --print    # only print the markdown
+
+Every number in the README's results section comes from a results file written by a script in
+benchmarks/, so the README cannot drift from what was measured. Missing files are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+BEGIN, END = "<!-- RESULTS -->", "<!-- /RESULTS -->"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def training_section() -> list[str]:
+    run = _load("train_resnet20_fmnist")
+    if run is None:
+        return []
+    m = run["metrics"]
+    minutes = m["seconds"] / 60
+    return [
+        "### Training (issue 2)",
+        "",
+        "| model | data | epochs | last-epoch test acc | test acc at best-val epoch | params | MACs | wall time |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| ResNet-20 | Fashion-MNIST (55k train / 5k val / 10k test) | {m['epochs']} | "
+        f"{_pct(run['last_epoch_test_acc'])} | {_pct(run['test_acc_at_best_val_epoch'])} "
+        f"(epoch {run['best_val_epoch']}) | {m['params']:,} | {m['macs']:,} | {minutes:.0f} min |",
+        "",
+        f"`{run['command']}` on {run['machine']}.",
+        "",
+    ]
+
+
+def performance_rows() -> list[tuple[str, str, str, str]]:
+    """(figure, measured, target, reproduce) rows from every performance result that exists."""
+    rows: list[tuple[str, str, str, str]] = []
+    engine = _load("engine")
+    if engine:
+        rows.append(
+            (
+                "engine overhead (Trainer / hand-written loop, ResNet-20)",
+                f"{engine['ratio']:.3f}",
+                engine["target"],
+                "`benchmarks/bench_engine.py`",
+            )
+        )
+    loader = _load("loader")
+    if loader:
+        rows.append(
+            (
+                "loader throughput, augmented Fashion-MNIST, 2 threads",
+                f"{loader['protocol_images_per_s']:,.0f} images/s",
+                f">= {loader['target_images_per_s']:,} images/s",
+                "`benchmarks/bench_loader.py`",
+            )
+        )
+    for extra in EXTRA_PERFORMANCE:
+        rows.extend(extra())
+    return rows
+
+
+# Later benchmark families append functions returning rows here (see performance_rows).
+EXTRA_PERFORMANCE: list[Callable[[], list[tuple[str, str, str, str]]]] = []
+
+
+def performance_section() -> list[str]:
+    rows = performance_rows()
+    if not rows:
+        return []
+    lines = ["### Performance (ratios measured side by side in one run; medians)", ""]
+    lines += ["| figure | measured | target | reproduce |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return [*lines, ""]
+
+
+def accuracy_sections() -> list[str]:
+    """Markdown tables that accuracy scripts write next to their JSON (results/*.md), verbatim."""
+    lines: list[str] = []
+    for md in sorted(RESULTS.glob("accuracy_*.md")):
+        lines += [md.read_text().rstrip(), ""]
+    return lines
+
+
+def render() -> str:
+    body = training_section() + performance_section() + accuracy_sections()
+    header = "## Results\n\nProduced by `benchmarks/summarize.py` from `benchmarks/results/`; machine: 2 CPU cores.\n"
+    return "\n".join([header, *body]).rstrip() + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--print", action="store_true", help="print the markdown instead of updating README.md")
+    args = ap.parse_args()
+    text = render()
+    if args.print:
+        print(text)
+        return
+    readme = ROOT / "README.md"
+    content = readme.read_text()
+    if BEGIN not in content:
+        raise SystemExit(f"README.md has no {BEGIN} marker")
+    head, _, rest = content.partition(BEGIN)
+    _, _, tail = rest.partition(END) if END in rest else ("", "", rest)
+    readme.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
+    print("README.md results section updated")
+
+
+if __name__ == "__main__":
+    main()
