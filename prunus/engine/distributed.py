@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_reduce_sum", "barrier", "init_from_env", "is_main"]
+__all__ = ["DistInfo", "all_reduce_sum", "barrier", "init_from_env", "is_main", "sync_buffers"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +63,21 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
         values = values.clone()
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+@torch.no_grad()
+def sync_buffers(model: torch.nn.Module) -> None:
+    """Make every rank's buffers identical: average float buffers (BN running stats), copy the rest from rank 0.
+
+    DDP broadcasts rank 0's buffers before each forward, but the update made by the last forward
+    stays local, so without this replicas would end an epoch with different BN statistics.
+    """
+    if not dist.is_initialized():
+        return
+    world = dist.get_world_size()
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            buf.div_(world)
+        else:
+            dist.broadcast(buf, src=0)

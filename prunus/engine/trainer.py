@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from prunus.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from prunus.engine.config import TrainConfig
-from prunus.engine.distributed import DistInfo, all_reduce_sum, barrier, init_from_env
+from prunus.engine.distributed import DistInfo, all_reduce_sum, barrier, init_from_env, sync_buffers
 from prunus.engine.method import Method
 from prunus.engine.optim import build_optimizer
 from prunus.engine.progress import MetricsLog, Progress
@@ -158,6 +158,7 @@ class Trainer:
             loss, correct = self._train_step(x.to(self.device, non_blocking=True), y.to(self.device))
             stats += torch.tensor([loss * y.numel(), correct, y.numel()], device=self.device, dtype=torch.float64)
             self.progress.step(loss, correct / y.numel())
+        sync_buffers(self.model)  # replicas leave every epoch identical, BN statistics included
         self._call("on_epoch_end")
         stats = all_reduce_sum(stats)
         record = {
