@@ -15,15 +15,30 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
+from torch import nn
 
 from prunus.errors import ConfigError
+from prunus.structure import ChannelGroup, build_groups
 
-__all__ = ["CLUSTER_METHODS", "canonical", "cluster_ids", "even_clusters", "kmeans", "target_width"]
+__all__ = [
+    "CLUSTERED_ROLES",
+    "CLUSTER_METHODS",
+    "canonical",
+    "cluster_ids",
+    "even_clusters",
+    "group_widths",
+    "kmeans",
+    "target_width",
+    "unsupported_reason",
+]
 
 CLUSTER_METHODS = ("kmeans", "even")
+#: tensor roles C-SGD clusters and pulls together (running stats follow by themselves)
+CLUSTERED_ROLES = ("out", "dw", "bias", "dw_bias", "bn_weight", "bn_bias", "prelu")
 
 
 def canonical(clusters: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -145,3 +160,31 @@ def target_width(n: int, spec: float | int, key: str) -> int:
             f"width ratio {spec} leaves no channel of group {key!r} ({n} channels); use a ratio >= {0.5 / n:.3g}"
         )
     return min(k, n)
+
+
+def group_widths(model: nn.Module, example_inputs: Any, ignored_layers: Iterable[str] | None = None) -> dict[str, int]:
+    """Channel count of every group of `model` C-SGD can narrow: the `widths` that squeeze a wider model to it.
+
+    Example:
+        >>> x = torch.randn(1, 1, 28, 28)
+        >>> narrow = group_widths(create_model("resnet20", in_channels=1), x)  # doctest: +SKIP
+        >>> wide = create_model("resnet20", in_channels=1, width_mult=1.5)  # doctest: +SKIP
+        >>> method = CentripetalSGD(widths=narrow)  # train `wide` with it  # doctest: +SKIP
+    """
+    groups = build_groups(model, example_inputs, ignored_layers)
+    return {g.key: g.num_channels for g in groups if unsupported_reason(g, model) is None}
+
+
+def unsupported_reason(group: ChannelGroup, model: nn.Module) -> str | None:
+    """Why C-SGD cannot cluster and merge this group exactly, or None."""
+    if not group.prunable:
+        return group.reason
+    if any(s.role == "in_grouped" for s in group.slices):
+        return "it feeds a grouped conv, which merging does not support"
+    n = group.num_channels
+    for s in group.slices:
+        if s.role in CLUSTERED_ROLES:
+            rows = s.get(model).shape[0]
+            if s.dim != 0 or sorted(s.index) != list(range(rows)) or sorted(s.channel) != list(range(n)):
+                return f"{s.module}.{s.tensor} does not carry each of its channels exactly once (concat/split)"
+    return None

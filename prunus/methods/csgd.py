@@ -40,7 +40,17 @@ from prunus.counting import count
 from prunus.engine.method import Method
 from prunus.engine.optim import exempt_from_weight_decay
 from prunus.errors import ConfigError
-from prunus.methods._clustering import CLUSTER_METHODS, canonical, cluster_ids, even_clusters, kmeans, target_width
+from prunus.methods._clustering import (
+    CLUSTER_METHODS,
+    CLUSTERED_ROLES,
+    canonical,
+    cluster_ids,
+    even_clusters,
+    group_widths,
+    kmeans,
+    target_width,
+    unsupported_reason,
+)
 from prunus.methods._registry import register_method
 from prunus.structure import ChannelGroup, build_groups, merge_, per_channel
 
@@ -51,9 +61,8 @@ if TYPE_CHECKING:
 __all__ = ["CentripetalSGD", "csgd_rounds", "group_widths"]
 
 KERNEL_ROLES = ("out", "dw")  # rows counted in chi; centripetal eps and weight decay
-BIAS_ROLES = ("bias", "dw_bias")  # same rule as kernels, not counted in chi
 VECTOR_ROLES = ("bn_weight", "bn_bias", "prelu")  # eps * bn_eps_factor, no weight decay
-CLUSTERED_ROLES = KERNEL_ROLES + BIAS_ROLES + VECTOR_ROLES
+# conv/linear biases ("bias", "dw_bias") follow the kernel rule but are not counted in chi
 EVAL_BATCH = 256  # images in the fixed batch whose logits compare trained and merged models
 
 
@@ -66,33 +75,6 @@ class _Part:
     inv: torch.Tensor  # (k, 1) 1 / cluster size
     k: int
     role: str
-
-
-def group_widths(model: nn.Module, example_inputs: Any, ignored_layers: Iterable[str] | None = None) -> dict[str, int]:
-    """Channel count of every prunable group of `model`: the `widths` that squeeze a wider model to it.
-
-    Example:
-        >>> x = torch.randn(1, 1, 28, 28)
-        >>> narrow = group_widths(create_model("resnet20", in_channels=1), x)  # doctest: +SKIP
-        >>> wide = create_model("resnet20", in_channels=1, width_mult=1.5)  # doctest: +SKIP
-        >>> method = CentripetalSGD(widths=narrow)  # train `wide` with it  # doctest: +SKIP
-    """
-    return {g.key: g.num_channels for g in build_groups(model, example_inputs, ignored_layers) if g.prunable}
-
-
-def _unsupported(group: ChannelGroup, model: nn.Module) -> str | None:
-    """Why C-SGD cannot cluster this group, or None."""
-    if not group.prunable:
-        return group.reason
-    if any(s.role == "in_grouped" for s in group.slices):
-        return "it feeds a grouped conv, which merging does not support"
-    n = group.num_channels
-    for s in group.slices:
-        if s.role in CLUSTERED_ROLES:
-            rows = s.get(model).shape[0]
-            if s.dim != 0 or sorted(s.index) != list(range(rows)) or sorted(s.channel) != list(range(n)):
-                return f"{s.module}.{s.tensor} does not carry each of its channels exactly once (concat/split)"
-    return None
 
 
 @register_method("csgd", summary="Centripetal SGD: make clustered filters identical, then merge them exactly")
@@ -131,8 +113,8 @@ class CentripetalSGD(Method):
         merge_at_end: bool = True,
         ignored_layers: Iterable[str] | None = None,
     ) -> None:
-        if isinstance(width, int) and not isinstance(width, bool) and width != 1:
-            raise ConfigError(f"width={width} must be a ratio in (0, 1]; give channel counts per group in widths")
+        if isinstance(width, int) and not isinstance(width, bool) and width > 1:
+            raise ConfigError(f"csgd.width={width} must be a ratio in (0, 1]; give channel counts per group in widths")
         check_range("csgd.width", width, 0.0, 1.0, low_inclusive=False)
         if widths is not None and not isinstance(widths, Mapping):
             raise ConfigError(f"csgd.widths must map group keys to ratios or channel counts, got {widths!r}")
@@ -198,7 +180,7 @@ class CentripetalSGD(Method):
             k = target_width(n, self.widths.get(key, self.width), key)
             if k == n:
                 continue
-            reason = _unsupported(group, model)
+            reason = unsupported_reason(group, model)
             if reason is not None:
                 if key in self.widths:
                     raise ConfigError(f"C-SGD cannot narrow group {key!r}: {reason}")
@@ -250,7 +232,7 @@ class CentripetalSGD(Method):
     def setup(self, trainer: Trainer) -> None:
         """Cluster (unless clusters were loaded), bind index tensors, move clustered tensors to zero decay."""
         model = trainer.model
-        example = torch.randn(1, *trainer.data.input_shape, device=trainer.device)
+        example = torch.zeros(1, *trainer.data.input_shape, device=trainer.device)  # shapes only; no RNG use
         if self.clusters:  # loaded before setup: keep them
             self._groups = {g.key: g for g in build_groups(model, example, self.ignored_layers)}
         else:
@@ -455,9 +437,10 @@ def csgd_rounds(
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ConfigError(f"rounds must be an integer >= 1, got {rounds!r}")
     ignored = method_args.get("ignored_layers")
-    example = torch.randn(1, *data.input_shape, device=next(model.parameters()).device)
+    example = torch.zeros(1, *data.input_shape, device=next(model.parameters()).device)
     start = group_widths(model, example, ignored)
-    CentripetalSGD(width=width, widths=widths)  # validate the final widths up front
+    # validate the final widths against the model up front (unknown keys, counts above a group's width)
+    CentripetalSGD(width=width, widths=widths, ignored_layers=ignored, cluster="even").plan(model, example)
     final = {key: target_width(n, (widths or {}).get(key, width), key) for key, n in start.items()}
     results = []
     for r in range(1, rounds + 1):
