@@ -16,7 +16,20 @@ from prunus.counting import count as count
 from prunus.errors import PrunusError as PrunusError
 from prunus.models import create_model as create_model
 from prunus.models import list_models as list_models
+from prunus.prune import PruneReport as PruneReport
+from prunus.prune import prune as prune
 from prunus.serialization import load as load
 from prunus.serialization import save as save
 
-__all__ = ["Counts", "PrunusError", "__version__", "count", "create_model", "list_models", "load", "save"]
+__all__ = [
+    "Counts",
+    "PruneReport",
+    "PrunusError",
+    "__version__",
+    "count",
+    "create_model",
+    "list_models",
+    "load",
+    "prune",
+    "save",
+]

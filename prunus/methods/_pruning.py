@@ -1,4 +1,4 @@
-"""Helpers shared by the pruning methods and `prunus.prune`: rates, counts and channel selection.
+"""Helpers shared by the SFP-family methods (SFP, FPGM, MFP): rates, validation and channel selection.
 
 Criteria only score and the structure engine only cuts; these helpers are the small piece in
 between that turns scores and a rate into channel indices (`select_channels`), including FPGM's
@@ -21,6 +21,7 @@ from torch import nn
 from prunus.config import check_choice, check_range
 from prunus.criteria import DataBatch, create_criterion, get_criterion, list_criteria, score
 from prunus.errors import ConfigError
+from prunus.prune import num_to_prune
 from prunus.structure import ChannelGroup, ChannelTensors, build_groups, group_weights, lowest_channels
 
 __all__ = [
@@ -43,8 +44,7 @@ RateSpec = float | Callable[[int], float]
 #: FPGM "mix": the norm criterion that goes with each distance criterion
 DISTANCE_TO_NORM = {"fpgm": "l2", "dist-l2": "l2", "dist-l1": "l1"}
 
-# floor(N * rate) with a little slack, so 0.3 * 10 (= 2.9999999999999996) counts as 3
-_EPS = 1e-9
+_EPS = 1e-9  # as in prunus.prune.num_to_prune
 
 
 def check_rate(rate: Any, field: str = "rate") -> None:
@@ -59,11 +59,6 @@ def rate_at(rate: RateSpec, epoch: int, field: str = "rate") -> float:
     value = rate(epoch) if callable(rate) else rate
     check_range(f"{field}({epoch})" if callable(rate) else field, value, low=0.0, high=1.0, high_inclusive=False)
     return float(value)
-
-
-def num_to_prune(num_channels: int, rate: float) -> int:
-    """floor(N * rate), never all N channels."""
-    return min(math.floor(num_channels * rate + _EPS), num_channels - 1)
 
 
 def check_criterion(name: Any, field: str = "criterion") -> str:

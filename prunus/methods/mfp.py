@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -93,7 +93,6 @@ class MetaContext:
     groups: tuple[ChannelGroup, ...]
     holdout: Any
     epoch: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 #: a meta-attribute: neighbour network and context in, one number out (lower = better neighbour)

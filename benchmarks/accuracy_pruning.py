@@ -1,0 +1,338 @@
+"""Accuracy of the pruning methods under the quick protocol of docs/benchmarks.md, with paired seeds.
+
+Protocol (every arm identical except the method): CIFAR-style ResNet-20 (16/32/64, 1 input
+channel) on Fashion-MNIST, a fixed 10k-image training subset, 5k validation images held out of
+the training split (fixed split seed), the full 10k test set for reporting only; 10 epochs of SGD
+(momentum 0.9, nesterov), lr 0.1 with cosine decay, weight decay 5e-4, batch 128, random crop
+(pad 2) + horizontal flip. Seed s gives every arm the same initialisation and data order.
+
+Arms:
+- `baseline`: no pruning.
+- `sfp-l1`, `sfp-l2`, `fpgm`, `mfp`: the Trainer plug-ins at rate 0.4 (masks every epoch, removal
+  after the last); MFP with its defaults (four candidates, switch every 2 epochs, `loss` on 1024
+  training images).
+- `tp-magnitude`: Torch-Pruning's magnitude pruner (`tp.pruner.BasePruner` with
+  `GroupMagnitudeImportance(p=1)`, stem and classifier ignored) applied once to the trained
+  baseline of the same seed, at the MACs ratio the SFP arms achieve (the smallest uniform
+  pruning_ratio whose MACs do not exceed it, found by bisection), then fine-tuned for
+  `--finetune-epochs` epochs (default: the same number as training, 10) at lr 0.01, cosine.
+
+Reported: last-epoch test accuracy and test accuracy at the best-validation epoch (never the
+best-of-epochs test accuracy), mean +- std over seeds, the paired difference to the baseline
+with a 95% t interval, MACs and params. Each finished run is appended (atomically) to
+benchmarks/results/<name>_runs.json; a rerun skips finished (arm, seed) pairs of the same
+settings and resumes unfinished ones from their checkpoints in runs/<name>/.
+
+    .venv/bin/python benchmarks/accuracy_pruning.py --seeds 0,1,2 --threads 2
+    .venv/bin/python benchmarks/accuracy_pruning.py --epochs 1 --subset 512 --val-size 500 --test-size 1000 \
+        --width-mult 0.25 --seeds 0 --name smoke --results-dir /tmp/prunus-smoke      # smoke test, about a minute
+
+Writes benchmarks/results/<name>.json and benchmarks/results/<name>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import statistics
+import subprocess
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch_pruning as tp
+
+import prunus
+from prunus._atomic import write_json, write_text
+from prunus.data import DataConfig, TensorLoader, build_loaders
+from prunus.engine import TrainConfig, Trainer
+from prunus.methods import create_method
+from prunus.models import create_model
+from prunus.prune import prune
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+ARMS: dict[str, tuple[str, dict[str, Any]] | None] = {
+    "baseline": None,
+    "sfp-l1": ("sfp", {"criterion": "l1"}),
+    "sfp-l2": ("sfp", {"criterion": "l2"}),
+    "fpgm": ("fpgm", {}),
+    "mfp": ("mfp", {}),
+    "tp-magnitude": None,
+}
+FINETUNE_LR = 0.01
+QUICK_TAG = "e10-n10000-v5000-r0.4-ft10-fashion-mnist"  # the settings of the benchmarks.md quick protocol
+# two-sided 95% t quantiles by degrees of freedom (no scipy dependency)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}  # fmt: skip
+
+
+def _t95(df: int) -> float:
+    """The quantile for `df` (the next smaller tabulated df between entries: slightly conservative)."""
+    return T95[max(k for k in T95 if k <= df)]
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _configs(args: argparse.Namespace, seed: int, epochs: int, lr: float) -> tuple[DataConfig, TrainConfig]:
+    data = DataConfig(name=args.data, subset=args.subset, val_size=args.val_size, batch_size=128)
+    train = TrainConfig(epochs=epochs, lr=lr, weight_decay=5e-4, schedule="cosine", seed=seed, threads=args.threads)
+    return data, train
+
+
+def _loaders(args: argparse.Namespace, dcfg: DataConfig, seed: int) -> Any:
+    data = build_loaders(dcfg, seed=seed)
+    if args.test_size:  # smoke runs only: the protocol reports on the full test set
+        test = data.test.data.subset(torch.arange(min(args.test_size, len(data.test.data))))
+        data = replace(data, test=TensorLoader(test, data.test.batch_size))
+    return data
+
+
+def _train(args, seed, run_dir: Path, methods=(), model=None, epochs=None, lr=0.1) -> tuple[Trainer, dict, float]:
+    """One training run (resumed from run_dir's checkpoint if there is one), like `prunus train`."""
+    dcfg, tcfg = _configs(args, seed, epochs or args.epochs, lr)
+    torch.manual_seed(seed)  # same seed -> same initialisation in every arm
+    data = _loaders(args, dcfg, seed)
+    if model is None:
+        model = create_model(
+            "resnet20", num_classes=data.num_classes, in_channels=data.in_channels, width_mult=args.width_mult
+        )
+    start = time.perf_counter()
+    trainer = Trainer(model, data, tcfg, list(methods), run_dir, resume=True, progress=args.progress)
+    final = trainer.fit()
+    return trainer, final, time.perf_counter() - start
+
+
+def _tp_prune(model: torch.nn.Module, target: float, shape: tuple[int, ...]) -> tuple[torch.nn.Module, float]:
+    """Torch-Pruning group-L1 at the smallest uniform ratio keeping <= `target` of the MACs."""
+    x = torch.randn(1, *shape)
+    dense = prunus.count(model, shape).macs
+
+    def pruned_at(ratio: float) -> torch.nn.Module:
+        m = copy.deepcopy(model)
+        ignored = [m.get_submodule(n) for n in ("conv1", "fc")]
+        imp = tp.importance.GroupMagnitudeImportance(p=1)
+        tp.pruner.BasePruner(m, x, importance=imp, pruning_ratio=ratio, ignored_layers=ignored).step()
+        return m
+
+    lo, hi = 0.0, 0.95
+    for _ in range(20):  # MACs fall monotonically with the ratio
+        mid = (lo + hi) / 2
+        if prunus.count(pruned_at(mid), shape).macs <= target * dense:
+            hi = mid
+        else:
+            lo = mid
+    return pruned_at(hi), hi
+
+
+def _record(arm, seed, tag, trainer, final, seconds, shape, extra=None) -> dict[str, Any]:
+    history = trainer.history
+    best = max(range(len(history)), key=lambda i: (history[i].get("val_acc", 0.0), -i))
+    counts = prunus.count(trainer.model, shape)
+    rec = {
+        "tag": tag,
+        "arm": arm,
+        "seed": seed,
+        "last_test_acc": final["final_test_acc"],
+        "best_val_epoch": history[best]["epoch"],
+        "best_val_acc": history[best].get("val_acc"),
+        "best_val_test_acc": history[best]["test_acc"],
+        "macs": counts.macs,
+        "params": counts.params,
+        "seconds": seconds,
+        "epochs": len(history),
+        # what the methods logged after the last epoch (removal counts, achieved MACs)
+        "method_metrics": {k: v for k, v in final.items() if not k.startswith("final_") and k != "epochs"},
+        "prunus_version": prunus.__version__,
+        "commit": _commit(),
+    }
+    choices = [r["mfp_choice"] for r in history if "mfp_choice" in r]
+    if choices:  # which criterion MFP picked at each switch
+        rec["mfp_choices"] = choices
+    rec.update(extra or {})
+    return rec
+
+
+def _run(arm: str, seed: int, args: argparse.Namespace, tag: str, sfp_macs_ratio: float) -> dict[str, Any]:
+    runs = ROOT / "runs" / args.name / tag
+    shape = (1, 28, 28)
+    if arm == "tp-magnitude":
+        base_dir = runs / f"baseline-s{seed}" / "model"
+        if not base_dir.exists():
+            raise SystemExit(f"tp-magnitude needs the baseline of seed {seed}: run --arms baseline,... first")
+        pruned, ratio = _tp_prune(prunus.load(base_dir), sfp_macs_ratio, shape)
+        run_dir = runs / f"{arm}-s{seed}"
+        before = None
+        if not (run_dir / "checkpoint.pt").exists():
+            data = _loaders(args, _configs(args, seed, 1, FINETUNE_LR)[0], seed)
+            before = Trainer(pruned, data, _configs(args, seed, 1, FINETUNE_LR)[1], progress=False).evaluate(data.test)
+        trainer, final, seconds = _train(args, seed, run_dir, model=pruned, epochs=args.finetune_epochs, lr=FINETUNE_LR)
+        extra = {"tp_pruning_ratio": ratio, "finetune_epochs": args.finetune_epochs, "finetune_lr": FINETUNE_LR}
+        extra["test_acc_before_finetune"] = None if before is None else before["acc"]
+        return _record(arm, seed, tag, trainer, final, seconds, shape, extra)
+    spec = ARMS[arm]
+    methods = [] if spec is None else [create_method(spec[0], rate=args.rate, **spec[1])]
+    trainer, final, seconds = _train(args, seed, runs / f"{arm}-s{seed}", methods)
+    if arm == "baseline":
+        prunus.save(trainer.model.cpu(), runs / f"baseline-s{seed}" / "model", input_shape=shape)
+    return _record(arm, seed, tag, trainer, final, seconds, shape)
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    """n, mean and sample std (None where undefined, so the JSON stays standard)."""
+    n = len(values)
+    return {
+        "n": n,
+        "mean": statistics.fmean(values) if n else None,
+        "std": statistics.stdev(values) if n > 1 else None,
+    }
+
+
+def _paired(arm_vals: dict[int, float], base_vals: dict[int, float]) -> dict[str, float | None]:
+    """Mean paired difference (arm - baseline, same seed) with its 95% t interval."""
+    diffs = [arm_vals[s] - base_vals[s] for s in sorted(arm_vals) if s in base_vals]
+    out = _stats(diffs)
+    if out["std"] is None:
+        out.update(low=None, high=None)
+    else:
+        half = _t95(len(diffs) - 1) * out["std"] / math.sqrt(len(diffs))
+        out.update(low=out["mean"] - half, high=out["mean"] + half)
+    return out
+
+
+def summarise(records: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
+    """Per-arm mean +- std and paired differences to the baseline, for both accuracy metrics."""
+    by_arm = {a: {r["seed"]: r for r in records if r["arm"] == a} for a in arms}
+    summary = {}
+    for arm in arms:
+        recs = by_arm[arm]
+        if not recs:
+            continue
+        entry: dict[str, Any] = {"seeds": sorted(recs)}
+        for metric in ("last_test_acc", "best_val_test_acc"):
+            vals = {s: r[metric] for s, r in recs.items()}
+            entry[metric] = _stats(list(vals.values()))
+            if arm != "baseline" and by_arm.get("baseline"):
+                base = {s: r[metric] for s, r in by_arm["baseline"].items()}
+                entry[f"{metric}_diff"] = _paired(vals, base)
+        entry["macs"] = statistics.fmean(r["macs"] for r in recs.values())
+        entry["params"] = statistics.fmean(r["params"] for r in recs.values())
+        entry["seconds"] = statistics.fmean(r["seconds"] for r in recs.values())
+        summary[arm] = entry
+    return summary
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}"
+
+
+def markdown(summary: dict[str, Any], settings: dict[str, Any]) -> str:
+    """The results table with the protocol stated above it."""
+    base_macs = summary.get("baseline", {}).get("macs")
+    lines = [
+        f"# Pruning accuracy, {settings['protocol']}",
+        "",
+        f"ResNet-20 on {settings['data']}, {settings['subset']}-image training subset, {settings['val_size']} val, "
+        f"{settings['test_set']}; {settings['epochs']} epochs SGD nesterov lr 0.1 cosine, wd 5e-4, batch 128, "
+        f"crop pad 2 + flip; width {settings['width_mult']}; rate {settings['rate']}; seeds {settings['seeds']} "
+        "(paired). tp-magnitude: Torch-Pruning group-L1 "
+        f"on the trained baseline at the SFP arms' MACs ratio ({settings['sfp_macs_ratio']:.3f}), then "
+        f"{settings['finetune_epochs']} epochs fine-tuning at lr {FINETUNE_LR}. Accuracies in %; differences are "
+        "arm minus baseline for the same seed, mean [95% t interval].",
+        "",
+        "| arm | MACs | params | last-epoch test acc | diff vs baseline | test acc @ best val | diff vs baseline | n |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for arm, e in summary.items():
+        cells = [arm, f"{e['macs'] / 1e6:.2f}M" + (f" ({e['macs'] / base_macs:.3f})" if base_macs else "")]
+        cells.append(f"{e['params'] / 1e3:.1f}K")
+        for metric in ("last_test_acc", "best_val_test_acc"):
+            s = e[metric]
+            cells.append(f"{_pct(s['mean'])} ± {_pct(s['std'])}")
+            d = e.get(f"{metric}_diff")
+            cells.append("—" if d is None else f"{_pct(d['mean'])} [{_pct(d['low'])}, {_pct(d['high'])}]")
+        cells.append(str(e["last_test_acc"]["n"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"prunus {prunus.__version__} (commit {_commit()}), generated {settings['date']}.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--subset", type=int, default=10000)
+    ap.add_argument("--val-size", type=int, default=5000)
+    ap.add_argument("--width-mult", type=float, default=1.0, help="ResNet-20 width (protocol: 1.0; smoke runs: less)")
+    ap.add_argument("--test-size", type=int, help="evaluate on the first N test images only (smoke runs)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
+    ap.add_argument("--rate", type=float, default=0.4)
+    ap.add_argument("--finetune-epochs", type=int, help="tp-magnitude fine-tuning epochs (default: --epochs)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data", default="fashion-mnist")
+    ap.add_argument("--name", default="accuracy_pruning", help="result file stem (and runs/ subdirectory)")
+    ap.add_argument("--results-dir", default=str(RESULTS), help="where <name>.json/.md and <name>_runs.json go")
+    ap.add_argument("--progress", action="store_true", help="show the Trainer's progress")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    args.finetune_epochs = args.finetune_epochs or args.epochs
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise SystemExit(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+    tag = f"e{args.epochs}-n{args.subset}-v{args.val_size}-r{args.rate}-ft{args.finetune_epochs}-{args.data}"
+    if args.test_size:
+        tag += f"-t{args.test_size}"
+    if args.width_mult != 1.0:
+        tag += f"-w{args.width_mult}"
+    results = Path(args.results_dir)
+    # the SFP arms cut floor(N * rate) channels of every prunable group: their MACs ratio is fixed
+    dense = create_model("resnet20", in_channels=1, width_mult=args.width_mult)
+    _, report = prune(dense, torch.randn(1, 1, 28, 28), ratio=args.rate)
+    runs_file = results / f"{args.name}_runs.json"
+    records = json.loads(runs_file.read_text())["records"] if runs_file.exists() else []
+    for seed in seeds:
+        for arm in arms:
+            if any(r["tag"] == tag and r["arm"] == arm and r["seed"] == seed for r in records):
+                continue
+            print(f"[{datetime.now():%H:%M:%S}] {arm} seed {seed} ({tag})", flush=True)
+            records.append(_run(arm, seed, args, tag, report.achieved_macs_ratio))
+            write_json(runs_file, {"records": records})
+    current = [r for r in records if r["tag"] == tag and r["seed"] in seeds]
+    settings = {
+        "protocol": "quick" if tag == QUICK_TAG else f"custom ({tag})",
+        "tag": tag,
+        "data": args.data,
+        "subset": args.subset,
+        "val_size": args.val_size,
+        "epochs": args.epochs,
+        "test_set": f"first {args.test_size} test images" if args.test_size else "full test set",
+        "rate": args.rate,
+        "width_mult": args.width_mult,
+        "seeds": seeds,
+        "finetune_epochs": args.finetune_epochs,
+        "sfp_macs_ratio": report.achieved_macs_ratio,
+        "threads": args.threads,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    summary = summarise(current, [a for a in ARMS if a in arms or a == "baseline"])
+    write_json(results / f"{args.name}.json", {"settings": settings, "summary": summary, "records": current})
+    text = markdown(summary, settings)
+    write_text(results / f"{args.name}.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Prune time and latency efficiency: `prunus.prune` vs Torch-Pruning called directly, on ResNet-56.
+
+Prune time (target <= 1.5): graph build + 50% channel prune of a dense ResNet-56 (option-B
+shortcuts, 1x28x28 input, 10 classes; `--input 3x32x32` for the CIFAR shape). The prunus arm is
+the whole public call `prunus.prune(model, x, ratio=0.5, criterion="l1")`: tracing, grouping,
+scoring, cutting, and the two MAC counts of its report. The Torch-Pruning arm builds
+`tp.pruner.BasePruner` with `tp.importance.GroupMagnitudeImportance(p=1)` (group L1) at
+pruning_ratio 0.5, ignoring the same stem conv and classifier, and calls `step()`. Model
+construction is outside the timers. The arms are interleaved, alternating which goes first, and
+the figure is the ratio of medians (prunus / Torch-Pruning).
+
+Latency efficiency (target >= 0.8): `prunus.bench.compare_latency` of the dense vs the prunus-pruned
+ResNet-56 at batch 64 with torch and onnxruntime; the figure is the better runtime's
+(dense latency / pruned latency) / (dense MACs / pruned MACs).
+
+    .venv/bin/python benchmarks/bench_prune_speed.py [--repeats 9] [--threads 2] [--input 1x28x28]
+
+Writes benchmarks/results/prune_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch_pruning as tp
+
+import prunus
+from prunus._atomic import write_json
+from prunus.bench import compare_latency
+from prunus.models import create_model
+from prunus.prune import prune
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    c, h, w = (int(v) for v in text.lower().split("x"))
+    return c, h, w
+
+
+def _model(name: str, shape: tuple[int, int, int], width: float) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model(name, num_classes=10, in_channels=shape[0], width_mult=width).eval()
+
+
+def _time_prunus(name: str, shape: tuple[int, int, int], width: float, ratio: float) -> tuple[float, torch.nn.Module]:
+    model = _model(name, shape, width)
+    x = torch.randn(1, *shape)
+    start = time.perf_counter()
+    model, _ = prune(model, x, ratio=ratio, criterion="l1")
+    return time.perf_counter() - start, model
+
+
+def _time_tp(name: str, shape: tuple[int, int, int], width: float, ratio: float) -> tuple[float, torch.nn.Module]:
+    model = _model(name, shape, width)
+    x = torch.randn(1, *shape)
+    ignored = [model.get_submodule(n) for n in model.prunus_ignored]
+    start = time.perf_counter()
+    pruner = tp.pruner.BasePruner(
+        model, x, importance=tp.importance.GroupMagnitudeImportance(p=1), pruning_ratio=ratio, ignored_layers=ignored
+    )
+    pruner.step()
+    return time.perf_counter() - start, model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="resnet56")
+    ap.add_argument("--width", type=float, default=1.0, help="width multiplier (1.0 = the real ResNet-56)")
+    ap.add_argument("--input", type=_shape, default=(1, 28, 28), help="CxHxW, default 1x28x28")
+    ap.add_argument("--ratio", type=float, default=0.5, help="fraction of channels removed per group")
+    ap.add_argument("--repeats", type=int, default=9, help="timed prunes per arm (after one warm-up each)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--latency-repeats", type=int, default=30)
+    ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--out", default=str(RESULTS / "prune_speed.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    shape = args.input
+
+    _time_prunus(args.model, shape, args.width, args.ratio)  # warm-up: imports, allocator, tracer caches
+    _time_tp(args.model, shape, args.width, args.ratio)
+    t_prunus: list[float] = []
+    t_tp: list[float] = []
+    pruned = tp_pruned = None
+    for i in range(args.repeats):
+        arms = [("prunus", _time_prunus), ("tp", _time_tp)]
+        for arm, fn in arms if i % 2 == 0 else arms[::-1]:
+            seconds, model = fn(args.model, shape, args.width, args.ratio)
+            if arm == "prunus":
+                t_prunus.append(seconds)
+                pruned = model
+            else:
+                t_tp.append(seconds)
+                tp_pruned = model
+    med_p, med_t = statistics.median(t_prunus), statistics.median(t_tp)
+    dense = _model(args.model, shape, args.width)
+    c_dense, c_p, c_t = (prunus.count(m, shape) for m in (dense, pruned, tp_pruned))
+    result = {
+        "figure": "prune time and latency efficiency",
+        "definition": (
+            f"graph build + {args.ratio:.0%} channel prune of {args.model} (width {args.width}, input "
+            f"{'x'.join(map(str, shape))}): prunus.prune(ratio, l1) over tp.pruner.BasePruner + "
+            "GroupMagnitudeImportance(p=1) + step(), ratio of medians; interleaved"
+        ),
+        "prunus_seconds": t_prunus,
+        "torch_pruning_seconds": t_tp,
+        "prunus_median_s": med_p,
+        "torch_pruning_median_s": med_t,
+        "time_ratio": med_p / med_t,
+        "time_target": "<= 1.5",
+        "macs": {"dense": c_dense.macs, "prunus": c_p.macs, "torch_pruning": c_t.macs},
+        "params": {"dense": c_dense.params, "prunus": c_p.params, "torch_pruning": c_t.params},
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "torch_pruning": tp.__version__,
+        "prunus": prunus.__version__,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    rows = [
+        ("prune time (s, median)", f"{med_p:.3f}", f"{med_t:.3f}", f"{med_p / med_t:.2f}", "<= 1.5"),
+        ("MACs after", f"{c_p.macs:,}", f"{c_t.macs:,}", f"{c_p.macs / c_t.macs:.3f}", ""),
+        ("params after", f"{c_p.params:,}", f"{c_t.params:,}", f"{c_p.params / c_t.params:.3f}", ""),
+    ]
+    if not args.skip_latency:
+        cmp = compare_latency(
+            dense, pruned, shape, batch_sizes=(64,), repeats=args.latency_repeats, threads=args.threads
+        )
+        result["latency"] = cmp.to_dict()
+        result["latency_efficiency"] = cmp.latency_efficiency(64)
+        result["latency_target"] = ">= 0.8 (best runtime, batch 64)"
+        for r in cmp.rows:
+            rows.append(
+                (f"latency {r.runtime} b{r.batch} (ms)", f"{r.pruned_ms:.2f}", f"dense {r.dense_ms:.2f}",
+                 f"eff {r.efficiency:.2f}", ">= 0.8")
+            )  # fmt: skip
+    write_json(args.out, result)
+    _print(rows, result)
+
+
+def _print(rows: list[tuple[str, ...]], result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=result["definition"])
+    for col in ("figure", "prunus", "torch-pruning / ref", "ratio", "target"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    if "latency_efficiency" in result:
+        print(f"latency efficiency (best runtime, batch 64): {result['latency_efficiency']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
