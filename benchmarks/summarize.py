@@ -77,8 +77,69 @@ def performance_rows() -> list[tuple[str, str, str, str]]:
     return rows
 
 
-# Later benchmark families append functions returning rows here (see performance_rows).
-EXTRA_PERFORMANCE: list[Callable[[], list[tuple[str, str, str, str]]]] = []
+def _pruning_rows() -> list[tuple[str, str, str, str]]:
+    rows = []
+    speed = _load("prune_speed")
+    if speed:
+        rows.append(
+            (
+                "prune time: graph + 50% prune of ResNet-56, prunus / Torch-Pruning",
+                f"{speed['time_ratio']:.2f}",
+                speed["time_target"],
+                "`benchmarks/bench_prune_speed.py`",
+            )
+        )
+        if "latency_efficiency" in speed:
+            rows.append(
+                (
+                    "latency efficiency, ResNet-56 at 50% channels, batch 64 (speed-up / MACs ratio)",
+                    f"{speed['latency_efficiency']:.2f}",
+                    speed["latency_target"],
+                    "`benchmarks/bench_prune_speed.py`",
+                )
+            )
+    overhead = _load("method_overhead")
+    if overhead:
+        for arm, ratio in overhead["ratio"].items():
+            rows.append(
+                (
+                    f"method overhead: {arm} epoch time / plain",
+                    f"{ratio:.3f}",
+                    overhead["target"][arm],
+                    "`benchmarks/bench_method_overhead.py`",
+                )
+            )
+    csgd = _load("csgd_overhead")
+    if csgd:
+        rows.append(
+            ("method overhead: csgd epoch time / plain", f"{csgd['ratio']:.3f}", csgd["target"],
+             "`benchmarks/bench_csgd_overhead.py`")
+        )  # fmt: skip
+    return rows
+
+
+# Benchmark families that contribute rows to the performance table.
+EXTRA_PERFORMANCE: list[Callable[[], list[tuple[str, str, str, str]]]] = [_pruning_rows]
+
+
+def csgd_section() -> list[str]:
+    res = _load("accuracy_csgd")
+    if res is None:
+        return []
+    lines = [
+        "### C-SGD: trained vs merged, and controls at the same widths (issue 4)",
+        "",
+        f"{res['definition']}. Max |logit diff| trained vs merged: **{res['max_logit_diff']:.2e}** (target < 1e-3).",
+        "",
+        "| arm | test acc | vs baseline (pt) | MACs | params | MACs cut |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, arm in res["arms"].items():
+        lines.append(
+            f"| {name} | {_pct(arm['test_acc'])} | {arm['delta_vs_baseline_pt']:+.2f} | {arm['macs']:,} | "
+            f"{arm['params']:,} | {100 * arm['macs_reduction']:.1f}% |"
+        )
+    return [*lines, "", "`l1`, `delete` and `merge-only` are controls with no fine-tuning.", ""]
 
 
 def performance_section() -> list[str]:
@@ -95,12 +156,14 @@ def accuracy_sections() -> list[str]:
     """Markdown tables that accuracy scripts write next to their JSON (results/*.md), verbatim."""
     lines: list[str] = []
     for md in sorted(RESULTS.glob("accuracy_*.md")):
+        if md.stem.endswith("_runs"):
+            continue
         lines += [md.read_text().rstrip(), ""]
     return lines
 
 
 def render() -> str:
-    body = training_section() + performance_section() + accuracy_sections()
+    body = training_section() + performance_section() + accuracy_sections() + csgd_section()
     header = "## Results\n\nProduced by `benchmarks/summarize.py` from `benchmarks/results/`; machine: 2 CPU cores.\n"
     return "\n".join([header, *body]).rstrip() + "\n"
 
