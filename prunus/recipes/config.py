@@ -47,9 +47,14 @@ class MethodSpec(Config):
     args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from prunus.methods import METHODS
+        from prunus.methods import method_arguments
 
-        METHODS.get(self.name)
+        accepted = method_arguments(self.name)  # unknown names fail here, listing the choices
+        unknown = sorted(set(self.args) - set(accepted))
+        if unknown:
+            raise ConfigError(
+                f"method {self.name!r} has no argument(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
+            )
 
 
 @dataclass(frozen=True)
