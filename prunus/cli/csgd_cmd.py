@@ -11,10 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from prunus.cli._common import add_command, print_table
-from prunus.errors import ConfigError
+from prunus.cli._common import add_command, add_data_args, add_runtime_args, data_overrides, parse_set, print_table
 
 __all__ = ["add_parser", "run"]
 
@@ -23,7 +20,6 @@ METHOD_FLAGS = ("width", "eps", "bn_eps_factor", "cluster", "log_every")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    from prunus.data import list_datasets
 
     p = add_command(
         subparsers,
@@ -44,20 +40,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     m.add_argument("--log-every", type=int, help="steps between chi logs (default 20)")
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any csgd argument (YAML value)")
     g = p.add_argument_group("data")
-    g.add_argument("--data", choices=list_datasets(), help="dataset (default: the model's run, else fashion-mnist)")
-    g.add_argument("--data-dir", help="directory holding the dataset files")
-    g.add_argument("--subset", type=int, help="train on a fixed subset of this many images")
-    g.add_argument("--val-size", type=int, help="images held out from training for validation")
-    g.add_argument("--batch-size", type=int, help="training batch size")
+    add_data_args(g, "dataset (default: the model's run, else fashion-mnist)")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=3, help="C-SGD epochs (default 3)")
     t.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
     t.add_argument("--schedule", choices=("cosine", "constant"), default="cosine", help="lr schedule (default cosine)")
     t.add_argument("--weight-decay", type=float)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    t.add_argument("--threads", type=int, help="torch CPU threads")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
+    add_runtime_args(t)
     p.set_defaults(run=run)
     return p
 
@@ -66,15 +55,7 @@ def _method_args(args: argparse.Namespace) -> dict[str, Any]:
     from prunus.methods import method_arguments
 
     margs = {k: getattr(args, k) for k in METHOD_FLAGS if getattr(args, k) is not None}
-    accepted = set(method_arguments("csgd"))
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        if key not in accepted:
-            raise ConfigError(f"csgd has no argument {key!r}; accepted: {', '.join(sorted(accepted))}")
-        margs[key] = yaml.safe_load(value)
+    margs.update(parse_set(args.set, method_arguments("csgd"), owner="csgd"))
     return margs
 
 
@@ -92,13 +73,7 @@ def run(args: argparse.Namespace) -> int:
     arch = getattr(model, "prunus_arch", None) or {}
     overrides = {
         "model": {"name": arch.get("name"), "width_mult": arch.get("kwargs", {}).get("width_mult")},
-        "data": {
-            "name": args.data,
-            "root": args.data_dir,
-            "subset": args.subset,
-            "val_size": args.val_size,
-            "batch_size": args.batch_size,
-        },
+        "data": data_overrides(args),
         # the phase's own schedule: never inherit the trained run's warm-up or milestones
         "train": {
             "epochs": args.epochs,

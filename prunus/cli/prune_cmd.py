@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from prunus.cli._common import add_command, print_table
+from prunus.cli._common import add_command, add_data_args, add_runtime_args, data_overrides, print_table
 from prunus.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
@@ -17,7 +17,6 @@ FINETUNE_LR = 0.01  # a tenth of the training default: fine-tuning starts from t
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     from prunus.criteria import list_criteria
-    from prunus.data import list_datasets
 
     p = add_command(
         subparsers,
@@ -37,29 +36,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the prune report as JSON")
     f = p.add_argument_group("fine-tuning (after pruning)")
     f.add_argument("--finetune-epochs", type=int, default=0, help="epochs of fine-tuning (default 0: none)")
-    f.add_argument("--data", choices=list_datasets(), help="dataset for fine-tuning or data-driven criteria")
-    f.add_argument("--data-dir", help="directory holding the dataset files")
-    f.add_argument("--subset", type=int, help="fine-tune on a fixed subset of this many images")
-    f.add_argument("--val-size", type=int, help="images held out for validation (default 5000)")
-    f.add_argument("--batch-size", type=int, help="batch size (default 128)")
+    add_data_args(f, "dataset for fine-tuning or data-driven criteria")
     f.add_argument("--lr", type=float, help=f"peak learning rate (default {FINETUNE_LR})")
     f.add_argument("--weight-decay", type=float)
-    f.add_argument("--seed", type=int)
-    f.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    f.add_argument("--threads", type=int, help="torch CPU threads")
-    f.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
+    add_runtime_args(f)
     p.set_defaults(run=run)
     return p
-
-
-def _data_config(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "name": args.data,
-        "root": args.data_dir,
-        "subset": args.subset,
-        "val_size": args.val_size,
-        "batch_size": args.batch_size,
-    }
 
 
 def _criterion_batch(args: argparse.Namespace, model: Any) -> Any:
@@ -71,7 +53,7 @@ def _criterion_batch(args: argparse.Namespace, model: Any) -> Any:
         return None
     if not args.data:
         raise ConfigError(f"criterion {args.criterion!r} needs data; pass --data")
-    given = {k: v for k, v in _data_config(args).items() if v is not None}
+    given = {k: v for k, v in data_overrides(args).items() if v is not None}
     data = build_loaders(DataConfig(**{**given, "augment": False}), seed=0)
     data.train.shuffle = False
     return next(iter(data.train))
@@ -82,7 +64,7 @@ def _finetune(args: argparse.Namespace, model: Any, out: Path) -> dict[str, Any]
 
     arch = getattr(model, "prunus_arch", None) or {}
     overrides: dict[str, Any] = {
-        "data": _data_config(args),
+        "data": data_overrides(args),
         "train": {
             "epochs": args.finetune_epochs,
             "lr": args.lr if args.lr is not None else FINETUNE_LR,

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import yaml
-
-from prunus.cli._common import add_command, parse_int_list
+from prunus.cli._common import add_command, add_data_args, add_runtime_args, data_overrides, parse_int_list, parse_set
 from prunus.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
@@ -17,7 +15,6 @@ METHOD_SHORTCUTS = ("rate", "criterion", "width", "eps", "interval")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    from prunus.data import list_datasets
     from prunus.methods import list_methods
     from prunus.models import list_models
 
@@ -33,11 +30,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g = p.add_argument_group("model and data")
     g.add_argument("--model", choices=list_models(), help="registry model (default resnet20)")
     g.add_argument("--width-mult", type=float, help="channel width multiplier (default 1.0)")
-    g.add_argument("--data", choices=list_datasets(), help="dataset (default fashion-mnist)")
-    g.add_argument("--data-dir", help="directory holding the dataset files")
-    g.add_argument("--subset", type=int, help="train on a fixed subset of this many images")
-    g.add_argument("--val-size", type=int, help="images held out from training for validation (default 5000)")
-    g.add_argument("--batch-size", type=int, help="training batch size (default 128)")
+    add_data_args(g)
     g.add_argument("--no-augment", action="store_true", help="disable random crop and flip")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, help="number of epochs (default 30)")
@@ -48,11 +41,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     t.add_argument("--warmup-epochs", type=float)
     t.add_argument("--weight-decay", type=float)
     t.add_argument("--label-smoothing", type=float)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--device", choices=("auto", "cpu", "cuda"))
     t.add_argument("--amp", action="store_true", default=None, help="mixed precision on CUDA")
-    t.add_argument("--threads", type=int, help="torch CPU threads")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
+    add_runtime_args(t)
     m = p.add_argument_group("methods")
     m.add_argument("--method", action="append", choices=list_methods() or None, help="method plug-in (repeatable)")
     m.add_argument("--rate", type=float, help="pruning rate per group (sfp, fpgm, mfp)")
@@ -73,12 +63,7 @@ def _method_specs(args: argparse.Namespace) -> list[dict[str, Any]] | None:
         if used:
             raise ConfigError(f"method options given ({', '.join(map(str, used))}) but no --method")
         return None
-    extra: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        extra[key.strip()] = yaml.safe_load(value)
+    extra = parse_set(args.set)
     specs = []
     for name in args.method:
         accepted = set(method_arguments(name))
@@ -106,14 +91,7 @@ def run(args: argparse.Namespace) -> int:
             args.config = str(saved)  # a resumed run continues with the config it started with
     overrides = {
         "model": {"name": args.model, "width_mult": args.width_mult},
-        "data": {
-            "name": args.data,
-            "root": args.data_dir,
-            "subset": args.subset,
-            "val_size": args.val_size,
-            "batch_size": args.batch_size,
-            "augment": False if args.no_augment else None,
-        },
+        "data": {**data_overrides(args), "augment": False if args.no_augment else None},
         "train": {
             "epochs": args.epochs,
             "lr": args.lr,
