@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("name")
     ap.add_argument("--command", required=True, help="the command that produced the run")
+    ap.add_argument("--note", default="", help="anything a reader must know (e.g. resumed, machine load)")
     args = ap.parse_args()
     summary = json.loads((args.run_dir / "summary.json").read_text())
     epochs = [json.loads(line) for line in (args.run_dir / "metrics.jsonl").read_text().splitlines() if line]
@@ -36,6 +37,9 @@ def main() -> None:
         "name": args.name,
         "command": args.command,
         "metrics": summary["metrics"],
+        # summary.json times only the last invocation; a resumed run's wall time is the sum of its epochs
+        "train_seconds": sum(r.get("seconds", 0.0) for r in epochs),
+        "note": args.note,
         "last_epoch_test_acc": epochs[-1]["test_acc"],
         "test_acc_at_best_val_epoch": best["test_acc"],
         "best_val_epoch": best["epoch"] + 1,

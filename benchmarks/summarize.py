@@ -34,7 +34,7 @@ def training_section() -> list[str]:
     if run is None:
         return []
     m = run["metrics"]
-    minutes = m["seconds"] / 60
+    minutes = run.get("train_seconds", m["seconds"]) / 60
     return [
         "### Training (issue 2)",
         "",
@@ -44,7 +44,7 @@ def training_section() -> list[str]:
         f"{_pct(run['last_epoch_test_acc'])} | {_pct(run['test_acc_at_best_val_epoch'])} "
         f"(epoch {run['best_val_epoch']}) | {m['params']:,} | {m['macs']:,} | {minutes:.0f} min |",
         "",
-        f"`{run['command']}` on {run['machine']}.",
+        f"`{run['command']}` on {run['machine']}. {run.get('note', '')}".rstrip(),
         "",
     ]
 
