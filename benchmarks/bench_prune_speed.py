@@ -49,18 +49,30 @@ def _model(name: str, shape: tuple[int, int, int], width: float) -> torch.nn.Mod
     return create_model(name, num_classes=10, in_channels=shape[0], width_mult=width).eval()
 
 
-def _time_prunus(name: str, shape: tuple[int, int, int], width: float, ratio: float) -> tuple[float, torch.nn.Module]:
+def _ignored_names(model: torch.nn.Module, prune_stem: bool) -> list[str]:
+    # default: the model's stem and classifier; --prune-stem keeps only the classifier, so the stem's
+    # output (the first residual stream) is pruned too, as in Torch-Pruning's ResNet-56 examples
+    names = list(model.prunus_ignored)
+    return names[1:] if prune_stem else names
+
+
+def _time_prunus(
+    name: str, shape: tuple[int, int, int], width: float, ratio: float, prune_stem: bool = False
+) -> tuple[float, torch.nn.Module]:
     model = _model(name, shape, width)
     x = torch.randn(1, *shape)
+    ignored = _ignored_names(model, prune_stem)
     start = time.perf_counter()
-    model, _ = prune(model, x, ratio=ratio, criterion="l1")
+    model, _ = prune(model, x, ratio=ratio, criterion="l1", ignored_layers=ignored)
     return time.perf_counter() - start, model
 
 
-def _time_tp(name: str, shape: tuple[int, int, int], width: float, ratio: float) -> tuple[float, torch.nn.Module]:
+def _time_tp(
+    name: str, shape: tuple[int, int, int], width: float, ratio: float, prune_stem: bool = False
+) -> tuple[float, torch.nn.Module]:
     model = _model(name, shape, width)
     x = torch.randn(1, *shape)
-    ignored = [model.get_submodule(n) for n in model.prunus_ignored]
+    ignored = [model.get_submodule(n) for n in _ignored_names(model, prune_stem)]
     start = time.perf_counter()
     pruner = tp.pruner.BasePruner(
         model, x, importance=tp.importance.GroupMagnitudeImportance(p=1), pruning_ratio=ratio, ignored_layers=ignored
@@ -73,6 +85,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resnet56")
     ap.add_argument("--width", type=float, default=1.0, help="width multiplier (1.0 = the real ResNet-56)")
+    ap.add_argument("--prune-stem", action="store_true", help="prune the stem's output channels too (only fc kept)")
     ap.add_argument("--input", type=_shape, default=(1, 28, 28), help="CxHxW, default 1x28x28")
     ap.add_argument("--ratio", type=float, default=0.5, help="fraction of channels removed per group")
     ap.add_argument("--repeats", type=int, default=9, help="timed prunes per arm (after one warm-up each)")
@@ -92,7 +105,7 @@ def main() -> None:
     for i in range(args.repeats):
         arms = [("prunus", _time_prunus), ("tp", _time_tp)]
         for arm, fn in arms if i % 2 == 0 else arms[::-1]:
-            seconds, model = fn(args.model, shape, args.width, args.ratio)
+            seconds, model = fn(args.model, shape, args.width, args.ratio, args.prune_stem)
             if arm == "prunus":
                 t_prunus.append(seconds)
                 pruned = model
@@ -107,8 +120,10 @@ def main() -> None:
         "definition": (
             f"graph build + {args.ratio:.0%} channel prune of {args.model} (width {args.width}, input "
             f"{'x'.join(map(str, shape))}): prunus.prune(ratio, l1) over tp.pruner.BasePruner + "
-            "GroupMagnitudeImportance(p=1) + step(), ratio of medians; interleaved"
+            "GroupMagnitudeImportance(p=1) + step(), ratio of medians; interleaved; "
+            + ("stem pruned too (only fc ignored)" if args.prune_stem else "stem and fc ignored (prunus default)")
         ),
+        "prune_stem": args.prune_stem,
         "prunus_seconds": t_prunus,
         "torch_pruning_seconds": t_tp,
         "prunus_median_s": med_p,

@@ -79,23 +79,29 @@ def performance_rows() -> list[tuple[str, str, str, str]]:
 
 def _pruning_rows() -> list[tuple[str, str, str, str]]:
     rows = []
-    speed = _load("prune_speed")
-    if speed:
+    for path in sorted(RESULTS.glob("prune_speed*.json")):
+        speed = json.loads(path.read_text())
+        variant = "stem pruned too" if speed.get("prune_stem") else "stem and fc kept (default)"
+        macs = speed["macs"]
         rows.append(
             (
-                "prune time: graph + 50% prune of ResNet-56, prunus / Torch-Pruning",
+                f"prune time: graph + 50% prune of ResNet-56, prunus / Torch-Pruning ({variant})",
                 f"{speed['time_ratio']:.2f}",
                 speed["time_target"],
-                "`benchmarks/bench_prune_speed.py`",
+                f"`benchmarks/bench_prune_speed.py{' --prune-stem' if speed.get('prune_stem') else ''}`",
             )
         )
         if "latency_efficiency" in speed:
+            per_runtime = ", ".join(
+                f"{r['runtime']} {r['efficiency']:.2f}" for r in speed["latency"]["speedups"] if r["batch"] == 64
+            )
             rows.append(
                 (
-                    "latency efficiency, ResNet-56 at 50% channels, batch 64 (speed-up / MACs ratio)",
+                    f"latency efficiency, ResNet-56 50% channels ({variant}), MACs cut "
+                    f"{macs['dense'] / macs['prunus']:.2f}x, batch 64 ({per_runtime})",
                     f"{speed['latency_efficiency']:.2f}",
                     speed["latency_target"],
-                    "`benchmarks/bench_prune_speed.py`",
+                    f"`benchmarks/bench_prune_speed.py{' --prune-stem' if speed.get('prune_stem') else ''}`",
                 )
             )
     overhead = _load("method_overhead")
