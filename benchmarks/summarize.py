@@ -164,7 +164,16 @@ def accuracy_sections() -> list[str]:
     for md in sorted(RESULTS.glob("accuracy_*.md")):
         if md.stem.endswith("_runs"):
             continue
-        lines += [md.read_text().rstrip(), ""]
+        text = md.read_text().rstrip()
+        if text.startswith("# "):  # a top-level title in its own file is a subsection in the README
+            text = "### " + text[2:]
+        lines += [text, ""]
+        if md.stem == "accuracy_pruning":
+            lines += [
+                "Note: `tp-magnitude` fine-tunes the already trained baseline, so it sees more training epochs "
+                "than the SFP/FPGM/MFP arms (which prune while training within the same budget as the baseline).",
+                "",
+            ]
     return lines
 
 
