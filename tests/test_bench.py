@@ -12,8 +12,8 @@ from torch import nn
 from prunus.bench import LatencyComparison, benchmark_model, compare_latency, measure_latency
 from prunus.counting import count
 from prunus.errors import ConfigError
-
-pytest.importorskip("onnxruntime")
+from prunus.models import create_model
+from prunus.serialization import save
 
 FAST = {"warmup": 1, "repeats": 3, "threads": 1}  # structure only: timings are never compared
 
@@ -136,12 +136,8 @@ def test_benchmark_model_reports_counts_bytes_and_rows(tmp_path):
 
 @pytest.fixture
 def model_dir(tmp_path):
-    serialization = pytest.importorskip("prunus.serialization")
-    models = pytest.importorskip("prunus.models")
-    if not hasattr(models, "create_model"):
-        pytest.skip("prunus.models has no create_model yet")
-    model = models.create_model("lenet5", num_classes=10, in_channels=1, width_mult=0.25)
-    return serialization.save(model, tmp_path / "model", input_shape=(1, 28, 28))
+    model = create_model("lenet5", num_classes=10, in_channels=1, width_mult=0.25)
+    return save(model, tmp_path / "model", input_shape=(1, 28, 28))
 
 
 def test_cli_bench_prints_table_and_writes_json(model_dir, tmp_path, capsys):
@@ -186,7 +182,6 @@ def test_cli_bench_bad_flags_exit_2_one_line(model_dir, flags, match, capsys):
 
 
 def test_cli_bench_missing_dir_exit_2(tmp_path, capsys):
-    pytest.importorskip("prunus.serialization")
     from prunus.cli import main
 
     assert main(["bench", str(tmp_path / "nope"), "--repeats", "1"]) == 2

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from torch import nn
 
 from prunus.errors import PrunusError
 from prunus.export import ExportError, MissingDependencyError, export_onnx, export_torchscript, onnx_bytes
-
-ort = pytest.importorskip("onnxruntime")
+from prunus.models import create_model, list_models
+from prunus.serialization import save
 
 
 class TinyNet(nn.Module):
@@ -74,7 +75,6 @@ def test_onnx_matches_torch_at_two_batch_sizes(tmp_path):
 
 
 def test_onnx_file_is_valid_and_written_atomically(tmp_path):
-    onnx = pytest.importorskip("onnx")
     net = _net().train()
     export_onnx(net, tmp_path / "sub" / "m.onnx", _x(2))
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["m.onnx"]  # no temp files left
@@ -142,16 +142,6 @@ def test_onnx_bytes_in_memory():
     assert sess.run(None, {"input": _x(6).numpy()})[0].shape == (6, 5)
 
 
-def _registry_models() -> list:
-    if importlib.util.find_spec("prunus.models") is None:
-        return [pytest.param(None, marks=pytest.mark.skip(reason="prunus.models is not built"))]
-    import prunus.models as pm
-
-    if not hasattr(pm, "list_models"):
-        return [pytest.param(None, marks=pytest.mark.skip(reason="prunus.models has no list_models yet"))]
-    return pm.list_models()
-
-
 def _calibrate_bn(model: nn.Module, x: torch.Tensor) -> None:
     """Give BN layers the statistics of real activations, as training would.
 
@@ -165,10 +155,8 @@ def _calibrate_bn(model: nn.Module, x: torch.Tensor) -> None:
         model.train()(x)
 
 
-@pytest.mark.parametrize("name", _registry_models())
+@pytest.mark.parametrize("name", list_models())
 def test_registry_models_export_to_onnx(name, tmp_path):
-    from prunus.models import create_model
-
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, in_channels=1, width_mult=0.25)
     _calibrate_bn(model, _x(8, shape=(1, 28, 28), seed=8))
@@ -187,12 +175,8 @@ def test_registry_models_export_to_onnx(name, tmp_path):
 
 @pytest.fixture
 def model_dir(tmp_path):
-    serialization = pytest.importorskip("prunus.serialization")
-    models = pytest.importorskip("prunus.models")
-    if not hasattr(models, "create_model"):
-        pytest.skip("prunus.models has no create_model yet")
-    model = models.create_model("resnet20", num_classes=10, in_channels=1, width_mult=0.25)
-    return serialization.save(model, tmp_path / "model", input_shape=(1, 28, 28))
+    model = create_model("resnet20", num_classes=10, in_channels=1, width_mult=0.25)
+    return save(model, tmp_path / "model", input_shape=(1, 28, 28))
 
 
 @pytest.mark.parametrize(("fmt", "name"), [("onnx", "model.onnx"), ("torchscript", "model.pt")])
@@ -205,7 +189,6 @@ def test_cli_export(model_dir, fmt, name, capsys):
 
 
 def test_cli_export_out_path_and_opset(model_dir, tmp_path):
-    onnx = pytest.importorskip("onnx")
     from prunus.cli import main
 
     out = tmp_path / "exported" / "r20.onnx"
@@ -224,7 +207,6 @@ def test_cli_export_bad_format_is_one_line_exit_2(model_dir, capsys):
 
 
 def test_cli_export_missing_dir_exit_2(tmp_path, capsys):
-    pytest.importorskip("prunus.serialization")
     from prunus.cli import main
 
     assert main(["export", str(tmp_path / "nope")]) == 2
