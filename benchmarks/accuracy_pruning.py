@@ -53,7 +53,7 @@ from prunus.data import DataConfig, TensorLoader, build_loaders
 from prunus.engine import TrainConfig, Trainer
 from prunus.methods import create_method
 from prunus.models import create_model
-from prunus.prune import prune
+from prunus.pruning import prune
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -32,9 +32,9 @@ import torch_pruning as tp
 
 import prunus
 from prunus._atomic import write_json
-from prunus.bench import compare_latency
+from prunus.deploy.bench import compare_latency
 from prunus.models import create_model
-from prunus.prune import prune
+from prunus.pruning import prune
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -11,15 +11,15 @@ Example:
 """
 
 from prunus._version import __version__ as __version__
-from prunus.counting import Counts as Counts
-from prunus.counting import count as count
 from prunus.errors import PrunusError as PrunusError
+from prunus.formats import load as load
+from prunus.formats import save as save
+from prunus.measure import Counts as Counts
+from prunus.measure import count as count
 from prunus.models import create_model as create_model
 from prunus.models import list_models as list_models
-from prunus.prune import PruneReport as PruneReport
-from prunus.prune import prune as prune
-from prunus.serialization import load as load
-from prunus.serialization import save as save
+from prunus.pruning import PruneReport as PruneReport
+from prunus.pruning import prune as prune
 
 __all__ = [
     "Counts",

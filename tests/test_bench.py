@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from prunus.bench import LatencyComparison, benchmark_model, compare_latency, measure_latency
-from prunus.counting import count
+from prunus.deploy.bench import LatencyComparison, benchmark_model, compare_latency, measure_latency
 from prunus.errors import ConfigError
+from prunus.formats import save
+from prunus.measure import count
 from prunus.models import create_model
-from prunus.serialization import save
 
 FAST = {"warmup": 1, "repeats": 3, "threads": 1}  # structure only: timings are never compared
 

@@ -10,8 +10,8 @@ import torch_pruning as tp
 from torch import nn
 
 import prunus.cli
-from prunus.counting import Counts, LayerCount, count
 from prunus.errors import ConfigError
+from prunus.measure import Counts, LayerCount, count
 from prunus.models import create_model, get_model_entry, list_models
 
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
+from prunus.deploy.export import ExportError, MissingDependencyError, export_onnx, export_torchscript, onnx_bytes
 from prunus.errors import PrunusError
-from prunus.export import ExportError, MissingDependencyError, export_onnx, export_torchscript, onnx_bytes
+from prunus.formats import save
 from prunus.models import create_model, list_models
-from prunus.serialization import save
 
 
 class TinyNet(nn.Module):

@@ -13,7 +13,7 @@ from prunus.cli import main
 from prunus.criteria import list_criteria
 from prunus.errors import ConfigError
 from prunus.models import create_model, list_models
-from prunus.prune import PruneReport, prune
+from prunus.pruning import PruneReport, prune
 from prunus.structure import build_groups
 
 X = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))

@@ -36,7 +36,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Benchmark the model, print the tables and optionally write JSON."""
     from prunus._atomic import write_json
-    from prunus.bench import RUNTIMES, benchmark_model
+    from prunus.deploy.bench import RUNTIMES, benchmark_model
 
     batches = parse_ints(args.batch_sizes, "--batch-sizes")
     runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())

@@ -61,8 +61,8 @@ def _method_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from prunus.engine.distributed import is_main
+    from prunus.formats import load
     from prunus.recipes import resolve_run_config, train_run
-    from prunus.serialization import load
 
     model = load(args.model_dir, trust_factory=args.trust_factory)
     baseline = model.prunus_metrics.get("final_test_acc")

@@ -52,8 +52,8 @@ def evaluate_model(model: Any, data_name: str, data_dir: str | None, split: str,
 
 
 def run(args: argparse.Namespace) -> int:
-    from prunus.counting import count
-    from prunus.serialization import load
+    from prunus.formats import load
+    from prunus.measure import count
 
     model = load(args.model_dir, trust_factory=args.trust_factory)
     result = evaluate_model(model, args.data, args.data_dir, args.split, args.batch_size)

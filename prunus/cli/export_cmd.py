@@ -32,7 +32,7 @@ def load_model(args: argparse.Namespace) -> tuple[Any, tuple[int, ...]]:
     model_dir = Path(args.model_dir)
     if not model_dir.is_dir():
         raise PrunusError(f"model directory not found: {model_dir}")
-    from prunus.serialization import load
+    from prunus.formats import load
 
     model = load(model_dir, trust_factory=args.trust_factory)
     if args.input_shape:
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     check_choice("--format", args.format, FORMATS)
     import torch
 
-    from prunus.export import export_onnx, export_torchscript
+    from prunus.deploy.export import export_onnx, export_torchscript
 
     model, shape = load_model(args)
     out = Path(args.out) if args.out else Path(args.model_dir) / FORMATS[args.format]

@@ -28,7 +28,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def describe(path: Path) -> dict[str, Any]:
     """A JSON-able description of `path` (model dir, run dir or checkpoint)."""
-    from prunus.serialization import MODEL_JSON, MODEL_WEIGHTS, read_model_json
+    from prunus.formats import MODEL_JSON, MODEL_WEIGHTS, read_model_json
 
     if path.is_dir() and (path / MODEL_JSON).exists():
         header = read_model_json(path)

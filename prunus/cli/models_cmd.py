@@ -50,7 +50,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Build each matching model on the CPU and print a table of params and MACs."""
-    from prunus.counting import count
+    from prunus.measure import count
     from prunus.models import create_model, get_model_entry, list_models
 
     names = list_models(args.pattern)

@@ -84,8 +84,8 @@ def _finetune(args: argparse.Namespace, model: Any, out: Path) -> dict[str, Any]
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from prunus.prune import prune
-    from prunus.serialization import load, read_model_json, save
+    from prunus.formats import load, read_model_json, save
+    from prunus.pruning import prune
 
     if args.finetune_epochs < 0:
         raise ConfigError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")

@@ -21,7 +21,7 @@ from torch import nn
 from prunus.config import check_choice, check_range
 from prunus.criteria import DataBatch, create_criterion, get_criterion, list_criteria, score
 from prunus.errors import ConfigError
-from prunus.prune import num_to_prune
+from prunus.pruning import num_to_prune
 from prunus.structure import ChannelGroup, ChannelTensors, build_groups, group_weights, lowest_channels
 
 __all__ = [

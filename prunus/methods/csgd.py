@@ -36,10 +36,10 @@ import torch.distributed as dist
 from torch import nn
 
 from prunus.config import check_choice, check_range
-from prunus.counting import count
 from prunus.engine.method import Method
 from prunus.engine.optim import exempt_from_weight_decay
 from prunus.errors import ConfigError
+from prunus.measure import count
 from prunus.methods._clustering import (
     CLUSTER_METHODS,
     CLUSTERED_ROLES,

@@ -34,11 +34,11 @@ import torch
 from torch import nn
 
 from prunus.config import check_range
-from prunus.counting import count
 from prunus.criteria import DataBatch
 from prunus.engine.method import Method
 from prunus.engine.optim import build_optimizer
 from prunus.errors import ConfigError
+from prunus.measure import count
 from prunus.methods._pruning import (
     DISTANCE_TO_NORM,
     RateSpec,

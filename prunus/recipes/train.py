@@ -16,15 +16,15 @@ import torch
 from torch import nn
 
 from prunus._atomic import write_json
-from prunus.counting import count
 from prunus.data import build_loaders
 from prunus.engine.distributed import barrier, init_from_env
 from prunus.engine.trainer import Trainer, resolve_device
 from prunus.errors import ConfigError
+from prunus.formats import save
+from prunus.measure import count
 from prunus.methods import create_method
 from prunus.models import create_model
 from prunus.recipes.config import RunConfig, write_run_config
-from prunus.serialization import save
 
 __all__ = ["TrainResult", "train_run"]
 

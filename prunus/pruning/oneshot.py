@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from prunus.config import check_range
-from prunus.counting import Counts, count
 from prunus.criteria import Criterion, DataBatch, create_criterion, list_criteria, score
 from prunus.errors import ConfigError
+from prunus.measure import Counts, count
 from prunus.structure import ChannelGroup, build_groups, lowest_channels, remove_
 
 __all__ = ["PruneReport", "num_to_prune", "prune"]

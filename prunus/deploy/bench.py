@@ -193,7 +193,7 @@ def _runners(
             x = inputs[b].to(device)
             out["torch", b] = lambda x=x: (model(x), sync())
     if "onnxruntime" in runtimes:
-        from prunus.export import onnx_bytes, ort_session
+        from prunus.deploy.export import onnx_bytes, ort_session
 
         with torch.inference_mode(False):  # the exporter traces; tracing needs normal tensors
             data = onnx_bytes(model, torch.randn((1, *shape)).to(_device(model)), dynamic_batch=True)
@@ -258,7 +258,7 @@ def measure_latency(
 
 
 def _count(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
-    from prunus.counting import count  # imported here: counting pulls in the structure engine
+    from prunus.measure import count  # imported here: counting pulls in the structure engine
 
     c = count(model, shape)
     return int(c.macs), int(c.params)
@@ -276,7 +276,7 @@ def _files(model_dir: str | os.PathLike[str]) -> tuple[dict[str, int], int]:
     if not root.is_dir():
         raise ConfigError(f"model path {str(root)!r} does not exist")
     files = {p.relative_to(root).as_posix(): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
-    from prunus.serialization import MODEL_JSON, MODEL_WEIGHTS
+    from prunus.formats import MODEL_JSON, MODEL_WEIGHTS
 
     own = [n for n in (MODEL_JSON, MODEL_WEIGHTS) if n in files]
     return files, sum(files[n] for n in own) if own else sum(files.values())
