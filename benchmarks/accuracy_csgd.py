@@ -38,20 +38,15 @@ from prunus._atomic import write_json
 from prunus.criteria import score
 from prunus.data import DataConfig, build_loaders
 from prunus.engine import TrainConfig, Trainer
+from prunus.evaluation import evaluate as prunus_evaluate
 from prunus.methods.csgd import CentripetalSGD
 from prunus.structure import build_groups, lowest_channels, merge_, remove_
 
 RESULTS = Path(__file__).parent / "results"
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, loader: Any) -> float:
-    model.eval()
-    correct = total = 0
-    for x, y in loader:
-        correct += int((model(x).argmax(1) == y).sum())
-        total += y.numel()
-    return correct / total
+    return float(prunus_evaluate(model, loader)["acc"])
 
 
 def _groups(model: nn.Module, shape: tuple[int, ...]) -> dict[str, Any]:

@@ -31,24 +31,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def evaluate_model(model: Any, data_name: str, data_dir: str | None, split: str, batch_size: int) -> dict[str, float]:
     """Accuracy and mean loss of `model` on `split` of `data_name` (CPU, eval mode)."""
-    import torch
-
     from prunus.data import DataConfig, build_loaders
     from prunus.errors import ConfigError
+    from prunus.evaluation import evaluate
 
     data = build_loaders(DataConfig(name=data_name, root=data_dir, eval_batch_size=batch_size, augment=False))
     loader = data.test if split == "test" else data.val
     if loader is None:
         raise ConfigError(f"dataset {data_name!r} has no {split} split with this configuration")
-    model.eval()
-    correct, total, loss = 0, 0, 0.0
-    with torch.no_grad():
-        for x, y in loader:
-            logits = model(x)
-            loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            total += y.numel()
-    return {"acc": correct / total, "loss": loss / total, "images": total}
+    result = evaluate(model, loader)
+    return {"acc": result["acc"], "loss": result["loss"], "images": result["count"]}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -47,7 +47,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _criterion_batch(args: argparse.Namespace, model: Any) -> Any:
     """A fixed, unaugmented training batch for data-driven criteria (taylor)."""
     from prunus.criteria import get_criterion
-    from prunus.data import DataConfig, build_loaders
+    from prunus.data import DataConfig, build_loaders, training_slice
 
     if not get_criterion(args.criterion).needs_data:
         return None
@@ -55,8 +55,7 @@ def _criterion_batch(args: argparse.Namespace, model: Any) -> Any:
         raise ConfigError(f"criterion {args.criterion!r} needs data; pass --data")
     given = {k: v for k, v in data_overrides(args).items() if v is not None}
     data = build_loaders(DataConfig(**{**given, "augment": False}), seed=0)
-    data.train.shuffle = False
-    return next(iter(data.train))
+    return training_slice(data, data.train.batch_size)  # the first training batch, in dataset order
 
 
 def _finetune(args: argparse.Namespace, model: Any, out: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ Modules, one job each:
 - `catalog`: the dataset registry, `load_dataset`, `list_datasets`.
 - `augment`: batched random crop + flip. `loader`: `TensorLoader`.
 - `bundle`: `DataConfig`, `build_loaders` -> `DataBundle`.
+- `slices`: `training_slice` (and its loader form), a fixed unaugmented training batch that leaves every loader alone.
 
 Example:
     >>> from prunus.data import DataConfig, build_loaders
@@ -36,6 +37,7 @@ from prunus.data.catalog import (
 )
 from prunus.data.idx import read_idx, write_idx
 from prunus.data.loader import TensorLoader
+from prunus.data.slices import training_slice, training_slice_loader
 from prunus.data.synthetic import make_synthetic
 from prunus.data.tensors import ImageTensors, channel_stats
 
@@ -57,5 +59,7 @@ __all__ = [
     "read_idx",
     "register_dataset",
     "split_indices",
+    "training_slice",
+    "training_slice_loader",
     "write_idx",
 ]

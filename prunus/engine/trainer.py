@@ -31,6 +31,7 @@ from prunus.engine.optim import build_optimizer
 from prunus.engine.progress import MetricsLog, Progress
 from prunus.engine.schedule import LRSchedule
 from prunus.errors import TrainingDivergedError
+from prunus.evaluation import evaluate
 
 __all__ = ["Trainer", "resolve_device"]
 
@@ -123,23 +124,9 @@ class Trainer:
         final["epochs"] = self.epoch
         return final
 
-    @torch.no_grad()
     def evaluate(self, loader: Any) -> dict[str, float]:
-        """Mean loss and accuracy of the (unwrapped) model over `loader`, in eval mode."""
-        was_training = self.model.training
-        self.model.eval()
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        count = 0
-        for x, y in loader:
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, enabled=self.use_amp):
-                logits = self.model(x)
-            loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
-            correct += (logits.argmax(1) == y).sum()
-            count += y.numel()
-        self.model.train(was_training)
-        return {"loss": float(loss_sum) / max(count, 1), "acc": float(correct) / max(count, 1)}
+        """Mean loss, accuracy and count of the (unwrapped) model over `loader` (`prunus.evaluation.evaluate`)."""
+        return evaluate(self.model, loader, device=self.device, amp=self.use_amp)
 
     # ------------------------------------------------------------------------------ internals
     def _call(self, hook: str) -> None:

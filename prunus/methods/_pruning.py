@@ -2,7 +2,8 @@
 
 Criteria only score and the structure engine only cuts; these helpers are the small piece in
 between that turns scores and a rate into channel indices (`select_channels`), including FPGM's
-"mix" rule, and that fetches the fixed, unaugmented training slices the data-driven parts need.
+"mix" rule. The fixed, unaugmented training slices the data-driven parts need come from
+`prunus.data.training_slice`.
 
 Example:
     >>> num_to_prune(10, 0.4), num_to_prune(10, 0.29), num_to_prune(1, 0.9)
@@ -35,7 +36,6 @@ __all__ = [
     "prunable_groups",
     "rate_at",
     "select_channels",
-    "training_slice",
 ]
 
 #: a pruning rate: a number in [0, 1) or a function of the (0-based) epoch returning one
@@ -143,16 +143,3 @@ def select_channels(
     if mix_ratio is not None and criterion in DISTANCE_TO_NORM:
         return _mix_channels(model, group, criterion, count, mix_ratio, batch)
     return lowest_channels(group, score(model, group, criterion, batch), count)
-
-
-def training_slice(trainer: Any, size: int, batch_size: int = 256) -> Any:
-    """A loader over the first `size` images of the training set, unaugmented and unshuffled.
-
-    The same images on every rank (the training loader shards by index, its dataset is whole),
-    normalised like training batches. Never the test set.
-    """
-    from prunus.data import TensorLoader
-
-    data = trainer.train_loader.data
-    n = min(int(size), len(data))
-    return TensorLoader(data.subset(torch.arange(n), name=f"{data.name}[:{n}]"), batch_size, device=trainer.device)

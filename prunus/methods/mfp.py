@@ -48,8 +48,10 @@ from torch import nn
 
 from prunus.config import check_choice
 from prunus.criteria import score
+from prunus.data import training_slice_loader
 from prunus.errors import ConfigError
-from prunus.methods._pruning import RateSpec, check_criterion, rate_at, training_slice
+from prunus.evaluation import evaluate
+from prunus.methods._pruning import RateSpec, check_criterion, rate_at
 from prunus.methods._registry import register_method
 from prunus.methods.sfp import SoftFilterPruning, _check_int
 from prunus.structure import ChannelGroup, soft_mask_
@@ -72,6 +74,7 @@ NORM_CRITERIA = ("l1", "l2", "bn-scale")
 DISTANCE_CRITERIA = ("fpgm", "dist-l1", "dist-l2")
 SPREAD_MIN = 0.3  # norm-spread: std / mean of a group's filter norms counted as "large spread"
 NEAR_ZERO = 0.05  # norm-spread: min / median of a group's filter norms counted as "near zero"
+HOLDOUT_BATCH = 256  # images per forward pass when the `loss` meta-attribute evaluates a neighbour
 
 
 @dataclass(frozen=True)
@@ -112,21 +115,9 @@ def register_meta_attribute(name: str) -> Callable[[MetaAttribute], MetaAttribut
 
 
 @register_meta_attribute("loss")
-@torch.no_grad()
 def holdout_loss(neighbour: nn.Module, ctx: MetaContext) -> float:
     """Mean cross-entropy of `neighbour` (eval mode) on the fixed training slice."""
-    was_training = neighbour.training
-    neighbour.eval()
-    total = torch.zeros((), dtype=torch.float64)
-    n = 0
-    try:
-        for x, y in ctx.holdout:
-            logits = neighbour(x)
-            total += nn.functional.cross_entropy(logits.float(), y, reduction="sum").double().cpu()
-            n += y.numel()
-    finally:
-        neighbour.train(was_training)
-    return float(total) / max(n, 1)
+    return float(evaluate(neighbour, ctx.holdout)["loss"])
 
 
 @register_meta_attribute("norm-spread")
@@ -230,8 +221,8 @@ class MetaAttributePruning(SoftFilterPruning):
     def _switch(self, trainer: Any, rate: float) -> tuple[dict[str, list[int]], dict[str, float]]:
         """Score one neighbour per candidate; adopt the best one's criterion and masks."""
         live = trainer.model
-        if self._holdout is None:
-            self._holdout = training_slice(trainer, self.holdout_size)
+        if self._holdout is None:  # the same images at every switch, on every rank
+            self._holdout = training_slice_loader(trainer.data, self.holdout_size, HOLDOUT_BATCH, device=trainer.device)
         plans = {c: self._select(trainer, c, rate) for c in self.candidates}
         state = {k: v.clone() for k, v in live.state_dict().items()}
         neighbour = copy.deepcopy(live)  # one buffer, reset to the current weights for each candidate

@@ -35,6 +35,7 @@ from torch import nn
 
 from prunus.config import check_range
 from prunus.criteria import DataBatch
+from prunus.data import training_slice
 from prunus.engine.method import Method
 from prunus.engine.optim import build_optimizer
 from prunus.errors import ConfigError
@@ -50,7 +51,6 @@ from prunus.methods._pruning import (
     prunable_groups,
     rate_at,
     select_channels,
-    training_slice,
 )
 from prunus.methods._registry import register_method
 from prunus.structure import ChannelGroup, HardMask, group_weights, remove_, soft_mask_
@@ -225,7 +225,7 @@ class SoftFilterPruning(Method):
         if not criterion_needs_data(criterion):
             return None
         if self._batch is None:  # the same fixed images every time, on every rank
-            self._batch = next(iter(training_slice(trainer, CRITERION_BATCH, CRITERION_BATCH)))
+            self._batch = training_slice(trainer.data, CRITERION_BATCH, device=trainer.device)
         return DataBatch(trainer.model, *self._batch)
 
     def _select(
