@@ -6,7 +6,14 @@ library lets it propagate. Subclasses also derive from the matching built-in exc
 `except ValueError` in user code keeps working.
 """
 
-__all__ = ["ConfigError", "CorruptFileError", "DataNotFoundError", "PrunusError", "TrainingDivergedError"]
+__all__ = [
+    "ConfigError",
+    "CorruptFileError",
+    "DataNotFoundError",
+    "FormatError",
+    "PrunusError",
+    "TrainingDivergedError",
+]
 
 
 class PrunusError(Exception):
@@ -23,6 +30,11 @@ class DataNotFoundError(PrunusError, FileNotFoundError):
 
 class CorruptFileError(PrunusError, ValueError):
     """A file exists but is truncated, corrupt or of the wrong format."""
+
+
+class FormatError(CorruptFileError):
+    """A file's header names an unknown format, a newer version than this prunus reads, or has a
+    field of the wrong type (see `prunus.formats.header`)."""
 
 
 class TrainingDivergedError(PrunusError, RuntimeError):

@@ -14,12 +14,17 @@ import torch
 
 from prunus._atomic import atomic_path
 from prunus.errors import CorruptFileError
+from prunus.formats.header import KINDS, check_header, make_header
 
 __all__ = ["CHECKPOINT_NAME", "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "prunus-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = KINDS[FORMAT]
+
+
+# typed fields the trainer writes; methods' and optimizers' own state is checked by their loaders
+_OPTIONAL = {"epoch": int, "global_step": int, "model": dict, "optimizer": dict, "config": dict}
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
@@ -32,7 +37,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
         >>> load_checkpoint(p)["epoch"]
         3
     """
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
+    payload = make_header(FORMAT, state)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -46,8 +51,4 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise
     except Exception as exc:  # truncated zip, foreign pickle, ...: all mean "not a usable checkpoint"
         raise CorruptFileError(f"{path} is not a readable prunus checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CorruptFileError(f"{path} is not a prunus checkpoint")
-    if state.get("format_version", 0) > FORMAT_VERSION:
-        raise CorruptFileError(f"{path} was written by a newer prunus (format {state['format_version']})")
-    return state
+    return check_header(state, FORMAT, optional=_OPTIONAL, where=str(path))

@@ -23,15 +23,18 @@ import torch
 from torch import nn
 
 from prunus._atomic import atomic_path, write_json
-from prunus._version import __version__
-from prunus.errors import ConfigError, CorruptFileError, PrunusError
+from prunus.errors import ConfigError, CorruptFileError, FormatError, PrunusError
+from prunus.formats.header import KINDS, check_header, make_header
 
 __all__ = ["MODEL_JSON", "MODEL_WEIGHTS", "load", "read_model_json", "save"]
 
 MODEL_JSON = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
 FORMAT = "prunus-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = KINDS[FORMAT]
+# model.json fields and their JSON types; anything else in the file is ignored
+_FIELDS = {"arch": dict}
+_OPTIONAL = {"input_shape": list, "history": list, "metrics": dict, "extra": dict}
 
 
 def _history(model: nn.Module) -> list[Any]:
@@ -85,16 +88,16 @@ def save(
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(directory / MODEL_WEIGHTS) as tmp:
         save_file(state, str(tmp))
-    header = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "prunus_version": __version__,
-        "arch": arch,
-        "input_shape": shape,
-        "history": _history(model),
-        "metrics": metrics or {},
-        "extra": extra or {},
-    }
+    header = make_header(
+        FORMAT,
+        {
+            "arch": arch,
+            "input_shape": shape,
+            "history": _history(model),
+            "metrics": metrics or {},
+            "extra": extra or {},
+        },
+    )
     write_json(directory / MODEL_JSON, header)
     return directory
 
@@ -111,12 +114,10 @@ def read_model_json(directory: str | os.PathLike[str]) -> dict[str, Any]:
         header = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CorruptFileError(f"{path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise CorruptFileError(f"{path} is not a prunus model description")
-    if int(header.get("format_version", 0)) > FORMAT_VERSION:
-        raise CorruptFileError(f"{path} was written by a newer prunus (format {header['format_version']})")
-    if not isinstance(header.get("arch"), dict):
-        raise CorruptFileError(f"{path} lacks the 'arch' entry needed to rebuild the model")
+    header = check_header(header, FORMAT, fields=_FIELDS, optional=_OPTIONAL, where=str(path))
+    shape = header.get("input_shape") or []
+    if len(shape) not in (0, 3) or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+        raise FormatError(f"{path}: input_shape must be [C, H, W] of positive integers, got {shape!r}"[:200])
     return header
 
 
