@@ -40,6 +40,7 @@ from prunus.data import DataConfig, build_loaders
 from prunus.engine import TrainConfig, Trainer
 from prunus.evaluation import evaluate as prunus_evaluate
 from prunus.methods.csgd import CentripetalSGD
+from prunus.model_info import example_input, get_info
 from prunus.structure import build_groups, lowest_channels, merge_, remove_
 
 RESULTS = Path(__file__).parent / "results"
@@ -50,7 +51,7 @@ def evaluate(model: nn.Module, loader: Any) -> float:
 
 
 def _groups(model: nn.Module, shape: tuple[int, ...]) -> dict[str, Any]:
-    return {g.key: g for g in build_groups(model, torch.zeros(1, *shape))}
+    return {g.key: g for g in build_groups(model, example_input(shape))}
 
 
 def l1_pruned(model: nn.Module, clusters: dict[str, list[list[int]]], shape: tuple[int, ...]) -> nn.Module:
@@ -100,7 +101,7 @@ def main() -> None:
     start = time.perf_counter()
 
     baseline = prunus.load(args.baseline)
-    shape = tuple(baseline.prunus_input_shape)
+    shape = get_info(baseline).input_shape
     data = build_loaders(
         DataConfig(name=args.data, root=args.data_dir, subset=args.subset, batch_size=args.batch_size), seed=args.seed
     )

@@ -52,6 +52,7 @@ from prunus._atomic import write_json, write_text
 from prunus.data import DataConfig, TensorLoader, build_loaders
 from prunus.engine import TrainConfig, Trainer
 from prunus.methods import create_method
+from prunus.model_info import example_input
 from prunus.models import create_model
 from prunus.pruning import prune
 
@@ -116,7 +117,7 @@ def _train(args, seed, run_dir: Path, methods=(), model=None, epochs=None, lr=0.
 
 def _tp_prune(model: torch.nn.Module, target: float, shape: tuple[int, ...]) -> tuple[torch.nn.Module, float]:
     """Torch-Pruning group-L1 at the smallest uniform ratio keeping <= `target` of the MACs."""
-    x = torch.randn(1, *shape)
+    x = example_input(shape)
     dense = prunus.count(model, shape).macs
 
     def pruned_at(ratio: float) -> torch.nn.Module:

@@ -33,6 +33,7 @@ import torch_pruning as tp
 import prunus
 from prunus._atomic import write_json
 from prunus.deploy.bench import compare_latency
+from prunus.model_info import example_input, get_info
 from prunus.models import create_model
 from prunus.pruning import prune
 
@@ -52,7 +53,7 @@ def _model(name: str, shape: tuple[int, int, int], width: float) -> torch.nn.Mod
 def _ignored_names(model: torch.nn.Module, prune_stem: bool) -> list[str]:
     # default: the model's stem and classifier; --prune-stem keeps only the classifier, so the stem's
     # output (the first residual stream) is pruned too, as in Torch-Pruning's ResNet-56 examples
-    names = list(model.prunus_ignored)
+    names = list(get_info(model).ignored)
     return names[1:] if prune_stem else names
 
 
@@ -60,7 +61,7 @@ def _time_prunus(
     name: str, shape: tuple[int, int, int], width: float, ratio: float, prune_stem: bool = False
 ) -> tuple[float, torch.nn.Module]:
     model = _model(name, shape, width)
-    x = torch.randn(1, *shape)
+    x = example_input(shape)
     ignored = _ignored_names(model, prune_stem)
     start = time.perf_counter()
     model, _ = prune(model, x, ratio=ratio, criterion="l1", ignored_layers=ignored)
@@ -71,7 +72,7 @@ def _time_tp(
     name: str, shape: tuple[int, int, int], width: float, ratio: float, prune_stem: bool = False
 ) -> tuple[float, torch.nn.Module]:
     model = _model(name, shape, width)
-    x = torch.randn(1, *shape)
+    x = example_input(shape)
     ignored = [model.get_submodule(n) for n in _ignored_names(model, prune_stem)]
     start = time.perf_counter()
     pruner = tp.pruner.BasePruner(

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from prunus.errors import ConfigError
+from prunus.model_info import example_input
 
 __all__ = ["Counts", "LayerCount", "count"]
 
@@ -58,22 +58,6 @@ class Counts:
     macs: int
     params: int
     layers: dict[str, LayerCount]
-
-
-def _example_input(model: nn.Module, input_shape: Sequence[int], device: torch.device | str | None) -> torch.Tensor:
-    shape = tuple(input_shape)
-    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
-        raise ConfigError(f"input_shape must be positive integers, got {input_shape!r}")
-    if len(shape) == 3:
-        shape = (1, *shape)
-    elif len(shape) != 4 or shape[0] != 1:
-        raise ConfigError(f"input_shape must be (C, H, W) or (1, C, H, W), got {input_shape!r}")
-    tensors = [*model.parameters(), *model.buffers()]
-    floats = [t for t in tensors if t.is_floating_point()]
-    if device is None:
-        device = tensors[0].device if tensors else torch.device("cpu")
-    dtype = floats[0].dtype if floats else torch.float32
-    return torch.zeros(shape, device=device, dtype=dtype)
 
 
 def count(model: nn.Module, input_shape: Sequence[int], *, device: torch.device | str | None = None) -> Counts:
@@ -101,7 +85,7 @@ def count(model: nn.Module, input_shape: Sequence[int], *, device: torch.device 
         >>> c.layers["0"].macs, c.layers["2"].macs, c.macs, c.params
         (2304, 2560, 4864, 2606)
     """
-    x = _example_input(model, input_shape, device)
+    x = example_input(input_shape, model, device=device)
     macs: dict[str, int] = {}
     handles = []
 

@@ -12,6 +12,7 @@ import prunus
 from prunus.cli import main
 from prunus.criteria import list_criteria
 from prunus.errors import ConfigError
+from prunus.model_info import get_info
 from prunus.models import create_model, list_models
 from prunus.pruning import PruneReport, prune
 from prunus.structure import build_groups
@@ -131,7 +132,7 @@ def test_cli_train_sfp_then_prune_end_to_end(tmp_path, capsys):
     assert summary["sfp_channels_removed"] == records[-1]["sfp_channels_masked"] > 0
     assert summary["macs"] == summary["sfp_macs"] < summary["sfp_macs_dense"]
     trained = prunus.load(run / "model")
-    assert trained.prunus_history  # the SFP removal is in the model file
+    assert get_info(trained).history  # the SFP removal is in the model file
 
     out = tmp_path / "pruned"
     capsys.readouterr()
@@ -144,7 +145,7 @@ def test_cli_train_sfp_then_prune_end_to_end(tmp_path, capsys):
     assert report["requested_macs_ratio"] == 0.5
     assert report["achieved_macs_ratio"] <= 0.5
     assert prunus.count(pruned, (1, 28, 28)).macs == report["pruned_macs"] == header["metrics"]["macs"]
-    assert len(pruned.prunus_history) > len(trained.prunus_history)
+    assert len(get_info(pruned).history) > len(get_info(trained).history)
     with torch.no_grad():
         assert pruned(X).shape == (2, 10)
 

@@ -9,6 +9,7 @@ import torch
 
 import prunus
 from prunus.errors import ConfigError, CorruptFileError, PrunusError
+from prunus.model_info import get_info
 from prunus.models import list_models
 
 
@@ -26,8 +27,8 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path, name):
     x = torch.randn(3, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
-    assert loaded.prunus_input_shape == (1, 28, 28)
-    assert loaded.prunus_metrics == {"acc": 0.5}
+    assert get_info(loaded).input_shape == (1, 28, 28)
+    assert get_info(loaded).metrics == {"acc": 0.5}
 
 
 def test_model_dir_contains_no_pickle(tmp_path):

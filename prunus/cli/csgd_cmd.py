@@ -62,15 +62,16 @@ def _method_args(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from prunus.engine.distributed import is_main
     from prunus.formats import load
+    from prunus.model_info import get_info
     from prunus.recipes import resolve_run_config, train_run
 
     model = load(args.model_dir, trust_factory=args.trust_factory)
-    baseline = model.prunus_metrics.get("final_test_acc")
+    baseline = get_info(model).metrics.get("final_test_acc")
     config_path = args.config
     if config_path is None:
         saved = Path(args.model_dir).resolve().parent / "config.yaml"
         config_path = str(saved) if saved.exists() else None
-    arch = getattr(model, "prunus_arch", None) or {}
+    arch = get_info(model).arch or {}
     overrides = {
         "model": {"name": arch.get("name"), "width_mult": arch.get("kwargs", {}).get("width_mult")},
         "data": data_overrides(args),

@@ -46,10 +46,11 @@ def evaluate_model(model: Any, data_name: str, data_dir: str | None, split: str,
 def run(args: argparse.Namespace) -> int:
     from prunus.formats import load
     from prunus.measure import count
+    from prunus.model_info import get_info
 
     model = load(args.model_dir, trust_factory=args.trust_factory)
     result = evaluate_model(model, args.data, args.data_dir, args.split, args.batch_size)
-    counts = count(model, (1, *model.prunus_input_shape))
+    counts = count(model, (1, *get_info(model).input_shape))
     rows = [
         (f"{args.split} accuracy", f"{result['acc'] * 100:.2f}%"),
         (f"{args.split} loss", f"{result['loss']:.4f}"),

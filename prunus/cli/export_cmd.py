@@ -33,12 +33,13 @@ def load_model(args: argparse.Namespace) -> tuple[Any, tuple[int, ...]]:
     if not model_dir.is_dir():
         raise PrunusError(f"model directory not found: {model_dir}")
     from prunus.formats import load
+    from prunus.model_info import get_info
 
     model = load(model_dir, trust_factory=args.trust_factory)
     if args.input_shape:
         shape = parse_ints(args.input_shape, "--input-shape")
     else:
-        shape = tuple(getattr(model, "prunus_input_shape", ()) or ())
+        shape = get_info(model).input_shape
     if len(shape) != 3:
         raise ConfigError(f"{model_dir} records no input shape (C, H, W); pass --input-shape C,H,W")
     return model, shape

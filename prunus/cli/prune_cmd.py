@@ -59,9 +59,10 @@ def _criterion_batch(args: argparse.Namespace, model: Any) -> Any:
 
 
 def _finetune(args: argparse.Namespace, model: Any, out: Path) -> dict[str, Any]:
+    from prunus.model_info import get_info
     from prunus.recipes import resolve_run_config, train_run
 
-    arch = getattr(model, "prunus_arch", None) or {}
+    arch = get_info(model).arch or {}
     overrides: dict[str, Any] = {
         "data": data_overrides(args),
         "train": {
@@ -81,21 +82,21 @@ def _finetune(args: argparse.Namespace, model: Any, out: Path) -> dict[str, Any]
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
-    from prunus.formats import load, read_model_json, save
+    from prunus.formats import load, save
+    from prunus.model_info import example_input, get_info
     from prunus.pruning import prune
 
     if args.finetune_epochs < 0:
         raise ConfigError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
     model = load(args.model_dir, trust_factory=args.trust_factory)
-    shape = tuple(getattr(model, "prunus_input_shape", ()) or ())
+    shape = get_info(model).input_shape
     if len(shape) != 3:
         raise ConfigError(f"{args.model_dir} records no input_shape; it is needed to trace the model")
     batch = _criterion_batch(args, model)
     model, report = prune(
         model,
-        torch.randn(1, *shape),
+        example_input(shape),
         ratio=args.ratio,
         macs_ratio=args.macs_ratio,
         criterion=args.criterion,
@@ -107,15 +108,11 @@ def run(args: argparse.Namespace) -> int:
     metrics: dict[str, Any] = {"macs": report.pruned_macs, "params": report.pruned_params}
     if args.finetune_epochs > 0:
         metrics.update(_finetune(args, model, out))
-    arch = read_model_json(args.model_dir)["arch"]
-    factory = arch.get("factory")
     save(
         model.cpu(),
         out,
         input_shape=shape,
         metrics=metrics,
-        factory=factory,
-        factory_kwargs=arch.get("kwargs") if factory else None,
         extra={"prune_report": report.to_dict(), "source": str(args.model_dir)},
     )
     if args.json:

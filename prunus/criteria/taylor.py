@@ -15,8 +15,6 @@ from prunus.structure import ChannelTensors
 
 __all__ = ["TaylorCriterion"]
 
-_WRITER_ROLES = ("out", "dw")
-
 
 @register_criterion("taylor")
 class TaylorCriterion(Criterion):
@@ -34,7 +32,7 @@ class TaylorCriterion(Criterion):
         group = tensors.group
         if group is None:
             raise ConfigError("criterion 'taylor' needs tensors from prunus.structure.group_weights (with the group)")
-        writers = [s for s in group.slices if s.role in _WRITER_ROLES and s.tensor == "weight"]
+        writers = [s for s in group.slices if s.role.is_writer and s.tensor == "weight"]
         model = batch.model
         acts: dict[str, list[torch.Tensor]] = {s.module: [] for s in writers}
         hooks = [

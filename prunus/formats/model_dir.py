@@ -25,6 +25,7 @@ from torch import nn
 from prunus._atomic import atomic_path, write_json
 from prunus.errors import ConfigError, CorruptFileError, FormatError, PrunusError
 from prunus.formats.header import KINDS, check_header, make_header
+from prunus.model_info import example_input, get_info, update_info
 
 __all__ = ["MODEL_JSON", "MODEL_WEIGHTS", "load", "read_model_json", "save"]
 
@@ -35,10 +36,6 @@ FORMAT_VERSION = KINDS[FORMAT]
 # model.json fields and their JSON types; anything else in the file is ignored
 _FIELDS = {"arch": dict}
 _OPTIONAL = {"input_shape": list, "history": list, "metrics": dict, "extra": dict}
-
-
-def _history(model: nn.Module) -> list[Any]:
-    return list(getattr(model, "prunus_history", []))
 
 
 def save(
@@ -56,10 +53,11 @@ def save(
     Args:
         model: a registry model (built by `create_model`, possibly pruned) or a user model.
         directory: created if needed; existing model files are replaced atomically.
-        input_shape: (C, H, W) of one input; defaults to `model.prunus_input_shape` when set.
+        input_shape: (C, H, W) of one input; defaults to the model's `ModelInfo.input_shape`.
         metrics: numbers to keep with the model (accuracy, MACs, ...).
         factory: for models not from the registry, "package.module:function" that rebuilds the
             dense model from `factory_kwargs`. Loading it later requires `trust_factory=True`.
+            Not needed for a model that `load` rebuilt from a factory: its `ModelInfo` names it.
         extra: any other JSON-able facts to store.
 
     Example:
@@ -70,7 +68,8 @@ def save(
         True
     """
     directory = Path(directory)
-    arch = getattr(model, "prunus_arch", None)
+    info = get_info(model)
+    arch = dict(info.arch) if info.arch is not None else None
     if factory is not None:
         if ":" not in factory:
             raise ConfigError(f"factory must look like 'package.module:function', got {factory!r}")
@@ -80,7 +79,7 @@ def save(
             "this model was not built by prunus.create_model; pass factory='module:function' "
             "(and factory_kwargs) so it can be rebuilt when loading"
         )
-    shape = list(input_shape or getattr(model, "prunus_input_shape", ()) or [])
+    shape = list(input_shape or info.input_shape or [])
     if len(shape) not in (0, 3):
         raise ConfigError(f"input_shape must be (C, H, W), got {tuple(shape)}")
     from safetensors.torch import save_file
@@ -93,7 +92,7 @@ def save(
         {
             "arch": arch,
             "input_shape": shape,
-            "history": _history(model),
+            "history": list(info.history),
             "metrics": metrics or {},
             "extra": extra or {},
         },
@@ -141,21 +140,23 @@ def _build_dense(arch: dict[str, Any], trust_factory: bool) -> nn.Module:
         fn = getattr(importlib.import_module(module_name), fn_name)
     except (ImportError, AttributeError) as exc:
         raise PrunusError(f"cannot import factory {factory!r}: {exc}") from None
-    model = fn(**kwargs)
-    model.prunus_factory = factory
-    return model
+    return fn(**kwargs)
 
 
 def load(directory: str | os.PathLike[str], *, trust_factory: bool = False, map_location: str = "cpu") -> nn.Module:
     """Rebuild the model saved in `directory` (dense architecture + history replay + weights).
 
-    The returned model carries `prunus_arch`, `prunus_input_shape` (C, H, W), `prunus_metrics`
-    and `prunus_history`. Raises `CorruptFileError` for truncated/corrupt files and
+    The returned model carries a `prunus.model_info.ModelInfo` with the file's arch (registry name
+    or factory, so the model can be saved again as it is), input_shape (C, H, W), metrics and
+    history (plus stem and classifier for registry models). Raises `CorruptFileError` for truncated/corrupt files and
     `PrunusError` when a user factory would have to be imported without `trust_factory=True`.
     """
     directory = Path(directory)
     header = read_model_json(directory)
-    model = _build_dense(header["arch"], trust_factory)
+    # The dense model's random initialisation is overwritten by the saved weights; drawing it from
+    # a forked generator keeps loading a model from changing the caller's random numbers.
+    with torch.random.fork_rng(devices=[]):
+        model = _build_dense(header["arch"], trust_factory)
     shape = tuple(int(s) for s in header.get("input_shape") or ())
     history = header.get("history") or []
     if history:
@@ -163,7 +164,7 @@ def load(directory: str | os.PathLike[str], *, trust_factory: bool = False, map_
             raise CorruptFileError("model.json has a pruning history but no input_shape to replay it with")
         from prunus.structure import replay
 
-        replay(model, history, torch.randn(1, *shape))
+        replay(model, history, example_input(shape))
     weights = directory / MODEL_WEIGHTS
     if not weights.exists():
         raise CorruptFileError(f"{directory} has no {MODEL_WEIGHTS}")
@@ -181,10 +182,6 @@ def load(directory: str | os.PathLike[str], *, trust_factory: bool = False, map_
         raise CorruptFileError(
             f"{weights} does not match the architecture in {MODEL_JSON}: {first[0].strip()}"
         ) from None
-    if "name" in header["arch"]:
-        model.prunus_arch = header["arch"]
-    model.prunus_input_shape = shape
-    model.prunus_metrics = header.get("metrics", {})
-    model.prunus_history = list(history)
+    update_info(model, arch=header["arch"], input_shape=shape, metrics=header.get("metrics", {}))
     model.eval()
     return model

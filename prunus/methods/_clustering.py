@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from prunus.errors import ConfigError
-from prunus.structure import ChannelGroup, build_groups
+from prunus.structure import CLUSTERED_ROLES, ChannelGroup, Role, build_groups
 
 __all__ = [
     "CLUSTERED_ROLES",
@@ -37,8 +37,6 @@ __all__ = [
 ]
 
 CLUSTER_METHODS = ("kmeans", "even")
-#: tensor roles C-SGD clusters and pulls together (running stats follow by themselves)
-CLUSTERED_ROLES = ("out", "dw", "bias", "dw_bias", "bn_weight", "bn_bias", "prelu")
 
 
 def canonical(clusters: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -179,11 +177,11 @@ def unsupported_reason(group: ChannelGroup, model: nn.Module) -> str | None:
     """Why C-SGD cannot cluster and merge this group exactly, or None."""
     if not group.prunable:
         return group.reason
-    if any(s.role == "in_grouped" for s in group.slices):
+    if any(s.role is Role.IN_GROUPED for s in group.slices):
         return "it feeds a grouped conv, which merging does not support"
     n = group.num_channels
     for s in group.slices:
-        if s.role in CLUSTERED_ROLES:
+        if s.role.is_clustered:
             rows = s.get(model).shape[0]
             if s.dim != 0 or sorted(s.index) != list(range(rows)) or sorted(s.channel) != list(range(n)):
                 return f"{s.module}.{s.tensor} does not carry each of its channels exactly once (concat/split)"

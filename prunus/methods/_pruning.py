@@ -22,8 +22,9 @@ from torch import nn
 from prunus.config import check_choice, check_range
 from prunus.criteria import DataBatch, create_criterion, get_criterion, list_criteria, score
 from prunus.errors import ConfigError
+from prunus.model_info import example_input
 from prunus.pruning import num_to_prune
-from prunus.structure import ChannelGroup, ChannelTensors, build_groups, group_weights, lowest_channels
+from prunus.structure import ChannelGroup, ChannelTensors, FilterFn, build_groups, group_weights, lowest_channels
 
 __all__ = [
     "DISTANCE_TO_NORM",
@@ -76,13 +77,15 @@ def criterion_needs_data(name: str) -> bool:
 
 
 def example_inputs(input_shape: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
-    """A random batch of one sample of shape (C, H, W), for tracing."""
-    return torch.randn(1, *(int(s) for s in input_shape), device=device)
+    """A batch of one all-zero sample of shape (C, H, W), for tracing (see `prunus.model_info.example_input`)."""
+    return example_input(tuple(int(s) for s in input_shape), device=device)
 
 
-def prunable_groups(model: nn.Module, inputs: Any, ignored_layers: Sequence[str] | None = None) -> list[ChannelGroup]:
+def prunable_groups(
+    model: nn.Module, inputs: Any, ignored_layers: Sequence[str] | None = None, filter_fn: FilterFn | None = None
+) -> list[ChannelGroup]:
     """The prunable coupled groups of `model` (see `prunus.structure.build_groups`)."""
-    return [g for g in build_groups(model, inputs, ignored_layers) if g.prunable]
+    return [g for g in build_groups(model, inputs, ignored_layers, filter_fn=filter_fn) if g.prunable]
 
 
 def _mix_channels(

@@ -42,7 +42,6 @@ from prunus.errors import ConfigError
 from prunus.measure import count
 from prunus.methods._clustering import (
     CLUSTER_METHODS,
-    CLUSTERED_ROLES,
     canonical,
     cluster_ids,
     even_clusters,
@@ -52,7 +51,8 @@ from prunus.methods._clustering import (
     unsupported_reason,
 )
 from prunus.methods._registry import register_method
-from prunus.structure import ChannelGroup, build_groups, merge_, per_channel
+from prunus.model_info import example_input, get_info
+from prunus.structure import ChannelGroup, FilterFn, Role, build_groups, check_filter_fn, merge_, per_channel
 
 if TYPE_CHECKING:
     from prunus.engine.config import TrainConfig
@@ -60,8 +60,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CentripetalSGD", "csgd_rounds", "group_widths"]
 
-KERNEL_ROLES = ("out", "dw")  # rows counted in chi; centripetal eps and weight decay
-VECTOR_ROLES = ("bn_weight", "bn_bias", "prelu")  # eps * bn_eps_factor, no weight decay
 # conv/linear biases ("bias", "dw_bias") follow the kernel rule but are not counted in chi
 EVAL_BATCH = 256  # images in the fixed batch whose logits compare trained and merged models
 
@@ -74,7 +72,7 @@ class _Part:
     ids: torch.Tensor  # (rows,) int64 cluster id per row
     inv: torch.Tensor  # (k, 1) 1 / cluster size
     k: int
-    role: str
+    role: Role
 
 
 @register_method("csgd", summary="Centripetal SGD: make clustered filters identical, then merge them exactly")
@@ -92,8 +90,9 @@ class CentripetalSGD(Method):
         seed: Seed of the k-means initialisation.
         log_every: Steps between chi logs (also logged at every epoch end).
         merge_at_end: Merge in `on_fit_end`; otherwise call `merge(model)` when you want.
-        ignored_layers: Modules whose output channels are never clustered; default: the model's
-            stem and classifier.
+        ignored_layers: Modules whose output channels are never clustered (shorthand for a filter_fn).
+        filter_fn: `filter_fn(module, name) -> bool` (Python only), False keeps the module's output
+            channels; default (neither given): all but the model's stem and classifier.
 
     Example:
         >>> m = CentripetalSGD(width=0.5, widths={"layer3.0.conv2": 40}, eps=0.05, cluster="even")
@@ -112,6 +111,7 @@ class CentripetalSGD(Method):
         log_every: int = 20,
         merge_at_end: bool = True,
         ignored_layers: Iterable[str] | None = None,
+        filter_fn: FilterFn | None = None,
     ) -> None:
         if isinstance(width, int) and not isinstance(width, bool) and width > 1:
             raise ConfigError(f"csgd.width={width} must be a ratio in (0, 1]; give channel counts per group in widths")
@@ -142,6 +142,7 @@ class CentripetalSGD(Method):
         self.log_every = log_every
         self.merge_at_end = bool(merge_at_end)
         self.ignored_layers = list(ignored_layers) if ignored_layers is not None else None
+        self.filter_fn = check_filter_fn(filter_fn, "csgd.filter_fn")
         #: group key -> clusters (canonical order); filled by `plan`/`setup` or `load_state_dict`
         self.clusters: dict[str, list[list[int]]] = {}
         #: groups left at full width although `width` asked to narrow them, with the reason
@@ -166,7 +167,7 @@ class CentripetalSGD(Method):
         Example:
             >>> clusters = CentripetalSGD(width=0.5).plan(model, torch.randn(1, 1, 28, 28))  # doctest: +SKIP
         """
-        groups = {g.key: g for g in build_groups(model, example_inputs, self.ignored_layers)}
+        groups = {g.key: g for g in build_groups(model, example_inputs, self.ignored_layers, filter_fn=self.filter_fn)}
         for key in self.widths:
             if key not in groups or not groups[key].prunable:
                 valid = ", ".join(k for k, g in groups.items() if g.prunable)
@@ -189,7 +190,7 @@ class CentripetalSGD(Method):
             if self.cluster == "even":
                 clusters[key] = even_clusters(n, k)
             else:
-                feats = [per_channel(model, s, n) for s in group.slices if s.role in CLUSTERED_ROLES]
+                feats = [per_channel(model, s, n) for s in group.slices if s.role.is_clustered]
                 clusters[key] = kmeans(torch.cat(feats, 1), k, seed=self.seed)
         self.clusters, self._groups = clusters, groups
         return clusters
@@ -204,7 +205,7 @@ class CentripetalSGD(Method):
             ids = cluster_ids(clusters, group.num_channels)
             sizes = torch.tensor([len(c) for c in clusters], dtype=torch.float32)
             for s in group.slices:
-                if s.role not in CLUSTERED_ROLES:
+                if not s.role.is_clustered:
                     continue
                 param = s.get(model)
                 if not isinstance(param, nn.Parameter) or id(param) in seen:
@@ -232,9 +233,11 @@ class CentripetalSGD(Method):
     def setup(self, trainer: Trainer) -> None:
         """Cluster (unless clusters were loaded), bind index tensors, move clustered tensors to zero decay."""
         model = trainer.model
-        example = torch.zeros(1, *trainer.data.input_shape, device=trainer.device)  # shapes only; no RNG use
+        example = example_input(tuple(trainer.data.input_shape), device=trainer.device)
         if self.clusters:  # loaded before setup: keep them
-            self._groups = {g.key: g for g in build_groups(model, example, self.ignored_layers)}
+            self._groups = {
+                g.key: g for g in build_groups(model, example, self.ignored_layers, filter_fn=self.filter_fn)
+            }
         else:
             self.plan(model, example)
         self._share_clusters(trainer.device)
@@ -255,7 +258,7 @@ class CentripetalSGD(Method):
             g = part.param.grad
             if g is None:
                 continue
-            vector = part.role in VECTOR_ROLES
+            vector = part.role.is_vector  # eps * bn_eps_factor, no weight decay
             eps = self._eps_now * (self.bn_eps_factor if vector else 1.0)
             decay = 0.0 if vector else wd
             w = part.param.detach().reshape(g.shape[0], -1)
@@ -316,10 +319,10 @@ class CentripetalSGD(Method):
             w = part.param.detach().reshape(part.ids.numel(), -1).double()
             mean = w.new_zeros(part.k, w.shape[1]).index_add_(0, part.ids, w).mul_(part.inv.double())
             dev = w - mean.index_select(0, part.ids)
-            if part.role in KERNEL_ROLES:
+            if part.role.is_writer:  # rows counted in chi; centripetal eps and weight decay
                 chi += dev.pow(2).sum().cpu()
                 max_dev = torch.maximum(max_dev, dev.norm(dim=1).max().cpu())
-            elif part.role in VECTOR_ROLES:
+            elif part.role.is_vector:
                 bn_dev = torch.maximum(bn_dev, dev.abs().max().cpu())
         return {"csgd_chi": float(chi), "csgd_max_dev": float(max_dev), "csgd_bn_max_dev": float(bn_dev)}
 
@@ -360,14 +363,16 @@ class CentripetalSGD(Method):
         if not self.clusters:
             raise ConfigError("C-SGD has no clusters to merge; call plan(), or train with the method first")
         device = next(model.parameters()).device
-        shape = tuple(trainer.data.input_shape if trainer is not None else getattr(model, "prunus_input_shape", ()))
+        shape = tuple(trainer.data.input_shape if trainer is not None else get_info(model).input_shape)
         if inputs is None:
             if trainer is not None and trainer.test_loader is not None:
                 inputs = next(iter(trainer.test_loader))[0][:EVAL_BATCH]
             elif shape:
                 inputs = torch.randn(16, *shape, generator=torch.Generator().manual_seed(self.seed))
             else:
-                raise ConfigError("merge needs `inputs` (or a model with prunus_input_shape) to check the logits")
+                raise ConfigError(
+                    "merge needs `inputs` (or a model whose ModelInfo has an input_shape) to check the logits"
+                )
         inputs = inputs.to(device)
         shape = shape or tuple(inputs.shape[1:])
         was_training = model.training
@@ -378,7 +383,7 @@ class CentripetalSGD(Method):
         report.update(csgd_macs_before=counts.macs, csgd_params_before=counts.params)
         if trainer is not None and trainer.test_loader is not None:
             report["csgd_trained_acc"] = trainer.evaluate(trainer.test_loader)["acc"]
-        groups = {g.key: g for g in build_groups(model, inputs[:1], self.ignored_layers)}
+        groups = {g.key: g for g in build_groups(model, inputs[:1], self.ignored_layers, filter_fn=self.filter_fn)}
         for key, clusters in self.clusters.items():
             if key not in groups or groups[key].num_channels != sum(map(len, clusters)):
                 raise ConfigError(f"C-SGD clusters for group {key!r} do not fit this model (already merged?)")
@@ -437,7 +442,7 @@ def csgd_rounds(
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ConfigError(f"rounds must be an integer >= 1, got {rounds!r}")
     ignored = method_args.get("ignored_layers")
-    example = torch.zeros(1, *data.input_shape, device=next(model.parameters()).device)
+    example = example_input(tuple(data.input_shape), model)
     start = group_widths(model, example, ignored)
     # validate the final widths against the model up front (unknown keys, counts above a group's width)
     CentripetalSGD(width=width, widths=widths, ignored_layers=ignored, cluster="even").plan(model, example)

@@ -54,7 +54,7 @@ from prunus.evaluation import evaluate
 from prunus.methods._pruning import RateSpec, check_criterion, rate_at
 from prunus.methods._registry import register_method
 from prunus.methods.sfp import SoftFilterPruning, _check_int
-from prunus.structure import ChannelGroup, soft_mask_
+from prunus.structure import ChannelGroup, FilterFn, soft_mask_
 
 __all__ = [
     "DEFAULT_CANDIDATES",
@@ -151,7 +151,7 @@ class MetaAttributePruning(SoftFilterPruning):
         meta_attribute: "loss", "norm-spread" (see `META_ATTRIBUTES`) or a callable
             `fn(neighbour, MetaContext) -> float`; lower wins.
         holdout_size: Images of the fixed training slice the `loss` meta-attribute evaluates on.
-        interval, hard, remove_at_end, ignored_layers: As in `SoftFilterPruning`.
+        interval, hard, remove_at_end, ignored_layers, filter_fn: As in `SoftFilterPruning`.
 
     Raises:
         ConfigError: an argument is out of range or names an unknown criterion or meta-attribute.
@@ -173,6 +173,7 @@ class MetaAttributePruning(SoftFilterPruning):
         hard: bool = False,
         remove_at_end: bool = True,
         ignored_layers: Sequence[str] | None = None,
+        filter_fn: FilterFn | None = None,
     ) -> None:
         if isinstance(candidates, str) or not isinstance(candidates, Sequence) or not candidates:
             raise ConfigError(f"candidates must be a non-empty list of criterion names, got {candidates!r}")
@@ -186,6 +187,7 @@ class MetaAttributePruning(SoftFilterPruning):
             hard=hard,
             remove_at_end=remove_at_end,
             ignored_layers=ignored_layers,
+            filter_fn=filter_fn,
         )
         _check_int("switch_interval", switch_interval, 1)
         _check_int("holdout_size", holdout_size, 1)

@@ -53,7 +53,7 @@ from prunus.methods._pruning import (
     select_channels,
 )
 from prunus.methods._registry import register_method
-from prunus.structure import ChannelGroup, HardMask, group_weights, remove_, soft_mask_
+from prunus.structure import ChannelGroup, FilterFn, HardMask, check_filter_fn, group_weights, remove_, soft_mask_
 
 __all__ = ["FPGM", "SoftFilterPruning"]
 
@@ -83,8 +83,9 @@ class SoftFilterPruning(Method):
         interval: Masks are recomputed at the end of every `interval` epochs and of the last one.
         hard: Also keep the masked weights, gradients and momentum at zero every step.
         remove_at_end: Physically remove the masked channels after the last epoch.
-        ignored_layers: Module names whose output channels are never masked; default: the
-            model's stem conv and classifier (`model.prunus_ignored`).
+        ignored_layers: Module names whose output channels are never masked (shorthand for a filter_fn).
+        filter_fn: `filter_fn(module, name) -> bool` (Python only), False keeps the module's output
+            channels; default (neither given): all but the model's stem conv and classifier.
         mix_ratio: FPGM "mix", distance criteria only: this share of the channels to mask
             (in [0, 1]) is chosen by the matching norm (fpgm/dist-l2 -> l2, dist-l1 -> l1), the
             rest by distance computed among the surviving channels only. None = pure criterion.
@@ -106,6 +107,7 @@ class SoftFilterPruning(Method):
         remove_at_end: bool = True,
         ignored_layers: Sequence[str] | None = None,
         mix_ratio: float | None = None,
+        filter_fn: FilterFn | None = None,
     ) -> None:
         check_rate(rate)
         self.criterion = check_criterion(criterion)
@@ -128,6 +130,7 @@ class SoftFilterPruning(Method):
         self.hard = hard
         self.remove_at_end = remove_at_end
         self.ignored_layers = list(ignored_layers) if ignored_layers is not None else None
+        self.filter_fn = check_filter_fn(filter_fn)
         self.mix_ratio = None if mix_ratio is None else float(mix_ratio)
         # run state (see state_dict)
         self.groups: list[ChannelGroup] = []
@@ -141,7 +144,7 @@ class SoftFilterPruning(Method):
     def setup(self, trainer: Any) -> None:
         """Find the coupled groups of the model once (shapes do not change until `on_fit_end`)."""
         inputs = example_inputs(trainer.data.input_shape, trainer.device)
-        self.groups = prunable_groups(trainer.model, inputs, self.ignored_layers)
+        self.groups = prunable_groups(trainer.model, inputs, self.ignored_layers, self.filter_fn)
         if self.hard:
             self._hard_mask = HardMask(self.groups)
 
@@ -288,6 +291,7 @@ class FPGM(SoftFilterPruning):
         remove_at_end: bool = True,
         ignored_layers: Sequence[str] | None = None,
         mix_ratio: float | None = None,
+        filter_fn: FilterFn | None = None,
     ) -> None:
         super().__init__(
             rate=rate,
@@ -297,4 +301,5 @@ class FPGM(SoftFilterPruning):
             remove_at_end=remove_at_end,
             ignored_layers=ignored_layers,
             mix_ratio=mix_ratio,
+            filter_fn=filter_fn,
         )

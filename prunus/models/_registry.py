@@ -3,14 +3,15 @@
 A model family registers each factory with the dotted names of its stem conv and its classifier,
 the two layers whose output channels pruning leaves alone by default. `create_model` validates the
 common arguments, fills in the factory's defaults and records on the model exactly what is needed
-to rebuild the dense architecture (`model.prunus_arch`), which `prunus.save` writes to model.json.
+to rebuild the dense architecture (`get_info(model).arch`), which `prunus.save` writes to model.json.
 
 Example:
     >>> import prunus.models as pm
+    >>> from prunus.model_info import get_info
     >>> model = pm.create_model("resnet20", num_classes=10, in_channels=1)
-    >>> model.prunus_arch["kwargs"]["shortcut"]
+    >>> get_info(model).arch["kwargs"]["shortcut"]
     'B'
-    >>> model.prunus_ignored
+    >>> get_info(model).ignored
     ('conv1', 'fc')
 """
 
@@ -24,6 +25,7 @@ from torch import nn
 
 from prunus.config import check_range
 from prunus.errors import ConfigError
+from prunus.model_info import ModelInfo, set_info
 from prunus.models._layers import check_int
 from prunus.registry import Registry, RegistryEntry
 
@@ -44,7 +46,7 @@ def register_model(name: str | None = None, *, stem: str, classifier: str) -> Ca
 
     The factory must accept `num_classes`, `in_channels` and `width_mult`; family-specific options
     are further named arguments. Every argument needs a default and `*args`/`**kwargs` are not
-    allowed, so that `model.prunus_arch` records every value needed to rebuild the model.
+    allowed, so that the model's `ModelInfo.arch` records every value needed to rebuild the model.
 
     Example:
         >>> @register_model("tiny_demo", stem="conv", classifier="fc")  # doctest: +SKIP
@@ -56,7 +58,7 @@ def register_model(name: str | None = None, *, stem: str, classifier: str) -> Ca
         missing = [p for p in ("num_classes", "in_channels", "width_mult") if p not in params]
         if missing:  # a programming error in a model family, not a user error
             raise TypeError(f"model factory {fn.__name__} lacks argument(s): {', '.join(missing)}")
-        # prunus_arch must list every argument by name, so *args/**kwargs and required arguments are not allowed.
+        # ModelInfo.arch must list every argument by name, so *args/**kwargs and required arguments are not allowed.
         if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is p.empty for p in params.values()):
             raise TypeError(f"model factory {fn.__name__} must take only named arguments with defaults")
         summary = (inspect.getdoc(fn) or "").split("\n", 1)[0]
@@ -91,8 +93,8 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
             own options (e.g. `shortcut="A"` for ResNets, `input_size=28` for LeNets).
 
     Returns:
-        The model, with `model.prunus_arch = {"name": name, "kwargs": {...every argument value
-        used, defaults included}}` and `model.prunus_ignored = (stem, classifier)`.
+        The model, carrying a `prunus.model_info.ModelInfo` with `arch = {"name": name, "kwargs":
+        {...every argument value used, defaults included}}`, `stem` and `classifier`.
 
     Raises:
         ConfigError: Unknown model name, unknown argument or a value out of range.
@@ -125,6 +127,5 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
             model.get_submodule(dotted)
         except AttributeError:  # a wrong registration is a bug in prunus, not a user error
             raise RuntimeError(f"model {name!r} registers {role}={dotted!r}, which is not a submodule") from None
-    model.prunus_arch = {"name": name, "kwargs": resolved}
-    model.prunus_ignored = (stem, classifier)
+    set_info(model, ModelInfo(arch={"name": name, "kwargs": resolved}, stem=stem, classifier=classifier))
     return model

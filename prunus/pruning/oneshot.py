@@ -35,7 +35,7 @@ from prunus.config import check_range
 from prunus.criteria import Criterion, DataBatch, create_criterion, list_criteria, score
 from prunus.errors import ConfigError
 from prunus.measure import Counts, count
-from prunus.structure import ChannelGroup, build_groups, lowest_channels, remove_
+from prunus.structure import ChannelGroup, FilterFn, build_groups, lowest_channels, remove_
 
 __all__ = ["PruneReport", "num_to_prune", "prune"]
 
@@ -116,9 +116,9 @@ class _MacsModel:
         # (module, "out" | "in", slice) for every weight slice that changes a counted layer's shape
         self.slices = {
             g.key: [
-                (s.module, "out" if s.role in ("out", "dw") else "in", s)
+                (s.module, "out" if s.role.is_writer else "in", s)
                 for s in g.slices
-                if s.tensor == "weight" and s.module in self.shapes and s.role in ("out", "dw", "in", "in_grouped")
+                if s.tensor == "weight" and s.module in self.shapes and (s.role.is_writer or s.role.is_consumer)
             ]
             for g in groups
         }
@@ -246,6 +246,7 @@ def prune(
     macs_ratio: float | None = None,
     criterion: str | Criterion = "l1",
     ignored_layers: Sequence[str] | None = None,
+    filter_fn: FilterFn | None = None,
     global_pruning: bool = False,
     batch: DataBatch | tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, PruneReport]:
@@ -260,8 +261,10 @@ def prune(
         macs_ratio: Fraction of the dense MACs KEPT, in (0, 1]; 0.5 halves the MACs. The result
             keeps at most this fraction (as close as the channel granularity allows).
         criterion: A registered criterion name (`prunus.criteria.list_criteria()`) or instance.
-        ignored_layers: Module names whose output channels are kept; default: the model's stem
-            and classifier (`model.prunus_ignored`).
+        ignored_layers: Module names whose output channels are kept (shorthand for a filter_fn).
+        filter_fn: `filter_fn(module, name) -> bool`, False keeps the module's output channels.
+            Default (neither given): all but the model's stem and classifier
+            (`prunus.structure.default_filter`).
         global_pruning: Rank channels across groups by scores divided by their group's mean,
             instead of one rate for every group.
         batch: (inputs, targets) or a `DataBatch`, for data-driven criteria such as taylor.
@@ -287,7 +290,7 @@ def prune(
     else:
         crit, crit_name = criterion, criterion.name
     shape = tuple(example_inputs.shape[1:])
-    groups = [g for g in build_groups(model, example_inputs, ignored_layers) if g.prunable]
+    groups = [g for g in build_groups(model, example_inputs, ignored_layers, filter_fn=filter_fn) if g.prunable]
     dense = count(model, shape)
     data = _data_batch(model, crit, batch)
     scores = {g.key: score(model, g, crit, data) for g in groups}

@@ -23,6 +23,7 @@ from prunus.errors import ConfigError
 from prunus.formats import save
 from prunus.measure import count
 from prunus.methods import create_method
+from prunus.model_info import update_info
 from prunus.models import create_model
 from prunus.recipes.config import RunConfig, write_run_config
 
@@ -71,7 +72,7 @@ def train_run(
             width_mult=config.model.width_mult,
             **config.model.kwargs,
         )
-    model.prunus_input_shape = tuple(data.input_shape)
+    update_info(model, input_shape=tuple(data.input_shape))
     methods = [create_method(spec.name, **spec.args) for spec in config.methods]
     if run_dir is not None and dist.is_main:
         write_run_config(config, run_dir / "config.yaml")

@@ -18,8 +18,10 @@ Example:
     (5, 5, [{'op': 'remove', 'group': '3', 'width': 8, 'idxs': [0, 1, 2]}])
 """
 
+from prunus.structure._graph import FilterFn as FilterFn
 from prunus.structure._graph import StructureError as StructureError
-from prunus.structure.groups import ROLES as ROLES
+from prunus.structure._graph import check_filter_fn as check_filter_fn
+from prunus.structure._graph import default_filter as default_filter
 from prunus.structure.groups import ChannelGroup as ChannelGroup
 from prunus.structure.groups import Slice as Slice
 from prunus.structure.groups import build_groups as build_groups
@@ -27,25 +29,44 @@ from prunus.structure.groups import check_channels as check_channels
 from prunus.structure.groups import lowest_channels as lowest_channels
 from prunus.structure.history import get_history as get_history
 from prunus.structure.history import replay as replay
-from prunus.structure.masks import MASKED_ROLES as MASKED_ROLES
 from prunus.structure.masks import HardMask as HardMask
+from prunus.structure.masks import reset_optimizer_state_ as reset_optimizer_state_
 from prunus.structure.masks import soft_mask_ as soft_mask_
 from prunus.structure.merge import merge_ as merge_
 from prunus.structure.removal import remove_ as remove_
+from prunus.structure.roles import CLUSTERED_ROLES as CLUSTERED_ROLES
+from prunus.structure.roles import CONSUMER_ROLES as CONSUMER_ROLES
+from prunus.structure.roles import MASKED_ROLES as MASKED_ROLES
+from prunus.structure.roles import ROLES as ROLES
+from prunus.structure.roles import VECTOR_ROLES as VECTOR_ROLES
+from prunus.structure.roles import WRITER_ROLES as WRITER_ROLES
+from prunus.structure.roles import Role as Role
 from prunus.structure.weights import ChannelTensors as ChannelTensors
+from prunus.structure.weights import assign_ as assign_
+from prunus.structure.weights import channel_values as channel_values
 from prunus.structure.weights import group_weights as group_weights
 from prunus.structure.weights import per_channel as per_channel
 
 __all__ = [
+    "CLUSTERED_ROLES",
+    "CONSUMER_ROLES",
     "MASKED_ROLES",
     "ROLES",
+    "VECTOR_ROLES",
+    "WRITER_ROLES",
+    "Role",
     "ChannelGroup",
     "ChannelTensors",
+    "FilterFn",
     "HardMask",
     "Slice",
     "StructureError",
+    "assign_",
     "build_groups",
+    "channel_values",
     "check_channels",
+    "check_filter_fn",
+    "default_filter",
     "get_history",
     "group_weights",
     "lowest_channels",
@@ -53,5 +74,6 @@ __all__ = [
     "per_channel",
     "remove_",
     "replay",
+    "reset_optimizer_state_",
     "soft_mask_",
 ]

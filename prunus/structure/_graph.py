@@ -9,7 +9,7 @@ the adds of a residual stream, the input slices of every consumer, the flatten b
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +18,12 @@ import torch_pruning as tp
 from torch import nn
 
 from prunus.errors import ConfigError
+from prunus.model_info import get_info
 
-__all__ = ["Graph", "Position", "StructureError", "build_graph"]
+__all__ = ["FilterFn", "Graph", "Position", "StructureError", "build_graph", "check_filter_fn", "default_filter"]
+
+#: `filter_fn(module, name) -> bool`: True when pruning may cut the output channels of `module`
+FilterFn = Callable[[nn.Module, str], bool]
 
 _OPS = tp.ops.OPTYPE
 
@@ -110,17 +114,54 @@ def _display(name: str) -> str:
     return repr(name) if name else "(the model itself)"
 
 
-def _resolve_ignored(model: nn.Module, ignored_layers: Iterable[str | nn.Module] | None) -> frozenset[str]:
+def _default_ignored(model: nn.Module) -> tuple[str, ...]:
+    declared = get_info(model).ignored
+    if declared:
+        return declared
+    # no declaration: protect the input conv and the classifier, as every zoo model does
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return tuple(convs[:1]) + tuple(linears[-1:])
+
+
+def default_filter(model: nn.Module) -> FilterFn:
+    """The layer filter used when none is given: every layer except the model's stem and classifier.
+
+    The stem and classifier are the ones declared in the model's `ModelInfo` (set by
+    `create_model`); a model without a declaration gets its first Conv2d and its last Linear.
+
+    Example:
+        >>> import prunus
+        >>> model = prunus.create_model("resnet20")
+        >>> keep = default_filter(model)
+        >>> keep(model.conv1, "conv1"), keep(model.layer1[0].conv1, "layer1.0.conv1"), keep(model.fc, "fc")
+        (False, True, False)
+    """
+    fixed = frozenset(_default_ignored(model))
+    return lambda module, name: name not in fixed
+
+
+def check_filter_fn(filter_fn: object, owner: str = "filter_fn") -> FilterFn | None:
+    """`filter_fn` itself when it is None or callable; otherwise a `ConfigError` (e.g. a name from YAML)."""
+    if filter_fn is not None and not callable(filter_fn):
+        raise ConfigError(f"{owner} must be a callable filter_fn(module, name) -> bool, got {filter_fn!r}")
+    return filter_fn  # type: ignore[return-value]
+
+
+def _resolve_ignored(
+    model: nn.Module, ignored_layers: Iterable[str | nn.Module] | None, filter_fn: FilterFn | None = None
+) -> frozenset[str]:
     names = {m: n for n, m in model.named_modules()}
-    if ignored_layers is None:
-        declared = getattr(model, "prunus_ignored", None)
-        if declared is not None:
-            ignored_layers = tuple(declared)
-        else:  # no declaration: protect the input conv and the classifier, as every zoo model does
-            convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-            linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-            ignored_layers = tuple(convs[:1]) + tuple(linears[-1:])
+    if ignored_layers is None and filter_fn is None:
+        ignored_layers = _default_ignored(model)  # = default_filter(model), by name
     result = set()
+    if filter_fn is not None:
+        # asked of every module that owns parameters: writers, and modules the engine cannot see into
+        for name, module in model.named_modules():
+            if any(True for _ in module.parameters(recurse=False)) and not filter_fn(module, name):
+                result.add(name)
+    if ignored_layers is None:
+        return frozenset(result)
     for item in ignored_layers:
         if isinstance(item, nn.Module):
             if item not in names:
@@ -173,10 +214,15 @@ def build_graph(
     example_inputs: Any,
     ignored_layers: Iterable[str | nn.Module] | None = None,
     *,
+    filter_fn: FilterFn | None = None,
     strict: bool = True,
 ) -> Graph:
-    """Trace `model` once on `example_inputs` (train/eval modes are restored afterwards)."""
-    ignored = _resolve_ignored(model, ignored_layers)
+    """Trace `model` once on `example_inputs` (train/eval modes are restored afterwards).
+
+    A layer's output channels are cut only if `filter_fn(module, name)` is true and its name is not
+    in `ignored_layers`; with neither given, `default_filter(model)` applies.
+    """
+    ignored = _resolve_ignored(model, ignored_layers, check_filter_fn(filter_fn))
     opaque = _opaque_modules(model, ignored, strict)
     modes = {m: m.training for m in model.modules()}  # the tracer switches to eval and leaves it there
     try:

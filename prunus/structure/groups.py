@@ -27,32 +27,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunus.structure._graph import Graph, Position, StructureError, build_graph
+from prunus.structure._graph import FilterFn, Graph, Position, StructureError, build_graph
+from prunus.structure.history import history_length
+from prunus.structure.roles import ROLES, Role
 
 __all__ = [
     "ROLES",
     "ChannelGroup",
+    "Role",
     "Slice",
     "StructureError",
     "build_groups",
     "check_channels",
     "lowest_channels",
 ]
-
-#: tensor roles a slice can have; "zeroed" roles are what a mask sets to 0
-ROLES = {
-    "out": "output rows (dim 0) of a conv/linear writing the channels",
-    "bias": "bias entries of such a writer",
-    "dw": "rows of a depthwise conv the channels pass through",
-    "dw_bias": "bias entries of that depthwise conv",
-    "bn_weight": "BatchNorm gamma",
-    "bn_bias": "BatchNorm beta",
-    "bn_mean": "BatchNorm running mean",
-    "bn_var": "BatchNorm running variance",
-    "prelu": "per-channel PReLU slopes",
-    "in": "input columns (dim 1) of a consumer conv/linear; a Linear after flatten has a block per channel",
-    "in_grouped": "input channels of a grouped conv (weight columns index channel % (in/groups))",
-}
 
 
 @dataclass(frozen=True)
@@ -62,7 +50,7 @@ class Slice:
     Attributes:
         module: Dotted name of the module owning the tensor.
         tensor: Attribute name: "weight", "bias", "running_mean" or "running_var".
-        role: One of `ROLES`.
+        role: A `Role` (a str enum: compares equal to its value, e.g. "bn_weight").
         dim: The tensor dimension the positions index.
         index: Positions along `dim`, ascending.
         channel: The group channel each position belongs to (same length as `index`).
@@ -70,7 +58,7 @@ class Slice:
 
     module: str
     tensor: str
-    role: str
+    role: Role
     dim: int
     index: tuple[int, ...]
     channel: tuple[int, ...]
@@ -99,14 +87,14 @@ def _slices_of(pos: Position) -> tuple[list[Slice], str | None, int]:
     if pos.kind == "other":
         return [], None, 1
 
-    def mk(tensor: str, role: str, dim: int) -> Slice:
+    def mk(tensor: str, role: Role, dim: int) -> Slice:
         return Slice(name, tensor, role, dim, pos.index, pos.channel)
 
     if isinstance(m, nn.modules.conv._ConvNd):
         if m.transposed:
             return [], f"transposed conv {name!r} is not supported", 1
         if _is_depthwise(m):
-            out = [mk("weight", "dw", 0)] + ([mk("bias", "dw_bias", 0)] if m.bias is not None else [])
+            out = [mk("weight", Role.DW, 0)] + ([mk("bias", Role.DW_BIAS, 0)] if m.bias is not None else [])
             return out, None, 1
         if m.groups > 1:
             # Torch-Pruning cuts a grouped conv's inputs correctly only when every conv group loses
@@ -117,25 +105,25 @@ def _slices_of(pos: Position) -> tuple[list[Slice], str | None, int]:
             if pos.index != tuple(range(width)) or pos.channel != pos.index:
                 return [], f"grouped conv {name!r} spans several groups", 1
             if pos.is_out:
-                out = [mk("weight", "out", 0)] + ([mk("bias", "bias", 0)] if m.bias is not None else [])
+                out = [mk("weight", Role.OUT, 0)] + ([mk("bias", Role.BIAS, 0)] if m.bias is not None else [])
                 return out, None, m.groups
-            return [mk("weight", "in_grouped", 1)], None, m.groups
+            return [mk("weight", Role.IN_GROUPED, 1)], None, m.groups
         if pos.is_out:
-            return [mk("weight", "out", 0)] + ([mk("bias", "bias", 0)] if m.bias is not None else []), None, 1
-        return [mk("weight", "in", 1)], None, 1
+            return [mk("weight", Role.OUT, 0)] + ([mk("bias", Role.BIAS, 0)] if m.bias is not None else []), None, 1
+        return [mk("weight", Role.IN, 1)], None, 1
     if isinstance(m, nn.Linear):
         if pos.is_out:
-            return [mk("weight", "out", 0)] + ([mk("bias", "bias", 0)] if m.bias is not None else []), None, 1
-        return [mk("weight", "in", 1)], None, 1
+            return [mk("weight", Role.OUT, 0)] + ([mk("bias", Role.BIAS, 0)] if m.bias is not None else []), None, 1
+        return [mk("weight", Role.IN, 1)], None, 1
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
         out = []
         if m.affine:
-            out += [mk("weight", "bn_weight", 0), mk("bias", "bn_bias", 0)]
+            out += [mk("weight", Role.BN_WEIGHT, 0), mk("bias", Role.BN_BIAS, 0)]
         if m.track_running_stats and m.running_mean is not None:
-            out += [mk("running_mean", "bn_mean", 0), mk("running_var", "bn_var", 0)]
+            out += [mk("running_mean", Role.BN_MEAN, 0), mk("running_var", Role.BN_VAR, 0)]
         return out, None, 1
     if isinstance(m, nn.PReLU):
-        return ([mk("weight", "prelu", 0)] if m.num_parameters > 1 else []), None, 1
+        return ([mk("weight", Role.PRELU, 0)] if m.num_parameters > 1 else []), None, 1
     return [], f"{type(m).__name__} {name!r} is not supported", 1
 
 
@@ -185,7 +173,7 @@ class ChannelGroup:
         return self._graph.model.get_submodule(self.key)
 
     def _refresh(self) -> tuple[int, tuple[Slice, ...]]:
-        version = len(getattr(self._graph.model, "prunus_history", ()))
+        version = history_length(self._graph.model)
         if self._cache is None or self._cache[0] != version:
             slices, _, _, _ = _analyse(self._graph, self.root)
             self._cache = (version, self._graph.out_channels(self.root), tuple(slices))
@@ -205,7 +193,7 @@ class ChannelGroup:
         state = "prunable" if self.prunable else f"fixed: {self.reason}"
         return f"ChannelGroup({self.key!r}, {self.num_channels} channels, {state})"
 
-    def modules(self, *roles: str) -> list[str]:
+    def modules(self, *roles: Role | str) -> list[str]:
         """Names of member modules having any of `roles` (all roles if none given), in order."""
         seen: dict[str, None] = {}
         for s in self.slices:
@@ -218,16 +206,22 @@ def build_groups(
     model: nn.Module,
     example_inputs: Any,
     ignored_layers: Iterable[str | nn.Module] | None = None,
+    *,
+    filter_fn: FilterFn | None = None,
 ) -> list[ChannelGroup]:
     """Trace `model` and return its coupled channel groups, in module order.
 
     Args:
         model: The network; its train/eval mode is left as it was.
         example_inputs: A batch (or tuple of positional inputs) the model accepts; batch size 1 is enough.
-        ignored_layers: Module names (or modules) whose output channels are never cut. Default:
-            `model.prunus_ignored` (stem conv and classifier, set by `prunus.models.create_model`)
-            if present, else the first Conv2d and the last Linear. Their input slices still follow
-            the group that feeds them.
+        ignored_layers: Module names (or modules) whose output channels are never cut: shorthand
+            for a `filter_fn` rejecting exactly those names. Their input slices still follow the
+            group that feeds them.
+        filter_fn: `filter_fn(module, name) -> bool`, asked for every module owning parameters;
+            False keeps the module's output channels. Combined with `ignored_layers` when both are
+            given. Default (neither given): `default_filter(model)`, i.e. everything but the stem
+            and classifier declared in the model's `ModelInfo` (else the first Conv2d and the last
+            Linear).
 
     Returns:
         One `ChannelGroup` per coupling rooted at a conv or linear module; groups touching an ignored
@@ -242,7 +236,7 @@ def build_groups(
         >>> [g.key for g in groups if g.prunable][:2]  # doctest: +SKIP
         ['layer1.0.conv1', 'layer1.1.conv1']
     """
-    graph = build_graph(model, example_inputs, ignored_layers)
+    graph = build_graph(model, example_inputs, ignored_layers, filter_fn=filter_fn)
     groups, visited = [], set()
     for name, module in model.named_modules():
         if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) or not graph.has(module):
@@ -255,7 +249,7 @@ def build_groups(
         if not reason and width % blocks:
             reason = f"its {width} channels do not split into {blocks} equal blocks"
         group = ChannelGroup(name, reason is None, reason, blocks, graph)
-        group._cache = (len(getattr(model, "prunus_history", ())), width, tuple(slices))
+        group._cache = (history_length(model), width, tuple(slices))
         groups.append(group)
     _check_coverage(model, groups)
     return groups

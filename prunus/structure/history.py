@@ -1,6 +1,6 @@
 """The pruning history: a JSON-able record of every structural edit, and its replay.
 
-Every `remove_` and `merge_` appends one entry to `model.prunus_history`:
+Every `remove_` and `merge_` appends one entry to the model's `ModelInfo.history`:
 
     {"op": "remove" | "merge", "group": "<key>", "width": <channels before>, "idxs": [<removed>]}
 
@@ -24,25 +24,27 @@ from typing import Any
 from torch import nn
 
 from prunus.errors import CorruptFileError
+from prunus.model_info import get_info, update_info
 from prunus.structure._graph import StructureError, build_graph
 
-__all__ = ["HISTORY_OPS", "get_history", "record", "replay"]
+__all__ = ["HISTORY_OPS", "get_history", "history_length", "record", "replay"]
 
 HISTORY_OPS = ("remove", "merge")
 
 
 def get_history(model: nn.Module) -> list[dict[str, Any]]:
     """A deep copy of `model`'s pruning history (empty for a dense model); JSON-serialisable."""
-    return copy.deepcopy(list(getattr(model, "prunus_history", [])))
+    return copy.deepcopy(list(get_info(model).history))
 
 
 def record(model: nn.Module, entry: dict[str, Any]) -> None:
-    """Append `entry` to `model.prunus_history` (creating it); only the structure engine calls this."""
-    history = getattr(model, "prunus_history", None)
-    if history is None:
-        history = []
-        model.prunus_history = history
-    history.append(entry)
+    """Append `entry` to the model's pruning history; only the structure engine calls this."""
+    update_info(model, history=(*get_info(model).history, entry))
+
+
+def history_length(model: nn.Module) -> int:
+    """How many structural edits `model` has had: a version number that changes with every edit."""
+    return len(get_info(model).history)
 
 
 def _validate(i: int, entry: Any) -> tuple[str, int, list[int]]:
@@ -76,7 +78,7 @@ def replay(model: nn.Module, history: Sequence[dict[str, Any]], example_inputs: 
     Example:
         >>> replay(fresh, get_history(pruned), torch.randn(1, 3, 32, 32))  # doctest: +SKIP
     """
-    if getattr(model, "prunus_history", None):
+    if get_info(model).history:
         raise StructureError("replay needs a freshly built dense model, but this one already has a pruning history")
     entries = [_validate(i, e) for i, e in enumerate(history)]
     if not entries:

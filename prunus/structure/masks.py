@@ -21,18 +21,17 @@ import torch
 from torch import nn
 
 from prunus.structure.groups import ChannelGroup, StructureError, check_channels
+from prunus.structure.history import history_length
+from prunus.structure.roles import MASKED_ROLES, Role
 
-__all__ = ["MASKED_ROLES", "HardMask", "soft_mask_"]
-
-#: slice roles a mask zeroes; consumer inputs and running stats are left alone (they see zeros)
-MASKED_ROLES = ("out", "bias", "dw", "dw_bias", "bn_weight", "bn_bias")
+__all__ = ["MASKED_ROLES", "HardMask", "reset_optimizer_state_", "soft_mask_"]
 
 
 def _targets(group: ChannelGroup, idxs: list[int]) -> list[tuple[str, str, int, list[int]]]:
     """(module, tensor, dim, positions) to zero for channels `idxs` of `group`."""
     out = []
     for s in group.slices:
-        if s.role in MASKED_ROLES:
+        if s.role.is_masked:
             pos = s.positions(idxs)
             if pos:
                 out.append((s.module, s.tensor, s.dim, pos))
@@ -57,6 +56,54 @@ def soft_mask_(model: nn.Module, group: ChannelGroup, idxs: Iterable[int]) -> nn
             t = getattr(model.get_submodule(module), tensor)
             t.index_fill_(dim, torch.tensor(pos, dtype=torch.long, device=t.device), 0.0)
     return model
+
+
+def _zero_state(optimizer: torch.optim.Optimizer, p: torch.Tensor, dim: int, index: torch.Tensor) -> None:
+    # every state tensor shaped like the parameter (SGD momentum_buffer, Adam exp_avg/exp_avg_sq, ...);
+    # scalars such as Adam's `step` are per parameter, not per channel, and stay
+    for state in optimizer.state.get(p, {}).values():
+        if torch.is_tensor(state) and state.shape == p.shape:
+            state.index_fill_(dim, index.to(state.device), 0.0)
+
+
+@torch.no_grad()
+def reset_optimizer_state_(
+    optimizer: torch.optim.Optimizer,
+    model: nn.Module,
+    group: ChannelGroup,
+    channels: Iterable[int],
+    *,
+    roles: Iterable[Role | str] | None = None,
+) -> None:
+    """Zero `optimizer`'s per-parameter state (momentum, Adam moments) for channels of `group`.
+
+    A channel whose weights were just rewritten (reactivated, grafted, reinitialised) must not be
+    pushed by momentum accumulated for its old values; this clears exactly its rows, in every
+    state tensor shaped like the parameter. Weights and gradients are untouched.
+
+    Args:
+        optimizer: Built on `model`'s parameters (state of parameters it does not hold is skipped).
+        model: The model `group` was built on.
+        group: A group from `build_groups`.
+        channels: Channel indices in [0, group.num_channels).
+        roles: Only slices with these roles (default: every learnable slice: all roles but BN
+            running statistics and grouped-conv inputs).
+
+    Example:
+        >>> assign_(model, group, values, channels=[3])  # doctest: +SKIP
+        >>> reset_optimizer_state_(optimizer, model, group, [3])  # doctest: +SKIP
+    """
+    chans = check_channels(group, channels, removing=False)
+    wanted = (
+        frozenset(Role(r) for r in roles)
+        if roles is not None
+        else frozenset(Role) - {Role.BN_MEAN, Role.BN_VAR, Role.IN_GROUPED}
+    )
+    for s in group.slices:
+        pos = s.positions(chans) if s.role in wanted else []
+        if pos:
+            p = s.get(model)
+            _zero_state(optimizer, p, s.dim, torch.tensor(pos, dtype=torch.long, device=p.device))
 
 
 class HardMask:
@@ -111,7 +158,7 @@ class HardMask:
         return {k: list(v) for k, (_, v) in self._masks.items()}
 
     def _targets(self) -> list[tuple[str, str, int, list[int]]]:
-        version = sum(len(getattr(g._graph.model, "prunus_history", ())) for g in self._groups.values())
+        version = sum(history_length(g._graph.model) for g in self._groups.values())
         if self._plan is None or self._plan[0] != version:
             plan = []
             for key, (width, idxs) in self._masks.items():
@@ -135,9 +182,7 @@ class HardMask:
             if p.grad is not None:
                 p.grad.index_fill_(dim, index, 0.0)
             if optimizer is not None:
-                for state in optimizer.state.get(p, {}).values():
-                    if torch.is_tensor(state) and state.shape == p.shape:
-                        state.index_fill_(dim, index.to(state.device), 0.0)
+                _zero_state(optimizer, p, dim, index)
 
     def state_dict(self) -> dict[str, Any]:
         """Masks as plain lists and strings (loadable with `torch.load(weights_only=True)`)."""

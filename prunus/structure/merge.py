@@ -18,6 +18,7 @@ from torch import nn
 
 from prunus.structure.groups import ChannelGroup, StructureError, check_channels
 from prunus.structure.removal import _same_model, cut_
+from prunus.structure.roles import Role
 
 __all__ = ["merge_"]
 
@@ -60,11 +61,11 @@ def merge_(model: nn.Module, group: ChannelGroup, clusters: Iterable[Sequence[in
     removed = check_channels(group, [i for c in cl for i in c[1:]], removing=True)
     if not removed:
         return model
-    if any(s.role == "in_grouped" for s in group.slices):
+    if any(s.role is Role.IN_GROUPED for s in group.slices):
         raise StructureError(f"group {group.key!r} feeds a grouped conv; merging it is not supported")
     with torch.no_grad():
         for s in group.slices:
-            if s.role != "in":
+            if s.role is not Role.IN:
                 continue
             w = s.get(model)
             for c in cl:

@@ -11,6 +11,7 @@ from torch import nn
 
 from prunus.criteria import DataBatch, create_criterion, get_criterion, list_criteria, score
 from prunus.errors import ConfigError
+from prunus.model_info import update_info
 from prunus.structure import ChannelTensors, build_groups, group_weights
 
 
@@ -113,7 +114,7 @@ class Net(nn.Module):
         self.conv, self.bn = nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6)
         self.skip, self.bn2 = nn.Conv2d(4, 6, 1), nn.BatchNorm2d(6)
         self.fc = nn.Linear(6, 3)
-        self.prunus_ignored = ("stem", "fc")
+        update_info(self, stem="stem", classifier="fc")
 
     def forward(self, x):
         x = torch.relu(self.stem(x))

@@ -18,6 +18,7 @@ from prunus.errors import ConfigError
 from prunus.methods import create_method
 from prunus.methods._clustering import even_clusters, kmeans
 from prunus.methods.csgd import CentripetalSGD, csgd_rounds, group_widths
+from prunus.model_info import get_info, update_info
 from prunus.models import create_model, list_models
 from prunus.structure import build_groups
 
@@ -144,7 +145,7 @@ def test_merging_identical_members_is_exact_for_every_model(name, tmp_path):
     assert report["csgd_params_after"] < report["csgd_params_before"]
     widths = {g.key: g.num_channels for g in build_groups(model, X28[:1])}
     assert {k: widths[k] for k in expected} == expected
-    model.prunus_input_shape = (1, 28, 28)
+    update_info(model, input_shape=(1, 28, 28))
     loaded = prunus.load(prunus.save(model, tmp_path / "m"))
     with torch.no_grad():
         assert torch.equal(loaded(X28), model.eval()(X28))
@@ -255,7 +256,7 @@ def test_fit_collapses_members_and_merge_keeps_the_function(tmp_path):
     assert abs(result["csgd_merged_acc"] - result["csgd_trained_acc"]) < 1e-9
     assert result["csgd_macs_after"] < 0.5 * result["csgd_macs_before"]
     assert {k for k in trainer.history[-1] if k.startswith("csgd_")} >= {"csgd_chi", "csgd_max_dev", "csgd_bn_max_dev"}
-    trainer.model.prunus_input_shape = data.input_shape
+    update_info(trainer.model, input_shape=data.input_shape)
     loaded = prunus.load(prunus.save(trainer.model, tmp_path / "m"))
     with torch.no_grad():
         assert torch.equal(loaded(x), trainer.model(x))
@@ -296,7 +297,7 @@ def test_rounds_narrow_geometrically_to_the_one_shot_widths():
     widths = group_widths(model, torch.randn(1, *data.input_shape))
     assert widths["layer3.0.conv1"] == 8
     assert widths["layer1.0.conv1"] == 2
-    assert [e["op"] for e in model.prunus_history].count("merge") == 2 * 11
+    assert [e["op"] for e in get_info(model).history].count("merge") == 2 * 11
 
 
 def test_train_wider_then_squeeze_to_the_narrow_architecture():

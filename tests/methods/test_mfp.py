@@ -21,6 +21,7 @@ from prunus.methods.mfp import (
     holdout_loss,
     norm_spread,
 )
+from prunus.model_info import update_info
 from prunus.models import create_model
 from prunus.structure import build_groups, soft_mask_
 
@@ -105,7 +106,7 @@ def test_switch_schedule_and_reapply_between_switches():
 def _spread_net(norms: list[float]) -> tuple[nn.Module, list]:
     model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Conv2d(2, len(norms), 1, bias=False), nn.ReLU())
     model.append(nn.Conv2d(len(norms), 3, 1))
-    model.prunus_ignored = ("0", "3")
+    update_info(model, stem="0", classifier="3")
     with torch.no_grad():
         w = torch.zeros(len(norms), 2, 1, 1)
         w[:, 0, 0, 0] = torch.tensor(norms)

@@ -15,6 +15,7 @@ from prunus.engine import Method, TrainConfig, Trainer
 from prunus.errors import ConfigError
 from prunus.methods import create_method, list_methods
 from prunus.methods._pruning import select_channels
+from prunus.model_info import update_info
 from prunus.models import create_model, list_models
 from prunus.structure import build_groups, group_weights
 
@@ -179,7 +180,7 @@ def _mix_net() -> tuple[nn.Module, object]:
         nn.Flatten(),
         nn.Linear(5, 3),
     )
-    model.prunus_ignored = ("0", "6")
+    update_info(model, stem="0", classifier="6")
     rows = torch.tensor([[-2.0, 1.0], [2.0, -4.0], [-3.0, -2.0], [-1.0, -4.0], [4.0, -3.0]])
     with torch.no_grad():
         model[1].weight.copy_(rows.view(5, 2, 1, 1))

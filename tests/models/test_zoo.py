@@ -12,6 +12,7 @@ import torch_pruning as tp
 from torch import nn
 
 from prunus.errors import ConfigError
+from prunus.model_info import get_info
 from prunus.models import create_model, get_model_entry, list_models
 
 MODELS = list_models()
@@ -61,28 +62,28 @@ def test_backward_gives_finite_grads_for_every_param(name):
 def test_width_mult_shrinks_the_model(name):
     small, full = _build(name, width_mult=SMALL), _build(name)
     assert _n_params(small) < _n_params(full)
-    assert small.prunus_arch["kwargs"]["width_mult"] == SMALL
+    assert get_info(small).arch["kwargs"]["width_mult"] == SMALL
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_prunus_arch_rebuilds_the_same_architecture(name):
     model = _build(name, num_classes=5, width_mult=0.5)
-    arch = json.loads(json.dumps(model.prunus_arch))  # must survive model.json
+    arch = json.loads(json.dumps(get_info(model).arch))  # must survive model.json
     assert arch["name"] == name
     # Every factory argument is recorded, defaults included, so a later default change cannot alter the rebuild.
     assert set(arch["kwargs"]) == set(inspect.signature(get_model_entry(name).factory).parameters)
     rebuilt = create_model(arch["name"], **arch["kwargs"])
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert shapes == {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
-    assert rebuilt.prunus_arch == model.prunus_arch
+    assert get_info(rebuilt).arch == get_info(model).arch
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_stem_and_classifier_are_the_first_and_last_layers(name):
     model = _build(name, num_classes=6, width_mult=SMALL).eval()
     entry = get_model_entry(name)
-    assert model.prunus_ignored == (entry.meta["stem"], entry.meta["classifier"])
-    stem, classifier = (model.get_submodule(n) for n in model.prunus_ignored)
+    assert get_info(model).ignored == (entry.meta["stem"], entry.meta["classifier"])
+    stem, classifier = (model.get_submodule(n) for n in get_info(model).ignored)
     assert isinstance(stem, (nn.Conv2d, nn.Linear))
     assert isinstance(classifier, nn.Linear)
     assert classifier.out_features == 6
@@ -106,7 +107,7 @@ def test_torch_pruning_dependency_graph_builds_and_prunes(name):
     model = _build(name, width_mult=SMALL).eval()
     example = torch.randn(1, 1, 28, 28)
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    ignored = [model.get_submodule(n) for n in model.prunus_ignored]
+    ignored = [model.get_submodule(n) for n in get_info(model).ignored]
     pruned = 0
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]):
         dep = group[0].dep
@@ -115,7 +116,7 @@ def test_torch_pruning_dependency_graph_builds_and_prunes(name):
     assert pruned > 0
     with torch.no_grad():
         assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
-    assert model.get_submodule(model.prunus_ignored[1]).out_features == 10
+    assert model.get_submodule(get_info(model).ignored[1]).out_features == 10
 
 
 def test_option_a_residual_stream_stays_out_of_torch_pruning_groups():
@@ -124,7 +125,7 @@ def test_option_a_residual_stream_stays_out_of_torch_pruning_groups():
     # pruned, which is correct; the stream keeps its width.
     model = create_model("resnet20", in_channels=1, width_mult=SMALL, shortcut="A").eval()
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.randn(1, 1, 28, 28))
-    ignored = [model.get_submodule(n) for n in model.prunus_ignored]
+    ignored = [model.get_submodule(n) for n in get_info(model).ignored]
     names = {m: n for n, m in model.named_modules()}
     roots = []
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d]):
@@ -213,7 +214,7 @@ def test_option_a_shortcut_pads_zero_channels_and_subsamples():
 
 def test_none_kwargs_are_dropped_and_defaults_recorded():
     model = create_model("resnet20", num_classes=None, in_channels=1, width_mult=None)
-    assert model.prunus_arch == {
+    assert get_info(model).arch == {
         "name": "resnet20",
         "kwargs": {"num_classes": 10, "in_channels": 1, "width_mult": 1.0, "shortcut": "B"},
     }

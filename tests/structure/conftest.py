@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from prunus.model_info import update_info
 from prunus.structure import build_groups, lowest_channels
 
 
@@ -16,7 +17,7 @@ def _cbr(cin: int, cout: int, **kw) -> list[nn.Module]:
 
 
 class Chain(nn.Module):
-    """conv -> conv -> conv -> pool -> fc; no `prunus_ignored`, so the default rule applies."""
+    """conv -> conv -> conv -> pool -> fc; no declared stem/classifier, so the default rule applies."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,7 +40,7 @@ class Residual(nn.Module):
         self.d, self.bnd = nn.Conv2d(6, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6)
         self.e, self.bne = nn.Conv2d(8, 6, 1, stride=2, bias=False), nn.BatchNorm2d(6)
         self.fc = nn.Linear(6, 5)
-        self.prunus_ignored = ("stem", "fc")
+        update_info(self, stem="stem", classifier="fc")
 
     def forward(self, x):
         x = torch.relu(self.bn0(self.stem(x)))
@@ -59,7 +60,7 @@ class Concat(nn.Module):
         self.bn = nn.BatchNorm2d(11)
         self.f, self.bnf = nn.Conv2d(11, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
         self.fc = nn.Linear(8, 5)
-        self.prunus_ignored = ("stem", "fc")
+        update_info(self, stem="stem", classifier="fc")
 
     def forward(self, x):
         x = torch.relu(self.stem(x))
@@ -78,7 +79,7 @@ class Depthwise(nn.Module):
         self.project, self.bn3 = nn.Conv2d(16, 8, 1, bias=False), nn.BatchNorm2d(8)
         self.head, self.bn4 = nn.Conv2d(8, 12, 1, bias=False), nn.BatchNorm2d(12)
         self.fc = nn.Linear(12, 5)
-        self.prunus_ignored = ("stem", "fc")
+        update_info(self, stem="stem", classifier="fc")
 
     def forward(self, x):
         x = torch.relu(self.bn0(self.stem(x)))
@@ -98,7 +99,7 @@ class Grouped(nn.Module):
         self.g, self.bng = nn.Conv2d(8, 8, 3, padding=1, groups=2, bias=False), nn.BatchNorm2d(8)
         self.q, self.bnq = nn.Conv2d(8, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6)
         self.fc = nn.Linear(6, 5)
-        self.prunus_ignored = ("stem", "fc")
+        update_info(self, stem="stem", classifier="fc")
 
     def forward(self, x):
         x = torch.relu(self.stem(x))
@@ -116,7 +117,7 @@ class Flatten(nn.Module):
         self.conv, self.bn = nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6)
         self.fc1 = nn.Linear(6 * 4 * 4, 10)
         self.fc2 = nn.Linear(10, 5)
-        self.prunus_ignored = ("stem", "fc2")
+        update_info(self, stem="stem", classifier="fc2")
 
     def forward(self, x):
         x = torch.relu(self.bn(self.conv(torch.relu(self.stem(x)))))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from prunus.model_info import get_info
 from prunus.models import create_model, list_models
 from prunus.structure import build_groups, get_history, remove_, replay, soft_mask_
 
@@ -40,7 +41,7 @@ def _mask_remove_replay(nets, name, ignored_layers=None, **kw):
 @pytest.mark.parametrize("name", list_models())
 def test_zoo_masked_equals_compact_and_replays(nets, name):
     groups = _mask_remove_replay(nets, name)
-    assert {g.key for g in groups if not g.prunable} <= set(_tiny(name).prunus_ignored)
+    assert {g.key for g in groups if not g.prunable} <= set(get_info(_tiny(name)).ignored)
 
 
 def test_padding_shortcut_freezes_streams(nets):
