@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,9 @@ import torch
 from torch import nn
 
 import prunus
+from prunus import provenance
 from prunus._atomic import write_json
+from prunus.cli._common import print_table
 from prunus.criteria import score
 from prunus.data import DataConfig, build_loaders
 from prunus.engine import TrainConfig, Trainer
@@ -158,21 +158,11 @@ def main() -> None:
         "groups": len(clusters),
         "csgd_seconds": csgd_seconds,
         "command": "benchmarks/accuracy_csgd.py " + " ".join(f"{k}={v}" for k, v in vars(args).items()),
-        "config": {**vars(args), "train": cfg.to_dict()},
-        "torch": torch.__version__,
-        "prunus": prunus.__version__,
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(config={**vars(args), "train": cfg.to_dict()}),
     }
     write_json(args.out, result)
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=result["definition"])
-    for col in ("arm", "test acc", "vs baseline (pt)", "MACs", "params", "MACs cut"):
-        table.add_column(col)
-    for name, a in arms.items():
-        table.add_row(
+    rows = [
+        (
             name,
             f"{100 * a['test_acc']:.2f}%",
             f"{a['delta_vs_baseline_pt']:+.2f}",
@@ -180,7 +170,9 @@ def main() -> None:
             f"{a['params']:,}",
             f"{100 * a['macs_reduction']:.1f}%",
         )
-    Console().print(table)
+        for name, a in arms.items()
+    ]
+    print_table(result["definition"], ("arm", "test acc", "vs baseline (pt)", "MACs", "params", "MACs cut"), rows)
     print(f"max |logit diff| trained vs merged: {rep['csgd_max_logit_diff']:.3g} (target < 1e-3)")
     print("chi / max kernel dev / max BN dev per epoch:")
     for r in chi:

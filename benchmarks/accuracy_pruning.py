@@ -37,10 +37,9 @@ import copy
 import json
 import math
 import statistics
-import subprocess
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ import torch
 import torch_pruning as tp
 
 import prunus
+from prunus import provenance
 from prunus._atomic import write_json, write_text
 from prunus.data import DataConfig, TensorLoader, build_loaders
 from prunus.engine import TrainConfig, Trainer
@@ -76,14 +76,6 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
 def _t95(df: int) -> float:
     """The quantile for `df` (the next smaller tabulated df between entries: slightly conservative)."""
     return T95[max(k for k in T95 if k <= df)]
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def _configs(args: argparse.Namespace, seed: int, epochs: int, lr: float) -> tuple[DataConfig, TrainConfig]:
@@ -155,8 +147,7 @@ def _record(arm, seed, tag, trainer, final, seconds, shape, extra=None) -> dict[
         "epochs": len(history),
         # what the methods logged after the last epoch (removal counts, achieved MACs)
         "method_metrics": {k: v for k, v in final.items() if not k.startswith("final_") and k != "epochs"},
-        "prunus_version": prunus.__version__,
-        "commit": _commit(),
+        **{k: v for k, v in provenance().items() if k in ("prunus", "commit", "dirty")},
     }
     choices = [r["mfp_choice"] for r in history if "mfp_choice" in r]
     if choices:  # which criterion MFP picked at each switch
@@ -265,7 +256,7 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any]) -> str:
             cells.append("—" if d is None else f"{_pct(d['mean'])} [{_pct(d['low'])}, {_pct(d['high'])}]")
         cells.append(str(e["last_test_acc"]["n"]))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"prunus {prunus.__version__} (commit {_commit()}), generated {settings['date']}.", ""]
+    lines += ["", f"prunus {settings['prunus']} (commit {settings['commit']}), generated {settings['date']}.", ""]
     return "\n".join(lines)
 
 
@@ -325,8 +316,7 @@ def main() -> None:
         "seeds": seeds,
         "finetune_epochs": args.finetune_epochs,
         "sfp_macs_ratio": report.achieved_macs_ratio,
-        "threads": args.threads,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(config=vars(args)),
     }
     summary = summarise(current, [a for a in ARMS if a in arms or a == "baseline"])
     write_json(results / f"{args.name}.json", {"settings": settings, "summary": summary, "records": current})

@@ -16,17 +16,16 @@ Writes benchmarks/results/csgd_overhead.json.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-import prunus
+from prunus import provenance
 from prunus._atomic import write_json
+from prunus.cli._common import print_table
 from prunus.data import DataConfig, build_loaders
 from prunus.engine import TrainConfig, Trainer
 from prunus.methods import create_method
@@ -87,29 +86,20 @@ def main() -> None:
         "steps_per_epoch": len(bundle.train),
         "csgd_metrics_last_epoch": {k: v for k, v in trainers["csgd"].history[-1].items() if k.startswith("csgd_")},
         "repeats": args.repeats,
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "prunus": prunus.__version__,
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(config=vars(args)),
     }
     write_json(args.out, result)
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=result["definition"])
-    for col in ("arm", "median epoch (s)", "epochs (s)", "ratio to plain", "target"):
-        table.add_column(col)
-    for arm in arms:
-        t = times[arm]
-        table.add_row(
+    rows = [
+        (
             arm,
             f"{medians[arm]:.2f}",
-            " ".join(f"{x:.2f}" for x in t),
+            " ".join(f"{x:.2f}" for x in times[arm]),
             "1.000" if arm == "plain" else f"{ratio:.3f}",
             "" if arm == "plain" else f"<= {TARGET}",
         )
-    Console().print(table)
+        for arm in arms
+    ]
+    print_table(result["definition"], ("arm", "median epoch (s)", "epochs (s)", "ratio to plain", "target"), rows)
 
 
 if __name__ == "__main__":

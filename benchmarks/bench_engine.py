@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from dataclasses import replace
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from prunus import provenance
 from prunus._atomic import write_json
 from prunus.data import DataConfig, build_loaders
 from prunus.engine import TrainConfig, Trainer
@@ -101,8 +101,7 @@ def main() -> None:
         "target": ">= 0.95",
         "steps_per_epoch": args.steps,
         "repeats": args.repeats,
-        "threads": args.threads,
-        "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}".strip(),
+        **provenance(config=vars(args)),
     }
     write_json(RESULTS / "engine.json", result)
     print(json.dumps(result, indent=2))

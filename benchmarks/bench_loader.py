@@ -13,15 +13,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-import prunus
+from prunus import provenance
 from prunus._atomic import write_json
 from prunus.data import Augment, DataConfig, TensorLoader, build_loaders
 
@@ -98,17 +96,13 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "loader_throughput",
         "dataset": "fashion-mnist",
         "train_images": len(data),
-        "threads": THREADS,
         "repeats": args.repeats,
         "statistic": "median over epochs",
         "target_images_per_s": target,
         "protocol_images_per_s": protocol,
         "results": results,
         "dataset_load_s": load_s,
-        "torch": torch.__version__,
-        "prunus": prunus.__version__,
-        "python": platform.python_version(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(config={**vars(args), "threads": THREADS}),
     }
     write_json(args.out, record)
     print(f"wrote {args.out}")

@@ -19,17 +19,16 @@ Writes benchmarks/results/method_overhead.json.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-import prunus
+from prunus import provenance
 from prunus._atomic import write_json
+from prunus.cli._common import print_table
 from prunus.data import DataConfig, build_loaders
 from prunus.engine import TrainConfig, Trainer
 from prunus.methods import create_method
@@ -98,25 +97,16 @@ def main() -> None:
             if arm != "plain"
         },
         "rounds": args.rounds,
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "prunus": prunus.__version__,
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(config=vars(args)),
     }
     write_json(args.out, result)
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=result["definition"])
-    for col in ("arm", "median round (s)", "rounds (s)", "ratio to plain", "target"):
-        table.add_column(col)
+    rows = []
     for arm in arms:
         t = times[arm]
         ratio = "1.000" if arm == "plain" else f"{ratios[arm]:.3f}"
         target = "" if arm == "plain" else f"<= {TARGETS[arm]}"
-        table.add_row(arm, f"{statistics.median(t):.2f}", " ".join(f"{x:.2f}" for x in t), ratio, target)
-    Console().print(table)
+        rows.append((arm, f"{statistics.median(t):.2f}", " ".join(f"{x:.2f}" for x in t), ratio, target))
+    print_table(result["definition"], ("arm", "median round (s)", "rounds (s)", "ratio to plain", "target"), rows)
 
 
 if __name__ == "__main__":

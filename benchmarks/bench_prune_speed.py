@@ -21,17 +21,17 @@ Writes benchmarks/results/prune_speed.json.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 import torch_pruning as tp
 
 import prunus
+from prunus import provenance
 from prunus._atomic import write_json
+from prunus.cli._common import print_table
 from prunus.deploy.bench import compare_latency
 from prunus.model_info import example_input, get_info
 from prunus.models import create_model
@@ -134,12 +134,8 @@ def main() -> None:
         "macs": {"dense": c_dense.macs, "prunus": c_p.macs, "torch_pruning": c_t.macs},
         "params": {"dense": c_dense.params, "prunus": c_p.params, "torch_pruning": c_t.params},
         "repeats": args.repeats,
-        "threads": args.threads,
-        "torch": torch.__version__,
         "torch_pruning": tp.__version__,
-        "prunus": prunus.__version__,
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(config=vars(args)),
     }
     rows = [
         ("prune time (s, median)", f"{med_p:.3f}", f"{med_t:.3f}", f"{med_p / med_t:.2f}", "<= 1.5"),
@@ -163,15 +159,7 @@ def main() -> None:
 
 
 def _print(rows: list[tuple[str, ...]], result: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=result["definition"])
-    for col in ("figure", "prunus", "torch-pruning / ref", "ratio", "target"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
+    print_table(result["definition"], ("figure", "prunus", "torch-pruning / ref", "ratio", "target"), rows)
     if "latency_efficiency" in result:
         print(f"latency efficiency (best runtime, batch 64): {result['latency_efficiency']:.3f}")
 

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 from pathlib import Path
 
-import torch
-
+from prunus import provenance
 from prunus._atomic import write_json
-from prunus._version import __version__
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -46,9 +42,7 @@ def main() -> None:
         "per_epoch": [
             {k: r[k] for k in ("epoch", "train_loss", "val_acc", "test_acc", "seconds") if k in r} for r in epochs
         ],
-        "config": summary["config"],
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-        "prunus_version": __version__,
+        **provenance(config=summary["config"]),
     }
     write_json(RESULTS / f"{args.name}.json", record)
     print(json.dumps({k: record[k] for k in ("name", "last_epoch_test_acc", "test_acc_at_best_val_epoch")}, indent=2))

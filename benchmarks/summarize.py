@@ -25,6 +25,11 @@ def _load(name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _machine(run: dict) -> str:
+    # results written before prunus.provenance() put the torch version inside "machine"
+    return run["machine"] if "torch" not in run else f"{run['machine']}, torch {run['torch']}"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
@@ -44,7 +49,7 @@ def training_section() -> list[str]:
         f"{_pct(run['last_epoch_test_acc'])} | {_pct(run['test_acc_at_best_val_epoch'])} "
         f"(epoch {run['best_val_epoch']}) | {m['params']:,} | {m['macs']:,} | {minutes:.0f} min |",
         "",
-        f"`{run['command']}` on {run['machine']}. {run.get('note', '')}".rstrip(),
+        f"`{run['command']}` on {_machine(run)}. {run.get('note', '')}".rstrip(),
         "",
     ]
 

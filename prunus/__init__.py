@@ -10,6 +10,7 @@ Example:
     272186
 """
 
+from prunus._provenance import provenance as provenance
 from prunus._version import __version__ as __version__
 from prunus.errors import PrunusError as PrunusError
 from prunus.formats import load as load
@@ -30,6 +31,7 @@ __all__ = [
     "create_model",
     "list_models",
     "load",
+    "provenance",
     "prune",
     "save",
 ]

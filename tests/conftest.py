@@ -60,3 +60,21 @@ def _torchrun(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Co
 def torchrun():
     """Call as torchrun(args, cwd) to run a real 2-process gloo job (see _torchrun)."""
     return _torchrun
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say how many docstring examples ran, so a run that silently dropped them is visible."""
+    counts = {}
+    for outcome in ("passed", "failed", "skipped"):
+        reports = terminalreporter.stats.get(outcome, [])
+        counts[outcome] = sum(1 for r in reports if getattr(r, "when", "call") in ("call", "setup") and _is_doctest(r))
+    if any(counts.values()):
+        terminalreporter.write_line(
+            f"doctests (prunus/ docstring examples): {counts['passed']} passed, "
+            f"{counts['failed']} failed, {counts['skipped']} skipped (docstrings whose examples are all +SKIP)"
+        )
+
+
+def _is_doctest(report) -> bool:
+    path = report.nodeid.split("::", 1)[0]
+    return path.startswith("prunus/") and path.endswith(".py")

@@ -1,0 +1,56 @@
+"""One provenance record for every result: its fields, the git commit, and every benchmark using it."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+import prunus
+from prunus import provenance
+from prunus._provenance import git_commit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_fields_and_values():
+    p = provenance(config={"lr": 0.1, "seeds": [0, 1]})
+    assert json.loads(json.dumps(p)) == p  # JSON-able as it is
+    assert p["prunus"] == prunus.__version__
+    assert p["torch"] == torch.__version__
+    assert p["threads"] == torch.get_num_threads()
+    assert p["config"] == {"lr": 0.1, "seeds": [0, 1]}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", p["date"])
+    assert p["machine"].endswith(f"{p['cpus']} cores")
+
+
+def test_commit_is_the_checkout_head():
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout (e.g. an sdist)")
+    commit, dirty = git_commit(ROOT)
+    assert commit == head.stdout.strip()
+    assert isinstance(dirty, bool)
+
+
+def test_outside_git_there_is_no_commit(tmp_path):
+    assert git_commit(tmp_path) == (None, None)
+
+
+SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if "write_json" in p.read_text())
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_every_benchmark_records_provenance_and_keeps_no_copy(script):
+    text = script.read_text()
+    assert "provenance(" in text, f"{script.name} writes results without prunus.provenance()"
+    for copy in ("platform.machine()", "datetime.now(timezone.utc)", "git rev-parse"):
+        assert copy not in text, f"{script.name} keeps its own {copy} instead of provenance()"
+
+
+def test_benchmarks_found():
+    assert len(SCRIPTS) >= 7
