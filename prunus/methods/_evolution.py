@@ -1,0 +1,248 @@
+"""Weight Evolution cores (methods.md section 3): pure, vectorised tensor functions.
+
+Selection: every conv filter is scored by s_f = L1(W_f) / C_in, scores are pooled over the whole
+network and the `ratio` quantile is the global threshold; each layer then picks
+k = min(#below threshold, #below lambda * layer max) inferior filters, pairs them by rank with
+its k strongest filters, and crosses each pair over. BN gamma and beta repeat the procedure on
+|gamma| and |beta| with their own thresholds and starvation counters. A loop over layers is the
+only Python loop; within a layer everything is one argsort, gather and scatter.
+
+Example:
+    >>> w = torch.tensor([[3.0, -1.0], [0.5, 0.1]]).view(2, 1, 2, 1).repeat(1, 2, 1, 1)
+    >>> crossover_slices_(w, torch.tensor([0]), torch.tensor([1]), mode="paper")
+    2
+    >>> w[1, 0].flatten().tolist()  # 0.1 (smallest |.|) became (1-a)*3 + a*0.1 with a = 0.1/3.1
+    [0.5, 2.906451463699341]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CROSSOVER_MODES",
+    "EvolutionStats",
+    "LocalSelection",
+    "blend_rows_",
+    "crossover_slices_",
+    "evolution_ratio",
+    "evolve_",
+    "filter_scores",
+    "local_selection",
+    "phase_starts",
+]
+
+CROSSOVER_MODES = ("paper", "code")
+
+
+def phase_starts(epochs: int, milestones: Sequence[int] = ()) -> list[int]:
+    """First epoch of every phase: 0 and each LR-step milestone (a cosine schedule is one phase)."""
+    return [0, *[int(m) for m in milestones if 0 < int(m) < epochs]]
+
+
+def evolution_ratio(epoch: int, base: float, phases: Sequence[int], epochs: int) -> float:
+    """The reference schedule, generalised: in phase p starting at epoch e_p and lasting L_p epochs,
+    ratio = base / d_p * sigmoid((epoch - e_p) / (L_p / 4)) with d_0 = 1 and d_p = 2.5 p after.
+
+    With phases [0, 60, 120] over 200 epochs this is the reference's r*sigmoid(e/15),
+    (r/2.5)*sigmoid((e-60)/15), (r/5)*sigmoid((e-120)/20): the ratio restarts low after every LR
+    drop (the network re-settles) and is divided so later, finer phases evolve fewer filters.
+
+    Example:
+        >>> round(evolution_ratio(0, 0.2, [0, 60, 120], 200), 4)  # sigmoid(0) = 1/2
+        0.1
+        >>> round(evolution_ratio(60, 0.2, [0, 60, 120], 200), 4)  # second phase: r / 2.5 / 2
+        0.04
+    """
+    p = max(i for i, start in enumerate(phases) if start <= epoch)
+    end = phases[p + 1] if p + 1 < len(phases) else epochs
+    temperature = max(end - phases[p], 1) / 4.0
+    divisor = 1.0 if p == 0 else 2.5 * p
+    return base / divisor / (1.0 + math.exp(-(epoch - phases[p]) / temperature))
+
+
+def filter_scores(weight: torch.Tensor) -> torch.Tensor:
+    """s_f = L1(W_f) / C_in for a conv weight (N_out, C_in/groups, k, k)."""
+    return weight.detach().abs().flatten(1).sum(1) / weight.shape[1]
+
+
+@dataclass(frozen=True)
+class LocalSelection:
+    """One layer's pairs: `dominant[i]` gives to `inferior[i]`, both strongest first."""
+
+    dominant: torch.Tensor
+    inferior: torch.Tensor
+    forced: bool
+    starving: bool
+
+
+def local_selection(
+    scores: torch.Tensor, threshold: float, lam: float, starvation: int, patience: int
+) -> tuple[LocalSelection | None, int]:
+    """Pick the layer's inferior filters and their rank-matched dominant partners.
+
+    n_low = #(s < threshold); n_loc = #(s <= lam * max s); k = min(n_low, n_loc), at most half
+    the layer so pairs never overlap. A layer with n_low > 0 but n_loc = 0 is "starving": the
+    shared `starvation` counter grows, and when it reaches `patience` this layer is forced to
+    k = 1 and the counter resets. Returns (selection or None, new counter).
+
+    Example:
+        >>> sel, c = local_selection(torch.tensor([5.0, 0.1, 4.0, 0.2]), 1.0, 0.1, 0, 2)
+        >>> sel.dominant.tolist(), sel.inferior.tolist(), c
+        ([0, 2], [3, 1], 0)
+    """
+    n_low = int((scores < threshold).sum())
+    if n_low == 0:
+        return None, starvation
+    n_loc = int((scores <= lam * scores.max()).sum())
+    forced = False
+    starving = n_loc == 0
+    if starving:
+        starvation += 1
+        if starvation < patience:
+            return None, starvation
+        forced, starvation, n_loc = True, 0, 1
+    k = min(n_low, n_loc, scores.numel() // 2)
+    if k == 0:
+        return None, starvation
+    order = torch.argsort(scores, stable=True)  # weakest first
+    inferior = order[:k].flip(0)  # strongest inferior first
+    dominant = order[-k:].flip(0)  # strongest first
+    return LocalSelection(dominant, inferior, forced, starving), starvation
+
+
+@torch.no_grad()
+def crossover_slices_(weight: torch.Tensor, dominant: torch.Tensor, inferior: torch.Tensor, mode: str = "paper") -> int:
+    """Per pair (i, j) and input-channel slice h: the smallest-|.| element s of W[j, h] is replaced
+    by a blend with the largest-|.| element l of W[i, h]; returns the number of slices evolved.
+
+    `paper`: a = |s| / (|s| + |l|), new = (1 - a) l + a s (close to l: the weak slice inherits
+    the strong one's largest weight). `code` (the reference repository): a = s / (s + l) signed,
+    new = a l + (1 - a) s (close to 2s). A zero denominator leaves s as it is.
+    """
+    k = dominant.numel()
+    if k == 0:
+        return 0
+    flat = weight.view(weight.shape[0], weight.shape[1], -1)
+    dom = flat[dominant]  # (k, C, kk)
+    inf = flat[inferior]
+    pos = inf.abs().argmin(-1, keepdim=True)
+    s = inf.gather(-1, pos)
+    big = dom.gather(-1, dom.abs().argmax(-1, keepdim=True))
+    if mode == "paper":
+        den = s.abs() + big.abs()
+        a = s.abs() / torch.where(den == 0, torch.ones_like(den), den)
+        new = (1 - a) * big + a * s
+    elif mode == "code":
+        den = s + big
+        a = s / torch.where(den == 0, torch.ones_like(den), den)
+        new = torch.where(den == 0, s, a * big + (1 - a) * s)
+    else:
+        raise ValueError(f"crossover mode {mode!r}; expected one of {CROSSOVER_MODES}")
+    flat[inferior] = inf.scatter(-1, pos, new)
+    return k * weight.shape[1]
+
+
+@torch.no_grad()
+def blend_rows_(tensor: torch.Tensor, dominant: torch.Tensor, inferior: torch.Tensor) -> int:
+    """Whole-row blend: T_j <- a T_j + (1 - a) T_i with a = L1(T_j) / (L1(T_j) + L1(T_i)).
+
+    Rows are filters of a one-input-channel conv (depthwise, greyscale stem) or single BN
+    entries; returns the number of rows evolved.
+    """
+    k = dominant.numel()
+    if k == 0:
+        return 0
+    rows = tensor.view(tensor.shape[0], -1)
+    dom, inf = rows[dominant], rows[inferior]
+    l1_j, l1_i = inf.abs().sum(1, keepdim=True), dom.abs().sum(1, keepdim=True)
+    den = l1_j + l1_i
+    a = torch.where(den == 0, torch.ones_like(den), l1_j / torch.where(den == 0, torch.ones_like(den), den))
+    rows[inferior] = a * inf + (1 - a) * dom
+    return k
+
+
+@dataclass
+class EvolutionStats:
+    """What one evolution did (the method logs these per epoch)."""
+
+    filters: int = 0  # conv filters that received a crossover
+    slices: int = 0  # k x k slices changed (one element each); depthwise filters count one each
+    bn_channels: int = 0  # gamma entries + beta entries evolved
+    forced: int = 0  # evolutions forced by the starvation counters
+
+
+def _evolve_kind(
+    tensors: list[torch.Tensor],
+    scores: list[torch.Tensor],
+    ratio: float,
+    lam: float,
+    counter: int,
+    apply,
+) -> tuple[int, int, int]:
+    """Global quantile threshold over `scores`, then local selection and `apply` per tensor."""
+    if not tensors or ratio <= 0:
+        return 0, 0, counter
+    threshold = float(torch.quantile(torch.cat(scores).float(), ratio))
+    patience = max(1, len(tensors) // 2)
+    evolved = forced = 0
+    for tensor, score in zip(tensors, scores):
+        sel, counter = local_selection(score, threshold, lam, counter, patience)
+        if sel is None:
+            continue
+        evolved += apply(tensor, sel)
+        forced += int(sel.forced)
+    return evolved, forced, counter
+
+
+def evolve_(
+    model: nn.Module,
+    ratios: tuple[float, float, float],
+    lam: float = 0.1,
+    mode: str = "paper",
+    counters: dict[str, int] | None = None,
+) -> EvolutionStats:
+    """One Weight Evolution pass over every Conv2d weight and BatchNorm2d gamma/beta, in place.
+
+    Args:
+        model: the network; Linear layers, conv biases and BN running statistics are not touched.
+        ratios: (conv, gamma, beta) global quantiles for this epoch (see `evolution_ratio`).
+        lam: local threshold factor lambda.
+        mode: crossover rule, "paper" or "code" (see `crossover_slices_`).
+        counters: starvation counters {"conv", "gamma", "beta"}, updated in place.
+    """
+    counters = counters if counters is not None else {}
+    stats = EvolutionStats()
+    convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.affine]
+
+    def conv_apply(weight: torch.Tensor, sel: LocalSelection) -> int:
+        stats.filters += sel.dominant.numel()
+        if weight.shape[1] == 1:  # one input channel per group: blend whole filters
+            stats.slices += blend_rows_(weight.data, sel.dominant, sel.inferior)
+        else:
+            stats.slices += crossover_slices_(weight.data, sel.dominant, sel.inferior, mode)
+        return sel.dominant.numel()
+
+    def bn_apply(tensor: torch.Tensor, sel: LocalSelection) -> int:
+        return blend_rows_(tensor.data, sel.dominant, sel.inferior)
+
+    _, forced, counters["conv"] = _evolve_kind(
+        convs, [filter_scores(w) for w in convs], ratios[0], lam, counters.get("conv", 0), conv_apply
+    )
+    stats.forced += forced
+    for kind, ratio, tensors in (
+        ("gamma", ratios[1], [m.weight for m in bns]),
+        ("beta", ratios[2], [m.bias for m in bns]),
+    ):
+        n, forced, counters[kind] = _evolve_kind(
+            tensors, [t.detach().abs() for t in tensors], ratio, lam, counters.get(kind, 0), bn_apply
+        )
+        stats.bn_channels += n
+        stats.forced += forced
+    return stats
