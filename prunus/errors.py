@@ -11,6 +11,7 @@ __all__ = [
     "CorruptFileError",
     "DataNotFoundError",
     "FormatError",
+    "PeerError",
     "PrunusError",
     "TrainingDivergedError",
 ]
@@ -39,3 +40,7 @@ class FormatError(CorruptFileError):
 
 class TrainingDivergedError(PrunusError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class PeerError(PrunusError, RuntimeError):
+    """Networks trained together could not exchange: a peer died, hung, or fell out of step."""

@@ -21,13 +21,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
-from prunus.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from prunus.engine.checkpoint import CHECKPOINT_NAME
 from prunus.engine.config import TrainConfig
-from prunus.engine.distributed import DistInfo, all_reduce_sum, barrier, init_from_env, sync_buffers
 from prunus.engine.method import Method
 from prunus.engine.optim import build_optimizer
+from prunus.engine.parallel import DataParallel, Parallel
+from prunus.engine.peers import Peers
 from prunus.engine.progress import MetricsLog, Progress
 from prunus.engine.schedule import LRSchedule
 from prunus.errors import TrainingDivergedError
@@ -54,6 +54,8 @@ class Trainer:
         run_dir: where checkpoint.pt and metrics.jsonl go; None keeps everything in memory.
         resume: continue from run_dir/checkpoint.pt when it exists.
         progress: show a progress bar / epoch lines (rank 0 only).
+        parallel: how this Trainer shares work with other processes or networks
+            (`prunus.engine.parallel`); default: data-parallel over torchrun's ranks, if any.
 
     Example:
         >>> from prunus.data import DataConfig, build_loaders
@@ -73,11 +75,12 @@ class Trainer:
         *,
         resume: bool = False,
         progress: bool = True,
+        parallel: Parallel | None = None,
     ) -> None:
         self.config = config
         self.device = resolve_device(config.device)
-        self.dist: DistInfo = init_from_env(self.device)
-        self.rank, self.world_size = self.dist.rank, self.dist.world_size
+        self.parallel = parallel if parallel is not None else DataParallel.from_env(self.device)
+        self.rank, self.world_size = self.parallel.rank, self.parallel.world_size
         if config.threads is not None:
             torch.set_num_threads(config.threads)
         self.data = data
@@ -94,19 +97,21 @@ class Trainer:
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
         self._epoch_metrics: dict[str, Any] = {}
-        main = self.dist.is_main
+        main = self.parallel.is_main
         self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl" if self.run_dir and main else None)
         self.progress = Progress(config.epochs, len(self.train_loader), enabled=progress and main)
-        self._forward_module: nn.Module = self.model
-        if self.world_size > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self._forward_module = DistributedDataParallel(self.model, device_ids=ids)
+        self._forward_module: nn.Module = self.parallel.wrap(self.model)
         for method in self.methods:
             method.setup(self)
         if resume:
             self._resume()
 
     # ----------------------------------------------------------------------------------- API
+    @property
+    def peers(self) -> Peers | None:
+        """The other networks of an independent population (grafting), else None."""
+        return self.parallel.peers
+
     def log_metrics(self, metrics: dict[str, Any]) -> None:
         """Add numbers to the current epoch's record (methods call this from their hooks)."""
         self._epoch_metrics.update(metrics)
@@ -145,9 +150,9 @@ class Trainer:
             loss, correct = self._train_step(x.to(self.device, non_blocking=True), y.to(self.device))
             stats += torch.tensor([loss * y.numel(), correct, y.numel()], device=self.device, dtype=torch.float64)
             self.progress.step(loss, correct / y.numel())
-        sync_buffers(self.model)  # replicas leave every epoch identical, BN statistics included
+        self.parallel.end_epoch(self.model)  # data-parallel: BN statistics averaged over replicas
         self._call("on_epoch_end")
-        stats = all_reduce_sum(stats)
+        stats = self.parallel.reduce_sum(stats)
         record = {
             "epoch": self.epoch,
             "step": self.global_step,
@@ -220,15 +225,14 @@ class Trainer:
         }
 
     def _save_checkpoint(self) -> None:
-        if self.config.checkpoint and self.run_dir is not None and self.dist.is_main:
-            save_checkpoint(self.run_dir / CHECKPOINT_NAME, self._state())
-        barrier()  # no rank runs ahead of a checkpoint it might need to resume from
+        if self.config.checkpoint and self.run_dir is not None:
+            self.parallel.save_checkpoint(self.run_dir, self._state())
 
     def _resume(self) -> None:
-        path = self.run_dir / CHECKPOINT_NAME if self.run_dir is not None else None
-        if path is None or not path.exists():
+        state = self.parallel.load_checkpoint(self.run_dir, self.device) if self.run_dir is not None else None
+        if state is None:
+            self.metrics_log.truncate(0)  # records of epochs no checkpoint covers are redone
             return
-        state = load_checkpoint(path, map_location=self.device)
         names = [m.name for m in self.methods]
         if state["method_names"] != names:
             from prunus.errors import ConfigError

@@ -1,8 +1,10 @@
 """Method plug-ins for the Trainer. Importing this package registers every built-in method."""
 
 from prunus.methods import csgd as csgd
+from prunus.methods import graft as graft
 from prunus.methods import mfp as mfp
 from prunus.methods import sfp as sfp
+from prunus.methods import we as we
 from prunus.methods._registry import METHODS as METHODS
 from prunus.methods._registry import create_method as create_method
 from prunus.methods._registry import list_methods as list_methods

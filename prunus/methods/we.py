@@ -1,0 +1,162 @@
+"""Weight Evolution (Lin et al., ACM MM 2021) as a Trainer plug-in: method `we`.
+
+After every epoch, weak conv filters and BN channels are reactivated by crossover with strong
+ones (methods.md section 3; the tensor work is in `_evolution.py`). The global ratios follow
+the reference's phase/sigmoid schedule with phases at the LR-step milestones of a `step`
+schedule. A cosine (or constant) schedule has no LR steps, so it is ONE phase over the whole
+run: the ratio rises from r/2 to about r with temperature epochs/4 (the reference's 15 epochs
+for its 60-epoch phases). Restarting phases at arbitrary points of a cosine decay would
+re-raise the ratio when the learning rate is already small, which the reference never does;
+pass `phases` to choose other boundaries.
+
+Linear layers, conv biases and BN running statistics are never touched. The optimizer state
+is left alone like the reference, unless `reset_momentum=True`, which zeroes the optimizer
+state rows (momentum, Adam moments) of every evolved filter / BN entry so old momentum cannot
+pull an evolved row back.
+
+Metrics (prefix `we_`), every epoch: `filters`, `slices`, `bn_channels` evolved, `forced`
+(starvation-counter evolutions), `ratio_conv` / `ratio_bn` / `ratio_bias` used.
+
+Example:
+    >>> from prunus.methods import create_method
+    >>> we = create_method("we", mode="code", ratio_conv=0.3)
+    >>> we.config.mode, we.config.ratio_conv
+    ('code', 0.3)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunus.config import Config, check_choice, check_range
+from prunus.engine.method import Method
+from prunus.errors import ConfigError
+from prunus.methods._evolution import CROSSOVER_MODES, evolution_ratio, evolve_, phase_starts
+from prunus.methods._registry import register_method
+
+__all__ = ["WeightEvolution", "WeightEvolutionConfig"]
+
+
+@dataclass(frozen=True)
+class WeightEvolutionConfig(Config):
+    """Weight Evolution settings (reference defaults)."""
+
+    ratio_conv: float = 0.2  # base quantile of pooled conv filter scores
+    ratio_bn: float = 0.05  # base quantile of pooled |gamma|
+    ratio_bias: float = 0.05  # base quantile of pooled |beta|
+    lam: float = 0.1  # local selection: s <= lam * layer max
+    mode: str = "paper"  # crossover rule: "paper" (default) or "code" (the reference repository)
+    phases: tuple[int, ...] | None = None  # first epochs of the phases; None = 0 + the step milestones
+    reset_momentum: bool = False  # zero the optimizer-state rows of evolved filters
+
+    def __post_init__(self) -> None:
+        for name in ("ratio_conv", "ratio_bn", "ratio_bias"):
+            check_range(name, getattr(self, name), low=0.0, high=1.0)
+        check_range("lam", self.lam, low=0.0, high=1.0)
+        check_choice("mode", self.mode, CROSSOVER_MODES)
+        if not isinstance(self.reset_momentum, bool):
+            raise ConfigError(f"reset_momentum must be true or false, got {self.reset_momentum!r}")
+        if self.phases is not None:
+            p = list(self.phases)
+            if not p or p[0] != 0 or p != sorted(set(p)) or any(not isinstance(e, int) for e in p):
+                raise ConfigError(f"phases must be increasing distinct epochs starting at 0, got {p}")
+
+
+@register_method("we")
+class WeightEvolution(Method):
+    """Weight Evolution: reactivate weak filters' elements by crossover with strong filters.
+
+    Args: see `WeightEvolutionConfig` (same names).
+
+    Raises:
+        ConfigError: a ratio outside [0, 1], an unknown mode, bad phases.
+    """
+
+    config_class = WeightEvolutionConfig
+
+    def __init__(
+        self,
+        ratio_conv: float = 0.2,
+        ratio_bn: float = 0.05,
+        ratio_bias: float = 0.05,
+        lam: float = 0.1,
+        mode: str = "paper",
+        phases: Sequence[int] | None = None,
+        reset_momentum: bool = False,
+    ) -> None:
+        self.config = WeightEvolutionConfig(
+            ratio_conv=ratio_conv,
+            ratio_bn=ratio_bn,
+            ratio_bias=ratio_bias,
+            lam=lam,
+            mode=mode,
+            phases=tuple(phases) if phases is not None else None,
+            reset_momentum=reset_momentum,
+        )
+        self.counters: dict[str, int] = {"conv": 0, "gamma": 0, "beta": 0}
+
+    def _phases(self, trainer: Any) -> list[int]:
+        if self.config.phases is not None:
+            return list(self.config.phases)
+        train = trainer.config
+        milestones = train.milestones if train.schedule == "step" else ()
+        return phase_starts(train.epochs, milestones)
+
+    def on_epoch_end(self, trainer: Any) -> None:
+        """Evolve once with this epoch's ratios; log the counts."""
+        cfg, epoch = self.config, trainer.epoch
+        phases, epochs = self._phases(trainer), trainer.config.epochs
+        ratios = tuple(
+            evolution_ratio(epoch, r, phases, epochs) for r in (cfg.ratio_conv, cfg.ratio_bn, cfg.ratio_bias)
+        )
+        tracked = _evolvable(trainer.model) if cfg.reset_momentum else []
+        before = [t.detach().clone() for t in tracked]
+        stats = evolve_(trainer.model, ratios, lam=cfg.lam, mode=cfg.mode, counters=self.counters)
+        if cfg.reset_momentum:
+            _reset_changed_rows(trainer.optimizer, tracked, before)
+        trainer.log_metrics(
+            {
+                "we_filters": stats.filters,
+                "we_slices": stats.slices,
+                "we_bn_channels": stats.bn_channels,
+                "we_forced": stats.forced,
+                "we_ratio_conv": ratios[0],
+                "we_ratio_bn": ratios[1],
+                "we_ratio_bias": ratios[2],
+            }
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"counters": dict(self.counters)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.counters = {k: int(v) for k, v in state["counters"].items()}
+
+
+def _evolvable(model: nn.Module) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            out.append(m.weight)
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
+            out.extend((m.weight, m.bias))
+    return out
+
+
+@torch.no_grad()
+def _reset_changed_rows(
+    optimizer: torch.optim.Optimizer, params: list[torch.Tensor], before: list[torch.Tensor]
+) -> None:
+    """Zero every same-shaped optimizer state tensor (momentum, Adam moments) on the rows that changed."""
+    for p, old in zip(params, before):
+        rows = (p.detach() != old).reshape(p.shape[0], -1).any(1)
+        if not rows.any():
+            continue
+        for value in optimizer.state.get(p, {}).values():
+            if torch.is_tensor(value) and value.shape == p.shape:
+                value[rows] = 0
