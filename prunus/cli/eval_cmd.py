@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from prunus.cli._common import add_command, print_table
@@ -16,10 +17,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = add_command(
         subparsers,
         "eval",
-        "Evaluate a saved model directory on a dataset split.",
-        "prunus eval runs/r20/model --data fashion-mnist --split test",
+        "Evaluate a saved model directory on a dataset split; several models (or a run directory of "
+        "N networks) are also scored as their logit ensemble.",
+        "prunus eval runs/r20/model --data fashion-mnist --split test\n"
+        "  prunus eval runs/graft --data fashion-mnist   # net0/model, net1/model and their ensemble",
     )
-    p.add_argument("model_dir", help="model directory (model.json + model.safetensors)")
+    p.add_argument(
+        "model_dir",
+        nargs="+",
+        help="model directory (model.json + model.safetensors), or a run directory holding net<k>/model",
+    )
     p.add_argument("--data", default="fashion-mnist", choices=list_datasets(), help="dataset (default fashion-mnist)")
     p.add_argument("--data-dir", help="directory holding the dataset files")
     p.add_argument("--split", default="test", choices=("test", "val"), help="which split (default test)")
@@ -43,20 +50,53 @@ def evaluate_model(model: Any, data_name: str, data_dir: str | None, split: str,
     return {"acc": result["acc"], "loss": result["loss"], "images": result["count"]}
 
 
+def model_dirs(paths: list[str]) -> list[Path]:
+    """Expand run directories of a population (net0/model, net1/model, ...) into model directories."""
+    from prunus.errors import ConfigError
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "model.json").exists():
+            out.append(p)
+            continue
+        nets = sorted((d / "model" for d in p.glob("net*") if (d / "model" / "model.json").exists()), key=_net_index)
+        if not nets:
+            raise ConfigError(f"{p} is neither a model directory (model.json) nor a run directory with net<k>/model")
+        out.extend(nets)
+    return out
+
+
+def _net_index(path: Path) -> int:
+    digits = path.parent.name[3:]
+    return int(digits) if digits.isdigit() else -1
+
+
 def run(args: argparse.Namespace) -> int:
+    from prunus.ensemble import LogitEnsemble
     from prunus.formats import load
     from prunus.measure import count
     from prunus.model_info import get_info
 
-    model = load(args.model_dir, trust_factory=args.trust_factory)
-    result = evaluate_model(model, args.data, args.data_dir, args.split, args.batch_size)
-    counts = count(model, (1, *get_info(model).input_shape))
-    rows = [
-        (f"{args.split} accuracy", f"{result['acc'] * 100:.2f}%"),
-        (f"{args.split} loss", f"{result['loss']:.4f}"),
-        ("images", result["images"]),
-        ("MACs", f"{counts.macs:,}"),
-        ("params", f"{counts.params:,}"),
-    ]
-    print_table(f"{args.model_dir} on {args.data}", ("metric", "value"), rows)
+    dirs = model_dirs(args.model_dir)
+    models = [load(d, trust_factory=args.trust_factory) for d in dirs]
+    rows: list[tuple[str, Any]] = []
+    for d, model in zip(dirs, models):
+        result = evaluate_model(model, args.data, args.data_dir, args.split, args.batch_size)
+        counts = count(model, (1, *get_info(model).input_shape))
+        prefix = f"{d}: " if len(models) > 1 else ""
+        rows += [
+            (f"{prefix}{args.split} accuracy", f"{result['acc'] * 100:.2f}%"),
+            (f"{prefix}{args.split} loss", f"{result['loss']:.4f}"),
+        ]
+    if len(models) > 1:
+        result = evaluate_model(LogitEnsemble(models), args.data, args.data_dir, args.split, args.batch_size)
+        rows += [
+            (f"ensemble of {len(models)}: {args.split} accuracy", f"{result['acc'] * 100:.2f}%"),
+            (f"ensemble of {len(models)}: {args.split} loss", f"{result['loss']:.4f}"),
+        ]
+    rows += [("images", result["images"]), ("MACs", f"{counts.macs:,}"), ("params", f"{counts.params:,}")]
+    if len(models) > 1:
+        rows[-2:] = [("MACs (each model)", f"{counts.macs:,}"), ("params (each model)", f"{counts.params:,}")]
+    title = args.model_dir[0] if len(args.model_dir) == 1 else f"{len(models)} models"
+    print_table(f"{title} on {args.data}", ("metric", "value"), rows)
     return 0

@@ -22,7 +22,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         subparsers,
         "train",
         "Train a model (optionally with pruning/reactivation methods) into a run directory.",
-        "prunus train --model resnet20 --data fashion-mnist --epochs 15 --out runs/r20",
+        "prunus train --model resnet20 --data fashion-mnist --epochs 15 --out runs/r20\n"
+        "  prunus train --model resnet20 --epochs 10 --method graft --networks 2 --out runs/graft",
     )
     p.add_argument("--config", metavar="YAML", help="recipe/config file; flags override its values")
     p.add_argument("--out", metavar="DIR", help="run directory (config.yaml, metrics.jsonl, checkpoint, model/)")
@@ -50,6 +51,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     m.add_argument("--width", type=float, help="target width ratio (csgd)")
     m.add_argument("--eps", type=float, help="centripetal strength (csgd)")
     m.add_argument("--interval", type=int, help="epochs between pruning steps (sfp)")
+    m.add_argument(
+        "--networks",
+        type=int,
+        help="train N independent networks side by side in this process (grafting, ensembles); "
+        "under torchrun each rank trains one network when a method needs peers (graft)",
+    )
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any method argument (YAML value)")
     p.set_defaults(run=run)
     return p
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             "threads": args.threads,
         },
         "methods": _method_specs(args),
+        "networks": args.networks,
     }
     config: RunConfig = resolve_run_config(args.config, overrides)
     result = train_run(config, args.out, resume=args.resume, progress=not args.no_progress)
@@ -122,5 +130,7 @@ def _print_summary(metrics: dict[str, Any], out: str | None) -> None:
 
     rows = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float))]
     print_table("result", ("metric", "value"), rows)
-    if out:
+    if out and "networks" in metrics:
+        print(f"run directory: {out} (models in {out}/net0/model ... net{metrics['networks'] - 1}/model)")
+    elif out:
         print(f"run directory: {out} (model in {out}/model)")

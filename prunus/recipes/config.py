@@ -72,8 +72,11 @@ class RunConfig(Config):
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     methods: tuple[MethodSpec, ...] = ()
+    networks: int = 1  # independent networks trained side by side (grafting, ensembles); 1 = one model
 
     def __post_init__(self) -> None:
+        if isinstance(self.networks, bool) or not isinstance(self.networks, int) or self.networks < 1:
+            raise ConfigError(f"networks={self.networks!r} is not valid; expected an integer >= 1")
         if self.version != CONFIG_VERSION:
             raise ConfigError(f"config version {self.version} is not supported (this prunus reads {CONFIG_VERSION})")
 
@@ -92,6 +95,9 @@ def resolve_run_config(
             if section == "methods":
                 if given:
                     data["methods"] = given
+            elif not isinstance(values, Mapping):  # a top-level scalar such as networks
+                if values is not None:
+                    data[section] = values
             elif given:
                 data[section] = {**data[section], **given}
         config = RunConfig.from_dict(data)

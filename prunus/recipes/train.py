@@ -62,8 +62,27 @@ def train_run(
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     device = resolve_device(config.train.device)
     dist = init_from_env(device)
-    torch.manual_seed(config.train.seed)  # same seed -> same initialisation in every arm
-    data = build_loaders(config.data, seed=config.train.seed, rank=dist.rank, world_size=dist.world_size)
+    methods = [create_method(spec.name, **spec.args) for spec in config.methods]
+    if config.networks > 1 or any(getattr(m, "needs_peers", False) for m in methods):
+        from prunus.recipes.population import train_population
+
+        return train_population(config, run_dir, resume=resume, progress=progress, model=model)
+    data, model = build_data_and_model(config, config.train.seed, dist.rank, dist.world_size, model)
+    if run_dir is not None and dist.is_main:
+        write_run_config(config, run_dir / "config.yaml")
+    trainer = Trainer(model, data, config.train, methods, run_dir, resume=resume, progress=progress)
+    metrics = trainer.fit()
+    model = finish_model(trainer, data, metrics, start, run_dir if dist.is_main else None, config)
+    barrier()
+    return TrainResult(model=model, metrics=metrics, run_dir=run_dir)
+
+
+def build_data_and_model(
+    config: RunConfig, seed: int, rank: int = 0, world_size: int = 1, model: nn.Module | None = None
+) -> tuple[Any, nn.Module]:
+    """The data bundle (this rank's shard) and the model (built with `seed`, unless given)."""
+    torch.manual_seed(seed)  # same seed -> same initialisation in every arm
+    data = build_loaders(config.data, seed=seed, rank=rank, world_size=world_size)
     if model is None:
         model = create_model(
             config.model.name,
@@ -73,16 +92,19 @@ def train_run(
             **config.model.kwargs,
         )
     update_info(model, input_shape=tuple(data.input_shape))
-    methods = [create_method(spec.name, **spec.args) for spec in config.methods]
-    if run_dir is not None and dist.is_main:
-        write_run_config(config, run_dir / "config.yaml")
-    trainer = Trainer(model, data, config.train, methods, run_dir, resume=resume, progress=progress)
-    metrics = trainer.fit()
+    return data, model
+
+
+def finish_model(
+    trainer: Trainer, data: Any, metrics: dict[str, Any], start: float, out: Path | None, config: RunConfig
+) -> nn.Module:
+    """Add MACs/params/time to `metrics`; with `out`, write out/model and out/summary.json."""
     model = trainer.model
     counts = count(model, (1, *data.input_shape))
-    metrics.update(macs=counts.macs, params=counts.params, seconds=time.perf_counter() - start, seed=config.train.seed)
-    if run_dir is not None and dist.is_main:
-        save(model.cpu(), run_dir / "model", input_shape=data.input_shape, metrics=metrics)
-        write_json(run_dir / "summary.json", {"config": config.to_dict(), "metrics": metrics})
-    barrier()
-    return TrainResult(model=model, metrics=metrics, run_dir=run_dir)
+    metrics.update(
+        macs=counts.macs, params=counts.params, seconds=time.perf_counter() - start, seed=trainer.config.seed
+    )
+    if out is not None:
+        save(model.cpu(), out / "model", input_shape=data.input_shape, metrics=metrics)
+        write_json(out / "summary.json", {"config": config.to_dict(), "metrics": metrics})
+    return model
