@@ -44,7 +44,6 @@ def network_dir(run_dir: Path, network: int) -> Path:
 def train_population(
     config: RunConfig,
     run_dir: str | os.PathLike[str] | None,
-    *,
     resume: bool = False,
     progress: bool = True,
     model: nn.Module | None = None,

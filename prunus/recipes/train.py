@@ -66,7 +66,7 @@ def train_run(
     if config.networks > 1 or any(getattr(m, "needs_peers", False) for m in methods):
         from prunus.recipes.population import train_population
 
-        return train_population(config, run_dir, resume=resume, progress=progress, model=model)
+        return train_population(config, run_dir, resume, progress, model)
     data, model = build_data_and_model(config, config.train.seed, dist.rank, dist.world_size, model)
     if run_dir is not None and dist.is_main:
         write_run_config(config, run_dir / "config.yaml")
