@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -299,3 +300,23 @@ def test_graft_with_csgd_in_a_population():
         assert any(k.startswith("csgd_") for k in t.history[-1])
         dense = sum(p.numel() for p in _model(0).parameters())
         assert sum(p.numel() for p in t.model.parameters()) < dense  # C-SGD merged at the end
+
+
+def test_per_network_learning_rates_follow_the_paper_formula():
+    def lr_of(peers):
+        from prunus.engine.parallel import Independent
+
+        t = Trainer(
+            _model(0),
+            _data(),
+            _cfg(),
+            [create_method("graft", per_network_lr=True)],
+            progress=False,
+            parallel=Independent(peers),
+        )
+        return t.optimizer.param_groups[0]["base_lr"]
+
+    lrs = Lockstep(4).run([lr_of] * 4)
+    expected = [0.05 * (1 + math.cos(math.pi * (4 - k) / 4)) / 2 for k in range(1, 5)]
+    assert lrs == pytest.approx(expected)
+    assert lrs[-1] == pytest.approx(0.05)
