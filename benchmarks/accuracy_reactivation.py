@@ -7,7 +7,8 @@ with paired seeds. Arm runs per seed:
   the run's seed, so it IS the `baseline` arm (bit-identical to a single-network run, which the
   tests check), and the pair's logit ensemble is the `ensemble2` arm (the fair comparison for
   grafting's doubled compute);
-- `we`: one network with Weight Evolution (defaults, paper crossover);
+- `we`: one network with Weight Evolution (defaults, paper crossover); `we_reset_momentum`: the
+  same with the evolved rows' optimizer momentum zeroed (the option this implementation adds);
 - `graft2`: two networks with ring grafting (entropy, A=0.4, c=500); reported: network 0's
   accuracy and the mean over both networks.
 
@@ -78,6 +79,10 @@ def run_seed(args: argparse.Namespace, seed: int, root: Path) -> dict[str, Any]:
     we = train_run(_config(args, seed, [{"name": "we"}], 1), root / f"we-{seed}", progress=False)
     out["we"] = we.metrics["final_test_acc"]
     out["we_seconds"] = time.perf_counter() - start
+    we_reset = train_run(
+        _config(args, seed, [{"name": "we", "args": {"reset_momentum": True}}], 1), root / f"wer-{seed}", progress=False
+    )
+    out["we_reset_momentum"] = we_reset.metrics["final_test_acc"]
     start = time.perf_counter()
     graft = train_run(_config(args, seed, [{"name": "graft"}], 2), root / f"graft2-{seed}", progress=False)
     out["graft2"] = graft.metrics["net0_final_test_acc"]
@@ -114,7 +119,7 @@ def main() -> None:
             print(records[-1], flush=True)
     base = {r["seed"]: r["baseline"] for r in records}
     summary = {}
-    for arm in ("baseline", "we", "graft2", "graft2_mean_of_networks", "ensemble2"):
+    for arm in ("baseline", "we", "we_reset_momentum", "graft2", "graft2_mean_of_networks", "ensemble2"):
         vals = {r["seed"]: r[arm] for r in records}
         summary[arm] = {"test_acc": _stats(list(vals.values()))}
         if arm != "baseline":
