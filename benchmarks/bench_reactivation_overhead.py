@@ -76,8 +76,7 @@ def graft_core_seconds(trainer) -> float:
     timer would also run while network 1 trains): information of every layer, the copy the
     in-process exchange makes, and the blend."""
     nets = [trainer([]).model, trainer([]).model]
-    x = torch.zeros(1, *nets[0].prunus_input_shape) if hasattr(nets[0], "prunus_input_shape") else None
-    units = [graft_units(n, x if x is not None else torch.zeros(1, 1, 28, 28)) for n in nets]
+    units = [graft_units(n, torch.zeros(1, 1, 28, 28)) for n in nets]
     start = time.perf_counter()
     info = [[layer_information(u.conv.weight) for u in us] for us in units]
     theirs = [t.clone() for u in units[1] for t in unit_tensors(u)]
