@@ -136,6 +136,7 @@ def main() -> None:
         order = ARMS[r % len(ARMS) :] + ARMS[: r % len(ARMS)]
         for arm in order:
             seconds = run(arm)
+            print(f"round {r} {arm}: {seconds:.2f} s", flush=True)
             if r > 0:  # round 0 is the warm-up
                 times[arm].append(seconds)
     med = {arm: statistics.median(t) for arm, t in times.items()}
