@@ -52,17 +52,11 @@ def evaluate_model(model: Any, data_name: str, data_dir: str | None, split: str,
 
 def model_dirs(paths: list[str]) -> list[Path]:
     """Expand run directories of a population (net0/model, net1/model, ...) into model directories."""
-    from prunus.errors import ConfigError
-
     out: list[Path] = []
     for p in map(Path, paths):
-        if (p / "model.json").exists():
-            out.append(p)
-            continue
         nets = sorted((d / "model" for d in p.glob("net*") if (d / "model" / "model.json").exists()), key=_net_index)
-        if not nets:
-            raise ConfigError(f"{p} is neither a model directory (model.json) nor a run directory with net<k>/model")
-        out.extend(nets)
+        # anything else goes to `load`, which says what is wrong with it
+        out.extend(nets if nets and not (p / "model.json").exists() else [p])
     return out
 
 
