@@ -35,16 +35,15 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from accuracy_pruning import _commit, _paired, _stats  # noqa: E402
+from accuracy_pruning import _paired, _stats  # noqa: E402
 
-import prunus  # noqa: E402
+from prunus import provenance  # noqa: E402
 from prunus._atomic import write_json  # noqa: E402
 from prunus.formats import load  # noqa: E402
 from prunus.methods._grafting import invalid_filters  # noqa: E402
@@ -134,10 +133,7 @@ def main() -> None:
         "summary": summary,
         "runs": records,
         "load_average": os.getloadavg(),
-        "torch": torch.__version__,
-        "prunus": prunus.__version__,
-        "commit": _commit(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(config=vars(args)),
     }
     out = args.out or str(RESULTS / f"accuracy_reactivation_{args.model}_reduced.json")
     write_json(out, result)

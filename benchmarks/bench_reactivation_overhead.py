@@ -25,16 +25,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-import prunus
+from prunus import provenance
 from prunus._atomic import write_json
 from prunus.data import DataConfig, build_loaders
 from prunus.engine import TrainConfig, Trainer
@@ -165,10 +163,7 @@ def main() -> None:
         "target": {k: f"<= {v}" for k, v in TARGETS.items()},
         "rounds": args.rounds,
         "load_average": os.getloadavg(),
-        "torch": torch.__version__,
-        "prunus": prunus.__version__,
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(config=vars(args)),
     }
     write_json(args.out, result)
     for k, v in ratios.items():
