@@ -63,7 +63,7 @@ def test_measure_latency_restores_torch_threads():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"runtimes": ("tensorrt",)}, "choose from torch, onnxruntime"),
+        ({"runtimes": ("tensorrt",)}, "choose from torch, torch-folded, onnxruntime"),
         ({"batch_sizes": (0, 4)}, "batch sizes must be positive"),
         ({"batch_sizes": ()}, "batch sizes must be positive"),
         ({"repeats": 0}, "repeats must be >= 1"),
@@ -91,6 +91,8 @@ def test_compare_latency_ratios_are_consistent_with_count():
     assert [(r.runtime, r.batch) for r in cmp.rows] == [
         ("torch", 1),
         ("torch", 4),
+        ("torch-folded", 1),
+        ("torch-folded", 4),
         ("onnxruntime", 1),
         ("onnxruntime", 4),
     ]
@@ -103,11 +105,14 @@ def test_compare_latency_ratios_are_consistent_with_count():
     # headline: batch 64 is absent, so the largest measured batch, best runtime
     assert cmp.latency_efficiency() == max(r.efficiency for r in cmp.rows if r.batch == 4)
     assert cmp.latency_efficiency(1) == max(r.efficiency for r in cmp.rows if r.batch == 1)
+    best = cmp.best_runtime(1)
+    assert next(r.efficiency for r in cmp.rows if (r.runtime, r.batch) == (best, 1)) == cmp.latency_efficiency(1)
     with pytest.raises(ConfigError, match="batch 16 was not measured"):
         cmp.latency_efficiency(16)
     data = json.loads(json.dumps(cmp.to_dict()))
     assert data["macs_ratio"] == 3.5
-    assert len(data["speedups"]) == len(data["dense"]) == len(data["pruned"]) == 4
+    assert data["best_runtime"] == cmp.best_runtime()
+    assert len(data["speedups"]) == len(data["dense"]) == len(data["pruned"]) == 6
 
 
 def test_benchmark_model_reports_counts_bytes_and_rows(tmp_path):
@@ -125,7 +130,13 @@ def test_benchmark_model_reports_counts_bytes_and_rows(tmp_path):
     )
     assert (single["bytes"], single["files"]) == (1000, {"model.onnx": 1000})
     assert res["input_shape"] == [1, 6, 6]
-    assert [(r["runtime"], r["batch"]) for r in res["latency"]] == [("torch", 2), ("onnxruntime", 2)]
+    assert [(r["runtime"], r["batch"]) for r in res["latency"]] == [
+        ("torch", 2),
+        ("torch-folded", 2),
+        ("onnxruntime", 2),
+    ]
+    best = min(res["latency"], key=lambda r: r["median_ms"])
+    assert res["fastest"] == {2: best["runtime"]}
     assert set(res["versions"]) == {"torch", "onnxruntime"}
     json.dumps(res)  # JSON-able as is
     assert benchmark_model(net, SHAPE, batch_sizes=(1,), runtimes=("torch",), **FAST)["bytes"] is None
@@ -157,10 +168,16 @@ def test_cli_bench_prints_table_and_writes_json(model_dir, tmp_path, capsys):
     assert [(r["runtime"], r["batch"]) for r in data["latency"]] == [
         ("torch", 1),
         ("torch", 2),
+        ("torch-folded", 1),
+        ("torch-folded", 2),
         ("onnxruntime", 1),
         ("onnxruntime", 2),
     ]
     assert all(r["median_ms"] > 0 for r in data["latency"])
+    for b in (1, 2):  # the winner is named, and it is the fastest row of that batch
+        winner = min((r for r in data["latency"] if r["batch"] == b), key=lambda r: r["median_ms"])["runtime"]
+        assert data["fastest"][str(b)] == winner
+        assert f"fastest at batch {b}: {winner}" in printed
 
 
 @pytest.mark.parametrize(
@@ -168,7 +185,7 @@ def test_cli_bench_prints_table_and_writes_json(model_dir, tmp_path, capsys):
     [
         (["--batch-sizes", "1,x"], "--batch-sizes must be comma-separated positive integers"),
         (["--batch-sizes", "0"], "--batch-sizes must be comma-separated positive integers"),
-        (["--runtimes", "torch,tvm"], "choose from: torch, onnxruntime"),
+        (["--runtimes", "torch,tvm"], "choose from: torch, torch-folded, onnxruntime"),
         (["--repeats", "0"], "--repeats"),
     ],
 )

@@ -17,13 +17,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = add_command(
         subparsers,
         "bench",
-        "Measure MACs, parameters, file size and median latency (torch and onnxruntime) of a saved model.",
+        "Measure MACs, parameters, file size and median latency (torch, torch-folded, onnxruntime) of a saved model.",
         "prunus bench runs/r20/model --batch-sizes 1,64 --repeats 50 --json r20_bench.json",
     )
     add_model_args(parser)
     parser.add_argument("--batch-sizes", default="1,16,64", metavar="B1,B2,..", help="default: 1,16,64")
     parser.add_argument(
-        "--runtimes", default="torch,onnxruntime", metavar="R1,R2", help="torch and/or onnxruntime (default: both)"
+        "--runtimes",
+        default="torch,torch-folded,onnxruntime",
+        metavar="R1,R2",
+        help="any of torch (eager), torch-folded (eager, BN folded into convs), onnxruntime (default: all three)",
     )
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per runtime and batch (default: 30)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls before timing (default: 5)")
@@ -70,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
             for r in result["latency"]
         ],
     )
+    for batch, runtime in result["fastest"].items():
+        print(f"fastest at batch {batch}: {runtime}")
     if args.json:
         write_json(args.json, result)
         print(f"wrote {args.json}")

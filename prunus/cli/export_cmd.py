@@ -68,6 +68,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--out", metavar="PATH", help="output file (default: MODEL_DIR/model.onnx or model.pt)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset version (default: 17)")
     parser.add_argument("--no-check", action="store_true", help="skip running the file and comparing logits")
+    parser.add_argument(
+        "--no-fold-bn",
+        action="store_true",
+        help="keep BatchNorms separate (default: fold each into the conv before it)",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -83,15 +88,17 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.model_dir) / FORMATS[args.format]
     example = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
     if args.format == "onnx":
-        result = export_onnx(model, out, example, opset=args.opset, check=not args.no_check)
+        result = export_onnx(
+            model, out, example, opset=args.opset, check=not args.no_check, fold_bn=not args.no_fold_bn
+        )
     else:
-        result = export_torchscript(model, out, example, check=not args.no_check)
+        result = export_torchscript(model, out, example, check=not args.no_check, fold_bn=not args.no_fold_bn)
     diff = "unchecked" if result.max_abs_diff is None else f"{result.max_abs_diff:.2e}"
     batches = ",".join(map(str, result.checked_batches)) or "-"
     print_table(
         f"prunus export {args.model_dir}",
-        ["format", "bytes", "max |file - eager|", "checked batches"],
-        [[result.format, result.bytes, diff, batches]],
+        ["format", "bytes", "max |file - eager|", "checked batches", "BNs folded"],
+        [[result.format, result.bytes, diff, batches, result.folded_bn]],
     )
     print(f"wrote {result.path}")  # outside the table: rich would wrap a long path
     return 0

@@ -21,16 +21,24 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = add_command(
         subparsers,
         "prune",
-        "Prune a saved model once to a MACs or channel target (optionally fine-tune) and save it.",
-        "prunus prune runs/r20/model --macs-ratio 0.5 --criterion l1 --out runs/r20-half",
+        "Prune a saved model once to a MACs, parameter or channel target (optionally fine-tune) and save it.",
+        "prunus prune runs/r20/model --macs-ratio 0.5 --criterion l1 --round-to 8 --out runs/r20-half",
     )
     p.add_argument("model_dir", help="model directory (model.json + model.safetensors)")
     p.add_argument("--out", required=True, metavar="DIR", help="where the pruned model is saved")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--macs-ratio", type=float, help="fraction of the MACs KEPT, in (0, 1]; 0.5 = half the MACs")
+    target.add_argument("--params-ratio", type=float, help="fraction of the parameters KEPT, in (0, 1]")
     target.add_argument("--ratio", type=float, help="fraction of channels REMOVED from every prunable group, in [0, 1)")
     p.add_argument("--criterion", default="l1", choices=list_criteria(), help="filter criterion (default l1)")
     p.add_argument("--global", dest="global_pruning", action="store_true", help="rank channels across groups")
+    p.add_argument(
+        "--round-to",
+        type=int,
+        default=1,
+        metavar="N",
+        help="keep every pruned width a multiple of N channels (or the full width), e.g. 8 or 16 (default 1)",
+    )
     p.add_argument("--ignore", action="append", metavar="MODULE", help="module whose outputs are kept (repeatable)")
     p.add_argument("--trust-factory", action="store_true", help="allow importing the user factory named in the file")
     p.add_argument("--json", action="store_true", help="print the prune report as JSON")
@@ -99,10 +107,12 @@ def run(args: argparse.Namespace) -> int:
         example_input(shape),
         ratio=args.ratio,
         macs_ratio=args.macs_ratio,
+        params_ratio=args.params_ratio,
         criterion=args.criterion,
         ignored_layers=args.ignore,
         global_pruning=args.global_pruning,
         batch=batch,
+        round_to=args.round_to,
     )
     out = Path(args.out)
     metrics: dict[str, Any] = {"macs": report.pruned_macs, "params": report.pruned_params}
@@ -128,11 +138,13 @@ def _print_report(report: Any, metrics: dict[str, Any], out: Path) -> None:
 
     rows = [
         ("MACs kept (pruned / dense)", opt(report.requested_macs_ratio), f"{report.achieved_macs_ratio:.4f}"),
-        ("params kept (pruned / dense)", "-", f"{report.achieved_params_ratio:.4f}"),
+        ("params kept (pruned / dense)", opt(report.requested_params_ratio), f"{report.achieved_params_ratio:.4f}"),
         ("channels removed (prunable groups)", opt(report.requested_ratio), f"{report.achieved_ratio:.4f}"),
         ("MACs (before -> after)", "-", f"{report.dense_macs:,} -> {report.pruned_macs:,}"),
         ("params (before -> after)", "-", f"{report.dense_params:,} -> {report.pruned_params:,}"),
     ]
+    if report.round_to > 1:
+        rows.append(("widths rounded to a multiple of", "-", str(report.round_to)))
     if report.rate is not None:
         rows.append(("per-group rate", "-", f"{report.rate:.4f}"))
     if "final_test_acc" in metrics:

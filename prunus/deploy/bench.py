@@ -5,8 +5,14 @@ and IQR as spread) over repeated single forward calls; dense-vs-pruned compariso
 models in one process, interleaved call by call, so machine noise hits both alike, and report
 ratios rather than absolute times.
 
-Runtimes: "torch" (eager, eval mode, `torch.inference_mode`) and "onnxruntime" (CPU provider,
-fed an in-memory ONNX export of the model; needs `pip install prunus[export]`).
+Runtimes, every one the deploy path knows:
+- "torch": eager, eval mode, `torch.inference_mode`, the model as given;
+- "torch-folded": the same after `prunus.deploy.fold.fold_bn` (BatchNorms folded into their convs;
+  skipped with a FoldError if torch.fx cannot trace the model);
+- "onnxruntime": CPU provider with every graph optimization, fed an in-memory ONNX export with a
+  STATIC batch size per measured batch (shapes known in advance let onnxruntime plan memory and
+  pick kernels once); needs `pip install prunus[export]`.
+Results name the fastest runtime per batch (`fastest`), so a reader sees which deploy path won.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from prunus.errors import ConfigError
 __all__ = [
     "RUNTIMES",
     "LatencyComparison",
+    "fastest",
     "LatencyRow",
     "SpeedupRow",
     "benchmark_model",
@@ -35,7 +42,7 @@ __all__ = [
     "measure_latency",
 ]
 
-RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime")
+RUNTIMES: tuple[str, ...] = ("torch", "torch-folded", "onnxruntime")
 DEFAULT_BATCHES: tuple[int, ...] = (1, 16, 64)
 HEADLINE_BATCH = 64  # benchmarks.md: latency efficiency is judged at batch 64
 
@@ -97,19 +104,26 @@ class LatencyComparison:
         """Dense parameters over pruned parameters."""
         return self.dense_params / self.pruned_params
 
+    def _at(self, batch: int | None) -> list[SpeedupRow]:
+        batches = sorted({r.batch for r in self.rows})
+        if batch is None:
+            batch = HEADLINE_BATCH if HEADLINE_BATCH in batches else batches[-1]
+        found = [r for r in self.rows if r.batch == batch]
+        if not found:
+            raise ConfigError(f"batch {batch} was not measured; measured: {batches}")
+        return found
+
     def latency_efficiency(self, batch: int | None = None) -> float:
         """Best efficiency over runtimes at `batch` (default 64, else the largest batch measured).
 
         This is the headline figure of docs/benchmarks.md: (dense latency / pruned latency) /
         (dense MACs / pruned MACs) with the runtime that gets closest to the MACs limit.
         """
-        batches = sorted({r.batch for r in self.rows})
-        if batch is None:
-            batch = HEADLINE_BATCH if HEADLINE_BATCH in batches else batches[-1]
-        found = [r.efficiency for r in self.rows if r.batch == batch]
-        if not found:
-            raise ConfigError(f"batch {batch} was not measured; measured: {batches}")
-        return max(found)
+        return max(r.efficiency for r in self._at(batch))
+
+    def best_runtime(self, batch: int | None = None) -> str:
+        """The runtime whose efficiency `latency_efficiency` reports at `batch`."""
+        return max(self._at(batch), key=lambda r: r.efficiency).runtime
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict with the ratios, the headline efficiency and every row."""
@@ -121,6 +135,8 @@ class LatencyComparison:
             "pruned_params": self.pruned_params,
             "params_ratio": self.params_ratio,
             "latency_efficiency": self.latency_efficiency(),
+            "best_runtime": self.best_runtime(),
+            "fastest_pruned": fastest(self.pruned),
             "speedups": [r.to_dict() for r in self.rows],
             "dense": [r.to_dict() for r in self.dense],
             "pruned": [r.to_dict() for r in self.pruned],
@@ -185,24 +201,45 @@ def _runners(
     gen = torch.Generator().manual_seed(0)
     inputs = {b: torch.randn((b, *shape), generator=gen) for b in batches}
     out: dict[tuple[str, int], Runner] = {}
-    if "torch" in runtimes:
-        device = _device(model)
-        # CUDA calls return before the kernels finish; synchronise so the time is the forward's.
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        for b in batches:
-            x = inputs[b].to(device)
-            out["torch", b] = lambda x=x: (model(x), sync())
-    if "onnxruntime" in runtimes:
-        from prunus.deploy.export import onnx_bytes, ort_session
+    device = _device(model)
+    # CUDA calls return before the kernels finish; synchronise so the time is the forward's.
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for rt in runtimes:
+        if rt in ("torch", "torch-folded"):
+            net = model
+            if rt == "torch-folded":
+                from prunus.deploy.fold import fold_bn
 
-        with torch.inference_mode(False):  # the exporter traces; tracing needs normal tensors
-            data = onnx_bytes(model, torch.randn((1, *shape)).to(_device(model)), dynamic_batch=True)
-        sess = ort_session(data, threads=threads)
-        name = sess.get_inputs()[0].name
-        for b in batches:
-            feed = {name: inputs[b].numpy()}
-            out["onnxruntime", b] = lambda feed=feed: sess.run(None, feed)
+                with torch.inference_mode(False):  # fx tracing and the fold need normal tensors
+                    net = fold_bn(model)[0]
+            for b in batches:
+                x = inputs[b].to(device)
+                out[rt, b] = lambda x=x, net=net: (net(x), sync())
+        elif rt == "onnxruntime":
+            from prunus.deploy.export import onnx_bytes, ort_session
+
+            for b in batches:
+                with torch.inference_mode(False):  # the exporter traces; tracing needs normal tensors
+                    data = onnx_bytes(model, torch.randn((b, *shape)).to(device), dynamic_batch=False)
+                sess = ort_session(data, threads=threads)
+                feed = {sess.get_inputs()[0].name: inputs[b].numpy()}
+                out[rt, b] = lambda feed=feed, sess=sess: sess.run(None, feed)
     return out
+
+
+def fastest(rows: Sequence[LatencyRow]) -> dict[int, str]:
+    """Batch -> the runtime with the lowest median latency among `rows`.
+
+    Example:
+        >>> rows = [LatencyRow("torch", 1, 2.0, 2, 0, 500, 3), LatencyRow("onnxruntime", 1, 1.0, 1, 0, 1e3, 3)]
+        >>> fastest(rows)
+        {1: 'onnxruntime'}
+    """
+    best: dict[int, LatencyRow] = {}
+    for r in rows:
+        if r.batch not in best or r.median_ms < best[r.batch].median_ms:
+            best[r.batch] = r
+    return {b: r.runtime for b, r in sorted(best.items())}
 
 
 def _timed(fn: Runner) -> float:
@@ -233,7 +270,7 @@ def measure_latency(
         model: The model; measured in eval mode and returned to its previous mode.
         input_shape: (C, H, W) of one image.
         batch_sizes: Batch sizes to measure.
-        runtimes: Any of "torch", "onnxruntime".
+        runtimes: Any of `RUNTIMES`: "torch", "torch-folded", "onnxruntime".
         warmup: Untimed calls before the timed ones (allocator, caches, lazy init).
         repeats: Timed calls; the median and spread are taken over them.
         threads: Intra-op threads for both runtimes; None keeps the defaults.
@@ -304,7 +341,7 @@ def benchmark_model(
 
     Returns:
         {"input_shape", "macs", "params", "bytes" (None without model_dir), "files",
-        "threads", "versions", "latency": [LatencyRow dicts]}.
+        "threads", "versions", "latency": [LatencyRow dicts], "fastest": {batch: runtime}}.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten())
@@ -327,6 +364,7 @@ def benchmark_model(
         "threads": threads if threads else torch.get_num_threads(),
         "versions": _versions(rts),
         "latency": [r.to_dict() for r in rows],
+        "fastest": fastest(rows),
     }
 
 

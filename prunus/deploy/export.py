@@ -4,6 +4,10 @@ Both exporters put the model in eval mode, write the file atomically, reload it 
 runtime (onnxruntime on CPU, `torch.jit.load`) and compare the logits with the eager model's on
 the example batch and on a second batch size, so a file that exists is a file that works.
 
+By default the exported graph is `fold_bn(model)`: every BatchNorm that directly follows a conv is
+folded into it (one memory pass less per BN); the check still compares against the original,
+unfolded eager model. A model torch.fx cannot trace is exported as it is (`folded_bn` = 0).
+
 ONNX uses the classic TorchScript-based exporter (`dynamo=False`): it needs only `onnx` to write
 the file, while the torch.export-based one would also need `onnxscript`. Checking the file needs
 `onnxruntime`. Both come with `pip install 'prunus[export]'`.
@@ -61,6 +65,7 @@ class ExportResult:
         bytes: Size of the file on disk.
         max_abs_diff: Largest |file logits - eager logits| over the checked batches; None if unchecked.
         checked_batches: Batch sizes the file was run at during the check (empty if unchecked).
+        folded_bn: BatchNorms folded into the conv before them in the exported graph.
     """
 
     path: Path
@@ -68,6 +73,7 @@ class ExportResult:
     bytes: int
     max_abs_diff: float | None
     checked_batches: tuple[int, ...] = ()
+    folded_bn: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary."""
@@ -77,6 +83,7 @@ class ExportResult:
             "bytes": self.bytes,
             "max_abs_diff": self.max_abs_diff,
             "checked_batches": list(self.checked_batches),
+            "folded_bn": self.folded_bn,
         }
 
 
@@ -172,6 +179,18 @@ def _max_abs_diff(expected: list[torch.Tensor], actual: Sequence[Any], what: str
     return worst
 
 
+def _deployable(model: nn.Module, fold: bool) -> tuple[nn.Module, int]:
+    """The module to serialize: the BN-folded copy when asked and possible, else `model` itself."""
+    if not fold:
+        return model, 0
+    from prunus.deploy.fold import FoldError, fold_bn
+
+    try:
+        return fold_bn(model)
+    except FoldError:  # not fx-traceable: still exportable by tracing, just without the fold
+        return model, 0
+
+
 def _require(module: str, purpose: str) -> Any:
     try:
         return importlib.import_module(module)
@@ -195,6 +214,9 @@ def ort_session(model: bytes | str | os.PathLike[str], threads: int | None = Non
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = int(threads or 0)  # 0 = onnxruntime's default
     opts.inter_op_num_threads = 1  # the CNNs here are a single chain; parallel branches buy nothing
+    # every graph rewrite onnxruntime has (constant folding, conv+BN/activation fusion, layout
+    # transforms); ENABLE_ALL is its default today, stated so that a changed default cannot slow us
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     source = model if isinstance(model, bytes) else str(model)
     try:
         return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
@@ -285,6 +307,7 @@ def export_onnx(
     dynamic_batch: bool = True,
     check: bool = True,
     atol: float = 1e-4,
+    fold_bn: bool = True,
 ) -> ExportResult:
     """Export `model` to an ONNX file and check it with onnxruntime.
 
@@ -299,9 +322,10 @@ def export_onnx(
         dynamic_batch: Make the batch axis symbolic.
         check: Run the file in onnxruntime and compare with torch.
         atol: Largest allowed |onnxruntime - torch| over all outputs.
+        fold_bn: Export the BN-folded copy (`prunus.deploy.fold.fold_bn`); checked against `model`.
 
     Returns:
-        ExportResult with the path, file size and max_abs_diff.
+        ExportResult with the path, file size, max_abs_diff and folded_bn.
 
     Raises:
         ExportError: Unsupported operator, or logits differ by more than `atol` (then nothing
@@ -318,7 +342,8 @@ def export_onnx(
     if check:
         _require("onnxruntime", "checking the ONNX file")  # fail before the (slow) export, not after
     inputs = _as_tuple(example_inputs)
-    data = onnx_bytes(model, inputs, opset=opset, dynamic_batch=dynamic_batch)
+    graph, folded = _deployable(model, fold_bn)
+    data = onnx_bytes(graph, inputs, opset=opset, dynamic_batch=dynamic_batch)
     diff, checked = None, ()
     if check:
         batches = [inputs, _other_batch(inputs)] if dynamic_batch else [inputs]
@@ -327,7 +352,7 @@ def export_onnx(
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     path = Path(path)
-    return ExportResult(path, "onnx", path.stat().st_size, diff, checked)
+    return ExportResult(path, "onnx", path.stat().st_size, diff, checked, folded)
 
 
 def export_torchscript(
@@ -337,6 +362,7 @@ def export_torchscript(
     *,
     check: bool = True,
     atol: float = 1e-5,
+    fold_bn: bool = True,
 ) -> ExportResult:
     """Trace `model` to TorchScript, save it atomically, reload it and compare the logits.
 
@@ -350,9 +376,10 @@ def export_torchscript(
         example_inputs: One tensor or a tuple of tensors.
         check: Reload with `torch.jit.load` and compare with the eager model.
         atol: Largest allowed |reloaded - eager| over all outputs.
+        fold_bn: Trace the BN-folded copy (`prunus.deploy.fold.fold_bn`); checked against `model`.
 
     Returns:
-        ExportResult with the path, file size and max_abs_diff.
+        ExportResult with the path, file size, max_abs_diff and folded_bn.
 
     Raises:
         ExportError: Tracing failed, or the reloaded module differs by more than `atol` (then
@@ -367,10 +394,11 @@ def export_torchscript(
     """
     inputs = _as_tuple(example_inputs)
     diff, checked = None, ()
+    graph, folded = _deployable(model, fold_bn)
     with _eval_mode(model), torch.no_grad(), _quiet_deprecations():
         try:
             # check_trace would re-run the model; our own comparison below covers it and more.
-            traced = torch.jit.trace(model, inputs, check_trace=False)
+            traced = torch.jit.trace(graph, inputs, check_trace=False)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ExportError(f"cannot trace {type(model).__name__} to TorchScript: {first}") from exc
@@ -388,4 +416,4 @@ def export_torchscript(
                     raise ExportError(f"TorchScript logits differ from eager by {diff:.3g} > atol {atol:g}")
                 checked = tuple(int(b[0].shape[0]) for b in batches)
     path = Path(path)
-    return ExportResult(path, "torchscript", path.stat().st_size, diff, checked)
+    return ExportResult(path, "torchscript", path.stat().st_size, diff, checked, folded)

@@ -53,6 +53,7 @@ from prunus.methods._clustering import (
 from prunus.methods._registry import register_method
 from prunus.model_info import example_input, get_info
 from prunus.structure import ChannelGroup, FilterFn, Role, build_groups, check_filter_fn, merge_, per_channel
+from prunus.pruning.widths import check_round_to, round_kept
 
 if TYPE_CHECKING:
     from prunus.engine.config import TrainConfig
@@ -93,6 +94,8 @@ class CentripetalSGD(Method):
         ignored_layers: Modules whose output channels are never clustered (shorthand for a filter_fn).
         filter_fn: `filter_fn(module, name) -> bool` (Python only), False keeps the module's output
             channels; default (neither given): all but the model's stem and classifier.
+        round_to: Cluster counts from ratios are rounded up to a multiple of this (or the full
+            width), as in `prunus.prune`; channel counts given in `widths` are used as they are.
 
     Example:
         >>> m = CentripetalSGD(width=0.5, widths={"layer3.0.conv2": 40}, eps=0.05, cluster="even")
@@ -112,7 +115,9 @@ class CentripetalSGD(Method):
         merge_at_end: bool = True,
         ignored_layers: Iterable[str] | None = None,
         filter_fn: FilterFn | None = None,
+        round_to: int = 1,
     ) -> None:
+        self.round_to = check_round_to(round_to)
         if isinstance(width, int) and not isinstance(width, bool) and width > 1:
             raise ConfigError(f"csgd.width={width} must be a ratio in (0, 1]; give channel counts per group in widths")
         check_range("csgd.width", width, 0.0, 1.0, low_inclusive=False)
@@ -178,7 +183,10 @@ class CentripetalSGD(Method):
             if not group.prunable:
                 continue
             n = group.num_channels
-            k = target_width(n, self.widths.get(key, self.width), key)
+            spec = self.widths.get(key, self.width)
+            k = target_width(n, spec, key)
+            if not isinstance(spec, int):
+                k = round_kept(n, k, self.round_to)
             if k == n:
                 continue
             reason = unsupported_reason(group, model)

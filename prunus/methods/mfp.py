@@ -151,7 +151,7 @@ class MetaAttributePruning(SoftFilterPruning):
         meta_attribute: "loss", "norm-spread" (see `META_ATTRIBUTES`) or a callable
             `fn(neighbour, MetaContext) -> float`; lower wins.
         holdout_size: Images of the fixed training slice the `loss` meta-attribute evaluates on.
-        interval, hard, remove_at_end, ignored_layers, filter_fn: As in `SoftFilterPruning`.
+        interval, hard, remove_at_end, ignored_layers, filter_fn, round_to: As in `SoftFilterPruning`.
 
     Raises:
         ConfigError: an argument is out of range or names an unknown criterion or meta-attribute.
@@ -174,6 +174,7 @@ class MetaAttributePruning(SoftFilterPruning):
         remove_at_end: bool = True,
         ignored_layers: Sequence[str] | None = None,
         filter_fn: FilterFn | None = None,
+        round_to: int = 1,
     ) -> None:
         if isinstance(candidates, str) or not isinstance(candidates, Sequence) or not candidates:
             raise ConfigError(f"candidates must be a non-empty list of criterion names, got {candidates!r}")
@@ -188,6 +189,7 @@ class MetaAttributePruning(SoftFilterPruning):
             remove_at_end=remove_at_end,
             ignored_layers=ignored_layers,
             filter_fn=filter_fn,
+            round_to=round_to,
         )
         _check_int("switch_interval", switch_interval, 1)
         _check_int("holdout_size", holdout_size, 1)

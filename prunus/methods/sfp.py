@@ -54,6 +54,7 @@ from prunus.methods._pruning import (
 )
 from prunus.methods._registry import register_method
 from prunus.structure import ChannelGroup, FilterFn, HardMask, check_filter_fn, group_weights, remove_, soft_mask_
+from prunus.pruning.widths import check_round_to
 
 __all__ = ["FPGM", "SoftFilterPruning"]
 
@@ -89,6 +90,8 @@ class SoftFilterPruning(Method):
         mix_ratio: FPGM "mix", distance criteria only: this share of the channels to mask
             (in [0, 1]) is chosen by the matching norm (fpgm/dist-l2 -> l2, dist-l1 -> l1), the
             rest by distance computed among the surviving channels only. None = pure criterion.
+        round_to: Fewer channels are masked so every final width is a multiple of this (or the
+            full width), as in `prunus.prune`.
 
     Raises:
         ConfigError: an argument is out of range or names an unknown criterion.
@@ -108,8 +111,10 @@ class SoftFilterPruning(Method):
         ignored_layers: Sequence[str] | None = None,
         mix_ratio: float | None = None,
         filter_fn: FilterFn | None = None,
+        round_to: int = 1,
     ) -> None:
         check_rate(rate)
+        self.round_to = check_round_to(round_to)
         self.criterion = check_criterion(criterion)
         _check_int("interval", interval, 1)
         _check_bool("hard", hard)
@@ -239,7 +244,12 @@ class SoftFilterPruning(Method):
         batch = self._data_batch(trainer, criterion)
         return {
             g.key: select_channels(
-                model, g, criterion, num_to_prune(g.num_channels, rate), mix_ratio=self.mix_ratio, batch=batch
+                model,
+                g,
+                criterion,
+                num_to_prune(g.num_channels, rate, self.round_to, g.blocks),
+                mix_ratio=self.mix_ratio,
+                batch=batch,
             )
             for g in self.groups
         }
@@ -292,6 +302,7 @@ class FPGM(SoftFilterPruning):
         ignored_layers: Sequence[str] | None = None,
         mix_ratio: float | None = None,
         filter_fn: FilterFn | None = None,
+        round_to: int = 1,
     ) -> None:
         super().__init__(
             rate=rate,
@@ -302,4 +313,5 @@ class FPGM(SoftFilterPruning):
             ignored_layers=ignored_layers,
             mix_ratio=mix_ratio,
             filter_fn=filter_fn,
+            round_to=round_to,
         )

@@ -1,30 +1,35 @@
-"""One-shot structured pruning: score every coupled group once, cut to a channel or MACs target.
+"""One-shot structured pruning: score every coupled group once, cut to a channel, MACs or parameter target.
 
-Two ways to state the target, exactly one per call:
+Ways to state the target, exactly one per call:
 
 - `ratio`: the fraction of channels REMOVED from every prunable group (uniform), floor(N * ratio)
   per group; with `global_pruning` the fraction of all prunable channels removed, ranked across
   groups by normalised scores.
-- `macs_ratio`: the fraction of the dense MACs KEPT (0.5 = half the MACs, a 2x MACs reduction).
-  Uniform: the smallest per-group rate whose pruned model keeps at most that fraction, found by
-  bisection over the rates where some group's channel count changes. Global: the fewest
-  lowest-ranked channels, across groups, whose removal reaches it. Achieved <= requested.
+- `macs_ratio` / `params_ratio`: the fraction of the dense MACs / parameters KEPT (0.5 = half).
+  Uniform: the smallest per-group rate whose pruned model keeps at most that fraction (bisection
+  over the rates where some group's channel count changes); global: the fewest lowest-ranked
+  channels, across groups, that reach it. Then channels are given back, one width step at a time
+  to the most-pruned group, while the budget still holds: on narrow models one uniform step can
+  remove a large share of the MACs at once, and this lands the result just under the request
+  (achieved <= requested, within 5% wherever the channel granularity allows).
 
-Scores are taken once on the dense model; MACs during the search come from an exact per-layer
-model of the cut (checked against a real count afterwards). A group never loses all channels.
+`round_to` keeps every pruned width a multiple of it (or the full width; see
+`prunus.pruning.widths`). Scores are taken once on the dense model; MACs and parameters during the
+search come from an exact model of the cut (`prunus.pruning.costs`, checked against real counts).
+A group never loses all channels.
 
 Example:
     >>> import torch, prunus
     >>> model = prunus.create_model("resnet20", in_channels=1)
     >>> model, report = prune(model, torch.randn(1, 1, 28, 28), macs_ratio=0.5, criterion="l1")
-    >>> report.achieved_macs_ratio <= 0.5
+    >>> 0.475 <= report.achieved_macs_ratio <= 0.5
     True
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,23 +39,14 @@ from torch import nn
 from prunus.config import check_range
 from prunus.criteria import Criterion, DataBatch, create_criterion, list_criteria, score
 from prunus.errors import ConfigError
-from prunus.measure import Counts, count
-from prunus.structure import ChannelGroup, FilterFn, build_groups, lowest_channels, remove_
+from prunus.measure import count
+from prunus.pruning.costs import CostModel
+from prunus.pruning.widths import _EPS, check_round_to, kept_widths, num_to_prune, round_kept
+from prunus.structure import ChannelGroup, FilterFn, build_groups, remove_
 
 __all__ = ["PruneReport", "num_to_prune", "prune"]
 
-# floor(N * rate) with a little slack, so 0.3 * 10 (= 2.9999999999999996) counts as 3
-_EPS = 1e-9
-
-
-def num_to_prune(num_channels: int, rate: float) -> int:
-    """floor(N * rate), never all N channels (shared with the SFP-family methods).
-
-    Example:
-        >>> num_to_prune(10, 0.4), num_to_prune(10, 0.3), num_to_prune(1, 0.9)
-        (4, 3, 0)
-    """
-    return min(math.floor(num_channels * rate + _EPS), num_channels - 1)
+Cut = dict[str, int]  # group key -> number of channels removed
 
 
 @dataclass(frozen=True)
@@ -62,12 +58,15 @@ class PruneReport:
         global_pruning: Channels ranked across groups (True) or a uniform rate per group.
         requested_ratio: Requested fraction of channels removed, or None.
         requested_macs_ratio: Requested fraction of MACs kept, or None.
-        rate: The uniform per-group rate used (None with global pruning).
+        rate: The uniform per-group rate used (None with global pruning); with a budget, the
+            rate before channels were given back.
         achieved_ratio: Fraction of the prunable groups' channels removed.
         achieved_macs_ratio: pruned MACs / dense MACs (kept fraction).
         achieved_params_ratio: pruned params / dense params (kept fraction).
         dense_macs, pruned_macs, dense_params, pruned_params: As `prunus.count` counts them.
         widths: Group key -> [channels before, channels after], for every prunable group.
+        requested_params_ratio: Requested fraction of parameters kept, or None.
+        round_to: Every pruned width is a multiple of this (or the group's full width).
     """
 
     criterion: str
@@ -83,6 +82,8 @@ class PruneReport:
     dense_params: int
     pruned_params: int
     widths: dict[str, list[int]]
+    requested_params_ratio: float | None = None
+    round_to: int = 1
 
     @property
     def macs_speedup(self) -> float:
@@ -94,85 +95,35 @@ class PruneReport:
         return asdict(self)
 
 
-class _MacsModel:
-    """Exact MACs of the model after removing given channels, without cutting anything.
-
-    prunus.count charges a Conv2d out_elements * (in_channels / groups) * k * k and a Linear
-    out * in; removing channels only rescales out_channels and in_channels (spatial sizes stay),
-    so each layer's MACs scale by (out kept / out) * (in kept / in). A depthwise conv's
-    in_channels / groups stays 1: it scales with its out channels only.
-    """
-
-    def __init__(self, model: nn.Module, groups: Sequence[ChannelGroup], dense: Counts) -> None:
-        self.dense = dense
-        self.shapes: dict[str, tuple[int, int, bool]] = {}
-        for name in dense.layers:
-            m = model.get_submodule(name)
-            if isinstance(m, nn.Conv2d):
-                depthwise = m.groups > 1 and m.groups == m.in_channels
-                self.shapes[name] = (m.out_channels, m.in_channels, depthwise)
-            elif isinstance(m, nn.Linear):
-                self.shapes[name] = (m.out_features, m.in_features, False)
-        # (module, "out" | "in", slice) for every weight slice that changes a counted layer's shape
-        self.slices = {
-            g.key: [
-                (s.module, "out" if s.role.is_writer else "in", s)
-                for s in g.slices
-                if s.tensor == "weight" and s.module in self.shapes and (s.role.is_writer or s.role.is_consumer)
-            ]
-            for g in groups
-        }
-
-    def macs(self, plan: dict[str, list[int]]) -> int:
-        removed: dict[tuple[str, str], int] = {}
-        for key, idxs in plan.items():
-            if idxs:
-                for module, side, s in self.slices[key]:
-                    removed[(module, side)] = removed.get((module, side), 0) + len(s.positions(idxs))
-        total = 0.0
-        for name, layer in self.dense.layers.items():
-            if name not in self.shapes:
-                total += layer.macs
-                continue
-            out, inp, depthwise = self.shapes[name]
-            factor = (out - removed.get((name, "out"), 0)) / out
-            if not depthwise:
-                factor *= (inp - removed.get((name, "in"), 0)) / inp
-            total += layer.macs * factor
-        return round(total)
+Fits = Callable[[Mapping[str, int]], bool]
 
 
-def _uniform_plan(groups: Sequence[ChannelGroup], scores: dict[str, torch.Tensor], rate: float) -> dict[str, list[int]]:
-    plan = {}
-    for g in groups:
-        k = min(num_to_prune(g.num_channels, rate), g.num_channels - g.blocks)
-        plan[g.key] = lowest_channels(g, scores[g.key], k)
-    return plan
+def _uniform_cut(groups: Sequence[ChannelGroup], rate: float, round_to: int) -> Cut:
+    return {g.key: num_to_prune(g.num_channels, rate, round_to, g.blocks) for g in groups}
 
 
-def _uniform_for_macs(
-    groups: Sequence[ChannelGroup], scores: dict[str, torch.Tensor], target: int, macs: _MacsModel
-) -> tuple[float, dict[str, list[int]] | None]:
-    """Smallest uniform rate whose plan keeps <= `target` MACs (bisection over the breakpoints); None: unreachable."""
-    # A group's count floor(N * r) only changes at r = k / N, so these are all the distinct plans.
+def _uniform_search(groups: Sequence[ChannelGroup], fits: Fits, round_to: int) -> tuple[float, Cut | None]:
+    """Smallest uniform rate whose cut fits the budget (bisection over the breakpoints); None: unreachable."""
+    # A group's count floor(N * r) only changes at r = k / N, so these are all the distinct cuts.
     rates = sorted({0.0} | {k / g.num_channels for g in groups for k in range(g.num_channels)})
     lo, hi = 0, len(rates) - 1
-    if macs.macs(_uniform_plan(groups, scores, rates[hi])) > target:
+    if not fits(_uniform_cut(groups, rates[hi], round_to)):
         return rates[hi], None
-    while lo < hi:  # MACs shrink monotonically with the rate: the plans are nested prefixes
+    while lo < hi:  # costs shrink monotonically with the rate: the cuts are nested prefixes
         mid = (lo + hi) // 2
-        if macs.macs(_uniform_plan(groups, scores, rates[mid])) <= target:
+        if fits(_uniform_cut(groups, rates[mid], round_to)):
             hi = mid
         else:
             lo = mid + 1
-    return rates[lo], _uniform_plan(groups, scores, rates[lo])
+    return rates[lo], _uniform_cut(groups, rates[lo], round_to)
 
 
-def _global_order(groups: Sequence[ChannelGroup], scores: dict[str, torch.Tensor]) -> list[tuple[int, int]]:
-    """(group index, offset) units in global removal order; each group keeps at least one offset.
+def _global_order(groups: Sequence[ChannelGroup], scores: dict[str, torch.Tensor]) -> list[int]:
+    """Group index of each offset in global removal order; each group keeps at least one offset.
 
     Scores are divided by their group's mean so groups of different scale compete fairly; with a
     grouped conv in a group, an offset (one channel per block) is the unit, scored by its block mean.
+    Within a group the offsets go in `CostModel`'s removal order (the same ranking).
     """
     ranked = []
     for gi, g in enumerate(groups):
@@ -183,48 +134,73 @@ def _global_order(groups: Sequence[ChannelGroup], scores: dict[str, torch.Tensor
     ranked.sort()
     taken = [0] * len(groups)
     order = []
-    for _, gi, o in ranked:
+    for _, gi, _o in ranked:
         if taken[gi] < groups[gi].num_channels // groups[gi].blocks - 1:
             taken[gi] += 1
-            order.append((gi, o))
+            order.append(gi)
     return order
 
 
-def _global_plan(groups: Sequence[ChannelGroup], order: list[tuple[int, int]], m: int) -> dict[str, list[int]]:
-    offsets: list[list[int]] = [[] for _ in groups]
-    for gi, o in order[:m]:
-        offsets[gi].append(o)
-    plan = {}
-    for g, offs in zip(groups, offsets, strict=True):
-        size = g.num_channels // g.blocks
-        plan[g.key] = sorted(b * size + o for b in range(g.blocks) for o in offs)
-    return plan
+def _global_cut(groups: Sequence[ChannelGroup], order: list[int], m: int, round_to: int) -> Cut:
+    offsets = [0] * len(groups)
+    for gi in order[:m]:
+        offsets[gi] += 1
+    return {
+        g.key: g.num_channels - round_kept(g.num_channels, g.num_channels - o * g.blocks, round_to, g.blocks)
+        for g, o in zip(groups, offsets, strict=True)
+    }
 
 
-def _global_for_macs(
-    groups: Sequence[ChannelGroup], order: list[tuple[int, int]], target: int, macs: _MacsModel
-) -> dict[str, list[int]] | None:
+def _global_search(groups: Sequence[ChannelGroup], order: list[int], fits: Fits, round_to: int) -> Cut | None:
     lo, hi = 0, len(order)
-    if macs.macs(_global_plan(groups, order, hi)) > target:
+    if not fits(_global_cut(groups, order, hi, round_to)):
         return None
     while lo < hi:
         mid = (lo + hi) // 2
-        if macs.macs(_global_plan(groups, order, mid)) <= target:
+        if fits(_global_cut(groups, order, mid, round_to)):
             hi = mid
         else:
             lo = mid + 1
-    return _global_plan(groups, order, lo)
+    return _global_cut(groups, order, lo, round_to)
 
 
-def _check_target(ratio: float | None, macs_ratio: float | None) -> None:
-    if (ratio is None) == (macs_ratio is None):
+def give_back(groups: Sequence[ChannelGroup], cut: Cut, fits: Fits, round_to: int) -> Cut:
+    """Return channels to the most-pruned groups, one valid width step at a time, while `fits` holds.
+
+    A uniform or global search moves in steps that can be coarse on narrow models (4 channels:
+    25% of a group per step); giving back afterwards lands the budget from below. A group whose
+    next step does not fit is done for good (costs only grow as channels come back).
+    """
+    cut = dict(cut)
+    done: set[str] = set()
+    widths = {g.key: kept_widths(g.num_channels, round_to, g.blocks) for g in groups}
+    while True:
+        open_ = [g for g in groups if cut[g.key] > 0 and g.key not in done]
+        if not open_:
+            return cut
+        g = max(open_, key=lambda g: cut[g.key] / g.num_channels)  # ties: the first in module order
+        kept = g.num_channels - cut[g.key]
+        trial = {**cut, g.key: g.num_channels - next(w for w in widths[g.key] if w > kept)}
+        if fits(trial):
+            cut = trial
+        else:
+            done.add(g.key)
+
+
+def _check_target(targets: Mapping[str, float | None]) -> tuple[str, float]:
+    given = {k: v for k, v in targets.items() if v is not None}
+    if len(given) != 1:
         raise ConfigError(
-            "give exactly one of ratio (fraction of channels removed) or macs_ratio (fraction of MACs kept)"
+            "give exactly one of ratio (fraction of channels removed), macs_ratio, params_ratio"
+            + (", latency_ratio" if "latency_ratio" in targets else "")
+            + f" (fractions kept); got {', '.join(given) or 'none'}"
         )
-    if ratio is not None:
-        check_range("ratio", ratio, low=0.0, high=1.0, high_inclusive=False)
-    if macs_ratio is not None:
-        check_range("macs_ratio", macs_ratio, low=0.0, high=1.0, low_inclusive=False)
+    ((name, value),) = given.items()
+    if name == "ratio":
+        check_range("ratio", value, low=0.0, high=1.0, high_inclusive=False)
+    else:
+        check_range(name, value, low=0.0, high=1.0, low_inclusive=False)
+    return name, float(value)
 
 
 def _data_batch(model: nn.Module, crit: Criterion, batch: Any) -> DataBatch | None:
@@ -238,19 +214,50 @@ def _data_batch(model: nn.Module, crit: Criterion, batch: Any) -> DataBatch | No
     return DataBatch(model, inputs, targets)
 
 
+def _scores(
+    model: nn.Module, groups: Sequence[ChannelGroup], criterion: str | Criterion, batch: Any
+) -> tuple[str, dict[str, torch.Tensor]]:
+    if isinstance(criterion, str):
+        if criterion not in list_criteria():
+            raise ConfigError(f"criterion={criterion!r} is not valid; choose one of: {', '.join(list_criteria())}")
+        crit, crit_name = create_criterion(criterion), criterion
+    else:
+        crit, crit_name = criterion, criterion.name
+    data = _data_batch(model, crit, batch)
+    return crit_name, {g.key: score(model, g, crit, data) for g in groups}
+
+
+def plan_cut(
+    groups: Sequence[ChannelGroup],
+    scores: dict[str, torch.Tensor],
+    fits: Fits,
+    *,
+    global_pruning: bool,
+    round_to: int,
+) -> tuple[float | None, Cut | None]:
+    """The cut meeting a budget (`fits(cut)` is True), landed from below; (uniform rate, cut) or (.., None)."""
+    if global_pruning:
+        rate, cut = None, _global_search(groups, _global_order(groups, scores), fits, round_to)
+    else:
+        rate, cut = _uniform_search(groups, fits, round_to)
+    return rate, (None if cut is None else give_back(groups, cut, fits, round_to))
+
+
 def prune(
     model: nn.Module,
     example_inputs: torch.Tensor,
     *,
     ratio: float | None = None,
     macs_ratio: float | None = None,
+    params_ratio: float | None = None,
     criterion: str | Criterion = "l1",
     ignored_layers: Sequence[str] | None = None,
     filter_fn: FilterFn | None = None,
     global_pruning: bool = False,
     batch: DataBatch | tuple[torch.Tensor, torch.Tensor] | None = None,
+    round_to: int = 1,
 ) -> tuple[nn.Module, PruneReport]:
-    """Prune `model` in place to a channel or MACs target; returns it and a `PruneReport`.
+    """Prune `model` in place to a channel, MACs or parameter target; returns it and a `PruneReport`.
 
     Args:
         model: The network (its pruning history records the cuts, so `prunus.save` keeps them).
@@ -259,7 +266,8 @@ def prune(
         ratio: Fraction of channels REMOVED per prunable group, in [0, 1) (global: of all
             prunable channels).
         macs_ratio: Fraction of the dense MACs KEPT, in (0, 1]; 0.5 halves the MACs. The result
-            keeps at most this fraction (as close as the channel granularity allows).
+            keeps at most this fraction, and at least 95% of it wherever the granularity allows.
+        params_ratio: Fraction of the dense parameters KEPT, in (0, 1], landed like `macs_ratio`.
         criterion: A registered criterion name (`prunus.criteria.list_criteria()`) or instance.
         ignored_layers: Module names whose output channels are kept (shorthand for a filter_fn).
         filter_fn: `filter_fn(module, name) -> bool`, False keeps the module's output channels.
@@ -268,67 +276,83 @@ def prune(
         global_pruning: Rank channels across groups by scores divided by their group's mean,
             instead of one rate for every group.
         batch: (inputs, targets) or a `DataBatch`, for data-driven criteria such as taylor.
+        round_to: Keep every pruned width a multiple of this many channels (or the full width):
+            8 or 16 match CPU vector widths. 1 (default) = any width.
 
     Returns:
         (model, report); the model is the same object, now smaller.
 
     Raises:
         ConfigError: not exactly one target, a target out of range, an unknown criterion, no
-            batch for a data-driven criterion, or a MACs target that cannot be reached without
-            emptying a group.
+            batch for a data-driven criterion, a bad round_to, or a budget that cannot be reached
+            without emptying a group.
 
     Example:
         >>> model, report = prune(model, torch.randn(1, 1, 28, 28), ratio=0.4, criterion="fpgm")  # doctest: +SKIP
         >>> report.widths["layer1.0.conv1"]  # doctest: +SKIP
         [16, 10]
     """
-    _check_target(ratio, macs_ratio)
-    if isinstance(criterion, str):
-        if criterion not in list_criteria():
-            raise ConfigError(f"criterion={criterion!r} is not valid; choose one of: {', '.join(list_criteria())}")
-        crit, crit_name = create_criterion(criterion), criterion
-    else:
-        crit, crit_name = criterion, criterion.name
+    name, value = _check_target({"ratio": ratio, "macs_ratio": macs_ratio, "params_ratio": params_ratio})
+    round_to = check_round_to(round_to)
     shape = tuple(example_inputs.shape[1:])
     groups = [g for g in build_groups(model, example_inputs, ignored_layers, filter_fn=filter_fn) if g.prunable]
     dense = count(model, shape)
-    data = _data_batch(model, crit, batch)
-    scores = {g.key: score(model, g, crit, data) for g in groups}
-    macs = _MacsModel(model, groups, dense)
+    crit_name, scores = _scores(model, groups, criterion, batch)
+    costs = CostModel(model, groups, scores, dense)
     rate: float | None = None
-    plan: dict[str, list[int]] | None
-    if global_pruning:
+    cut: Cut | None
+    if name == "ratio" and global_pruning:
+        total_units = sum(g.num_channels // g.blocks for g in groups)
         order = _global_order(groups, scores)
-        if ratio is not None:
-            total_units = sum(g.num_channels // g.blocks for g in groups)
-            plan = _global_plan(groups, order, min(math.floor(total_units * ratio + _EPS), len(order)))
-        else:
-            plan = _global_for_macs(groups, order, math.floor(macs_ratio * dense.macs), macs)
-    elif ratio is not None:
-        rate = float(ratio)
-        plan = _uniform_plan(groups, scores, rate)
+        cut = _global_cut(groups, order, min(math.floor(total_units * value + _EPS), len(order)), round_to)
+    elif name == "ratio":
+        rate = value
+        cut = _uniform_cut(groups, rate, round_to)
     else:
-        rate, plan = _uniform_for_macs(groups, scores, math.floor(macs_ratio * dense.macs), macs)
-    if plan is None:
-        fewest = macs.macs(_uniform_plan(groups, scores, 1 - 1e-12)) if groups else dense.macs
-        raise ConfigError(
-            f"macs_ratio={macs_ratio} cannot be reached: keeping one channel per prunable group still leaves "
-            f"{fewest / dense.macs:.3f} of the MACs (the ignored layers are never cut)"
+        measure = costs.macs if name == "macs_ratio" else costs.params
+        dense_value = dense.macs if name == "macs_ratio" else dense.params
+        target = math.floor(value * dense_value)
+        rate, cut = plan_cut(
+            groups, scores, lambda c: measure(c) <= target, global_pruning=global_pruning, round_to=round_to
         )
-    widths = {g.key: [g.num_channels, g.num_channels - len(plan.get(g.key, []))] for g in groups}
+        if cut is None:
+            fewest = measure(_uniform_cut(groups, 1 - 1e-12, round_to)) if groups else dense_value
+            what = "MACs" if name == "macs_ratio" else "parameters"
+            raise ConfigError(
+                f"{name}={value} cannot be reached: keeping the fewest channels per prunable group "
+                f"({'one' if round_to == 1 else f'round_to={round_to}'}) still leaves "
+                f"{fewest / dense_value:.3f} of the {what} (the ignored layers are never cut)"
+            )
+    return model, _apply(model, groups, cut, costs, crit_name, global_pruning, rate, round_to, {name: value})
+
+
+def _apply(
+    model: nn.Module,
+    groups: Sequence[ChannelGroup],
+    cut: Cut,
+    costs: CostModel,
+    crit_name: str,
+    global_pruning: bool,
+    rate: float | None,
+    round_to: int,
+    requested: dict[str, float],
+) -> PruneReport:
+    """Cut the model and report; MACs from the exact cost model, parameters summed directly."""
+    widths = {g.key: [g.num_channels, g.num_channels - cut.get(g.key, 0)] for g in groups}
     for g in groups:
-        if plan.get(g.key):
-            remove_(model, g, plan[g.key])
+        if cut.get(g.key):
+            remove_(model, g, costs.channels(g.key, cut[g.key]))
     # The MACs model is exact for every layer prunus.count charges (tests recount every zoo model),
-    # so the pruned model needs no second forward pass; parameters are summed directly.
-    pruned_macs = macs.macs(plan)
+    # so the pruned model needs no second forward pass.
+    pruned_macs = costs.macs(cut)
     pruned_params = sum(p.numel() for p in model.parameters())
     total = sum(w[0] for w in widths.values())
-    report = PruneReport(
+    dense = costs.dense
+    return PruneReport(
         criterion=crit_name,
         global_pruning=global_pruning,
-        requested_ratio=None if ratio is None else float(ratio),
-        requested_macs_ratio=None if macs_ratio is None else float(macs_ratio),
+        requested_ratio=requested.get("ratio"),
+        requested_macs_ratio=requested.get("macs_ratio"),
         rate=rate,
         achieved_ratio=sum(w[0] - w[1] for w in widths.values()) / total if total else 0.0,
         achieved_macs_ratio=pruned_macs / dense.macs,
@@ -338,5 +362,6 @@ def prune(
         dense_params=dense.params,
         pruned_params=pruned_params,
         widths=widths,
+        requested_params_ratio=requested.get("params_ratio"),
+        round_to=round_to,
     )
-    return model, report

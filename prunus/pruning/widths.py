@@ -1,0 +1,55 @@
+"""Channel counts a pruned group may keep: never zero, whole grouped-conv offsets, multiples of `round_to`.
+
+Runtimes pick their fastest kernels for channel counts that are multiples of a vector width
+(8 floats in AVX2 registers, 16 in AVX-512, tensor-core tiles on GPUs); a 37-channel conv often
+runs no faster than a 40-channel one. `round_to` rounds every kept width UP to a multiple of it,
+so a group keeps `round_to * ceil(kept / round_to)` channels, or all of them when that would
+exceed its width (a group narrower than `round_to` is never cut).
+
+Example:
+    >>> num_to_prune(10, 0.4), num_to_prune(10, 0.3), num_to_prune(1, 0.9)
+    (4, 3, 0)
+    >>> num_to_prune(64, 0.5, round_to=8), num_to_prune(64, 0.45, round_to=8), num_to_prune(6, 0.5, round_to=8)
+    (32, 24, 0)
+    >>> kept_widths(20, round_to=8)
+    [8, 16, 20]
+"""
+
+from __future__ import annotations
+
+import math
+
+from prunus.errors import ConfigError
+
+__all__ = ["check_round_to", "kept_widths", "num_to_prune", "round_kept"]
+
+# floor(N * rate) with a little slack, so 0.3 * 10 (= 2.9999999999999996) counts as 3
+_EPS = 1e-9
+
+
+def check_round_to(round_to: object) -> int:
+    """`round_to` as an int >= 1, else a `ConfigError` naming the bad value."""
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise ConfigError(f"round_to must be an integer >= 1 (1 = no rounding, e.g. 8 or 16), got {round_to!r}")
+    return round_to
+
+
+def round_kept(num_channels: int, kept: int, round_to: int = 1, blocks: int = 1) -> int:
+    """`kept` rounded up to a multiple of lcm(round_to, blocks), at least one unit, at most `num_channels`."""
+    unit = math.lcm(round_to, blocks)
+    return min(num_channels, max(unit, unit * math.ceil(kept / unit)))
+
+
+def num_to_prune(num_channels: int, rate: float, round_to: int = 1, blocks: int = 1) -> int:
+    """floor(N * rate) channels, fewer so the kept width is a valid one (see `round_kept`); never all N.
+
+    Shared by one-shot `prune` and the SFP-family methods.
+    """
+    k = min(math.floor(num_channels * rate + _EPS), num_channels - 1)
+    return num_channels - round_kept(num_channels, num_channels - k, round_to, blocks)
+
+
+def kept_widths(num_channels: int, round_to: int = 1, blocks: int = 1) -> list[int]:
+    """Every width a group of `num_channels` may keep, ascending (always ends with `num_channels`)."""
+    unit = math.lcm(round_to, blocks)
+    return sorted(set(range(unit, num_channels + 1, unit)) | {num_channels})

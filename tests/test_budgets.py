@@ -1,0 +1,127 @@
+"""Budgets that are met and widths that runtimes like: give-back landing, round_to, exact cost model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import prunus
+from prunus.errors import ConfigError
+from prunus.measure import count
+from prunus.models import create_model
+from prunus.pruning import prune
+from prunus.pruning.costs import CostModel
+from prunus.pruning.widths import kept_widths, num_to_prune
+from prunus.structure import build_groups, remove_
+
+X = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+SHAPE = (1, 28, 28)
+CNNS = ["resnet20", "resnet56", "mobilenetv2", "vgg16_bn"]
+
+
+def _model(name: str, width: float = 0.25):
+    torch.manual_seed(0)
+    return create_model(name, num_classes=10, in_channels=1, width_mult=width).eval()
+
+
+@pytest.mark.parametrize("global_pruning", [False, True])
+@pytest.mark.parametrize("target", ["macs_ratio", "params_ratio"])
+@pytest.mark.parametrize("name", CNNS)
+def test_budget_lands_within_5_percent_on_narrow_models(name, target, global_pruning):
+    model = _model(name)
+    model, report = prune(model, X, **{target: 0.5}, global_pruning=global_pruning)
+    achieved = report.achieved_macs_ratio if target == "macs_ratio" else report.achieved_params_ratio
+    assert 0.475 <= achieved <= 0.5  # from below, within 5% of the request
+    c = count(model, SHAPE)
+    assert (report.pruned_macs, report.pruned_params) == (c.macs, c.params)
+    requested = report.requested_macs_ratio if target == "macs_ratio" else report.requested_params_ratio
+    assert requested == 0.5
+
+
+def test_issue_case_resnet20_quarter_width_half_macs():
+    # the uniform rate alone lands at 0.355 here: one step of a 4-channel group is 25% of it
+    model, report = prune(_model("resnet20"), X, macs_ratio=0.5)
+    assert report.achieved_macs_ratio >= 0.475
+    widths = [after for _, after in report.widths.values()]
+    assert max(widths) - min(widths) <= 16  # given back across groups, not one group restored whole
+
+
+def _check_rounded(report, r: int) -> None:
+    assert report.round_to == r
+    for key, (before, after) in report.widths.items():
+        assert after % r == 0 or after == before, (key, before, after)
+    assert any(after < before for before, after in report.widths.values())  # something was cut
+
+
+@pytest.mark.parametrize("round_to", [4, 8])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"ratio": 0.4},
+        {"ratio": 0.4, "global_pruning": True},
+        {"macs_ratio": 0.5},
+        {"macs_ratio": 0.5, "global_pruning": True},
+        {"params_ratio": 0.5},
+    ],
+)
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2"])
+def test_round_to_widths_are_multiples(name, kwargs, round_to):
+    model, report = prune(_model(name, 1.0 if round_to == 8 else 0.5), X, round_to=round_to, **kwargs)
+    _check_rounded(report, round_to)
+    real = {g.key: g.num_channels for g in build_groups(model, X) if g.prunable}
+    assert real == {k: after for k, (_, after) in report.widths.items()}
+    if "macs_ratio" in kwargs:
+        assert report.achieved_macs_ratio <= 0.5
+
+
+def test_round_to_never_cuts_a_group_narrower_than_it():
+    model, report = prune(_model("resnet20"), X, ratio=0.5, round_to=16)  # groups of 4, 8 and 16 channels
+    assert all(after == before for before, after in report.widths.values() if before <= 16)
+
+
+@pytest.mark.parametrize("bad", [0, -8, 2.5, True, "8"])
+def test_bad_round_to_raises(bad):
+    with pytest.raises(ConfigError, match=r"round_to must be an integer >= 1"):
+        prune(_model("resnet20"), X, ratio=0.5, round_to=bad)
+
+
+def test_width_helpers():
+    assert [num_to_prune(64, r, 8) for r in (0.0, 0.1, 0.5, 0.99)] == [0, 0, 32, 56]
+    assert num_to_prune(12, 0.5, 1, blocks=4) == 4  # kept 6 rounds up to 8, a multiple of the blocks
+    assert kept_widths(12, 8, blocks=3) == [12]
+    assert kept_widths(48, 8, blocks=3) == [24, 48]
+
+
+@pytest.mark.parametrize("name", [*CNNS, "lenet5"])
+def test_cost_model_is_exact_after_a_real_cut(name):
+    model = _model(name, 0.5)
+    groups = [g for g in build_groups(model, X) if g.prunable]
+    gen = torch.Generator().manual_seed(1)
+    scores = {g.key: torch.rand(g.num_channels, generator=gen) for g in groups}
+    costs = CostModel(model, groups, scores, count(model, SHAPE))
+    cut = {}
+    for i, g in enumerate(groups):
+        widths = kept_widths(g.num_channels, 1, g.blocks)
+        cut[g.key] = g.num_channels - widths[(i * 7) % len(widths)]
+    predicted = (costs.macs(cut), costs.params(cut))
+    for g in groups:
+        remove_(model, g, costs.channels(g.key, cut[g.key]))
+    c = prunus.count(model, SHAPE)
+    assert predicted == (c.macs, c.params)
+
+
+def test_cli_prune_params_ratio_and_round_to(tmp_path, capsys):
+    from prunus.cli import main
+
+    src = prunus.save(_model("resnet20", 1.0), tmp_path / "m", input_shape=SHAPE)
+    out = tmp_path / "o"
+    assert main(["prune", str(src), "--params-ratio", "0.5", "--round-to", "8", "--out", str(out), "--json"]) == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["requested_params_ratio"] == 0.5
+    assert 0.475 <= report["achieved_params_ratio"] <= 0.5
+    assert report["round_to"] == 8
+    assert all(a % 8 == 0 or a == b for b, a in report["widths"].values())
+    assert main(["prune", str(src), "--ratio", "0.5", "--round-to", "0", "--out", str(out)]) == 2
+    assert "round_to must be an integer >= 1" in capsys.readouterr().err
