@@ -21,14 +21,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = add_command(
         subparsers,
         "prune",
-        "Prune a saved model once to a MACs, parameter or channel target (optionally fine-tune) and save it.",
-        "prunus prune runs/r20/model --macs-ratio 0.5 --criterion l1 --round-to 8 --out runs/r20-half",
+        "Prune a saved model once to a MACs, parameter, latency or channel target (optionally fine-tune) and save it.",
+        "prunus prune runs/r20/model --macs-ratio 0.5 --criterion l1 --round-to 8 --out runs/r20-half\n"
+        "  prunus prune runs/r20/model --latency-ratio 0.4 --runtime onnxruntime --latency-batch 64 --threads 1 "
+        "--out runs/r20-fast",
     )
     p.add_argument("model_dir", help="model directory (model.json + model.safetensors)")
     p.add_argument("--out", required=True, metavar="DIR", help="where the pruned model is saved")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--macs-ratio", type=float, help="fraction of the MACs KEPT, in (0, 1]; 0.5 = half the MACs")
     target.add_argument("--params-ratio", type=float, help="fraction of the parameters KEPT, in (0, 1]")
+    target.add_argument(
+        "--latency-ratio",
+        type=float,
+        help="fraction of the dense latency KEPT on --runtime at --latency-batch, in (0, 1]; measured, not estimated",
+    )
     target.add_argument("--ratio", type=float, help="fraction of channels REMOVED from every prunable group, in [0, 1)")
     p.add_argument("--criterion", default="l1", choices=list_criteria(), help="filter criterion (default l1)")
     p.add_argument("--global", dest="global_pruning", action="store_true", help="rank channels across groups")
@@ -39,6 +46,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="keep every pruned width a multiple of N channels (or the full width), e.g. 8 or 16 (default 1)",
     )
+    p.add_argument(
+        "--runtime",
+        default="onnxruntime",
+        choices=("onnxruntime", "torch"),
+        help="runtime a --latency-ratio is measured on (default onnxruntime)",
+    )
+    p.add_argument("--latency-batch", type=int, default=64, help="batch size of the latency budget (default 64)")
     p.add_argument("--ignore", action="append", metavar="MODULE", help="module whose outputs are kept (repeatable)")
     p.add_argument("--trust-factory", action="store_true", help="allow importing the user factory named in the file")
     p.add_argument("--json", action="store_true", help="print the prune report as JSON")
@@ -113,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
         global_pruning=args.global_pruning,
         batch=batch,
         round_to=args.round_to,
+        latency_ratio=args.latency_ratio,
+        runtime=args.runtime,
+        latency_batch=args.latency_batch,
+        threads=args.threads,
     )
     out = Path(args.out)
     metrics: dict[str, Any] = {"macs": report.pruned_macs, "params": report.pruned_params}
@@ -143,6 +161,11 @@ def _print_report(report: Any, metrics: dict[str, Any], out: Path) -> None:
         ("MACs (before -> after)", "-", f"{report.dense_macs:,} -> {report.pruned_macs:,}"),
         ("params (before -> after)", "-", f"{report.dense_params:,} -> {report.pruned_params:,}"),
     ]
+    if report.requested_latency_ratio is not None:
+        where = f"{report.runtime}, batch {report.latency_batch}"
+        rows.append((f"latency kept, measured ({where})", opt(report.requested_latency_ratio),
+                     f"{report.achieved_latency_ratio:.4f}"))  # fmt: skip
+        rows.append(("latency kept, table estimate", "-", f"{report.estimated_latency_ratio:.4f}"))
     if report.round_to > 1:
         rows.append(("widths rounded to a multiple of", "-", str(report.round_to)))
     if report.rate is not None:

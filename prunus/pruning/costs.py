@@ -105,13 +105,22 @@ class CostModel:
         """The `k` channels of group `key` that go first, sorted (a valid set for `remove_`)."""
         return sorted(self.order[key][:k])
 
-    def macs(self, cut: Mapping[str, int]) -> int:
-        """MACs after removing `cut[key]` channels from each group (missing keys: none)."""
+    def layer_cuts(self, key: str) -> list[tuple[tuple[str, str], list[int]]]:
+        """((layer, "out" | "in"), cumulative channels removed over the removal order) for group `key`."""
+        return self._macs_cuts[key]
+
+    def removed(self, cut: Mapping[str, int]) -> dict[tuple[str, str], int]:
+        """(layer, "out" | "in") -> channels that layer loses on that side under `cut`."""
         removed: dict[tuple[str, str], int] = {}
         for key, k in cut.items():
             if k:
                 for target, cum in self._macs_cuts[key]:
                     removed[target] = removed.get(target, 0) + cum[k]
+        return removed
+
+    def macs(self, cut: Mapping[str, int]) -> int:
+        """MACs after removing `cut[key]` channels from each group (missing keys: none)."""
+        removed = self.removed(cut)
         total = 0.0
         for name, layer in self.dense.layers.items():
             if name not in self.shapes:

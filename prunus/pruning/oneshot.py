@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -67,6 +67,11 @@ class PruneReport:
         widths: Group key -> [channels before, channels after], for every prunable group.
         requested_params_ratio: Requested fraction of parameters kept, or None.
         round_to: Every pruned width is a multiple of this (or the group's full width).
+        requested_latency_ratio: Requested fraction of the dense latency, or None.
+        achieved_latency_ratio: pruned / dense latency MEASURED side by side on `runtime` at
+            `latency_batch` (latency budgets only).
+        estimated_latency_ratio: What the latency table predicted for the kept cut.
+        runtime, latency_batch: Where latency was measured (latency budgets only).
     """
 
     criterion: str
@@ -84,6 +89,11 @@ class PruneReport:
     widths: dict[str, list[int]]
     requested_params_ratio: float | None = None
     round_to: int = 1
+    requested_latency_ratio: float | None = None
+    achieved_latency_ratio: float | None = None
+    estimated_latency_ratio: float | None = None
+    runtime: str | None = None
+    latency_batch: int | None = None
 
     @property
     def macs_speedup(self) -> float:
@@ -256,8 +266,14 @@ def prune(
     global_pruning: bool = False,
     batch: DataBatch | tuple[torch.Tensor, torch.Tensor] | None = None,
     round_to: int = 1,
+    latency_ratio: float | None = None,
+    runtime: str = "onnxruntime",
+    latency_batch: int = 64,
+    threads: int | None = None,
+    latency_table: Any = None,
+    cache_dir: str | None = None,
 ) -> tuple[nn.Module, PruneReport]:
-    """Prune `model` in place to a channel, MACs or parameter target; returns it and a `PruneReport`.
+    """Prune `model` in place to a channel, MACs, parameter or latency target; returns it and a `PruneReport`.
 
     Args:
         model: The network (its pruning history records the cuts, so `prunus.save` keeps them).
@@ -278,6 +294,15 @@ def prune(
         batch: (inputs, targets) or a `DataBatch`, for data-driven criteria such as taylor.
         round_to: Keep every pruned width a multiple of this many channels (or the full width):
             8 or 16 match CPU vector widths. 1 (default) = any width.
+        latency_ratio: Fraction of the dense latency KEPT on `runtime` at `latency_batch`, in
+            (0, 1]. Planned from per-layer latency tables measured on that runtime (cached on
+            disk), then checked by timing the pruned model against the dense one; the report
+            gives the measured ratio (see `prunus.pruning.latency`).
+        runtime: "onnxruntime" (default) or "torch", for `latency_ratio`.
+        latency_batch: Batch size the latency is measured at (default 64).
+        threads: Intra-op threads for the latency measurements (None: the runtime's default).
+        latency_table: A `prunus.pruning.latency.LatencyTable` to plan with instead of measuring one.
+        cache_dir: Directory of cached latency tables (default ~/.cache/prunus/latency).
 
     Returns:
         (model, report); the model is the same object, now smaller.
@@ -292,7 +317,9 @@ def prune(
         >>> report.widths["layer1.0.conv1"]  # doctest: +SKIP
         [16, 10]
     """
-    name, value = _check_target({"ratio": ratio, "macs_ratio": macs_ratio, "params_ratio": params_ratio})
+    name, value = _check_target(
+        {"ratio": ratio, "macs_ratio": macs_ratio, "params_ratio": params_ratio, "latency_ratio": latency_ratio}
+    )
     round_to = check_round_to(round_to)
     shape = tuple(example_inputs.shape[1:])
     groups = [g for g in build_groups(model, example_inputs, ignored_layers, filter_fn=filter_fn) if g.prunable]
@@ -301,7 +328,34 @@ def prune(
     costs = CostModel(model, groups, scores, dense)
     rate: float | None = None
     cut: Cut | None
-    if name == "ratio" and global_pruning:
+    latency: dict[str, Any] = {}
+    if name == "latency_ratio":
+        from prunus.pruning.latency import plan_latency
+
+        plan = plan_latency(
+            model,
+            example_inputs,
+            groups,
+            costs,
+            scores,
+            value,
+            runtime=runtime,
+            batch=latency_batch,
+            threads=threads,
+            round_to=round_to,
+            ignored_layers=ignored_layers,
+            table=latency_table,
+            cache_dir=cache_dir,
+        )
+        cut = plan.cut
+        latency = {
+            "requested_latency_ratio": value,
+            "achieved_latency_ratio": plan.measured_ratio,
+            "estimated_latency_ratio": plan.estimated_ratio,
+            "runtime": runtime,
+            "latency_batch": latency_batch,
+        }
+    elif name == "ratio" and global_pruning:
         total_units = sum(g.num_channels // g.blocks for g in groups)
         order = _global_order(groups, scores)
         cut = _global_cut(groups, order, min(math.floor(total_units * value + _EPS), len(order)), round_to)
@@ -323,7 +377,8 @@ def prune(
                 f"({'one' if round_to == 1 else f'round_to={round_to}'}) still leaves "
                 f"{fewest / dense_value:.3f} of the {what} (the ignored layers are never cut)"
             )
-    return model, _apply(model, groups, cut, costs, crit_name, global_pruning, rate, round_to, {name: value})
+    report = _apply(model, groups, cut, costs, crit_name, global_pruning, rate, round_to, {name: value})
+    return model, replace(report, **latency) if latency else report
 
 
 def _apply(

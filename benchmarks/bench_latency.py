@@ -1,0 +1,150 @@
+"""Latency efficiency of pruned models on every runtime, and latency budgets met as measured.
+
+Two figures of docs/benchmarks.md, for one model per call (1x28x28 input, 10 classes, untrained
+weights: latency does not depend on the values):
+
+- **efficiency** (target >= 0.85): `prunus.prune(ratio=0.5)` (50% of the channels of every
+  prunable group, stem and classifier kept), for each `--round-to`, against the dense model with
+  `prunus.deploy.bench.compare_latency`: every runtime (torch, torch-folded, onnxruntime with a
+  static batch), batches `--batches`, calls interleaved dense/pruned, medians. Efficiency =
+  (dense latency / pruned latency) / (dense MACs / pruned MACs); the best runtime is named.
+- **budget** (target: achieved within 10% of requested): `prunus.prune(latency_ratio=b,
+  runtime=--runtime, latency_batch=64)` for each `--budgets` b; the ratio `prune` measured, and a
+  second, independent side-by-side measurement of the same pruned model.
+
+    .venv/bin/python benchmarks/bench_latency.py --model resnet56 [--round-to 1,8,16] [--budgets 0.5,0.3]
+
+Writes benchmarks/results/latency_<model>.json (merged into an existing file per section).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+import prunus
+from prunus._atomic import write_json
+from prunus.deploy.bench import RUNTIMES, compare_latency
+from prunus.models import create_model
+from prunus.pruning import prune
+
+RESULTS = Path(__file__).parent / "results"
+SHAPE = (1, 28, 28)
+
+
+def _model(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model(name, num_classes=10, in_channels=SHAPE[0]).eval()
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v]
+
+
+def efficiency(name: str, round_tos: list[int], batches: list[int], repeats: int, threads: int) -> list[dict]:
+    dense = _model(name)
+    x = torch.randn(1, *SHAPE)
+    out = []
+    for r in round_tos:
+        pruned, report = prune(copy.deepcopy(dense), x, ratio=0.5, round_to=r)
+        cmp = compare_latency(dense, pruned, SHAPE, batch_sizes=batches, runtimes=RUNTIMES, repeats=repeats,
+                              threads=threads)  # fmt: skip
+        row = {
+            "round_to": r,
+            "macs_ratio": cmp.macs_ratio,
+            "efficiency": {b: cmp.latency_efficiency(b) for b in batches},
+            "best_runtime": {b: cmp.best_runtime(b) for b in batches},
+            "speedups": [s.to_dict() for s in cmp.rows],
+        }
+        out.append(row)
+        best = ", ".join(f"b{b}: {row['efficiency'][b]:.3f} ({row['best_runtime'][b]})" for b in batches)
+        print(f"{name} ratio 0.5 round_to {r}: MACs cut {cmp.macs_ratio:.2f}x, efficiency {best}", flush=True)
+        for s in cmp.rows:
+            print(f"    {s.runtime:13s} b{s.batch:<3d} dense {s.dense_ms:8.2f} ms  pruned {s.pruned_ms:8.2f} ms  "
+                  f"speed-up {s.speedup:.2f}  eff {s.efficiency:.3f}", flush=True)  # fmt: skip
+    return out
+
+
+def budgets(name: str, values: list[float], runtime: str, batch: int, repeats: int, threads: int) -> list[dict]:
+    dense = _model(name)
+    x = torch.randn(1, *SHAPE)
+    out = []
+    for b in values:
+        start = time.perf_counter()
+        pruned, report = prune(copy.deepcopy(dense), x, latency_ratio=b, runtime=runtime, latency_batch=batch,
+                               threads=threads)  # fmt: skip
+        seconds = time.perf_counter() - start
+        cmp = compare_latency(dense, pruned, SHAPE, batch_sizes=(batch,), runtimes=(runtime,), repeats=repeats,
+                              threads=threads)  # fmt: skip
+        again = 1.0 / cmp.rows[0].speedup
+        row = {
+            "requested": b,
+            "measured_by_prune": report.achieved_latency_ratio,
+            "estimated": report.estimated_latency_ratio,
+            "remeasured": again,
+            "within_10pct": abs(again / b - 1) <= 0.10,
+            "macs_ratio_kept": report.achieved_macs_ratio,
+            "prune_seconds": seconds,
+            "widths": report.widths,
+        }
+        out.append(row)
+        print(f"{name} latency_ratio {b} on {runtime} b{batch}: prune measured {report.achieved_latency_ratio:.3f}, "
+              f"re-measured {again:.3f}, table estimate {report.estimated_latency_ratio:.3f}, MACs kept "
+              f"{report.achieved_macs_ratio:.3f}, {seconds:.0f} s", flush=True)  # fmt: skip
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="resnet56")
+    ap.add_argument("--round-to", type=_ints, default=[1, 8], help="round_to values for the efficiency arms")
+    ap.add_argument("--batches", type=_ints, default=[64, 1])
+    ap.add_argument("--budgets", type=_floats, default=[], help="latency ratios, e.g. 0.5,0.3")
+    ap.add_argument("--runtime", default="onnxruntime", help="runtime of the latency budgets")
+    ap.add_argument("--repeats", type=int, default=11)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-efficiency", action="store_true")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    path = Path(args.out) if args.out else RESULTS / f"latency_{args.model}.json"
+    result = json.loads(path.read_text()) if path.is_file() else {}
+    load = os.getloadavg()
+    result.update(
+        {
+            "model": args.model,
+            "input_shape": list(SHAPE),
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "torch": torch.__version__,
+            "prunus": prunus.__version__,
+            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    if not args.skip_efficiency:
+        result["efficiency"] = efficiency(args.model, args.round_to, args.batches, args.repeats, args.threads)
+        result["efficiency_load_before"] = load
+    if args.budgets:
+        result["budgets"] = budgets(args.model, args.budgets, args.runtime, 64, args.repeats, args.threads)
+        result["budget_runtime"] = args.runtime
+        result["budgets_load_before"] = load
+    result["load_after"] = os.getloadavg()
+    write_json(path, result)
+    print(f"load average before {load}, after {result['load_after']}; wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,458 @@
+"""Latency budgets: per-layer latency tables measured on the deploy runtime, and a chooser that follows them.
+
+MACs are a poor proxy for latency: a runtime's kernels are fast at some widths and not others, and
+cutting a layer that is memory-bound saves less than its MACs say. So a latency budget is planned
+from measurements on the runtime that will run the model:
+
+1. **Table** (`build_table`): every conv of the model is timed alone on the runtime ("torch" eager
+   or "onnxruntime"), at the batch size, thread count and input resolution it will see, on a small
+   grid of input x output widths (full, 3/4, 1/2, 1/4 of each side that pruning can change);
+   identical layers are timed once. The whole dense model is timed too. Tables are cached on disk
+   (`~/.cache/prunus/latency`, or `$PRUNUS_CACHE_DIR`), keyed by the model's layers, the runtime,
+   the batch, the threads, the library versions and the machine (`cache_key`).
+2. **Estimate**: the dense latency times (summed conv times at the widths a cut leaves) / (summed
+   conv times at full width), each interpolated bilinearly in the table (linearly extrapolated
+   below the narrowest width timed).
+3. **Chooser** (`choose_cut`): starting from the dense model, repeatedly takes the one width step
+   (a `round_to` step of one group) that saves the most estimated time per unit of importance lost
+   (the channels' scores divided by their group's mean, as global pruning ranks them), until the
+   estimate meets the budget.
+4. **Measured, not estimated** (`prune(..., latency_ratio=)`): the pruned model is timed against
+   the dense one side by side; if the measured ratio misses the request by more than 5%, the
+   estimate's target is corrected by requested / measured and the cut chosen again (a few rounds);
+   the report gives the measured ratio of the cut that was kept.
+
+Example:
+    >>> table = LatencyTable("k", "torch", 64, 1, 10.0, {"conv": {"in": [8, 16], "out": [8, 16],
+    ...     "ms": [[1.0, 2.0], [2.0, 4.0]]}})
+    >>> table.layer_ms("conv", 12, 16)
+    3.0
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import platform
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from prunus._atomic import write_json
+from prunus.errors import ConfigError
+from prunus.pruning.costs import CostModel
+from prunus.pruning.widths import kept_widths
+from prunus.structure import ChannelGroup
+
+__all__ = [
+    "LATENCY_RUNTIMES",
+    "LatencyPlan",
+    "LatencyTable",
+    "build_table",
+    "cache_key",
+    "choose_cut",
+    "layer_signatures",
+    "machine_id",
+    "plan_latency",
+]
+
+LATENCY_RUNTIMES = ("torch", "onnxruntime")
+GRID = (1.0, 0.75, 0.5, 0.25)  # fractions of a layer's width timed on each side pruning can change
+TABLE_VERSION = 1
+
+Measure = Callable[[nn.Module, tuple[int, ...], str, int, "int | None"], float]
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """Measured latencies of one model's convs on one runtime, batch and thread count.
+
+    Attributes:
+        key: `cache_key` of what was measured.
+        runtime, batch, threads: How it was measured.
+        dense_ms: Median latency of the whole dense model.
+        layers: Layer name -> {"in": input widths, "out": output widths, "ms": [[ms per in x out]]};
+            a depthwise conv has "in" == "out" and a diagonal grid (only ms[i][i] is used).
+    """
+
+    key: str
+    runtime: str
+    batch: int
+    threads: int | None
+    dense_ms: float
+    layers: dict[str, dict[str, Any]]
+
+    def layer_ms(self, name: str, cin: int, cout: int) -> float:
+        """Interpolated latency of layer `name` with `cin` inputs and `cout` outputs (bilinear; clamped)."""
+        t = self.layers[name]
+        ins, outs, ms = t["in"], t["out"], np.asarray(t["ms"], dtype=float)
+        if t.get("depthwise"):
+            return _interp(cout, outs, list(np.diagonal(ms)))
+        col = [_interp(cout, outs, list(row)) for row in ms]  # one value per input width
+        return _interp(cin, ins, col)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (what the cache file holds, with a version)."""
+        return {"version": TABLE_VERSION, **asdict(self)}
+
+
+def _interp(x: float, xs: Sequence[int], ys: Sequence[float]) -> float:
+    """Piecewise linear; below the narrowest width timed, extrapolated along the last segment (>= 0)."""
+    if len(xs) > 1 and x < xs[0]:
+        slope = (ys[1] - ys[0]) / (xs[1] - xs[0])
+        return max(0.0, ys[0] + slope * (x - xs[0]))
+    return float(np.interp(x, xs, ys))
+
+
+def layer_signatures(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, dict[str, Any]]:
+    """Every Conv2d that runs in the forward: its hyper-parameters and input resolution, in call order."""
+    sigs: dict[str, dict[str, Any]] = {}
+    names = {m: n for n, m in model.named_modules()}
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], _out: Any) -> None:
+        x = inputs[0]
+        sigs.setdefault(
+            names[module],
+            {
+                "in": module.in_channels,
+                "out": module.out_channels,
+                "kernel": list(module.kernel_size),
+                "stride": list(module.stride),
+                "padding": list(module.padding) if not isinstance(module.padding, str) else module.padding,
+                "dilation": list(module.dilation),
+                "groups": module.groups,
+                "bias": module.bias is not None,
+                "hw": [int(x.shape[-2]), int(x.shape[-1])],
+            },
+        )
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    was = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(example_inputs[:1])
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
+    return sigs
+
+
+def machine_id() -> dict[str, Any]:
+    """What makes latencies of one machine incomparable with another's: CPU model, cores, versions."""
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    versions = {"torch": torch.__version__}
+    try:
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return {"node": platform.node(), "arch": platform.machine(), "cpu": cpu, "cores": os.cpu_count(), **versions}
+
+
+def cache_key(
+    signatures: Mapping[str, Any],
+    runtime: str,
+    batch: int,
+    threads: int | None,
+    machine: Mapping[str, Any],
+    variable: Sequence[tuple[str, str]] = (),
+) -> str:
+    """Hex digest naming one table: the model's convs, runtime, batch, threads, machine, timed sides."""
+    blob = {
+        "v": TABLE_VERSION,
+        "layers": signatures,
+        "runtime": runtime,
+        "batch": batch,
+        "threads": threads,
+        "machine": dict(machine),
+        "variable": sorted(f"{n}:{side}" for n, side in variable),
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def default_cache_dir() -> Path:
+    """$PRUNUS_CACHE_DIR/latency, else ~/.cache/prunus/latency."""
+    root = os.environ.get("PRUNUS_CACHE_DIR")
+    return Path(root) / "latency" if root else Path.home() / ".cache" / "prunus" / "latency"
+
+
+def measure_ms(module: nn.Module, input_shape: tuple[int, ...], runtime: str, batch: int, threads: int | None) -> float:
+    """Median latency (ms) of one forward of `module` at `batch` on `runtime` (few repeats: tables are many)."""
+    from prunus.deploy.bench import measure_latency
+
+    rows = measure_latency(
+        module, input_shape, batch_sizes=(batch,), runtimes=(runtime,), warmup=2, repeats=7, threads=threads
+    )
+    return rows[0].median_ms
+
+
+def _grid(width: int, variable: bool) -> list[int]:
+    return sorted({max(1, round(width * f)) for f in GRID}) if variable else [width]
+
+
+def _conv(sig: Mapping[str, Any], cin: int, cout: int) -> nn.Conv2d:
+    depthwise = sig["groups"] > 1 and sig["groups"] == sig["in"]
+    groups = cin if depthwise else sig["groups"]
+    return nn.Conv2d(
+        cin, cout, sig["kernel"], sig["stride"], sig["padding"], sig["dilation"], groups, sig["bias"]
+    ).eval()
+
+
+def _monotone(ms: np.ndarray) -> np.ndarray:
+    """Running maximum along both axes: more channels never measure as faster (timer noise otherwise)."""
+    return np.maximum.accumulate(np.maximum.accumulate(ms, axis=0), axis=1)
+
+
+def build_table(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    variable: Sequence[tuple[str, str]],
+    *,
+    runtime: str,
+    batch: int,
+    threads: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    measure: Measure = measure_ms,
+) -> LatencyTable:
+    """The latency table of `model`'s convs, loaded from the cache or measured and cached.
+
+    Args:
+        model: The dense model.
+        example_inputs: A batch it accepts (one sample is used).
+        variable: (layer, "in" | "out") sides that pruning may narrow; only they get a grid.
+        runtime: "torch" or "onnxruntime".
+        batch: Batch size the model will run at.
+        threads: Intra-op threads (None: the runtime's default).
+        cache_dir: Where tables live; default `default_cache_dir()`.
+        measure: `(module, (C, H, W), runtime, batch, threads) -> ms`; the default times it for real.
+
+    Example:
+        >>> table = build_table(model, x, [("layer1.0.conv1", "out")], runtime="torch", batch=64)  # doctest: +SKIP
+    """
+    if runtime not in LATENCY_RUNTIMES:
+        raise ConfigError(f"runtime={runtime!r} is not valid for a latency budget; choose one of: onnxruntime, torch")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ConfigError(f"latency batch must be an integer >= 1, got {batch!r}")
+    sigs = layer_signatures(model, example_inputs)
+    var = {(n, s) for n, s in variable if n in sigs}
+    key = cache_key(sigs, runtime, batch, threads, machine_id(), sorted(var))
+    path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = path / f"{key}.json"
+    if path.is_file():
+        data = json.loads(path.read_text())
+        if data.get("version") == TABLE_VERSION and data.get("key") == key:
+            data.pop("version")
+            return LatencyTable(**data)
+    shape = tuple(int(s) for s in example_inputs.shape[1:])
+    layers: dict[str, dict[str, Any]] = {}
+    timed: dict[str, float] = {}  # identical (signature, widths) are timed once
+    for name, sig in sigs.items():
+        depthwise = sig["groups"] > 1 and sig["groups"] == sig["in"]
+        ins = _grid(sig["in"], (name, "in") in var or (depthwise and (name, "out") in var))
+        outs = _grid(sig["out"], (name, "out") in var)
+        if depthwise:
+            ins = outs = sorted(set(ins) | set(outs))
+        ms = np.zeros((len(ins), len(outs)))
+        for i, cin in enumerate(ins):
+            for j, cout in enumerate(outs):
+                if depthwise and cin != cout:
+                    continue
+                k = json.dumps([sig, cin, cout], sort_keys=True)
+                if k not in timed:
+                    timed[k] = measure(_conv(sig, cin, cout), (cin, *sig["hw"]), runtime, batch, threads)
+                ms[i, j] = timed[k]
+        if depthwise:
+            d = np.maximum.accumulate(np.diagonal(ms))
+            ms = np.diag(d) if len(d) > 1 else ms
+        else:
+            ms = _monotone(ms)
+        layers[name] = {"in": ins, "out": outs, "ms": ms.tolist(), "depthwise": depthwise}
+    dense_ms = measure(model, shape, runtime, batch, threads)
+    table = LatencyTable(key, runtime, batch, threads, float(dense_ms), layers)
+    write_json(path, table.to_dict())
+    return table
+
+
+class _Estimator:
+    """Estimated latency of a cut: the dense time scaled by the convs' summed time at the cut widths.
+
+    Scaling (rather than subtracting) lets the non-conv work (activations, adds, pooling: all
+    per-channel) shrink with the channels, and makes the estimate independent of any fixed
+    per-call overhead of timing a conv alone.
+    """
+
+    def __init__(self, table: LatencyTable, costs: CostModel) -> None:
+        self.table = table
+        self.full = {name: (t["in"][-1], t["out"][-1]) for name, t in table.layers.items()}
+        self.base = {name: table.layer_ms(name, *w) for name, w in self.full.items()}
+
+    def layer(self, name: str, removed: Mapping[tuple[str, str], int]) -> float:
+        cin, cout = self.full[name]
+        cout -= removed.get((name, "out"), 0)
+        if self.table.layers[name].get("depthwise"):
+            cin = cout
+        else:
+            cin -= removed.get((name, "in"), 0)
+        return self.table.layer_ms(name, cin, cout)
+
+    def total(self, removed: Mapping[tuple[str, str], int]) -> float:
+        convs = sum(self.layer(n, removed) for n in self.table.layers)
+        return self.table.dense_ms * convs / max(sum(self.base.values()), 1e-12)
+
+
+def choose_cut(
+    groups: Sequence[ChannelGroup],
+    costs: CostModel,
+    scores: Mapping[str, torch.Tensor],
+    table: LatencyTable,
+    target_ms: float,
+    round_to: int = 1,
+) -> tuple[dict[str, int] | None, float]:
+    """Greedy cut whose estimated latency is <= `target_ms`: the most time saved per importance lost first.
+
+    Returns:
+        (cut, estimated ms), or (None, the lowest estimate reachable) when the budget is out of reach.
+
+    Example:
+        >>> cut, est = choose_cut(groups, costs, scores, table, 0.5 * table.dense_ms)  # doctest: +SKIP
+    """
+    est = _Estimator(table, costs)
+    # importance of each channel: its score over its group's mean (scale-free across groups)
+    norm = {}
+    for g in groups:
+        s = scores[g.key].detach().double().cpu()
+        mean = float(s.mean())
+        norm[g.key] = (s / mean if mean > 0 else s).tolist()
+    widths = {g.key: kept_widths(g.num_channels, round_to, g.blocks) for g in groups}
+    cut = {g.key: 0 for g in groups}
+    removed: dict[tuple[str, str], int] = {}
+    layers_of = {g.key: [t for t, _ in costs.layer_cuts(g.key) if t[0] in table.layers] for g in groups}
+    current = est.total(removed)
+    while current > target_ms:
+        best = None
+        for g in groups:
+            kept = g.num_channels - cut[g.key]
+            smaller = [w for w in widths[g.key] if w < kept]
+            if not smaller:
+                continue
+            k_new = g.num_channels - smaller[-1]
+            trial = dict(removed)
+            for target, cum in costs.layer_cuts(g.key):
+                trial[target] = trial.get(target, 0) + cum[k_new] - cum[cut[g.key]]
+            names = {t[0] for t in layers_of[g.key]}
+            saved = sum(est.layer(n, removed) - est.layer(n, trial) for n in names)  # conv ms; same ranking
+            lost = sum(norm[g.key][c] for c in costs.order[g.key][cut[g.key] : k_new])
+            priority = (max(saved, 0.0) / (lost + 1e-12), -lost)
+            if best is None or priority > best[0]:
+                best = (priority, g.key, k_new, trial)
+        if best is None:
+            return None, current
+        _, key, k_new, removed = best
+        cut[key] = k_new
+        current = est.total(removed)
+    return cut, current
+
+
+def measured_ratio(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    cut: Mapping[str, int],
+    costs: CostModel,
+    ignored_layers: Sequence[str] | None,
+    *,
+    runtime: str,
+    batch: int,
+    threads: int | None,
+    repeats: int = 15,
+) -> float:
+    """Pruned / dense latency of `cut`, measured side by side on a pruned copy (the model is untouched)."""
+    from prunus.deploy.bench import compare_latency
+    from prunus.structure import build_groups, remove_
+
+    pruned = copy.deepcopy(model)
+    for g in build_groups(pruned, example_inputs, ignored_layers):
+        if cut.get(g.key):
+            remove_(pruned, g, costs.channels(g.key, cut[g.key]))
+    shape = tuple(int(s) for s in example_inputs.shape[1:])
+    cmp = compare_latency(
+        model, pruned, shape, batch_sizes=(batch,), runtimes=(runtime,), warmup=3, repeats=repeats, threads=threads
+    )
+    return 1.0 / cmp.rows[0].speedup
+
+
+@dataclass(frozen=True)
+class LatencyPlan:
+    """The cut a latency budget chose, with its measured and estimated latency ratios."""
+
+    cut: dict[str, int]
+    measured_ratio: float
+    estimated_ratio: float
+    rounds: int
+
+
+def plan_latency(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    groups: Sequence[ChannelGroup],
+    costs: CostModel,
+    scores: Mapping[str, torch.Tensor],
+    ratio: float,
+    *,
+    runtime: str,
+    batch: int,
+    threads: int | None,
+    round_to: int,
+    ignored_layers: Sequence[str] | None,
+    table: LatencyTable | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    rounds: int = 4,
+    tolerance: float = 0.05,
+) -> LatencyPlan:
+    """Choose a cut for `ratio` of the dense latency; re-aim until the MEASURED ratio is within `tolerance`.
+
+    Of the rounds tried, the cut whose measured ratio is closest to `ratio` is returned.
+
+    Raises:
+        ConfigError: even the narrowest widths are estimated slower than the budget.
+    """
+    if table is None:
+        variable = sorted({t for g in groups for t, _ in costs.layer_cuts(g.key)})
+        table = build_table(
+            model, example_inputs, variable, runtime=runtime, batch=batch, threads=threads, cache_dir=cache_dir
+        )
+    target = ratio * table.dense_ms
+    best: LatencyPlan | None = None
+    for i in range(rounds):
+        cut, est = choose_cut(groups, costs, scores, table, target, round_to)
+        if cut is None:
+            if best is None:
+                raise ConfigError(
+                    f"latency_ratio={ratio} cannot be reached on {runtime}: the narrowest widths are estimated at "
+                    f"{est / table.dense_ms:.3f} of the dense latency (the ignored layers are never cut)"
+                )
+            break
+        achieved = measured_ratio(
+            model, example_inputs, cut, costs, ignored_layers, runtime=runtime, batch=batch, threads=threads
+        )
+        plan = LatencyPlan(cut, achieved, est / table.dense_ms, i + 1)
+        if best is None or abs(achieved / ratio - 1) < abs(best.measured_ratio / ratio - 1):
+            best = plan
+        if abs(achieved / ratio - 1) <= tolerance:
+            break
+        target *= ratio / achieved  # the estimate is off by this factor here: aim it where the runtime lands
+    assert best is not None
+    return best

@@ -1,0 +1,202 @@
+"""Latency budgets: the table cache is keyed by what was measured, and the chooser follows the table.
+
+No assertion here depends on a timing: tables are injected or measured by a deterministic fake.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from prunus.errors import ConfigError
+from prunus.measure import count
+from prunus.pruning import prune
+from prunus.pruning.costs import CostModel
+from prunus.pruning.latency import LatencyTable, build_table, cache_key, choose_cut, layer_signatures, machine_id
+from prunus.structure import build_groups
+
+X = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+def _net() -> nn.Module:
+    """stem (ignored) -> a (group "1") -> b (group "4") -> head conv (ignored) -> pool -> fc."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.BatchNorm2d(16),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 8, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),
+    ).eval()
+
+
+IGNORED = ["0", "6", "9"]
+
+
+def _setup(scores=None):
+    net = _net()
+    groups = [g for g in build_groups(net, X, IGNORED) if g.prunable]
+    assert [g.key for g in groups] == ["1", "4"]
+    scores = scores or {g.key: torch.ones(g.num_channels) for g in groups}
+    return net, groups, scores, CostModel(net, groups, scores, count(net, (3, 8, 8)))
+
+
+def _table(fn) -> LatencyTable:
+    """A hand-made table: conv `name` takes fn(name, cin, cout) ms on a 4/8/12/16 grid of each side."""
+    sigs = layer_signatures(_net(), X)
+    layers = {}
+    for name, sig in sigs.items():
+        ins = sorted({max(1, round(sig["in"] * f)) for f in (1, 0.75, 0.5, 0.25)})
+        outs = sorted({max(1, round(sig["out"] * f)) for f in (1, 0.75, 0.5, 0.25)})
+        layers[name] = {"in": ins, "out": outs, "ms": [[fn(name, i, o) for o in outs] for i in ins]}
+    return LatencyTable("hand", "torch", 2, 1, 10.0, layers)
+
+
+def _flat_except(heavy: str):
+    return lambda name, cin, cout: (10.0 * cout / 16) if name == heavy else 1.0
+
+
+@pytest.mark.parametrize(("heavy", "cut_group", "kept_group"), [("1", "1", "4"), ("4", "4", "1")])
+def test_chooser_cuts_where_the_table_says_time_goes(heavy, cut_group, kept_group):
+    net, groups, scores, costs = _setup()
+    table = _table(_flat_except(heavy))
+    dense = sum(table.layer_ms(n, t["in"][-1], t["out"][-1]) for n, t in table.layers.items())
+    cut, est = choose_cut(groups, costs, scores, table, 0.8 * table.dense_ms)
+    assert cut[cut_group] > 0
+    assert cut[kept_group] == 0  # cutting it saves nothing in this table
+    assert est <= 0.8 * table.dense_ms
+    assert dense > 0
+
+
+def test_chooser_trades_latency_against_importance():
+    # equal time per channel in both groups; group "1" has a few near-useless channels: they go first
+    s1 = torch.ones(16)
+    s1[:4] = 0.01
+    net, groups, scores, costs = _setup({"1": s1, "4": torch.ones(16)})
+    table = _table(lambda name, cin, cout: cout / 16 if name in ("1", "4") else 1.0)
+    cut, _ = choose_cut(groups, costs, scores, table, 0.85 * table.dense_ms)
+    assert cut["1"] >= 4
+    assert costs.channels("1", 4) == [0, 1, 2, 3]
+
+
+def test_chooser_respects_round_to_and_says_when_unreachable():
+    net, groups, scores, costs = _setup()
+    table = _table(_flat_except("1"))
+    cut, _ = choose_cut(groups, costs, scores, table, 0.7 * table.dense_ms, round_to=8)
+    assert cut["1"] == 8
+    assert all((16 - k) % 8 == 0 for k in cut.values())
+    cut, est = choose_cut(groups, costs, scores, table, 0.01 * table.dense_ms)
+    assert cut is None
+    assert est > 0.01 * table.dense_ms
+
+
+def test_cache_key_names_everything_measured():
+    sigs = layer_signatures(_net(), X)
+    machine = machine_id()
+    base = cache_key(sigs, "onnxruntime", 64, 1, machine)
+    assert base == cache_key(json.loads(json.dumps(sigs)), "onnxruntime", 64, 1, dict(machine))  # stable
+    other_model = layer_signatures(_net()[:6], X)
+    variants = [
+        cache_key(sigs, "torch", 64, 1, machine),
+        cache_key(sigs, "onnxruntime", 1, 1, machine),
+        cache_key(sigs, "onnxruntime", 64, 2, machine),
+        cache_key(sigs, "onnxruntime", 64, None, machine),
+        cache_key(sigs, "onnxruntime", 64, 1, {**machine, "cpu": "another CPU"}),
+        cache_key(sigs, "onnxruntime", 64, 1, {**machine, "node": "another-host"}),
+        cache_key(sigs, "onnxruntime", 64, 1, {**machine, "onnxruntime": "0.0"}),
+        cache_key(other_model, "onnxruntime", 64, 1, machine),
+        cache_key(sigs, "onnxruntime", 64, 1, machine, [("1", "out")]),
+        cache_key(layer_signatures(_net(), torch.randn(1, 3, 16, 16)), "onnxruntime", 64, 1, machine),  # resolution
+    ]
+    assert len({base, *variants}) == len(variants) + 1
+
+
+def test_table_is_measured_once_then_read_from_the_cache(tmp_path):
+    calls = []
+
+    def fake(module, shape, runtime, batch, threads):  # deterministic "timer": MACs of one call
+        calls.append((type(module).__name__, shape, runtime, batch, threads))
+        return float(count(module, shape).macs) * batch / 1e6
+
+    net = _net()
+    variable = [("1", "out"), ("4", "in"), ("4", "out"), ("6", "in")]
+    table = build_table(net, X, variable, runtime="torch", batch=2, threads=1, cache_dir=tmp_path, measure=fake)
+    n = len(calls)
+    assert n > 0
+    files = list(tmp_path.iterdir())
+    assert [f.name for f in files] == [f"{table.key}.json"]
+    assert table.layers["4"]["in"] == [4, 8, 12, 16]
+    assert table.layers["0"]["in"] == [3]  # the stem's input is never cut: one width timed
+    assert table.layer_ms("1", 8, 8) == pytest.approx(fake(nn.Conv2d(8, 8, 3, padding=1), (8, 8, 8), "", 2, 1))
+
+    def boom(*args):
+        raise AssertionError("measured again although the table is cached")
+
+    again = build_table(net, X, variable, runtime="torch", batch=2, threads=1, cache_dir=tmp_path, measure=boom)
+    assert again == table
+    build_table(net, X, variable, runtime="torch", batch=2, threads=2, cache_dir=tmp_path, measure=fake)
+    assert len(list(tmp_path.iterdir())) == 2  # other threads: another table
+    assert calls[-1][-1] == 2
+
+
+def test_latency_budget_end_to_end_reports_measured_ratio(tmp_path):
+    net = _net()
+    table = _table(lambda name, cin, cout: cin * cout / 256)
+    net, report = prune(
+        net, X, latency_ratio=0.6, runtime="torch", latency_batch=2, threads=1, ignored_layers=IGNORED,
+        latency_table=table,
+    )  # fmt: skip
+    assert report.requested_latency_ratio == 0.6
+    assert report.runtime == "torch"
+    assert report.latency_batch == 2
+    assert report.achieved_latency_ratio > 0  # measured on this machine: no bound asserted
+    assert report.estimated_latency_ratio <= 0.6
+    assert report.achieved_macs_ratio < 1
+    assert net(X).shape == (1, 4)
+    json.dumps(report.to_dict())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"latency_ratio": 0.5, "runtime": "tvm"}, "runtime='tvm' is not valid for a latency budget"),
+        ({"latency_ratio": 0.5, "latency_batch": 0}, "latency batch must be an integer >= 1"),
+        ({"latency_ratio": 0.5, "macs_ratio": 0.5}, "give exactly one of"),
+        ({"latency_ratio": 0.0}, r"latency_ratio=0.0 is out of range"),
+    ],
+)
+def test_bad_latency_arguments_raise(kwargs, match, tmp_path):
+    with pytest.raises(ConfigError, match=match):
+        prune(_net(), X, ignored_layers=IGNORED, cache_dir=str(tmp_path), **kwargs)
+
+
+def test_unreachable_latency_budget_raises(tmp_path):
+    table = _table(lambda name, cin, cout: 1.0)  # nothing gets faster
+    with pytest.raises(ConfigError, match="latency_ratio=0.5 cannot be reached on torch"):
+        prune(_net(), X, latency_ratio=0.5, runtime="torch", ignored_layers=IGNORED, latency_table=table)
+
+
+def test_cli_prune_latency_ratio(tmp_path, capsys, monkeypatch):
+    import prunus
+    from prunus.cli import main
+    from prunus.models import create_model
+
+    monkeypatch.setenv("PRUNUS_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    src = prunus.save(create_model("resnet20", in_channels=1, width_mult=0.25), tmp_path / "m", input_shape=(1, 28, 28))
+    argv = ["prune", str(src), "--latency-ratio", "0.8", "--runtime", "torch", "--latency-batch", "2"]
+    assert main([*argv, "--threads", "1", "--out", str(tmp_path / "o"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["requested_latency_ratio"] == 0.8
+    assert report["achieved_latency_ratio"] > 0
+    assert (report["runtime"], report["latency_batch"]) == ("torch", 2)
+    assert len(list((tmp_path / "cache" / "latency").iterdir())) == 1  # the table was cached
+    assert prunus.count(prunus.load(tmp_path / "o"), (1, 28, 28)).macs == report["pruned_macs"]
