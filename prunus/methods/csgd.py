@@ -52,8 +52,8 @@ from prunus.methods._clustering import (
 )
 from prunus.methods._registry import register_method
 from prunus.model_info import example_input, get_info
-from prunus.structure import ChannelGroup, FilterFn, Role, build_groups, check_filter_fn, merge_, per_channel
 from prunus.pruning.widths import check_round_to, round_kept
+from prunus.structure import ChannelGroup, FilterFn, Role, build_groups, check_filter_fn, merge_, per_channel
 
 if TYPE_CHECKING:
     from prunus.engine.config import TrainConfig

@@ -53,8 +53,8 @@ from prunus.methods._pruning import (
     select_channels,
 )
 from prunus.methods._registry import register_method
-from prunus.structure import ChannelGroup, FilterFn, HardMask, check_filter_fn, group_weights, remove_, soft_mask_
 from prunus.pruning.widths import check_round_to
+from prunus.structure import ChannelGroup, FilterFn, HardMask, check_filter_fn, group_weights, remove_, soft_mask_
 
 __all__ = ["FPGM", "SoftFilterPruning"]
 

@@ -44,7 +44,8 @@ class Position:
     """One group item as Torch-Pruning reports it, translated to names.
 
     `kind` is "module" (an nn.Module we may cut), "output" (the model's output), "parameter"
-    (a bare nn.Parameter of an unknown module), "other" (a structural no-op like add or cat).
+    (a bare per-channel nn.Parameter of a user module, e.g. a layer scale; `name` is its full
+    dotted name), "other" (a structural no-op like add or cat).
     """
 
     kind: str
@@ -65,7 +66,7 @@ class Graph:
         self.ignored = ignored  # names whose output channels are never cut
         self.opaque = opaque  # ignored modules with parameters the engine cannot see into
         self.names = {m: n for n, m in model.named_modules()}
-        self.param_owner = {p: n.rpartition(".")[0] for n, p in model.named_parameters()}
+        self.param_names = {p: n for n, p in model.named_parameters()}
 
     def has(self, module: nn.Module) -> bool:
         """Whether `module` took part in the traced forward pass."""
@@ -95,8 +96,8 @@ class Graph:
             if node.type == _OPS.OUTPUT:
                 result.append(Position("output", "(model output)", module, is_out, index, channel, True))
             elif node.type == _OPS.PARAMETER:
-                owner = self.param_owner.get(module, "")
-                result.append(Position("parameter", owner, module, is_out, index, channel, sink))
+                name = self.param_names.get(module, "")
+                result.append(Position("parameter", name, module, is_out, index, channel, sink))
             elif isinstance(module, nn.Module) and module in self.names:
                 result.append(Position("module", self.names[module], module, is_out, index, channel, sink))
             else:
@@ -176,23 +177,41 @@ def _resolve_ignored(
     return frozenset(result)
 
 
-def _opaque_modules(model: nn.Module, ignored: frozenset[str], strict: bool) -> frozenset[str]:
-    """Modules owning parameters of a type we cannot cut; an error unless they are ignored."""
-    opaque = set()
+def channel_dim(p: torch.Tensor) -> int | None:
+    """The one dimension of a bare per-channel parameter (shape (C,), (C, 1, 1), (1, C, 1, 1)), else None."""
+    dims = [d for d, size in enumerate(p.shape) if size > 1]
+    return dims[0] if len(dims) == 1 else None
+
+
+def _opaque_modules(
+    model: nn.Module, ignored: frozenset[str], strict: bool
+) -> tuple[frozenset[str], dict[nn.Parameter, int]]:
+    """Modules owning parameters we cannot cut (an error unless ignored), and the bare per-channel ones we can.
+
+    A user module's own parameter with exactly one dimension longer than 1 (a ConvNeXt-style layer
+    scale `x * self.gamma[:, None, None]`, a learnable per-channel bias) is handed to
+    Torch-Pruning as an unwrapped parameter cut along that dimension, so it follows its channels.
+    """
+    opaque, bare = set(), {}
     for name, module in model.named_modules():
-        if not any(True for _ in module.parameters(recurse=False)):
+        own = list(module.parameters(recurse=False))
+        if not own or isinstance(module, _SUPPORTED + _KNOWN_UNSUPPORTED):
             continue
-        if isinstance(module, _SUPPORTED + _KNOWN_UNSUPPORTED):
+        is_ignored = any(name == i or name.startswith(i + ".") for i in ignored)
+        dims = [channel_dim(p) for p in own]
+        if not is_ignored and all(d is not None for d in dims):
+            bare.update(zip(own, dims))
             continue
-        if strict and not any(name == i or name.startswith(i + ".") for i in ignored):
+        if strict and not is_ignored:
             # Torch-Pruning would treat this module as element-wise and cut its parameters along a
             # guessed dimension: silently wrong. Refuse instead, and say how to proceed.
             raise StructureError(
                 f"module {_display(name)} ({type(module).__name__}) has parameters the structure engine cannot "
-                f"prune; pass ignored_layers including {name!r} to keep every channel it touches"
+                f"prune (only per-channel vectors are followed); pass ignored_layers including {name!r} to keep "
+                "every channel it touches"
             )
         opaque.add(name)
-    return frozenset(opaque)
+    return frozenset(opaque), bare
 
 
 def _forward(model: nn.Module, inputs: Any) -> Any:
@@ -223,13 +242,17 @@ def build_graph(
     in `ignored_layers`; with neither given, `default_filter(model)` applies.
     """
     ignored = _resolve_ignored(model, ignored_layers, check_filter_fn(filter_fn))
-    opaque = _opaque_modules(model, ignored, strict)
+    opaque, bare = _opaque_modules(model, ignored, strict)
     modes = {m: m.training for m in model.modules()}  # the tracer switches to eval and leaves it there
     try:
         with torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # its warnings are about what we check ourselves
             dg = tp.DependencyGraph().build_dependency(
-                model, example_inputs=example_inputs, forward_fn=_forward, verbose=False
+                model,
+                example_inputs=example_inputs,
+                forward_fn=_forward,
+                verbose=False,
+                unwrapped_parameters=list(bare.items()),
             )
     finally:
         for m, mode in modes.items():

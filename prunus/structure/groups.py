@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunus.structure._graph import FilterFn, Graph, Position, StructureError, build_graph
+from prunus.structure._graph import FilterFn, Graph, Position, StructureError, build_graph, channel_dim
 from prunus.structure.history import history_length
 from prunus.structure.roles import ROLES, Role
 
@@ -83,7 +83,11 @@ def _slices_of(pos: Position) -> tuple[list[Slice], str | None, int]:
     if pos.kind == "output":
         return [], "its channels are a model output", 1
     if pos.kind == "parameter":
-        return [], f"it reaches parameters of {name!r}, which the engine cannot prune", 1
+        owner, _, attr = name.rpartition(".")
+        dim = channel_dim(m) if name else None
+        if dim is None:
+            return [], f"it reaches parameter {name!r}, which the engine cannot prune", 1
+        return [Slice(owner, attr, Role.PARAM, dim, pos.index, pos.channel)], None, 1
     if pos.kind == "other":
         return [], None, 1
 
@@ -181,8 +185,10 @@ class ChannelGroup:
 
     @property
     def num_channels(self) -> int:
-        """Current number of channels."""
-        return self._refresh()[0]
+        """Current number of channels (read off the root; no re-analysis of the slices)."""
+        # Cutting one group re-derives every other group's slices lazily; the width alone is
+        # asked far more often (every check and cut) and needs no re-trace of the coupling.
+        return self._graph.out_channels(self.root)
 
     @property
     def slices(self) -> tuple[Slice, ...]:

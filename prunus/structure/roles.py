@@ -36,6 +36,7 @@ class Role(str, Enum):
     PRELU = "prelu"
     IN = "in"
     IN_GROUPED = "in_grouped"
+    PARAM = "param"
 
     def __str__(self) -> str:  # "out", not "Role.OUT", in messages and f-strings
         return self.value
@@ -53,7 +54,9 @@ class Role(str, Enum):
     @property
     def is_masked(self) -> bool:
         """Set to zero by a mask; consumer inputs and running stats are left alone (they see zeros)."""
-        return self in (Role.OUT, Role.BIAS, Role.DW, Role.DW_BIAS, Role.BN_WEIGHT, Role.BN_BIAS)
+        # a bare per-channel parameter may be additive (a channel bias): zero it, or the masked
+        # channel would still emit it
+        return self in (Role.OUT, Role.BIAS, Role.DW, Role.DW_BIAS, Role.BN_WEIGHT, Role.BN_BIAS, Role.PARAM)
 
     @property
     def is_vector(self) -> bool:
@@ -83,6 +86,7 @@ _DESCRIPTIONS = {
     Role.PRELU: "per-channel PReLU slopes",
     Role.IN: "input columns (dim 1) of a consumer conv/linear; a Linear after flatten has a block per channel",
     Role.IN_GROUPED: "input channels of a grouped conv (weight columns index channel % (in/groups))",
+    Role.PARAM: "a bare per-channel nn.Parameter of a user module (layer scale, channel bias), along its channel dim",
 }
 
 #: every role -> its description (kept from the string table this enum replaced)
