@@ -129,8 +129,43 @@ def _pruning_rows() -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _latency_rows() -> list[tuple[str, str, str, str]]:
+    """Rows of benchmarks/bench_latency.py: efficiency per round_to, and latency budgets met as measured."""
+    rows = []
+    for path in sorted(RESULTS.glob("latency_*.json")):
+        res = json.loads(path.read_text())
+        model, cmd = res["model"], f"`benchmarks/bench_latency.py --model {res['model']}`"
+        load = res.get("efficiency_load_before", [None])[0]
+        where = f"1 thread, load avg {load:.0f} on 2 cores" if load is not None else "1 thread"
+        for arm in res.get("efficiency", []):
+            per_rt = ", ".join(f"{r['runtime']} {r['efficiency']:.2f}" for r in arm["speedups"] if r["batch"] == 64)
+            b1 = arm["efficiency"].get("1")
+            rows.append(
+                (
+                    f"latency efficiency, {model} 50% channels, round_to {arm['round_to']}, MACs cut "
+                    f"{arm['macs_ratio']:.2f}x, batch 64 ({per_rt}; batch 1 best "
+                    f"{'-' if b1 is None else f'{b1:.2f}'}; {where})",
+                    f"{arm['efficiency']['64']:.2f} ({arm['best_runtime']['64']})",
+                    ">= 0.85 (best runtime, batch 64)",
+                    cmd + f" --round-to {arm['round_to']}",
+                )
+            )
+        for b in res.get("budgets", []):
+            rows.append(
+                (
+                    f"latency budget, {model}, {res.get('budget_runtime')} batch 64: requested {b['requested']}, "
+                    f"measured by prune {b['measured_by_prune']:.3f}, re-measured {b['remeasured']:.3f} "
+                    f"(MACs kept {b['macs_ratio_kept']:.3f})",
+                    f"{b['remeasured'] / b['requested']:.2f}",
+                    "0.90-1.10 (re-measured / requested)",
+                    cmd + f" --skip-efficiency --budgets {b['requested']}",
+                )
+            )
+    return rows
+
+
 # Benchmark families that contribute rows to the performance table.
-EXTRA_PERFORMANCE: list[Callable[[], list[tuple[str, str, str, str]]]] = [_pruning_rows]
+EXTRA_PERFORMANCE: list[Callable[[], list[tuple[str, str, str, str]]]] = [_pruning_rows, _latency_rows]
 
 
 def csgd_section() -> list[str]:

@@ -378,13 +378,14 @@ def measured_ratio(
     batch: int,
     threads: int | None,
     repeats: int = 15,
+    filter_fn: Any = None,
 ) -> float:
     """Pruned / dense latency of `cut`, measured side by side on a pruned copy (the model is untouched)."""
     from prunus.deploy.bench import compare_latency
     from prunus.structure import build_groups, remove_
 
     pruned = copy.deepcopy(model)
-    for g in build_groups(pruned, example_inputs, ignored_layers):
+    for g in build_groups(pruned, example_inputs, ignored_layers, filter_fn=filter_fn):
         if cut.get(g.key):
             remove_(pruned, g, costs.channels(g.key, cut[g.key]))
     shape = tuple(int(s) for s in example_inputs.shape[1:])
@@ -417,6 +418,7 @@ def plan_latency(
     threads: int | None,
     round_to: int,
     ignored_layers: Sequence[str] | None,
+    filter_fn: Any = None,
     table: LatencyTable | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     rounds: int = 4,
@@ -446,7 +448,15 @@ def plan_latency(
                 )
             break
         achieved = measured_ratio(
-            model, example_inputs, cut, costs, ignored_layers, runtime=runtime, batch=batch, threads=threads
+            model,
+            example_inputs,
+            cut,
+            costs,
+            ignored_layers,
+            runtime=runtime,
+            batch=batch,
+            threads=threads,
+            filter_fn=filter_fn,
         )
         plan = LatencyPlan(cut, achieved, est / table.dense_ms, i + 1)
         if best is None or abs(achieved / ratio - 1) < abs(best.measured_ratio / ratio - 1):

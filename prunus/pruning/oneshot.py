@@ -344,6 +344,7 @@ def prune(
             threads=threads,
             round_to=round_to,
             ignored_layers=ignored_layers,
+            filter_fn=filter_fn,
             table=latency_table,
             cache_dir=cache_dir,
         )

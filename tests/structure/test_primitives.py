@@ -31,10 +31,11 @@ from prunus.structure import (
 
 
 def test_role_sets_are_the_former_string_tuples():
-    # the exact sets the structure engine, masks, criteria and C-SGD used before the enum
-    assert set(MASKED_ROLES) == {"out", "bias", "dw", "dw_bias", "bn_weight", "bn_bias"}
+    # the exact sets the structure engine, masks, criteria and C-SGD used before the enum, plus
+    # "param" (bare per-channel parameters of user modules: zeroed by masks)
+    assert set(MASKED_ROLES) == {"out", "bias", "dw", "dw_bias", "bn_weight", "bn_bias", "param"}
     assert set(WRITER_ROLES) == {"out", "dw"}
-    assert set(CLUSTERED_ROLES) == {"out", "dw", "bias", "dw_bias", "bn_weight", "bn_bias", "prelu"}
+    assert set(CLUSTERED_ROLES) == {"out", "dw", "bias", "dw_bias", "bn_weight", "bn_bias", "prelu", "param"}
     assert {r.value for r in Role} == set(MASKED_ROLES) | {"bn_mean", "bn_var", "prelu", "in", "in_grouped"}
     assert f"{Role.BN_WEIGHT}" == "bn_weight"
     with pytest.raises(ValueError, match="'gamma' is not a valid Role"):
