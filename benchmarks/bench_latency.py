@@ -77,20 +77,23 @@ def efficiency(name: str, round_tos: list[int], batches: list[int], repeats: int
     return out
 
 
-def budgets(name: str, values: list[float], runtime: str, batch: int, repeats: int, threads: int) -> list[dict]:
+def budgets(
+    name: str, values: list[float], runtime: str, batch: int, repeats: int, threads: int, round_to: int = 1
+) -> list[dict]:
     dense = _model(name)
     x = torch.randn(1, *SHAPE)
     out = []
     for b in values:
         start = time.perf_counter()
         pruned, report = prune(copy.deepcopy(dense), x, latency_ratio=b, runtime=runtime, latency_batch=batch,
-                               threads=threads)  # fmt: skip
+                               threads=threads, round_to=round_to)  # fmt: skip
         seconds = time.perf_counter() - start
         cmp = compare_latency(dense, pruned, SHAPE, batch_sizes=(batch,), runtimes=(runtime,), repeats=repeats,
                               threads=threads)  # fmt: skip
         again = 1.0 / cmp.rows[0].speedup
         row = {
             "requested": b,
+            "round_to": round_to,
             "measured_by_prune": report.achieved_latency_ratio,
             "estimated": report.estimated_latency_ratio,
             "remeasured": again,
@@ -100,7 +103,8 @@ def budgets(name: str, values: list[float], runtime: str, batch: int, repeats: i
             "widths": report.widths,
         }
         out.append(row)
-        print(f"{name} latency_ratio {b} on {runtime} b{batch}: prune measured {report.achieved_latency_ratio:.3f}, "
+        print(f"{name} latency_ratio {b} round_to {round_to} on {runtime} b{batch}: "
+              f"prune measured {report.achieved_latency_ratio:.3f}, "
               f"re-measured {again:.3f}, table estimate {report.estimated_latency_ratio:.3f}, MACs kept "
               f"{report.achieved_macs_ratio:.3f}, {seconds:.0f} s", flush=True)  # fmt: skip
     return out
@@ -113,6 +117,7 @@ def main() -> None:
     ap.add_argument("--batches", type=_ints, default=[64, 1])
     ap.add_argument("--budgets", type=_floats, default=[], help="latency ratios, e.g. 0.5,0.3")
     ap.add_argument("--runtime", default="onnxruntime", help="runtime of the latency budgets")
+    ap.add_argument("--budget-round-to", type=int, default=1, help="round_to of the latency-budget prunes")
     ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-efficiency", action="store_true")
@@ -138,7 +143,9 @@ def main() -> None:
         result["efficiency"] = efficiency(args.model, args.round_to, args.batches, args.repeats, args.threads)
         result["efficiency_load_before"] = load
     if args.budgets:
-        result["budgets"] = budgets(args.model, args.budgets, args.runtime, 64, args.repeats, args.threads)
+        rows = budgets(args.model, args.budgets, args.runtime, 64, args.repeats, args.threads, args.budget_round_to)
+        result["budgets"] = [b for b in result.get("budgets", []) if b.get("round_to", 1) != args.budget_round_to]
+        result["budgets"] += rows
         result["budget_runtime"] = args.runtime
         result["budgets_load_before"] = load
     result["load_after"] = os.getloadavg()
