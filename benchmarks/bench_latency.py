@@ -23,14 +23,12 @@ import argparse
 import copy
 import json
 import os
-import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-import prunus
+from prunus import provenance
 from prunus._atomic import write_json
 from prunus.deploy.bench import RUNTIMES, compare_latency
 from prunus.models import create_model
@@ -127,18 +125,7 @@ def main() -> None:
     path = Path(args.out) if args.out else RESULTS / f"latency_{args.model}.json"
     result = json.loads(path.read_text()) if path.is_file() else {}
     load = os.getloadavg()
-    result.update(
-        {
-            "model": args.model,
-            "input_shape": list(SHAPE),
-            "threads": args.threads,
-            "repeats": args.repeats,
-            "torch": torch.__version__,
-            "prunus": prunus.__version__,
-            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-    )
+    result.update({"model": args.model, "input_shape": list(SHAPE), **provenance(config=vars(args))})
     if not args.skip_efficiency:
         result["efficiency"] = efficiency(args.model, args.round_to, args.batches, args.repeats, args.threads)
         result["efficiency_load_before"] = load
