@@ -35,8 +35,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
-import statistics
 import time
 from dataclasses import replace
 from datetime import datetime
@@ -55,6 +53,7 @@ from prunus.methods import create_method
 from prunus.model_info import example_input
 from prunus.models import create_model
 from prunus.pruning import prune
+from prunus.report.stats import summarise_records
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -68,14 +67,6 @@ ARMS: dict[str, tuple[str, dict[str, Any]] | None] = {
 }
 FINETUNE_LR = 0.01
 QUICK_TAG = "e10-n10000-v5000-r0.4-ft10-fashion-mnist"  # the settings of the benchmarks.md quick protocol
-# two-sided 95% t quantiles by degrees of freedom (no scipy dependency)
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-       12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}  # fmt: skip
-
-
-def _t95(df: int) -> float:
-    """The quantile for `df` (the next smaller tabulated df between entries: slightly conservative)."""
-    return T95[max(k for k in T95 if k <= df)]
 
 
 def _configs(args: argparse.Namespace, seed: int, epochs: int, lr: float) -> tuple[DataConfig, TrainConfig]:
@@ -181,48 +172,13 @@ def _run(arm: str, seed: int, args: argparse.Namespace, tag: str, sfp_macs_ratio
     return _record(arm, seed, tag, trainer, final, seconds, shape)
 
 
-def _stats(values: list[float]) -> dict[str, float | None]:
-    """n, mean and sample std (None where undefined, so the JSON stays standard)."""
-    n = len(values)
-    return {
-        "n": n,
-        "mean": statistics.fmean(values) if n else None,
-        "std": statistics.stdev(values) if n > 1 else None,
-    }
-
-
-def _paired(arm_vals: dict[int, float], base_vals: dict[int, float]) -> dict[str, float | None]:
-    """Mean paired difference (arm - baseline, same seed) with its 95% t interval."""
-    diffs = [arm_vals[s] - base_vals[s] for s in sorted(arm_vals) if s in base_vals]
-    out = _stats(diffs)
-    if out["std"] is None:
-        out.update(low=None, high=None)
-    else:
-        half = _t95(len(diffs) - 1) * out["std"] / math.sqrt(len(diffs))
-        out.update(low=out["mean"] - half, high=out["mean"] + half)
-    return out
-
-
 def summarise(records: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
-    """Per-arm mean +- std and paired differences to the baseline, for both accuracy metrics."""
-    by_arm = {a: {r["seed"]: r for r in records if r["arm"] == a} for a in arms}
-    summary = {}
-    for arm in arms:
-        recs = by_arm[arm]
-        if not recs:
-            continue
-        entry: dict[str, Any] = {"seeds": sorted(recs)}
-        for metric in ("last_test_acc", "best_val_test_acc"):
-            vals = {s: r[metric] for s, r in recs.items()}
-            entry[metric] = _stats(list(vals.values()))
-            if arm != "baseline" and by_arm.get("baseline"):
-                base = {s: r[metric] for s, r in by_arm["baseline"].items()}
-                entry[f"{metric}_diff"] = _paired(vals, base)
-        entry["macs"] = statistics.fmean(r["macs"] for r in recs.values())
-        entry["params"] = statistics.fmean(r["params"] for r in recs.values())
-        entry["seconds"] = statistics.fmean(r["seconds"] for r in recs.values())
-        summary[arm] = entry
-    return summary
+    """Per-arm mean +- std and paired differences to the baseline (prunus.report.stats), in `arms` order."""
+    stats = summarise_records(
+        [r for r in records if r["arm"] in arms], ["last_test_acc", "best_val_test_acc"],
+        baseline="baseline", means=("macs", "params", "seconds"),
+    )  # fmt: skip
+    return {arm: stats[arm] for arm in arms if arm in stats}
 
 
 def _pct(x: float | None) -> str:

@@ -23,3 +23,8 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
     || echo "setup: could not install dataset-fashion-mnist; tests needing it will be skipped" >&2
 fi
+# Headless Chromium renders the HTML report in the report test (the test skips without it).
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+    || echo "setup: could not install chromium; the report browser test will be skipped" >&2
+fi

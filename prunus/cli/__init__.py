@@ -31,6 +31,8 @@ COMMANDS: tuple[str, ...] = (
     "csgd",
     "export",
     "bench",
+    "run",
+    "report",
     "info",
     "models",
     "datasets",

@@ -30,7 +30,10 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
         table.add_column(str(col))
     for row in rows:
         table.add_row(*(_fmt(v) for v in row))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a log file or pipe: do not squeeze wide tables into 80 columns
+        console = Console(width=160)
+    console.print(table)
 
 
 def _fmt(v: Any) -> str:

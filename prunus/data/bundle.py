@@ -66,6 +66,7 @@ class DataConfig(Config):
     )
     split_seed: int = 0  # seed of the train/val split and the subset (independent of the run seed)
     subset: int | None = None  # keep this many training images after the val split (quick protocol: 10000)
+    test_subset: int | None = None  # evaluate on a fixed random subset of this many test images (demos); None = all
     augment: bool = True  # random crop + flip on the training loader
     crop_padding: int | None = None  # zero padding of the random crop; None = dataset default (2 at 28 px, 4 at 32)
     flip: bool = True  # random horizontal flip (when augment is on)
@@ -84,6 +85,7 @@ class DataConfig(Config):
         _check_int("val_size", self.val_size, 0, optional=True)
         _check_int("split_seed", self.split_seed, 0)
         _check_int("subset", self.subset, 1, optional=True)
+        _check_int("test_subset", self.test_subset, 1, optional=True)
         _check_int("crop_padding", self.crop_padding, 0, optional=True)
         _check_int("batch_size", self.batch_size, 1)
         _check_int("eval_batch_size", self.eval_batch_size, 1)
@@ -210,6 +212,10 @@ def build_loaders(
     val = None
     if val_size > 0:
         val = TensorLoader(full.subset(val_idx, name=f"{cfg.name}/val"), cfg.eval_batch_size, device=device)
+    if cfg.test_subset is not None and cfg.test_subset < len(test):
+        # a fixed subset (split_seed), sorted so it keeps the file's order
+        pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(cfg.split_seed))[: cfg.test_subset]
+        test = test.subset(pick.sort().values, name=f"{cfg.name}/test")
     test_loader = TensorLoader(test.with_stats(mean, std), cfg.eval_batch_size, device=device)
     return DataBundle(
         train=train,

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from prunus.engine.config import TrainConfig
     from prunus.engine.trainer import Trainer
 
-__all__ = ["CentripetalSGD", "csgd_rounds", "group_widths"]
+__all__ = ["CentripetalSGD", "csgd_rounds", "group_widths", "round_widths"]
 
 # conv/linear biases ("bias", "dw_bias") follow the kernel rule but are not counted in chi
 EVAL_BATCH = 256  # images in the fixed batch whose logits compare trained and merged models
@@ -409,6 +409,20 @@ class CentripetalSGD(Method):
         return report
 
 
+def round_widths(
+    start: Mapping[str, int], final: Mapping[str, int], current: Mapping[str, int], r: int, rounds: int
+) -> dict[str, int]:
+    """Channels per group after round `r` of `rounds`: n0 * (k/n0)^(r/R), rounded, never wider than
+    `current` and never narrower than `final` (so round R lands exactly on the target).
+
+    Example:
+        >>> round_widths({"a": 16}, {"a": 4}, {"a": 16}, 1, 2), round_widths({"a": 16}, {"a": 4}, {"a": 8}, 2, 2)
+        ({'a': 8}, {'a': 4})
+    """
+    step = {key: math.floor(start[key] * (final[key] / start[key]) ** (r / rounds) + 0.5) for key in start}
+    return {key: min(current[key], max(final[key], k)) for key, k in step.items()}
+
+
 def csgd_rounds(
     model: nn.Module,
     data: Any,
@@ -458,9 +472,7 @@ def csgd_rounds(
     results = []
     for r in range(1, rounds + 1):
         current = group_widths(model, example, ignored)
-        # geometric interpolation n0 * (k/n0)^(r/R); never wider than now, never narrower than the target
-        step = {key: math.floor(start[key] * (final[key] / start[key]) ** (r / rounds) + 0.5) for key in start}
-        step = {key: min(current[key], max(final[key], k)) for key, k in step.items()}
+        step = round_widths(start, final, current, r, rounds)
         method = CentripetalSGD(width=1.0, widths={k: v for k, v in step.items() if v < current[k]}, **method_args)
         where = Path(run_dir) / f"round{r}" if run_dir is not None else None
         metrics = Trainer(model, data, config, [method], where, progress=progress).fit()

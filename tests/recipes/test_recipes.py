@@ -11,7 +11,10 @@ from prunus.errors import ConfigError
 from prunus.recipes import RunConfig, resolve_run_config
 from prunus.recipes.config import write_run_config
 
-RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
+ALL = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
+# pipeline recipes (a `stages` list) are `prunus run` recipes, tested in tests/pipeline
+PIPELINES = [p for p in ALL if "stages" in (yaml.safe_load(p.read_text()) or {})]
+RECIPES = [p for p in ALL if p not in PIPELINES]
 
 
 def test_recipes_exist():
@@ -53,3 +56,12 @@ def test_bad_recipes_raise_with_a_message(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         resolve_run_config(path)
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)
+def test_pipeline_recipe_parses(path):
+    from prunus.pipeline import load_recipe
+
+    plan = load_recipe(path)
+    assert plan.arms
+    assert all(chain for chain in plan.arms.values())

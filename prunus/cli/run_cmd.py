@@ -1,0 +1,59 @@
+"""`prunus run`: run a pipeline recipe (stages x seeds x arms), resuming whatever already finished."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from prunus.cli._common import add_command, parse_set, print_table
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = add_command(
+        subparsers,
+        "run",
+        "Run a pipeline recipe: train -> csgd/prune/finetune -> export -> bench -> report, resumable.",
+        "prunus run recipes/quickstart.yaml --out runs/demo --set baseline.train.epochs=1",
+    )
+    p.add_argument("recipe", help="pipeline recipe (YAML with a 'stages' list)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<recipe name>); rerun to resume")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe value (YAML): data.subset=2000, seeds=[0,1], <stage>.train.epochs=1",
+    )
+    p.add_argument("--dry-run", action="store_true", help="validate the recipe and print the plan; run nothing")
+    p.add_argument("--no-progress", action="store_true", help="no training progress bars")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from prunus.pipeline import load_recipe, run_pipeline
+    from prunus.report.render import STAGE_COLUMNS, arm_rows, stage_rows
+
+    plan = load_recipe(args.recipe, parse_set(args.set, owner="recipe"))
+    out = Path(args.out or Path("runs") / plan.name)
+    if args.dry_run:
+        rows = [(arm, i, s.name, s.kind, s.input or "-") for arm, chain in plan.arms.items()
+                for i, s in enumerate(chain, 1)]  # fmt: skip
+        rows += [("(all)", "-", s.name, s.kind, "every chain") for s in plan.final]
+        print_table(
+            f"plan {plan.name!r}: seeds {list(plan.seeds)} -> {out}", ("arm", "#", "stage", "kind", "input"), rows
+        )
+        return 0
+    summary = run_pipeline(plan, out, progress=not args.no_progress)
+    for rec in summary.records[:4]:
+        print_table(f"{plan.name}: arm {rec['arm']}, seed {rec['seed']}", STAGE_COLUMNS, stage_rows(rec))
+    if len(summary.records) > 1:
+        columns = ("arm", "n", "test acc", f"diff vs {plan.baseline}", "MACs", "params", "bytes", "latency (ms)")
+        print_table(
+            f"{plan.name}: arms over seeds {list(plan.seeds)}", columns, arm_rows(summary.records, plan.baseline)
+        )
+    print(f"run directory: {out}")
+    return 0

@@ -1,0 +1,148 @@
+"""Read a pipeline run directory into plain data for the report: records, curves, widths, provenance."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prunus.errors import ConfigError, CorruptFileError
+
+__all__ = ["RunData", "collect", "provenance"]
+
+MAX_JSON_BYTES = 64 << 20
+# per-epoch keys every training run logs; anything else in metrics.jsonl comes from a method
+STANDARD_KEYS = {"epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+                 "seconds"}  # fmt: skip
+
+
+def _read_json(path: Path) -> Any:
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise CorruptFileError(f"{path} is {path.stat().st_size} bytes; refusing to read more than {MAX_JSON_BYTES}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptFileError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists() or path.stat().st_size > MAX_JSON_BYTES:
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill: the checkpoint's history is what counts
+    return rows
+
+
+def provenance(root: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """prunus/torch/python versions, the git commit of `root` (when it is a checkout) and the date."""
+    import torch
+
+    from prunus._version import __version__
+
+    commit = "unknown"
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root or Path(__file__).parent,
+                             capture_output=True, text=True, timeout=10)  # fmt: skip
+        commit = out.stdout.strip() or commit
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "prunus": __version__,
+        "commit": commit,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+@dataclass
+class Curve:
+    """Per-epoch rows of one chain, stage after stage, on one global epoch axis."""
+
+    arm: str
+    seed: int
+    rows: list[dict[str, Any]] = field(default_factory=list)  # each row has "x" (global epoch) and "stage"
+    boundaries: list[tuple[float, str]] = field(default_factory=list)  # (x where a stage starts, its name)
+
+
+@dataclass
+class RunData:
+    """Everything the report shows."""
+
+    run_dir: Path
+    title: str
+    baseline: str | None
+    records: list[dict[str, Any]]
+    curves: list[Curve]
+    widths: dict[str, dict[str, list[int]]]  # arm -> layer -> [first model, final model] out channels
+    provenance: dict[str, str]
+
+
+def _training_rows(stage_dir: Path) -> list[dict[str, Any]]:
+    rounds = sorted(stage_dir.glob("round*/metrics.jsonl"), key=lambda p: int(p.parent.name[5:] or 0))
+    files = rounds or [stage_dir / "metrics.jsonl"]
+    return [row for f in files for row in _read_jsonl(f)]
+
+
+def _conv_widths(model_dir: Path) -> dict[str, int]:
+    from torch import nn
+
+    from prunus.formats import load
+
+    model = load(model_dir)
+    return {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def collect(run_dir: str | os.PathLike[str], title: str | None = None) -> RunData:
+    """Read RUN_DIR/records.json, every stage's metrics.jsonl and the first and final models."""
+    run_dir = Path(run_dir)
+    path = run_dir / "records.json"
+    if not path.exists():
+        raise ConfigError(f"{run_dir} has no records.json: not a finished pipeline run directory (prunus run ...)")
+    data = _read_json(path)
+    records = data.get("records", []) if isinstance(data, dict) else []
+    recipe: dict[str, Any] = {}
+    if (run_dir / "recipe.yaml").exists():
+        import yaml
+
+        recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8")) or {}
+    arms = list(dict.fromkeys(r["arm"] for r in records))
+    baseline = recipe.get("compare_to") or ("baseline" if "baseline" in arms else (arms[0] if len(arms) > 1 else None))
+    curves, widths = [], {}
+    for rec in records:
+        curve = Curve(rec["arm"], rec["seed"])
+        x = 0.0
+        for stage in rec["stages"]:
+            rows = _training_rows(run_dir / stage["dir"])
+            if rows:
+                curve.boundaries.append((x, stage["name"]))
+                for row in rows:
+                    curve.rows.append({**row, "x": x + row.get("epoch", 0) + 1, "stage": stage["name"]})
+                x += len(rows)
+        curves.append(curve)
+        if rec["arm"] not in widths:  # first seed of each arm: widths before (first model) and after
+            models = [s for s in rec["stages"] if (run_dir / s["dir"] / "stage.json").exists()]
+            dirs = [_model_dir(run_dir, s["dir"]) for s in models]
+            dirs = [d for d in dirs if d is not None]
+            if dirs:
+                before, after = _conv_widths(dirs[0]), _conv_widths(dirs[-1])
+                widths[rec["arm"]] = {k: [before[k], after.get(k, 0)] for k in before}
+    return RunData(run_dir, title or str(data.get("recipe") or run_dir.name), baseline, records, curves, widths,
+                   provenance())  # fmt: skip
+
+
+def _model_dir(run_dir: Path, stage_dir: str) -> Path | None:
+    record = _read_json(run_dir / stage_dir / "stage.json")
+    model = record.get("model")
+    return run_dir / model if model and (run_dir / model / "model.json").exists() else None

@@ -1,0 +1,254 @@
+"""The README results block and docs/RESULTS.md, rendered from committed benchmark result files.
+
+Every number in the README's results section comes from a JSON (or Markdown) file that a script
+in benchmarks/ wrote, so the README cannot drift from what was measured: `prunus report
+--results benchmarks/results --readme README.md` rewrites the block between the RESULTS markers
+and a test regenerates it byte for byte. Missing files are skipped.
+
+Example:
+    >>> import tempfile
+    >>> render(tempfile.mkdtemp()).splitlines()[0]
+    '## Results'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prunus._atomic import write_text
+from prunus.errors import ConfigError
+
+__all__ = ["BEGIN", "END", "render", "replace_block", "update_readme", "write_document"]
+
+BEGIN, END = "<!-- RESULTS -->", "<!-- /RESULTS -->"
+Row = tuple[str, str, str, str]
+
+
+def _machine(run: dict[str, Any]) -> str:
+    # results written before prunus.provenance() put the torch version inside "machine"
+    return run["machine"] if "torch" not in run else f"{run['machine']}, torch {run['torch']}"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+class _Results:
+    """Read-only view of one results directory."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def load(self, name: str) -> dict[str, Any] | None:
+        path = self.root / f"{name}.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+    def glob(self, pattern: str) -> list[Path]:
+        return sorted(self.root.glob(pattern))
+
+
+def _training(res: _Results) -> list[str]:
+    run = res.load("train_resnet20_fmnist")
+    if run is None:
+        return []
+    m = run["metrics"]
+    minutes = run.get("train_seconds", m["seconds"]) / 60
+    return [
+        "### Training (issue 2)",
+        "",
+        "| model | data | epochs | last-epoch test acc | test acc at best-val epoch | params | MACs | wall time |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| ResNet-20 | Fashion-MNIST (55k train / 5k val / 10k test) | {m['epochs']} | "
+        f"{_pct(run['last_epoch_test_acc'])} | {_pct(run['test_acc_at_best_val_epoch'])} "
+        f"(epoch {run['best_val_epoch']}) | {m['params']:,} | {m['macs']:,} | {minutes:.0f} min |",
+        "",
+        f"`{run['command']}` on {_machine(run)}. {run.get('note', '')}".rstrip(),
+        "",
+    ]
+
+
+def _engine_rows(res: _Results) -> list[Row]:
+    rows: list[Row] = []
+    engine = res.load("engine")
+    if engine:
+        rows.append(
+            ("engine overhead (Trainer / hand-written loop, ResNet-20)", f"{engine['ratio']:.3f}", engine["target"],
+             "`benchmarks/bench_engine.py`")
+        )  # fmt: skip
+    loader = res.load("loader")
+    if loader:
+        rows.append(
+            ("loader throughput, augmented Fashion-MNIST, 2 threads",
+             f"{loader['protocol_images_per_s']:,.0f} images/s", f">= {loader['target_images_per_s']:,} images/s",
+             "`benchmarks/bench_loader.py`")
+        )  # fmt: skip
+    return rows
+
+
+def _pruning_rows(res: _Results) -> list[Row]:
+    rows: list[Row] = []
+    for path in res.glob("prune_speed*.json"):
+        speed = json.loads(path.read_text(encoding="utf-8"))
+        variant = "stem pruned too" if speed.get("prune_stem") else "stem and fc kept (default)"
+        script = f"`benchmarks/bench_prune_speed.py{' --prune-stem' if speed.get('prune_stem') else ''}`"
+        macs = speed["macs"]
+        rows.append(
+            (f"prune time: graph + 50% prune of ResNet-56, prunus / Torch-Pruning ({variant})",
+             f"{speed['time_ratio']:.2f}", speed["time_target"], script)
+        )  # fmt: skip
+        if "latency_efficiency" in speed:
+            per_runtime = ", ".join(
+                f"{r['runtime']} {r['efficiency']:.2f}" for r in speed["latency"]["speedups"] if r["batch"] == 64
+            )
+            rows.append(
+                (f"latency efficiency, ResNet-56 50% channels ({variant}), MACs cut "
+                 f"{macs['dense'] / macs['prunus']:.2f}x, batch 64 ({per_runtime})",
+                 f"{speed['latency_efficiency']:.2f}", speed["latency_target"], script)
+            )  # fmt: skip
+    overhead = res.load("method_overhead")
+    if overhead:
+        for arm, ratio in overhead["ratio"].items():
+            rows.append(
+                (f"method overhead: {arm} epoch time / plain", f"{ratio:.3f}", overhead["target"][arm],
+                 "`benchmarks/bench_method_overhead.py`")
+            )  # fmt: skip
+    csgd = res.load("csgd_overhead")
+    if csgd:
+        rows.append(
+            ("method overhead: csgd epoch time / plain", f"{csgd['ratio']:.3f}", csgd["target"],
+             "`benchmarks/bench_csgd_overhead.py`")
+        )  # fmt: skip
+    return rows
+
+
+def _latency_rows(res: _Results) -> list[Row]:
+    """Rows of benchmarks/bench_latency.py: efficiency per round_to, and latency budgets met as measured."""
+    rows: list[Row] = []
+    for path in res.glob("latency_*.json"):
+        run = json.loads(path.read_text(encoding="utf-8"))
+        model, cmd = run["model"], f"`benchmarks/bench_latency.py --model {run['model']}`"
+        load = run.get("efficiency_load_before", [None])[0]
+        where = f"1 thread, load avg {load:.0f} on 2 cores" if load is not None else "1 thread"
+        for arm in run.get("efficiency", []):
+            per_rt = ", ".join(f"{r['runtime']} {r['efficiency']:.2f}" for r in arm["speedups"] if r["batch"] == 64)
+            b1 = arm["efficiency"].get("1")
+            rows.append(
+                (
+                    f"latency efficiency, {model} 50% channels, round_to {arm['round_to']}, MACs cut "
+                    f"{arm['macs_ratio']:.2f}x, batch 64 ({per_rt}; batch 1 best "
+                    f"{'-' if b1 is None else f'{b1:.2f}'}; {where})",
+                    f"{arm['efficiency']['64']:.2f} ({arm['best_runtime']['64']})",
+                    ">= 0.85 (best runtime, batch 64)",
+                    cmd + f" --round-to {arm['round_to']}",
+                )
+            )
+        for b in run.get("budgets", []):
+            rows.append(
+                (
+                    f"latency budget, {model}, {run.get('budget_runtime')} batch 64: requested {b['requested']}, "
+                    f"measured by prune {b['measured_by_prune']:.3f}, re-measured {b['remeasured']:.3f} "
+                    f"(MACs kept {b['macs_ratio_kept']:.3f})",
+                    f"{b['remeasured'] / b['requested']:.2f}",
+                    "0.90-1.10 (re-measured / requested)",
+                    cmd + f" --skip-efficiency --budgets {b['requested']}",
+                )
+            )
+    return rows
+
+
+# Benchmark families contributing rows to the performance table, in table order; a new family
+# (compression) appends its reader here.
+PERFORMANCE_ROWS: list[Callable[[_Results], list[Row]]] = [_engine_rows, _pruning_rows, _latency_rows]
+
+
+def _performance(res: _Results) -> list[str]:
+    rows = [row for reader in PERFORMANCE_ROWS for row in reader(res)]
+    if not rows:
+        return []
+    lines = ["### Performance (ratios measured side by side in one run; medians)", ""]
+    lines += ["| figure | measured | target | reproduce |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return [*lines, ""]
+
+
+def _accuracy(res: _Results) -> list[str]:
+    """Markdown tables that accuracy scripts write next to their JSON (accuracy_*.md), verbatim."""
+    lines: list[str] = []
+    for md in res.glob("accuracy_*.md"):
+        if md.stem.endswith("_runs"):
+            continue
+        text = md.read_text(encoding="utf-8").rstrip()
+        if text.startswith("# "):  # a top-level title in its own file is a subsection in the README
+            text = "### " + text[2:]
+        lines += [text, ""]
+        if md.stem == "accuracy_pruning":
+            lines += [
+                "Note: `tp-magnitude` fine-tunes the already trained baseline, so it sees more training epochs "
+                "than the SFP/FPGM/MFP arms (which prune while training within the same budget as the baseline).",
+                "",
+            ]
+    return lines
+
+
+def _csgd(res: _Results) -> list[str]:
+    run = res.load("accuracy_csgd")
+    if run is None:
+        return []
+    lines = [
+        "### C-SGD: trained vs merged, and controls at the same widths (issue 4)",
+        "",
+        f"{run['definition']}. Max |logit diff| trained vs merged: **{run['max_logit_diff']:.2e}** (target < 1e-3).",
+        "",
+        "| arm | test acc | vs baseline (pt) | MACs | params | MACs cut |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, arm in run["arms"].items():
+        lines.append(
+            f"| {name} | {_pct(arm['test_acc'])} | {arm['delta_vs_baseline_pt']:+.2f} | {arm['macs']:,} | "
+            f"{arm['params']:,} | {100 * arm['macs_reduction']:.1f}% |"
+        )
+    return [*lines, "", "`l1`, `delete` and `merge-only` are controls with no fine-tuning.", ""]
+
+
+def render(results_dir: str | os.PathLike[str]) -> str:
+    """The "## Results" Markdown section for every result file in `results_dir`."""
+    res = _Results(results_dir)
+    body = _training(res) + _performance(res) + _accuracy(res) + _csgd(res)
+    header = (
+        "## Results\n\nProduced by `prunus report --results benchmarks/results` from `benchmarks/results/`; "
+        "machine: 2 CPU cores.\n"
+    )
+    return "\n".join([header, *body]).rstrip() + "\n"
+
+
+def replace_block(text: str, block: str) -> str:
+    """`text` with the part between the RESULTS markers replaced by `block`."""
+    if BEGIN not in text:
+        raise ConfigError(f"no {BEGIN} marker to replace")
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END) if END in rest else ("", "", rest)
+    return f"{head}{BEGIN}\n{block}{END}{tail}"
+
+
+def update_readme(readme: str | os.PathLike[str], results_dir: str | os.PathLike[str]) -> bool:
+    """Rewrite the results block of `readme`; returns whether the file changed."""
+    path = Path(readme)
+    old = path.read_text(encoding="utf-8")
+    new = replace_block(old, render(results_dir))
+    if new != old:
+        write_text(path, new)
+    return new != old
+
+
+def write_document(path: str | os.PathLike[str], results_dir: str | os.PathLike[str]) -> None:
+    """docs/RESULTS.md: the same tables as the README block, as a document of their own."""
+    body = render(results_dir).replace("## Results\n", "", 1).lstrip("\n")
+    write_text(
+        path,
+        "# Results\n\nGenerated by `prunus report --results benchmarks/results --markdown docs/RESULTS.md`; "
+        "do not edit by hand.\n\n" + body,
+    )

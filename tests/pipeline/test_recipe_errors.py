@@ -1,0 +1,94 @@
+"""Invalid recipes fail while parsing, before any work starts, naming the stage and the key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from prunus.cli import main
+from prunus.errors import ConfigError
+from prunus.pipeline import parse_recipe
+
+
+def _edit(recipe: dict, path: str, value) -> dict:
+    *head, last = path.split("/")
+    target = recipe
+    for p in head:
+        target = target[int(p)] if isinstance(target, list) else target[p]
+    if isinstance(target, list):
+        target[int(last)] = value
+    else:
+        target[last] = value
+    return recipe
+
+
+BAD = [
+    ("stages/0/stage", "trian", r"stage 'baseline': unknown stage 'trian'; choose one of: bench, csgd"),
+    ("stages/2/ratoi", 0.5, r"stage 'prune' \(prune\): unknown PruneStage field\(s\): ratoi"),
+    ("stages/0/train", {"epochs": "two"}, r"stage 'baseline' \(train\): TrainConfig.epochs must be a number"),
+    ("stages/0/train", {"lrr": 0.1}, r"stage 'baseline' \(train\): unknown TrainConfig field\(s\): lrr"),
+    ("stages/0/methods", [{"name": "nope"}], r"stage 'baseline' \(train\): unknown method 'nope'"),
+    ("stages/2/macs_ratio", 1.5, r"stage 'prune' \(prune\): prune.macs_ratio=1.5 is out of range"),
+    ("stages/1/width", "wide", r"stage 'csgd' \(csgd\): CsgdStage.width: cannot interpret|must be a number"),
+    ("stages/1/args", {"epz": 1}, r"stage 'csgd' \(csgd\): csgd.args has no argument\(s\) epz"),
+    ("stages/3/input", "export", r"stage 'finetune' \(finetune\): input='export' is not an earlier stage that makes"),
+    ("stages/0", {"stage": "prune", "ratio": 0.5}, r"stage 'prune' \(prune\) needs a model, but no earlier stage"),
+    ("stages/4", {"stage": "report"}, r"stage 'bench' comes after the run-level stage 'report'"),
+    ("seeds", [0, 0], r"seeds must be a non-empty list of distinct integers"),
+    ("trian", {}, r"recipe: unknown key\(s\) trian; known: version, name"),
+    ("version", 2, r"recipe version 2 is not supported"),
+    ("arms", {"a": {"stages": ["nope"]}}, r"arm 'a': unknown stage\(s\) nope"),
+    ("arms", {"a": {"sett": {}}}, r"arm 'a': unknown key\(s\) sett"),
+    ("data", {"name": "synthetic", "subset": -1}, r"stage 'baseline' \(train\): DataConfig.subset=-1"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), BAD, ids=[b[0] + "=" + str(b[1])[:12] for b in BAD])
+def test_bad_recipe_raises_naming_stage_and_key(tiny_recipe, path, value, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_recipe(_edit(tiny_recipe, path, value))
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        ({"baselin.train.epochs": 1}, r"'baselin' is neither a recipe key .* nor a stage \(baseline, csgd, prune"),
+        ({"baseline": 1}, r"name a key of stage 'baseline'"),
+        ({"prune.ratio": 0.3}, r"prune needs exactly one of ratio"),
+        ({"baseline.train.epochs": 0}, r"stage 'baseline' \(train\): epochs=0 is out of range"),
+    ],
+)
+def test_bad_sets_raise(tiny_recipe, sets, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_recipe(tiny_recipe, sets)
+
+
+def test_cli_refuses_a_bad_recipe_before_creating_anything(tiny_recipe, tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_edit(tiny_recipe, "stages/3/methods", [{"name": "sfp", "args": {"rat": 1}}])))
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prunus: error: stage 'finetune' (finetune): method 'sfp' has no argument(s) rat")
+    assert not out.exists()
+
+
+def test_cli_rejects_non_pipeline_yaml_and_huge_files(tmp_path, capsys):
+    plain = tmp_path / "train.yaml"
+    plain.write_text("model: {name: resnet20}\n")
+    assert main(["run", str(plain)]) == 2
+    assert "has no 'stages' list" in capsys.readouterr().err
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# " + "x" * (1 << 20) + "\nstages: []\n")
+    assert main(["run", str(huge)]) == 2
+    assert "a recipe must be under" in capsys.readouterr().err
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(tiny_recipe, tmp_path, capsys):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe))
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "csgd" in text
+    assert "every chain" in text
+    assert not (tmp_path / "run").exists()
