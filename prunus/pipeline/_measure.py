@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from prunus.data import DataConfig, build_loaders
@@ -23,18 +22,11 @@ LATENCY_BATCH = 64  # benchmarks.md judges latency at batch 64
 LATENCY_REPEATS = 10  # a quick median; the bench stage measures with the full protocol
 
 
-@torch.no_grad()
 def split_accuracy(model: nn.Module, data: DataConfig, seed: int = 0) -> float:
-    """Accuracy of `model` (eval mode, CPU) on the test split `data` describes."""
-    bundle = build_loaders(data, seed=seed)
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    for x, y in bundle.test:
-        correct += int((model(x).argmax(1) == y).sum())
-        total += y.numel()
-    model.train(was_training)
-    return correct / max(total, 1)
+    """Accuracy of `model` on the test split `data` describes (prunus.evaluation.evaluate)."""
+    from prunus.evaluation import evaluate
+
+    return float(evaluate(model, build_loaders(data, seed=seed).test)["acc"])
 
 
 def model_bytes(path: str | os.PathLike[str]) -> int:

@@ -43,17 +43,16 @@ def run_prune(cfg: PruneStage, ctx: StageContext) -> StageResult:
     import torch
 
     from prunus.criteria import get_criterion
-    from prunus.data import build_loaders
+    from prunus.data import build_loaders, training_slice
     from prunus.formats import load, save
     from prunus.pruning import prune
 
     model = load(ctx.input_model)
     shape = tuple(model.prunus_input_shape)
     batch = None
-    if get_criterion(cfg.criterion).needs_data:  # a fixed, unaugmented training batch
+    if get_criterion(cfg.criterion).needs_data:  # a fixed, unaugmented training batch, in dataset order
         data = build_loaders(DataConfig(**{**cfg.data.to_dict(), "augment": False}), seed=ctx.seed)
-        data.train.shuffle = False
-        batch = next(iter(data.train))
+        batch = training_slice(data, data.train.batch_size)
     torch.manual_seed(ctx.seed)
     model, report = prune(
         model,
