@@ -153,7 +153,8 @@ def run_bench(cfg: BenchStage, ctx: StageContext) -> StageResult:
         runtimes=cfg.runtimes, warmup=cfg.warmup, repeats=cfg.repeats, threads=cfg.threads,
     )  # fmt: skip
     write_json(ctx.dir / "bench.json", res)
-    metrics: dict[str, Any] = {"macs": res["macs"], "params": res["params"], "bytes": res["bytes"]}
+    # not "bytes": after a compress stage the model's size on disk is its .prn, which the chain keeps
+    metrics: dict[str, Any] = {"macs": res["macs"], "params": res["params"], "model_dir_bytes": res["bytes"]}
     for row in res["latency"]:
         metrics[f"latency_ms_{row['runtime']}_b{row['batch']}"] = row["median_ms"]
     return StageResult(metrics=metrics, files={"bench": "bench.json"})

@@ -83,6 +83,10 @@ def _metrics(run_dir: Path, threads: int | None) -> StageResult:
     model_dir = run_dir / "model"
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
     numbers.update(measure(load(model_dir), model_dir, threads=threads, accuracy=metrics.get("final_test_acc")))
+    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    if epochs and all("val_acc" in e for e in epochs):  # never the best-of-epochs test accuracy
+        best = max(range(len(epochs)), key=lambda i: (epochs[i]["val_acc"], -i))
+        numbers.update(best_val_epoch=best + 1, best_val_test_acc=epochs[best].get("test_acc"))
     return StageResult(metrics=numbers, model=model_dir)
 
 

@@ -127,8 +127,8 @@ def collect(run_dir: str | os.PathLike[str], title: str | None = None) -> RunDat
             rows = _training_rows(run_dir / stage["dir"])
             if rows:
                 curve.boundaries.append((x, stage["name"]))
-                for row in rows:
-                    curve.rows.append({**row, "x": x + row.get("epoch", 0) + 1, "stage": stage["name"]})
+                for i, row in enumerate(rows):  # numbered in order: C-SGD rounds each restart at epoch 0
+                    curve.rows.append({**row, "x": x + i + 1, "stage": stage["name"]})
                 x += len(rows)
         curves.append(curve)
         if rec["arm"] not in widths:  # first seed of each arm: widths before (first model) and after

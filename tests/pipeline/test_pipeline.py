@@ -36,7 +36,7 @@ def test_tiny_recipe_runs_every_stage_and_records_it(finished):
     assert pruned["macs"] < csgd["macs"]
     assert tuned["macs"] <= pruned["macs"]  # SFP removes its zeroed channels at the end
     assert bench["macs"] == tuned["macs"]
-    assert bench["bytes"] == tuned["bytes"]
+    assert bench["model_dir_bytes"] == tuned["bytes"]
     assert export["onnx_max_abs_diff"] < 1e-4
     assert (chain / "05-export" / "model.onnx").stat().st_size > 0
     # the recorded accuracy is the saved model's accuracy on the recipe's test split

@@ -15,6 +15,7 @@ ALL = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
 # pipeline recipes (a `stages` list) are `prunus run` recipes, tested in tests/pipeline
 PIPELINES = [p for p in ALL if "stages" in (yaml.safe_load(p.read_text()) or {})]
 RECIPES = [p for p in ALL if p not in PIPELINES]
+PIPELINES += sorted((Path(__file__).resolve().parents[2] / "benchmarks" / "recipes").glob("*.yaml"))
 
 
 def test_recipes_exist():
