@@ -42,6 +42,7 @@ KINDS: dict[str, int] = {
     "prunus-model": 1,  # model.json of a model directory (prunus.formats.model_dir)
     "prunus-checkpoint": 1,  # checkpoint.pt of a run directory (prunus.engine.checkpoint)
     "prunus-prn": 1,  # header of a compressed .prn model (prunus.compress)
+    "prunus-stage": 1,  # stage.json, the completion record of a pipeline stage (prunus.pipeline.runner)
 }
 
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a dict"}

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from prunus._atomic import write_json, write_text
-from prunus._version import __version__
 from prunus.errors import ConfigError, CorruptFileError
 from prunus.pipeline.recipe import Plan, PlannedStage
 from prunus.pipeline.stages import StageContext
@@ -43,8 +42,7 @@ from prunus.pipeline.stages import StageContext
 __all__ = ["RECORD_NAME", "RunSummary", "chain_records", "read_record", "run_pipeline", "stage_hash"]
 
 RECORD_NAME = "stage.json"
-RECORD_FORMAT = "prunus-stage-record"
-RECORD_VERSION = 1
+RECORD_FORMAT = "prunus-stage"  # a kind of prunus.formats.header
 MAX_RECORD_BYTES = 16 << 20
 # the columns of the one table a pipeline ends with
 TABLE_KEYS = ("acc", "macs", "params", "bytes", "latency_ms")
@@ -71,7 +69,9 @@ def stage_hash(stage: PlannedStage, seed: int, input_hash: str | None) -> str:
 
 
 def read_record(stage_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The completion record in `stage_dir`, or None when the stage has not finished."""
+    """The completion record in `stage_dir` (checked by `formats.header`), or None when the stage has not finished."""
+    from prunus.formats.header import check_header
+
     path = Path(stage_dir) / RECORD_NAME
     if not path.exists():
         return None
@@ -81,13 +81,9 @@ def read_record(stage_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptFileError(f"{path} is not a valid stage record: {exc}") from None
-    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
-        raise CorruptFileError(f"{path} is not a prunus stage record")
-    if record.get("version") != RECORD_VERSION:
-        raise CorruptFileError(
-            f"{path} has record version {record.get('version')!r}; this prunus reads {RECORD_VERSION}"
-        )
-    return record
+    fields = {"name": str, "kind": str, "hash": str, "config": dict, "metrics": dict, "files": dict, "seconds": float}
+    optional = {"input": str, "model": str, "same_as": str, "finished": str}
+    return check_header(record, RECORD_FORMAT, fields=fields, optional=optional, where=str(path))
 
 
 def _chain_dirs(plan: Plan, run_dir: Path) -> dict[tuple[str, int], list[tuple[PlannedStage, Path, str]]]:
@@ -132,9 +128,9 @@ def _write_record(
     input_dir: str | None,
     same_as: str | None = None,
 ) -> dict[str, Any]:
-    record = {
-        "format": RECORD_FORMAT,
-        "version": RECORD_VERSION,
+    from prunus.formats.header import make_header
+
+    data = {
         "name": stage.name,
         "kind": stage.kind,
         "hash": h,
@@ -146,8 +142,8 @@ def _write_record(
         "seconds": seconds,
         "same_as": same_as,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "prunus_version": __version__,
     }
+    record = make_header(RECORD_FORMAT, data)
     write_json(where / RECORD_NAME, record)  # last: its presence says the stage is complete
     return record
 

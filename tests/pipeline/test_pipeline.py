@@ -137,3 +137,22 @@ def test_load_recipe_reads_the_file_and_applies_sets(tmp_path, tiny_recipe):
     assert plan.arms["main"][3].config.train.lr == 0.01  # finetune's own default over the recipe's train block
     assert plan.arms["main"][1].config.train.lr == 0.05  # csgd's
     assert plan.arms["main"][0].config.train.threads == 1  # the recipe's train block reaches every stage
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"format_version": 99}, "was written by a newer prunus"),
+        ({"format": "prunus-model"}, "is a prunus-model file, not a prunus-stage file"),
+        ({"hash": 5}, "field 'hash' must be a string"),
+    ],
+)
+def test_stage_records_go_through_the_header_checker(finished, tmp_path, edit, message):
+    from prunus.errors import FormatError
+
+    out, _, _ = finished
+    record = json.loads((out / "main" / "seed0" / "03-prune" / "stage.json").read_text())
+    assert record["format"] == "prunus-stage" and record["format_version"] == 1
+    (tmp_path / "stage.json").write_text(json.dumps({**record, **edit}))
+    with pytest.raises(FormatError, match=message):
+        read_record(tmp_path)
