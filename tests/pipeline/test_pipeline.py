@@ -152,7 +152,8 @@ def test_stage_records_go_through_the_header_checker(finished, tmp_path, edit, m
 
     out, _, _ = finished
     record = json.loads((out / "main" / "seed0" / "03-prune" / "stage.json").read_text())
-    assert record["format"] == "prunus-stage" and record["format_version"] == 1
+    assert record["format"] == "prunus-stage"
+    assert record["format_version"] == 1
     (tmp_path / "stage.json").write_text(json.dumps({**record, **edit}))
     with pytest.raises(FormatError, match=message):
         read_record(tmp_path)
