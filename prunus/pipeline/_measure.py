@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from prunus.data import DataConfig, build_loaders
+from prunus.model_info import get_info
 
 __all__ = ["LATENCY_BATCH", "measure", "model_bytes", "split_accuracy"]
 
@@ -43,7 +44,7 @@ def measure(
     from prunus.deploy.bench import measure_latency
     from prunus.measure import count
 
-    shape = tuple(getattr(model, "prunus_input_shape", ()) or ())
+    shape = tuple(get_info(model).input_shape)
     counts = count(model, shape)
     rows = measure_latency(
         model, shape, batch_sizes=(LATENCY_BATCH,), runtimes=("torch",), warmup=2, repeats=LATENCY_REPEATS,

@@ -8,6 +8,7 @@ from typing import Any
 from prunus.config import check_choice, check_range
 from prunus.data import DataConfig
 from prunus.errors import ConfigError
+from prunus.model_info import get_info
 from prunus.pipeline._measure import measure, split_accuracy
 from prunus.pipeline.stages import StageConfig, StageContext, StageResult, register_stage
 
@@ -48,7 +49,7 @@ def run_prune(cfg: PruneStage, ctx: StageContext) -> StageResult:
     from prunus.pruning import prune
 
     model = load(ctx.input_model)
-    shape = tuple(model.prunus_input_shape)
+    shape = tuple(get_info(model).input_shape)
     batch = None
     if get_criterion(cfg.criterion).needs_data:  # a fixed, unaugmented training batch, in dataset order
         data = build_loaders(DataConfig(**{**cfg.data.to_dict(), "augment": False}), seed=ctx.seed)
@@ -105,7 +106,7 @@ def run_export(cfg: ExportStage, ctx: StageContext) -> StageResult:
     from prunus.formats import load
 
     model = load(ctx.input_model)
-    x = torch.randn(2, *model.prunus_input_shape, generator=torch.Generator().manual_seed(ctx.seed))
+    x = torch.randn(2, *get_info(model).input_shape, generator=torch.Generator().manual_seed(ctx.seed))
     metrics: dict[str, Any] = {}
     files: dict[str, str] = {}
     if "onnx" in cfg.formats:
@@ -149,7 +150,7 @@ def run_bench(cfg: BenchStage, ctx: StageContext) -> StageResult:
 
     model = load(ctx.input_model)
     res = benchmark_model(
-        model, model.prunus_input_shape, model_dir=ctx.input_model, batch_sizes=cfg.batch_sizes,
+        model, get_info(model).input_shape, model_dir=ctx.input_model, batch_sizes=cfg.batch_sizes,
         runtimes=cfg.runtimes, warmup=cfg.warmup, repeats=cfg.repeats, threads=cfg.threads,
     )  # fmt: skip
     write_json(ctx.dir / "bench.json", res)

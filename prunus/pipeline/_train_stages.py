@@ -17,6 +17,7 @@ from prunus.config import check_range
 from prunus.data import DataConfig
 from prunus.engine.config import TrainConfig
 from prunus.errors import ConfigError
+from prunus.model_info import get_info
 from prunus.pipeline._measure import measure
 from prunus.pipeline.stages import StageConfig, StageContext, StageResult, register_stage
 from prunus.recipes.config import MethodSpec, ModelConfig, RunConfig
@@ -125,7 +126,7 @@ def run_csgd(cfg: CsgdStage, ctx: StageContext) -> StageResult:
     from prunus.methods.csgd import CentripetalSGD, group_widths, round_widths
 
     model = load(ctx.input_model)
-    arch = getattr(model, "prunus_arch", None) or {}
+    arch = dict(get_info(model).arch or {})
     model_cfg = ModelConfig(name=arch.get("name", "resnet20"), width_mult=arch.get("kwargs", {}).get("width_mult", 1.0))
     spec = TrainStage(model=model_cfg, data=cfg.data, train=cfg.train)
     if cfg.rounds == 1:
@@ -134,7 +135,7 @@ def run_csgd(cfg: CsgdStage, ctx: StageContext) -> StageResult:
     # Rounds: each round is a complete run in round<r>/; a finished round (summary.json written
     # after its model) is not repeated, an unfinished one resumes from its checkpoint.
     ignored = cfg.args.get("ignored_layers")
-    example = torch.zeros(1, *model.prunus_input_shape)
+    example = torch.zeros(1, *get_info(model).input_shape)
     start = group_widths(model, example, ignored)
     CentripetalSGD(width=cfg.width, ignored_layers=ignored, cluster="even").plan(model, example)  # validates widths
     final = {key: target_width(n, cfg.width, key) for key, n in start.items()}
