@@ -107,6 +107,16 @@ def _final_hash(plan: Plan, chains: dict[Any, list[tuple[PlannedStage, Path, str
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _check_run_dir(run_dir: Path) -> None:
+    """A new path, an empty directory, or a pipeline's own directory (resumed); nothing else is written into."""
+    if run_dir.is_symlink():
+        raise ConfigError(f"run directory {run_dir} is a symlink; prunus does not write through links")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir} exists and is not a directory")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / "recipe.yaml").is_file():
+        raise ConfigError(f"{run_dir} holds files no pipeline wrote (no recipe.yaml); choose an empty or new directory")
+
+
 def _check_existing(rows: list[tuple[PlannedStage, Path, str]]) -> None:
     for stage, where, h in rows:
         record = read_record(where)
@@ -186,6 +196,7 @@ def run_pipeline(
         A `RunSummary`; `ran == 0` means the pipeline had already finished.
     """
     run_dir = Path(run_dir)
+    _check_run_dir(run_dir)
     chains = _chain_dirs(plan, run_dir)
     for rows in chains.values():  # a changed recipe under an old run directory fails before any work
         _check_existing(rows)

@@ -92,3 +92,17 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tiny_recipe, tmp_path, capsys)
     assert "csgd" in text
     assert "every chain" in text
     assert not (tmp_path / "run").exists()
+
+
+def test_run_refuses_a_directory_it_did_not_write(tiny_recipe, tmp_path):
+    from prunus.pipeline import run_pipeline
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(ConfigError, match="holds files no pipeline wrote"):
+        run_pipeline(parse_recipe(tiny_recipe), foreign, progress=False)
+    assert sorted(p.name for p in foreign.iterdir()) == ["thesis.tex"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="exists and is not a directory"):
+        run_pipeline(parse_recipe(tiny_recipe), tmp_path / "file", progress=False)
