@@ -214,10 +214,30 @@ def _csgd(res: _Results) -> list[str]:
     return [*lines, "", "`l1`, `delete` and `merge-only` are controls with no fine-tuning.", ""]
 
 
+def _demo(res: _Results) -> list[str]:
+    run = res.load("demo_quickstart")
+    if run is None:
+        return []
+    from prunus.report.render import STAGE_COLUMNS, stage_rows
+
+    table = ["| " + " | ".join(STAGE_COLUMNS) + " |", "|" + "---|" * len(STAGE_COLUMNS)]
+    table += ["| " + " | ".join(row) + " |" for row in stage_rows(run["record"])]
+    prov = run["provenance"]
+    return [
+        "### The demo: recipes/quickstart.yaml (issue 12)",
+        "",
+        *table,
+        "",
+        f"`{run['command']}`: {run['wall_seconds'] / 60:.1f} min wall on {prov['machine']} (load average "
+        f"{run['load_average']}), prunus {prov['prunus']} (commit {prov['commit']}). {run.get('note', '')}".rstrip(),
+        "",
+    ]
+
+
 def render(results_dir: str | os.PathLike[str]) -> str:
     """The "## Results" Markdown section for every result file in `results_dir`."""
     res = _Results(results_dir)
-    body = _training(res) + _performance(res) + _accuracy(res) + _csgd(res)
+    body = _demo(res) + _training(res) + _performance(res) + _accuracy(res) + _csgd(res)
     header = (
         "## Results\n\nProduced by `prunus report --results benchmarks/results` from `benchmarks/results/`; "
         "machine: 2 CPU cores.\n"
