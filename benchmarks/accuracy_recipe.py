@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import prunus
 from prunus._atomic import write_json, write_text
 from prunus.cli._common import parse_set
 from prunus.pipeline import load_recipe, run_pipeline
-from prunus.report.collect import provenance
 from prunus.report.stats import summarise_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ def main() -> None:
                               means=("macs", "params", "bytes", "latency_ms"))  # fmt: skip
     results = Path(args.results_dir)
     write_json(results / f"{name}.json", {"recipe": plan.raw, "summary": stats, "records": summary.records,
-                                         "provenance": provenance(ROOT)})  # fmt: skip
+                                         "provenance": prunus.provenance()})  # fmt: skip
     write_text(results / f"{name}.md", (run_dir / "summary.md").read_text(encoding="utf-8"))
     print((run_dir / "summary.md").read_text(encoding="utf-8"))
 

@@ -13,8 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+import prunus
 from prunus._atomic import write_json
-from prunus.report.collect import provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +30,7 @@ def main() -> None:
     records = json.loads((args.run_dir / "records.json").read_text(encoding="utf-8"))["records"]
     write_json(ROOT / "benchmarks" / "results" / "demo_quickstart.json", {
         "command": args.command, "wall_seconds": args.wall_seconds, "load_average": args.load, "note": args.note,
-        "record": records[0], "provenance": provenance(ROOT),
+        "record": records[0], "provenance": prunus.provenance(),
     })  # fmt: skip
 
 

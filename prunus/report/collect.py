@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -43,27 +40,14 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def provenance(root: str | os.PathLike[str] | None = None) -> dict[str, str]:
-    """prunus/torch/python versions, the git commit of `root` (when it is a checkout) and the date."""
-    import torch
+def provenance() -> dict[str, str]:
+    """`prunus.provenance()` as display strings (versions, commit, machine, threads, date)."""
+    from prunus._provenance import provenance as record
 
-    from prunus._version import __version__
-
-    commit = "unknown"
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root or Path(__file__).parent,
-                             capture_output=True, text=True, timeout=10)  # fmt: skip
-        commit = out.stdout.strip() or commit
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {
-        "prunus": __version__,
-        "commit": commit,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    p = record()
+    commit = f"{p['commit']}{' (modified)' if p['dirty'] else ''}" if p["commit"] else "unknown"
+    keys = ("prunus", "torch", "python", "machine", "threads", "date")
+    return {"prunus": str(p["prunus"]), "commit": commit, **{k: str(p[k]) for k in keys if k != "prunus"}}
 
 
 @dataclass
