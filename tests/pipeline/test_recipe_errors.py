@@ -106,3 +106,28 @@ def test_run_refuses_a_directory_it_did_not_write(tiny_recipe, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="exists and is not a directory"):
         run_pipeline(parse_recipe(tiny_recipe), tmp_path / "file", progress=False)
+
+
+def _methods():
+    from prunus.methods import list_methods
+
+    return list_methods()
+
+
+@pytest.mark.parametrize("method", _methods())
+def test_every_registered_method_can_be_named_in_a_training_stage(tiny_recipe, method):
+    tiny_recipe["stages"][3]["methods"] = [{"name": method}]
+    plan = parse_recipe(tiny_recipe)
+    assert [m.name for m in plan.arms["main"][3].config.methods] == [method]
+
+
+def test_every_stage_kind_has_a_frozen_config_and_a_summary():
+    import dataclasses
+
+    from prunus.pipeline import get_stage, list_stages
+
+    for kind in list_stages():
+        info = get_stage(kind)
+        assert dataclasses.is_dataclass(info.config) and info.config.__dataclass_params__.frozen, kind
+        assert info.summary, kind
+        assert info.scope in ("chain", "run"), kind
