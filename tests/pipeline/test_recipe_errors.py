@@ -128,6 +128,7 @@ def test_every_stage_kind_has_a_frozen_config_and_a_summary():
 
     for kind in list_stages():
         info = get_stage(kind)
-        assert dataclasses.is_dataclass(info.config) and info.config.__dataclass_params__.frozen, kind
+        assert dataclasses.is_dataclass(info.config), kind
+        assert info.config.__dataclass_params__.frozen, kind
         assert info.summary, kind
         assert info.scope in ("chain", "run"), kind
