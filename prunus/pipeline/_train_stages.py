@@ -35,6 +35,7 @@ class TrainStage(StageConfig):
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)  # its seed is replaced by the sweep's seed
     methods: tuple[MethodSpec, ...] = ()
+    networks: int = 1  # independent networks trained side by side (grafting); network 0 goes on
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ def _metrics(run_dir: Path, threads: int | None) -> StageResult:
     from prunus.formats import load
 
     metrics = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))["metrics"]
+    # a population (networks > 1, grafting) keeps each network in net<k>/; network 0 goes on
+    run_dir = run_dir if (run_dir / "model").exists() else run_dir / "net0"
     model_dir = run_dir / "model"
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
     numbers.update(measure(load(model_dir), model_dir, threads=threads, accuracy=metrics.get("final_test_acc")))
@@ -97,7 +100,11 @@ def _train(cfg: TrainStage, ctx: StageContext, run_dir: Path | None = None) -> P
 
     model = load(ctx.input_model) if ctx.input_model is not None else None
     config = RunConfig(
-        model=cfg.model, data=cfg.data, train=dataclasses.replace(cfg.train, seed=ctx.seed), methods=cfg.methods
+        model=cfg.model,
+        data=cfg.data,
+        train=dataclasses.replace(cfg.train, seed=ctx.seed),
+        methods=cfg.methods,
+        networks=getattr(cfg, "networks", 1),
     )
     run_dir = run_dir or ctx.dir
     train_run(config, run_dir, resume=True, progress=ctx.progress, model=model)

@@ -75,7 +75,8 @@ class RunData:
 
 def _training_rows(stage_dir: Path) -> list[dict[str, Any]]:
     rounds = sorted(stage_dir.glob("round*/metrics.jsonl"), key=lambda p: int(p.parent.name[5:] or 0))
-    files = rounds or [stage_dir / "metrics.jsonl"]
+    single = stage_dir / "metrics.jsonl"
+    files = rounds or [single if single.exists() else stage_dir / "net0" / "metrics.jsonl"]  # population: network 0
     return [row for f in files for row in _read_jsonl(f)]
 
 
