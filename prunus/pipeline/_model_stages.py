@@ -21,6 +21,11 @@ class PruneStage(StageConfig):
 
     ratio: float | None = None  # fraction of channels REMOVED from every prunable group, in [0, 1)
     macs_ratio: float | None = None  # fraction of the dense MACs KEPT, in (0, 1]
+    params_ratio: float | None = None  # fraction of the dense parameters KEPT, in (0, 1]
+    latency_ratio: float | None = None  # fraction of the dense latency KEPT on `runtime`, in (0, 1]
+    runtime: str = "onnxruntime"  # latency budgets: the runtime the latency is measured on
+    latency_batch: int = 64  # latency budgets: the batch size the latency is measured at
+    round_to: int = 1  # keep channel counts multiples of this (hardware-friendly widths)
     criterion: str = "l1"  # a name from prunus.criteria.list_criteria()
     global_pruning: bool = False  # rank channels across groups instead of a uniform rate
     ignore: tuple[str, ...] = ()  # modules whose outputs are kept (default: the model's stem and classifier)
@@ -29,8 +34,17 @@ class PruneStage(StageConfig):
     def __post_init__(self) -> None:
         from prunus.criteria import list_criteria
 
-        if (self.ratio is None) == (self.macs_ratio is None):
-            raise ConfigError("prune needs exactly one of ratio (channels removed) or macs_ratio (MACs kept)")
+        targets = [t for t in ("ratio", "macs_ratio", "params_ratio", "latency_ratio") if getattr(self, t) is not None]
+        if len(targets) != 1:
+            raise ConfigError(
+                "prune needs exactly one of ratio (channels removed), macs_ratio, params_ratio or latency_ratio "
+                f"(fraction kept); got {', '.join(targets) or 'none'}"
+            )
+        for t in ("params_ratio", "latency_ratio"):
+            if getattr(self, t) is not None:
+                check_range(f"prune.{t}", getattr(self, t), 0.0, 1.0, low_inclusive=False)
+        check_range("prune.round_to", self.round_to, 1)
+        check_range("prune.latency_batch", self.latency_batch, 1)
         if self.ratio is not None:
             check_range("prune.ratio", self.ratio, 0.0, 1.0, high_inclusive=False)
         if self.macs_ratio is not None:
@@ -60,6 +74,11 @@ def run_prune(cfg: PruneStage, ctx: StageContext) -> StageResult:
         torch.randn(1, *shape),
         ratio=cfg.ratio,
         macs_ratio=cfg.macs_ratio,
+        params_ratio=cfg.params_ratio,
+        latency_ratio=cfg.latency_ratio,
+        runtime=cfg.runtime,
+        latency_batch=cfg.latency_batch,
+        round_to=cfg.round_to,
         criterion=cfg.criterion,
         ignored_layers=list(cfg.ignore) or None,
         global_pruning=cfg.global_pruning,

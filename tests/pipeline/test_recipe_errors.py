@@ -132,3 +132,13 @@ def test_every_stage_kind_has_a_frozen_config_and_a_summary():
         assert info.config.__dataclass_params__.frozen, kind
         assert info.summary, kind
         assert info.scope in ("chain", "run"), kind
+
+
+def test_prune_stage_takes_one_budget_of_four(tiny_recipe):
+    del tiny_recipe["stages"][2]["macs_ratio"]
+    tiny_recipe["stages"][2]["latency_ratio"] = 0.5
+    stage = parse_recipe(tiny_recipe).arms["main"][2].config
+    assert (stage.latency_ratio, stage.runtime, stage.latency_batch) == (0.5, "onnxruntime", 64)
+    tiny_recipe["stages"][2]["params_ratio"] = 0.5
+    with pytest.raises(ConfigError, match="got params_ratio, latency_ratio"):
+        parse_recipe(tiny_recipe)
