@@ -1,0 +1,245 @@
+"""`compress(model, calib, config) -> CompressReport` and `decompress(path) -> nn.Module`.
+
+compress: DE search to the sparsity targets (scored against the input model as teacher on the
+calibration batch), an optional distillation fine-tune of the survivors, per-layer quantization
+(fixed bits or greedy under a budget), then lossless ANS coding into a .prn file. The input model
+is not modified; the report's `model` is the compressed copy, equal bit for bit to what
+`decompress` rebuilds from the file.
+
+Example:
+    >>> import tempfile, torch, prunus
+    >>> from prunus.compress import CompressConfig, compress, decompress
+    >>> model = prunus.create_model("lenet300_100", in_channels=1, width_mult=0.1).eval()
+    >>> x = torch.randn(256, 1, 28, 28)
+    >>> cfg = CompressConfig(sparsity=0.8, bits=4, calib_size=128, rescore_size=0, cycles=2, generations=1)
+    >>> path = tempfile.mkdtemp() + "/m.prn"
+    >>> report = compress(model, x, cfg, out=path)
+    >>> round(report.sparsity, 2), report.file_bytes == __import__("os").path.getsize(path)
+    (0.8, True)
+    >>> torch.equal(decompress(path)(x), report.model(x))
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunus.compress.baselines import deep_compression_bits, generic_bytes
+from prunus.compress.bits import allocate_bits, fixed_bits
+from prunus.compress.codec import order0_bits
+from prunus.compress.config import CompressConfig
+from prunus.compress.pack import CodedLayer, apply_quantized, pack, round_dense, unpack
+from prunus.compress.prn import build_model, encode_prn, read_prn, write_prn
+from prunus.compress.report import CompressReport, LayerReport
+from prunus.compress.runner import prunable_layers
+from prunus.compress.search import magnitude_masks, search
+from prunus.errors import ConfigError
+
+__all__ = ["compress", "decompress", "distill"]
+
+
+def _split_calib(calib: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(calib, torch.Tensor):
+        return calib, None
+    if isinstance(calib, (tuple, list)) and len(calib) == 2 and isinstance(calib[0], torch.Tensor):
+        return calib[0], calib[1]
+    raise ConfigError("calib must be a tensor of images or an (images, labels) pair of tensors")
+
+
+def distill(student: nn.Module, teacher: nn.Module, x: torch.Tensor, masks: dict[str, torch.Tensor], *, steps: int,
+            lr: float, temperature: float, seed: int, batch: int = 128) -> None:  # fmt: skip
+    """Short KD fine-tune of the survivors (Adam, soft targets at `temperature`); pruned weights stay 0."""
+    layers = prunable_layers(student)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    with torch.no_grad():
+        soft = F.softmax(teacher(x) / temperature, -1)
+    student.train()
+    for _ in range(steps):
+        idx = torch.randint(x.shape[0], (min(batch, x.shape[0]),), generator=gen)
+        logp = F.log_softmax(student(x[idx]) / temperature, -1)
+        loss = F.kl_div(logp, soft[idx], reduction="batchmean") * temperature**2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for name, mask in masks.items():
+                layers[name].weight.mul_(mask)
+    student.eval()
+
+
+def _layer_report(name: str, c: CodedLayer, shape: list[int], nbytes: int, counts: list[int]) -> LayerReport:
+    n = int(c.mask.numel())
+    return LayerReport(name, shape, n, int(c.mask.sum()), c.quantizer.bits, c.quantizer.kind,
+                       int(c.quantizer.codebook.numel()), nbytes, order0_bits(n, counts))  # fmt: skip
+
+
+def _fp32_bytes(model: nn.Module) -> int:
+    from safetensors.torch import save
+
+    return len(save({k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
+                     for k, v in model.state_dict().items()}))  # fmt: skip
+
+
+@torch.no_grad()
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+def compress(
+    model: nn.Module,
+    calib: Any,
+    config: CompressConfig | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    baselines: bool = True,
+) -> CompressReport:
+    """Sparsify (DE), quantize and entropy-code `model`; write `out` (.prn) when given.
+
+    Args:
+        model: the trained teacher (not modified). A registry model (`prunus.create_model` /
+            `prunus.load`) can be written to a file; any model can be compressed and reported.
+        calib: calibration images (N, C, H, W) from the TRAINING split, or an (images, labels)
+            pair. The first `calib_size` score DE candidates; the first `rescore_size` (>= the
+            search batch) re-score the elite and measure the bit budget (accuracy on the labels,
+            or top-1 agreement with the teacher when there are none).
+        config: `CompressConfig`.
+        out: path of the .prn file to write.
+        baselines: also report one-shot magnitude pruning and generic/Deep-Compression coding.
+
+    Returns:
+        `CompressReport` (file bytes, ratio, per-layer bits/bytes/bound, accuracy on the budget
+        batch, timings); `report.model` is the compressed model.
+    """
+    cfg = config or CompressConfig()
+    x, y = _split_calib(calib)
+    if x.dim() < 2 or x.shape[0] < 1:
+        raise ConfigError(f"calib must hold at least one image, got shape {tuple(x.shape)}")
+    arch = getattr(model, "prunus_arch", None)
+    if out is not None and arch is None:
+        raise ConfigError("only a model built by prunus.create_model (or prunus.load) can be written to a .prn file")
+    teacher = model.eval()
+    student = copy.deepcopy(model).eval()
+    x_search = x[: cfg.calib_size]
+    x_big = x[: max(cfg.rescore_size, x_search.shape[0])]
+    y_big = y[: x_big.shape[0]] if y is not None else None
+    with torch.no_grad():
+        t_search, t_big = teacher(x_search), teacher(x_big)
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    big = cfg.rescore_size > 0
+    result = search(student, x_search, t_search, cfg.sparsity, cfg.search_settings(), x_big=x_big if big else None,
+                    teacher_big=t_big if big else None, progress=cfg.progress)  # fmt: skip
+    seconds["search"] = time.perf_counter() - start
+    masks = result.masks
+    if cfg.finetune_steps:
+        start = time.perf_counter()
+        distill(student, teacher, x, masks, steps=cfg.finetune_steps, lr=cfg.finetune_lr,
+                temperature=cfg.temperature, seed=cfg.seed)  # fmt: skip
+        seconds["finetune"] = time.perf_counter() - start
+    start = time.perf_counter()
+    if cfg.bits == "auto":
+        quantizers = allocate_bits(student, masks, x_big, t_big, y_big, max_kl=cfg.max_kl, max_drop=cfg.max_drop,
+                                   kind=cfg.quantizer, min_bits=cfg.min_bits, max_bits=cfg.max_bits)  # fmt: skip
+    else:
+        quantizers = fixed_bits(student, masks, cfg.bits, cfg.quantizer)  # type: ignore[arg-type]
+    layers = prunable_layers(student)
+    coded = {f"{n}.weight": apply_quantized(layers[n].weight, masks[n], quantizers[n]) for n in masks}
+    round_dense(student, coded)
+    seconds["quantize"] = time.perf_counter() - start
+    with torch.no_grad():
+        logits = student(x_big)
+    labels = y_big if y_big is not None else t_big.argmax(1)
+    t_logp = F.log_softmax(t_big.float(), -1)
+    kl = float((t_logp.exp() * (t_logp - F.log_softmax(logits.float(), -1))).sum(-1).mean())
+    start = time.perf_counter()
+    meta = {
+        "arch": arch or {},
+        "input_shape": list(getattr(model, "prunus_input_shape", None) or x.shape[1:]),
+        "history": list(getattr(model, "prunus_history", []) or []),
+        "config": cfg.to_json(),
+        "search": result.log,
+        "metrics": {
+            "calib_kl": kl,
+            "calib_acc": _accuracy(logits, labels),
+            "teacher_calib_acc": _accuracy(t_big, labels),
+        },
+    }
+    header, tensors = pack(student, coded, meta)
+    if out is not None:
+        file_bytes = write_prn(out, header, tensors)
+    else:
+        file_bytes = len(encode_prn(header, tensors))
+    seconds["encode"] = time.perf_counter() - start
+    state = student.state_dict()
+    reports = [_layer_report(e["name"], coded[e["name"]], list(state[e["name"]].shape), e["bytes"], e["counts"])
+               for e in header["layers"]]  # fmt: skip
+    total = sum(r.params for r in reports)
+    report = CompressReport(
+        layers=reports,
+        file_bytes=file_bytes,
+        fp32_bytes=_fp32_bytes(model),
+        sparsity=1 - sum(r.kept for r in reports) / total if total else 0.0,
+        kl=kl,
+        teacher_acc=_accuracy(t_big, labels),
+        acc=_accuracy(logits, labels),
+        seconds=seconds,
+        config=cfg.to_json(),
+        path=None if out is None else str(out),
+        model=student,
+    )
+    if baselines:
+        report.baselines = _baselines(model, student, coded, masks, quantizers, x_big, labels)
+    return report
+
+
+def _baselines(teacher: nn.Module, student: nn.Module, coded: dict[str, CodedLayer], masks: dict[str, torch.Tensor],
+               quantizers: dict[str, Any], x: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:  # fmt: skip
+    """One-shot magnitude pruning at DE's per-layer sparsity and bits; generic and Deep-Compression coding."""
+    mag = copy.deepcopy(teacher).eval()
+    targets = {n: 1 - float(m.float().mean()) for n, m in masks.items()}
+    mag_masks = magnitude_masks(mag, targets)
+    layers = prunable_layers(mag)
+    with torch.no_grad():
+        for n, m in mag_masks.items():
+            layers[n].weight.mul_(m)
+        acc_pruned = _accuracy(mag(x), labels)
+        bits = {n: q.bits for n, q in quantizers.items()}
+        for n, q in fixed_bits(mag, mag_masks, bits, "kmeans").items():
+            apply_quantized(layers[n].weight, mag_masks[n], q)
+        acc_quant = _accuracy(mag(x), labels)
+    return {
+        "magnitude_acc_pruned": acc_pruned,
+        "magnitude_acc_quantized": acc_quant,
+        "dense": generic_bytes(teacher),
+        "compressed_tensors": generic_bytes(student),
+        "deep_compression_stream_bytes": deep_compression_bits(student, coded) / 8,
+    }
+
+
+def decompress(path: str | os.PathLike[str], *, trust_factory: bool = False) -> nn.Module:
+    """Rebuild the model stored in a .prn file: a normal nn.Module in eval mode (exports to ONNX).
+
+    Raises `CorruptFileError` for a corrupt, truncated, foreign or hostile file.
+
+    Example:
+        >>> decompress("model.prn")  # doctest: +SKIP
+    """
+    prn = read_prn(path)
+    model = build_model(prn, trust_factory=trust_factory)
+    masks = unpack(prn, model)
+    h = prn.header
+    if "name" in h["arch"]:
+        model.prunus_arch = h["arch"]
+    model.prunus_input_shape = tuple(h["input_shape"])
+    model.prunus_history = list(h["history"])
+    model.prunus_metrics = h.get("metrics", {}) if isinstance(h.get("metrics"), dict) else {}
+    model.prunus_masks = masks
+    return model.eval()

@@ -1,0 +1,139 @@
+"""Per-layer bit widths: fixed, or greedy under an accuracy / KL budget.
+
+Greedy allocation (methods.md section 5, step 5): every layer starts at `max_bits`; each round tries
+one bit less for every layer that can still go lower and lowers the one whose KL increase per
+bit saved (one bit per surviving weight) is smallest, as long as the budget still holds; a layer
+whose next step would break the budget is frozen. The quantizers are the pure functions of
+`quantize`; the model's weights are swapped for each trial and restored.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    >>> x = torch.randn(256, 8)
+    >>> masks = {n: m.weight != 0 for n, m in (("0", net[0]), ("2", net[2]))}
+    >>> q = allocate_bits(net, masks, x, net(x).detach(), None, max_kl=1e-3, max_drop=None)
+    >>> sorted(q) == ["0", "2"] and all(2 <= v.bits <= 8 for v in q.values())
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunus.compress.quantize import KINDS, MAX_BITS, MIN_BITS, Quantizer, choose, dequantize, quantize
+from prunus.compress.runner import prunable_layers
+
+__all__ = ["allocate_bits", "best_quantizer", "fixed_bits"]
+
+
+def best_quantizer(values: torch.Tensor, bits: int, kind: str) -> Quantizer:
+    """`choose` for one kind, or for kind "best" the kind with the lower squared weight error."""
+    if kind != "best":
+        return choose(values, bits, kind)
+    options = [choose(values, bits, k) for k in KINDS]
+    errors = [float(((dequantize(quantize(values, q), q) - values) ** 2).sum()) for q in options]
+    return options[min(range(len(options)), key=errors.__getitem__)]
+
+
+def fixed_bits(
+    model: nn.Module, masks: Mapping[str, torch.Tensor], bits: int | Mapping[str, int], kind: str
+) -> dict[str, Quantizer]:
+    """One quantizer per masked layer at the given bits (a dict may omit layers: they get 8 bits)."""
+    layers = prunable_layers(model)
+    out = {}
+    for name, mask in masks.items():
+        b = bits if isinstance(bits, int) else bits.get(name, MAX_BITS)
+        out[name] = best_quantizer(layers[name].weight.detach()[mask], b, kind)
+    return out
+
+
+class _Trial:
+    """Swap quantized weights into the model, measure KL and accuracy on the budget batch, restore."""
+
+    def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor], x: torch.Tensor, teacher: torch.Tensor,
+                 labels: torch.Tensor) -> None:  # fmt: skip
+        self.model, self.masks, self.x, self.labels = model, masks, x, labels
+        self.layers = prunable_layers(model)
+        self.teacher_logp = F.log_softmax(teacher.float(), -1)
+        self.original = {n: self.layers[n].weight.detach().clone() for n in masks}
+        self.teacher_acc = float((teacher.argmax(1) == labels).float().mean())
+
+    def weight(self, name: str, q: Quantizer) -> torch.Tensor:
+        w = self.original[name]
+        mask = self.masks[name]
+        out = torch.zeros_like(w)
+        out[mask] = dequantize(quantize(w[mask], q), q).to(w.dtype)
+        return out
+
+    @torch.no_grad()
+    def measure(self, quantizers: Mapping[str, Quantizer]) -> tuple[float, float]:
+        """(KL, accuracy drop in points) with every layer quantized as given."""
+        try:
+            for name, q in quantizers.items():
+                self.layers[name].weight.copy_(self.weight(name, q))
+            logits = self.model(self.x)
+        finally:
+            for name, w in self.original.items():
+                self.layers[name].weight.copy_(w)
+        logp = F.log_softmax(logits.float(), -1)
+        kl = float((self.teacher_logp.exp() * (self.teacher_logp - logp)).sum(-1).mean())
+        acc = float((logits.argmax(1) == self.labels).float().mean())
+        return kl, 100.0 * (self.teacher_acc - acc)
+
+
+def allocate_bits(
+    model: nn.Module,
+    masks: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor | None,
+    *,
+    max_kl: float | None,
+    max_drop: float | None,
+    kind: str = "kmeans",
+    min_bits: int = MIN_BITS,
+    max_bits: int = MAX_BITS,
+) -> dict[str, Quantizer]:
+    """Greedy per-layer bits under the budget (KL and/or accuracy drop in points vs the teacher).
+
+    `labels` None: accuracy = agreement with the teacher's top-1. The budget is checked on `x`.
+    """
+    labels = teacher_logits.argmax(1) if labels is None else labels
+    trial = _Trial(model, masks, x, teacher_logits, labels)
+    cache: dict[tuple[str, int], Quantizer] = {}
+
+    def q(name: str, b: int) -> Quantizer:
+        if (name, b) not in cache:
+            cache[(name, b)] = best_quantizer(trial.original[name][masks[name]], b, kind)
+        return cache[(name, b)]
+
+    def within(kl: float, drop: float) -> bool:
+        return (max_kl is None or kl <= max_kl) and (max_drop is None or drop <= max_drop)
+
+    bits = dict.fromkeys(masks, max_bits)
+    current = {n: q(n, b) for n, b in bits.items()}
+    kl_now, _ = trial.measure(current)
+    frozen = {n for n in masks if int(masks[n].sum()) == 0}
+    while True:
+        best, best_cost, best_kl = None, float("inf"), kl_now
+        for name in masks:
+            if name in frozen or bits[name] <= min_bits:
+                continue
+            option = {**current, name: q(name, bits[name] - 1)}
+            kl, drop = trial.measure(option)
+            if not within(kl, drop):
+                frozen.add(name)
+                continue
+            cost = max(kl - kl_now, 0.0) / max(1, int(masks[name].sum()))
+            if cost < best_cost:
+                best, best_cost, best_kl = name, cost, kl
+        if best is None:
+            return current
+        bits[best] -= 1
+        current[best] = q(best, bits[best])
+        kl_now = best_kl

@@ -1,0 +1,121 @@
+"""`CompressConfig`: every setting of `prunus.compress`, validated when it is built.
+
+Example:
+    >>> CompressConfig(sparsity=0.9, bits="auto", max_drop=1.0).bits
+    'auto'
+    >>> CompressConfig(bits=9)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    prunus.errors.ConfigError: CompressConfig.bits=9 is not valid; expected 'auto', an integer from 2 to 8 ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from prunus.compress.quantize import KINDS, MAX_BITS, MIN_BITS
+from prunus.compress.search import SearchSettings
+from prunus.config import Config, check_choice, check_range
+from prunus.errors import ConfigError
+
+__all__ = ["CompressConfig"]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_bits(v: Any) -> bool:
+    return _is_int(v) and MIN_BITS <= v <= MAX_BITS
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressConfig(Config):
+    """How to sparsify, quantize and encode a model (DE search, bit allocation, .prn coding)."""
+
+    sparsity: float | Mapping[str, float] = 0.9  # share of weights removed: all layers, or layer -> share
+    allocation: str = "uniform"  # "uniform": the target(s) per layer; "global": one budget, the search allocates it
+    bits: int | str | Mapping[str, int] = "auto"  # 2-8 for every layer, layer -> bits, or "auto" (greedy, budgeted)
+    quantizer: str = "kmeans"  # "kmeans" (1-D Lloyd), "uniform", or "best" (lower weight error per layer)
+    max_drop: float | None = 1.0  # auto bits: accuracy points the compressed model may lose on the budget batch
+    max_kl: float | None = None  # auto bits: KL(teacher || student) allowed on the budget batch
+    min_bits: int = MIN_BITS  # auto bits never go below this
+    max_bits: int = MAX_BITS  # auto bits start here
+    calib_size: int = 1024  # calibration images the DE candidates are scored on
+    rescore_size: int = 4096  # images the elite is re-scored on, and the bit budget is measured on (0 = no re-score)
+    population: int = 8  # DE candidate sets per generation (1 = no search: magnitude pruning in the same schedule)
+    generations: int = 4  # DE rounds per cycle and layer
+    elite: int = 2  # DE sets kept each round
+    pool_factor: float = 4.0  # directed pool = this many times k of the smallest survivors
+    mutation: float = 0.25  # share of a child's set swapped with other pool members
+    cycles: int = 8  # passes over the layers (cubic sparsity schedule)
+    finetune_steps: int = 0  # optional distillation fine-tune of the survivors (Adam steps on the calibration set)
+    finetune_lr: float = 1e-3
+    temperature: float = 4.0  # KD temperature of the fine-tune
+    seed: int = 0
+    progress: bool = False  # rich progress bar with sparsity and KL
+
+    def __post_init__(self) -> None:
+        s = self.sparsity
+        if isinstance(s, Mapping):
+            for name, v in s.items():
+                check_range(f"CompressConfig.sparsity[{name!r}]", v, 0.0, 1.0, high_inclusive=False)
+        else:
+            check_range("CompressConfig.sparsity", s, 0.0, 1.0, high_inclusive=False)
+        check_choice("CompressConfig.allocation", self.allocation, ("uniform", "global"))
+        if self.allocation == "global" and isinstance(s, Mapping):
+            raise ConfigError("CompressConfig.allocation='global' takes one sparsity, not a per-layer dict")
+        b = self.bits
+        ok = b == "auto" or _check_bits(b) or (isinstance(b, Mapping) and all(_check_bits(v) for v in b.values()))
+        if not ok:
+            raise ConfigError(
+                f"CompressConfig.bits={b!r} is not valid; expected 'auto', an integer from {MIN_BITS} to {MAX_BITS} "
+                "or a dict layer -> bits"
+            )
+        check_choice("CompressConfig.quantizer", self.quantizer, (*KINDS, "best"))
+        if self.max_drop is not None:
+            check_range("CompressConfig.max_drop", self.max_drop, 0.0, 100.0)
+        if self.max_kl is not None:
+            check_range("CompressConfig.max_kl", self.max_kl, 0.0)
+        if b == "auto" and self.max_drop is None and self.max_kl is None:
+            raise ConfigError("CompressConfig.bits='auto' needs a budget: set max_drop or max_kl")
+        for field in ("min_bits", "max_bits"):
+            if not _check_bits(getattr(self, field)):
+                raise ConfigError(
+                    f"CompressConfig.{field}={getattr(self, field)!r} must be an integer from {MIN_BITS} to {MAX_BITS}"
+                )
+        if self.min_bits > self.max_bits:
+            raise ConfigError(f"CompressConfig.min_bits={self.min_bits} is above max_bits={self.max_bits}")
+        for field, low in (("calib_size", 1), ("rescore_size", 0), ("population", 1), ("generations", 0), ("elite", 1),
+                           ("cycles", 1), ("finetune_steps", 0), ("seed", 0)):  # fmt: skip
+            v = getattr(self, field)
+            if not _is_int(v) or v < low:
+                raise ConfigError(f"CompressConfig.{field}={v!r} is not valid; expected an integer >= {low}")
+        if self.elite >= self.population and self.population > 1:
+            raise ConfigError(f"CompressConfig.elite={self.elite} must be below population={self.population}")
+        check_range("CompressConfig.pool_factor", self.pool_factor, 1.0)
+        check_range("CompressConfig.mutation", self.mutation, 0.0, 1.0)
+        check_range("CompressConfig.finetune_lr", self.finetune_lr, 0.0, low_inclusive=False)
+        check_range("CompressConfig.temperature", self.temperature, 0.0, low_inclusive=False)
+
+    def search_settings(self) -> SearchSettings:
+        """The DE part of this config."""
+        return SearchSettings(
+            population=self.population,
+            generations=self.generations,
+            elite=self.elite,
+            pool_factor=self.pool_factor,
+            mutation=self.mutation,
+            cycles=self.cycles,
+            allocation=self.allocation,
+            seed=self.seed,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able dict of every field (mappings become plain dicts)."""
+        return {
+            f.name: (dict(v) if isinstance(v := getattr(self, f.name), Mapping) else v)
+            for f in dataclasses.fields(self)
+        }

@@ -1,0 +1,122 @@
+"""What a compression produced: per layer shape, sparsity, bits, bytes, the order-0 bound and the gap.
+
+The order-0 bound of a layer with n weights, k survivors (p = k / n) and codebook-index
+distribution q is `n * H_b(p) + k * H(q)` bits (mask + values); the coder's gap is its stream
+bits over that bound. The file's total also holds codebooks, biases/BatchNorm, the header and the
+safetensors framing, reported separately (`overhead_bytes`).
+
+Example:
+    >>> r = LayerReport("fc.weight", [2, 4], 8, 2, 4, "kmeans", 3, 4, 10.0)
+    >>> r.sparsity, r.gap
+    (0.75, 3.2)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+__all__ = ["LAYER_COLUMNS", "CompressReport", "LayerReport", "layer_rows"]
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """One coded weight tensor."""
+
+    name: str
+    shape: list[int]
+    params: int
+    kept: int
+    bits: int
+    kind: str
+    levels: int
+    bytes: int  # ANS stream bytes
+    bound_bits: float  # order-0 bound n*H_b(p) + k*H(q)
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.kept / self.params if self.params else 0.0
+
+    @property
+    def gap(self) -> float:
+        """Stream bits over the order-0 bound (1.0 = at the bound)."""
+        return 8 * self.bytes / self.bound_bits if self.bound_bits else float("inf") if self.bytes else 1.0
+
+
+@dataclass
+class CompressReport:
+    """Result of `prunus.compress`; `model` is the compressed model (what `decompress` returns)."""
+
+    layers: list[LayerReport]
+    file_bytes: int  # the .prn file's size (as written, or as it would be written)
+    fp32_bytes: int  # model.safetensors of the dense fp32 model (what `prunus.save` writes)
+    sparsity: float  # over all coded weights
+    kl: float  # KL(teacher || compressed) on the budget batch
+    teacher_acc: float | None  # on the budget batch (labels, or agreement when there are none)
+    acc: float | None
+    seconds: dict[str, float] = field(default_factory=dict)
+    baselines: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    model: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def ratio(self) -> float:
+        """fp32 file bytes over .prn file bytes."""
+        return self.fp32_bytes / self.file_bytes
+
+    @property
+    def stream_bytes(self) -> int:
+        return sum(layer.bytes for layer in self.layers)
+
+    @property
+    def bound_bits(self) -> float:
+        return sum(layer.bound_bits for layer in self.layers)
+
+    @property
+    def overhead_bytes(self) -> int:
+        """Everything in the file that is not a coded stream: codebooks, dense tensors, header, framing."""
+        return self.file_bytes - self.stream_bytes
+
+    def to_json(self) -> dict[str, Any]:
+        """Every number of the report (the model itself is left out)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("layers", "model")}
+        out["layers"] = [
+            {**dataclasses.asdict(layer), "sparsity": layer.sparsity, "gap": layer.gap} for layer in self.layers
+        ]
+        out.update(ratio=self.ratio, stream_bytes=self.stream_bytes, bound_bits=self.bound_bits,
+                   stream_over_bound=8 * self.stream_bytes / self.bound_bits if self.bound_bits else None,
+                   file_over_bound=8 * self.file_bytes / self.bound_bits if self.bound_bits else None,
+                   overhead_bytes=self.overhead_bytes)  # fmt: skip
+        return out
+
+
+def layer_rows(layers: list[LayerReport]) -> list[tuple[Any, ...]]:
+    """Table rows: layer, shape, sparsity, bits, kind, bytes, bound bytes, gap."""
+    rows = [
+        (
+            r.name,
+            "x".join(map(str, r.shape)),
+            f"{r.sparsity:.4f}",
+            r.bits,
+            r.kind,
+            r.bytes,
+            f"{r.bound_bits / 8:.1f}",
+            f"{r.gap:.4f}",
+        )  # fmt: skip
+        for r in layers
+    ]
+    total_bytes = sum(r.bytes for r in layers)
+    bound = sum(r.bound_bits for r in layers)
+    params = sum(r.params for r in layers)
+    kept = sum(r.kept for r in layers)
+    sparsity = 1 - kept / params if params else 0.0
+    rows.append(("total", params, f"{sparsity:.4f}", "", "", total_bytes, f"{bound / 8:.1f}",
+                 f"{8 * total_bytes / bound:.4f}" if bound else ""))  # fmt: skip
+    return rows
+
+
+LAYER_COLUMNS = ("layer", "shape", "sparsity", "bits", "quantizer", "bytes", "bound bytes", "bytes/bound")

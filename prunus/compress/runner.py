@@ -1,0 +1,171 @@
+"""Run a network in two halves: everything up to one layer once, then P candidate versions of that layer
+and everything after it in one batch.
+
+`Runner.enter(x, name)` runs the model once on the calibration batch and caches every activation
+(with `torch.fx`; a model fx cannot trace falls back to forward hooks and recomputes the prefix).
+`Runner.suffix(state, outputs, P)` continues from P candidate outputs of the layer stacked along
+the batch: activations from before the layer that are used after it (residual branches) are
+repeated P times, nothing before the layer is recomputed.
+
+`candidate_outputs(module, inp, weights)` evaluates P weight tensors of one Conv2d/Linear in one
+batched matmul (im2col + broadcast matmul for convs; a grouped conv loops over candidates).
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    >>> x = torch.randn(5, 4)
+    >>> r = Runner(net)
+    >>> state = r.enter(x, "0")
+    >>> ws = torch.stack([net[0].weight, torch.zeros_like(net[0].weight)])
+    >>> out = r.suffix(state, candidate_outputs(net[0], state.input, ws), 2)
+    >>> torch.allclose(out[:5], net(x), atol=1e-6), out.shape
+    (True, torch.Size([10, 2]))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+__all__ = ["LayerState", "Runner", "batched_layer", "candidate_outputs", "prunable_layers"]
+
+
+def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Every Conv2d and Linear module by dotted name, in `named_modules` order."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+@dataclass
+class LayerState:
+    """What `Runner.enter` cached: the layer's input, and the activations (fx) or the batch (hooks)."""
+
+    name: str
+    input: torch.Tensor
+    env: dict[fx.Node, Any] | None
+    x: torch.Tensor
+
+
+class _Recorder(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm, garbage_collect_values=False)
+
+
+class Runner:
+    """Prefix-once, suffix-many evaluation of a model around one of its Conv2d/Linear layers."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.modules = prunable_layers(model)
+        self.gm: fx.GraphModule | None
+        try:
+            # the GraphModule shares the model's submodules, so weight edits are seen by both
+            self.gm = fx.symbolic_trace(model)
+        except Exception:  # noqa: BLE001 - any tracing failure means: use hooks
+            self.gm = None
+        self.nodes: dict[str, fx.Node] = {}
+        if self.gm is not None:
+            self.order = {n: i for i, n in enumerate(self.gm.graph.nodes)}
+            calls = [n for n in self.gm.graph.nodes if n.op == "call_module" and n.target in self.modules]
+            if len({n.target for n in calls}) != len(calls) or len(calls) != len(self.modules):
+                self.gm = None  # a layer called twice or never: hooks handle it without assumptions
+            else:
+                self.nodes = {n.target: n for n in calls}
+
+    @torch.no_grad()
+    def enter(self, x: torch.Tensor, name: str) -> LayerState:
+        """Run the model once on `x`; cache what the suffix of layer `name` needs."""
+        if self.gm is not None:
+            rec = _Recorder(self.gm)
+            rec.run(x)
+            node = self.nodes[name]
+            return LayerState(name, rec.env[node.args[0]], rec.env, x)
+        seen: list[torch.Tensor] = []
+        handle = self.modules[name].register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+        try:
+            self.model(x)
+        finally:
+            handle.remove()
+        return LayerState(name, seen[0], None, x)
+
+    @torch.no_grad()
+    def suffix(self, state: LayerState, outputs: torch.Tensor, count: int) -> torch.Tensor:
+        """Logits (count * B, classes) when the layer's output is `outputs` (count * B, ...)."""
+        batch = state.x.shape[0]
+        if self.gm is not None and state.env is not None:
+            node = self.nodes[state.name]
+            last = self.order[node]
+            env: dict[fx.Node, Any] = {}
+            ok = True
+            for n, i in self.order.items():
+                if i > last:
+                    break
+                if n is node:
+                    env[n] = outputs
+                    continue
+                value = state.env.get(n)
+                if any(self.order[u] > last for u in n.users):
+                    if (
+                        isinstance(value, torch.Tensor)
+                        and n.op != "get_attr"
+                        and value.dim()
+                        and value.shape[0] == batch
+                    ):
+                        value = value.repeat(count, *([1] * (value.dim() - 1)))
+                    elif isinstance(value, torch.Tensor) and n.op == "get_attr":
+                        pass
+                    else:
+                        ok = False  # a shape or scalar computed from the batch crosses the cut
+                        break
+                env[n] = value
+            if ok:
+                return fx.Interpreter(self.gm).run(initial_env=env)
+        handle = self.modules[state.name].register_forward_hook(lambda m, a, o: outputs)
+        try:
+            return self.model(state.x.repeat(count, *([1] * (state.x.dim() - 1))))
+        finally:
+            handle.remove()
+
+
+def batched_layer(module: nn.Module, inp: torch.Tensor):
+    """A function `weights (P, *weight.shape) -> outputs (P * B, ...)` for `module` on the fixed input
+    `inp`; for a conv the im2col matrix is built once here and reused by every call."""
+    bias = module.bias
+    batch = inp.shape[0]
+    if isinstance(module, nn.Linear):
+
+        def linear(weights: torch.Tensor) -> torch.Tensor:
+            y = torch.matmul(inp.unsqueeze(0), weights.transpose(-1, -2))  # (P, B, ..., out)
+            if bias is not None:
+                y = y + bias
+            return y.reshape(weights.shape[0] * batch, *y.shape[2:])
+
+        return linear
+    conv: nn.Conv2d = module  # type: ignore[assignment]
+    if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        return lambda weights: torch.cat([conv._conv_forward(inp, w, bias) for w in weights])
+    _, _, h, w = inp.shape
+    kh, kw = conv.kernel_size
+    cols = F.unfold(inp, (kh, kw), dilation=conv.dilation, padding=conv.padding, stride=conv.stride).unsqueeze(0)
+    ho = (h + 2 * conv.padding[0] - conv.dilation[0] * (kh - 1) - 1) // conv.stride[0] + 1
+    wo = (w + 2 * conv.padding[1] - conv.dilation[1] * (kw - 1) - 1) // conv.stride[1] + 1
+
+    def convolve(weights: torch.Tensor) -> torch.Tensor:
+        count = weights.shape[0]
+        y = torch.matmul(weights.reshape(count, 1, conv.out_channels, -1), cols)  # (P, B, out, L)
+        if bias is not None:
+            y = y + bias.view(1, 1, -1, 1)
+        return y.reshape(count * batch, conv.out_channels, ho, wo)
+
+    return convolve
+
+
+@torch.no_grad()
+def candidate_outputs(module: nn.Module, inp: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Outputs of `module` for each of the P weight tensors in `weights` (P, *weight.shape), stacked
+    along the batch: (P * B, ...)."""
+    return batched_layer(module, inp)(weights)
