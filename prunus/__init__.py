@@ -12,8 +12,12 @@ Example:
 
 from prunus._provenance import provenance as provenance
 from prunus._version import __version__ as __version__
+from prunus.compress import CompressConfig as CompressConfig
+from prunus.compress import CompressReport as CompressReport
+from prunus.compress import compress as compress
+from prunus.compress import decompress as decompress
+from prunus.compress import load as load
 from prunus.errors import PrunusError as PrunusError
-from prunus.formats import load as load
 from prunus.formats import save as save
 from prunus.measure import Counts as Counts
 from prunus.measure import count as count
@@ -23,12 +27,16 @@ from prunus.pruning import PruneReport as PruneReport
 from prunus.pruning import prune as prune
 
 __all__ = [
+    "CompressConfig",
+    "CompressReport",
     "Counts",
     "PruneReport",
     "PrunusError",
     "__version__",
     "count",
+    "compress",
     "create_model",
+    "decompress",
     "list_models",
     "load",
     "provenance",

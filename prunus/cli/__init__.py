@@ -29,6 +29,7 @@ COMMANDS: tuple[str, ...] = (
     "eval",
     "prune",
     "csgd",
+    "compress",
     "export",
     "bench",
     "run",

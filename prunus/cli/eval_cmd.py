@@ -17,7 +17,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = add_command(
         subparsers,
         "eval",
-        "Evaluate a saved model directory on a dataset split; several models (or a run directory of "
+        "Evaluate a saved model directory or .prn file on a dataset split; several models (or a run directory of "
         "N networks) are also scored as their logit ensemble.",
         "prunus eval runs/r20/model --data fashion-mnist --split test\n"
         "  prunus eval runs/graft --data fashion-mnist   # net0/model, net1/model and their ensemble",
@@ -25,7 +25,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "model_dir",
         nargs="+",
-        help="model directory (model.json + model.safetensors), or a run directory holding net<k>/model",
+        help="model directory (model.json + model.safetensors), a .prn file, or a run directory holding net<k>/model",
     )
     p.add_argument("--data", default="fashion-mnist", choices=list_datasets(), help="dataset (default fashion-mnist)")
     p.add_argument("--data-dir", help="directory holding the dataset files")
@@ -66,8 +66,8 @@ def _net_index(path: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prunus.compress import load
     from prunus.ensemble import LogitEnsemble
-    from prunus.formats import load
     from prunus.measure import count
     from prunus.model_info import get_info
 

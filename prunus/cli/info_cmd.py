@@ -17,19 +17,23 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = add_command(
         subparsers,
         "info",
-        "Describe a model directory, run directory or checkpoint file.",
+        "Describe a model directory, run directory, checkpoint or .prn file.",
         "prunus info runs/r20/model",
     )
-    p.add_argument("path", help="model dir, run dir, or checkpoint.pt")
+    p.add_argument("path", help="model dir, run dir, checkpoint.pt or model.prn")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
     p.set_defaults(run=run)
     return p
 
 
 def describe(path: Path) -> dict[str, Any]:
-    """A JSON-able description of `path` (model dir, run dir or checkpoint)."""
+    """A JSON-able description of `path` (model dir, run dir, checkpoint or .prn file)."""
     from prunus.formats import MODEL_JSON, MODEL_WEIGHTS, read_model_json
 
+    if path.is_file() and path.suffix == ".prn":
+        from prunus.compress.report import describe_prn
+
+        return {"kind": "prn", **describe_prn(path)}
     if path.is_dir() and (path / MODEL_JSON).exists():
         header = read_model_json(path)
         weights = path / MODEL_WEIGHTS
@@ -73,6 +77,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
+    if info["kind"] == "prn":
+        from prunus.compress.report import LAYER_COLUMNS, LayerReport, layer_rows
+
+        layers = [
+            LayerReport(**{k: v for k, v in r.items() if k not in ("sparsity", "gap")}) for r in info.pop("layers")
+        ]
+        print_table(f"{args.path}: per layer", LAYER_COLUMNS, layer_rows(layers))
     rows = []
     for key, value in info.items():
         text = json.dumps(value) if isinstance(value, (dict, list)) else value

@@ -23,8 +23,9 @@ Example:
 
 from prunus.compress.api import compress as compress
 from prunus.compress.api import decompress as decompress
+from prunus.compress.api import load as load
 from prunus.compress.config import CompressConfig as CompressConfig
 from prunus.compress.report import CompressReport as CompressReport
 from prunus.compress.report import LayerReport as LayerReport
 
-__all__ = ["CompressConfig", "CompressReport", "LayerReport", "compress", "decompress"]
+__all__ = ["CompressConfig", "CompressReport", "LayerReport", "compress", "decompress", "load"]

@@ -41,8 +41,9 @@ from prunus.compress.report import CompressReport, LayerReport
 from prunus.compress.runner import prunable_layers
 from prunus.compress.search import magnitude_masks, search
 from prunus.errors import ConfigError
+from prunus.model_info import get_info, update_info
 
-__all__ = ["compress", "decompress", "distill"]
+__all__ = ["compress", "decompress", "distill", "load"]
 
 
 def _split_calib(calib: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -122,7 +123,8 @@ def compress(
     x, y = _split_calib(calib)
     if x.dim() < 2 or x.shape[0] < 1:
         raise ConfigError(f"calib must hold at least one image, got shape {tuple(x.shape)}")
-    arch = getattr(model, "prunus_arch", None)
+    info = get_info(model)
+    arch = info.arch
     if out is not None and arch is None:
         raise ConfigError("only a model built by prunus.create_model (or prunus.load) can be written to a .prn file")
     teacher = model.eval()
@@ -161,9 +163,9 @@ def compress(
     kl = float((t_logp.exp() * (t_logp - F.log_softmax(logits.float(), -1))).sum(-1).mean())
     start = time.perf_counter()
     meta = {
-        "arch": arch or {},
-        "input_shape": list(getattr(model, "prunus_input_shape", None) or x.shape[1:]),
-        "history": list(getattr(model, "prunus_history", []) or []),
+        "arch": dict(arch or {}),
+        "input_shape": list(info.input_shape or x.shape[1:]),
+        "history": list(info.history),
         "config": cfg.to_json(),
         "search": result.log,
         "metrics": {
@@ -236,10 +238,20 @@ def decompress(path: str | os.PathLike[str], *, trust_factory: bool = False) -> 
     model = build_model(prn, trust_factory=trust_factory)
     masks = unpack(prn, model)
     h = prn.header
-    if "name" in h["arch"]:
-        model.prunus_arch = h["arch"]
-    model.prunus_input_shape = tuple(h["input_shape"])
-    model.prunus_history = list(h["history"])
-    model.prunus_metrics = h.get("metrics", {}) if isinstance(h.get("metrics"), dict) else {}
-    model.prunus_masks = masks
+    update_info(model, arch=h["arch"], input_shape=tuple(h["input_shape"]), history=tuple(h["history"]),
+                metrics=h.get("metrics") or {})  # fmt: skip
+    model.prunus_masks = masks  # which weights are pruned (a codebook level may itself be 0)
     return model.eval()
+
+
+def load(path: str | os.PathLike[str], *, trust_factory: bool = False, map_location: str = "cpu") -> nn.Module:
+    """`prunus.load`: a model directory (`prunus.formats.load`) or a compressed `.prn` file (`decompress`).
+
+    Example:
+        >>> model = load("model.prn")  # doctest: +SKIP
+    """
+    if str(path).endswith(".prn") and not os.path.isdir(path):
+        return decompress(path, trust_factory=trust_factory)
+    from prunus.formats import load as load_dir
+
+    return load_dir(path, trust_factory=trust_factory, map_location=map_location)

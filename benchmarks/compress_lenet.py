@@ -1,0 +1,162 @@
+"""DE compression on real Fashion-MNIST: ratio vs the fp32 file, test-accuracy drop, coder gap, wall time.
+
+    .venv/bin/python benchmarks/compress_lenet.py runs/l300-s0/checkpoint.pt --model lenet300_100 \
+        --point 0.92:1.0 --point 0.96:3.0 --seeds 0,1,2 --name compress_lenet300_100
+
+The teacher is a trained model directory or a training checkpoint (`checkpoint.pt`, weights
+only are read). Each `--point SPARSITY:MAX_DROP` runs `prunus.compress` (DE search + greedy bits
+under MAX_DROP accuracy points on the 4096-image calibration slice of the TRAINING split + ANS
+coding), writes a .prn, decodes it and evaluates the decoded model on the full test set.
+`--seeds` then compares DE with one-shot magnitude pruning at the same per-layer sparsity, both
+without retraining or quantization, over the given search/calibration seeds (one teacher).
+Writes benchmarks/results/NAME.json; timings are wall seconds on this (shared) machine, with the
+load average recorded before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from prunus._atomic import write_json
+from prunus._version import __version__
+from prunus.compress import CompressConfig, compress, decompress
+from prunus.compress.runner import prunable_layers
+from prunus.compress.search import magnitude_masks, search
+from prunus.data import DataConfig, build_loaders, training_slice
+from prunus.evaluation import evaluate
+from prunus.formats import load
+from prunus.model_info import update_info
+from prunus.models import create_model
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _teacher(path: Path, model_name: str) -> torch.nn.Module:
+    if path.is_dir():
+        return load(path).eval()
+    from prunus.engine.checkpoint import load_checkpoint
+
+    model = create_model(model_name, in_channels=1, num_classes=10)
+    model.load_state_dict(load_checkpoint(path)["model"])
+    update_info(model, input_shape=(1, 28, 28))
+    return model.eval()
+
+
+def _point(teacher, bundle, calib, sparsity: float, max_drop: float, overrides: dict, out_dir: Path) -> dict:
+    cfg = CompressConfig(sparsity=sparsity, bits="auto", max_drop=max_drop, **overrides)
+    path = out_dir / f"s{sparsity}-d{max_drop}.prn"
+    start = time.perf_counter()
+    report = compress(teacher, calib, cfg, out=path)
+    wall = time.perf_counter() - start
+    decoded = decompress(path)
+    x = calib[0][:256]
+    assert torch.equal(decoded(x), report.model(x)), "decoded model differs from the compressed one"
+    teacher_acc = evaluate(teacher, bundle.test)["acc"]
+    acc = evaluate(decoded, bundle.test)["acc"]
+    js = report.to_json()
+    return {
+        "sparsity_target": sparsity,
+        "max_drop_budget_pt": max_drop,
+        "teacher_test_acc": teacher_acc,
+        "test_acc": acc,
+        "test_drop_pt": 100 * (teacher_acc - acc),
+        "file_bytes": path.stat().st_size,
+        "fp32_bytes": report.fp32_bytes,
+        "ratio": report.fp32_bytes / path.stat().st_size,
+        "stream_over_bound": js["stream_over_bound"],
+        "file_over_bound": js["file_over_bound"],
+        "bound_bytes": js["bound_bits"] / 8,
+        "overhead_bytes": js["overhead_bytes"],
+        "sparsity": report.sparsity,
+        "bits": {r.name: r.bits for r in report.layers},
+        "layers": js["layers"],
+        "calib_acc": {"teacher": report.teacher_acc, "compressed": report.acc},
+        "seconds": report.seconds,
+        "compress_wall_seconds": wall,
+        "baselines": report.baselines,
+        "config": cfg.to_json(),
+    }
+
+
+def _de_vs_magnitude(teacher, bundle, sparsity: float, seeds: list[int], overrides: dict) -> dict:
+    rows = []
+    for seed in seeds:
+        x, _ = training_slice(bundle, 4096, seed=seed)
+        with torch.no_grad():
+            t_small, t_big = teacher(x[:1024]), teacher(x)
+        student = copy.deepcopy(teacher)
+        cfg = CompressConfig(sparsity=sparsity, bits=8, seed=seed, **overrides).search_settings()
+        start = time.perf_counter()
+        res = search(student, x[:1024], t_small, sparsity, cfg, x_big=x, teacher_big=t_big)
+        seconds = time.perf_counter() - start
+        mag = copy.deepcopy(teacher)
+        targets = {n: 1 - float(m.float().mean()) for n, m in res.masks.items()}
+        layers = prunable_layers(mag)
+        with torch.no_grad():
+            for n, m in magnitude_masks(mag, targets).items():
+                layers[n].weight.mul_(m)
+        rows.append({"seed": seed, "de_test_acc": evaluate(student, bundle.test)["acc"],
+                     "magnitude_test_acc": evaluate(mag, bundle.test)["acc"], "search_seconds": seconds})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    diffs = torch.tensor([100 * (r["de_test_acc"] - r["magnitude_test_acc"]) for r in rows])
+    return {"sparsity": sparsity, "runs": rows, "de_minus_magnitude_pt_mean": float(diffs.mean()),
+            "de_minus_magnitude_pt_std": float(diffs.std()) if len(rows) > 1 else 0.0}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("teacher", type=Path, help="model directory or checkpoint.pt")
+    ap.add_argument("--model", default="lenet300_100", help="registry name (for a checkpoint)")
+    ap.add_argument("--point", action="append", default=[], help="SPARSITY:MAX_DROP (repeatable)")
+    ap.add_argument("--seeds", default="", help="comma-separated seeds for DE vs magnitude (no retraining)")
+    ap.add_argument("--seeds-sparsity", type=float, default=0.96)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="CompressConfig overrides")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--note", default="")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from prunus.cli._common import parse_set
+
+    overrides = parse_set(args.set, owner="CompressConfig")
+    teacher = _teacher(args.teacher, args.model)
+    bundle = build_loaders(DataConfig(augment=False))
+    calib = training_slice(bundle, 4096, seed=0)
+    load_before = os.getloadavg()
+    out_dir = Path(tempfile.mkdtemp())
+    points = []
+    for text in args.point:
+        sparsity, drop = (float(v) for v in text.split(":"))
+        points.append(_point(teacher, bundle, calib, sparsity, drop, overrides, out_dir))
+        keys = ("sparsity", "test_drop_pt", "ratio", "stream_over_bound", "file_over_bound", "compress_wall_seconds")
+        print(json.dumps({k: points[-1][k] for k in keys}), flush=True)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    comparison = _de_vs_magnitude(teacher, bundle, args.seeds_sparsity, seeds, overrides) if seeds else None
+    record = {
+        "name": args.name,
+        "command": "python benchmarks/compress_lenet.py " + " ".join(os.sys.argv[1:]),
+        "teacher": str(args.teacher),
+        "model": args.model,
+        "points": points,
+        "de_vs_magnitude_no_retraining": comparison,
+        "threads": args.threads,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "note": args.note,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "prunus_version": __version__,
+    }
+    write_json(RESULTS / f"{args.name}.json", record)
+
+
+if __name__ == "__main__":
+    main()

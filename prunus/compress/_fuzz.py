@@ -1,0 +1,122 @@
+"""Seeded mutations of a .prn file, for the fuzz test and the fuzz benchmark (not a public API).
+
+Six kinds, in turn: truncation, bit flips anywhere, byte overwrites in the framing/header, runs of
+bytes inserted or deleted, and two that keep the checksum valid (so the header validation, not
+the CRC, must catch them): a random header value replaced by a hostile one (huge, negative,
+wrong type), and a random stream tensor's bytes altered. `fuzz_file` counts outcomes; any
+exception other than the format error propagates (that is the failure the callers look for).
+
+Example:
+    >>> [len(m) < 10 for m in mutations(b"0123456789", 1, seed=0)]  # the first kind truncates
+    [True]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["fuzz_file", "mutations"]
+
+_HOSTILE: list[Any] = [-1, 0, 1 << 40, 1 << 62, 2.5, "x", None, True, [], {}, [1 << 30, 1 << 30], [-3], "a" * 100]
+
+
+def _resign(blob: bytes, edit) -> bytes | None:
+    from safetensors.numpy import load, save
+
+    try:
+        (n,) = struct.unpack("<Q", blob[:8])
+        text = json.loads(blob[8 : 8 + n])["__metadata__"]["prunus"]
+        header, tensors = json.loads(text), load(blob)
+    except Exception:  # noqa: BLE001 - only well-formed files are re-signed
+        return None
+    edit(header, tensors)
+    text = json.dumps(header)
+    crc = zlib.crc32(text.encode())
+    for name in sorted(tensors):
+        crc = zlib.crc32(np.ascontiguousarray(tensors[name]).tobytes(), crc)
+    return save(tensors, metadata={"prunus": text, "crc32": f"{crc:08x}"})
+
+
+def _leaves(obj: Any, path: tuple = ()) -> list[tuple]:
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in _leaves(v, (*path, k))] + ([path] if path else [])
+    if isinstance(obj, list):
+        return [p for i, v in enumerate(obj[:50]) for p in _leaves(v, (*path, i))] + ([path] if path else [])
+    return [path]
+
+
+def _set(obj: Any, path: tuple, value: Any) -> None:
+    for key in path[:-1]:
+        obj = obj[key]
+    obj[path[-1]] = value
+
+
+def mutations(blob: bytes, n: int, seed: int) -> Iterator[bytes]:
+    """`n` seeded mutated versions of `blob` (the same ones for the same seed)."""
+    rng = np.random.default_rng(seed)
+    (n_header,) = struct.unpack("<Q", blob[:8]) if len(blob) >= 8 else (0,)
+    for i in range(n):
+        data = bytearray(blob)
+        mode = i % 6
+        if mode == 0:
+            data = data[: int(rng.integers(0, max(1, len(data))))]
+        elif mode == 1:
+            for pos in rng.integers(0, len(data), int(rng.integers(1, 8))):
+                data[pos] ^= 1 << int(rng.integers(0, 8))
+        elif mode == 2:
+            for pos in rng.integers(0, min(len(data), 8 + n_header), int(rng.integers(1, 4))):
+                data[pos] = int(rng.integers(0, 256))
+        elif mode == 3:
+            pos = int(rng.integers(0, len(data)))
+            if rng.random() < 0.5:
+                del data[pos : pos + int(rng.integers(1, 64))]
+            else:
+                data[pos:pos] = rng.integers(0, 256, int(rng.integers(1, 64))).astype(np.uint8).tobytes()
+        elif mode == 4:
+            value = _HOSTILE[int(rng.integers(0, len(_HOSTILE)))]
+
+            def edit(header: dict, tensors: dict, value: Any = value) -> None:
+                leaves = _leaves(header)
+                _set(header, leaves[int(rng.integers(0, len(leaves)))], value)
+
+            data = bytearray(_resign(bytes(data), edit) or data)
+        else:
+
+            def edit(header: dict, tensors: dict) -> None:
+                streams = sorted(k for k in tensors if k.startswith("c.") and tensors[k].size)
+                if streams:
+                    name = streams[int(rng.integers(0, len(streams)))]
+                    t = tensors[name].copy()
+                    t[int(rng.integers(0, t.size))] ^= np.uint8(1 << int(rng.integers(0, 8)))
+                    tensors[name] = t
+
+            data = bytearray(_resign(bytes(data), edit) or data)
+        yield bytes(data)
+
+
+def fuzz_file(path: str | os.PathLike[str], n: int, seed: int, work_dir: str | os.PathLike[str]) -> dict[str, int]:
+    """Decompress `n` mutations of `path`; returns counts of "format_error" and "loaded" outcomes.
+
+    Any other exception propagates.
+    """
+    from prunus.compress.api import decompress
+    from prunus.errors import FormatError
+
+    target = Path(work_dir) / "fuzz.prn"
+    counts = {"format_error": 0, "loaded": 0}
+    for data in mutations(Path(path).read_bytes(), n, seed):
+        target.write_bytes(data)
+        try:
+            decompress(target)
+            counts["loaded"] += 1
+        except FormatError:
+            counts["format_error"] += 1
+    return counts
