@@ -51,9 +51,16 @@ def _teacher(path: Path, model_name: str) -> torch.nn.Module:
     return model.eval()
 
 
-def _point(teacher, bundle, calib, sparsity: float, max_drop: float, overrides: dict, out_dir: Path) -> dict:
+def _sparsity(spec: str) -> float | dict[str, float]:
+    """ "0.92" or "fc1=0.93,fc2=0.9,fc3=0.7" (layer names without .weight)."""
+    if "=" not in spec:
+        return float(spec)
+    return {k.strip(): float(v) for k, v in (item.split("=") for item in spec.split(","))}
+
+
+def _point(teacher, bundle, calib, sparsity, max_drop: float, overrides: dict, out_dir: Path) -> dict:
     cfg = CompressConfig(sparsity=sparsity, bits="auto", max_drop=max_drop, **overrides)
-    path = out_dir / f"s{sparsity}-d{max_drop}.prn"
+    path = out_dir / f"point-d{max_drop}.prn"
     start = time.perf_counter()
     report = compress(teacher, calib, cfg, out=path)
     wall = time.perf_counter() - start
@@ -87,16 +94,19 @@ def _point(teacher, bundle, calib, sparsity: float, max_drop: float, overrides: 
     }
 
 
-def _de_vs_magnitude(teacher, bundle, sparsity: float, seeds: list[int], overrides: dict) -> dict:
+def _de_vs_magnitude(teacher, bundle, sparsity, seeds: list[int], overrides: dict) -> dict:
     rows = []
     for seed in seeds:
         x, _ = training_slice(bundle, 4096, seed=seed)
         with torch.no_grad():
-            t_small, t_big = teacher(x[:1024]), teacher(x)
+            t_big = teacher(x)
         student = copy.deepcopy(teacher)
-        cfg = CompressConfig(sparsity=sparsity, bits=8, seed=seed, **overrides).search_settings()
+        config = CompressConfig(sparsity=sparsity, bits=8, seed=seed, **overrides)
+        n = config.calib_size
+        with torch.no_grad():
+            t_small = teacher(x[:n])
         start = time.perf_counter()
-        res = search(student, x[:1024], t_small, sparsity, cfg, x_big=x, teacher_big=t_big)
+        res = search(student, x[:n], t_small, sparsity, config.search_settings(), x_big=x, teacher_big=t_big)
         seconds = time.perf_counter() - start
         mag = copy.deepcopy(teacher)
         targets = {n: 1 - float(m.float().mean()) for n, m in res.masks.items()}
@@ -116,9 +126,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("teacher", type=Path, help="model directory or checkpoint.pt")
     ap.add_argument("--model", default="lenet300_100", help="registry name (for a checkpoint)")
-    ap.add_argument("--point", action="append", default=[], help="SPARSITY:MAX_DROP (repeatable)")
+    ap.add_argument(
+        "--point", action="append", default=[], help="SPARSITY:MAX_DROP, SPARSITY = 0.9 or fc1=0.93,fc2=0.9"
+    )
     ap.add_argument("--seeds", default="", help="comma-separated seeds for DE vs magnitude (no retraining)")
-    ap.add_argument("--seeds-sparsity", type=float, default=0.96)
+    ap.add_argument("--seeds-sparsity", default="0.96", help="as in --point")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="CompressConfig overrides")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", required=True)
@@ -135,12 +147,13 @@ def main() -> None:
     out_dir = Path(tempfile.mkdtemp())
     points = []
     for text in args.point:
-        sparsity, drop = (float(v) for v in text.split(":"))
-        points.append(_point(teacher, bundle, calib, sparsity, drop, overrides, out_dir))
+        spec, drop = text.rsplit(":", 1)
+        sparsity = _sparsity(spec)
+        points.append(_point(teacher, bundle, calib, sparsity, float(drop), overrides, out_dir))
         keys = ("sparsity", "test_drop_pt", "ratio", "stream_over_bound", "file_over_bound", "compress_wall_seconds")
         print(json.dumps({k: points[-1][k] for k in keys}), flush=True)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    comparison = _de_vs_magnitude(teacher, bundle, args.seeds_sparsity, seeds, overrides) if seeds else None
+    comparison = _de_vs_magnitude(teacher, bundle, _sparsity(args.seeds_sparsity), seeds, overrides) if seeds else None
     record = {
         "name": args.name,
         "command": "python benchmarks/compress_lenet.py " + " ".join(os.sys.argv[1:]),

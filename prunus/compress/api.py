@@ -166,8 +166,7 @@ def compress(
         "arch": dict(arch or {}),
         "input_shape": list(info.input_shape or x.shape[1:]),
         "history": list(info.history),
-        "config": cfg.to_json(),
-        "search": result.log,
+        "config": cfg.to_json(),  # the per-step search log stays in the report: it would cost file bytes
         "metrics": {
             "calib_kl": kl,
             "calib_acc": _accuracy(logits, labels),
@@ -194,6 +193,7 @@ def compress(
         acc=_accuracy(logits, labels),
         seconds=seconds,
         config=cfg.to_json(),
+        search_log=result.log,
         path=None if out is None else str(out),
         model=student,
     )

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from prunus._atomic import write_bytes
-from prunus.errors import ConfigError, FormatError, PrunusError
+from prunus.errors import ConfigError, CorruptFileError, FormatError, PrunusError
 from prunus.formats.header import KINDS, check_header, make_header
 
 __all__ = [
@@ -207,7 +207,7 @@ def build_model(prn: PrnFile, *, trust_factory: bool = False) -> nn.Module:
         with torch.device("meta"):  # size the architecture without allocating it
             probe = _build_dense(h["arch"], trust_factory)
         n = sum(t.numel() for t in probe.state_dict().values())
-    except ConfigError as exc:  # the file names a model or arguments this prunus does not have
+    except (ConfigError, CorruptFileError) as exc:  # the file names a model or arguments this prunus lacks
         raise FormatError(f"the .prn architecture cannot be built ({exc})"[:300]) from None
     except PrunusError:  # a user factory refused without trust_factory=True: not corruption
         raise
@@ -221,7 +221,7 @@ def build_model(prn: PrnFile, *, trust_factory: bool = False) -> nn.Module:
             from prunus.structure import replay
 
             replay(model, h["history"], torch.zeros(1, *h["input_shape"]))
-    except ConfigError as exc:
+    except (ConfigError, CorruptFileError) as exc:
         raise FormatError(f"the .prn architecture cannot be rebuilt ({exc})"[:300]) from None
     except PrunusError:
         raise

@@ -62,6 +62,7 @@ class CompressReport:
     seconds: dict[str, float] = field(default_factory=dict)
     baselines: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    search_log: list[dict[str, Any]] = field(default_factory=list)  # per cycle and layer: removed, sparsity, KL
     path: str | None = None
     model: nn.Module | None = field(default=None, repr=False)
 

@@ -12,7 +12,7 @@ import prunus
 from prunus.compress import decompress
 from prunus.compress._fuzz import fuzz_file
 from prunus.compress.prn import MAX_PARAMS, encode_prn
-from prunus.errors import CorruptFileError, PrunusError
+from prunus.errors import FormatError, PrunusError
 from prunus.models import list_models
 
 from .conftest import tiny_compress
@@ -89,6 +89,7 @@ HOSTILE = {
     ),
     "huge architecture": lambda h, t: h["arch"]["kwargs"].update(width_mult=2000.0),
     "unknown model": lambda h, t: h["arch"].update(name="nope"),
+    "empty arch": lambda h, t: h.update(arch={}),  # found by the fuzz benchmark: was a bare CorruptFileError
     "user factory": lambda h, t: h.update(arch={"factory": "os:system", "kwargs": {"command": "true"}}),
     "huge input": lambda h, t: h.update(input_shape=[1, 1 << 20, 1 << 20]),
     "newer version": lambda h, t: h.update(format_version=99),
@@ -115,7 +116,7 @@ def test_hostile_files_raise_the_format_error(case, lenet_prn, tmp_path):
     with pytest.raises(PrunusError) as info:
         decompress(bad)
     if case != "user factory":  # that one is refused for safety, not as corrupt
-        assert isinstance(info.value, CorruptFileError)
+        assert isinstance(info.value, FormatError)
     assert "\n" not in str(info.value)
 
 
@@ -131,7 +132,7 @@ def test_foreign_and_empty_files(tmp_path, lenet_prn):
     }
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
-        with pytest.raises(CorruptFileError):
+        with pytest.raises(FormatError):
             decompress(tmp_path / name)
     with pytest.raises(PrunusError, match="no such"):
         decompress(tmp_path / "missing.prn")
