@@ -19,15 +19,14 @@ import argparse
 import copy
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from prunus import provenance
 from prunus._atomic import write_json
-from prunus._version import __version__
 from prunus.compress import CompressConfig, compress, decompress
 from prunus.compress.runner import prunable_layers
 from prunus.compress.search import magnitude_masks, search
@@ -59,7 +58,7 @@ def _sparsity(spec: str) -> float | dict[str, float]:
 
 
 def _point(teacher, bundle, calib, sparsity, max_drop: float, overrides: dict, out_dir: Path) -> dict:
-    cfg = CompressConfig(sparsity=sparsity, bits="auto", max_drop=max_drop, **overrides)
+    cfg = CompressConfig(**{"sparsity": sparsity, "bits": "auto", "max_drop": max_drop, **overrides})
     path = out_dir / f"point-d{max_drop}.prn"
     start = time.perf_counter()
     report = compress(teacher, calib, cfg, out=path)
@@ -165,8 +164,7 @@ def main() -> None:
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "note": args.note,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-        "prunus_version": __version__,
+        **provenance(config={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}),
     }
     write_json(RESULTS / f"{args.name}.json", record)
 

@@ -12,16 +12,14 @@ Writes benchmarks/results/compress_fuzz.json.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from prunus import provenance
 from prunus._atomic import write_json
-from prunus._version import __version__
 from prunus.compress import CompressConfig, compress
 from prunus.compress._fuzz import fuzz_file
 from prunus.models import create_model
@@ -49,8 +47,7 @@ def main() -> None:
         **counts,
         "other_exceptions": 0,  # any other exception would have aborted the run before this line
         "seconds": time.perf_counter() - start,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-        "prunus_version": __version__,
+        **provenance(config={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}),
     }
     write_json(RESULTS / "compress_fuzz.json", record)
     print(record)
