@@ -9,7 +9,7 @@ import torch
 
 import prunus
 from prunus.errors import ConfigError, CorruptFileError, PrunusError
-from prunus.model_info import get_info
+from prunus.model_info import get_info, update_info
 from prunus.models import list_models
 
 
@@ -101,3 +101,51 @@ def test_model_files_get_normal_permissions_not_private_temp_ones(tmp_path):
     for name in ("model.json", "model.safetensors"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask
     assert not list(tmp_path.glob("*.tmp"))  # no temporary files left behind
+
+
+def _round_trips(model, tmp_path, x) -> None:
+    """save WITHOUT input_shape, load, same logits and shapes."""
+    loaded = prunus.load(prunus.save(model, tmp_path / "m"))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert {k: v.shape for k, v in loaded.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_pruned_model_saves_loadably_without_input_shape(tmp_path, name):
+    torch.manual_seed(0)
+    model = prunus.create_model(name, in_channels=1, num_classes=10, width_mult=0.25)
+    assert not get_info(model).input_shape
+    x = torch.randn(2, 1, 28, 28)
+    prunus.prune(model, x[:1], ratio=0.4)
+    assert get_info(model).input_shape == (1, 28, 28)  # recorded by the pruning, from the input it traced
+    _round_trips(model, tmp_path, x)
+
+
+@pytest.mark.parametrize("method", ["sfp", "fpgm", "mfp", "csgd"])
+def test_every_method_fit_end_saves_loadably_without_input_shape(tmp_path, method):
+    from prunus.data import DataConfig, build_loaders
+    from prunus.engine import TrainConfig, Trainer
+    from prunus.methods import create_method
+
+    data = build_loaders(
+        DataConfig(name="synthetic", num_samples=32, val_size=0, batch_size=16, image_size=12, channels=1)
+    )
+    torch.manual_seed(0)
+    model = prunus.create_model("resnet20", in_channels=1, num_classes=data.num_classes, width_mult=0.25)
+    args = {"width": 0.5} if method == "csgd" else {"rate": 0.4}
+    Trainer(model, data, TrainConfig(epochs=1, checkpoint=False), [create_method(method, **args)], progress=False).fit()
+    assert model.prunus_history
+    _round_trips(model, tmp_path, torch.randn(2, 1, 12, 12))
+
+
+def test_save_refuses_a_pruned_model_it_could_not_load_and_says_what_to_pass(tmp_path):
+    model = prunus.create_model("resnet20", in_channels=1, width_mult=0.25)
+    prunus.prune(model, torch.randn(1, 1, 28, 28), ratio=0.4)
+    update_info(model, input_shape=())
+    with pytest.raises(ConfigError, match=r"pruning history \(\d+ edits\) but no input shape.*pass input_shape"):
+        prunus.save(model, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    prunus.save(model, tmp_path / "m", input_shape=(1, 28, 28))  # with it, fine
+    assert get_info(prunus.load(tmp_path / "m")).input_shape == (1, 28, 28)

@@ -54,6 +54,11 @@ def save(
         model: a registry model (built by `create_model`, possibly pruned) or a user model.
         directory: created if needed; existing model files are replaced atomically.
         input_shape: (C, H, W) of one input; defaults to the model's `ModelInfo.input_shape`.
+
+    Raises:
+        ConfigError: the model cannot be rebuilt from the file: not from the registry and no
+            `factory`, or pruned but no input shape to replay the pruning with (every pruning and
+            merge records the shape it traced, so this only happens when it was removed).
         metrics: numbers to keep with the model (accuracy, MACs, ...).
         factory: for models not from the registry, "package.module:function" that rebuilds the
             dense model from `factory_kwargs`. Loading it later requires `trust_factory=True`.
@@ -82,6 +87,14 @@ def save(
     shape = list(input_shape or info.input_shape or [])
     if len(shape) not in (0, 3):
         raise ConfigError(f"input_shape must be (C, H, W), got {tuple(shape)}")
+    history = list(info.history)
+    if history and not shape:
+        # load() rebuilds the pruned shapes by replaying the history on an input; without one the
+        # file could be written but never read back
+        raise ConfigError(
+            f"this model has a pruning history ({len(history)} edits) but no input shape to replay it with "
+            "when loading; pass input_shape=(C, H, W)"
+        )
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -92,7 +105,7 @@ def save(
         {
             "arch": arch,
             "input_shape": shape,
-            "history": list(info.history),
+            "history": history,
             "metrics": metrics or {},
             "extra": extra or {},
         },

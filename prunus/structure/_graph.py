@@ -67,6 +67,9 @@ class Graph:
         self.opaque = opaque  # ignored modules with parameters the engine cannot see into
         self.names = {m: n for n, m in model.named_modules()}
         self.param_names = {p: n for n, p in model.named_parameters()}
+        #: (C, H, W) of one traced input when the example was a single tensor; edits record it on the
+        #: model (`ModelInfo.input_shape`) because replaying them when loading needs an input to trace
+        self.input_shape: tuple[int, ...] | None = None
 
     def has(self, module: nn.Module) -> bool:
         """Whether `module` took part in the traced forward pass."""
@@ -257,4 +260,7 @@ def build_graph(
     finally:
         for m, mode in modes.items():
             m.training = mode
-    return Graph(model, dg, ignored, opaque)
+    graph = Graph(model, dg, ignored, opaque)
+    if isinstance(example_inputs, torch.Tensor) and example_inputs.dim() >= 2:
+        graph.input_shape = tuple(int(d) for d in example_inputs.shape[1:])
+    return graph

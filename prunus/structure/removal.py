@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from prunus.model_info import get_info, update_info
 from prunus.structure.groups import ChannelGroup, StructureError, check_channels
 from prunus.structure.history import record
 
@@ -30,6 +31,9 @@ def cut_(model: nn.Module, group: ChannelGroup, idxs: list[int], entry: dict[str
     width = group.num_channels
     group._graph.prune(group.root, idxs)
     record(model, {"op": entry.pop("op"), "group": group.key, "width": width, "idxs": list(idxs), **entry})
+    # A pruned model can only be rebuilt by replaying its history on an input: keep the one we traced.
+    if not get_info(model).input_shape and group._graph.input_shape:
+        update_info(model, input_shape=group._graph.input_shape)
 
 
 def remove_(model: nn.Module, group: ChannelGroup, idxs: Iterable[int]) -> nn.Module:
