@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -108,3 +109,29 @@ def test_corrupt_model_file_gives_one_line_error(tmp_path, capsys):
     assert err.startswith("prunus: error:")
     assert "corrupt" in err
     assert len(err.splitlines()) == 1
+
+
+def test_eval_prints_the_accuracy_a_hand_written_loop_computes(tmp_path, capsys):
+    import torch
+
+    from prunus.data import DataConfig, build_loaders
+
+    torch.manual_seed(3)
+    model = prunus.create_model("lenet5", in_channels=1, width_mult=0.5).eval()
+    prunus.save(model, tmp_path, input_shape=(1, 28, 28))
+    assert main(["eval", str(tmp_path), "--data", "synthetic", "--batch-size", "64"]) == 0
+    out = capsys.readouterr().out
+    data = build_loaders(DataConfig(name="synthetic", eval_batch_size=64, augment=False))
+    hits = {"argmax": 0, "argmin": 0}
+    total = 0
+    with torch.no_grad():
+        for x, y in data.test:
+            logits = model(x)
+            hits["argmax"] += int((logits.argmax(1) == y).sum())
+            hits["argmin"] += int((logits.argmin(1) == y).sum())
+            total += len(y)
+    shown = {k: f"{100 * v / total:.2f}%" for k, v in hits.items()}
+    assert shown["argmax"] != shown["argmin"]  # the check below can tell the two apart
+    printed = re.search(r"test accuracy\W+([0-9.]+%)", out)
+    assert printed is not None, out
+    assert printed.group(1) == shown["argmax"]

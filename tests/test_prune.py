@@ -158,3 +158,46 @@ def test_cli_prune_errors_are_one_line(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
     assert main(["prune", str(model_dir), "--ratio", "0.5", "--criterion", "taylor", "--out", str(tmp_path / "o")]) == 2
     assert "needs data; pass --data" in capsys.readouterr().err
+
+
+def _chain():
+    """stem -> conv 8 -> BN -> ReLU -> conv 6 -> BN -> ReLU -> pool -> fc: one writer per prunable group."""
+    torch.manual_seed(4)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3, padding=1),
+        torch.nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 6, 3, padding=1, bias=False),
+        torch.nn.BatchNorm2d(6),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6, 5),
+    )
+    model.prunus_ignored = ("0", "9")
+    return model
+
+
+def _hand_lowest(w: torch.Tensor, criterion: str, k: int) -> list[int]:
+    rows = w.detach().flatten(1).double()
+    if criterion == "l1":
+        s = rows.abs().sum(1)
+    elif criterion == "l2":
+        s = rows.norm(dim=1)
+    else:  # fpgm: summed L2 distance to the other filters
+        s = torch.cdist(rows, rows).sum(1)
+    return sorted(sorted(range(len(s)), key=lambda j: float(s[j]))[:k])
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2", "fpgm"])
+def test_prune_removes_exactly_the_channels_the_criterion_ranks_lowest(criterion):
+    model = _chain()
+    want = {key: _hand_lowest(model.get_submodule(key).weight, criterion, n // 2) for key, n in (("1", 8), ("4", 6))}
+    model, report = prune(model, torch.randn(1, 1, 8, 8), ratio=0.5, criterion=criterion)
+    removed = {e["group"]: e["idxs"] for e in model.prunus_history}
+    assert removed == want
+    # the criteria disagree on this net, so a prune that ignores the requested one cannot pass all three
+    others = {c: {k: _hand_lowest(_chain().get_submodule(k).weight, c, n // 2) for k, n in (("1", 8), ("4", 6))}
+              for c in ("l1", "fpgm")}  # fmt: skip
+    assert others["l1"] != others["fpgm"]

@@ -150,3 +150,16 @@ def test_loader_and_augment_validation():
     assert TensorLoader(data, 4, augment=Augment(0, False)).augment is None  # a no-op augmentation is skipped
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\), got \[0, 2\]"):
         ImageTensors(data.images[:3], torch.tensor([0, 1, 2]), ["a", "b"])
+
+
+def test_augmentation_draws_change_with_the_epoch_for_the_same_samples():
+    data = _data()
+    loader = TensorLoader(data, 23, shuffle=False, augment=Augment(2, True), seed=3)
+    batches = []
+    for epoch in (0, 1, 0):
+        loader.set_epoch(epoch)
+        batches.append(next(iter(loader))[0])
+    assert torch.equal(loader.indices(0), loader.indices(1))  # same samples, same order...
+    changed = (batches[0] != batches[1]).flatten(1).any(1)
+    assert changed.float().mean() > 0.5  # ...but most of them cropped or flipped differently
+    assert torch.equal(batches[0], batches[2])  # and an epoch's draws are reproducible
