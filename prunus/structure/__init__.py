@@ -22,6 +22,7 @@ from prunus.structure._graph import FilterFn as FilterFn
 from prunus.structure._graph import StructureError as StructureError
 from prunus.structure._graph import check_filter_fn as check_filter_fn
 from prunus.structure._graph import default_filter as default_filter
+from prunus.structure.forward_mask import ForwardMask as ForwardMask
 from prunus.structure.groups import ChannelGroup as ChannelGroup
 from prunus.structure.groups import Slice as Slice
 from prunus.structure.groups import build_groups as build_groups
@@ -58,6 +59,7 @@ __all__ = [
     "ChannelGroup",
     "ChannelTensors",
     "FilterFn",
+    "ForwardMask",
     "HardMask",
     "Slice",
     "StructureError",
