@@ -217,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600, help="seconds per pytest run (default 600)")
     parser.add_argument("--json", type=Path, help="also write the outcomes as JSON here")
     args = parser.parse_args(argv)
+    # `kill` too must unwind through the finally blocks: stop pytest's process group, delete the copy
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         mutants = load_mutants(args.list)
     except (OSError, ValueError, yaml.YAMLError) as exc:
