@@ -12,7 +12,7 @@ import prunus
 from prunus.cli import main
 from prunus.criteria import list_criteria
 from prunus.errors import ConfigError
-from prunus.model_info import get_info
+from prunus.model_info import get_info, update_info
 from prunus.models import create_model, list_models
 from prunus.pruning import PruneReport, prune
 from prunus.structure import build_groups
@@ -175,7 +175,7 @@ def _chain():
         torch.nn.Flatten(),
         torch.nn.Linear(6, 5),
     )
-    model.prunus_ignored = ("0", "9")
+    update_info(model, stem="0", classifier="9")
     return model
 
 
@@ -195,7 +195,7 @@ def test_prune_removes_exactly_the_channels_the_criterion_ranks_lowest(criterion
     model = _chain()
     want = {key: _hand_lowest(model.get_submodule(key).weight, criterion, n // 2) for key, n in (("1", 8), ("4", 6))}
     model, report = prune(model, torch.randn(1, 1, 8, 8), ratio=0.5, criterion=criterion)
-    removed = {e["group"]: e["idxs"] for e in model.prunus_history}
+    removed = {e["group"]: e["idxs"] for e in get_info(model).history}
     assert removed == want
     # the criteria disagree on this net, so a prune that ignores the requested one cannot pass all three
     others = {c: {k: _hand_lowest(_chain().get_submodule(k).weight, c, n // 2) for k, n in (("1", 8), ("4", 6))}

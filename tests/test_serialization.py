@@ -136,7 +136,7 @@ def test_every_method_fit_end_saves_loadably_without_input_shape(tmp_path, metho
     model = prunus.create_model("resnet20", in_channels=1, num_classes=data.num_classes, width_mult=0.25)
     args = {"width": 0.5} if method == "csgd" else {"rate": 0.4}
     Trainer(model, data, TrainConfig(epochs=1, checkpoint=False), [create_method(method, **args)], progress=False).fit()
-    assert model.prunus_history
+    assert get_info(model).history
     _round_trips(model, tmp_path, torch.randn(2, 1, 12, 12))
 
 

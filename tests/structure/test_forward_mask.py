@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from prunus.model_info import update_info
 from prunus.models import create_model, list_models
 from prunus.structure import MASKED_ROLES, ForwardMask, build_groups, remove_, soft_mask_
 
@@ -125,7 +126,7 @@ def test_masked_filters_regrow_under_sgd_while_the_output_stays_masked():
         nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3),
     )  # fmt: skip
-    model.prunus_ignored = ("0", "7")
+    update_info(model, stem="0", classifier="7")
     group = next(g for g in build_groups(model, X[:1, :1]) if g.prunable)
     fm = ForwardMask([group])
     fm.set(group, [1, 4])
