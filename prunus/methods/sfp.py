@@ -1,20 +1,31 @@
 """Soft Filter Pruning (He et al., IJCAI 2018) and FPGM (He et al., CVPR 2019) as Trainer plug-ins.
 
 At the end of every `interval` epochs and at the last epoch, every prunable coupled group gets
-its floor(N * rate) lowest-scored channels zeroed: conv rows, biases, depthwise rows and BN gamma
-AND beta (the structure engine's `soft_mask_`), so a masked channel emits exactly zero. Soft: the
-zeroed filters keep training and may grow back, and a regrown filter that now outscores others
-escapes the next mask ("turnover"). Hard (`hard=True`, what the FPGM reference code did): masked
-weights, their gradients and the optimizer's momentum are zeroed every step, so they stay exactly
-zero. After the last epoch the masked channels are removed physically (`remove_at_end`); the
-model's pruning history lets `prunus.save`/`prunus.load` rebuild the compact shapes.
+its floor(N * rate) lowest-scored channels masked.
+
+Soft (default): the mask is enforced in the forward pass where the channel is READ
+(`prunus.structure.ForwardMask`): the network computes exactly the pruned one, while the masked
+filters keep their weights and receive, straight-through, the gradient they would get if alive
+(their input detached, so nothing leaks upstream). They keep learning, their scores stay
+meaningful, and a filter that now outscores a live one escapes the next mask ("turnover"). Only
+the final mask (last epoch) zeroes weights: conv rows, biases, depthwise rows and BN gamma AND
+beta (`soft_mask_`). Zeroing at every re-selection instead, as the reference code did, gives a
+masked channel behind a ReLU exactly zero gradient once its BN gamma and beta are zero (needed for
+compact == masked): nothing ever regrew and soft was hard (issue 13: 0 of 81 channels back).
+
+Hard (`hard=True`, what the FPGM reference code did): masked weights, BN gamma/beta, their
+gradients and the optimizer's momentum are zeroed every step, so they stay exactly zero. After
+the last epoch the masked channels are removed physically (`remove_at_end`); the pruning history
+lets `prunus.save`/`prunus.load` rebuild the compact shapes.
 
 FPGM is the same loop with the `fpgm` criterion; `mix_ratio` gives FPGM's "mix" variant.
 
 Metrics (prefix = the method name, `sfp_` or `fpgm_`), every epoch: `channels_masked` (total
 now masked), `updated` (masks recomputed this epoch), `turnover` (channels masked last time that
-are not masked now: they grew back and won), `regrown` (channels masked last time whose filters
-were nonzero again before re-masking), `rate`, `criterion`; after removal: `params`, `macs`,
+are not masked now: they came back), `regrown` (channels masked last time whose filter L2 norm is
+now at least `REGROW_THRESHOLD` = 0.1 of their group's median filter norm, i.e. alive, not
+decayed to zero), `masked_norm` (median over masked channels of their filter norm divided by
+their group's median; 0 in hard mode), `rate`, `criterion`; after removal: `params`, `macs`,
 `params_dense`, `macs_dense`, `channels_removed`.
 
 Example:
@@ -54,12 +65,24 @@ from prunus.methods._pruning import (
 )
 from prunus.methods._registry import register_method
 from prunus.pruning.widths import check_round_to
-from prunus.structure import ChannelGroup, FilterFn, HardMask, check_filter_fn, group_weights, remove_, soft_mask_
+from prunus.structure import (
+    ChannelGroup,
+    FilterFn,
+    ForwardMask,
+    HardMask,
+    check_filter_fn,
+    group_weights,
+    remove_,
+    soft_mask_,
+)
 
 __all__ = ["FPGM", "SoftFilterPruning"]
 
 # images of the fixed training slice that data-driven criteria (taylor) score on
 CRITERION_BATCH = 256
+# a masked filter counts as regrown when its norm is at least this share of its group's median
+# norm (issue 13 measured dead masked filters at 0.08% of the median)
+REGROW_THRESHOLD = 0.1
 
 
 def _check_bool(field: str, value: Any) -> None:
@@ -143,6 +166,9 @@ class SoftFilterPruning(Method):
         self.updates = 0  # how many times the masks were recomputed
         self.removed = False
         self._hard_mask: HardMask | None = None
+        self._forward_mask: ForwardMask | None = None
+        self.final_applied = False  # the last-epoch mask zeroed the weights (soft mode)
+        self._model: nn.Module | None = None
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------------------ hooks
@@ -150,8 +176,11 @@ class SoftFilterPruning(Method):
         """Find the coupled groups of the model once (shapes do not change until `on_fit_end`)."""
         inputs = example_inputs(trainer.data.input_shape, trainer.device)
         self.groups = prunable_groups(trainer.model, inputs, self.ignored_layers, self.filter_fn)
+        self._model = trainer.model
         if self.hard:
             self._hard_mask = HardMask(self.groups)
+        else:
+            self._forward_mask = ForwardMask(self.groups)
 
     def after_backward(self, trainer: Any) -> None:
         """Hard variant: zero masked weights, gradients and momentum so the step leaves them at 0."""
@@ -166,11 +195,14 @@ class SoftFilterPruning(Method):
             rate = rate_at(self.rate, trainer.epoch)
             masks = self._select(trainer, self.criterion, rate)
             metrics.update(self._apply(trainer, masks), rate=rate)
+        metrics["masked_norm"] = self._masked_norm(trainer.model)
         metrics.update(channels_masked=self.num_masked, criterion=self.criterion)
         self._log(trainer, metrics)
 
     def on_fit_end(self, trainer: Any) -> None:
         """Remove the masked channels physically and log the achieved params and MACs."""
+        if self._forward_mask is not None:
+            self._forward_mask.detach()  # removal changes shapes; the hooks' positions would be stale
         if not self.remove_at_end or self.removed:
             return
         model: nn.Module = trainer.model
@@ -206,6 +238,7 @@ class SoftFilterPruning(Method):
             "masks": {k: list(v) for k, v in self.masks.items()},
             "updates": self.updates,
             "removed": self.removed,
+            "final_applied": self.final_applied,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -213,8 +246,10 @@ class SoftFilterPruning(Method):
         self.masks = {str(k): [int(i) for i in v] for k, v in state.get("masks", {}).items()}
         self.updates = int(state.get("updates", 0))
         self.removed = bool(state.get("removed", False))
+        self.final_applied = bool(state.get("final_applied", False))
         if self._hard_mask is not None:
             self._hard_mask.load_state_dict({"masks": self.masks})
+        self._sync_forward_mask()
 
     # -------------------------------------------------------------------------------- internals
     @property
@@ -255,29 +290,61 @@ class SoftFilterPruning(Method):
         }
 
     def _apply(self, trainer: Any, masks: dict[str, list[int]]) -> dict[str, int]:
-        """Zero `masks` in the live model (and the hard mask); returns turnover and regrowth counts."""
+        """Mask `masks` in the live model; returns turnover and regrowth counts (measured before)."""
         model = trainer.model
         turnover = regrown = 0
         for group in self.groups:
             before = self.masks.get(group.key, [])
-            now = masks.get(group.key, [])
-            turnover += len(set(before) - set(now))
+            turnover += len(set(before) - set(masks.get(group.key, [])))
             if before:
-                rows = group_weights(model, group).writers
-                alive = torch.zeros(group.num_channels, dtype=torch.bool)
-                for w in rows:
-                    alive |= (w != 0).any(1).cpu()
-                regrown += int(alive[before].sum())
-            if now:
-                soft_mask_(model, group, now)
+                norms = _filter_norms(model, group)
+                regrown += int((norms[before] >= REGROW_THRESHOLD * norms.median()).sum())
         self.masks = {k: list(v) for k, v in masks.items() if v}
         self.updates += 1
+        final = trainer.epoch + 1 == trainer.config.epochs
+        if self.hard or final:
+            # hard: zero now and keep zero every step; soft: the final mask zeroes the weights, so the
+            # plain model (no hooks) is the pruned one and removal changes nothing
+            for group in self.groups:
+                if self.masks.get(group.key):
+                    soft_mask_(model, group, self.masks[group.key])
+            self.final_applied = final and not self.hard
         if self._hard_mask is not None:
             for group in self.groups:
                 self._hard_mask.set(group, self.masks.get(group.key, []))
             # momentum must not carry the masked weights off zero at the next step
             self._hard_mask.apply_(model, trainer.optimizer)
+        self._sync_forward_mask()
         return {"turnover": turnover, "regrown": regrown}
+
+    def _sync_forward_mask(self) -> None:
+        """Soft mode: hooks enforce the current masks until the final mask zeroed the weights."""
+        fm = self._forward_mask
+        if fm is None:
+            return
+        fm.detach()
+        for group in self.groups:
+            fm.set(group, self.masks.get(group.key, []))
+        if self.masks and not self.final_applied and not self.removed and self._model is not None:
+            fm.attach(self._model)
+
+    def _masked_norm(self, model: nn.Module) -> float:
+        """Median over masked channels of filter norm / the group's median norm (0.0 when none)."""
+        ratios = []
+        if self.removed:
+            return 0.0
+        for group in self.groups:
+            idxs = self.masks.get(group.key)
+            if idxs:
+                norms = _filter_norms(model, group)
+                ratios.append(norms[idxs] / norms.median().clamp_min(1e-12))
+        return float(torch.cat(ratios).median()) if ratios else 0.0
+
+
+def _filter_norms(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
+    """L2 norm per channel of the group's writer rows (all writers of a residual stream together)."""
+    rows = group_weights(model, group).writers
+    return torch.sqrt(sum(w.detach().float().pow(2).sum(1) for w in rows)).cpu()
 
 
 @register_method("fpgm")

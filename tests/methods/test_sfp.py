@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from prunus.engine import Method, TrainConfig, Trainer
 from prunus.errors import ConfigError
 from prunus.methods import create_method, list_methods
 from prunus.methods._pruning import select_channels
+from prunus.methods.sfp import REGROW_THRESHOLD
 from prunus.model_info import update_info
 from prunus.models import create_model, list_models
 from prunus.structure import build_groups, group_weights
@@ -22,8 +24,8 @@ from prunus.structure import build_groups, group_weights
 X = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
 
 
-def _data(n: int = 32, batch: int = 16):
-    cfg = DataConfig(name="synthetic", num_samples=n, val_size=0, batch_size=batch, eval_batch_size=64)
+def _data(n: int = 48, batch: int = 16, val: int = 16):
+    cfg = DataConfig(name="synthetic", num_samples=n, val_size=val, batch_size=batch, eval_batch_size=64)
     return build_loaders(cfg, seed=0)
 
 
@@ -71,26 +73,26 @@ def _masked_rows_zero(model, sfp) -> bool:
     return True
 
 
+@pytest.mark.parametrize("method", ["sfp", "fpgm", "mfp"])
 @pytest.mark.parametrize("name", list_models())
-def test_zoo_masked_equals_removed_through_fit_end_and_round_trips(name, tmp_path):
+def test_zoo_masked_equals_removed_through_fit_end_and_round_trips(name, method, tmp_path):
     before, after = Logits(), Logits()
-    sfp = create_method("sfp", rate=0.4)
+    m = create_method(method, rate=0.4)
     model = _model(name)
-    for m in model.modules():  # cumulative BN statistics: sane eval-mode logits after two steps
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None
+    for mod in model.modules():  # cumulative BN statistics: sane eval-mode logits after two steps
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.momentum = None
     widths = {g.key: g.num_channels for g in build_groups(model, X[:1]) if g.prunable}
-    trainer, result = _fit(model, [before, sfp, after])
+    trainer, result = _fit(model, [before, m, after])
     assert before.logits.abs().max().item() < 100
     assert (before.logits - after.logits).abs().max().item() < 1e-5
     # every prunable group lost floor(N * 0.4) channels
-    groups = {g.key: g for g in sfp.groups}
+    groups = {g.key: g for g in m.groups}
     assert {k: groups[k].num_channels for k in widths} == {k: n - math.floor(n * 0.4 + 1e-9) for k, n in widths.items()}
     counts = prunus.count(trainer.model, (1, 28, 28))
-    assert result["sfp_params"] == counts.params < result["sfp_params_dense"]
-    assert result["sfp_macs"] == counts.macs < result["sfp_macs_dense"]
-    prunus.save(trainer.model, tmp_path / "m", input_shape=(1, 28, 28))
-    loaded = prunus.load(tmp_path / "m")
+    assert result[f"{method}_params"] == counts.params < result[f"{method}_params_dense"]
+    assert result[f"{method}_macs"] == counts.macs < result[f"{method}_macs_dense"]
+    loaded = prunus.load(prunus.save(trainer.model, tmp_path / "m"))  # the removal recorded the input shape
     with torch.no_grad():
         assert torch.equal(loaded(X), trainer.model.eval()(X))
 
@@ -149,24 +151,6 @@ class MaskedProbe(Method):
                         m_max = max(m_max, buf[pos].abs().max().item())
         self.weights.append(w_max)
         self.momentum.append(m_max)
-
-
-@pytest.mark.parametrize("hard", [True, False])
-def test_hard_masks_stay_zero_through_momentum_soft_masks_regrow(hard):
-    sfp = create_method("sfp", rate=0.4, hard=hard, remove_at_end=False)
-    probe = MaskedProbe(sfp)
-    trainer, _ = _fit(_model(), [sfp, probe], epochs=3, lr=0.1)
-    steps_after_first_mask = len(trainer.train_loader) * 2
-    assert len(probe.weights) == steps_after_first_mask
-    regrown = [r["sfp_regrown"] for r in trainer.history[1:]]
-    if hard:
-        assert max(probe.weights) == 0.0
-        assert max(probe.momentum) == 0.0
-        assert regrown == [0, 0]
-    else:
-        assert min(probe.weights) > 0.0  # masked filters keep training: they move off zero at once
-        assert all(n > 0 for n in regrown)
-    assert _masked_rows_zero(trainer.model, sfp)  # either way, masked again at the last epoch
 
 
 def _mix_net() -> tuple[nn.Module, object]:
@@ -238,10 +222,11 @@ def test_state_dict_round_trip():
     sfp = create_method("sfp", rate=0.4, hard=True)
     trainer, _ = _fit(_model(), [sfp], epochs=1)
     state = sfp.state_dict()
-    assert state == {"masks": {}, "updates": 1, "removed": True}
+    assert state == {"masks": {}, "updates": 1, "removed": True, "final_applied": False}
     other = create_method("sfp", rate=0.4)
-    other.load_state_dict({"masks": {"layer1.0.conv1": [0, 2]}, "updates": 3, "removed": False})
-    assert other.state_dict() == {"masks": {"layer1.0.conv1": [0, 2]}, "updates": 3, "removed": False}
+    saved = {"masks": {"layer1.0.conv1": [0, 2]}, "updates": 3, "removed": False, "final_applied": False}
+    other.load_state_dict(saved)
+    assert other.state_dict() == saved
 
 
 @pytest.mark.parametrize(
@@ -275,3 +260,76 @@ def test_fpgm_is_sfp_with_the_fpgm_criterion():
     assert fpgm.criterion == "fpgm"
     assert fpgm.name == "fpgm"
     assert create_method("fpgm", criterion="dist-l1", mix_ratio=0.25).mix_ratio == 0.25
+
+
+class GradProbe(Method):
+    """After SFP's after_backward (hard: gradients already zeroed): largest |grad| of masked writer rows."""
+
+    name = "gradprobe"
+
+    def __init__(self, sfp) -> None:
+        self.sfp = sfp
+        self.masked: list[float] = []
+
+    def after_backward(self, trainer):
+        if not self.sfp.masks:
+            return
+        g_max = 0.0
+        for g in self.sfp.groups:
+            idxs = self.sfp.masks.get(g.key, [])
+            for s in g.slices:
+                if s.role in ("out", "bn_weight", "bn_bias") and idxs:
+                    grad = s.get(trainer.model).grad
+                    g_max = max(g_max, grad[s.positions(idxs)].abs().max().item())
+        self.masked.append(g_max)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2"])
+@pytest.mark.parametrize("hard", [True, False])
+def test_masked_channels_get_gradient_in_soft_mode_and_stay_exactly_zero_in_hard_mode(name, hard):
+    sfp = create_method("sfp", rate=0.4, hard=hard, remove_at_end=False)
+    grads, probe = GradProbe(sfp), MaskedProbe(sfp)
+    trainer, _ = _fit(_model(name), [sfp, grads, probe], epochs=3, lr=0.1)
+    assert len(grads.masked) == len(probe.weights) == 2 * len(trainer.train_loader)
+    if hard:
+        assert max(grads.masked) == 0.0
+        assert max(probe.weights) == 0.0  # exactly, step after step (mobilenetv2's linear bottlenecks too)
+        assert max(probe.momentum) == 0.0
+    else:
+        assert min(grads.masked) > 0.0  # straight-through: they learn as if alive
+        assert min(probe.weights) > 0.0  # and are not zeroed until the final mask
+    assert _masked_rows_zero(trainer.model, sfp)  # the final mask zeroes them either way
+
+
+def test_soft_masked_channels_come_back_and_regrowth_is_counted_by_norm():
+    data = _data(n=96, batch=16)
+    soft = create_method("sfp", rate=0.4, remove_at_end=False)
+    trainer, _ = _fit(_model(), [soft], epochs=5, data=data, lr=0.1)
+    history = trainer.history
+    assert sum(r["sfp_turnover"] for r in history[1:]) > 0  # masked channels won their place back
+    masked = [r["sfp_channels_masked"] for r in history]
+    assert all(0 < r["sfp_regrown"] <= m for r, m in zip(history[1:], masked, strict=False))
+    assert all(r["sfp_masked_norm"] > REGROW_THRESHOLD for r in history[:-1])  # alive, not decayed
+    hard = create_method("sfp", rate=0.4, hard=True, remove_at_end=False)
+    trainer, _ = _fit(_model(), [hard], epochs=5, data=data, lr=0.1)
+    assert [r["sfp_turnover"] for r in trainer.history] == [0] * 5  # zero filters always rank lowest
+    assert [r["sfp_regrown"] for r in trainer.history] == [0] * 5
+    assert [r["sfp_masked_norm"] for r in trainer.history] == [0.0] * 5
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_sfp_and_mfp_under_two_process_ddp_resume_exactly_and_ranks_agree(tmp_path, torchrun):
+    worker = Path(__file__).with_name("prune_ddp_worker.py")
+    proc = torchrun([str(worker), str(tmp_path)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for method in ("sfp", "mfp"):
+        full, resumed = r0[method]["full"], r0[method]["resumed"]
+        assert full["weights"].keys() == r1[method]["full"]["weights"].keys()
+        for k, v in full["weights"].items():
+            assert torch.equal(v, r1[method]["full"]["weights"][k]), (method, k)  # replicas agree
+            assert torch.equal(v, resumed["weights"][k]), (method, k)  # a resumed run ends the same
+        assert full["history"] == resumed["history"] == r1[method]["full"]["history"]
+        assert full["history"][-1][f"{method}_channels_masked"] > 0
+    assert all("mfp_choice" in r for r in r0["mfp"]["full"]["history"])
