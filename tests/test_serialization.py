@@ -130,7 +130,7 @@ def test_every_method_fit_end_saves_loadably_without_input_shape(tmp_path, metho
     from prunus.methods import create_method
 
     data = build_loaders(
-        DataConfig(name="synthetic", num_samples=32, val_size=0, batch_size=16, image_size=12, channels=1)
+        DataConfig(name="synthetic", num_samples=48, val_size=16, batch_size=16, image_size=12, channels=1)
     )
     torch.manual_seed(0)
     model = prunus.create_model("resnet20", in_channels=1, num_classes=data.num_classes, width_mult=0.25)

@@ -2,28 +2,46 @@
 
 Every `switch_interval` epochs (at the end of epochs 0, s, 2s, ...) MFP builds one "neighbour"
 network per candidate criterion: a copy of the current weights with that criterion's lowest
-floor(N * rate) channels of every prunable group zeroed (BN gamma and beta too). A meta-attribute
-scores each neighbour (lower wins) and training continues from the best one: its masks are applied
-to the live model, which gives exactly the neighbour's weights, and its zeroed filters stay
-trainable (soft). On the other scheduled epochs the current criterion's masks are re-applied, as
-in SFP; after the last epoch the masked channels are removed physically.
+floor(N * rate) channels of every prunable group zeroed (BN gamma and beta too), i.e. exactly the
+pruned network that candidate proposes. A meta-attribute scores each neighbour (lower wins) and
+training continues under the best one's masks (soft, as in SFP: enforced in the forward pass,
+masked filters keep learning). On the other scheduled epochs the current criterion's masks are
+re-applied; after the last epoch the masked channels are removed physically.
+
+Choosing fairly. The paper (v2 title: "Filter Pruning by Switching to Neighboring CNNs with Good
+Attributes") selects the criterion "via a meta-attribute, a property of the neural network at the
+current state". The live network has trained under the incumbent criterion's masks, so the
+incumbent's neighbour is the live network itself while every other neighbour loses channels the
+network relies on and keeps channels it has not used: compared as they stand, the incumbent wins
+every switch (issue 13's prototype). Each neighbour therefore gets the same short recovery before
+it is scored: its BatchNorm statistics are re-estimated on `recalibration_images` training images
+(train-mode forward passes, no gradient; "adaptive BN" candidate evaluation, Li et al., EagleEye,
+ECCV 2020, who found it is what makes candidates' pre-fine-tuning accuracy predictive). It removes
+the statistics part of the incumbent's advantage; co-adapted weights remain, which the per-switch
+logs (`mask_diff`, `choice`, `kept`) let a reader judge.
+
+On an exact tie of the best scores the current criterion is kept (logged in `tie`), else the
+earlier candidate wins: identical masks are not a switch.
 
 The paper's meta-attribute is not recoverable from public material; prunus makes it pluggable
 and ships two interpretations (see docs/methods.md, section 1):
 
-- `loss` (default): mean cross-entropy of the neighbour, in eval mode, on a fixed slice of the
-  TRAINING set (its first `holdout_size` images, unaugmented; never the test set). The slice is
-  held out of the selection only, not of training.
+- `loss` (default): mean cross-entropy of the recalibrated neighbour, in eval mode, on the first
+  `holdout_size` images of the VALIDATION split: images held out of training (never the test
+  set). A run without a validation split (`val_size=0`) cannot use it and is refused at setup.
 - `norm-spread`: FPGM's two conditions for norm criteria to be reliable, per prunable group on
   the current weights: the filter L2 norms spread widely (std / mean >= `SPREAD_MIN` = 0.3) and
   the smallest is near zero (min / median <= `NEAR_ZERO` = 0.05). With f the fraction of groups
   meeting both, norm criteria (l1, l2, bn-scale) score 1 - f, distance criteria (fpgm, dist-l1,
-  dist-l2) score f, anything else 1; ties go to the earlier candidate.
+  dist-l2) score f, anything else 1.
 
 A user callable `fn(neighbour, context) -> float` (see `MetaContext`) works the same way.
 
 Metrics (prefix `mfp_`): those of SFP, plus `criterion` every epoch, and at every switch
-`choice` (the winner), `scores` (every candidate's meta-attribute) and `wins` (how often each
+`choice` (the winner), `kept` (whether it is the criterion already in use), `tie` (the candidates
+tied for best, empty when none), `scores` (every candidate's meta-attribute), `mask_diff`
+(channels in which each pair of candidates' masks differ, "a|b" -> count), `diff_from_live`
+(channels in which each candidate's mask differs from the masks in use) and `wins` (how often each
 candidate has won so far). If one criterion always wins, MFP is that criterion: `wins` shows it.
 
 Under DDP every rank evaluates the same slice with the same weights; the scores are also
@@ -38,6 +56,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -65,6 +84,7 @@ __all__ = [
     "MetaAttributePruning",
     "MetaContext",
     "holdout_loss",
+    "recalibrate_bn_",
     "norm_spread",
     "register_meta_attribute",
 ]
@@ -75,6 +95,7 @@ DISTANCE_CRITERIA = ("fpgm", "dist-l1", "dist-l2")
 SPREAD_MIN = 0.3  # norm-spread: std / mean of a group's filter norms counted as "large spread"
 NEAR_ZERO = 0.05  # norm-spread: min / median of a group's filter norms counted as "near zero"
 HOLDOUT_BATCH = 256  # images per forward pass when the `loss` meta-attribute evaluates a neighbour
+RECALIBRATION_BATCH = 256  # images per train-mode forward pass when a neighbour's BN statistics are re-estimated
 
 
 @dataclass(frozen=True)
@@ -86,7 +107,8 @@ class MetaContext:
         masks: Its zeroed channels per group key.
         model: The live model with the current (unmasked-by-this-candidate) weights; do not edit.
         groups: The prunable groups.
-        holdout: Loader over the fixed training slice (unaugmented), batches on the model's device.
+        holdout: Loader over the held-out images (the first `holdout_size` of the validation split,
+            unaugmented), batches on the model's device; None without a validation split.
         epoch: The 0-based epoch just finished.
     """
 
@@ -116,7 +138,7 @@ def register_meta_attribute(name: str) -> Callable[[MetaAttribute], MetaAttribut
 
 @register_meta_attribute("loss")
 def holdout_loss(neighbour: nn.Module, ctx: MetaContext) -> float:
-    """Mean cross-entropy of `neighbour` (eval mode) on the fixed training slice."""
+    """Mean cross-entropy of `neighbour` (eval mode) on the held-out images."""
     return float(evaluate(neighbour, ctx.holdout)["loss"])
 
 
@@ -150,7 +172,9 @@ class MetaAttributePruning(SoftFilterPruning):
         switch_interval: Epochs between criterion switches (the first switch is at the end of epoch 0).
         meta_attribute: "loss", "norm-spread" (see `META_ATTRIBUTES`) or a callable
             `fn(neighbour, MetaContext) -> float`; lower wins.
-        holdout_size: Images of the fixed training slice the `loss` meta-attribute evaluates on.
+        holdout_size: Validation images the `loss` meta-attribute evaluates on (the first ones).
+        recalibration_images: Training images (the first ones, unaugmented) on which every
+            neighbour's BatchNorm statistics are re-estimated before it is scored; 0 = none.
         interval, hard, remove_at_end, ignored_layers, filter_fn, round_to: As in `SoftFilterPruning`.
 
     Raises:
@@ -169,6 +193,7 @@ class MetaAttributePruning(SoftFilterPruning):
         switch_interval: int = 2,
         meta_attribute: str | MetaAttribute = "loss",
         holdout_size: int = 1024,
+        recalibration_images: int = 512,
         interval: int = 1,
         hard: bool = False,
         remove_at_end: bool = True,
@@ -193,15 +218,27 @@ class MetaAttributePruning(SoftFilterPruning):
         )
         _check_int("switch_interval", switch_interval, 1)
         _check_int("holdout_size", holdout_size, 1)
+        _check_int("recalibration_images", recalibration_images, 0)
         if not callable(meta_attribute):
             check_choice("meta_attribute", meta_attribute, sorted(META_ATTRIBUTES))
         self.candidates = names
         self.switch_interval = switch_interval
         self.meta_attribute = meta_attribute
         self.holdout_size = holdout_size
+        self.recalibration_images = recalibration_images
         self.wins: dict[str, int] = dict.fromkeys(names, 0)
         self.switches = 0
         self._holdout: Any = None
+        self._recalibration: Any = None
+
+    def setup(self, trainer: Any) -> None:
+        """SFP's setup; the `loss` meta-attribute needs images held out of training: the validation split."""
+        super().setup(trainer)
+        if self.meta_attribute == "loss" and trainer.data.val is None:
+            raise ConfigError(
+                "mfp meta_attribute='loss' scores neighbours on images held out of training, and this run has "
+                "no validation split; set val_size > 0 (CLI: --val-size) or use meta_attribute='norm-spread'"
+            )
 
     def _meta(self) -> MetaAttribute:
         return self.meta_attribute if callable(self.meta_attribute) else META_ATTRIBUTES[self.meta_attribute]
@@ -214,22 +251,28 @@ class MetaAttributePruning(SoftFilterPruning):
         if update:
             rate = rate_at(self.rate, trainer.epoch)
             if switch:
-                masks, scores = self._switch(trainer, rate)
-                metrics.update(choice=self.criterion, scores=scores, wins=dict(self.wins))
+                masks, log = self._switch(trainer, rate)
+                metrics.update(choice=self.criterion, **log)
             else:
                 masks = self._select(trainer, self.criterion, rate)
             metrics.update(self._apply(trainer, masks), rate=rate)
         metrics.update(channels_masked=self.num_masked, criterion=self.criterion, wins=dict(self.wins))
         self._log(trainer, metrics)
 
-    def _switch(self, trainer: Any, rate: float) -> tuple[dict[str, list[int]], dict[str, float]]:
-        """Score one neighbour per candidate; adopt the best one's criterion and masks."""
+    def _switch(self, trainer: Any, rate: float) -> tuple[dict[str, list[int]], dict[str, Any]]:
+        """Score one recalibrated neighbour per candidate; adopt the best one's criterion and masks."""
         live = trainer.model
-        if self._holdout is None:  # the same images at every switch, on every rank
-            self._holdout = training_slice_loader(trainer.data, self.holdout_size, HOLDOUT_BATCH, device=trainer.device)
+        if self._holdout is None and trainer.data.val is not None:  # the same images at every switch, every rank
+            val = trainer.data.val
+            self._holdout = training_slice_loader(val, self.holdout_size, HOLDOUT_BATCH, device=trainer.device)
+        if self._recalibration is None and self.recalibration_images > 0:
+            n = self.recalibration_images
+            self._recalibration = training_slice_loader(trainer.data, n, RECALIBRATION_BATCH, device=trainer.device)
         plans = {c: self._select(trainer, c, rate) for c in self.candidates}
         state = {k: v.clone() for k, v in live.state_dict().items()}
-        neighbour = copy.deepcopy(live)  # one buffer, reset to the current weights for each candidate
+        paused = self._forward_mask.paused() if self._forward_mask is not None else contextlib.nullcontext()
+        with paused:  # a hook-free copy: each neighbour is exactly its candidate's pruned network
+            neighbour = copy.deepcopy(live)  # one buffer, reset to the current weights for each candidate
         meta = self._meta()
         values = []
         for c in self.candidates:
@@ -237,14 +280,27 @@ class MetaAttributePruning(SoftFilterPruning):
             for group in self.groups:
                 if plans[c].get(group.key):
                     soft_mask_(neighbour, group, plans[c][group.key])
+            if self._recalibration is not None:
+                recalibrate_bn_(neighbour, self._recalibration)
             ctx = MetaContext(c, plans[c], live, tuple(self.groups), self._holdout, trainer.epoch)
             values.append(float(meta(neighbour, ctx)))
         values = _agree(values, trainer)
-        best = min(range(len(values)), key=lambda i: (values[i], i))
-        self.criterion = self.candidates[best]
+        best = min(values)
+        tied = [c for c, v in zip(self.candidates, values, strict=True) if v == best]
+        previous = self.criterion
+        self.criterion = previous if previous in tied else tied[0]  # identical scores are not a reason to switch
         self.wins[self.criterion] += 1
         self.switches += 1
-        return plans[self.criterion], dict(zip(self.candidates, values, strict=True))
+        names = self.candidates
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+        log = {
+            "scores": dict(zip(names, values, strict=True)),
+            "kept": self.criterion == previous,
+            "tie": tied if len(tied) > 1 else [],
+            "mask_diff": {f"{a}|{b}": _mask_diff(plans[a], plans[b]) for a, b in pairs},
+            "diff_from_live": {c: _mask_diff(plans[c], self.masks) for c in names},
+        }
+        return plans[self.criterion], log
 
     def state_dict(self) -> dict[str, Any]:
         """SFP's state plus the current criterion, the win counts and the switch counter."""
@@ -256,6 +312,37 @@ class MetaAttributePruning(SoftFilterPruning):
         self.criterion = str(state.get("criterion", self.criterion))
         self.wins = {c: int(state.get("wins", {}).get(c, 0)) for c in self.candidates}
         self.switches = int(state.get("switches", 0))
+
+
+def _mask_diff(a: dict[str, list[int]], b: dict[str, list[int]]) -> int:
+    """Channels masked by exactly one of two mask sets, over all groups."""
+    return sum(len(set(a.get(k, [])) ^ set(b.get(k, []))) for k in set(a) | set(b))
+
+
+@torch.no_grad()
+def recalibrate_bn_(model: nn.Module, loader: Any) -> nn.Module:
+    """Re-estimate every BatchNorm's running statistics on `loader` (train-mode forward, no gradient).
+
+    The statistics become the plain average over the batches (momentum None while it runs); the
+    model's train/eval mode and the BN momenta are restored. Returns `model`.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns:
+        return model
+    was_training = model.training
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        for x, _ in loader:
+            model(x)
+    finally:
+        for m, mom in zip(bns, momenta, strict=True):
+            m.momentum = mom
+        model.train(was_training)
+    return model
 
 
 def _agree(values: list[float], trainer: Any) -> list[float]:
