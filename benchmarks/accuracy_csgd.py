@@ -9,11 +9,13 @@ Arms, all evaluated on the full test set, all at the same per-group widths:
                  their consumer slices (what merging adds over plain removal), no fine-tuning
   merge-only     baseline, same clusters merged with summing but without C-SGD training (what the
                  centripetal training adds), no fine-tuning
+  l1+ft          the fair control: l1 at the same widths, then fine-tuned with the same epochs, lr and
+                 schedule as the C-SGD phase
 Targets: max |logit diff| trained vs merged < 1e-3; merged accuracy within 0.5 point of baseline.
 
 The C-SGD phase uses the protocol's SGD (momentum 0.9, nesterov, wd 5e-4, batch 128) with lr 0.05
-and eps 0.05; BatchNorm vectors use bn_eps_factor 1.0 by default, because at the paper's 0.1 they
-converge ten times slower than kernels and do not collapse in a 3-epoch phase (check csgd_bn_max_dev).
+and the library's defaults unless --eps / --bn-eps-factor are given: eps="auto" (from the lr
+schedule and step count, predicted residual < 1e-6) and bn_eps_factor 1.0.
 
     .venv/bin/python benchmarks/accuracy_csgd.py --baseline runs/r20-full/model [--epochs 3] [--threads 2]
 
@@ -87,8 +89,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
-    ap.add_argument("--eps", type=float, default=0.05)
-    ap.add_argument("--bn-eps-factor", type=float, default=1.0)
+    ap.add_argument("--eps", type=float, help="default: the library's eps='auto'")
+    ap.add_argument("--bn-eps-factor", type=float, help="default: the library's 1.0")
     ap.add_argument("--width", type=float, default=0.625)
     ap.add_argument("--cluster", choices=("kmeans", "even"), default="kmeans")
     ap.add_argument("--batch-size", type=int, default=128)
@@ -108,7 +110,8 @@ def main() -> None:
     cfg = TrainConfig(
         epochs=args.epochs, lr=args.lr, schedule=args.schedule, seed=args.seed, checkpoint=False, threads=args.threads
     )
-    method = CentripetalSGD(width=args.width, eps=args.eps, bn_eps_factor=args.bn_eps_factor, cluster=args.cluster)
+    overrides = {k: v for k, v in (("eps", args.eps), ("bn_eps_factor", args.bn_eps_factor)) if v is not None}
+    method = CentripetalSGD(width=args.width, cluster=args.cluster, **overrides)
     torch.manual_seed(args.seed)
     trainer = Trainer(copy.deepcopy(baseline), data, cfg, [method], progress=args.progress)
     clusters = copy.deepcopy(method.clusters)  # planned on the baseline weights in setup
@@ -133,6 +136,9 @@ def main() -> None:
     record("l1", l1_pruned(copy.deepcopy(baseline), clusters, shape))
     record("delete", deleted(copy.deepcopy(baseline), clusters, shape))
     record("merge-only", merged_untrained(copy.deepcopy(baseline), clusters, shape))
+    torch.manual_seed(args.seed)
+    l1ft = l1_pruned(copy.deepcopy(baseline), clusters, shape)
+    record("l1+ft", l1ft, Trainer(l1ft, data, cfg, progress=args.progress).fit()["final_test_acc"])
     base = arms["baseline"]
     for a in arms.values():
         a["delta_vs_baseline_pt"] = 100 * (a["test_acc"] - base["test_acc"])
@@ -144,7 +150,8 @@ def main() -> None:
         "name": "accuracy_csgd",
         "definition": (
             f"C-SGD of {args.baseline} to width {args.width} per group: {args.epochs} epochs, lr {args.lr} "
-            f"{args.schedule}, eps {args.eps}, bn_eps_factor {args.bn_eps_factor}, {args.cluster}; full test set"
+            f"{args.schedule}, eps {args.eps or 'auto'} (= {method._auto_eps or args.eps:.4g}), bn_eps_factor "
+            f"{method.bn_eps_factor}, {args.cluster}; full test set"
         ),
         "arms": arms,
         "max_logit_diff": rep["csgd_max_logit_diff"],

@@ -8,15 +8,29 @@ After every backward pass, for channel j in cluster H of a clustered tensor:
     g_j <- mean_{i in H} g_i + wd * W_j + eps * (W_j - mean_{i in H} W_i)
 
 (BatchNorm gamma/beta use eps * bn_eps_factor and no decay), so the difference of two members
-shrinks like exp(-lr * (wd + eps) * t / (1 - momentum)) whatever the data. The optimizer's own
-weight decay is switched off for those tensors because the rule already contains it. At the end
-each cluster is merged into its first member (`prunus.structure.merge_` sums the consumers' input
-slices), which is exact to the extent the members became identical; members are never snapped to
-their mean, so the logged `csgd_max_logit_diff` shows how complete the convergence was.
+shrinks like exp(-lr * (wd + eps) * t / (1 - momentum)) whatever the data, as long as
+lr * (wd + eps) stays below about (1 - momentum)^2; above that momentum makes it oscillate and
+the rate saturates near -ln(momentum) / 2 per step. The optimizer's own weight decay is switched
+off for those tensors because the rule already contains it. With AdamW (whose per-coordinate
+scaling would move members with identical gradients differently) members get their cluster's
+mean gradient, so Adam moves them identically, and the centripetal pull is applied to the
+weights after each step instead: W_j <- W_j - min(1, lr * eps) * (W_j - mean_H W).
+
+Defaults that merge exactly: `eps="auto"` computes at setup, from the run's actual lr schedule,
+momentum, weight decay and step count, the smallest eps whose predicted residual (member
+difference at the end relative to the start) is below `tol` (for SGD this is the rule of thumb
+eps ~ (1 - momentum) * ln(1 / tol) / sum(lr) - wd, with the saturation above); a given eps that
+cannot reach `tol` warns. `bn_eps_factor` is 1.0: BN vectors converge with the kernels (at the
+paper's 0.1 a few-epoch run left them apart and the merged model off by 5.7 in the logits).
+
+At the end each cluster is merged into its first member (`prunus.structure.merge_` sums the
+consumers' input slices), which is exact to the extent the members became identical; members are
+never snapped to their mean, so the logged `csgd_max_logit_diff` shows how complete the
+convergence was.
 
 Example:
     >>> from prunus.methods import create_method
-    >>> method = create_method("csgd", width=0.625, eps=0.05)
+    >>> method = create_method("csgd", width=0.625)  # eps="auto", bn_eps_factor=1.0
     >>> Trainer(model, data, TrainConfig(epochs=3, lr=0.05), [method]).fit()  # doctest: +SKIP
     >>> method.merge_report["csgd_max_logit_diff"] < 1e-3  # doctest: +SKIP
     True
@@ -26,6 +40,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,10 +98,13 @@ class CentripetalSGD(Method):
     Args:
         width: Ratio of channels kept in every prunable group, in (0, 1]; 1 leaves a group alone.
         widths: Per-group override, group key -> ratio (float) or channel count (int).
-        eps: Centripetal strength, or a function epoch -> strength. It trades speed of collapse for
-            freedom to learn: members converge at rate lr * (wd + eps) / (1 - momentum) per step.
-        bn_eps_factor: BatchNorm gamma/beta use eps * this (the paper's 0.1; with it BN vectors
-            converge 10x slower than kernels, so use 1.0 for short runs that must merge exactly).
+        eps: Centripetal strength; "auto" (default): the smallest strength whose predicted residual
+            at the end of the run is below `tol` (see the module docstring); or a number, or a
+            function epoch -> strength. It trades speed of collapse for freedom to learn.
+        tol: Target residual for "auto" (member difference at the end / at the start), and the
+            threshold of the warning for a given eps.
+        bn_eps_factor: BatchNorm gamma/beta use eps * this. 1.0 (default) converges them with the
+            kernels; the paper's 0.1 converges them 10x slower (too slow for a short run).
         cluster: "kmeans" (on the group's concatenated per-channel weights) or "even" (blocks).
         seed: Seed of the k-means initialisation.
         log_every: Steps between chi logs (also logged at every epoch end).
@@ -107,8 +125,9 @@ class CentripetalSGD(Method):
         self,
         width: float = 0.625,
         widths: Mapping[str, float | int] | None = None,
-        eps: float | Callable[[int], float] = 0.05,
-        bn_eps_factor: float = 0.1,
+        eps: float | str | Callable[[int], float] = "auto",
+        tol: float = 1e-6,
+        bn_eps_factor: float = 1.0,
         cluster: str = "kmeans",
         seed: int = 0,
         log_every: int = 20,
@@ -130,8 +149,11 @@ class CentripetalSGD(Method):
                 raise ConfigError(f"csgd.widths[{key!r}]={value}: a channel count must be >= 1")
             if isinstance(value, float):
                 check_range(f"csgd.widths[{key!r}]", value, 0.0, 1.0, low_inclusive=False)
-        if not callable(eps):
+        if isinstance(eps, str):
+            check_choice("csgd.eps", eps, ("auto",))
+        elif not callable(eps):
             check_range("csgd.eps", eps, 0.0)
+        check_range("csgd.tol", tol, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
         check_range("csgd.bn_eps_factor", bn_eps_factor, 0.0)
         check_choice("csgd.cluster", cluster, CLUSTER_METHODS)
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -141,6 +163,7 @@ class CentripetalSGD(Method):
         self.width = float(width)
         self.widths = dict(widths or {})
         self.eps = eps
+        self.tol = float(tol)
         self.bn_eps_factor = float(bn_eps_factor)
         self.cluster = cluster
         self.seed = seed
@@ -159,6 +182,10 @@ class CentripetalSGD(Method):
         self.steps = 0
         self._parts: list[_Part] = []
         self._eps_now = 0.0
+        self._auto_eps: float | None = None
+        self._pull_after_step = False  # AdamW & co.: mean gradient + weight pull instead of the gradient rule
+        #: predicted member difference at the end of the run relative to the start (set at setup)
+        self.predicted_residual: float | None = None
         self._model: nn.Module | None = None
         self._groups: dict[str, ChannelGroup] = {}
 
@@ -239,7 +266,7 @@ class CentripetalSGD(Method):
 
     # --------------------------------------------------------------------------------- hooks
     def setup(self, trainer: Trainer) -> None:
-        """Cluster (unless clusters were loaded), bind index tensors, move clustered tensors to zero decay."""
+        """Cluster (unless clusters were loaded), bind index tensors, choose the update form and eps."""
         model = trainer.model
         example = example_input(tuple(trainer.data.input_shape), device=trainer.device)
         if self.clusters:  # loaded before setup: keep them
@@ -251,8 +278,64 @@ class CentripetalSGD(Method):
         self._share_clusters(trainer.device)
         self._model = model
         self._bind(model, self._groups)
-        exempt_from_weight_decay(trainer.optimizer, [p.param for p in self._parts])
+        self._pull_after_step = not isinstance(trainer.optimizer, torch.optim.SGD)
+        if not self._pull_after_step:  # the SGD rule contains the decay; AdamW's decoupled decay is kept
+            exempt_from_weight_decay(trainer.optimizer, [p.param for p in self._parts])
+        self._plan_eps(trainer)
         self._eps_now = self._eps_at(trainer.epoch)
+
+    def _lr_per_step(self, trainer: Trainer) -> list[float]:
+        from prunus.engine.schedule import LRSchedule
+
+        schedule = LRSchedule(trainer.config, steps_per_epoch=len(trainer.data.train))
+        return [trainer.config.lr * schedule.factor(t) for t in range(schedule.total_steps)]
+
+    def _log_residual(self, eps_per_step: list[float], lrs: list[float], momentum: float, wd: float) -> float:
+        """ln of the predicted member difference at the end of the run relative to the start."""
+        if self._pull_after_step:  # W <- W - a (W - mean) with a = min(1, lr * eps)
+            total = 0.0
+            for lr, eps in zip(lrs, eps_per_step, strict=True):
+                a = min(1.0, lr * eps)
+                if a >= 1.0:
+                    return -math.inf
+                total += math.log1p(-a)
+            return total
+        # heavy-ball rate lr (wd + eps) / (1 - m) per step, saturating near -ln(m) / 2 (underdamped)
+        cap = -0.5 * math.log(momentum) if momentum > 0 else math.inf
+        return -sum(min(lr * (wd + eps) / (1 - momentum), cap) for lr, eps in zip(lrs, eps_per_step, strict=True))
+
+    def _plan_eps(self, trainer: Trainer) -> None:
+        """eps="auto": the smallest eps whose predicted residual is below `tol`; else predict and warn."""
+        lrs = self._lr_per_step(trainer)
+        m, wd = float(trainer.config.momentum), float(trainer.config.weight_decay)
+        target = math.log(self.tol)
+        if self.eps == "auto":
+            # Search up to half heavy-ball's stability limit lr * (wd + eps) < 2 (1 + m) at the largest
+            # lr (pull form: a = lr * eps reaches 1, an exact collapse, at the largest lr).
+            peak = max(lrs, default=0.0) or 1.0
+            hi = max(0.5 * (1 + m) / peak - wd, 0.0) if not self._pull_after_step else 1.0 / peak
+            lo = 0.0
+            if self._log_residual([hi] * len(lrs), lrs, m, wd) <= target:
+                for _ in range(50):  # bisection: the residual falls monotonically with eps
+                    mid = (lo + hi) / 2
+                    lo, hi = (lo, mid) if self._log_residual([mid] * len(lrs), lrs, m, wd) <= target else (mid, hi)
+            self._auto_eps = hi
+            eps_steps = [hi] * len(lrs)
+        else:
+            steps = max(len(trainer.data.train), 1)
+            eps_steps = [self._eps_at(t // steps) for t in range(len(lrs))]
+        log_res = self._log_residual(eps_steps, lrs, m, wd)
+        self.predicted_residual = math.exp(log_res)
+        if log_res > target:
+            what = f"eps={self.eps!r}"
+            if self.eps == "auto":
+                what = f"eps='auto' (at its largest safe value {self._auto_eps:.3g})"
+            warnings.warn(
+                f"C-SGD: with {what}, {len(lrs)} steps and this lr schedule the clustered filters are predicted to "
+                f"end {self.predicted_residual:.2g} of their initial distance apart (tol {self.tol:g}), so the "
+                "merge will not be exact; use eps='auto', more epochs or a larger lr",
+                stacklevel=2,
+            )
 
     def on_epoch_start(self, trainer: Trainer) -> None:
         """Evaluate the eps schedule for this epoch."""
@@ -260,11 +343,16 @@ class CentripetalSGD(Method):
 
     @torch.no_grad()
     def after_backward(self, trainer: Trainer) -> None:
-        """Replace the gradients of clustered tensors by the centripetal rule."""
+        """Replace the gradients of clustered tensors by the centripetal rule (AdamW: by the cluster mean)."""
         wd = trainer.config.weight_decay
         for part in self._parts:
             g = part.param.grad
             if g is None:
+                continue
+            if self._pull_after_step:  # identical gradients: Adam moves identical members identically
+                a = g.reshape(g.shape[0], -1)
+                mean = a.new_zeros(part.k, a.shape[1]).index_add_(0, part.ids, a).mul_(part.inv)
+                g.copy_(mean.index_select(0, part.ids).view_as(g))
                 continue
             vector = part.role.is_vector  # eps * bn_eps_factor, no weight decay
             eps = self._eps_now * (self.bn_eps_factor if vector else 1.0)
@@ -276,8 +364,17 @@ class CentripetalSGD(Method):
             g.copy_(mean.index_select(0, part.ids).add_(w, alpha=decay + eps).view_as(g))
         self.steps += 1
 
+    @torch.no_grad()
     def on_step_end(self, trainer: Trainer) -> None:
-        """Log chi every `log_every` steps."""
+        """AdamW & co.: pull every member toward its cluster mean; log chi every `log_every` steps."""
+        if self._pull_after_step:
+            lr = float(trainer.optimizer.param_groups[0]["lr"])
+            for part in self._parts:
+                vector = part.role.is_vector
+                a = min(1.0, lr * self._eps_now * (self.bn_eps_factor if vector else 1.0))
+                w = part.param.data.reshape(part.ids.numel(), -1)
+                mean = w.new_zeros(part.k, w.shape[1]).index_add_(0, part.ids, w).mul_(part.inv)
+                w.sub_(w - mean.index_select(0, part.ids), alpha=a)
         if self._parts and trainer.global_step % self.log_every == 0:
             self._log(trainer)
 
@@ -288,6 +385,7 @@ class CentripetalSGD(Method):
         trainer.log_metrics(
             {
                 "csgd_eps": self._eps_now,
+                "csgd_predicted_residual": self.predicted_residual,
                 "csgd_groups": len(self.clusters),
                 "csgd_channels": sum(sum(map(len, c)) for c in self.clusters.values()),
                 "csgd_clusters": sum(len(c) for c in self.clusters.values()),
@@ -340,6 +438,8 @@ class CentripetalSGD(Method):
         trainer.log_metrics(d)
 
     def _eps_at(self, epoch: int) -> float:
+        if self.eps == "auto":
+            return float(self._auto_eps if self._auto_eps is not None else 0.0)
         value = self.eps(epoch) if callable(self.eps) else self.eps
         check_range(f"csgd.eps at epoch {epoch}", value, 0.0)
         return float(value)

@@ -183,6 +183,8 @@ def test_gradient_rule_on_a_hand_computed_case():
     method = CentripetalSGD(widths={"layer1.0.conv1": 2}, width=1.0, cluster="even", eps=0.3, bn_eps_factor=0.5)
     trainer = Trainer(_resnet(data), data, TrainConfig(epochs=1, weight_decay=0.01), [method], progress=False)
     conv, bn = trainer.model.layer1[0].conv1, trainer.model.layer1[0].bn1
+    with torch.no_grad():  # gamma away from 1: the BN half of the rule is not vacuous
+        bn.weight.copy_(torch.tensor([0.5, 1.5, 2.0, 0.25]))
     g = torch.randn_like(conv.weight)
     conv.weight.grad, bn.weight.grad = g.clone(), torch.ones(4)
     method.after_backward(trainer)
@@ -347,3 +349,58 @@ def test_two_process_ddp_ends_with_identical_clusters_and_weights(tmp_path, torc
     for k in r0["weights"]:  # parameters and BN running statistics alike (the trainer syncs buffers)
         assert torch.equal(r0["weights"][k], r1["weights"][k]), k
     assert r0["report"]["csgd_params_after"] < r0["report"]["csgd_params_before"]
+
+
+# ------------------------------------------------------------------------- defaults that merge
+def test_auto_eps_is_the_rule_of_thumb_when_momentum_does_not_saturate():
+    data = _data(num_samples=32)  # 2 steps per epoch
+    lr, m, wd, tol = 1e-3, 0.9, 5e-4, 1e-6
+    cfg = TrainConfig(epochs=300, lr=lr, momentum=m, weight_decay=wd, schedule="constant")
+    method = CentripetalSGD(width=0.5, tol=tol)
+    Trainer(_resnet(data), data, cfg, [method], progress=False)  # setup only
+    steps = 600  # > ln(1 / tol) / (-ln(m) / 2) = 262 steps: the lr-limited regime
+    assert method._eps_at(0) == pytest.approx((1 - m) * math.log(1 / tol) / (lr * steps) - wd, rel=1e-3)
+    assert method.predicted_residual == pytest.approx(tol, rel=1e-3)
+
+
+def test_an_eps_that_cannot_reach_the_tolerance_warns_with_what_to_do():
+    data = _data(num_samples=32)
+    with pytest.warns(UserWarning, match=r"eps=0.01, 4 steps .* predicted to end 0.9\d of their initial distance"):
+        Trainer(_resnet(data), data, TrainConfig(epochs=2, lr=0.05), [CentripetalSGD(eps=0.01)], progress=False)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_default_settings_merge_exactly(optimizer, recwarn):
+    data = _data(num_samples=256, batch_size=8)  # 32 steps per epoch
+    lr = 0.05 if optimizer == "sgd" else 2e-3
+    cfg = TrainConfig(epochs=12, lr=lr, optimizer=optimizer, checkpoint=False)  # cosine, nesterov, wd 5e-4
+    keep, method = _KeepUnmerged(), CentripetalSGD(width=0.5)  # eps="auto", bn_eps_factor=1.0
+    trainer = Trainer(_resnet(data), data, cfg, [keep, method], progress=False)
+    assert not [w for w in recwarn if "C-SGD" in str(w.message)]
+    assert method.predicted_residual <= 1e-6
+    result = trainer.fit()
+    assert result["csgd_max_logit_diff"] < 1e-3
+    assert result["csgd_merged_acc"] == result["csgd_trained_acc"]
+    d = method.deviation() if method._parts else None
+    assert d is None  # merged: nothing left to pull
+    x = next(iter(data.test))[0]
+    with torch.no_grad():
+        assert float((keep.model(x) - trainer.model.eval()(x)).abs().max()) < 1e-3
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_zoo_model_trains_with_csgd_pulls_members_together_and_merges(name, tmp_path):
+    data = _data(num_samples=32, image_size=28)
+    torch.manual_seed(0)
+    model = create_model(name, in_channels=1, num_classes=data.num_classes, width_mult=0.5 if "lenet" in name else 0.25)
+    method = CentripetalSGD(width=0.5)
+    with pytest.warns(UserWarning, match="predicted to end"):  # 2 steps cannot merge exactly: it says so
+        trainer = Trainer(model, data, TrainConfig(epochs=1, lr=0.05, checkpoint=False), [method], progress=False)
+    chi0 = method.deviation()["csgd_chi"]
+    result = trainer.fit()
+    assert method.trace[-1][1] < 0.5 * chi0  # the centripetal rule acts on every architecture
+    assert result["csgd_params_after"] < result["csgd_params_before"]
+    assert result["csgd_macs_after"] < result["csgd_macs_before"]
+    loaded = prunus.load(prunus.save(trainer.model, tmp_path / "m"))
+    with torch.no_grad():
+        assert torch.equal(loaded(X28), trainer.model.eval()(X28))
