@@ -404,3 +404,19 @@ def test_every_zoo_model_trains_with_csgd_pulls_members_together_and_merges(name
     loaded = prunus.load(prunus.save(trainer.model, tmp_path / "m"))
     with torch.no_grad():
         assert torch.equal(loaded(X28), trainer.model.eval()(X28))
+
+
+def test_the_defaults_are_the_ones_that_merge():
+    method = CentripetalSGD()
+    assert (method.eps, method.tol, method.bn_eps_factor) == ("auto", 1e-6, 1.0)
+
+
+def test_auto_eps_knows_momentum_caps_the_rate_and_warns_when_the_run_is_too_short():
+    # 100 steps at a constant lr would need 0.138 per step; heavy-ball momentum 0.9 gives at most
+    # -ln(0.9)/2 = 0.053 per step whatever eps: the tolerance cannot be reached and it says so
+    data = _data(num_samples=32)  # 2 steps per epoch
+    cfg = TrainConfig(epochs=50, lr=0.05, momentum=0.9, schedule="constant")
+    method = CentripetalSGD(width=0.5)
+    with pytest.warns(UserWarning, match=r"eps='auto' \(at its largest safe value .*\), 100 steps"):
+        Trainer(_resnet(data), data, cfg, [method], progress=False)
+    assert method.predicted_residual == pytest.approx(math.exp(-100 * -0.5 * math.log(0.9)), rel=1e-6)

@@ -25,7 +25,7 @@ def test_sfp_family_final_widths_are_multiples(name, kwargs):
     model = _model()
     before = {g.key: g.num_channels for g in build_groups(model, X) if g.prunable}
     method = create_method(name, rate=0.4, round_to=8, **kwargs)
-    data = build_loaders(DataConfig(name="synthetic", num_samples=16, val_size=0, batch_size=16), seed=0)
+    data = build_loaders(DataConfig(name="synthetic", num_samples=32, val_size=16, batch_size=16), seed=0)
     Trainer(model, data, TrainConfig(epochs=1, lr=0.01), methods=[method], progress=False).fit()
     after = {g.key: g.num_channels for g in build_groups(model, X) if g.prunable}
     assert all(a % 8 == 0 or a == before[k] for k, a in after.items()), after
