@@ -12,7 +12,10 @@ shrinks like exp(-lr * (wd + eps) * t / (1 - momentum)) whatever the data. The o
 weight decay is switched off for those tensors because the rule already contains it. At the end
 each cluster is merged into its first member (`prunus.structure.merge_` sums the consumers' input
 slices), which is exact to the extent the members became identical; members are never snapped to
-their mean, so the logged `csgd_max_logit_diff` shows how complete the convergence was.
+their mean, so the logged `csgd_max_logit_diff` (on a fixed slice of the training set) shows how
+complete the convergence was. The test accuracy of the trained and the merged model
+(`csgd_trained_acc`, `csgd_merged_acc`) is measured by the runner around `on_fit_end`
+(`measure_fit_end`): the method never reads the test set.
 
 Example:
     >>> from prunus.methods import create_method
@@ -36,7 +39,8 @@ import torch.distributed as dist
 from torch import nn
 
 from prunus.config import check_choice, check_range
-from prunus.engine.method import Method
+from prunus.data import training_slice
+from prunus.engine.method import Method, TrainerView
 from prunus.engine.optim import exempt_from_weight_decay
 from prunus.errors import ConfigError
 from prunus.measure import count
@@ -57,12 +61,11 @@ from prunus.structure import ChannelGroup, FilterFn, Role, build_groups, check_f
 
 if TYPE_CHECKING:
     from prunus.engine.config import TrainConfig
-    from prunus.engine.trainer import Trainer
 
 __all__ = ["CentripetalSGD", "csgd_rounds", "group_widths", "round_widths"]
 
 # conv/linear biases ("bias", "dw_bias") follow the kernel rule but are not counted in chi
-EVAL_BATCH = 256  # images in the fixed batch whose logits compare trained and merged models
+EVAL_BATCH = 256  # images of the fixed training slice whose logits compare trained and merged models
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,7 @@ class CentripetalSGD(Method):
             self.clusters[key] = canonical([(ids == c).nonzero().flatten().tolist() for c in range(len(clusters))])
 
     # --------------------------------------------------------------------------------- hooks
-    def setup(self, trainer: Trainer) -> None:
+    def setup(self, trainer: TrainerView) -> None:
         """Cluster (unless clusters were loaded), bind index tensors, move clustered tensors to zero decay."""
         model = trainer.model
         example = example_input(tuple(trainer.data.input_shape), device=trainer.device)
@@ -254,12 +257,12 @@ class CentripetalSGD(Method):
         exempt_from_weight_decay(trainer.optimizer, [p.param for p in self._parts])
         self._eps_now = self._eps_at(trainer.epoch)
 
-    def on_epoch_start(self, trainer: Trainer) -> None:
+    def on_epoch_start(self, trainer: TrainerView) -> None:
         """Evaluate the eps schedule for this epoch."""
         self._eps_now = self._eps_at(trainer.epoch)
 
     @torch.no_grad()
-    def after_backward(self, trainer: Trainer) -> None:
+    def after_backward(self, trainer: TrainerView) -> None:
         """Replace the gradients of clustered tensors by the centripetal rule."""
         wd = trainer.config.weight_decay
         for part in self._parts:
@@ -276,12 +279,12 @@ class CentripetalSGD(Method):
             g.copy_(mean.index_select(0, part.ids).add_(w, alpha=decay + eps).view_as(g))
         self.steps += 1
 
-    def on_step_end(self, trainer: Trainer) -> None:
+    def on_step_end(self, trainer: TrainerView) -> None:
         """Log chi every `log_every` steps."""
         if self._parts and trainer.global_step % self.log_every == 0:
             self._log(trainer)
 
-    def on_epoch_end(self, trainer: Trainer) -> None:
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         """Log chi, eps and the clustered widths."""
         if self._parts:
             self._log(trainer)
@@ -294,8 +297,13 @@ class CentripetalSGD(Method):
             }
         )
 
-    def on_fit_end(self, trainer: Trainer) -> None:
-        """Merge every clustered group (when `merge_at_end`), logging trained vs merged numbers."""
+    @property
+    def measure_fit_end(self) -> tuple[str, str] | None:  # type: ignore[override]
+        """The runner logs the test accuracy before/after the merge under these names."""
+        return ("csgd_trained_acc", "csgd_merged_acc") if self.merge_at_end and self.clusters else None
+
+    def on_fit_end(self, trainer: TrainerView) -> None:
+        """Merge every clustered group (when `merge_at_end`), logging the logit difference and sizes."""
         if self.merge_at_end and self.clusters:
             self.merge(trainer.model, trainer=trainer)
 
@@ -334,7 +342,7 @@ class CentripetalSGD(Method):
                 bn_dev = torch.maximum(bn_dev, dev.abs().max().cpu())
         return {"csgd_chi": float(chi), "csgd_max_dev": float(max_dev), "csgd_bn_max_dev": float(bn_dev)}
 
-    def _log(self, trainer: Trainer) -> None:
+    def _log(self, trainer: TrainerView) -> None:
         d = self.deviation()
         self.trace.append((trainer.global_step, d["csgd_chi"], d["csgd_max_dev"]))
         trainer.log_metrics(d)
@@ -347,23 +355,24 @@ class CentripetalSGD(Method):
     # --------------------------------------------------------------------------------- merge
     @torch.no_grad()
     def merge(
-        self, model: nn.Module, *, trainer: Trainer | None = None, inputs: torch.Tensor | None = None
+        self, model: nn.Module, *, trainer: TrainerView | None = None, inputs: torch.Tensor | None = None
     ) -> dict[str, float]:
         """Merge every cluster into its first member (in place) and measure what that changed.
 
-        Records the unmerged model's logits on a fixed batch (and, given a trainer, its test
-        accuracy), merges with `prunus.structure.merge_`, then measures again. Members are not
-        snapped to their mean first: the logit difference is the honest price of incomplete
-        convergence.
+        Records the unmerged model's logits on a fixed batch, merges with
+        `prunus.structure.merge_`, then measures again. Members are not snapped to their mean
+        first: the logit difference is the honest price of incomplete convergence. (Test-set
+        accuracies are the runner's: see `measure_fit_end`.)
 
         Args:
             model: The trained model (the one the clusters were planned on, or a copy of it).
-            trainer: Gives the test loader (accuracy, fixed batch) and receives the metrics.
-            inputs: The fixed batch; default: the first test batch, else seeded noise.
+            trainer: Gives the fixed batch (the first `EVAL_BATCH` training images, unaugmented)
+                and receives the metrics.
+            inputs: The fixed batch; default: the trainer's training slice, else seeded noise.
 
         Returns:
-            `csgd_max_logit_diff`, `csgd_macs_before/after`, `csgd_params_before/after`, and with
-            a trainer `csgd_trained_acc` and `csgd_merged_acc`; also kept as `merge_report`.
+            `csgd_max_logit_diff`, `csgd_macs_before/after`, `csgd_params_before/after`; also
+            kept as `merge_report`.
 
         Example:
             >>> report = CentripetalSGD(width=0.5).merge(model, inputs=x)  # doctest: +SKIP
@@ -373,8 +382,8 @@ class CentripetalSGD(Method):
         device = next(model.parameters()).device
         shape = tuple(trainer.data.input_shape if trainer is not None else get_info(model).input_shape)
         if inputs is None:
-            if trainer is not None and trainer.test_loader is not None:
-                inputs = next(iter(trainer.test_loader))[0][:EVAL_BATCH]
+            if trainer is not None:
+                inputs = training_slice(trainer.data, EVAL_BATCH, device=device)[0]
             elif shape:
                 inputs = torch.randn(16, *shape, generator=torch.Generator().manual_seed(self.seed))
             else:
@@ -389,8 +398,6 @@ class CentripetalSGD(Method):
         before = model(inputs).float()
         counts = count(model, shape)
         report.update(csgd_macs_before=counts.macs, csgd_params_before=counts.params)
-        if trainer is not None and trainer.test_loader is not None:
-            report["csgd_trained_acc"] = trainer.evaluate(trainer.test_loader)["acc"]
         groups = {g.key: g for g in build_groups(model, inputs[:1], self.ignored_layers, filter_fn=self.filter_fn)}
         for key, clusters in self.clusters.items():
             if key not in groups or groups[key].num_channels != sum(map(len, clusters)):
@@ -401,8 +408,7 @@ class CentripetalSGD(Method):
         counts = count(model, shape)
         report.update(csgd_macs_after=counts.macs, csgd_params_after=counts.params)
         report["csgd_max_logit_diff"] = float((before - after).abs().max())
-        if trainer is not None and trainer.test_loader is not None:
-            report["csgd_merged_acc"] = trainer.evaluate(trainer.test_loader)["acc"]
+        if trainer is not None:
             trainer.log_metrics(report)
         model.train(was_training)
         self.merge_report = report

@@ -49,6 +49,7 @@ from torch import nn
 from prunus.config import check_choice
 from prunus.criteria import score
 from prunus.data import training_slice_loader
+from prunus.engine.method import TrainerView
 from prunus.errors import ConfigError
 from prunus.evaluation import evaluate
 from prunus.methods._pruning import RateSpec, check_criterion, rate_at
@@ -206,7 +207,7 @@ class MetaAttributePruning(SoftFilterPruning):
     def _meta(self) -> MetaAttribute:
         return self.meta_attribute if callable(self.meta_attribute) else META_ATTRIBUTES[self.meta_attribute]
 
-    def on_epoch_end(self, trainer: Any) -> None:
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         """Switch criterion on switch epochs, else re-apply the current one on SFP's schedule."""
         switch = trainer.epoch % self.switch_interval == 0
         update = switch or self._is_update_epoch(trainer)
@@ -222,7 +223,7 @@ class MetaAttributePruning(SoftFilterPruning):
         metrics.update(channels_masked=self.num_masked, criterion=self.criterion, wins=dict(self.wins))
         self._log(trainer, metrics)
 
-    def _switch(self, trainer: Any, rate: float) -> tuple[dict[str, list[int]], dict[str, float]]:
+    def _switch(self, trainer: TrainerView, rate: float) -> tuple[dict[str, list[int]], dict[str, float]]:
         """Score one neighbour per candidate; adopt the best one's criterion and masks."""
         live = trainer.model
         if self._holdout is None:  # the same images at every switch, on every rank
@@ -258,7 +259,7 @@ class MetaAttributePruning(SoftFilterPruning):
         self.switches = int(state.get("switches", 0))
 
 
-def _agree(values: list[float], trainer: Any) -> list[float]:
+def _agree(values: list[float], trainer: TrainerView) -> list[float]:
     """Rank 0's scores on every rank (identical already unless kernels are nondeterministic)."""
     if getattr(trainer, "world_size", 1) <= 1 or not torch.distributed.is_initialized():
         return values

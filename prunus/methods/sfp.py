@@ -36,8 +36,7 @@ from torch import nn
 from prunus.config import check_range
 from prunus.criteria import DataBatch
 from prunus.data import training_slice
-from prunus.engine.method import Method
-from prunus.engine.optim import build_optimizer
+from prunus.engine.method import Method, TrainerView
 from prunus.errors import ConfigError
 from prunus.measure import count
 from prunus.methods._pruning import (
@@ -146,19 +145,19 @@ class SoftFilterPruning(Method):
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------------------ hooks
-    def setup(self, trainer: Any) -> None:
+    def setup(self, trainer: TrainerView) -> None:
         """Find the coupled groups of the model once (shapes do not change until `on_fit_end`)."""
         inputs = example_inputs(trainer.data.input_shape, trainer.device)
         self.groups = prunable_groups(trainer.model, inputs, self.ignored_layers, self.filter_fn)
         if self.hard:
             self._hard_mask = HardMask(self.groups)
 
-    def after_backward(self, trainer: Any) -> None:
+    def after_backward(self, trainer: TrainerView) -> None:
         """Hard variant: zero masked weights, gradients and momentum so the step leaves them at 0."""
         if self._hard_mask is not None and self.masks:
             self._hard_mask.apply_(trainer.model, trainer.optimizer)
 
-    def on_epoch_end(self, trainer: Any) -> None:
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         """Recompute and apply the masks on the scheduled epochs; log what happened."""
         update = self._is_update_epoch(trainer)
         metrics: dict[str, Any] = {"updated": update, "turnover": 0, "regrown": 0}
@@ -169,7 +168,7 @@ class SoftFilterPruning(Method):
         metrics.update(channels_masked=self.num_masked, criterion=self.criterion)
         self._log(trainer, metrics)
 
-    def on_fit_end(self, trainer: Any) -> None:
+    def on_fit_end(self, trainer: TrainerView) -> None:
         """Remove the masked channels physically and log the achieved params and MACs."""
         if not self.remove_at_end or self.removed:
             return
@@ -187,7 +186,7 @@ class SoftFilterPruning(Method):
         if self._hard_mask is not None:
             self._hard_mask.clear()
         # remove_ replaced the cut parameters: an optimizer over the old ones would be a trap
-        trainer.optimizer = build_optimizer(model, trainer.config)
+        trainer.rebuild_optimizer()
         pruned = count(model, shape)
         self._log(
             trainer,
@@ -222,14 +221,14 @@ class SoftFilterPruning(Method):
         """Channels currently masked, over all groups."""
         return sum(len(v) for v in self.masks.values())
 
-    def _is_update_epoch(self, trainer: Any) -> bool:
+    def _is_update_epoch(self, trainer: TrainerView) -> bool:
         done = trainer.epoch + 1  # epochs finished, this one included
         return done % self.interval == 0 or done == trainer.config.epochs
 
-    def _log(self, trainer: Any, metrics: dict[str, Any]) -> None:
+    def _log(self, trainer: TrainerView, metrics: dict[str, Any]) -> None:
         trainer.log_metrics({f"{self.name}_{k}": v for k, v in metrics.items()})
 
-    def _data_batch(self, trainer: Any, criterion: str) -> DataBatch | None:
+    def _data_batch(self, trainer: TrainerView, criterion: str) -> DataBatch | None:
         if not criterion_needs_data(criterion):
             return None
         if self._batch is None:  # the same fixed images every time, on every rank
@@ -237,7 +236,7 @@ class SoftFilterPruning(Method):
         return DataBatch(trainer.model, *self._batch)
 
     def _select(
-        self, trainer: Any, criterion: str, rate: float, model: nn.Module | None = None
+        self, trainer: TrainerView, criterion: str, rate: float, model: nn.Module | None = None
     ) -> dict[str, list[int]]:
         """Channels to mask per group key, scored on `model` (default: the live model)."""
         model = trainer.model if model is None else model
@@ -254,7 +253,7 @@ class SoftFilterPruning(Method):
             for g in self.groups
         }
 
-    def _apply(self, trainer: Any, masks: dict[str, list[int]]) -> dict[str, int]:
+    def _apply(self, trainer: TrainerView, masks: dict[str, list[int]]) -> dict[str, int]:
         """Zero `masks` in the live model (and the hard mask); returns turnover and regrowth counts."""
         model = trainer.model
         turnover = regrown = 0
