@@ -16,8 +16,11 @@ from prunus.engine.checkpoint import load_checkpoint, save_checkpoint
 from prunus.engine.method import DataView, TrainerView, state_keys
 from prunus.engine.optim import build_optimizer, reset_optimizer_rows
 from prunus.errors import ConfigError
+from prunus.formats.header import make_header
 from prunus.methods import create_method
 from prunus.models import create_model
+
+HEADER = set(make_header("prunus-checkpoint"))  # written by save_checkpoint itself
 
 
 def _data():
@@ -197,7 +200,7 @@ def test_checkpoint_in_the_old_list_layout_still_resumes_identically(tmp_path):
     path = tmp_path / "part" / "checkpoint.pt"
     state = load_checkpoint(path)
     assert isinstance(state["methods"], dict)
-    old = {k: v for k, v in state.items() if k not in ("format", "format_version")}
+    old = {k: v for k, v in state.items() if k not in HEADER}
     old["methods"] = [state["methods"]["sfp"]]  # the layout older prunus versions wrote
     old["method_names"] = ["sfp"]
     save_checkpoint(path, old)
@@ -217,8 +220,6 @@ def test_old_layout_with_mismatched_names_is_refused(tmp_path):
     Trainer(_model(data), data, cfg, [Counter()], tmp_path, progress=False)._run_epoch()
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     state["methods"], state["method_names"] = [{"count": 1}], ["sfp"]
-    save_checkpoint(
-        tmp_path / "checkpoint.pt", {k: v for k, v in state.items() if k not in ("format", "format_version")}
-    )
+    save_checkpoint(tmp_path / "checkpoint.pt", {k: v for k, v in state.items() if k not in HEADER})
     with pytest.raises(ConfigError, match=r"checkpoint was written with methods \['sfp'\], this run has \['counter'\]"):
         Trainer(_model(data), data, cfg, [Counter()], tmp_path, resume=True, progress=False)
