@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
@@ -108,6 +108,10 @@ class Method:
 
     #: registry name, also the prefix of the metrics this method logs
     name: str = "method"
+
+    #: the method's frozen config dataclass (set by `prunus.methods.register_method`); an instance
+    #: keeps its resolved arguments as `self.config`, which a run records in config.yaml
+    config_class: ClassVar[type | None] = None
 
     #: (before, after) metric names under which the runner logs the test accuracy of the model just
     #: before and just after this method's `on_fit_end` (e.g. C-SGD: trained vs merged); None = none

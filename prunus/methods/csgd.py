@@ -27,9 +27,10 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from prunus.config import check_choice, check_range
+from prunus.config import Config, check_choice, check_range
 from prunus.data import training_slice
 from prunus.engine.method import Method, TrainerView
 from prunus.engine.optim import exempt_from_weight_decay
@@ -54,7 +55,8 @@ from prunus.methods._clustering import (
     target_width,
     unsupported_reason,
 )
-from prunus.methods._registry import register_method
+from prunus.methods._pruning import check_names
+from prunus.methods._registry import arg, build_config, register_method
 from prunus.model_info import example_input, get_info
 from prunus.pruning.widths import check_round_to, round_kept
 from prunus.structure import ChannelGroup, FilterFn, Role, build_groups, check_filter_fn, merge_, per_channel
@@ -62,7 +64,7 @@ from prunus.structure import ChannelGroup, FilterFn, Role, build_groups, check_f
 if TYPE_CHECKING:
     from prunus.engine.config import TrainConfig
 
-__all__ = ["CentripetalSGD", "csgd_rounds", "group_widths", "round_widths"]
+__all__ = ["CSGDConfig", "CentripetalSGD", "csgd_rounds", "group_widths", "round_widths"]
 
 # conv/linear biases ("bias", "dw_bias") follow the kernel rule but are not counted in chi
 EVAL_BATCH = 256  # images of the fixed training slice whose logits compare trained and merged models
@@ -79,7 +81,68 @@ class _Part:
     role: Role
 
 
-@register_method("csgd", summary="Centripetal SGD: make clustered filters identical, then merge them exactly")
+@dataclasses.dataclass(frozen=True)
+class CSGDConfig(Config):
+    """C-SGD's arguments (see `CentripetalSGD`); validated here, so a bad value fails before training.
+
+    Example:
+        >>> CSGDConfig(width=0.5, cluster="even").to_dict()["eps"]
+        0.05
+    """
+
+    width: float = arg(0.625, "ratio of channels kept per prunable group, in (0, 1]; 1 leaves a group alone")
+    widths: dict[str, float | int] | None = arg(None, "per-group override: key -> ratio (float) or count (int)")
+    eps: float | Callable[[int], float] = arg(
+        0.05, "centripetal strength, or fn(epoch): members converge like exp(-lr (wd + eps) t / (1 - m))"
+    )
+    bn_eps_factor: float = arg(0.1, "BN gamma/beta use eps * this (paper: 0.1; 1.0 for short runs that must merge)")
+    cluster: str = arg("kmeans", "'kmeans' on the group's concatenated per-channel weights, or 'even' blocks")
+    seed: int = arg(0, "seed of the k-means initialisation")
+    log_every: int = arg(20, "steps between chi logs (also logged at every epoch end)")
+    merge_at_end: bool = arg(True, "merge in on_fit_end; otherwise call merge(model) yourself")
+    ignored_layers: tuple[str, ...] | None = arg(None, "never clustered; None = the model's stem and classifier")
+    filter_fn: FilterFn | None = arg(None, "Python only: filter_fn(module, name) -> bool, False keeps its outputs")
+    round_to: int = arg(1, "cluster counts from ratios rounded up to a multiple of this (or the full width)")
+
+    def __post_init__(self) -> None:
+        width, widths, eps, seed, log_every = self.width, self.widths, self.eps, self.seed, self.log_every
+        if isinstance(width, int) and not isinstance(width, bool) and width > 1:
+            raise ConfigError(f"csgd.width={width} must be a ratio in (0, 1]; give channel counts per group in widths")
+        check_range("csgd.width", width, 0.0, 1.0, low_inclusive=False)
+        if widths is not None and not isinstance(widths, Mapping):
+            raise ConfigError(f"csgd.widths must map group keys to ratios or channel counts, got {widths!r}")
+        for key, value in (widths or {}).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"csgd.widths[{key!r}]={value!r}: expected a ratio in (0, 1] or a channel count")
+            if isinstance(value, int) and value < 1:
+                raise ConfigError(f"csgd.widths[{key!r}]={value}: a channel count must be >= 1")
+            if isinstance(value, float):
+                check_range(f"csgd.widths[{key!r}]", value, 0.0, 1.0, low_inclusive=False)
+        if not callable(eps):
+            check_range("csgd.eps", eps, 0.0)
+        check_range("csgd.bn_eps_factor", self.bn_eps_factor, 0.0)
+        check_choice("csgd.cluster", self.cluster, CLUSTER_METHODS)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"csgd.seed must be an integer, got {seed!r}")
+        if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
+            raise ConfigError(f"csgd.log_every must be an integer >= 1, got {log_every!r}")
+        if not isinstance(self.merge_at_end, bool):
+            raise ConfigError(f"csgd.merge_at_end must be true or false, got {self.merge_at_end!r}")
+        object.__setattr__(self, "ignored_layers", check_names("csgd.ignored_layers", self.ignored_layers))
+        check_filter_fn(self.filter_fn, "csgd.filter_fn")
+        check_round_to(self.round_to)
+        if widths is not None:
+            object.__setattr__(self, "widths", dict(widths))
+        object.__setattr__(self, "width", float(width))
+        object.__setattr__(self, "bn_eps_factor", float(self.bn_eps_factor))
+
+
+@register_method(
+    "csgd",
+    config=CSGDConfig,
+    example={"width": 0.5, "eps": 0.1, "cluster": "even"},
+    summary="Centripetal SGD: make clustered filters identical, then merge them exactly",
+)
 class CentripetalSGD(Method):
     """Centripetal SGD with exact merging at the end of training (see module docstring).
 
@@ -106,51 +169,21 @@ class CentripetalSGD(Method):
         'csgd'
     """
 
-    def __init__(
-        self,
-        width: float = 0.625,
-        widths: Mapping[str, float | int] | None = None,
-        eps: float | Callable[[int], float] = 0.05,
-        bn_eps_factor: float = 0.1,
-        cluster: str = "kmeans",
-        seed: int = 0,
-        log_every: int = 20,
-        merge_at_end: bool = True,
-        ignored_layers: Iterable[str] | None = None,
-        filter_fn: FilterFn | None = None,
-        round_to: int = 1,
-    ) -> None:
-        self.round_to = check_round_to(round_to)
-        if isinstance(width, int) and not isinstance(width, bool) and width > 1:
-            raise ConfigError(f"csgd.width={width} must be a ratio in (0, 1]; give channel counts per group in widths")
-        check_range("csgd.width", width, 0.0, 1.0, low_inclusive=False)
-        if widths is not None and not isinstance(widths, Mapping):
-            raise ConfigError(f"csgd.widths must map group keys to ratios or channel counts, got {widths!r}")
-        for key, value in (widths or {}).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"csgd.widths[{key!r}]={value!r}: expected a ratio in (0, 1] or a channel count")
-            if isinstance(value, int) and value < 1:
-                raise ConfigError(f"csgd.widths[{key!r}]={value}: a channel count must be >= 1")
-            if isinstance(value, float):
-                check_range(f"csgd.widths[{key!r}]", value, 0.0, 1.0, low_inclusive=False)
-        if not callable(eps):
-            check_range("csgd.eps", eps, 0.0)
-        check_range("csgd.bn_eps_factor", bn_eps_factor, 0.0)
-        check_choice("csgd.cluster", cluster, CLUSTER_METHODS)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"csgd.seed must be an integer, got {seed!r}")
-        if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
-            raise ConfigError(f"csgd.log_every must be an integer >= 1, got {log_every!r}")
-        self.width = float(width)
-        self.widths = dict(widths or {})
-        self.eps = eps
-        self.bn_eps_factor = float(bn_eps_factor)
-        self.cluster = cluster
-        self.seed = seed
-        self.log_every = log_every
-        self.merge_at_end = bool(merge_at_end)
-        self.ignored_layers = list(ignored_layers) if ignored_layers is not None else None
-        self.filter_fn = check_filter_fn(filter_fn, "csgd.filter_fn")
+    config_class = CSGDConfig
+
+    def __init__(self, config: CSGDConfig | None = None, /, **kwargs: Any) -> None:
+        self.config = c = build_config(CSGDConfig, config, kwargs, "method 'csgd'")
+        self.width = c.width
+        self.widths = dict(c.widths or {})
+        self.eps = c.eps
+        self.bn_eps_factor = c.bn_eps_factor
+        self.cluster = c.cluster
+        self.seed = c.seed
+        self.log_every = c.log_every
+        self.merge_at_end = c.merge_at_end
+        self.ignored_layers = list(c.ignored_layers) if c.ignored_layers is not None else None
+        self.filter_fn = c.filter_fn
+        self.round_to = c.round_to
         #: group key -> clusters (canonical order); filled by `plan`/`setup` or `load_state_dict`
         self.clusters: dict[str, list[list[int]]] = {}
         #: groups left at full width although `width` asked to narrow them, with the reason
