@@ -10,9 +10,9 @@ class itself.
 The rules that come with the view:
 
 - Read `model` (the unwrapped nn.Module), `optimizer`, `config`, `epoch`, `global_step`,
-  `device`, `rank`, `world_size`, `run_dir`, and `data` (`DataView`: the training and
-  validation loaders and the input shape). The test set is not part of the view: measuring it
-  is the runner's job, never a method's. A method that wants the test accuracy around its
+  `device`, `rank`, `world_size`, `run_dir`, `peers` (other networks, for grafting), and `data`
+  (`DataView`: the training and validation loaders and the input shape). The test set is not
+  part of the view: measuring it is the runner's job, never a method's. A method that wants the test accuracy around its
   `on_fit_end` change names the metrics in `measure_fit_end` and the runner measures.
 - Edit parameter values in place from the hooks (masks, merges, gradient rules). When a hook
   replaces parameters (physical removal), call `trainer.rebuild_optimizer()`; to clear the
@@ -89,6 +89,9 @@ class TrainerView(Protocol):
     world_size: int
     #: run directory (checkpoint, metrics) or None when the run keeps nothing on disk
     run_dir: Path | None
+    #: the other networks of a population (`prunus.engine.peers.Peers`: `ring_exchange`,
+    #: `all_gather_scalars`), or None when this Trainer trains the only network
+    peers: Any
 
     def log_metrics(self, metrics: dict[str, Any]) -> None:
         """Add numbers to the current epoch's record (or to the final result, from `on_fit_end`)."""

@@ -54,6 +54,7 @@ class FakeTrainer:
         self.world_size = 1
         self.device = torch.device("cpu")
         self.run_dir: Path | None = None
+        self.peers = None
         self.logged: dict[str, Any] = {}
         self.rebuilt = 0
 
