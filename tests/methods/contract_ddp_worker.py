@@ -25,11 +25,10 @@ def main(name: str, out_dir: str) -> None:
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     data = tiny_data(rank, world)
     method = create_method(name, **method_example(name))
-    dense = sum(p.numel() for p in tiny_model(data).parameters())
     trainer = Trainer(tiny_model(data, seed=100 + rank), data, tiny_config(), [method], progress=False)
     result = trainer.fit()
     weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-    out = {"weights": weights, "state": method.state_dict(), "dense": dense, "acc": result["final_test_acc"]}
+    out = {"weights": weights, "state": method.state_dict(), "acc": result["final_test_acc"]}
     torch.save(out, f"{out_dir}/rank{rank}.pt")
     dist.destroy_process_group()
 

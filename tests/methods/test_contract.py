@@ -4,7 +4,7 @@ Each registration ships small valid example arguments (`method_example`); on the
 fixture (`_tiny.py`) every method must: resume exactly (interrupted + resumed == uninterrupted,
 bit for bit), keep its state loadable with `torch.load(weights_only=True)`, reject a bad value of
 every argument with a message naming that argument, round-trip its resolved config through YAML,
-and run under real 2-process gloo DDP with replicas ending identical.
+and run under real 2-process gloo DDP with replicas ending identical (weights and method state).
 """
 
 from __future__ import annotations
@@ -124,5 +124,3 @@ def test_runs_under_two_process_ddp(name, tmp_path, torchrun):
         assert torch.equal(r0["weights"][key], r1["weights"][key]), key
     assert r0["state"] == r1["state"]
     assert r0["acc"] == r1["acc"]
-    params = sum(v.numel() for k, v in r0["weights"].items() if not k.endswith(("running_mean", "running_var")))
-    assert params < r0["dense"]  # every built-in example narrows the network (removal or merge)
