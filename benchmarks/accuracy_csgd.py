@@ -128,11 +128,11 @@ def main() -> None:
 
     record("baseline", baseline)
     arms["csgd-trained"] = {
-        "test_acc": rep["csgd_trained_acc"],
+        "test_acc": final["csgd_trained_acc"],  # measured by the Trainer around the merge
         "macs": rep["csgd_macs_before"],
         "params": rep["csgd_params_before"],
     }
-    record("csgd-merged", trainer.model, rep["csgd_merged_acc"])
+    record("csgd-merged", trainer.model, final["csgd_merged_acc"])
     record("l1", l1_pruned(copy.deepcopy(baseline), clusters, shape))
     record("delete", deleted(copy.deepcopy(baseline), clusters, shape))
     record("merge-only", merged_untrained(copy.deepcopy(baseline), clusters, shape))
@@ -151,7 +151,8 @@ def main() -> None:
         "definition": (
             f"C-SGD of {args.baseline} to width {args.width} per group: {args.epochs} epochs, lr {args.lr} "
             f"{args.schedule}, eps {args.eps or 'auto'} (= {method._auto_eps or args.eps:.4g}), bn_eps_factor "
-            f"{method.bn_eps_factor}, {args.cluster}; full test set"
+            f"{method.bn_eps_factor}, {args.cluster}; "
+            "accuracies on the full test set, logit diff on the first 256 training images"
         ),
         "arms": arms,
         "max_logit_diff": rep["csgd_max_logit_diff"],

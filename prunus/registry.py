@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -72,6 +72,10 @@ class Registry(Generic[T]):
     def list(self, pattern: str = "*") -> list[str]:
         """Sorted names matching a shell-style `pattern` (e.g. ``"resnet*"``)."""
         return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
+
+    def __iter__(self) -> Iterator[str]:
+        """The registered names, sorted (as `list()`)."""
+        return iter(self.list())
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -7,11 +7,13 @@ import math
 
 import pytest
 import torch
+import yaml
 
 import prunus
 from prunus.cli import main
 from prunus.criteria import list_criteria
 from prunus.errors import ConfigError
+from prunus.methods import method_config
 from prunus.model_info import get_info, update_info
 from prunus.models import create_model, list_models
 from prunus.pruning import PruneReport, prune
@@ -133,6 +135,10 @@ def test_cli_train_sfp_then_prune_end_to_end(tmp_path, capsys):
     assert summary["macs"] == summary["sfp_macs"] < summary["sfp_macs_dense"]
     trained = prunus.load(run / "model")
     assert get_info(trained).history  # the SFP removal is in the model file
+    # config.yaml records the resolved method config: the given rate and every default
+    recorded = yaml.safe_load((run / "config.yaml").read_text())["methods"]
+    assert recorded == [{"name": "sfp", "args": method_config("sfp", rate=0.4).to_dict()}]
+    assert recorded[0]["args"]["criterion"] == "l2"
 
     out = tmp_path / "pruned"
     capsys.readouterr()

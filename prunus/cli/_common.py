@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["add_command", "parse_int_list", "print_table"]
+__all__ = ["add_command", "parse_int_list", "parse_str_list", "print_table"]
 
 
 def add_command(subparsers: Any, name: str, summary: str, example: str) -> argparse.ArgumentParser:
@@ -50,6 +50,14 @@ def parse_int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def parse_str_list(text: str) -> tuple[str, ...]:
+    """argparse type for "l1,fpgm" -> ("l1", "fpgm") (names; empty items dropped)."""
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one comma-separated name")
     return values
 
 

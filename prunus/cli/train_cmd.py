@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import types
+import typing
 from typing import Any
 
 from prunus.cli._common import add_command, add_data_args, add_runtime_args, data_overrides, parse_int_list, parse_set
 from prunus.errors import ConfigError
 
+_UNIONS = (typing.Union, types.UnionType)
+
 __all__ = ["add_parser", "run"]
 
-# Flags that are shortcuts for method arguments: applied to every chosen method that accepts them.
-METHOD_SHORTCUTS = ("rate", "criterion", "width", "eps", "interval")
+# Method flags are generated from the registered methods' config fields (see `_add_method_flags`):
+# a flag applies to every chosen method that has the field; anything else goes through --set.
+SCALARS = (bool, int, float, str)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -46,27 +51,84 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_runtime_args(t)
     m = p.add_argument_group("methods")
     m.add_argument("--method", action="append", choices=list_methods() or None, help="method plug-in (repeatable)")
-    m.add_argument("--rate", type=float, help="pruning rate per group (sfp, fpgm, mfp)")
-    m.add_argument("--criterion", help="filter criterion (sfp)")
-    m.add_argument("--width", type=float, help="target width ratio (csgd)")
-    m.add_argument("--eps", type=float, help="centripetal strength (csgd)")
-    m.add_argument("--interval", type=int, help="epochs between pruning steps (sfp)")
     m.add_argument(
         "--networks",
         type=int,
         help="train N independent networks side by side in this process (grafting, ensembles); "
         "under torchrun each rank trains one network when a method needs peers (graft)",
     )
+    p.set_defaults(method_flags=_add_method_flags(m))
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any method argument (YAML value)")
     p.set_defaults(run=run)
     return p
 
 
+def _flag_type(tp: Any) -> Any:
+    """argparse `type` for a config field's annotation, or None when it has no flag form (dicts, ...)."""
+    from collections.abc import Callable
+
+    from prunus.cli._common import parse_str_list
+
+    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in _UNIONS else [tp]
+    args = [a for a in args if typing.get_origin(a) is not Callable and a is not Callable]  # schedules: Python only
+    if set(args) == {float, str}:  # a number or a keyword such as C-SGD's eps="auto"
+        return _float_or_word
+    if len(args) != 1:
+        return None
+    (one,) = args
+    if one in SCALARS:
+        return one
+    if typing.get_origin(one) is tuple and typing.get_args(one)[:1] == (str,):
+        return parse_str_list
+    return None
+
+
+def _float_or_word(text: str) -> float | str:
+    """A float when `text` parses as one, else the word itself (the config validates which words are valid)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _add_method_flags(group: Any) -> list[str]:
+    """One flag per scalar (or list-of-names) config field of the registered methods; returns their names."""
+    import dataclasses
+
+    from prunus.methods import METHODS, list_methods
+
+    fields: dict[str, tuple[Any, str, list[str]]] = {}  # name -> (type, help, methods)
+    for name in list_methods():
+        config = METHODS.get(name).meta["config"]
+        hints = typing.get_type_hints(config)
+        for f in dataclasses.fields(config):
+            kind = _flag_type(hints[f.name])
+            if kind is None:
+                continue
+            _, help_text, users = fields.setdefault(f.name, (kind, f.metadata.get("help", ""), []))
+            users.append(name)
+    added = []
+    for field_name, (kind, help_text, users) in fields.items():
+        flag = "--" + field_name.replace("_", "-")
+        help_text = f"{help_text} ({', '.join(users)})"
+        try:
+            if kind is bool:
+                group.add_argument(flag, dest=field_name, action=argparse.BooleanOptionalAction, help=help_text)
+            else:
+                metavar = None if kind in SCALARS or kind is _float_or_word else "A,B"
+                group.add_argument(flag, dest=field_name, type=kind, metavar=metavar, help=help_text)
+        except argparse.ArgumentError:  # the name is taken by a run flag (--seed): --set KEY=VALUE only
+            continue
+        added.append(field_name)
+    return added
+
+
 def _method_specs(args: argparse.Namespace) -> list[dict[str, Any]] | None:
     from prunus.methods import method_arguments
 
+    flags = args.method_flags
     if not args.method:
-        used = [k for k in METHOD_SHORTCUTS if getattr(args, k) is not None] + args.set
+        used = [k for k in flags if getattr(args, k) is not None] + args.set
         if used:
             raise ConfigError(f"method options given ({', '.join(map(str, used))}) but no --method")
         return None
@@ -74,10 +136,10 @@ def _method_specs(args: argparse.Namespace) -> list[dict[str, Any]] | None:
     specs = []
     for name in args.method:
         accepted = set(method_arguments(name))
-        margs = {k: getattr(args, k) for k in METHOD_SHORTCUTS if getattr(args, k) is not None and k in accepted}
+        margs = {k: getattr(args, k) for k in flags if getattr(args, k) is not None and k in accepted}
         margs.update({k: v for k, v in extra.items() if k in accepted})
         specs.append({"name": name, "args": margs})
-    given = {k for k in METHOD_SHORTCUTS if getattr(args, k) is not None} | set(extra)
+    given = {k for k in flags if getattr(args, k) is not None} | set(extra)
     taken = set().union(*(set(method_arguments(n)) for n in args.method))
     if given - taken:
         raise ConfigError(f"option(s) {', '.join(sorted(given - taken))} not accepted by method(s) {args.method}")

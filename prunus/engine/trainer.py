@@ -8,6 +8,12 @@ epoch: `on_fit_end` (physical removal, merging), then a final evaluation of the 
 Exact resume: the data order is a pure function of (seed, epoch), the lr a pure function of the
 step, and the checkpoint holds model, optimizer, method states and the RNG state, so a resumed
 run ends with the same weights as an uninterrupted one.
+
+The Trainer is what methods see as a `prunus.engine.method.TrainerView`; the test loader is the
+runner's alone (methods read `data.train`/`data.val`), and `rebuild_optimizer` /
+`reset_optimizer_rows` are how a method changes parameters mid-run. Method states are stored as
+`{"methods": {state_key: state}}`; checkpoints in the older list layout (with `method_names`)
+still load.
 """
 
 from __future__ import annotations
@@ -24,13 +30,13 @@ from torch import nn
 
 from prunus.engine.checkpoint import CHECKPOINT_NAME
 from prunus.engine.config import TrainConfig
-from prunus.engine.method import Method
-from prunus.engine.optim import build_optimizer
+from prunus.engine.method import Method, state_keys
+from prunus.engine.optim import build_optimizer, reset_optimizer_rows
 from prunus.engine.parallel import DataParallel, Parallel
 from prunus.engine.peers import Peers
 from prunus.engine.progress import MetricsLog, Progress
 from prunus.engine.schedule import LRSchedule
-from prunus.errors import TrainingDivergedError
+from prunus.errors import ConfigError, TrainingDivergedError
 from prunus.evaluation import evaluate
 
 __all__ = ["Trainer", "resolve_device"]
@@ -116,6 +122,25 @@ class Trainer:
         """Add numbers to the current epoch's record (methods call this from their hooks)."""
         self._epoch_metrics.update(metrics)
 
+    def rebuild_optimizer(self) -> torch.optim.Optimizer:
+        """A fresh optimizer over the model's current parameters, for methods that replaced some.
+
+        Call it after a hook changed parameter shapes (physical removal): an optimizer over the old
+        tensors would silently stop training the new ones. Optimizer state (momentum) restarts
+        from zero; the learning rate follows the schedule from the current step; under DDP the
+        model is wrapped again (`parallel.wrap`) so gradient synchronisation covers the new tensors.
+        """
+        self.optimizer = build_optimizer(self.model, self.config)
+        factor = self.schedule.factor(self.global_step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        self._forward_module = self.parallel.wrap(self.model)
+        return self.optimizer
+
+    def reset_optimizer_rows(self, param: nn.Parameter, rows: Any, dim: int = 0) -> None:
+        """Zero the optimizer's state for `param` at `rows` along `dim` (see `engine.optim.reset_optimizer_rows`)."""
+        reset_optimizer_rows(self.optimizer, param, rows, dim)
+
     def fit(self) -> dict[str, Any]:
         """Train the remaining epochs, run `on_fit_end`, evaluate; returns the final metrics."""
         with self.progress:
@@ -123,7 +148,11 @@ class Trainer:
                 self._run_epoch()
         self._epoch_metrics = {}  # what methods log in on_fit_end (merge reports) goes into the result
         for method in self.methods:
+            names = method.measure_fit_end if self.test_loader is not None else None
+            before = self.evaluate(self.test_loader)["acc"] if names else None
             method.on_fit_end(self)
+            if names:  # the test set is measured here, by the runner, never by the method
+                self.log_metrics({names[0]: before, names[1]: self.evaluate(self.test_loader)["acc"]})
         final = self._evaluate_all(prefix="final_")
         final.update(self._epoch_metrics)
         final["epochs"] = self.epoch
@@ -217,8 +246,8 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-            "methods": [m.state_dict() for m in self.methods],
-            "method_names": [m.name for m in self.methods],
+            "methods": dict(zip(state_keys(self.methods), (m.state_dict() for m in self.methods), strict=True)),
+            "method_names": [m.name for m in self.methods],  # run order, for `prunus info`
             "rng": torch.get_rng_state(),
             "history": self.history,
             "config": self.config.to_dict(),
@@ -233,18 +262,33 @@ class Trainer:
         if state is None:
             self.metrics_log.truncate(0)  # records of epochs no checkpoint covers are redone
             return
-        names = [m.name for m in self.methods]
-        if state["method_names"] != names:
-            from prunus.errors import ConfigError
-
-            raise ConfigError(f"checkpoint was written with methods {state['method_names']}, this run has {names}")
+        method_states = _method_states(state)
+        keys = state_keys(self.methods)
+        if list(method_states) != keys:
+            raise ConfigError(f"checkpoint was written with methods {list(method_states)}, this run has {keys}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
-        for method, method_state in zip(self.methods, state["methods"]):
-            method.load_state_dict(method_state)
+        for method, key in zip(self.methods, keys, strict=True):
+            method.load_state_dict(method_states[key])
         torch.set_rng_state(state["rng"].cpu())
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.history = list(state["history"])
         self.metrics_log.truncate(self.epoch)
+
+
+def _method_states(state: dict[str, Any]) -> dict[str, Any]:
+    """`{state_key: state}` from a checkpoint; the older layout (a list plus `method_names`) is keyed here."""
+    methods = state.get("methods", {})
+    if isinstance(methods, dict):
+        return methods
+    names = [str(n) for n in state.get("method_names", [])]
+    if len(names) != len(methods):
+        raise ConfigError(f"checkpoint lists {len(names)} method names for {len(methods)} method states")
+    keys: dict[str, int] = {}
+    out = {}
+    for name, method_state in zip(names, methods, strict=True):  # same de-duplication as state_keys
+        keys[name] = keys.get(name, 0) + 1
+        out[name if keys[name] == 1 else f"{name}#{keys[name]}"] = method_state
+    return out

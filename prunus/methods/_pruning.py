@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,16 +20,30 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunus.config import check_choice, check_range
+from prunus.config import Config, check_choice, check_range
 from prunus.criteria import DataBatch, create_criterion, get_criterion, list_criteria, score
 from prunus.errors import ConfigError
+from prunus.methods._registry import arg
 from prunus.model_info import example_input
 from prunus.pruning import num_to_prune
-from prunus.structure import ChannelGroup, ChannelTensors, FilterFn, build_groups, group_weights, lowest_channels
+from prunus.pruning.widths import check_round_to
+from prunus.structure import (
+    ChannelGroup,
+    ChannelTensors,
+    FilterFn,
+    build_groups,
+    check_filter_fn,
+    group_weights,
+    lowest_channels,
+)
 
 __all__ = [
     "DISTANCE_TO_NORM",
     "RateSpec",
+    "SoftPruningConfig",
+    "check_bool",
+    "check_int",
+    "check_names",
     "check_criterion",
     "check_rate",
     "criterion_needs_data",
@@ -60,6 +75,53 @@ def rate_at(rate: RateSpec, epoch: int, field: str = "rate") -> float:
     value = rate(epoch) if callable(rate) else rate
     check_range(f"{field}({epoch})" if callable(rate) else field, value, low=0.0, high=1.0, high_inclusive=False)
     return float(value)
+
+
+def check_int(field: str, value: Any, low: int) -> None:
+    """Raise `ConfigError` unless `value` is an integer >= `low` (bools are not integers here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{field}={value!r} is not valid; expected an integer >= {low}")
+
+
+def check_bool(field: str, value: Any) -> None:
+    """Raise `ConfigError` unless `value` is True or False."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{field} must be true or false, got {value!r}")
+
+
+def check_names(field: str, value: Any) -> tuple[str, ...] | None:
+    """None, or a list/tuple of module names as a tuple; a bare string raises (it is not a list)."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Sequence) or not all(isinstance(n, str) for n in value):
+        raise ConfigError(f"{field} must be a list of module names, got {value!r}")
+    return tuple(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftPruningConfig(Config):
+    """The arguments SFP, FPGM and MFP share: when and how hard the soft masks are applied.
+
+    Raises:
+        ConfigError: a field is out of range; the message names it and the valid values.
+    """
+
+    rate: RateSpec = arg(0.4, "fraction of each prunable group's channels masked, in [0, 1), or fn(epoch)")
+    interval: int = arg(1, "masks recomputed at the end of every `interval` epochs and of the last one")
+    hard: bool = arg(False, "also keep masked weights, gradients and momentum at zero every step")
+    remove_at_end: bool = arg(True, "physically remove the masked channels after the last epoch")
+    ignored_layers: tuple[str, ...] | None = arg(None, "never masked; None = the model's stem and classifier")
+    filter_fn: FilterFn | None = arg(None, "Python only: filter_fn(module, name) -> bool, False keeps its outputs")
+    round_to: int = arg(1, "fewer channels masked so every final width is a multiple of this (or the full width)")
+
+    def __post_init__(self) -> None:
+        check_rate(self.rate)
+        check_int("interval", self.interval, 1)
+        check_bool("hard", self.hard)
+        check_bool("remove_at_end", self.remove_at_end)
+        object.__setattr__(self, "ignored_layers", check_names("ignored_layers", self.ignored_layers))
+        check_filter_fn(self.filter_fn)
+        check_round_to(self.round_to)
 
 
 def check_criterion(name: Any, field: str = "criterion") -> str:

@@ -25,8 +25,10 @@ paper's 0.1 a few-epoch run left them apart and the merged model off by 5.7 in t
 
 At the end each cluster is merged into its first member (`prunus.structure.merge_` sums the
 consumers' input slices), which is exact to the extent the members became identical; members are
-never snapped to their mean, so the logged `csgd_max_logit_diff` shows how complete the
-convergence was.
+never snapped to their mean, so the logged `csgd_max_logit_diff` (on a fixed slice of the training
+set) shows how complete the convergence was. The test accuracy of the trained and the merged model
+(`csgd_trained_acc`, `csgd_merged_acc`) is measured by the runner around `on_fit_end`
+(`measure_fit_end`): the method never reads the test set.
 
 Example:
     >>> from prunus.methods import create_method
@@ -38,10 +40,11 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,8 +53,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from prunus.config import check_choice, check_range
-from prunus.engine.method import Method
+from prunus.config import Config, check_choice, check_range
+from prunus.data import training_slice
+from prunus.engine.method import Method, TrainerView
 from prunus.engine.optim import exempt_from_weight_decay
 from prunus.errors import ConfigError
 from prunus.measure import count
@@ -65,19 +69,19 @@ from prunus.methods._clustering import (
     target_width,
     unsupported_reason,
 )
-from prunus.methods._registry import register_method
+from prunus.methods._pruning import check_names
+from prunus.methods._registry import arg, build_config, register_method
 from prunus.model_info import example_input, get_info
 from prunus.pruning.widths import check_round_to, round_kept
 from prunus.structure import ChannelGroup, FilterFn, Role, build_groups, check_filter_fn, merge_, per_channel
 
 if TYPE_CHECKING:
     from prunus.engine.config import TrainConfig
-    from prunus.engine.trainer import Trainer
 
-__all__ = ["CentripetalSGD", "csgd_rounds", "group_widths", "round_widths"]
+__all__ = ["CSGDConfig", "CentripetalSGD", "csgd_rounds", "group_widths", "round_widths"]
 
 # conv/linear biases ("bias", "dw_bias") follow the kernel rule but are not counted in chi
-EVAL_BATCH = 256  # images in the fixed batch whose logits compare trained and merged models
+EVAL_BATCH = 256  # images of the fixed training slice whose logits compare trained and merged models
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,75 @@ class _Part:
     role: Role
 
 
-@register_method("csgd", summary="Centripetal SGD: make clustered filters identical, then merge them exactly")
+@dataclasses.dataclass(frozen=True)
+class CSGDConfig(Config):
+    """C-SGD's arguments (see `CentripetalSGD`); validated here, so a bad value fails before training.
+
+    Example:
+        >>> CSGDConfig(width=0.5, cluster="even").to_dict()["eps"]
+        'auto'
+    """
+
+    width: float = arg(0.625, "ratio of channels kept per prunable group, in (0, 1]; 1 leaves a group alone")
+    widths: dict[str, float | int] | None = arg(None, "per-group override: key -> ratio (float) or count (int)")
+    eps: float | str | Callable[[int], float] = arg(
+        "auto",
+        "'auto' (smallest eps whose predicted residual at the end is below tol), a number, or fn(epoch): "
+        "members converge like exp(-lr (wd + eps) t / (1 - m))",
+    )
+    tol: float = arg(1e-6, "eps='auto': predicted member difference at the end relative to the start, in (0, 1)")
+    bn_eps_factor: float = arg(1.0, "BN gamma/beta use eps * this (1.0 converges with the kernels; paper: 0.1)")
+    cluster: str = arg("kmeans", "'kmeans' on the group's concatenated per-channel weights, or 'even' blocks")
+    seed: int = arg(0, "seed of the k-means initialisation")
+    log_every: int = arg(20, "steps between chi logs (also logged at every epoch end)")
+    merge_at_end: bool = arg(True, "merge in on_fit_end; otherwise call merge(model) yourself")
+    ignored_layers: tuple[str, ...] | None = arg(None, "never clustered; None = the model's stem and classifier")
+    filter_fn: FilterFn | None = arg(None, "Python only: filter_fn(module, name) -> bool, False keeps its outputs")
+    round_to: int = arg(1, "cluster counts from ratios rounded up to a multiple of this (or the full width)")
+
+    def __post_init__(self) -> None:
+        width, widths, eps, seed, log_every = self.width, self.widths, self.eps, self.seed, self.log_every
+        if isinstance(width, int) and not isinstance(width, bool) and width > 1:
+            raise ConfigError(f"csgd.width={width} must be a ratio in (0, 1]; give channel counts per group in widths")
+        check_range("csgd.width", width, 0.0, 1.0, low_inclusive=False)
+        if widths is not None and not isinstance(widths, Mapping):
+            raise ConfigError(f"csgd.widths must map group keys to ratios or channel counts, got {widths!r}")
+        for key, value in (widths or {}).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"csgd.widths[{key!r}]={value!r}: expected a ratio in (0, 1] or a channel count")
+            if isinstance(value, int) and value < 1:
+                raise ConfigError(f"csgd.widths[{key!r}]={value}: a channel count must be >= 1")
+            if isinstance(value, float):
+                check_range(f"csgd.widths[{key!r}]", value, 0.0, 1.0, low_inclusive=False)
+        if isinstance(eps, str):
+            check_choice("csgd.eps", eps, ("auto",))
+        elif not callable(eps):
+            check_range("csgd.eps", eps, 0.0)
+        check_range("csgd.tol", self.tol, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        object.__setattr__(self, "tol", float(self.tol))
+        check_range("csgd.bn_eps_factor", self.bn_eps_factor, 0.0)
+        check_choice("csgd.cluster", self.cluster, CLUSTER_METHODS)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"csgd.seed must be an integer, got {seed!r}")
+        if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
+            raise ConfigError(f"csgd.log_every must be an integer >= 1, got {log_every!r}")
+        if not isinstance(self.merge_at_end, bool):
+            raise ConfigError(f"csgd.merge_at_end must be true or false, got {self.merge_at_end!r}")
+        object.__setattr__(self, "ignored_layers", check_names("csgd.ignored_layers", self.ignored_layers))
+        check_filter_fn(self.filter_fn, "csgd.filter_fn")
+        check_round_to(self.round_to)
+        if widths is not None:
+            object.__setattr__(self, "widths", dict(widths))
+        object.__setattr__(self, "width", float(width))
+        object.__setattr__(self, "bn_eps_factor", float(self.bn_eps_factor))
+
+
+@register_method(
+    "csgd",
+    config=CSGDConfig,
+    example={"width": 0.5, "eps": 0.1, "cluster": "even"},
+    summary="Centripetal SGD: make clustered filters identical, then merge them exactly",
+)
 class CentripetalSGD(Method):
     """Centripetal SGD with exact merging at the end of training (see module docstring).
 
@@ -121,56 +193,22 @@ class CentripetalSGD(Method):
         'csgd'
     """
 
-    def __init__(
-        self,
-        width: float = 0.625,
-        widths: Mapping[str, float | int] | None = None,
-        eps: float | str | Callable[[int], float] = "auto",
-        tol: float = 1e-6,
-        bn_eps_factor: float = 1.0,
-        cluster: str = "kmeans",
-        seed: int = 0,
-        log_every: int = 20,
-        merge_at_end: bool = True,
-        ignored_layers: Iterable[str] | None = None,
-        filter_fn: FilterFn | None = None,
-        round_to: int = 1,
-    ) -> None:
-        self.round_to = check_round_to(round_to)
-        if isinstance(width, int) and not isinstance(width, bool) and width > 1:
-            raise ConfigError(f"csgd.width={width} must be a ratio in (0, 1]; give channel counts per group in widths")
-        check_range("csgd.width", width, 0.0, 1.0, low_inclusive=False)
-        if widths is not None and not isinstance(widths, Mapping):
-            raise ConfigError(f"csgd.widths must map group keys to ratios or channel counts, got {widths!r}")
-        for key, value in (widths or {}).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"csgd.widths[{key!r}]={value!r}: expected a ratio in (0, 1] or a channel count")
-            if isinstance(value, int) and value < 1:
-                raise ConfigError(f"csgd.widths[{key!r}]={value}: a channel count must be >= 1")
-            if isinstance(value, float):
-                check_range(f"csgd.widths[{key!r}]", value, 0.0, 1.0, low_inclusive=False)
-        if isinstance(eps, str):
-            check_choice("csgd.eps", eps, ("auto",))
-        elif not callable(eps):
-            check_range("csgd.eps", eps, 0.0)
-        check_range("csgd.tol", tol, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        check_range("csgd.bn_eps_factor", bn_eps_factor, 0.0)
-        check_choice("csgd.cluster", cluster, CLUSTER_METHODS)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"csgd.seed must be an integer, got {seed!r}")
-        if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
-            raise ConfigError(f"csgd.log_every must be an integer >= 1, got {log_every!r}")
-        self.width = float(width)
-        self.widths = dict(widths or {})
-        self.eps = eps
-        self.tol = float(tol)
-        self.bn_eps_factor = float(bn_eps_factor)
-        self.cluster = cluster
-        self.seed = seed
-        self.log_every = log_every
-        self.merge_at_end = bool(merge_at_end)
-        self.ignored_layers = list(ignored_layers) if ignored_layers is not None else None
-        self.filter_fn = check_filter_fn(filter_fn, "csgd.filter_fn")
+    config_class = CSGDConfig
+
+    def __init__(self, config: CSGDConfig | None = None, /, **kwargs: Any) -> None:
+        self.config = c = build_config(CSGDConfig, config, kwargs, "method 'csgd'")
+        self.width = c.width
+        self.widths = dict(c.widths or {})
+        self.eps = c.eps
+        self.tol = c.tol
+        self.bn_eps_factor = c.bn_eps_factor
+        self.cluster = c.cluster
+        self.seed = c.seed
+        self.log_every = c.log_every
+        self.merge_at_end = c.merge_at_end
+        self.ignored_layers = list(c.ignored_layers) if c.ignored_layers is not None else None
+        self.filter_fn = c.filter_fn
+        self.round_to = c.round_to
         #: group key -> clusters (canonical order); filled by `plan`/`setup` or `load_state_dict`
         self.clusters: dict[str, list[list[int]]] = {}
         #: groups left at full width although `width` asked to narrow them, with the reason
@@ -265,7 +303,7 @@ class CentripetalSGD(Method):
             self.clusters[key] = canonical([(ids == c).nonzero().flatten().tolist() for c in range(len(clusters))])
 
     # --------------------------------------------------------------------------------- hooks
-    def setup(self, trainer: Trainer) -> None:
+    def setup(self, trainer: TrainerView) -> None:
         """Cluster (unless clusters were loaded), bind index tensors, choose the update form and eps."""
         model = trainer.model
         example = example_input(tuple(trainer.data.input_shape), device=trainer.device)
@@ -284,7 +322,7 @@ class CentripetalSGD(Method):
         self._plan_eps(trainer)
         self._eps_now = self._eps_at(trainer.epoch)
 
-    def _lr_per_step(self, trainer: Trainer) -> list[float]:
+    def _lr_per_step(self, trainer: TrainerView) -> list[float]:
         from prunus.engine.schedule import LRSchedule
 
         schedule = LRSchedule(trainer.config, steps_per_epoch=len(trainer.data.train))
@@ -304,7 +342,7 @@ class CentripetalSGD(Method):
         cap = -0.5 * math.log(momentum) if momentum > 0 else math.inf
         return -sum(min(lr * (wd + eps) / (1 - momentum), cap) for lr, eps in zip(lrs, eps_per_step, strict=True))
 
-    def _plan_eps(self, trainer: Trainer) -> None:
+    def _plan_eps(self, trainer: TrainerView) -> None:
         """eps="auto": the smallest eps whose predicted residual is below `tol`; else predict and warn."""
         lrs = self._lr_per_step(trainer)
         m, wd = float(trainer.config.momentum), float(trainer.config.weight_decay)
@@ -337,12 +375,12 @@ class CentripetalSGD(Method):
                 stacklevel=2,
             )
 
-    def on_epoch_start(self, trainer: Trainer) -> None:
+    def on_epoch_start(self, trainer: TrainerView) -> None:
         """Evaluate the eps schedule for this epoch."""
         self._eps_now = self._eps_at(trainer.epoch)
 
     @torch.no_grad()
-    def after_backward(self, trainer: Trainer) -> None:
+    def after_backward(self, trainer: TrainerView) -> None:
         """Replace the gradients of clustered tensors by the centripetal rule (AdamW: by the cluster mean)."""
         wd = trainer.config.weight_decay
         for part in self._parts:
@@ -365,7 +403,7 @@ class CentripetalSGD(Method):
         self.steps += 1
 
     @torch.no_grad()
-    def on_step_end(self, trainer: Trainer) -> None:
+    def on_step_end(self, trainer: TrainerView) -> None:
         """AdamW & co.: pull every member toward its cluster mean; log chi every `log_every` steps."""
         if self._pull_after_step:
             lr = float(trainer.optimizer.param_groups[0]["lr"])
@@ -378,7 +416,7 @@ class CentripetalSGD(Method):
         if self._parts and trainer.global_step % self.log_every == 0:
             self._log(trainer)
 
-    def on_epoch_end(self, trainer: Trainer) -> None:
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         """Log chi, eps and the clustered widths."""
         if self._parts:
             self._log(trainer)
@@ -392,8 +430,13 @@ class CentripetalSGD(Method):
             }
         )
 
-    def on_fit_end(self, trainer: Trainer) -> None:
-        """Merge every clustered group (when `merge_at_end`), logging trained vs merged numbers."""
+    @property
+    def measure_fit_end(self) -> tuple[str, str] | None:  # type: ignore[override]
+        """The runner logs the test accuracy before/after the merge under these names."""
+        return ("csgd_trained_acc", "csgd_merged_acc") if self.merge_at_end and self.clusters else None
+
+    def on_fit_end(self, trainer: TrainerView) -> None:
+        """Merge every clustered group (when `merge_at_end`), logging the logit difference and sizes."""
         if self.merge_at_end and self.clusters:
             self.merge(trainer.model, trainer=trainer)
 
@@ -432,7 +475,7 @@ class CentripetalSGD(Method):
                 bn_dev = torch.maximum(bn_dev, dev.abs().max().cpu())
         return {"csgd_chi": float(chi), "csgd_max_dev": float(max_dev), "csgd_bn_max_dev": float(bn_dev)}
 
-    def _log(self, trainer: Trainer) -> None:
+    def _log(self, trainer: TrainerView) -> None:
         d = self.deviation()
         self.trace.append((trainer.global_step, d["csgd_chi"], d["csgd_max_dev"]))
         trainer.log_metrics(d)
@@ -447,23 +490,24 @@ class CentripetalSGD(Method):
     # --------------------------------------------------------------------------------- merge
     @torch.no_grad()
     def merge(
-        self, model: nn.Module, *, trainer: Trainer | None = None, inputs: torch.Tensor | None = None
+        self, model: nn.Module, *, trainer: TrainerView | None = None, inputs: torch.Tensor | None = None
     ) -> dict[str, float]:
         """Merge every cluster into its first member (in place) and measure what that changed.
 
-        Records the unmerged model's logits on a fixed batch (and, given a trainer, its test
-        accuracy), merges with `prunus.structure.merge_`, then measures again. Members are not
-        snapped to their mean first: the logit difference is the honest price of incomplete
-        convergence.
+        Records the unmerged model's logits on a fixed batch, merges with
+        `prunus.structure.merge_`, then measures again. Members are not snapped to their mean
+        first: the logit difference is the honest price of incomplete convergence. (Test-set
+        accuracies are the runner's: see `measure_fit_end`.)
 
         Args:
             model: The trained model (the one the clusters were planned on, or a copy of it).
-            trainer: Gives the test loader (accuracy, fixed batch) and receives the metrics.
-            inputs: The fixed batch; default: the first test batch, else seeded noise.
+            trainer: Gives the fixed batch (the first `EVAL_BATCH` training images, unaugmented)
+                and receives the metrics.
+            inputs: The fixed batch; default: the trainer's training slice, else seeded noise.
 
         Returns:
-            `csgd_max_logit_diff`, `csgd_macs_before/after`, `csgd_params_before/after`, and with
-            a trainer `csgd_trained_acc` and `csgd_merged_acc`; also kept as `merge_report`.
+            `csgd_max_logit_diff`, `csgd_macs_before/after`, `csgd_params_before/after`; also
+            kept as `merge_report`.
 
         Example:
             >>> report = CentripetalSGD(width=0.5).merge(model, inputs=x)  # doctest: +SKIP
@@ -473,8 +517,8 @@ class CentripetalSGD(Method):
         device = next(model.parameters()).device
         shape = tuple(trainer.data.input_shape if trainer is not None else get_info(model).input_shape)
         if inputs is None:
-            if trainer is not None and trainer.test_loader is not None:
-                inputs = next(iter(trainer.test_loader))[0][:EVAL_BATCH]
+            if trainer is not None:
+                inputs = training_slice(trainer.data, EVAL_BATCH, device=device)[0]
             elif shape:
                 inputs = torch.randn(16, *shape, generator=torch.Generator().manual_seed(self.seed))
             else:
@@ -489,8 +533,6 @@ class CentripetalSGD(Method):
         before = model(inputs).float()
         counts = count(model, shape)
         report.update(csgd_macs_before=counts.macs, csgd_params_before=counts.params)
-        if trainer is not None and trainer.test_loader is not None:
-            report["csgd_trained_acc"] = trainer.evaluate(trainer.test_loader)["acc"]
         groups = {g.key: g for g in build_groups(model, inputs[:1], self.ignored_layers, filter_fn=self.filter_fn)}
         for key, clusters in self.clusters.items():
             if key not in groups or groups[key].num_channels != sum(map(len, clusters)):
@@ -501,8 +543,7 @@ class CentripetalSGD(Method):
         counts = count(model, shape)
         report.update(csgd_macs_after=counts.macs, csgd_params_after=counts.params)
         report["csgd_max_logit_diff"] = float((before - after).abs().max())
-        if trainer is not None and trainer.test_loader is not None:
-            report["csgd_merged_acc"] = trainer.evaluate(trainer.test_loader)["acc"]
+        if trainer is not None:
             trainer.log_metrics(report)
         model.train(was_training)
         self.merge_report = report

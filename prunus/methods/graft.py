@@ -44,7 +44,7 @@ from prunus.methods._grafting import (
     unit_tensors,
 )
 from prunus.methods._pruning import example_inputs
-from prunus.methods._registry import register_method
+from prunus.methods._registry import build_config, register_method
 
 __all__ = ["GRAFT_VARIANTS", "Grafting", "GraftingConfig", "network_lr_factor"]
 
@@ -85,7 +85,7 @@ class GraftingConfig(Config):
             raise ConfigError(f"per_network_lr must be true or false, got {self.per_network_lr!r}")
 
 
-@register_method("graft")
+@register_method("graft", config=GraftingConfig, example={"variant": "internal"})
 class Grafting(Method):
     """Filter grafting between networks (ring) or inside one network (noise, internal).
 
@@ -98,25 +98,8 @@ class Grafting(Method):
 
     config_class = GraftingConfig
 
-    def __init__(
-        self,
-        variant: str = "ring",
-        information: str = "entropy",
-        a: float = 0.4,
-        c: float = 500.0,
-        per_network_lr: bool = False,
-        threshold: float = 0.1,
-        noise_decay: float = 0.975,
-    ) -> None:
-        self.config = GraftingConfig(
-            variant=variant,
-            information=information,
-            a=a,
-            c=c,
-            per_network_lr=per_network_lr,
-            threshold=threshold,
-            noise_decay=noise_decay,
-        )
+    def __init__(self, config: GraftingConfig | None = None, /, **kwargs: Any) -> None:
+        self.config = build_config(GraftingConfig, config, kwargs, "method 'graft'")
 
     @property
     def needs_peers(self) -> bool:

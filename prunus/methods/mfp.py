@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -68,16 +69,19 @@ from torch import nn
 from prunus.config import check_choice
 from prunus.criteria import score
 from prunus.data import training_slice_loader
+from prunus.engine.method import TrainerView
 from prunus.errors import ConfigError
 from prunus.evaluation import evaluate
-from prunus.methods._pruning import RateSpec, check_criterion, rate_at
-from prunus.methods._registry import register_method
-from prunus.methods.sfp import SoftFilterPruning, _check_int
-from prunus.structure import ChannelGroup, FilterFn, soft_mask_
+from prunus.methods._pruning import SoftPruningConfig, check_criterion, check_int, rate_at
+from prunus.methods._registry import arg, build_config, register_method
+from prunus.methods.sfp import SoftFilterPruning
+from prunus.registry import Registry
+from prunus.structure import ChannelGroup, soft_mask_
 
 __all__ = [
     "DEFAULT_CANDIDATES",
     "META_ATTRIBUTES",
+    "MFPConfig",
     "NEAR_ZERO",
     "SPREAD_MIN",
     "MetaAttribute",
@@ -123,17 +127,13 @@ class MetaContext:
 #: a meta-attribute: neighbour network and context in, one number out (lower = better neighbour)
 MetaAttribute = Callable[[nn.Module, MetaContext], float]
 
-META_ATTRIBUTES: dict[str, MetaAttribute] = {}
+#: named meta-attributes, on the shared `prunus.registry.Registry` (`META_ATTRIBUTES.list()`)
+META_ATTRIBUTES: Registry[float] = Registry("meta-attribute")
 
 
-def register_meta_attribute(name: str) -> Callable[[MetaAttribute], MetaAttribute]:
+def register_meta_attribute(name: str, **meta: Any) -> Callable[[MetaAttribute], MetaAttribute]:
     """Decorator: make a meta-attribute selectable by name (`meta_attribute="name"`)."""
-
-    def decorator(fn: MetaAttribute) -> MetaAttribute:
-        META_ATTRIBUTES[name] = fn
-        return fn
-
-    return decorator
+    return META_ATTRIBUTES.register(name, **meta)
 
 
 @register_meta_attribute("loss")
@@ -161,11 +161,42 @@ def norm_spread(neighbour: nn.Module, ctx: MetaContext) -> float:
     return 1.0
 
 
-@register_method("mfp")
+@dataclasses.dataclass(frozen=True)
+class MFPConfig(SoftPruningConfig):
+    """MFP's arguments: the shared soft-pruning schedule plus the criterion switching (see `MetaAttributePruning`).
+
+    Example:
+        >>> MFPConfig(candidates=["l1", "fpgm"]).candidates
+        ('l1', 'fpgm')
+    """
+
+    candidates: tuple[str, ...] = arg(DEFAULT_CANDIDATES, "criteria to choose from: registered, distinct, >= 1")
+    switch_interval: int = arg(2, "epochs between criterion switches (the first at the end of epoch 0)")
+    meta_attribute: str | MetaAttribute = arg("loss", "a META_ATTRIBUTES name or fn(neighbour, ctx); lower wins")
+    holdout_size: int = arg(1024, "validation images (held out of training) the 'loss' meta-attribute evaluates on")
+    recalibration_images: int = arg(512, "training images each neighbour's BN statistics are re-estimated on (0 = off)")
+
+    def __post_init__(self) -> None:
+        candidates = self.candidates
+        if isinstance(candidates, str) or not isinstance(candidates, Sequence) or not candidates:
+            raise ConfigError(f"candidates must be a non-empty list of criterion names, got {candidates!r}")
+        names = tuple(check_criterion(c, "candidates") for c in candidates)
+        if len(set(names)) != len(names):
+            raise ConfigError(f"candidates must be distinct, got {list(names)}")
+        object.__setattr__(self, "candidates", names)
+        super().__post_init__()
+        check_int("switch_interval", self.switch_interval, 1)
+        check_int("holdout_size", self.holdout_size, 1)
+        check_int("recalibration_images", self.recalibration_images, 0)
+        if not callable(self.meta_attribute):
+            check_choice("meta_attribute", self.meta_attribute, META_ATTRIBUTES.list())
+
+
+@register_method("mfp", config=MFPConfig, example={"rate": 0.5, "switch_interval": 1, "holdout_size": 32})
 class MetaAttributePruning(SoftFilterPruning):
     """MFP: the SFP loop whose criterion is chosen every `switch_interval` epochs by a meta-attribute.
 
-    Args:
+    Args (the fields of `MFPConfig`, as keywords or as one config):
         rate: Fraction of each prunable group's channels masked, in [0, 1), or a function of the
             0-based epoch.
         candidates: Criterion names to choose from (registered, distinct, at least one).
@@ -186,52 +217,24 @@ class MetaAttributePruning(SoftFilterPruning):
         3
     """
 
-    def __init__(
-        self,
-        rate: RateSpec = 0.4,
-        candidates: Sequence[str] = DEFAULT_CANDIDATES,
-        switch_interval: int = 2,
-        meta_attribute: str | MetaAttribute = "loss",
-        holdout_size: int = 1024,
-        recalibration_images: int = 512,
-        interval: int = 1,
-        hard: bool = False,
-        remove_at_end: bool = True,
-        ignored_layers: Sequence[str] | None = None,
-        filter_fn: FilterFn | None = None,
-        round_to: int = 1,
-    ) -> None:
-        if isinstance(candidates, str) or not isinstance(candidates, Sequence) or not candidates:
-            raise ConfigError(f"candidates must be a non-empty list of criterion names, got {candidates!r}")
-        names = tuple(check_criterion(c, "candidates") for c in candidates)
-        if len(set(names)) != len(names):
-            raise ConfigError(f"candidates must be distinct, got {list(names)}")
-        super().__init__(
-            rate=rate,
-            criterion=names[0],
-            interval=interval,
-            hard=hard,
-            remove_at_end=remove_at_end,
-            ignored_layers=ignored_layers,
-            filter_fn=filter_fn,
-            round_to=round_to,
-        )
-        _check_int("switch_interval", switch_interval, 1)
-        _check_int("holdout_size", holdout_size, 1)
-        _check_int("recalibration_images", recalibration_images, 0)
-        if not callable(meta_attribute):
-            check_choice("meta_attribute", meta_attribute, sorted(META_ATTRIBUTES))
-        self.candidates = names
-        self.switch_interval = switch_interval
-        self.meta_attribute = meta_attribute
-        self.holdout_size = holdout_size
-        self.recalibration_images = recalibration_images
-        self.wins: dict[str, int] = dict.fromkeys(names, 0)
+    config_class = MFPConfig
+
+    def __init__(self, config: MFPConfig | None = None, /, **kwargs: Any) -> None:  # type: ignore[override]
+        self.config = build_config(MFPConfig, config, kwargs, f"method {self.name!r}")
+        c = self.config
+        self._init_schedule(c)
+        self.criterion = c.candidates[0]
+        self.candidates = c.candidates
+        self.switch_interval = c.switch_interval
+        self.meta_attribute = c.meta_attribute
+        self.holdout_size = c.holdout_size
+        self.recalibration_images = c.recalibration_images
+        self.wins: dict[str, int] = dict.fromkeys(c.candidates, 0)
         self.switches = 0
         self._holdout: Any = None
         self._recalibration: Any = None
 
-    def setup(self, trainer: Any) -> None:
+    def setup(self, trainer: TrainerView) -> None:
         """SFP's setup; the `loss` meta-attribute needs images held out of training: the validation split."""
         super().setup(trainer)
         if self.meta_attribute == "loss" and trainer.data.val is None:
@@ -241,9 +244,11 @@ class MetaAttributePruning(SoftFilterPruning):
             )
 
     def _meta(self) -> MetaAttribute:
-        return self.meta_attribute if callable(self.meta_attribute) else META_ATTRIBUTES[self.meta_attribute]
+        if callable(self.meta_attribute):
+            return self.meta_attribute
+        return META_ATTRIBUTES.get(self.meta_attribute).factory
 
-    def on_epoch_end(self, trainer: Any) -> None:
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         """Switch criterion on switch epochs, else re-apply the current one on SFP's schedule."""
         switch = trainer.epoch % self.switch_interval == 0
         update = switch or self._is_update_epoch(trainer)
@@ -259,7 +264,7 @@ class MetaAttributePruning(SoftFilterPruning):
         metrics.update(channels_masked=self.num_masked, criterion=self.criterion, wins=dict(self.wins))
         self._log(trainer, metrics)
 
-    def _switch(self, trainer: Any, rate: float) -> tuple[dict[str, list[int]], dict[str, Any]]:
+    def _switch(self, trainer: TrainerView, rate: float) -> tuple[dict[str, list[int]], dict[str, Any]]:
         """Score one recalibrated neighbour per candidate; adopt the best one's criterion and masks."""
         live = trainer.model
         if self._holdout is None and trainer.data.val is not None:  # the same images at every switch, every rank
@@ -345,7 +350,7 @@ def recalibrate_bn_(model: nn.Module, loader: Any) -> nn.Module:
     return model
 
 
-def _agree(values: list[float], trainer: Any) -> list[float]:
+def _agree(values: list[float], trainer: TrainerView) -> list[float]:
     """Rank 0's scores on every rank (identical already unless kernels are nondeterministic)."""
     if getattr(trainer, "world_size", 1) <= 1 or not torch.distributed.is_initialized():
         return values

@@ -38,7 +38,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
 from typing import Any
 
 import torch
@@ -47,15 +47,13 @@ from torch import nn
 from prunus.config import check_range
 from prunus.criteria import DataBatch
 from prunus.data import training_slice
-from prunus.engine.method import Method
-from prunus.engine.optim import build_optimizer
+from prunus.engine.method import Method, TrainerView
 from prunus.errors import ConfigError
 from prunus.measure import count
 from prunus.methods._pruning import (
     DISTANCE_TO_NORM,
-    RateSpec,
+    SoftPruningConfig,
     check_criterion,
-    check_rate,
     criterion_needs_data,
     example_inputs,
     num_to_prune,
@@ -63,20 +61,10 @@ from prunus.methods._pruning import (
     rate_at,
     select_channels,
 )
-from prunus.methods._registry import register_method
-from prunus.pruning.widths import check_round_to
-from prunus.structure import (
-    ChannelGroup,
-    FilterFn,
-    ForwardMask,
-    HardMask,
-    check_filter_fn,
-    group_weights,
-    remove_,
-    soft_mask_,
-)
+from prunus.methods._registry import arg, build_config, register_method
+from prunus.structure import ChannelGroup, ForwardMask, HardMask, group_weights, remove_, soft_mask_
 
-__all__ = ["FPGM", "SoftFilterPruning"]
+__all__ = ["FPGM", "FPGMConfig", "SFPConfig", "SoftFilterPruning"]
 
 # images of the fixed training slice that data-driven criteria (taylor) score on
 CRITERION_BATCH = 256
@@ -85,17 +73,43 @@ CRITERION_BATCH = 256
 REGROW_THRESHOLD = 0.1
 
 
-def _check_bool(field: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{field} must be true or false, got {value!r}")
+@dataclasses.dataclass(frozen=True)
+class SFPConfig(SoftPruningConfig):
+    """SFP's arguments: the shared soft-pruning schedule plus the criterion (see `SoftFilterPruning`).
+
+    Example:
+        >>> SFPConfig(rate=0.3).criterion
+        'l2'
+        >>> SFPConfig(interval=0)
+        Traceback (most recent call last):
+        ...
+        prunus.errors.ConfigError: interval=0 is not valid; expected an integer >= 1
+    """
+
+    criterion: str = arg("l2", "registered criterion name (prunus.criteria.list_criteria())")
+    mix_ratio: float | None = arg(None, "FPGM 'mix' (distance criteria): share chosen by norm first; None = pure")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_criterion(self.criterion)
+        if self.mix_ratio is not None:
+            check_range("mix_ratio", self.mix_ratio, low=0.0, high=1.0)
+            if self.criterion not in DISTANCE_TO_NORM:
+                raise ConfigError(
+                    f"mix_ratio applies to distance criteria only ({', '.join(DISTANCE_TO_NORM)}), "
+                    f"not criterion={self.criterion!r}"
+                )
+            object.__setattr__(self, "mix_ratio", float(self.mix_ratio))
 
 
-def _check_int(field: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{field}={value!r} is not valid; expected an integer >= {low}")
+@dataclasses.dataclass(frozen=True)
+class FPGMConfig(SFPConfig):
+    """FPGM's arguments: SFP's, with the geometric-median criterion by default."""
+
+    criterion: str = arg("fpgm", "registered criterion name (prunus.criteria.list_criteria())")
 
 
-@register_method("sfp")
+@register_method("sfp", config=SFPConfig, example={"rate": 0.5, "criterion": "l1"})
 class SoftFilterPruning(Method):
     """Soft Filter Pruning: zero the lowest-scored channels every `interval` epochs, let them regrow.
 
@@ -116,6 +130,8 @@ class SoftFilterPruning(Method):
         round_to: Fewer channels are masked so every final width is a multiple of this (or the
             full width), as in `prunus.prune`.
 
+    The arguments are the fields of `SFPConfig`; pass them as keywords or as one config.
+
     Raises:
         ConfigError: an argument is out of range or names an unknown criterion.
 
@@ -124,42 +140,24 @@ class SoftFilterPruning(Method):
         True
     """
 
-    def __init__(
-        self,
-        rate: RateSpec = 0.4,
-        criterion: str = "l2",
-        interval: int = 1,
-        hard: bool = False,
-        remove_at_end: bool = True,
-        ignored_layers: Sequence[str] | None = None,
-        mix_ratio: float | None = None,
-        filter_fn: FilterFn | None = None,
-        round_to: int = 1,
-    ) -> None:
-        check_rate(rate)
-        self.round_to = check_round_to(round_to)
-        self.criterion = check_criterion(criterion)
-        _check_int("interval", interval, 1)
-        _check_bool("hard", hard)
-        _check_bool("remove_at_end", remove_at_end)
-        if ignored_layers is not None and (
-            isinstance(ignored_layers, str) or not all(isinstance(n, str) for n in ignored_layers)
-        ):
-            raise ConfigError(f"ignored_layers must be a list of module names, got {ignored_layers!r}")
-        if mix_ratio is not None:
-            check_range("mix_ratio", mix_ratio, low=0.0, high=1.0)
-            if criterion not in DISTANCE_TO_NORM:
-                raise ConfigError(
-                    f"mix_ratio applies to distance criteria only ({', '.join(DISTANCE_TO_NORM)}), "
-                    f"not criterion={criterion!r}"
-                )
-        self.rate = rate
-        self.interval = interval
-        self.hard = hard
-        self.remove_at_end = remove_at_end
-        self.ignored_layers = list(ignored_layers) if ignored_layers is not None else None
-        self.filter_fn = check_filter_fn(filter_fn)
-        self.mix_ratio = None if mix_ratio is None else float(mix_ratio)
+    config_class = SFPConfig
+
+    def __init__(self, config: SFPConfig | None = None, /, **kwargs: Any) -> None:
+        self.config = build_config(type(self).config_class, config, kwargs, f"method {self.name!r}")
+        self._init_schedule(self.config)
+        self.criterion = self.config.criterion
+        self.mix_ratio = self.config.mix_ratio
+
+    def _init_schedule(self, c: SoftPruningConfig) -> None:
+        """The shared arguments as attributes, and empty run state (subclasses call it too)."""
+        self.rate = c.rate
+        self.interval = c.interval
+        self.hard = c.hard
+        self.remove_at_end = c.remove_at_end
+        self.ignored_layers = list(c.ignored_layers) if c.ignored_layers is not None else None
+        self.filter_fn = c.filter_fn
+        self.round_to = c.round_to
+        self.mix_ratio: float | None = None
         # run state (see state_dict)
         self.groups: list[ChannelGroup] = []
         self.masks: dict[str, list[int]] = {}
@@ -172,7 +170,7 @@ class SoftFilterPruning(Method):
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------------------ hooks
-    def setup(self, trainer: Any) -> None:
+    def setup(self, trainer: TrainerView) -> None:
         """Find the coupled groups of the model once (shapes do not change until `on_fit_end`)."""
         inputs = example_inputs(trainer.data.input_shape, trainer.device)
         self.groups = prunable_groups(trainer.model, inputs, self.ignored_layers, self.filter_fn)
@@ -182,12 +180,12 @@ class SoftFilterPruning(Method):
         else:
             self._forward_mask = ForwardMask(self.groups)
 
-    def after_backward(self, trainer: Any) -> None:
+    def after_backward(self, trainer: TrainerView) -> None:
         """Hard variant: zero masked weights, gradients and momentum so the step leaves them at 0."""
         if self._hard_mask is not None and self.masks:
             self._hard_mask.apply_(trainer.model, trainer.optimizer)
 
-    def on_epoch_end(self, trainer: Any) -> None:
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         """Recompute and apply the masks on the scheduled epochs; log what happened."""
         update = self._is_update_epoch(trainer)
         metrics: dict[str, Any] = {"updated": update, "turnover": 0, "regrown": 0}
@@ -199,7 +197,7 @@ class SoftFilterPruning(Method):
         metrics.update(channels_masked=self.num_masked, criterion=self.criterion)
         self._log(trainer, metrics)
 
-    def on_fit_end(self, trainer: Any) -> None:
+    def on_fit_end(self, trainer: TrainerView) -> None:
         """Remove the masked channels physically and log the achieved params and MACs."""
         if self._forward_mask is not None:
             self._forward_mask.detach()  # removal changes shapes; the hooks' positions would be stale
@@ -219,7 +217,7 @@ class SoftFilterPruning(Method):
         if self._hard_mask is not None:
             self._hard_mask.clear()
         # remove_ replaced the cut parameters: an optimizer over the old ones would be a trap
-        trainer.optimizer = build_optimizer(model, trainer.config)
+        trainer.rebuild_optimizer()
         pruned = count(model, shape)
         self._log(
             trainer,
@@ -257,14 +255,14 @@ class SoftFilterPruning(Method):
         """Channels currently masked, over all groups."""
         return sum(len(v) for v in self.masks.values())
 
-    def _is_update_epoch(self, trainer: Any) -> bool:
+    def _is_update_epoch(self, trainer: TrainerView) -> bool:
         done = trainer.epoch + 1  # epochs finished, this one included
         return done % self.interval == 0 or done == trainer.config.epochs
 
-    def _log(self, trainer: Any, metrics: dict[str, Any]) -> None:
+    def _log(self, trainer: TrainerView, metrics: dict[str, Any]) -> None:
         trainer.log_metrics({f"{self.name}_{k}": v for k, v in metrics.items()})
 
-    def _data_batch(self, trainer: Any, criterion: str) -> DataBatch | None:
+    def _data_batch(self, trainer: TrainerView, criterion: str) -> DataBatch | None:
         if not criterion_needs_data(criterion):
             return None
         if self._batch is None:  # the same fixed images every time, on every rank
@@ -272,7 +270,7 @@ class SoftFilterPruning(Method):
         return DataBatch(trainer.model, *self._batch)
 
     def _select(
-        self, trainer: Any, criterion: str, rate: float, model: nn.Module | None = None
+        self, trainer: TrainerView, criterion: str, rate: float, model: nn.Module | None = None
     ) -> dict[str, list[int]]:
         """Channels to mask per group key, scored on `model` (default: the live model)."""
         model = trainer.model if model is None else model
@@ -289,7 +287,7 @@ class SoftFilterPruning(Method):
             for g in self.groups
         }
 
-    def _apply(self, trainer: Any, masks: dict[str, list[int]]) -> dict[str, int]:
+    def _apply(self, trainer: TrainerView, masks: dict[str, list[int]]) -> dict[str, int]:
         """Mask `masks` in the live model; returns turnover and regrowth counts (measured before)."""
         model = trainer.model
         turnover = regrown = 0
@@ -347,38 +345,16 @@ def _filter_norms(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
     return torch.sqrt(sum(w.detach().float().pow(2).sum(1) for w in rows)).cpu()
 
 
-@register_method("fpgm")
+@register_method("fpgm", config=FPGMConfig, example={"rate": 0.5, "mix_ratio": 0.5})
 class FPGM(SoftFilterPruning):
     """FPGM: the SFP loop with the geometric-median criterion (`fpgm` = summed L2 distance).
 
-    Arguments as `SoftFilterPruning`, with `criterion="fpgm"` by default; `mix_ratio` gives the
-    paper's "mix" variant (a share by L2 norm first, the rest by distance among the survivors).
+    Arguments (`FPGMConfig`) as `SoftFilterPruning`, with `criterion="fpgm"` by default; `mix_ratio`
+    gives the paper's "mix" variant (a share by L2 norm first, the rest by distance among the survivors).
 
     Example:
         >>> FPGM(rate=0.4, mix_ratio=0.25).criterion
         'fpgm'
     """
 
-    def __init__(
-        self,
-        rate: RateSpec = 0.4,
-        criterion: str = "fpgm",
-        interval: int = 1,
-        hard: bool = False,
-        remove_at_end: bool = True,
-        ignored_layers: Sequence[str] | None = None,
-        mix_ratio: float | None = None,
-        filter_fn: FilterFn | None = None,
-        round_to: int = 1,
-    ) -> None:
-        super().__init__(
-            rate=rate,
-            criterion=criterion,
-            interval=interval,
-            hard=hard,
-            remove_at_end=remove_at_end,
-            ignored_layers=ignored_layers,
-            mix_ratio=mix_ratio,
-            filter_fn=filter_fn,
-            round_to=round_to,
-        )
+    config_class = FPGMConfig

@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +36,7 @@ from prunus.config import Config, check_choice, check_range
 from prunus.engine.method import Method
 from prunus.errors import ConfigError
 from prunus.methods._evolution import CROSSOVER_MODES, evolution_ratio, evolve_, phase_starts
-from prunus.methods._registry import register_method
+from prunus.methods._registry import build_config, register_method
 
 __all__ = ["WeightEvolution", "WeightEvolutionConfig"]
 
@@ -62,12 +61,15 @@ class WeightEvolutionConfig(Config):
         if not isinstance(self.reset_momentum, bool):
             raise ConfigError(f"reset_momentum must be true or false, got {self.reset_momentum!r}")
         if self.phases is not None:
+            if isinstance(self.phases, (str, bytes)) or not isinstance(self.phases, (list, tuple)):
+                raise ConfigError(f"phases must be a list of epochs, got {self.phases!r}")
             p = list(self.phases)
+            object.__setattr__(self, "phases", tuple(p))
             if not p or p[0] != 0 or p != sorted(set(p)) or any(not isinstance(e, int) for e in p):
                 raise ConfigError(f"phases must be increasing distinct epochs starting at 0, got {p}")
 
 
-@register_method("we")
+@register_method("we", config=WeightEvolutionConfig, example={"ratio_conv": 0.2, "ratio_bn": 0.05})
 class WeightEvolution(Method):
     """Weight Evolution: reactivate weak filters' elements by crossover with strong filters.
 
@@ -79,25 +81,8 @@ class WeightEvolution(Method):
 
     config_class = WeightEvolutionConfig
 
-    def __init__(
-        self,
-        ratio_conv: float = 0.2,
-        ratio_bn: float = 0.05,
-        ratio_bias: float = 0.05,
-        lam: float = 0.1,
-        mode: str = "paper",
-        phases: Sequence[int] | None = None,
-        reset_momentum: bool = False,
-    ) -> None:
-        self.config = WeightEvolutionConfig(
-            ratio_conv=ratio_conv,
-            ratio_bn=ratio_bn,
-            ratio_bias=ratio_bias,
-            lam=lam,
-            mode=mode,
-            phases=tuple(phases) if phases is not None else None,
-            reset_momentum=reset_momentum,
-        )
+    def __init__(self, config: WeightEvolutionConfig | None = None, /, **kwargs: Any) -> None:
+        self.config = build_config(WeightEvolutionConfig, config, kwargs, "method 'we'")
         self.counters: dict[str, int] = {"conv": 0, "gamma": 0, "beta": 0}
 
     def _phases(self, trainer: Any) -> list[int]:

@@ -41,20 +41,17 @@ class ModelConfig(Config):
 
 @dataclass(frozen=True)
 class MethodSpec(Config):
-    """One Method plug-in and its constructor arguments."""
+    """One Method plug-in and its arguments, resolved: `args` holds every field of the method's
+    config (defaults included, validated), so config.yaml records exactly what ran."""
 
     name: str = ""
     args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from prunus.methods import method_arguments
+        from prunus.methods import method_config
 
-        accepted = method_arguments(self.name)  # unknown names fail here, listing the choices
-        unknown = sorted(set(self.args) - set(accepted))
-        if unknown:
-            raise ConfigError(
-                f"method {self.name!r} has no argument(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
-            )
+        # unknown names and arguments fail here, listing the choices; values are checked too
+        object.__setattr__(self, "args", method_config(self.name, **self.args).to_dict())
 
 
 @dataclass(frozen=True)
