@@ -21,7 +21,7 @@ subset) does not fit the shared 2-core CPU; the defaults below are a REDUCED ver
 result records its settings.
 
     .venv/bin/python benchmarks/accuracy_reactivation.py [--model resnet20] [--width-mult 0.5]
-        [--subset 2000] [--epochs 3] [--seeds 0,1,2] [--threads 1]
+        [--subset 2000] [--epochs 3] [--seeds 0,1,2] [--threads 1] [--append]
 
 Writes benchmarks/results/accuracy_reactivation_<model>_reduced.json (runs under /tmp).
 """
@@ -108,14 +108,19 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--append", action="store_true", help="keep the other seeds' runs already in --out")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
+    out = args.out or str(RESULTS / f"accuracy_reactivation_{args.model}_reduced.json")
     records = []
+    if args.append and Path(out).exists():  # seeds run as separate commands (each under ~10 minutes)
+        records = [r for r in json.loads(Path(out).read_text())["runs"] if r["seed"] not in seeds]
     with tempfile.TemporaryDirectory(prefix="prunus-react-") as tmp:
         for seed in seeds:
             records.append(run_seed(args, seed, Path(tmp)))
             print(records[-1], flush=True)
+    records.sort(key=lambda r: r["seed"])
     base = {r["seed"]: r["baseline"] for r in records}
     summary = {}
     for arm in ("baseline", "we", "we_reset_momentum", "graft2", "graft2_mean_of_networks", "ensemble2"):
@@ -127,15 +132,14 @@ def main() -> None:
         "figure": "reactivation accuracy (REDUCED protocol)",
         "reduced": (
             f"{args.model} width {args.width_mult}, {args.data} {args.subset}-image training subset, "
-            f"{args.epochs} epochs, seeds {seeds}, full test set; the issue asks 10 epochs x 3 seeds x "
-            "ResNet-20 and MobileNetV2 on the quick-protocol subset"
+            f"{args.epochs} epochs, seeds {sorted(r['seed'] for r in records)}, full test set; "
+            "the issue asks 10 epochs x 3 seeds x ResNet-20 and MobileNetV2 on the quick-protocol subset"
         ),
         "summary": summary,
         "runs": records,
         "load_average": os.getloadavg(),
         **provenance(config=vars(args)),
     }
-    out = args.out or str(RESULTS / f"accuracy_reactivation_{args.model}_reduced.json")
     write_json(out, result)
     for arm, entry in summary.items():
         s = entry["test_acc"]
