@@ -98,6 +98,43 @@ def run_seed(args: argparse.Namespace, seed: int, root: Path) -> dict[str, Any]:
     return out
 
 
+def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
+    """The README table (benchmarks/summarize.py copies results/accuracy_*.md verbatim)."""
+    runs = result["runs"]
+    lines = [
+        f"# Reactivation accuracy, REDUCED protocol ({args.model} width {args.width_mult})",
+        "",
+        f"{result['reduced']}. Test accuracy in %; differences are arm minus baseline for the same seed, "
+        "mean [95% t interval]. Reproduce: `benchmarks/accuracy_reactivation.py --append --seeds S` per seed.",
+        "",
+        "| arm | test acc (mean +- std) | diff vs baseline | n |",
+        "|---|---|---|---|",
+    ]
+    for arm, entry in result["summary"].items():
+        s, d = entry["test_acc"], entry.get("diff_to_baseline")
+        acc = f"{s['mean'] * 100:.2f} +- {(s['std'] or 0) * 100:.2f}"
+        diff = "" if d is None else f"{d['mean'] * 100:+.2f}"
+        if d is not None and d["low"] is not None:
+            diff += f" [{d['low'] * 100:+.2f}, {d['high'] * 100:+.2f}]"
+        lines.append(f"| {arm} | {acc} | {diff} | {s['n']} |")
+    inv = [
+        (
+            r["baseline_invalid"]["0.1"],
+            r["graft2_invalid_before_last_graft"]["0.1"],
+            r["graft2_invalid_after_last_graft"]["0.1"],
+        )
+        for r in runs
+    ]
+    lines += [
+        "",
+        "Invalid filters (L1 < 0.1) per seed: baseline / grafted network 0 before / after its last graft: "
+        + ", ".join(f"{a} / {b} / {c}" for a, b, c in inv)
+        + ". `ensemble2` = logit ensemble of two independently trained baselines (same compute as graft2).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resnet20")
@@ -111,7 +148,7 @@ def main() -> None:
     ap.add_argument("--append", action="store_true", help="keep the other seeds' runs already in --out")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]  # "" with --append: re-summarise only
     out = args.out or str(RESULTS / f"accuracy_reactivation_{args.model}_reduced.json")
     records = []
     if args.append and Path(out).exists():  # seeds run as separate commands (each under ~10 minutes)
@@ -141,6 +178,7 @@ def main() -> None:
         **provenance(config=vars(args)),
     }
     write_json(out, result)
+    Path(out).with_suffix(".md").write_text(markdown(result, args))
     for arm, entry in summary.items():
         s = entry["test_acc"]
         line = f"{arm:26s} {s['mean'] * 100:.2f} +- {(s['std'] or 0) * 100:.2f}"
