@@ -116,6 +116,19 @@ def _pruning_rows(res: _Results) -> list[Row]:
                 (f"method overhead: {arm} epoch time / plain", f"{ratio:.3f}", overhead["target"][arm],
                  "`benchmarks/bench_method_overhead.py`")
             )  # fmt: skip
+    react = res.load("reactivation_overhead")
+    if react:
+        load = f"load {react['load_average'][0]:.0f} on 2 cores"
+        for key, hook, label, target in (
+            ("we", "we", "WE epoch time / plain", "<= 1.02"),
+            ("graft2_per_network_vs_pop2", "graft2", "grafting time per network / plain network, 2 in one process",
+             "<= 1.05"),
+        ):  # fmt: skip
+            share = 100 * react["hook_share_of_plain_round"][hook]
+            rows.append(
+                (f"reactivation overhead: {label} ({load}; hook work alone: {share:.2f}% of an epoch)",
+                 f"{react['ratio'][key]:.3f}", target, "`benchmarks/bench_reactivation_overhead.py`")
+            )  # fmt: skip
     csgd = res.load("csgd_overhead")
     if csgd:
         rows.append(
