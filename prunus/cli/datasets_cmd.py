@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from prunus.cli._common import add_command, print_table
+from prunus.cli._common import add_command, mark_input, print_table
 
 __all__ = ["add_parser", "run"]
 
@@ -24,7 +24,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "prunus datasets --data-dir ~/data",
     )
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'cifar*' (default: all)")
-    parser.add_argument("--data-dir", default=None, help="directory searched first (as for 'prunus train --data-dir')")
+    mark_input(
+        parser.add_argument(
+            "--data-dir", default=None, help="directory searched first (as for 'prunus train --data-dir')"
+        )
+    )
     parser.add_argument(
         "--verify", action="store_true", help="check found files against their known content checksums (reads them)"
     )

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from prunus.cli._common import add_command, print_table
+from prunus.cli._common import add_command, mark_input, print_table
 
 __all__ = ["add_parser", "evaluate_model", "run"]
 
@@ -22,13 +22,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "prunus eval runs/r20/model --data fashion-mnist --split test\n"
         "  prunus eval runs/graft --data fashion-mnist   # net0/model, net1/model and their ensemble",
     )
-    p.add_argument(
-        "model_dir",
-        nargs="+",
-        help="model directory (model.json + model.safetensors), a .prn file, or a run directory holding net<k>/model",
+    mark_input(
+        p.add_argument(
+            "model_dir",
+            nargs="+",
+            help="model directory (model.json + model.safetensors), a .prn file, or a run directory with net<k>/model",
+        )
     )
     p.add_argument("--data", default="fashion-mnist", choices=list_datasets(), help="dataset (default fashion-mnist)")
-    p.add_argument("--data-dir", help="directory holding the dataset files")
+    mark_input(p.add_argument("--data-dir", help="directory holding the dataset files"))
     p.add_argument("--split", default="test", choices=("test", "val"), help="which split (default test)")
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--trust-factory", action="store_true", help="allow importing the user factory named in the file")

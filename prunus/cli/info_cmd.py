@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from prunus.cli._common import add_command, print_table
+from prunus.cli._common import add_command, mark_input, print_table
 from prunus.errors import PrunusError
 
 __all__ = ["add_parser", "run"]
@@ -20,7 +20,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "Describe a model directory, run directory, checkpoint or .prn file.",
         "prunus info runs/r20/model",
     )
-    p.add_argument("path", help="model dir, run dir, checkpoint.pt or model.prn")
+    mark_input(p.add_argument("path", help="model dir, run dir, checkpoint.pt or model.prn"))
     p.add_argument("--json", action="store_true", help="print the description as JSON")
     p.set_defaults(run=run)
     return p

@@ -7,7 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from prunus.cli._common import add_command, add_data_args, add_runtime_args, data_overrides, print_table
+from prunus.cli._common import (
+    add_command,
+    add_data_args,
+    add_output_arg,
+    add_runtime_args,
+    data_overrides,
+    mark_input,
+    print_table,
+)
 from prunus.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
@@ -26,8 +34,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "  prunus prune runs/r20/model --latency-ratio 0.4 --runtime onnxruntime --latency-batch 64 --threads 1 "
         "--out runs/r20-fast",
     )
-    p.add_argument("model_dir", help="model directory (model.json + model.safetensors)")
-    p.add_argument("--out", required=True, metavar="DIR", help="where the pruned model is saved")
+    mark_input(p.add_argument("model_dir", help="model directory (model.json + model.safetensors)"))
+    add_output_arg(p, "--out", "model", required=True, metavar="DIR", help="where the pruned model is saved")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--macs-ratio", type=float, help="fraction of the MACs KEPT, in (0, 1]; 0.5 = half the MACs")
     target.add_argument("--params-ratio", type=float, help="fraction of the parameters KEPT, in (0, 1]")
