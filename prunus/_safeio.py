@@ -37,6 +37,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from prunus._atomic import is_temp_name
 from prunus.errors import ConfigError, CorruptFileError
 
 __all__ = [
@@ -165,9 +166,9 @@ def check_output(
         info = None
     except OSError as exc:
         raise ConfigError(f"{where} cannot be used: {exc.strerror}") from None
-    resolved = path.resolve()
+    resolved = _resolve(path, where)
     for src in sources:
-        src_path = Path(src).resolve()
+        src_path = _resolve(Path(src), str(src))
         if _inside(src_path, resolved) or _inside(resolved, src_path):
             raise ConfigError(f"{where} overlaps the input {src}; choose another output")
     if info is None:
@@ -185,7 +186,7 @@ def check_output(
     if not stat.S_ISDIR(info.st_mode):
         raise ConfigError(f"{where} exists and is not a directory ({_kind(info.st_mode)}); choose a directory path")
     try:
-        entries = {e.name: e for e in os.scandir(path) if not _is_temp(e.name)}
+        entries = {e.name: e for e in os.scandir(path) if not is_temp_name(e.name)}
     except OSError as exc:
         raise ConfigError(f"{where} cannot be listed: {exc.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
@@ -211,9 +212,11 @@ def check_output(
         raise ConfigError(f"{where} already holds a finished run; pass --force to replace it")
 
 
-def _is_temp(name: str) -> bool:
-    """Leftovers of an interrupted atomic write (see `prunus._atomic`)."""
-    return name.startswith(".") and name.endswith(".tmp")
+def _resolve(path: Path, where: str) -> Path:
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # Python < 3.13 raises RuntimeError for a symlink loop
+        raise ConfigError(f"{where} is a symlink loop") from None
 
 
 def _check_parent(path: Path, where: str) -> None:

@@ -52,8 +52,10 @@ def _verified(name: str, directory: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     """List datasets matching `args.pattern`; exit code 0, or 2 (via ConfigError) if none match."""
     from prunus.data import dataset_info, find_dataset, list_datasets
+    from prunus.data.locate import check_root
     from prunus.errors import ConfigError
 
+    check_root(args.data_dir)
     names = list_datasets(args.pattern)
     if not names:
         raise ConfigError(f"no dataset matches {args.pattern!r}; available: {', '.join(list_datasets())}")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
 from prunus.cli._common import add_command, mark_input, print_table
+from prunus.errors import ConfigError
 
 __all__ = ["add_parser", "evaluate_model", "run"]
 
@@ -48,6 +50,9 @@ def evaluate_model(model: Any, data_name: str, data_dir: str | None, split: str,
     loader = data.test if split == "test" else data.val
     if loader is None:
         raise ConfigError(f"dataset {data_name!r} has no {split} split with this configuration")
+    from prunus.cli.export_cmd import check_input_fits
+
+    check_input_fits(model, tuple(data.input_shape), f"--data {data_name} (images of shape)")
     result = evaluate(model, loader)
     return {"acc": result["acc"], "loss": result["loss"], "images": result["count"]}
 
@@ -73,11 +78,15 @@ def run(args: argparse.Namespace) -> int:
     from prunus.measure import count
     from prunus.model_info import get_info
 
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     dirs = model_dirs(args.model_dir)
     models = [load(d, trust_factory=args.trust_factory) for d in dirs]
     rows: list[tuple[str, Any]] = []
     for d, model in zip(dirs, models):
         result = evaluate_model(model, args.data, args.data_dir, args.split, args.batch_size)
+        if not math.isfinite(result["loss"]):
+            raise ConfigError(f"{d} gives non-finite outputs on {args.data} (loss {result['loss']})")
         counts = count(model, (1, *get_info(model).input_shape))
         prefix = f"{d}: " if len(models) > 1 else ""
         rows += [

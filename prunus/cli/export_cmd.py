@@ -43,7 +43,28 @@ def load_model(args: argparse.Namespace) -> tuple[Any, tuple[int, ...]]:
         shape = get_info(model).input_shape
     if len(shape) != 3:
         raise ConfigError(f"{model_dir} records no input shape (C, H, W); pass --input-shape C,H,W")
+    if args.input_shape:
+        check_input_fits(model, shape, "--input-shape")
     return model, shape
+
+
+def check_input_fits(model: Any, shape: tuple[int, ...], flag: str) -> None:
+    """ConfigError unless one example of `shape` is within the size limit and goes through `model`."""
+    import torch
+
+    from prunus.errors import CorruptFileError
+    from prunus.formats.limits import check_input_shape
+
+    try:
+        check_input_shape(list(shape), f"{flag} {','.join(map(str, shape))}")
+    except CorruptFileError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *shape))
+    except (RuntimeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"{flag} {','.join(map(str, shape))} does not fit this model: {first[:160]}") from None
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:

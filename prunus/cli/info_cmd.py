@@ -50,9 +50,11 @@ def describe(path: Path) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": "run", "config": str(path / "config.yaml")}
         metrics = path / "metrics.jsonl"
         if metrics.exists():
-            lines = [line for line in metrics.read_text().splitlines() if line.strip()]
-            out["epochs_logged"] = len(lines)
-            out["last_epoch"] = json.loads(lines[-1]) if lines else None
+            from prunus.engine.progress import read_records
+
+            records = read_records(metrics)  # bounded; a torn last line is skipped, garbage is an error
+            out["epochs_logged"] = len(records)
+            out["last_epoch"] = records[-1] if records else None
         if (path / "model").exists():
             out["model"] = describe(path / "model")
         return out
