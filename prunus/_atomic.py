@@ -22,7 +22,37 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_dir", "atomic_path", "clean_stale_temps", "is_temp_name", "write_bytes", "write_json", "write_text"]
+__all__ = [
+    "CRASH_ENV",
+    "atomic_dir",
+    "atomic_path",
+    "clean_stale_temps",
+    "crash_point",
+    "is_temp_name",
+    "write_bytes",
+    "write_json",
+    "write_text",
+]
+
+# Tests set this to "LABEL#N" to SIGKILL the process the N-th time `crash_point(LABEL)` is reached
+# (the kill tests in tests/test_crash_safety.py); unset, `crash_point` is one dict lookup.
+CRASH_ENV = "PRUNUS_CRASH_AT"
+_crash_counts: dict[str, int] = {}
+
+
+def crash_point(label: str) -> None:
+    """Die here, as a power cut would, when $PRUNUS_CRASH_AT names this point (tests only)."""
+    target = os.environ.get(CRASH_ENV)
+    if not target:
+        return
+    name, _, nth = target.partition("#")
+    if name != label:
+        return
+    _crash_counts[label] = _crash_counts.get(label, 0) + 1
+    if _crash_counts[label] == int(nth or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -52,6 +82,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb+") as fh:  # flush to disk before the rename makes it visible
             os.fsync(fh.fileno())
+        crash_point(f"write:{path.name}")
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -162,6 +193,7 @@ def atomic_dir(path: str | os.PathLike[str], keep: tuple[str, ...] = ()) -> Iter
             if (path / name).exists():
                 os.replace(path / name, tmp / name)
         _fsync_dir(tmp)
+        crash_point(f"dir-written:{path.name}")
         if not path.exists():
             os.replace(tmp, path)
         elif not _exchange(tmp, path):
@@ -171,6 +203,7 @@ def atomic_dir(path: str | os.PathLike[str], keep: tuple[str, ...] = ()) -> Iter
             os.replace(tmp, path)
             shutil.rmtree(aside, ignore_errors=True)
         _fsync_dir(path.parent)
+        crash_point(f"dir-swapped:{path.name}")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)  # after a swap this is the old directory

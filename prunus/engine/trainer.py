@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunus._atomic import crash_point
 from prunus.engine.checkpoint import CHECKPOINT_NAME
 from prunus.engine.config import TrainConfig
 from prunus.engine.method import Method
@@ -175,6 +176,7 @@ class Trainer:
         self.epoch += 1
         self.history.append(record)
         self._save_checkpoint()
+        crash_point("checkpointed")
         self.metrics_log.append(record)
         self.progress.end_epoch(record)
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunus.errors import CorruptFileError
+from prunus.errors import CorruptFileError, FormatError
 
 __all__ = ["LIMITS", "build_bounded", "check_dtypes", "check_input_shape", "check_kwargs"]
 
@@ -46,7 +46,7 @@ def check_input_shape(shape: Any, where: str = "input_shape") -> tuple[int, int,
         or len(shape) != 3
         or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
     ):
-        raise CorruptFileError(f"{where} must be [C, H, W] of positive integers, got {str(shape)[:60]}")
+        raise FormatError(f"{where} must be [C, H, W] of positive integers, got {str(shape)[:60]}")
     if math.prod(shape) > LIMITS["input_elements"]:
         raise CorruptFileError(
             f"{where} {tuple(shape)} has {math.prod(shape):,} elements; the limit is {LIMITS['input_elements']:,}"
@@ -57,7 +57,7 @@ def check_input_shape(shape: Any, where: str = "input_shape") -> tuple[int, int,
 def check_kwargs(kwargs: Any, where: str = "arch.kwargs") -> dict[str, Any]:
     """A dict of constructor arguments holding only JSON scalars/lists with finite numbers."""
     if not isinstance(kwargs, Mapping):
-        raise CorruptFileError(f"{where} must be a dict, got {type(kwargs).__name__}")
+        raise FormatError(f"{where} must be a dict, got {type(kwargs).__name__}")
 
     def ok(value: Any) -> bool:
         if isinstance(value, float):
@@ -70,7 +70,7 @@ def check_kwargs(kwargs: Any, where: str = "arch.kwargs") -> dict[str, Any]:
 
     for key, value in kwargs.items():
         if not ok(value):
-            raise CorruptFileError(f"{where}.{key} has an unusable value {str(value)[:40]}")
+            raise FormatError(f"{where}.{key} has an unusable value {str(value)[:40]}")
     return dict(kwargs)
 
 
