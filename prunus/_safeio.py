@@ -59,6 +59,8 @@ MAX_LOG_BYTES = 64 << 20  # metrics.jsonl: ~100k epochs of records
 # What prunus itself puts in a model directory and in a run directory (anything else is the user's).
 MODEL_DIR_FILES = frozenset({"model.json", "model.safetensors", "model.onnx", "model.pt", "finetune"})
 RUN_DIR_FILES = frozenset({"config.yaml", "metrics.jsonl", "checkpoint.pt", "summary.json", "model"})
+# never an output inside an input directory (exports such as model.onnx may sit next to the model)
+_PROTECTED = frozenset({"model.json", "model.safetensors", "finetune"}) | RUN_DIR_FILES
 
 
 def _kind(mode: int) -> str:
@@ -169,7 +171,10 @@ def check_output(
     resolved = _resolve(path, where)
     for src in sources:
         src_path = _resolve(Path(src), str(src))
-        if _inside(src_path, resolved) or _inside(resolved, src_path):
+        # an export next to the model it came from (MODEL_DIR/model.onnx) is fine; the model's own
+        # files, the input itself, or a directory holding the input are not
+        beside = kind == "file" and resolved.parent == src_path and resolved.name not in _PROTECTED
+        if _inside(src_path, resolved) or (_inside(resolved, src_path) and not beside):
             raise ConfigError(f"{where} overlaps the input {src}; choose another output")
     if info is None:
         _check_parent(path, where)
