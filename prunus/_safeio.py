@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -59,6 +60,8 @@ MAX_LOG_BYTES = 64 << 20  # metrics.jsonl: ~100k epochs of records
 # What prunus itself puts in a model directory and in a run directory (anything else is the user's).
 MODEL_DIR_FILES = frozenset({"model.json", "model.safetensors", "model.onnx", "model.pt", "finetune"})
 RUN_DIR_FILES = frozenset({"config.yaml", "metrics.jsonl", "checkpoint.pt", "summary.json", "model"})
+# a population run (train --networks N) keeps network k's run in net<k>/
+_NETWORK_DIR = re.compile(r"net\d+")
 # never an output inside an input directory (exports such as model.onnx may sit next to the model)
 _PROTECTED = frozenset({"model.json", "model.safetensors", "finetune"}) | RUN_DIR_FILES
 
@@ -199,7 +202,7 @@ def check_output(
     if not entries:
         return
     ours = MODEL_DIR_FILES if kind == "model" else RUN_DIR_FILES
-    foreign = sorted(set(entries) - ours)
+    foreign = sorted(n for n in entries if n not in ours and not (kind == "run" and _NETWORK_DIR.fullmatch(n)))
     if foreign:
         raise ConfigError(
             f"{where} holds files prunus did not write ({', '.join(foreign[:3])}); choose an empty or new directory"
@@ -209,7 +212,7 @@ def check_output(
         raise ConfigError(f"{where} contains the symlink {links[0]}; prunus does not write through links")
     if kind == "run" and resume:
         return
-    if kind == "run" and "checkpoint.pt" in entries:
+    if kind == "run" and ("checkpoint.pt" in entries or (path / "net0" / "checkpoint.pt").exists()):
         raise ConfigError(f"{where} already holds a run; pass --resume to continue it or choose another directory")
     if kind == "model" and "model.json" in entries and not force:
         raise ConfigError(f"{where} already holds a model; pass --force to replace it")

@@ -49,12 +49,17 @@ def test_output_check_table(tmp_path):
     (tmp_path / "user" / "a.txt").write_text("x")
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "link").symlink_to(tmp_path / "file")
+    population = tmp_path / "population"  # train --networks 2: one run per net<k>/
+    (population / "net0").mkdir(parents=True)
+    (population / "net0" / "checkpoint.pt").write_bytes(b"")
+    (population / "config.yaml").write_text("")
     allowed = [
         (tmp_path / "new.json", "file", {}),
         (tmp_path / "file", "file", {"force": True}),
         (tmp_path / "new" / "deeper" / "dir", "model", {}),
         (model, "model", {"force": True}),
         (run, "run", {"resume": True}),
+        (population, "run", {"resume": True}),
         (model / "model.onnx", "file", {"sources": [model]}),  # an export next to its model
     ]
     for path, kind, kw in allowed:
@@ -70,6 +75,7 @@ def test_output_check_table(tmp_path):
         (model / "model.json", "file", {"force": True, "sources": [model]}, "overlaps the input"),
         (tmp_path / "user", "model", {"force": True}, "holds files prunus did not write"),
         (run, "run", {}, "already holds a run; pass --resume"),
+        (population, "run", {}, "already holds a run; pass --resume"),
         (tmp_path / "fifo", "run", {}, "is not a directory"),
     ]
     for path, kind, kw, message in refused:
