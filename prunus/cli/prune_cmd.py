@@ -89,7 +89,7 @@ def _criterion_batch(args: argparse.Namespace, model: Any) -> Any:
 
 
 # options that only matter when fine-tuning: given without --finetune-epochs they would be ignored
-FINETUNE_ONLY = ("lr", "weight_decay", "seed", "device", "threads", "subset", "val_size", "batch_size")
+FINETUNE_ONLY = ("lr", "weight_decay", "seed", "device", "subset", "val_size", "batch_size")
 
 
 def _finetune_config(args: argparse.Namespace, arch: dict[str, Any]) -> Any:
@@ -132,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.finetune_epochs < 0:
         raise ConfigError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
+    if args.latency_batch < 1:
+        raise ConfigError(f"--latency-batch must be >= 1, got {args.latency_batch}")
     from prunus.data.locate import check_root
 
     check_root(args.data_dir)
