@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -32,7 +33,7 @@ import yaml
 
 from prunus.errors import ConfigError
 
-__all__ = ["Config", "check_choice", "check_range", "load_yaml"]
+__all__ = ["Config", "check_choice", "check_finite", "check_finite_values", "check_range", "load_yaml"]
 
 C = TypeVar("C", bound="Config")
 
@@ -44,6 +45,36 @@ def check_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
         raise ConfigError(f"{field}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
 
 
+def check_finite(field: str, value: Any) -> None:
+    """Raise `ConfigError` unless `value` is a real, finite number (not a bool, NaN or +-inf).
+
+    Every range check goes through here first: NaN compares False with everything, so without
+    it `lr=nan` would pass `lr > 0` and a whole run would silently produce NaN.
+
+    Example:
+        >>> check_finite("lr", float("nan"))
+        Traceback (most recent call last):
+        ...
+        prunus.errors.ConfigError: lr must be a finite number, got nan
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{field} must be a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{field} must be a finite number, got {value!r}")
+
+
+def check_finite_values(field: str, value: Any) -> None:
+    """`check_finite` on every float inside `value` (nested lists/dicts, e.g. method arguments)."""
+    if isinstance(value, float):
+        check_finite(field, value)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            check_finite_values(f"{field}.{k}", v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            check_finite_values(field, v)
+
+
 def check_range(
     field: str,
     value: float,
@@ -53,9 +84,8 @@ def check_range(
     low_inclusive: bool = True,
     high_inclusive: bool = True,
 ) -> None:
-    """Raise `ConfigError` unless `low <= value <= high` (bounds optional, inclusivity configurable)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{field} must be a number, got {value!r}")
+    """Raise `ConfigError` unless `value` is finite and `low <= value <= high` (bounds optional)."""
+    check_finite(field, value)
     bad_low = low is not None and (value < low if low_inclusive else value <= low)
     bad_high = high is not None and (value > high if high_inclusive else value >= high)
     if bad_low or bad_high:
@@ -66,13 +96,18 @@ def check_range(
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML mapping with `yaml.safe_load` (never the unsafe loader)."""
+    from prunus._safeio import MAX_CONFIG_BYTES, read_text
+
     path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        raise ConfigError(f"config file not found: {path}")
+    text = read_text(path, MAX_CONFIG_BYTES, "config file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -107,6 +142,7 @@ def _coerce(cls_name: str, name: str, tp: Any, value: Any) -> Any:
         items = [_coerce(cls_name, name, inner, v) for v in value]
         return tuple(items) if origin is tuple else items
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        check_finite(f"{cls_name}.{name}", value)  # a float field never holds NaN or inf
         return float(value)
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value

@@ -123,5 +123,5 @@ def test_cli_prune_params_ratio_and_round_to(tmp_path, capsys):
     assert 0.475 <= report["achieved_params_ratio"] <= 0.5
     assert report["round_to"] == 8
     assert all(a % 8 == 0 or a == b for b, a in report["widths"].values())
-    assert main(["prune", str(src), "--ratio", "0.5", "--round-to", "0", "--out", str(out)]) == 2
+    assert main(["prune", str(src), "--ratio", "0.5", "--round-to", "0", "--out", str(out), "--force"]) == 2
     assert "round_to must be an integer >= 1" in capsys.readouterr().err

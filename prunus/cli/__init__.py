@@ -16,6 +16,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from prunus._version import __version__
 from prunus.errors import PrunusError
@@ -54,7 +55,14 @@ def _available_commands() -> list[tuple[str, object]]:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse exits with 2 on usage errors already; keep its one-line format."""
+    """argparse with the CLI's error format: one line `prunus: error: ...`, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.split()[-1]
+        where = f"{command}: " if command != "prunus" else ""
+        hint = f" (see 'prunus {command} --help')" if command != "prunus" else " (see 'prunus --help')"
+        line = " ".join(f"{where}{message}{hint}".split())
+        self.exit(2, f"prunus: error: {line}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for _name, module in _available_commands():
         module.add_parser(sub)  # type: ignore[attr-defined]
-    return parser
+    from prunus.cli._common import harden_parser
+
+    return harden_parser(parser)
+
+
+def _error(message: str) -> int:
+    line = " ".join(message.split()) or "failed"  # exactly one line, whatever the message held
+    print(f"prunus: error: {line}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,11 +95,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    from prunus.cli._common import check_outputs
+
     try:
+        check_outputs(parser, args)  # before the command runs: a refused output changes nothing
         return int(args.run(args) or 0)
     except PrunusError as exc:
-        print(f"prunus: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
+    except OSError as exc:  # the file system said no (permission, disk full, read-only): not a bug
+        where = f": {exc.filename}" if exc.filename else ""
+        return _error(f"{exc.strerror or exc}{where}")
     except KeyboardInterrupt:
         print("prunus: interrupted", file=sys.stderr)
         return 130

@@ -1,12 +1,54 @@
-"""Helpers shared by command modules: parser construction and table printing."""
+"""Helpers shared by command modules: parser construction, the input/output guards, tables.
+
+How a command gets the reliability guarantees (one `prunus: error:` line and exit 2 for bad
+input, nothing outside its own outputs touched) — a new command (run, compress, report, ...)
+gets all of them by using these helpers and nothing else:
+
+- `add_command` creates the sub-parser. `prunus.cli.build_parser` then hardens every option of
+  every command: `type=float` becomes `finite_float` (NaN/inf/out-of-range refused), `type=int`
+  becomes `cli_int` (|value| < 2**31), and argparse usage errors print one line.
+- `add_output_arg(parser, "--out", kind)` declares an output ("file", "model" or "run"). Before
+  `run(args)` is called, `prunus.cli.main` passes every declared output through
+  `prunus._safeio.check_output` (existing paths need `--force`, which this adds; devices, FIFOs,
+  symlinks, foreign directories and the command's own inputs are refused). A command must not
+  write anywhere it did not declare; tests/cli/test_bad_inputs.py checks this for every command
+  and fails for any `--out`/`--json PATH`-like option not declared this way.
+- `mark_input(action)` declares an input path (a model directory, a config file): outputs may not
+  overlap it. Inputs are read with `prunus._safeio.read_*` (regular files, size caps).
+- `parse_set` parses `--set KEY=VALUE` with yaml.safe_load and refuses NaN/inf.
+- Any `PrunusError` raised by `run` becomes `prunus: error: <message>` + exit 2; so does an
+  `OSError` from the file system (permission denied, disk full), as a last resort.
+
+Example:
+    >>> import argparse
+    >>> p = argparse.ArgumentParser()
+    >>> _ = add_output_arg(p, "--out", "file", help="where to write")
+    >>> sorted(a.dest for a in p._actions if getattr(a, "prunus_output", None))
+    ['out']
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["add_command", "parse_int_list", "parse_str_list", "print_table"]
+__all__ = [
+    "INT_LIMIT",
+    "add_command",
+    "add_output_arg",
+    "check_outputs",
+    "cli_int",
+    "finite_float",
+    "harden_parser",
+    "mark_input",
+    "parse_int_list",
+    "parse_str_list",
+    "print_table",
+]
+
+INT_LIMIT = 2**31  # no integer option means anything beyond this; bigger values are typos or attacks
 
 
 def add_command(subparsers: Any, name: str, summary: str, example: str) -> argparse.ArgumentParser:
@@ -18,6 +60,99 @@ def add_command(subparsers: Any, name: str, summary: str, example: str) -> argpa
         epilog=f"example:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite float ("nan", "inf", "1e999" are usage errors)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def cli_int(text: str) -> int:
+    """argparse type: an integer whose magnitude is below `INT_LIMIT`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if abs(value) >= INT_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text} is too large (limit {INT_LIMIT - 1})")
+    return value
+
+
+# argparse names the type in "invalid <name> value" messages
+finite_float.__name__ = "float"
+cli_int.__name__ = "int"
+
+
+def add_output_arg(parser: argparse.ArgumentParser, flag: str, kind: str, **kwargs: Any) -> argparse.Action:
+    """Declare an output path option; `main` checks it with `check_output` before the command runs.
+
+    Args:
+        parser: the command's parser.
+        flag: e.g. "--out" or "--json".
+        kind: "file", "model" (a model directory) or "run" (a run directory).
+        kwargs: passed to `add_argument` (help, metavar, required, ...).
+    """
+    action = parser.add_argument(flag, **kwargs)
+    action.prunus_output = kind  # type: ignore[attr-defined]
+    if not any("--force" in a.option_strings for a in parser._actions):
+        parser.add_argument("--force", action="store_true", help="replace an existing output written by prunus")
+    return action
+
+
+def mark_input(action: argparse.Action) -> argparse.Action:
+    """Declare an option/positional as an input path: no output may be it, or contain it."""
+    action.prunus_input = True  # type: ignore[attr-defined]
+    return action
+
+
+def _sub_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found += _sub_parsers(sub)
+    return found
+
+
+def harden_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make every numeric option of `parser` and its sub-commands refuse NaN, inf and absurd sizes."""
+    for p in _sub_parsers(parser):
+        for action in p._actions:
+            if action.type is float:
+                action.type = finite_float
+            elif action.type is int:
+                action.type = cli_int
+    return parser
+
+
+def check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Run `check_output` on every output declared with `add_output_arg` for the chosen command."""
+    from prunus._safeio import check_output
+
+    actions = [a for p in _sub_parsers(parser) if p.prog.split()[-1] == args.command for a in p._actions]
+    sources: list[str] = []
+    for action in actions:
+        if getattr(action, "prunus_input", False):
+            value = getattr(args, action.dest, None)
+            sources += [value] if isinstance(value, str) else [v for v in value or () if isinstance(v, str)]
+    for action in actions:
+        kind = getattr(action, "prunus_output", None)
+        value = getattr(args, action.dest, None)
+        if kind and isinstance(value, str):
+            check_output(
+                value,
+                kind,
+                force=bool(getattr(args, "force", False)),
+                resume=bool(getattr(args, "resume", False)),
+                sources=sources,
+                flag=action.option_strings[0] if action.option_strings else action.dest,
+            )
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -66,7 +201,7 @@ def add_data_args(group: Any, dataset_help: str = "dataset (default fashion-mnis
     from prunus.data import list_datasets
 
     group.add_argument("--data", choices=list_datasets(), help=dataset_help)
-    group.add_argument("--data-dir", help="directory holding the dataset files")
+    mark_input(group.add_argument("--data-dir", help="directory holding the dataset files"))
     group.add_argument("--subset", type=int, help="train on a fixed subset of this many training images")
     group.add_argument("--val-size", type=int, help="images held out from training for validation (default 5000)")
     group.add_argument("--batch-size", type=int, help="training batch size (default 128)")
@@ -95,6 +230,7 @@ def parse_set(items: Sequence[str], accepted: Sequence[str] | None = None, owner
     """`--set KEY=VALUE` items -> {key: YAML-parsed value}; keys outside `accepted` raise ConfigError."""
     import yaml
 
+    from prunus.config import check_finite_values
     from prunus.errors import ConfigError
 
     values: dict[str, Any] = {}
@@ -105,5 +241,10 @@ def parse_set(items: Sequence[str], accepted: Sequence[str] | None = None, owner
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         if accepted is not None and key not in accepted:
             raise ConfigError(f"{owner} has no argument {key!r}; accepted: {', '.join(sorted(accepted))}")
-        values[key] = yaml.safe_load(value)
+        try:
+            values[key] = yaml.safe_load(value)
+        except (yaml.YAMLError, RecursionError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"--set {key}: value {value!r} is not valid YAML ({first})") from None
+        check_finite_values(f"--set {key}", values[key])
     return values

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from prunus.cli._common import add_command, print_table
+from prunus.cli._common import add_command, add_output_arg, print_table
 from prunus.cli.export_cmd import add_model_args, load_model, parse_ints
 from prunus.errors import ConfigError
 
@@ -31,7 +31,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per runtime and batch (default: 30)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls before timing (default: 5)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the runtime's)")
-    parser.add_argument("--json", metavar="OUT.json", help="also write the results to this JSON file")
+    add_output_arg(parser, "--json", "file", metavar="OUT.json", help="also write the results to this JSON file")
     parser.set_defaults(run=run)
     return parser
 

@@ -11,7 +11,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from prunus.cli._common import add_command, add_data_args, add_runtime_args, data_overrides, parse_set, print_table
+from prunus.cli._common import (
+    add_command,
+    add_data_args,
+    add_output_arg,
+    add_runtime_args,
+    data_overrides,
+    mark_input,
+    parse_set,
+    print_table,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -27,9 +36,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "Cluster filters, train them together with Centripetal SGD, merge them exactly, save the narrow model.",
         "prunus csgd runs/r20/model --width 0.625 --eps 0.05 --epochs 3 --out runs/r20-csgd",
     )
-    p.add_argument("model_dir", help="trained model directory (model.json + model.safetensors)")
-    p.add_argument("--out", required=True, metavar="DIR", help="run directory; the merged model goes to DIR/model")
-    p.add_argument("--config", metavar="YAML", help="run config for data/training defaults (default: the model's run)")
+    mark_input(p.add_argument("model_dir", help="trained model directory (model.json + model.safetensors)"))
+    add_output_arg(
+        p, "--out", "run", required=True, metavar="DIR", help="run directory; the merged model goes to DIR/model"
+    )
+    mark_input(
+        p.add_argument(
+            "--config", metavar="YAML", help="run config for data/training defaults (default: the model's run)"
+        )
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted C-SGD run in --out")
     p.add_argument("--trust-factory", action="store_true", help="allow importing the user factory named in the file")
     m = p.add_argument_group("C-SGD")

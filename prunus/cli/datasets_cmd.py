@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from prunus.cli._common import add_command, print_table
+from prunus.cli._common import add_command, mark_input, print_table
 
 __all__ = ["add_parser", "run"]
 
@@ -24,7 +24,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "prunus datasets --data-dir ~/data",
     )
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'cifar*' (default: all)")
-    parser.add_argument("--data-dir", default=None, help="directory searched first (as for 'prunus train --data-dir')")
+    mark_input(
+        parser.add_argument(
+            "--data-dir", default=None, help="directory searched first (as for 'prunus train --data-dir')"
+        )
+    )
     parser.add_argument(
         "--verify", action="store_true", help="check found files against their known content checksums (reads them)"
     )
@@ -48,8 +52,10 @@ def _verified(name: str, directory: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     """List datasets matching `args.pattern`; exit code 0, or 2 (via ConfigError) if none match."""
     from prunus.data import dataset_info, find_dataset, list_datasets
+    from prunus.data.locate import check_root
     from prunus.errors import ConfigError
 
+    check_root(args.data_dir)
     names = list_datasets(args.pattern)
     if not names:
         raise ConfigError(f"no dataset matches {args.pattern!r}; available: {', '.join(list_datasets())}")

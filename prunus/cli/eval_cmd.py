@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
-from prunus.cli._common import add_command, print_table
+from prunus.cli._common import add_command, mark_input, print_table
+from prunus.errors import ConfigError
 
 __all__ = ["add_parser", "evaluate_model", "run"]
 
@@ -22,13 +24,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "prunus eval runs/r20/model --data fashion-mnist --split test\n"
         "  prunus eval runs/graft --data fashion-mnist   # net0/model, net1/model and their ensemble",
     )
-    p.add_argument(
-        "model_dir",
-        nargs="+",
-        help="model directory (model.json + model.safetensors), a .prn file, or a run directory holding net<k>/model",
+    mark_input(
+        p.add_argument(
+            "model_dir",
+            nargs="+",
+            help="model directory (model.json + model.safetensors), a .prn file, or a run directory with net<k>/model",
+        )
     )
     p.add_argument("--data", default="fashion-mnist", choices=list_datasets(), help="dataset (default fashion-mnist)")
-    p.add_argument("--data-dir", help="directory holding the dataset files")
+    mark_input(p.add_argument("--data-dir", help="directory holding the dataset files"))
     p.add_argument("--split", default="test", choices=("test", "val"), help="which split (default test)")
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--trust-factory", action="store_true", help="allow importing the user factory named in the file")
@@ -46,6 +50,9 @@ def evaluate_model(model: Any, data_name: str, data_dir: str | None, split: str,
     loader = data.test if split == "test" else data.val
     if loader is None:
         raise ConfigError(f"dataset {data_name!r} has no {split} split with this configuration")
+    from prunus.cli.export_cmd import check_input_fits
+
+    check_input_fits(model, tuple(data.input_shape), f"--data {data_name} (images of shape)")
     result = evaluate(model, loader)
     return {"acc": result["acc"], "loss": result["loss"], "images": result["count"]}
 
@@ -71,11 +78,15 @@ def run(args: argparse.Namespace) -> int:
     from prunus.measure import count
     from prunus.model_info import get_info
 
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     dirs = model_dirs(args.model_dir)
     models = [load(d, trust_factory=args.trust_factory) for d in dirs]
     rows: list[tuple[str, Any]] = []
     for d, model in zip(dirs, models):
         result = evaluate_model(model, args.data, args.data_dir, args.split, args.batch_size)
+        if not math.isfinite(result["loss"]):
+            raise ConfigError(f"{d} gives non-finite outputs on {args.data} (loss {result['loss']})")
         counts = count(model, (1, *get_info(model).input_shape))
         prefix = f"{d}: " if len(models) > 1 else ""
         rows += [

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from prunus.cli._common import add_command, print_table
+from prunus._safeio import check_output
+from prunus.cli._common import add_command, add_output_arg, mark_input, print_table
 from prunus.config import check_choice
 from prunus.errors import ConfigError, PrunusError
 
@@ -42,12 +43,35 @@ def load_model(args: argparse.Namespace) -> tuple[Any, tuple[int, ...]]:
         shape = get_info(model).input_shape
     if len(shape) != 3:
         raise ConfigError(f"{model_dir} records no input shape (C, H, W); pass --input-shape C,H,W")
+    if args.input_shape:
+        check_input_fits(model, shape, "--input-shape")
     return model, shape
+
+
+def check_input_fits(model: Any, shape: tuple[int, ...], flag: str) -> None:
+    """ConfigError unless one example of `shape` is within the size limit and goes through `model`."""
+    import torch
+
+    from prunus.errors import CorruptFileError
+    from prunus.formats.limits import check_input_shape
+
+    try:
+        check_input_shape(list(shape), f"{flag} {','.join(map(str, shape))}")
+    except CorruptFileError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *shape))
+    except (RuntimeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"{flag} {','.join(map(str, shape))} does not fit this model: {first[:160]}") from None
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by commands that load one saved model directory."""
-    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved model directory (model.json + weights)")
+    mark_input(
+        parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved model directory (model.json + weights)")
+    )
     parser.add_argument("--input-shape", metavar="C,H,W", help="input shape; default: the one in model.json")
     parser.add_argument(
         "--trust-factory", action="store_true", help="allow importing the user factory named in model.json"
@@ -65,7 +89,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_model_args(parser)
     # No argparse `choices`: a bad name goes through ConfigError, one line listing the formats.
     parser.add_argument("--format", default="onnx", help=f"one of: {', '.join(FORMATS)} (default: onnx)")
-    parser.add_argument("--out", metavar="PATH", help="output file (default: MODEL_DIR/model.onnx or model.pt)")
+    add_output_arg(
+        parser, "--out", "file", metavar="PATH", help="output file (default: MODEL_DIR/model.onnx or model.pt)"
+    )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset version (default: 17)")
     parser.add_argument("--no-check", action="store_true", help="skip running the file and comparing logits")
     parser.add_argument(
@@ -84,8 +110,10 @@ def run(args: argparse.Namespace) -> int:
 
     from prunus.deploy.export import export_onnx, export_torchscript
 
-    model, shape = load_model(args)
     out = Path(args.out) if args.out else Path(args.model_dir) / FORMATS[args.format]
+    if not args.out:  # the default lies inside the (input) model directory: still never over a foreign file
+        check_output(out, "file", force=args.force, flag="default output")
+    model, shape = load_model(args)
     example = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
     if args.format == "onnx":
         result = export_onnx(

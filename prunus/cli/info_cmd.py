@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from prunus.cli._common import add_command, print_table
+from prunus.cli._common import add_command, mark_input, print_table
 from prunus.errors import PrunusError
 
 __all__ = ["add_parser", "run"]
@@ -20,7 +20,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "Describe a model directory, run directory, checkpoint or .prn file.",
         "prunus info runs/r20/model",
     )
-    p.add_argument("path", help="model dir, run dir, checkpoint.pt or model.prn")
+    mark_input(p.add_argument("path", help="model dir, run dir, checkpoint.pt or model.prn"))
     p.add_argument("--json", action="store_true", help="print the description as JSON")
     p.set_defaults(run=run)
     return p
@@ -50,9 +50,11 @@ def describe(path: Path) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": "run", "config": str(path / "config.yaml")}
         metrics = path / "metrics.jsonl"
         if metrics.exists():
-            lines = [line for line in metrics.read_text().splitlines() if line.strip()]
-            out["epochs_logged"] = len(lines)
-            out["last_epoch"] = json.loads(lines[-1]) if lines else None
+            from prunus.engine.progress import read_records
+
+            records = read_records(metrics)  # bounded; a torn last line is skipped, garbage is an error
+            out["epochs_logged"] = len(records)
+            out["last_epoch"] = records[-1] if records else None
         if (path / "model").exists():
             out["model"] = describe(path / "model")
         return out

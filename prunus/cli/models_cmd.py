@@ -50,6 +50,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Build each matching model on the CPU and print a table of params and MACs."""
+    from prunus.formats.limits import build_bounded
     from prunus.measure import count
     from prunus.models import create_model, get_model_entry, list_models
 
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
             if height != width:
                 raise ConfigError(f"{name} needs a square input, got --input-shape {channels},{height},{width}")
             kwargs["input_size"] = height
+        build_bounded(lambda: create_model(name, **kwargs), args.input_shape, name)  # noqa: B023
         counts = count(create_model(name, **kwargs), args.input_shape)
         rows.append(
             [

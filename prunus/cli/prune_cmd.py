@@ -7,7 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from prunus.cli._common import add_command, add_data_args, add_runtime_args, data_overrides, print_table
+from prunus.cli._common import (
+    add_command,
+    add_data_args,
+    add_output_arg,
+    add_runtime_args,
+    data_overrides,
+    mark_input,
+    print_table,
+)
 from prunus.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
@@ -26,8 +34,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "  prunus prune runs/r20/model --latency-ratio 0.4 --runtime onnxruntime --latency-batch 64 --threads 1 "
         "--out runs/r20-fast",
     )
-    p.add_argument("model_dir", help="model directory (model.json + model.safetensors)")
-    p.add_argument("--out", required=True, metavar="DIR", help="where the pruned model is saved")
+    mark_input(p.add_argument("model_dir", help="model directory (model.json + model.safetensors)"))
+    add_output_arg(p, "--out", "model", required=True, metavar="DIR", help="where the pruned model is saved")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--macs-ratio", type=float, help="fraction of the MACs KEPT, in (0, 1]; 0.5 = half the MACs")
     target.add_argument("--params-ratio", type=float, help="fraction of the parameters KEPT, in (0, 1]")
@@ -80,11 +88,19 @@ def _criterion_batch(args: argparse.Namespace, model: Any) -> Any:
     return training_slice(data, data.train.batch_size)  # the first training batch, in dataset order
 
 
-def _finetune(args: argparse.Namespace, model: Any, out: Path) -> dict[str, Any]:
-    from prunus.model_info import get_info
-    from prunus.recipes import resolve_run_config, train_run
+# options that only matter when fine-tuning: given without --finetune-epochs they would be ignored
+FINETUNE_ONLY = ("lr", "weight_decay", "seed", "device", "subset", "val_size", "batch_size")
 
-    arch = get_info(model).arch or {}
+
+def _finetune_config(args: argparse.Namespace, arch: dict[str, Any]) -> Any:
+    """The fine-tuning RunConfig, resolved (and so validated) before anything is pruned or written."""
+    from prunus.recipes import resolve_run_config
+
+    if args.finetune_epochs == 0:
+        given = [f"--{k.replace('_', '-')}" for k in FINETUNE_ONLY if getattr(args, k) is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} only apply to fine-tuning; pass --finetune-epochs N")
+        return None
     overrides: dict[str, Any] = {
         "data": data_overrides(args),
         "train": {
@@ -98,7 +114,12 @@ def _finetune(args: argparse.Namespace, model: Any, out: Path) -> dict[str, Any]
     }
     if "name" in arch:  # recorded for the run's config.yaml; the pruned model itself is passed in
         overrides["model"] = {"name": arch["name"], "width_mult": arch.get("kwargs", {}).get("width_mult")}
-    config = resolve_run_config(None, overrides)
+    return resolve_run_config(None, overrides)
+
+
+def _finetune(args: argparse.Namespace, config: Any, model: Any, out: Path) -> dict[str, Any]:
+    from prunus.recipes import train_run
+
     result = train_run(config, out / "finetune", model=model, progress=not args.no_progress)
     return {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
 
@@ -111,10 +132,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.finetune_epochs < 0:
         raise ConfigError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
+    if args.latency_batch < 1:
+        raise ConfigError(f"--latency-batch must be >= 1, got {args.latency_batch}")
+    from prunus.data.locate import check_root
+
+    check_root(args.data_dir)
     model = load(args.model_dir, trust_factory=args.trust_factory)
     shape = get_info(model).input_shape
     if len(shape) != 3:
         raise ConfigError(f"{args.model_dir} records no input_shape; it is needed to trace the model")
+    finetune_config = _finetune_config(args, dict(get_info(model).arch or {}))
     batch = _criterion_batch(args, model)
     model, report = prune(
         model,
@@ -134,8 +161,8 @@ def run(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     metrics: dict[str, Any] = {"macs": report.pruned_macs, "params": report.pruned_params}
-    if args.finetune_epochs > 0:
-        metrics.update(_finetune(args, model, out))
+    if finetune_config is not None:
+        metrics.update(_finetune(args, finetune_config, model, out))
     save(
         model.cpu(),
         out,

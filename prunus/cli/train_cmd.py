@@ -7,7 +7,16 @@ import types
 import typing
 from typing import Any
 
-from prunus.cli._common import add_command, add_data_args, add_runtime_args, data_overrides, parse_int_list, parse_set
+from prunus.cli._common import (
+    add_command,
+    add_data_args,
+    add_output_arg,
+    add_runtime_args,
+    data_overrides,
+    mark_input,
+    parse_int_list,
+    parse_set,
+)
 from prunus.errors import ConfigError
 
 _UNIONS = (typing.Union, types.UnionType)
@@ -30,8 +39,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "prunus train --model resnet20 --data fashion-mnist --epochs 15 --out runs/r20\n"
         "  prunus train --model resnet20 --epochs 10 --method graft --networks 2 --out runs/graft",
     )
-    p.add_argument("--config", metavar="YAML", help="recipe/config file; flags override its values")
-    p.add_argument("--out", metavar="DIR", help="run directory (config.yaml, metrics.jsonl, checkpoint, model/)")
+    mark_input(p.add_argument("--config", metavar="YAML", help="recipe/config file; flags override its values"))
+    add_output_arg(
+        p, "--out", "run", metavar="DIR", help="run directory (config.yaml, metrics.jsonl, checkpoint, model/)"
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g = p.add_argument_group("model and data")
     g.add_argument("--model", choices=list_models(), help="registry model (default resnet20)")

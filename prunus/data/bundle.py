@@ -29,6 +29,7 @@ from prunus.data._seed import generator
 from prunus.data.augment import Augment
 from prunus.data.catalog import DEFAULT_DATASET, dataset_info, list_datasets, load_dataset
 from prunus.data.loader import TensorLoader
+from prunus.data.locate import check_root
 from prunus.errors import ConfigError
 
 __all__ = ["DataBundle", "DataConfig", "build_loaders", "default_crop_padding", "default_val_size", "split_indices"]
@@ -82,6 +83,8 @@ class DataConfig(Config):
         if not isinstance(self.name, str):
             raise ConfigError(f"DataConfig.name must be a dataset name, got {self.name!r}")
         check_choice("DataConfig.name", self.name, list_datasets())
+        if self.root is not None:
+            check_root(self.root)  # even for generated data: a --data-dir that is not there is a mistake
         _check_int("val_size", self.val_size, 0, optional=True)
         _check_int("split_seed", self.split_seed, 0)
         _check_int("subset", self.subset, 1, optional=True)

@@ -2,7 +2,8 @@
 
 Search order for dataset `name` (first directory that holds the files wins):
 
-1. the explicit `root` (`--data-dir`), and `root/<name>`;
+1. the explicit `root` (`--data-dir`), and `root/<name>` (a `root` that does not exist is an
+   error, not a reason to fall back to the other places);
 2. `$PRUNUS_DATA/<name>`;
 3. `/usr/share/datasets/<name>` (the Debian `dataset-*` packages, e.g. `dataset-fashion-mnist`);
 4. the download cache, `$PRUNUS_DATA/<name>` when that is set, else `~/.cache/prunus/<name>`;
@@ -43,6 +44,7 @@ __all__ = [
     "RemoteSource",
     "cache_dir",
     "candidate_dirs",
+    "check_root",
     "download",
     "file_digest",
     "locate",
@@ -181,8 +183,15 @@ def download(source: RemoteSource, dest: str | os.PathLike[str]) -> Path:
     return dest
 
 
+def check_root(root: str | os.PathLike[str] | None, hint: str = "") -> None:
+    """A given --data-dir must exist: a typo must not silently fall back to another copy."""
+    if root is not None and not Path(root).expanduser().is_dir():
+        raise DataNotFoundError(f"--data-dir {root} does not exist or is not a directory. {hint}".replace("\n", " "))
+
+
 def search(name: str, root: str | os.PathLike[str] | None, present: Callable[[Path], Path | None]) -> Path | None:
     """The first of `candidate_dirs(name, root)` where `present` finds the files, or None (never downloads)."""
+    check_root(root)
     for d in candidate_dirs(name, root):
         with contextlib.suppress(OSError):  # an unreadable directory is just "not here"
             if d.is_dir() and (found := present(d)) is not None:
@@ -212,6 +221,7 @@ def locate(
     Raises:
         DataNotFoundError: nothing found and no download possible or successful.
     """
+    check_root(root, hint)
     found = search(name, root, present)
     if found is not None:
         return found

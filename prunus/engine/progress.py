@@ -13,40 +13,71 @@ from pathlib import Path
 from typing import Any
 
 from prunus._atomic import write_text
+from prunus._safeio import MAX_LOG_BYTES, read_text
+from prunus.errors import CorruptFileError
 
-__all__ = ["MetricsLog", "Progress"]
+__all__ = ["MetricsLog", "Progress", "read_records"]
 
 
 class MetricsLog:
-    """Append-only `metrics.jsonl`, one JSON record per epoch.
+    """`metrics.jsonl`, one JSON record per epoch, only ever replaced atomically.
 
-    `truncate(epoch)` drops records of epochs >= `epoch` (used when resuming, so an epoch that
-    was logged but not checkpointed before a crash is not recorded twice).
+    Every append rewrites the file through a temporary file and a rename, so a kill leaves the
+    old or the new file, a symlink at the path is replaced rather than followed, and the log can
+    always be rebuilt from the checkpoint's history (`rewrite`, which resume uses: an epoch that
+    was checkpointed but not logged before a crash is logged, one logged but not checkpointed is
+    dropped). Reading tolerates a torn last line (a file written by another tool, or an older
+    prunus that appended in place); a bad line elsewhere or binary content is a `CorruptFileError`.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
         self.path = Path(path) if path is not None else None
+        self._records: list[dict[str, Any]] | None = None
 
     def records(self) -> list[dict[str, Any]]:
-        if self.path is None or not self.path.exists():
+        if self.path is None:
             return []
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        if self._records is None:
+            self._records = read_records(self.path)
+        return list(self._records)
 
-    def truncate(self, epoch: int) -> None:
-        if self.path is None or not self.path.exists():
-            return
-        kept = [r for r in self.records() if r.get("epoch", -1) < epoch]
-        write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-
-    def append(self, record: dict[str, Any]) -> None:
+    def rewrite(self, records: list[dict[str, Any]]) -> None:
+        """Replace the log with exactly `records`."""
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))
+        self._records = list(records)
+
+    def truncate(self, epoch: int) -> None:
+        """Drop the records of epochs >= `epoch`."""
+        if self.path is not None and self.path.exists():
+            self.rewrite([r for r in self.records() if r.get("epoch", -1) < epoch])
+
+    def append(self, record: dict[str, Any]) -> None:
+        if self.path is not None:
+            self.rewrite([*self.records(), record])
+
+
+def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl (bounded read; a torn last line is ignored, see `MetricsLog`)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = read_text(path, MAX_LOG_BYTES, "metrics log").splitlines()
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break  # the write of the last record was cut off: that epoch is simply not logged
+            raise CorruptFileError(f"metrics log {path} line {i + 1} is not a JSON record") from None
+        if not isinstance(record, dict):
+            raise CorruptFileError(f"metrics log {path} line {i + 1} is not a JSON record")
+        records.append(record)
+    return records
 
 
 class Progress:

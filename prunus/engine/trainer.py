@@ -7,7 +7,9 @@ epoch: `on_fit_end` (physical removal, merging), then a final evaluation of the 
 
 Exact resume: the data order is a pure function of (seed, epoch), the lr a pure function of the
 step, and the checkpoint holds model, optimizer, method states and the RNG state, so a resumed
-run ends with the same weights as an uninterrupted one.
+run ends with the same weights as an uninterrupted one. A resume may change only the settings in
+`RESUME_MAY_CHANGE` (more epochs, a new peak lr from the checkpoint on, device, threads); any
+other difference from the checkpoint's config is refused before anything is written.
 
 The Trainer is what methods see as a `prunus.engine.method.TrainerView`; the test loader is the
 runner's alone (methods read `data.train`/`data.val`), and `rebuild_optimizer` /
@@ -28,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunus._atomic import crash_point
 from prunus.engine.checkpoint import CHECKPOINT_NAME
 from prunus.engine.config import TrainConfig
 from prunus.engine.method import Method, state_keys
@@ -39,13 +42,20 @@ from prunus.engine.schedule import LRSchedule
 from prunus.errors import ConfigError, TrainingDivergedError
 from prunus.evaluation import evaluate
 
-__all__ = ["Trainer", "resolve_device"]
+__all__ = ["RESUME_MAY_CHANGE", "Trainer", "resolve_device"]
+
+# TrainConfig fields a resumed run may set differently from its checkpoint, and what happens:
+# epochs (>= the epochs done; the schedule is recomputed for the new total), lr (the new peak lr
+# applies from the next step), device and threads (where it runs, not what it computes).
+RESUME_MAY_CHANGE = ("epochs", "lr", "device", "threads")
 
 
 def resolve_device(name: str) -> torch.device:
-    """ "auto" -> CUDA when available, else CPU."""
+    """ "auto" -> CUDA when available, else CPU; "cuda" without CUDA is a `ConfigError`."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available here; use --device cpu or auto")
     return torch.device(name)
 
 
@@ -195,6 +205,7 @@ class Trainer:
         self.epoch += 1
         self.history.append(record)
         self._save_checkpoint()
+        crash_point("checkpointed")
         self.metrics_log.append(record)
         self.progress.end_epoch(record)
 
@@ -210,7 +221,7 @@ class Trainer:
             where = f" (last good checkpoint: {self.run_dir / CHECKPOINT_NAME})" if self.run_dir else ""
             raise TrainingDivergedError(
                 f"loss became {loss_value} at epoch {self.epoch + 1}, step {self.global_step}{where}; "
-                "try a lower --lr or --warmup-epochs"
+                "try a lower --lr (a --resume may change it) or --warmup-epochs"
             )
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
@@ -235,6 +246,12 @@ class Trainer:
         for split, loader in (("val", self.val_loader), ("test", self.test_loader)):
             if loader is not None:
                 result = self.evaluate(loader)
+                if not math.isfinite(result["loss"]):  # outputs went NaN/inf although the training loss did not
+                    where = f" (last good checkpoint: {self.run_dir / CHECKPOINT_NAME})" if self.run_dir else ""
+                    raise TrainingDivergedError(
+                        f"the model's {split} loss is {result['loss']} after epoch {self.epoch}: its outputs are not "
+                        f"finite{where}; try a lower --lr"
+                    )
                 out[f"{prefix}{split}_loss"] = result["loss"]
                 out[f"{prefix}{split}_acc"] = result["acc"]
         return out
@@ -266,8 +283,11 @@ class Trainer:
         keys = state_keys(self.methods)
         if list(method_states) != keys:
             raise ConfigError(f"checkpoint was written with methods {list(method_states)}, this run has {keys}")
+        self._check_resume_config(state.get("config") or {}, int(state["epoch"]))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # a new --lr on resume takes effect from the next step
+            group["base_lr"] = self.config.lr
         if self.scaler is not None and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         for method, key in zip(self.methods, keys, strict=True):
@@ -275,7 +295,21 @@ class Trainer:
         torch.set_rng_state(state["rng"].cpu())
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.history = list(state["history"])
-        self.metrics_log.truncate(self.epoch)
+        self.metrics_log.rewrite(self.history)  # the log matches the checkpoint, whatever a crash left
+
+    def _check_resume_config(self, saved: dict[str, Any], epochs_done: int) -> None:
+        """Refuse a resume that changes anything but `RESUME_MAY_CHANGE` (before anything is loaded or written)."""
+        current = self.config.to_dict()
+        changed = sorted(
+            k for k in saved.keys() & current.keys() if saved[k] != current[k] and k not in RESUME_MAY_CHANGE
+        )
+        if changed:
+            diffs = ", ".join(f"{k}: {saved[k]!r} -> {current[k]!r}" for k in changed)
+            raise ConfigError(
+                f"a resumed run cannot change {diffs}; a resume may change only {', '.join(RESUME_MAY_CHANGE)}"
+            )
+        if self.config.epochs < epochs_done:
+            raise ConfigError(f"epochs={self.config.epochs} is fewer than the {epochs_done} epochs already done")
 
 
 def _method_states(state: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Model files without pickle: `model.safetensors` (weights) + `model.json` (how to rebuild).
 
-`save` writes both atomically. `load` rebuilds the dense architecture from the model registry
+`save` writes the directory as one unit (built next to the target, then swapped in). `load`
+rebuilds the dense architecture from the model registry
 (or, only when the caller opts in, from a user factory named in the file), replays the pruning
 history so the shapes match, then loads the weights. Nothing in a model directory can execute
 code unless `trust_factory=True` is passed.
@@ -22,9 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunus._atomic import atomic_path, write_json
-from prunus.errors import ConfigError, CorruptFileError, FormatError, PrunusError
+from prunus._atomic import atomic_dir, is_temp_name
+from prunus._safeio import MAX_JSON_BYTES, MODEL_DIR_FILES, read_json
+from prunus.errors import ConfigError, CorruptFileError, PrunusError
 from prunus.formats.header import KINDS, check_header, make_header
+from prunus.formats.limits import build_bounded, check_dtypes, check_input_shape, check_kwargs
 from prunus.model_info import example_input, get_info, update_info
 
 __all__ = ["MODEL_JSON", "MODEL_WEIGHTS", "load", "read_model_json", "save"]
@@ -52,7 +55,8 @@ def save(
 
     Args:
         model: a registry model (built by `create_model`, possibly pruned) or a user model.
-        directory: created if needed; existing model files are replaced atomically.
+        directory: created if needed; an existing model directory is replaced as one unit (its
+            exports model.onnx/model.pt go with the old model). Any other non-empty directory is refused.
         input_shape: (C, H, W) of one input; defaults to the model's `ModelInfo.input_shape`.
 
     Raises:
@@ -97,9 +101,8 @@ def save(
         )
     from safetensors.torch import save_file
 
+    _check_replaceable(directory)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(directory / MODEL_WEIGHTS) as tmp:
-        save_file(state, str(tmp))
     header = make_header(
         FORMAT,
         {
@@ -110,8 +113,31 @@ def save(
             "extra": extra or {},
         },
     )
-    write_json(directory / MODEL_JSON, header)
+    with atomic_dir(directory, keep=_KEEP) as tmp:  # weights and model.json appear together or not at all
+        save_file(state, str(tmp / MODEL_WEIGHTS))
+        (tmp / MODEL_JSON).write_text(json.dumps(header, indent=2) + "\n", encoding="utf-8")
     return directory
+
+
+# What a model directory may hold besides the model itself: kept across a replacement (a prune's
+# fine-tuning run) or dropped with the old model (its exports, which no longer match).
+_KEEP = ("finetune",)
+
+
+def _check_replaceable(directory: Path) -> None:
+    """Refuse to replace anything but a missing path, an empty directory or a prunus model directory."""
+    if directory.is_symlink():
+        raise ConfigError(f"{directory} is a symlink; prunus does not write through links")
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise ConfigError(f"{directory} exists and is not a directory")
+    foreign = sorted(e.name for e in directory.iterdir() if e.name not in MODEL_DIR_FILES and not is_temp_name(e.name))
+    if foreign:
+        raise ConfigError(
+            f"{directory} holds files that are not part of a prunus model ({', '.join(foreign[:3])}); "
+            "refusing to replace it"
+        )
 
 
 def read_model_json(directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -122,14 +148,15 @@ def read_model_json(directory: str | os.PathLike[str]) -> dict[str, Any]:
         raise PrunusError(f"model directory not found: {directory}")
     if not path.exists():
         raise CorruptFileError(f"{directory} has no {MODEL_JSON}; is it a prunus model directory?")
-    try:
-        header = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptFileError(f"{path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+    header = read_json(path, MAX_JSON_BYTES, MODEL_JSON)  # regular file, size-capped: never a FIFO or /dev/zero
     header = check_header(header, FORMAT, fields=_FIELDS, optional=_OPTIONAL, where=str(path))
-    shape = header.get("input_shape") or []
-    if len(shape) not in (0, 3) or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
-        raise FormatError(f"{path}: input_shape must be [C, H, W] of positive integers, got {shape!r}"[:200])
+    arch = header["arch"]
+    for key in ("name", "factory"):
+        if key in arch and not isinstance(arch[key], str):
+            raise CorruptFileError(f"{path}: arch.{key} must be a string, got {type(arch[key]).__name__}")
+    check_kwargs(arch.get("kwargs", {}), f"{path}: arch.kwargs")
+    if header.get("input_shape"):  # bounded: a file may not ask for a terabyte example input
+        check_input_shape(header["input_shape"], f"{path}: input_shape")
     return header
 
 
@@ -166,11 +193,13 @@ def load(directory: str | os.PathLike[str], *, trust_factory: bool = False, map_
     """
     directory = Path(directory)
     header = read_model_json(directory)
+    shape = tuple(header.get("input_shape") or ())
+    # shapes only first: a file asking for terabytes or an input that contradicts the layers stops here
+    build_bounded(lambda: _build_dense(header["arch"], trust_factory), shape, f"{directory / MODEL_JSON}")
     # The dense model's random initialisation is overwritten by the saved weights; drawing it from
     # a forked generator keeps loading a model from changing the caller's random numbers.
     with torch.random.fork_rng(devices=[]):
         model = _build_dense(header["arch"], trust_factory)
-    shape = tuple(int(s) for s in header.get("input_shape") or ())
     history = header.get("history") or []
     if history:
         if not shape:
@@ -181,6 +210,8 @@ def load(directory: str | os.PathLike[str], *, trust_factory: bool = False, map_
     weights = directory / MODEL_WEIGHTS
     if not weights.exists():
         raise CorruptFileError(f"{directory} has no {MODEL_WEIGHTS}")
+    if not weights.is_file():  # a FIFO or device would block or never end
+        raise CorruptFileError(f"{weights} is not a regular file")
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -188,6 +219,7 @@ def load(directory: str | os.PathLike[str], *, trust_factory: bool = False, map_
         state = load_file(str(weights), device=map_location)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CorruptFileError(f"{weights} is truncated or corrupt ({exc})".splitlines()[0]) from None
+    check_dtypes(state, model, str(weights))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

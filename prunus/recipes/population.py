@@ -67,7 +67,7 @@ def train_population(
             f"networks={config.networks} but torchrun started {dist.world_size} ranks; under torchrun "
             "every rank trains one network (leave --networks out or make it --nproc_per_node)"
         )
-    if run_dir is not None and dist.is_main:
+    if run_dir is not None and dist.is_main and not resume:
         write_run_config(config, run_dir / "config.yaml")
 
     def make(strategy: Independent) -> Trainer:
@@ -84,6 +84,8 @@ def train_population(
         results = [(trainer, trainer.fit())]
     else:
         results = fit_population(make, config.networks)
+    if run_dir is not None and dist.is_main and resume:  # only once every network accepted the resume
+        write_run_config(config, run_dir / "config.yaml")
     per_network: dict[int, dict[str, Any]] = {}
     for trainer, metrics in results:
         out = network_dir(run_dir, trainer.rank) if run_dir is not None else None

@@ -16,18 +16,20 @@ import torch
 from torch import nn
 
 from prunus._atomic import write_json
+from prunus.config import load_yaml
 from prunus.data import build_loaders
 from prunus.engine.distributed import barrier, init_from_env
-from prunus.engine.trainer import Trainer, resolve_device
+from prunus.engine.trainer import RESUME_MAY_CHANGE, Trainer, resolve_device
 from prunus.errors import ConfigError
 from prunus.formats import save
+from prunus.formats.limits import build_bounded
 from prunus.measure import count
 from prunus.methods import create_method
 from prunus.model_info import update_info
 from prunus.models import create_model
 from prunus.recipes.config import RunConfig, write_run_config
 
-__all__ = ["TrainResult", "train_run"]
+__all__ = ["TrainResult", "check_resume_config", "train_run"]
 
 
 @dataclass
@@ -37,6 +39,31 @@ class TrainResult:
     model: nn.Module
     metrics: dict[str, Any]
     run_dir: Path | None
+
+
+def check_resume_config(config: RunConfig, run_dir: Path) -> None:
+    """Refuse a resume whose model, data or methods differ from the run's config.yaml.
+
+    The training settings are checked against the checkpoint by the Trainer (only
+    `RESUME_MAY_CHANGE` may differ); everything else a run is made of must stay as it was.
+    """
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        return
+    saved = RunConfig.from_dict(load_yaml(saved_path)).to_dict()
+    current = config.to_dict()
+    changed = [k for k in ("model", "data", "methods") if saved.get(k) != current.get(k)]
+    if changed:
+        section = changed[0]
+        old, new = saved.get(section), current.get(section)
+        if isinstance(old, dict) and isinstance(new, dict):
+            keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            detail = ", ".join(f"{section}.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
+        else:
+            detail = f"{section}: {old!r} -> {new!r}"
+        raise ConfigError(
+            f"a resumed run cannot change {detail}; a resume may change only {', '.join(RESUME_MAY_CHANGE)}"
+        )
 
 
 def train_run(
@@ -60,6 +87,8 @@ def train_run(
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None and (run_dir / "checkpoint.pt").exists() and not resume:
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if run_dir is not None and resume:
+        check_resume_config(config, run_dir)
     device = resolve_device(config.train.device)
     dist = init_from_env(device)
     methods = [create_method(spec.name, **spec.args) for spec in config.methods]
@@ -68,9 +97,9 @@ def train_run(
 
         return train_population(config, run_dir, resume, progress, model)
     data, model = build_data_and_model(config, config.train.seed, dist.rank, dist.world_size, model)
-    if run_dir is not None and dist.is_main:
-        write_run_config(config, run_dir / "config.yaml")
     trainer = Trainer(model, data, config.train, methods, run_dir, resume=resume, progress=progress)
+    if run_dir is not None and dist.is_main:  # only now: a refused resume must leave config.yaml as it was
+        write_run_config(config, run_dir / "config.yaml")
     metrics = trainer.fit()
     model = finish_model(trainer, data, metrics, start, run_dir if dist.is_main else None, config)
     barrier()
@@ -84,13 +113,15 @@ def build_data_and_model(
     torch.manual_seed(seed)  # same seed -> same initialisation in every arm
     data = build_loaders(config.data, seed=seed, rank=rank, world_size=world_size)
     if model is None:
-        model = create_model(
-            config.model.name,
+        kwargs = dict(
             num_classes=data.num_classes,
             in_channels=data.in_channels,
             width_mult=config.model.width_mult,
             **config.model.kwargs,
         )
+        # a config asking for an absurd width is refused from shapes alone, before memory is taken
+        build_bounded(lambda: create_model(config.model.name, **kwargs), tuple(data.input_shape), "model")
+        model = create_model(config.model.name, **kwargs)
     update_info(model, input_shape=tuple(data.input_shape))
     return data, model
 

@@ -71,7 +71,7 @@ def test_corrupt_png_names_the_file(tmp_path):
 
 def test_missing_folder_and_bad_options(tmp_path):
     with pytest.raises(
-        DataNotFoundError, match=r"imagefolder files not found .*Pass --data-dir DIR where DIR/<class>/"
+        DataNotFoundError, match=r"--data-dir .*nothing does not exist.*Pass --data-dir DIR where DIR/<class>/"
     ):
         load_dataset("imagefolder", "train", root=tmp_path / "nothing")
     with pytest.raises(ConfigError, match="channels=2 is not valid for imagefolder; choose 1 or 3"):

@@ -26,6 +26,14 @@ def test_search_order_root_then_env_then_system_then_cache(tmp_path, hermetic, m
     assert candidate_dirs("mnist")[-1] == tmp_path / "cache" / "prunus" / "mnist"
 
 
+def test_missing_data_dir_is_an_error_not_a_fallback(tmp_path, hermetic, write_mnist):
+    write_mnist(hermetic / "mnist", n_test=3)  # a system copy exists, yet a typo in --data-dir must not reach it
+    with pytest.raises(DataNotFoundError, match="--data-dir .*/typo does not exist"):
+        load_dataset("mnist", "test", root=tmp_path / "typo", download=False)
+    with pytest.raises(DataNotFoundError, match="does not exist"):
+        find_dataset("mnist", tmp_path / "typo")
+
+
 def test_first_directory_with_files_wins(tmp_path, hermetic, write_mnist, monkeypatch):
     write_mnist(hermetic / "mnist", n_test=3)
     write_mnist(tmp_path / "env" / "mnist", n_test=4)
@@ -44,6 +52,7 @@ def test_incomplete_directory_is_skipped(tmp_path, write_mnist):
 
 
 def test_missing_fashion_mnist_says_how_to_get_it(tmp_path):
+    (tmp_path / "nowhere").mkdir()  # exists but empty (a missing --data-dir has its own error)
     with pytest.raises(DataNotFoundError) as info:
         load_dataset("fashion-mnist", "train", root=tmp_path / "nowhere", download=False)
     message = str(info.value)

@@ -1,0 +1,121 @@
+"""A crash loses nothing: SIGKILL at chosen points, then check the files and the resumed result.
+
+The kill points are `prunus._atomic.crash_point` labels, enabled in a subprocess through
+$PRUNUS_CRASH_AT="LABEL#N" (the N-th time the label is reached, the process SIGKILLs itself):
+
+- model directory (`prune --out X --force` over an existing model): killed after the new
+  directory is complete but before the swap, and right after the swap. X must hold the old model
+  or the new one, byte for byte, and never a mix; the leftover temporary directory is removed by
+  the next write.
+- metrics.jsonl: killed after epoch 2's checkpoint but before its record, and while its record
+  is being written. `--resume` must end with weights bit-identical to an uninterrupted run and a
+  log with exactly one record per epoch, equal to the uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import prunus
+from prunus.cli import main
+
+TRAIN = ["--model", "lenet5", "--width-mult", "0.25", "--data", "synthetic", "--subset", "96", "--val-size", "32"]
+TRAIN += ["--batch-size", "32", "--epochs", "3", "--lr", "0.05", "--threads", "1", "--no-progress"]
+
+
+def _cli(args: list[str], crash_at: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PRUNUS_NO_DOWNLOAD="1")
+    env.pop("PRUNUS_CRASH_AT", None)
+    if crash_at:
+        env["PRUNUS_CRASH_AT"] = crash_at
+    return subprocess.run([sys.executable, "-m", "prunus", *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def _records(run: Path) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A source model, the old model at the output path, and the new one (a kill-free prune)."""
+    root = tmp_path_factory.mktemp("kill_models")
+    torch.manual_seed(1)
+    prunus.save(prunus.create_model("lenet5", in_channels=1, width_mult=0.5), root / "src", input_shape=(1, 28, 28))
+    torch.manual_seed(2)
+    prunus.save(prunus.create_model("lenet5", in_channels=1, width_mult=0.5), root / "old", input_shape=(1, 28, 28))
+    assert main(["prune", str(root / "src"), "--ratio", "0.5", "--out", str(root / "new"), "--json"]) == 0
+    return root
+
+
+@pytest.mark.parametrize("point", ["dir-written:out#1", "dir-swapped:out#1"])
+def test_killed_model_directory_write_leaves_old_or_new_never_a_mix(models, tmp_path, point):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, data in _files(models / "old").items():
+        (out / name).write_bytes(data)
+    result = _cli(["prune", str(models / "src"), "--ratio", "0.5", "--out", str(out), "--force", "--json"], point)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    files = _files(out)
+    assert files in (_files(models / "old"), _files(models / "new")), sorted(files)
+    expected = _files(models / "new") if point.startswith("dir-swapped") else _files(models / "old")
+    assert files == expected
+    prunus.load(out)  # a complete, loadable pair
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers, "the kill should have left the temporary directory behind"
+    # the next write cleans up after the dead process and gives the new model
+    assert main(["prune", str(models / "src"), "--ratio", "0.5", "--out", str(out), "--force", "--json"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert _files(out) == _files(models / "new")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = tmp_path_factory.mktemp("kill_runs") / "full"
+    assert _cli(["train", *TRAIN, "--out", str(run)]).returncode == 0
+    return run
+
+
+@pytest.mark.parametrize("point", ["checkpointed#2", "write:metrics.jsonl#2"])
+def test_killed_between_checkpoint_and_log_resumes_bit_identical_with_a_complete_log(uninterrupted, tmp_path, point):
+    run = tmp_path / "run"
+    killed = _cli(["train", *TRAIN, "--out", str(run)], point)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert len(_records(run)) == 1  # epoch 2 was checkpointed but its record never made it
+    resumed = _cli(["train", "--resume", "--out", str(run), "--threads", "1", "--no-progress"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    full, again = (
+        load_file(str(uninterrupted / "model" / "model.safetensors")),
+        load_file(str(run / "model" / "model.safetensors")),
+    )
+    assert full.keys() == again.keys()
+    assert all(torch.equal(full[k], again[k]) for k in full)  # bit-identical weights
+    assert _records(run) == _records(uninterrupted)  # one record per epoch, the same numbers
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]  # the leftover was cleaned
+
+
+def test_torn_or_binary_metrics_log_is_rebuilt_on_resume_and_read_by_info(uninterrupted, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    good = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text(good + '{"epoch": 3, "tr')  # torn last line (an older appender)
+    assert main(["info", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["epochs_logged"] == 3
+    (run / "metrics.jsonl").write_bytes(b"\x00\xff binary \x80")
+    assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 0
+    assert _records(run) == _records(uninterrupted)

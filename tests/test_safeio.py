@@ -1,0 +1,83 @@
+"""The two file guards: the bounded reader and the output-path check (see prunus/_safeio.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from prunus._safeio import check_output, read_bytes, read_json, read_text
+from prunus.errors import ConfigError, CorruptFileError
+
+
+def test_reader_refuses_everything_but_small_regular_files(tmp_path):
+    (tmp_path / "ok.json").write_text('{"a": [1, 2]}')
+    assert read_json(tmp_path / "ok.json") == {"a": [1, 2]}
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "big").write_bytes(b"x" * 101)
+    (tmp_path / "bin").write_bytes(b"\xff\xfe\x00")
+    (tmp_path / "nan.json").write_text('{"a": NaN}')
+    cases = [
+        ("fifo", "is a FIFO, not a regular file"),  # returns at once: O_NONBLOCK, then fstat
+        ("zero", "is a device, not a regular file"),
+        ("loop", "cannot read"),
+        ("big", "is 101 bytes; the limit is 100"),
+        (".", "is a directory"),
+        ("missing", "not found"),
+    ]
+    for name, message in cases:
+        with pytest.raises(CorruptFileError, match=message):
+            read_bytes(tmp_path / name, 100)
+    with pytest.raises(CorruptFileError, match="is not UTF-8 text"):
+        read_text(tmp_path / "bin", 100)
+    with pytest.raises(CorruptFileError, match="NaN is not valid JSON"):
+        read_json(tmp_path / "nan.json")
+
+
+def test_output_check_table(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"")
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "a.txt").write_text("x")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link").symlink_to(tmp_path / "file")
+    population = tmp_path / "population"  # train --networks 2: one run per net<k>/
+    (population / "net0").mkdir(parents=True)
+    (population / "net0" / "checkpoint.pt").write_bytes(b"")
+    (population / "config.yaml").write_text("")
+    allowed = [
+        (tmp_path / "new.json", "file", {}),
+        (tmp_path / "file", "file", {"force": True}),
+        (tmp_path / "new" / "deeper" / "dir", "model", {}),
+        (model, "model", {"force": True}),
+        (run, "run", {"resume": True}),
+        (population, "run", {"resume": True}),
+        (model / "model.onnx", "file", {"sources": [model]}),  # an export next to its model
+    ]
+    for path, kind, kw in allowed:
+        check_output(path, kind, **kw)
+    refused = [
+        (tmp_path / "file", "file", {}, "already exists; pass --force"),
+        (tmp_path / "fifo", "file", {"force": True}, "is a FIFO"),
+        (tmp_path / "link", "file", {"force": True}, "is a symlink"),
+        (tmp_path / "file" / "x", "file", {}, "Not a directory"),
+        (model, "model", {}, "already holds a model; pass --force"),
+        (model, "model", {"force": True, "sources": [model]}, "overlaps the input"),
+        (tmp_path, "model", {"force": True, "sources": [model]}, "overlaps the input"),
+        (model / "model.json", "file", {"force": True, "sources": [model]}, "overlaps the input"),
+        (tmp_path / "user", "model", {"force": True}, "holds files prunus did not write"),
+        (run, "run", {}, "already holds a run; pass --resume"),
+        (population, "run", {}, "already holds a run; pass --resume"),
+        (tmp_path / "fifo", "run", {}, "is not a directory"),
+    ]
+    for path, kind, kw, message in refused:
+        with pytest.raises(ConfigError, match=message):
+            check_output(path, kind, **kw)
