@@ -185,11 +185,21 @@ def test_unreachable_latency_budget_raises(tmp_path):
 
 
 def test_cli_prune_latency_ratio(tmp_path, capsys, monkeypatch):
+    import functools
+
     import prunus
     from prunus.cli import main
     from prunus.models import create_model
+    from prunus.pruning import latency
 
     monkeypatch.setenv("PRUNUS_CACHE_DIR", str(tmp_path / "cache"))
+
+    # The per-layer table is timed on a loaded CI machine, so whether 0.8 is reachable would depend on
+    # the load: time the table by parameter count instead (deterministic); the final ratio is still measured.
+    def by_params(module, *_args, **_kwargs):
+        return 0.01 + 1e-3 * sum(p.numel() for p in module.parameters())
+
+    monkeypatch.setattr(latency, "build_table", functools.partial(latency.build_table, measure=by_params))
     torch.manual_seed(0)
     src = prunus.save(create_model("resnet20", in_channels=1, width_mult=0.25), tmp_path / "m", input_shape=(1, 28, 28))
     argv = ["prune", str(src), "--latency-ratio", "0.8", "--runtime", "torch", "--latency-batch", "2"]
