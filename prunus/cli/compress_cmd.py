@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from prunus.cli._common import add_command, parse_set, print_table
+from prunus.cli._common import add_command, add_output_arg, mark_input, parse_set, print_table
 
 __all__ = ["add_parser", "run"]
 
@@ -29,8 +29,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "Sparsify (directed evolution), quantize and entropy-code a saved model into one .prn file.",
         "prunus compress runs/l300/model --sparsity 0.9 --bits auto --max-drop 1.0 --out model.prn",
     )
-    p.add_argument("model_dir", help="model directory (model.json + model.safetensors)")
-    p.add_argument("--out", required=True, help="the .prn file to write")
+    mark_input(p.add_argument("model_dir", help="model directory (model.json + model.safetensors)"))
+    add_output_arg(p, "--out", "file", required=True, help="the .prn file to write (an existing one needs --force)")
     g = p.add_argument_group("what to compress to")
     g.add_argument("--sparsity", type=float, default=0.9, help="share of weights removed (default 0.9)")
     g.add_argument("--allocation", choices=("uniform", "global"), default="uniform",
@@ -43,7 +43,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--max-kl", type=float, help="auto bits: KL(teacher || compressed) allowed")
     g = p.add_argument_group("calibration (images from the TRAINING split)")
     g.add_argument("--data", default="fashion-mnist", choices=list_datasets(), help="dataset (default fashion-mnist)")
-    g.add_argument("--data-dir", help="directory holding the dataset files")
+    mark_input(g.add_argument("--data-dir", help="directory holding the dataset files"))
     g.add_argument(
         "--calib", type=int, default=4096, help="training images for re-scoring and the bit budget (default 4096)"
     )
