@@ -8,7 +8,7 @@ imported, and recipes name them by that key.
 
 Example:
     >>> from prunus.pipeline import list_stages
-    >>> {"train", "prune", "csgd", "finetune", "export", "bench", "report"} <= set(list_stages())
+    >>> {"train", "prune", "csgd", "finetune", "compress", "export", "bench", "report"} <= set(list_stages())
     True
 """
 
@@ -92,6 +92,7 @@ def register_stage(
 
 
 def _load_builtin() -> None:
+    import prunus.pipeline._compress_stage  # noqa: F401  (registers compress)
     import prunus.pipeline._model_stages  # noqa: F401  (registers prune, export, bench, ...)
     import prunus.pipeline._report_stage  # noqa: F401  (registers report)
     import prunus.pipeline._train_stages  # noqa: F401  (registers train, finetune, csgd)

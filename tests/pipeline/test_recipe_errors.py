@@ -23,7 +23,7 @@ def _edit(recipe: dict, path: str, value) -> dict:
 
 
 BAD = [
-    ("stages/0/stage", "trian", r"stage 'baseline': unknown stage 'trian'; choose one of: bench, csgd"),
+    ("stages/0/stage", "trian", r"stage 'baseline': unknown stage 'trian'; choose one of: bench, compress, csgd"),
     ("stages/2/ratoi", 0.5, r"stage 'prune' \(prune\): unknown PruneStage field\(s\): ratoi"),
     ("stages/0/train", {"epochs": "two"}, r"stage 'baseline' \(train\): TrainConfig.epochs must be a number"),
     ("stages/0/train", {"lrr": 0.1}, r"stage 'baseline' \(train\): unknown TrainConfig field\(s\): lrr"),
@@ -34,6 +34,17 @@ BAD = [
     ("stages/3/input", "export", r"stage 'finetune' \(finetune\): input='export' is not an earlier stage that makes"),
     ("stages/0", {"stage": "prune", "ratio": 0.5}, r"stage 'prune' \(prune\) needs a model, but no earlier stage"),
     ("stages/4", {"stage": "report"}, r"stage 'bench' comes after the run-level stage 'report'"),
+    (
+        "stages/4",
+        {"stage": "compress", "compress": {"bits": 9}},
+        r"stage 'compress' \(compress\): CompressConfig.bits=9",
+    ),
+    ("stages/4", {"stage": "compress", "compress": {"sparsty": 0.9}}, r"unknown CompressConfig field\(s\): sparsty"),
+    (
+        "stages/4",
+        {"stage": "compress", "compress": {"sparsity": float("nan")}},
+        r"stage .compress. \(compress\): CompressConfig.sparsity must be a finite number, got nan",
+    ),
     ("seeds", [0, 0], r"seeds must be a non-empty list of distinct integers"),
     ("trian", {}, r"recipe: unknown key\(s\) trian; known: version, name"),
     ("version", 2, r"recipe version 2 is not supported"),

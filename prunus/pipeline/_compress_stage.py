@@ -1,0 +1,66 @@
+"""The compress stage: DE sparsification + per-layer quantization + entropy coding into a .prn file.
+
+The chain's "bytes on disk" after this stage is the .prn file's size. The decoded model (what
+`prunus.decompress` rebuilds from the file, bit for bit) is saved as a normal model directory so
+export and bench read it like any other stage's model; it is dense with zeros, so its latency and
+MACs are those of the input model (unstructured sparsity is a size win, not a speed win).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from prunus.compress import CompressConfig
+from prunus.data import DataConfig
+from prunus.pipeline._measure import measure, split_accuracy
+from prunus.pipeline.stages import StageConfig, StageContext, StageResult, register_stage
+
+__all__ = ["CompressStage"]
+
+# the report numbers a stage record keeps (the per-layer rows go in as "layers")
+SUMMARY_KEYS = ("ratio", "sparsity", "kl", "teacher_acc", "file_bytes", "stream_bytes", "bound_bits",
+                "stream_over_bound", "file_over_bound")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CompressStage(StageConfig):
+    """Compress an earlier model into model.prn (DE sparsity, quantization, ANS coding).
+
+    `compress` holds every `prunus.compress.CompressConfig` setting. Its `seed` is offset by the
+    chain's seed, so the seeds of a sweep give different searches. The calibration images are
+    max(calib_size, rescore_size) unaugmented images from the TRAINING split (never the test set).
+    """
+
+    compress: CompressConfig = field(default_factory=CompressConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # calibration images and test accuracy
+
+
+@register_stage("compress", CompressStage, needs_model=True, makes_model=True)
+def run_compress(cfg: CompressStage, ctx: StageContext) -> StageResult:
+    """DE-compress an earlier model into model.prn; the decoded model goes on to export and bench."""
+    from prunus.compress import compress, decompress
+    from prunus.data import build_loaders, training_slice
+    from prunus.formats import load, save
+    from prunus.model_info import get_info
+
+    model = load(ctx.input_model)
+    settings = dataclasses.replace(cfg.compress, seed=cfg.compress.seed + ctx.seed, progress=ctx.progress)
+    data = build_loaders(dataclasses.replace(cfg.data, augment=False), seed=ctx.seed)
+    calib = training_slice(data, max(settings.calib_size, settings.rescore_size), seed=ctx.seed)
+    prn = ctx.dir / "model.prn"
+    report = compress(model, calib, settings, out=prn)
+    decoded = decompress(prn)
+    out = save(decoded, ctx.dir / "model", input_shape=tuple(get_info(model).input_shape),
+               extra={"compressed_from": str(ctx.input_model)})  # fmt: skip
+    acc = split_accuracy(decoded, cfg.data, ctx.seed)
+    summary = report.to_json()
+    metrics: dict[str, Any] = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
+    metrics["layers"] = [
+        {"name": x["name"], "bits": 8 * x["bytes"], "bound": x["bound_bits"], "quant_bits": x["bits"],
+         "sparsity": x["sparsity"]}
+        for x in summary["layers"]
+    ]  # fmt: skip
+    metrics.update(measure(decoded, prn, accuracy=acc))  # "bytes": the .prn file, every byte of it
+    return StageResult(metrics=metrics, model=out, files={"prn": "model.prn"})

@@ -1,0 +1,55 @@
+"""The compress stage: a .prn file in the chain, its size as the chain's bytes, the decoded model passed on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prunus.formats import load
+from prunus.pipeline import parse_recipe, read_record, run_pipeline
+
+COMPRESS = {"sparsity": 0.5, "bits": 4, "population": 2, "elite": 1, "generations": 1, "cycles": 1,
+            "calib_size": 32, "rescore_size": 0}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory):
+    from tests.pipeline.conftest import TINY
+
+    recipe = {**TINY, "seeds": [0, 1]}
+    recipe["stages"] = [
+        {"stage": "train", "name": "baseline", "train": {"epochs": 1}},
+        {"stage": "compress", "compress": COMPRESS},
+        {"stage": "export"},
+    ]
+    out = tmp_path_factory.mktemp("compress") / "run"
+    return out, run_pipeline(parse_recipe(recipe), out, progress=False, echo=lambda _: None)
+
+
+def test_compress_stage_writes_a_prn_and_hands_the_decoded_model_on(compressed):
+    from prunus.compress import decompress
+
+    out, summary = compressed
+    stage = out / "main" / "seed0" / "02-compress"
+    rec, prn = read_record(stage), stage / "model.prn"
+    assert rec["metrics"]["bytes"] == prn.stat().st_size == rec["metrics"]["file_bytes"]
+    assert rec["metrics"]["bytes"] < read_record(out / "main" / "seed0" / "01-baseline")["metrics"]["bytes"] / 4
+    assert summary.records[0]["bytes"] == prn.stat().st_size  # export does not replace the chain's size
+    layers = rec["metrics"]["layers"]
+    assert layers
+    assert all(x["quant_bits"] == 4 and x["bits"] > 0 and x["bound"] > 0 for x in layers)
+    assert rec["metrics"]["sparsity"] == pytest.approx(0.5, abs=0.01)  # the recipe's settings reached compress
+    decoded, saved = decompress(prn), load(out / rec["model"])
+    for (k, a), (_, b) in zip(decoded.state_dict().items(), saved.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k  # what the next stage reads is exactly the decoded .prn
+    x = torch.randn(3, 1, 8, 8)
+    assert torch.equal(decoded.eval()(x), saved.eval()(x))
+
+
+def test_compress_stage_seed_follows_the_chain_seed(compressed):
+    from prunus.compress import decompress
+
+    out, _ = compressed
+    a, b = (decompress(out / "main" / f"seed{s}" / "02-compress" / "model.prn") for s in (0, 1))
+    masks = [[(p == 0) for n, p in m.named_parameters() if n.endswith("weight") and p.dim() == 4] for m in (a, b)]
+    assert any(not torch.equal(x, y) for x, y in zip(*masks, strict=True))
