@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 from torch import nn
 
 from prunus.engine.config import TrainConfig
+from prunus.structure.masks import reset_optimizer_rows as reset_optimizer_rows  # re-exported: methods' hook
 
 __all__ = ["build_optimizer", "exempt_from_weight_decay", "reset_optimizer_rows"]
 
@@ -60,28 +60,3 @@ def exempt_from_weight_decay(optimizer: torch.optim.Optimizer, params: Iterable[
         optimizer.add_param_group({"params": moved, **options})
     optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
     return len(moved)
-
-
-@torch.no_grad()
-def reset_optimizer_rows(optimizer: torch.optim.Optimizer, param: nn.Parameter, rows: Any, dim: int = 0) -> int:
-    """Zero `optimizer`'s state tensors shaped like `param` (momentum, Adam moments) at `rows` along `dim`.
-
-    Step counters and other scalars are left alone. A parameter the optimizer has no state for
-    yet (before its first step) needs nothing. Returns how many state tensors were edited.
-
-    Example:
-        >>> layer = nn.Linear(2, 3)
-        >>> opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
-        >>> layer(torch.ones(1, 2)).sum().backward(); opt.step()
-        >>> reset_optimizer_rows(opt, layer.weight, [0, 2])
-        1
-        >>> opt.state[layer.weight]["momentum_buffer"][[0, 2]].abs().sum().item()
-        0.0
-    """
-    index = torch.as_tensor(rows, dtype=torch.long).flatten()
-    edited = 0
-    for value in optimizer.state.get(param, {}).values():
-        if torch.is_tensor(value) and value.shape == param.shape:
-            value.index_fill_(dim, index.to(value.device), 0.0)
-            edited += 1
-    return edited

@@ -37,6 +37,7 @@ from prunus.engine.method import Method
 from prunus.errors import ConfigError
 from prunus.methods._evolution import CROSSOVER_MODES, evolution_ratio, evolve_, phase_starts
 from prunus.methods._registry import build_config, register_method
+from prunus.structure.masks import reset_optimizer_rows
 
 __all__ = ["WeightEvolution", "WeightEvolutionConfig"]
 
@@ -142,6 +143,4 @@ def _reset_changed_rows(
         rows = (p.detach() != old).reshape(p.shape[0], -1).any(1)
         if not rows.any():
             continue
-        for value in optimizer.state.get(p, {}).values():
-            if torch.is_tensor(value) and value.shape == p.shape:
-                value[rows] = 0
+        reset_optimizer_rows(optimizer, p, rows.nonzero().flatten())

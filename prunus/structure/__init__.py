@@ -31,6 +31,7 @@ from prunus.structure.groups import lowest_channels as lowest_channels
 from prunus.structure.history import get_history as get_history
 from prunus.structure.history import replay as replay
 from prunus.structure.masks import HardMask as HardMask
+from prunus.structure.masks import reset_optimizer_rows as reset_optimizer_rows
 from prunus.structure.masks import reset_optimizer_state_ as reset_optimizer_state_
 from prunus.structure.masks import soft_mask_ as soft_mask_
 from prunus.structure.merge import merge_ as merge_
@@ -76,6 +77,7 @@ __all__ = [
     "per_channel",
     "remove_",
     "replay",
+    "reset_optimizer_rows",
     "reset_optimizer_state_",
     "soft_mask_",
 ]

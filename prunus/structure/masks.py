@@ -24,7 +24,7 @@ from prunus.structure.groups import ChannelGroup, StructureError, check_channels
 from prunus.structure.history import history_length
 from prunus.structure.roles import MASKED_ROLES, Role
 
-__all__ = ["MASKED_ROLES", "HardMask", "reset_optimizer_state_", "soft_mask_"]
+__all__ = ["MASKED_ROLES", "HardMask", "reset_optimizer_rows", "reset_optimizer_state_", "soft_mask_"]
 
 
 def _targets(group: ChannelGroup, idxs: list[int]) -> list[tuple[str, str, int, list[int]]]:
@@ -58,12 +58,32 @@ def soft_mask_(model: nn.Module, group: ChannelGroup, idxs: Iterable[int]) -> nn
     return model
 
 
-def _zero_state(optimizer: torch.optim.Optimizer, p: torch.Tensor, dim: int, index: torch.Tensor) -> None:
-    # every state tensor shaped like the parameter (SGD momentum_buffer, Adam exp_avg/exp_avg_sq, ...);
-    # scalars such as Adam's `step` are per parameter, not per channel, and stay
-    for state in optimizer.state.get(p, {}).values():
-        if torch.is_tensor(state) and state.shape == p.shape:
-            state.index_fill_(dim, index.to(state.device), 0.0)
+@torch.no_grad()
+def reset_optimizer_rows(optimizer: torch.optim.Optimizer, param: torch.Tensor, rows: Any, dim: int = 0) -> int:
+    """Zero `optimizer`'s state tensors shaped like `param` (momentum, Adam moments) at `rows` along `dim`.
+
+    The one primitive every "this row was rewritten, forget its momentum" path uses (channel
+    masks, WE's evolved rows, the Trainer's method hook). Step counters and other scalars are
+    per parameter, not per row, and stay. A parameter the optimizer has no state for yet (before
+    its first step) needs nothing. Returns how many state tensors were edited.
+
+    Example:
+        >>> from torch import nn
+        >>> layer = nn.Linear(2, 3)
+        >>> opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
+        >>> layer(torch.ones(1, 2)).sum().backward(); opt.step()
+        >>> reset_optimizer_rows(opt, layer.weight, [0, 2])
+        1
+        >>> opt.state[layer.weight]["momentum_buffer"][[0, 2]].abs().sum().item()
+        0.0
+    """
+    index = torch.as_tensor(rows, dtype=torch.long).flatten()
+    edited = 0
+    for value in optimizer.state.get(param, {}).values():
+        if torch.is_tensor(value) and value.shape == param.shape:
+            value.index_fill_(dim, index.to(value.device), 0.0)
+            edited += 1
+    return edited
 
 
 @torch.no_grad()
@@ -103,7 +123,7 @@ def reset_optimizer_state_(
         pos = s.positions(chans) if s.role in wanted else []
         if pos:
             p = s.get(model)
-            _zero_state(optimizer, p, s.dim, torch.tensor(pos, dtype=torch.long, device=p.device))
+            reset_optimizer_rows(optimizer, p, pos, s.dim)
 
 
 class HardMask:
@@ -182,7 +202,7 @@ class HardMask:
             if p.grad is not None:
                 p.grad.index_fill_(dim, index, 0.0)
             if optimizer is not None:
-                _zero_state(optimizer, p, dim, index)
+                reset_optimizer_rows(optimizer, p, index, dim)
 
     def state_dict(self) -> dict[str, Any]:
         """Masks as plain lists and strings (loadable with `torch.load(weights_only=True)`)."""
