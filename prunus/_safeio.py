@@ -8,12 +8,20 @@ the cap is refused with a one-line `CorruptFileError` before anything is read or
 command declares (see `prunus.cli._common.add_output_arg`) before the command runs, so a refused
 output leaves the file system exactly as it was. The rules:
 
-- a missing path is fine when its parent is (or can become) a writable directory;
+- a missing path is fine when its parent is (or can become) a directory we can create files in
+  (probed with an unnamed temporary file, so a read-only mount, an immutable directory or
+  ``/proc`` is refused even for root);
 - an existing path is replaced only with ``force=True``, only when it is a regular file (kind
   "file") or a prunus model/run directory (kind "model"/"run"), and never when it is a device
-  node, a FIFO, a socket, a symlink, a directory of someone else's files, or one of the
-  command's own inputs (``prunus prune M --out M``);
-- a run directory may always be continued with ``resume=True``.
+  node, a FIFO, a socket, a symlink, a directory of someone else's files, a file that cannot be
+  written (read-only, immutable) or one of the command's own inputs (``prunus prune M --out M``);
+- a run directory may always be continued with ``resume=True``;
+- kind "rewrite" is a file a command updates by design (``prunus report --readme README.md``
+  rewrites a block of it): an existing writable regular file is accepted without ``force``,
+  anything else that exists is refused as for "file";
+- kind "pipeline" is a ``prunus run`` directory, resumed by rerunning: a new path, an empty
+  directory or a directory holding a pipeline's ``recipe.yaml`` is accepted without ``force``;
+  a file, a symlink or a directory of someone else's files is refused.
 
 Example:
     >>> import tempfile, pathlib
@@ -46,6 +54,8 @@ __all__ = [
     "MAX_JSON_BYTES",
     "MAX_LOG_BYTES",
     "MODEL_DIR_FILES",
+    "OUTPUT_KINDS",
+    "PIPELINE_MARKER",
     "RUN_DIR_FILES",
     "check_output",
     "read_bytes",
@@ -57,6 +67,9 @@ MAX_JSON_BYTES = 16 << 20  # model.json, summary.json: a pruning history of a la
 MAX_CONFIG_BYTES = 1 << 20  # a recipe or --config YAML
 MAX_LOG_BYTES = 64 << 20  # metrics.jsonl: ~100k epochs of records
 
+OUTPUT_KINDS = ("file", "rewrite", "model", "run", "pipeline")
+# the file that makes a directory a `prunus run` directory (the resolved recipe, written first)
+PIPELINE_MARKER = "recipe.yaml"
 # What prunus itself puts in a model directory and in a run directory (anything else is the user's).
 MODEL_DIR_FILES = frozenset({"model.json", "model.safetensors", "model.onnx", "model.pt", "finetune"})
 RUN_DIR_FILES = frozenset({"config.yaml", "metrics.jsonl", "checkpoint.pt", "summary.json", "model"})
@@ -75,6 +88,8 @@ def _kind(mode: int) -> str:
         return "a device"
     if stat.S_ISSOCK(mode):
         return "a socket"
+    if stat.S_ISREG(mode):
+        return "a file"
     return "not a regular file"
 
 
@@ -154,14 +169,16 @@ def check_output(
 
     Args:
         path: the output path as the user gave it.
-        kind: "file" (one file written atomically), "model" (a model directory, replaced as one
-            unit) or "run" (a run directory: config.yaml, metrics.jsonl, checkpoint, model/).
+        kind: one of `OUTPUT_KINDS`: "file" (one file written atomically), "rewrite" (a file the
+            command updates by design), "model" (a model directory, replaced as one unit), "run"
+            (a training run directory: config.yaml, metrics.jsonl, checkpoint, model/) or
+            "pipeline" (a `prunus run` directory, resumed by rerunning).
         force: the user asked to replace an existing output.
         resume: the command continues the run in `path` (kind "run" only).
         sources: the command's inputs; the output may neither be one of them nor contain one.
         flag: the option's name, for the message.
     """
-    if kind not in ("file", "model", "run"):
+    if kind not in OUTPUT_KINDS:
         raise ValueError(f"unknown output kind {kind!r}")
     path = Path(path)
     where = f"{flag} {path}"
@@ -184,21 +201,29 @@ def check_output(
         return
     if stat.S_ISLNK(info.st_mode):
         raise ConfigError(f"{where} is a symlink; prunus does not write through links, choose another path")
-    if kind == "file":
+    if kind in ("file", "rewrite"):
         if not stat.S_ISREG(info.st_mode):
             raise ConfigError(f"{where} exists and is {_kind(info.st_mode)}; choose a file path")
-        if not force:
+        if kind == "file" and not force:
             raise ConfigError(f"{where} already exists; pass --force to replace it")
+        if not os.access(path, os.W_OK):  # read-only or immutable (chattr +i): even root may not replace it
+            raise ConfigError(f"{where} is not writable; prunus does not replace it")
         _check_parent(path, where)
         return
     if not stat.S_ISDIR(info.st_mode):
         raise ConfigError(f"{where} exists and is not a directory ({_kind(info.st_mode)}); choose a directory path")
+    if kind == "pipeline":
+        _check_pipeline_dir(path, where)
+        return
     try:
         entries = {e.name: e for e in os.scandir(path) if not is_temp_name(e.name)}
     except OSError as exc:
         raise ConfigError(f"{where} cannot be listed: {exc.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"{where} is not writable")
+    _probe(path, where)
+    if kind == "model":
+        _check_parent(path, where)  # the new model directory is built next to the old one
     if not entries:
         return
     ours = MODEL_DIR_FILES if kind == "model" else RUN_DIR_FILES
@@ -220,6 +245,42 @@ def check_output(
         raise ConfigError(f"{where} already holds a finished run; pass --force to replace it")
 
 
+def _check_pipeline_dir(path: Path, where: str) -> None:
+    """An existing directory as a `prunus run` directory: empty, or holding a pipeline's recipe.yaml."""
+    try:
+        names = [n for n in os.listdir(path) if not is_temp_name(n)]
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be listed: {exc.strerror}") from None
+    if names:
+        try:
+            recipe = os.lstat(path / PIPELINE_MARKER)
+        except OSError:
+            recipe = None
+        if recipe is None or not stat.S_ISREG(recipe.st_mode):
+            raise ConfigError(
+                f"{where} holds files no pipeline wrote (no {PIPELINE_MARKER}); choose an empty or new directory"
+            )
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{where} is not writable")
+    _probe(path, where)
+
+
+def _probe(directory: Path, where: str) -> None:
+    """Create (and drop) an unnamed file in `directory`: only the file system knows whether it can be written.
+
+    os.access says yes to root on a read-only mount such as /proc or /sys; O_TMPFILE makes no
+    directory entry, so the probe leaves nothing behind (Python falls back to create + unlink where
+    the file system lacks it).
+    """
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be created: {directory} is not writable ({exc.strerror})") from None
+
+
 def _resolve(path: Path, where: str) -> Path:
     try:
         return path.resolve()
@@ -237,3 +298,4 @@ def _check_parent(path: Path, where: str) -> None:
         raise ConfigError(f"{where} cannot be created: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{where} cannot be created: {parent} is not writable")
+    _probe(parent, where)

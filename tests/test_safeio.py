@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,14 @@ def test_output_check_table(tmp_path):
     (tmp_path / "user" / "a.txt").write_text("x")
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "link").symlink_to(tmp_path / "file")
+    pipeline = tmp_path / "pipeline"  # prunus run: recipe.yaml marks it as a pipeline's
+    (pipeline / "main").mkdir(parents=True)
+    (pipeline / "recipe.yaml").write_text("stages: []\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    linked_recipe = tmp_path / "linked_recipe"
+    linked_recipe.mkdir()
+    (linked_recipe / "recipe.yaml").symlink_to(tmp_path / "file")
     population = tmp_path / "population"  # train --networks 2: one run per net<k>/
     (population / "net0").mkdir(parents=True)
     (population / "net0" / "checkpoint.pt").write_bytes(b"")
@@ -61,6 +70,11 @@ def test_output_check_table(tmp_path):
         (run, "run", {"resume": True}),
         (population, "run", {"resume": True}),
         (model / "model.onnx", "file", {"sources": [model]}),  # an export next to its model
+        (tmp_path / "file", "rewrite", {}),  # report --readme: an existing regular file is the purpose
+        (tmp_path / "new.md", "rewrite", {}),
+        (tmp_path / "new_pipeline", "pipeline", {}),
+        (pipeline, "pipeline", {}),  # rerunning resumes: no --force, no --resume
+        (empty, "pipeline", {}),
     ]
     for path, kind, kw in allowed:
         check_output(path, kind, **kw)
@@ -77,7 +91,45 @@ def test_output_check_table(tmp_path):
         (run, "run", {}, "already holds a run; pass --resume"),
         (population, "run", {}, "already holds a run; pass --resume"),
         (tmp_path / "fifo", "run", {}, "is not a directory"),
+        (tmp_path / "fifo", "rewrite", {}, "is a FIFO"),
+        (tmp_path / "link", "rewrite", {}, "is a symlink"),
+        (tmp_path / "user", "rewrite", {}, "is a directory"),
+        (tmp_path / "user", "pipeline", {}, "holds files no pipeline wrote"),
+        (model, "pipeline", {}, "holds files no pipeline wrote"),
+        (linked_recipe, "pipeline", {}, "holds files no pipeline wrote"),
+        (tmp_path / "file", "pipeline", {}, "exists and is not a directory"),
+        (tmp_path / "link", "pipeline", {}, "is a symlink"),
+        (pipeline, "pipeline", {"sources": [pipeline / "recipe.yaml"]}, "overlaps the input"),
+        # root passes os.access on /proc; only the file system's answer to a real create is trusted
+        (Path("/proc/prunus-out.json"), "file", {}, "is not writable"),
+        (Path("/proc/prunus-out"), "pipeline", {}, "is not writable"),
+        (Path("/proc/prunus-out") / "deeper" / "model", "model", {}, "is not writable"),
     ]
     for path, kind, kw, message in refused:
         with pytest.raises(ConfigError, match=message):
             check_output(path, kind, **kw)
+
+
+def test_immutable_outputs_are_refused_even_for_root(tmp_path):
+    """chattr +i: the one write barrier root cannot pass without undoing it (skipped where unsupported)."""
+    import subprocess
+
+    locked_dir, locked_file = tmp_path / "locked", tmp_path / "locked.json"
+    locked_dir.mkdir()
+    locked_file.write_text("{}")
+    if subprocess.run(["chattr", "+i", str(locked_dir), str(locked_file)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not supported here")
+    try:
+        for path, kind, kw in [
+            (locked_file, "file", {"force": True}),
+            (locked_file, "rewrite", {}),
+            (locked_dir / "new.json", "file", {}),
+            (locked_dir, "model", {"force": True}),
+            (locked_dir, "run", {}),
+            (locked_dir, "pipeline", {}),
+            (locked_dir / "sub" / "run", "pipeline", {}),
+        ]:
+            with pytest.raises(ConfigError, match="not writable"):
+                check_output(path, kind, **kw)
+    finally:
+        subprocess.run(["chattr", "-i", str(locked_dir), str(locked_file)], check=True)

@@ -7,14 +7,18 @@ gets all of them by using these helpers and nothing else:
 - `add_command` creates the sub-parser. `prunus.cli.build_parser` then hardens every option of
   every command: `type=float` becomes `finite_float` (NaN/inf/out-of-range refused), `type=int`
   becomes `cli_int` (|value| < 2**31), and argparse usage errors print one line.
-- `add_output_arg(parser, "--out", kind)` declares an output ("file", "model" or "run"). Before
+- `add_output_arg(parser, "--out", kind)` declares an output (a kind of
+  `prunus._safeio.OUTPUT_KINDS`: "file", "rewrite", "model", "run" or "pipeline"). Before
   `run(args)` is called, `prunus.cli.main` passes every declared output through
-  `prunus._safeio.check_output` (existing paths need `--force`, which this adds; devices, FIFOs,
-  symlinks, foreign directories and the command's own inputs are refused). A command must not
-  write anywhere it did not declare; tests/cli/test_bad_inputs.py checks this for every command
-  and fails for any `--out`/`--json PATH`-like option not declared this way.
+  `prunus._safeio.check_output` (existing files and model/run directories need `--force`, which
+  this adds for those kinds; devices, FIFOs, symlinks, foreign directories, unwritable places and
+  the command's own inputs are refused). A command must not write anywhere it did not declare;
+  tests/cli/test_bad_inputs.py checks this for every command and fails for any
+  `--out`/`--json PATH`-like option not declared this way.
 - `mark_input(action)` declares an input path (a model directory, a config file): outputs may not
-  overlap it. Inputs are read with `prunus._safeio.read_*` (regular files, size caps).
+  overlap it; `mark_input(action, "dir")` also makes `main` refuse, before the command runs, a
+  value that is not an existing directory. Inputs are read with `prunus._safeio.read_*` (regular
+  files, size caps).
 - `parse_set` parses `--set KEY=VALUE` with yaml.safe_load and refuses NaN/inf.
 - Any `PrunusError` raised by `run` becomes `prunus: error: <message>` + exit 2; so does an
   `OSError` from the file system (permission denied, disk full), as a last resort.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +53,8 @@ __all__ = [
     "print_table",
 ]
 
+# output kinds an existing value of which is replaced only with --force (add_output_arg adds it)
+FORCE_KINDS = ("file", "model", "run")
 INT_LIMIT = 2**31  # no integer option means anything beyond this; bigger values are typos or attacks
 
 
@@ -95,20 +102,45 @@ def add_output_arg(parser: argparse.ArgumentParser, flag: str, kind: str, **kwar
     Args:
         parser: the command's parser.
         flag: e.g. "--out" or "--json".
-        kind: "file", "model" (a model directory) or "run" (a run directory).
+        kind: "file", "rewrite" (a file the command updates by design: no --force), "model" (a
+            model directory), "run" (a training run directory) or "pipeline" (a `prunus run`
+            directory, resumed by rerunning: no --force).
         kwargs: passed to `add_argument` (help, metavar, required, ...).
     """
+    from prunus._safeio import OUTPUT_KINDS
+
+    if kind not in OUTPUT_KINDS:
+        raise ValueError(f"unknown output kind {kind!r}; one of {OUTPUT_KINDS}")
     action = parser.add_argument(flag, **kwargs)
     action.prunus_output = kind  # type: ignore[attr-defined]
-    if not any("--force" in a.option_strings for a in parser._actions):
+    if kind in FORCE_KINDS and not any("--force" in a.option_strings for a in parser._actions):
         parser.add_argument("--force", action="store_true", help="replace an existing output written by prunus")
     return action
 
 
-def mark_input(action: argparse.Action) -> argparse.Action:
-    """Declare an option/positional as an input path: no output may be it, or contain it."""
-    action.prunus_input = True  # type: ignore[attr-defined]
+def mark_input(action: argparse.Action, kind: str = "path") -> argparse.Action:
+    """Declare an option/positional as an input path: no output may be it, or contain it.
+
+    kind "dir": `main` also refuses a value that is not an existing directory (a missing path, a
+    file, a FIFO, a link to a device) with one line before the command runs.
+    """
+    if kind not in ("path", "dir"):
+        raise ValueError(f"unknown input kind {kind!r}")
+    action.prunus_input = kind  # type: ignore[attr-defined]
     return action
+
+
+def _check_input_dir(value: str, flag: str) -> None:
+    from prunus.errors import ConfigError
+
+    try:
+        is_dir, exists = os.path.isdir(value), os.path.lexists(value)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise ConfigError(f"{flag} {value!r} cannot be used: {exc}") from None
+    if not is_dir:
+        raise ConfigError(
+            f"{flag} {value} {'is not a directory' if exists else 'does not exist'}; expected a directory"
+        )
 
 
 def _sub_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
@@ -132,7 +164,7 @@ def harden_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Run `check_output` on every output declared with `add_output_arg` for the chosen command."""
+    """Check the chosen command's declared paths: input directories exist, outputs pass `check_output`."""
     from prunus._safeio import check_output
 
     actions = [a for p in _sub_parsers(parser) if p.prog.split()[-1] == args.command for a in p._actions]
@@ -140,7 +172,11 @@ def check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     for action in actions:
         if getattr(action, "prunus_input", False):
             value = getattr(args, action.dest, None)
-            sources += [value] if isinstance(value, str) else [v for v in value or () if isinstance(v, str)]
+            values = [value] if isinstance(value, str) else [v for v in value or () if isinstance(v, str)]
+            if action.prunus_input == "dir":
+                for v in values:
+                    _check_input_dir(v, action.option_strings[0] if action.option_strings else action.dest.upper())
+            sources += values
     for action in actions:
         kind = getattr(action, "prunus_output", None)
         value = getattr(args, action.dest, None)

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from prunus._atomic import write_json, write_text
-from prunus.errors import ConfigError, CorruptFileError
+from prunus._safeio import PIPELINE_MARKER, check_output, read_json
+from prunus.errors import ConfigError
 from prunus.pipeline.recipe import Plan, PlannedStage
 from prunus.pipeline.stages import StageContext
 
@@ -73,14 +74,9 @@ def read_record(stage_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     from prunus.formats.header import check_header
 
     path = Path(stage_dir) / RECORD_NAME
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
-    if path.stat().st_size > MAX_RECORD_BYTES:
-        raise CorruptFileError(f"{path} is {path.stat().st_size} bytes; a stage record is far smaller")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptFileError(f"{path} is not a valid stage record: {exc}") from None
+    record = read_json(path, MAX_RECORD_BYTES, "stage record")  # regular file, bounded: never a FIFO
     fields = {"name": str, "kind": str, "hash": str, "config": dict, "metrics": dict, "files": dict, "seconds": float}
     optional = {"input": str, "model": str, "same_as": str, "finished": str}
     return check_header(record, RECORD_FORMAT, fields=fields, optional=optional, where=str(path))
@@ -105,16 +101,6 @@ def _final_hash(plan: Plan, chains: dict[Any, list[tuple[PlannedStage, Path, str
     every = sorted(h for rows in chains.values() for _, _, h in rows)
     blob = json.dumps({"kind": stage.kind, "config": stage.config.to_dict(), "chains": every}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _check_run_dir(run_dir: Path) -> None:
-    """A new path, an empty directory, or a pipeline's own directory (resumed); nothing else is written into."""
-    if run_dir.is_symlink():
-        raise ConfigError(f"run directory {run_dir} is a symlink; prunus does not write through links")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"run directory {run_dir} exists and is not a directory")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / "recipe.yaml").is_file():
-        raise ConfigError(f"{run_dir} holds files no pipeline wrote (no recipe.yaml); choose an empty or new directory")
 
 
 def _check_existing(rows: list[tuple[PlannedStage, Path, str]]) -> None:
@@ -196,12 +182,14 @@ def run_pipeline(
         A `RunSummary`; `ran == 0` means the pipeline had already finished.
     """
     run_dir = Path(run_dir)
-    _check_run_dir(run_dir)
+    # the CLI's output guard, kind "pipeline": a new path, an empty directory or a pipeline's own
+    # (resumed); never a file, a link or someone else's directory
+    check_output(run_dir, "pipeline", flag="run directory")
     chains = _chain_dirs(plan, run_dir)
     for rows in chains.values():  # a changed recipe under an old run directory fails before any work
         _check_existing(rows)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "recipe.yaml", plan.to_yaml())
+    write_text(run_dir / PIPELINE_MARKER, plan.to_yaml())
     summary = RunSummary(run_dir)
     done_by_hash: dict[str, Path] = {}  # finished stage directories, for arms sharing a prefix
     for rows in chains.values():
