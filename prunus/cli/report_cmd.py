@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from prunus.cli._common import add_command
+from prunus.cli._common import add_command, add_output_arg, mark_input
 
 __all__ = ["add_parser", "run"]
 
@@ -18,11 +18,35 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "prunus report runs/demo\n  prunus report --results benchmarks/results --readme README.md "
         "--markdown docs/RESULTS.md",
     )
-    p.add_argument("run_dir", nargs="?", help="pipeline run directory (written by prunus run)")
+    mark_input(
+        p.add_argument(
+            "run_dir",
+            nargs="?",
+            help="pipeline run directory (written by prunus run); report.html and summary.md are (re)written in it",
+        ),
+        "dir",
+    )
     p.add_argument("--title", help="report title (default: the recipe name)")
-    p.add_argument("--results", metavar="DIR", help="render the results tables from DIR's benchmark result files")
-    p.add_argument("--readme", metavar="FILE", help="with --results: rewrite FILE's RESULTS block")
-    p.add_argument("--markdown", metavar="FILE", help="with --results: write the tables to FILE as a document")
+    mark_input(
+        p.add_argument("--results", metavar="DIR", help="render the results tables from DIR's benchmark result files"),
+        "dir",
+    )
+    add_output_arg(
+        p,
+        "--readme",
+        "rewrite",
+        metavar="FILE",
+        help="with --results: rewrite the block between FILE's RESULTS markers (an existing regular file; "
+        "a directory, FIFO, device or link is refused)",
+    )
+    add_output_arg(
+        p,
+        "--markdown",
+        "rewrite",
+        metavar="FILE",
+        help="with --results: write the tables to FILE as a document, replacing it atomically (a new or "
+        "regular file; a directory, FIFO, device or link is refused)",
+    )
     p.set_defaults(run=run)
     return p
 

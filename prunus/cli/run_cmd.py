@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from prunus.cli._common import add_command, parse_set, print_table
+from prunus.cli._common import add_command, add_output_arg, mark_input, parse_set, print_table
 
 __all__ = ["add_parser", "run"]
 
@@ -18,8 +18,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "Run a pipeline recipe: train -> csgd/prune/finetune -> export -> bench -> report, resumable.",
         "prunus run recipes/quickstart.yaml --out runs/demo --set baseline.train.epochs=1",
     )
-    p.add_argument("recipe", help="pipeline recipe (YAML with a 'stages' list)")
-    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<recipe name>); rerun to resume")
+    mark_input(p.add_argument("recipe", help="pipeline recipe (YAML with a 'stages' list)"))
+    add_output_arg(
+        p,
+        "--out",
+        "pipeline",
+        metavar="DIR",
+        help="run directory (default runs/<recipe name>): a new path, an empty directory, or one a pipeline "
+        "wrote (it holds recipe.yaml), which a rerun resumes; a file, a link, a directory of other files "
+        "or one holding the recipe is refused",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -34,11 +42,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prunus._safeio import check_output
     from prunus.pipeline import load_recipe, run_pipeline
     from prunus.report.render import STAGE_COLUMNS, arm_rows, stage_rows
 
     plan = load_recipe(args.recipe, parse_set(args.set, owner="recipe"))
     out = Path(args.out or Path("runs") / plan.name)
+    if args.out is None:  # main checked a given --out before; the default is known only now
+        check_output(out, "pipeline", sources=[args.recipe], flag="run directory")
     if args.dry_run:
         rows = [(arm, i, s.name, s.kind, s.input or "-") for arm, chain in plan.arms.items()
                 for i, s in enumerate(chain, 1)]  # fmt: skip

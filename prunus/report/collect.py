@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prunus.errors import ConfigError, CorruptFileError
+from prunus._safeio import MAX_LOG_BYTES, read_json, read_text
+from prunus.errors import ConfigError, CorruptFileError, PrunusError
 
 __all__ = ["RunData", "collect", "provenance"]
 
@@ -19,24 +20,21 @@ STANDARD_KEYS = {"epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "
 
 
 def _read_json(path: Path) -> Any:
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise CorruptFileError(f"{path} is {path.stat().st_size} bytes; refusing to read more than {MAX_JSON_BYTES}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptFileError(f"{path} is not valid JSON: {exc}") from None
+    return read_json(path, MAX_JSON_BYTES, "run file")  # regular files under a cap: never a FIFO or /dev/zero
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists() or path.stat().st_size > MAX_JSON_BYTES:
+    if not os.path.lexists(path):
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text(path, MAX_LOG_BYTES, "metrics log").splitlines():
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a kill: the checkpoint's history is what counts
+            if isinstance(row, dict):
+                rows.append(row)
     return rows
 
 
@@ -96,12 +94,24 @@ def collect(run_dir: str | os.PathLike[str], title: str | None = None) -> RunDat
     if not path.exists():
         raise ConfigError(f"{run_dir} has no records.json: not a finished pipeline run directory (prunus run ...)")
     data = _read_json(path)
+    try:
+        return _collect(run_dir, data, title)
+    except PrunusError:
+        raise  # already one line naming the file
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        # records.json or a stage.json edited, truncated or from elsewhere: one line, never a traceback
+        raise CorruptFileError(
+            f"{path} does not describe this run directory ({type(exc).__name__}: {exc}); rerun prunus run to rebuild it"
+        ) from None
+
+
+def _collect(run_dir: Path, data: Any, title: str | None) -> RunData:
     records = data.get("records", []) if isinstance(data, dict) else []
     recipe: dict[str, Any] = {}
-    if (run_dir / "recipe.yaml").exists():
-        import yaml
+    if os.path.lexists(run_dir / "recipe.yaml"):
+        from prunus.config import load_yaml
 
-        recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8")) or {}
+        recipe = load_yaml(run_dir / "recipe.yaml")
     arms = list(dict.fromkeys(r["arm"] for r in records))
     baseline = recipe.get("compare_to") or ("baseline" if "baseline" in arms else (arms[0] if len(arms) > 1 else None))
     curves, widths = [], {}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from prunus._atomic import write_text
+from prunus._safeio import check_output
 from prunus.report.collect import STANDARD_KEYS, RunData, collect
 from prunus.report.stats import summarise_records
 
@@ -206,6 +207,8 @@ def write_report(run_dir: str | os.PathLike[str], title: str | None = None) -> d
     """
     data = collect(run_dir, title)
     root = Path(run_dir)
+    for name in ("summary.md", "report.html"):  # replaced atomically; never a link, FIFO or directory
+        check_output(root / name, "rewrite", flag="report file")
     write_text(root / "summary.md", markdown(data))
     write_text(root / "report.html", render_html(data))
     return {"html": root / "report.html", "markdown": root / "summary.md"}

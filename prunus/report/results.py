@@ -13,18 +13,19 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prunus._atomic import write_text
-from prunus.errors import ConfigError
+from prunus._safeio import MAX_JSON_BYTES, read_json, read_text
+from prunus.errors import ConfigError, CorruptFileError, PrunusError
 
 __all__ = ["BEGIN", "END", "render", "replace_block", "update_readme", "write_document"]
 
 BEGIN, END = "<!-- RESULTS -->", "<!-- /RESULTS -->"
+MAX_DOC_BYTES = 16 << 20  # a README rewritten in place
 Row = tuple[str, str, str, str]
 
 
@@ -38,14 +39,28 @@ def _pct(x: float) -> str:
 
 
 class _Results:
-    """Read-only view of one results directory."""
+    """Read-only view of one results directory: bounded reads of regular files (`prunus._safeio`)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        if not self.root.is_dir():
+            raise ConfigError(f"results directory {self.root} is not a directory")
+        self.last: Path | None = None  # the file read last: named when its content is not what we expect
 
     def load(self, name: str) -> dict[str, Any] | None:
         path = self.root / f"{name}.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        return self.read_json(path) if os.path.lexists(path) else None
+
+    def read_json(self, path: Path) -> Any:
+        self.last = path
+        data = read_json(path, MAX_JSON_BYTES, "result file")
+        if not isinstance(data, dict):
+            raise CorruptFileError(f"result file {path} holds a {type(data).__name__}, not a JSON object")
+        return data
+
+    def read_text(self, path: Path) -> str:
+        self.last = path
+        return read_text(path, MAX_JSON_BYTES, "result file")
 
     def glob(self, pattern: str) -> list[Path]:
         return sorted(self.root.glob(pattern))
@@ -92,7 +107,7 @@ def _engine_rows(res: _Results) -> list[Row]:
 def _pruning_rows(res: _Results) -> list[Row]:
     rows: list[Row] = []
     for path in res.glob("prune_speed*.json"):
-        speed = json.loads(path.read_text(encoding="utf-8"))
+        speed = res.read_json(path)
         variant = "stem pruned too" if speed.get("prune_stem") else "stem and fc kept (default)"
         script = f"`benchmarks/bench_prune_speed.py{' --prune-stem' if speed.get('prune_stem') else ''}`"
         macs = speed["macs"]
@@ -142,7 +157,7 @@ def _latency_rows(res: _Results) -> list[Row]:
     """Rows of benchmarks/bench_latency.py: efficiency per round_to, and latency budgets met as measured."""
     rows: list[Row] = []
     for path in res.glob("latency_*.json"):
-        run = json.loads(path.read_text(encoding="utf-8"))
+        run = res.read_json(path)
         model, cmd = run["model"], f"`benchmarks/bench_latency.py --model {run['model']}`"
         load = run.get("efficiency_load_before", [None])[0]
         where = f"1 thread, load avg {load:.0f} on 2 cores" if load is not None else "1 thread"
@@ -194,7 +209,7 @@ def _accuracy(res: _Results) -> list[str]:
     for md in res.glob("accuracy_*.md"):
         if md.stem.endswith("_runs"):
             continue
-        text = md.read_text(encoding="utf-8").rstrip()
+        text = res.read_text(md).rstrip()
         if text.startswith("# "):  # a top-level title in its own file is a subsection in the README
             text = "### " + text[2:]
         lines += [text, ""]
@@ -250,7 +265,18 @@ def _demo(res: _Results) -> list[str]:
 def render(results_dir: str | os.PathLike[str]) -> str:
     """The "## Results" Markdown section for every result file in `results_dir`."""
     res = _Results(results_dir)
-    body = _demo(res) + _training(res) + _performance(res) + _accuracy(res) + _csgd(res)
+    body = []
+    for section in (_demo, _training, _performance, _accuracy, _csgd):
+        try:
+            body += section(res)
+        except PrunusError:
+            raise  # already one line naming the file
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            # a result file from another version, or edited by hand: name it, never a traceback
+            raise CorruptFileError(
+                f"result file {res.last} lacks or mistypes a field the results tables need "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
     header = (
         "## Results\n\nProduced by `prunus report --results benchmarks/results` from `benchmarks/results/`; "
         "machine: 2 CPU cores.\n"
@@ -270,7 +296,9 @@ def replace_block(text: str, block: str) -> str:
 def update_readme(readme: str | os.PathLike[str], results_dir: str | os.PathLike[str]) -> bool:
     """Rewrite the results block of `readme`; returns whether the file changed."""
     path = Path(readme)
-    old = path.read_text(encoding="utf-8")
+    old = read_text(path, MAX_DOC_BYTES, "README")
+    if BEGIN not in old:
+        raise ConfigError(f"README {path} has no {BEGIN} marker to replace; add the marker pair where the tables go")
     new = replace_block(old, render(results_dir))
     if new != old:
         write_text(path, new)
