@@ -6,6 +6,7 @@ No assertion here depends on a timing: tables are injected or measured by a dete
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -145,6 +146,32 @@ def test_table_is_measured_once_then_read_from_the_cache(tmp_path):
     build_table(net, X, variable, runtime="torch", batch=2, threads=2, cache_dir=tmp_path, measure=fake)
     assert len(list(tmp_path.iterdir())) == 2  # other threads: another table
     assert calls[-1][-1] == 2
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"version": 1, "key": "', b"\xff\xfe binary", b"[1, 2]", b'{"version": 1, "key": "KEY", "bogus": 1}', None],
+    ids=["torn", "binary", "list", "foreign_fields", "fifo"],
+)
+def test_a_cache_file_that_is_not_ours_is_measured_again_and_replaced(tmp_path, content):
+    """The cache is disposable: a torn, binary, foreign or FIFO file is a miss, never a traceback or a hang."""
+    net, variable = _net(), [("1", "out")]
+
+    def fake(module, shape, runtime, batch, threads):
+        return float(count(module, shape).macs) * batch / 1e6
+
+    reference = build_table(net, X, variable, runtime="torch", batch=2, threads=1, cache_dir=tmp_path / "ref",
+                            measure=fake)  # fmt: skip
+    path = tmp_path / "cache" / f"{reference.key}.json"
+    path.parent.mkdir()
+    if content is None:
+        os.mkfifo(path)
+    else:
+        path.write_bytes(content.replace(b"KEY", reference.key.encode()))
+    table = build_table(net, X, variable, runtime="torch", batch=2, threads=1, cache_dir=tmp_path / "cache",
+                        measure=fake)  # fmt: skip
+    assert table == reference
+    assert json.loads(path.read_text())["key"] == reference.key  # replaced by the measured table
 
 
 def test_latency_budget_end_to_end_reports_measured_ratio(tmp_path):

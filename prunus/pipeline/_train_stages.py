@@ -8,15 +8,16 @@ stage resumes from its last epoch checkpoint with the same final weights.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from prunus._safeio import read_json
 from prunus.config import check_range
 from prunus.data import DataConfig
 from prunus.engine.config import TrainConfig
-from prunus.errors import ConfigError
+from prunus.engine.progress import read_records
+from prunus.errors import ConfigError, CorruptFileError
 from prunus.model_info import get_info
 from prunus.pipeline._measure import measure
 from prunus.pipeline.stages import StageConfig, StageContext, StageResult, register_stage
@@ -81,13 +82,16 @@ def _metrics(run_dir: Path, threads: int | None) -> StageResult:
     """The stage's numbers from a finished run directory (summary.json + model/)."""
     from prunus.formats import load
 
-    metrics = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))["metrics"]
+    summary = read_json(run_dir / "summary.json", what="run summary")  # bounded: regular files only
+    metrics = summary.get("metrics") if isinstance(summary, dict) else None
+    if not isinstance(metrics, dict):
+        raise CorruptFileError(f"run summary {run_dir / 'summary.json'} has no 'metrics' object")
     # a population (networks > 1, grafting) keeps each network in net<k>/; network 0 goes on
     run_dir = run_dir if (run_dir / "model").exists() else run_dir / "net0"
     model_dir = run_dir / "model"
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
     numbers.update(measure(load(model_dir), model_dir, threads=threads, accuracy=metrics.get("final_test_acc")))
-    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    epochs = read_records(run_dir / "metrics.jsonl")
     if epochs and all("val_acc" in e for e in epochs):  # never the best-of-epochs test accuracy
         best = max(range(len(epochs)), key=lambda i: (epochs[i]["val_acc"], -i))
         numbers.update(best_val_epoch=best + 1, best_val_test_acc=epochs[best].get("test_acc"))

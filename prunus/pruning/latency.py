@@ -103,6 +103,29 @@ class LatencyTable:
         return {"version": TABLE_VERSION, **asdict(self)}
 
 
+def _read_cached(path: Path, key: str) -> LatencyTable | None:
+    """The cached table at `path`, or None when it is missing, torn, foreign or of another version.
+
+    The cache is disposable: a file that is not what we wrote (a killed writer from an older
+    prunus, a hand edit, a FIFO) is measured again and replaced, never a traceback.
+    """
+    from prunus._safeio import MAX_JSON_BYTES, read_json
+    from prunus.errors import CorruptFileError
+
+    if not os.path.lexists(path):
+        return None
+    try:
+        data = read_json(path, MAX_JSON_BYTES, "latency table")
+        if not isinstance(data, dict) or data.pop("version", None) != TABLE_VERSION or data.get("key") != key:
+            return None
+        table = LatencyTable(**data)
+    except (CorruptFileError, TypeError):
+        return None
+    if not isinstance(table.layers, dict) or not isinstance(table.dense_ms, (int, float)):
+        return None
+    return table
+
+
 def _interp(x: float, xs: Sequence[int], ys: Sequence[float]) -> float:
     """Piecewise linear; below the narrowest width timed, extrapolated along the last segment (>= 0)."""
     if len(xs) > 1 and x < xs[0]:
@@ -252,11 +275,9 @@ def build_table(
     key = cache_key(sigs, runtime, batch, threads, machine_id(), sorted(var))
     path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = path / f"{key}.json"
-    if path.is_file():
-        data = json.loads(path.read_text())
-        if data.get("version") == TABLE_VERSION and data.get("key") == key:
-            data.pop("version")
-            return LatencyTable(**data)
+    cached = _read_cached(path, key)
+    if cached is not None:
+        return cached
     shape = tuple(int(s) for s in example_inputs.shape[1:])
     layers: dict[str, dict[str, Any]] = {}
     timed: dict[str, float] = {}  # identical (signature, widths) are timed once
