@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 from collections.abc import Callable
@@ -680,3 +681,19 @@ def test_the_base_invocations_are_valid(command, world, tmp_path, monkeypatch, c
         assert "| engine overhead" in (r / "README.md").read_text()
         assert (r / "README.md").read_text().endswith("<!-- /RESULTS -->\n\nmore\n")
         assert (r / "RESULTS.md").read_text().startswith("# Results")
+
+
+def test_input_directories_are_refused_before_the_command_runs(world, tmp_path, capsys):
+    """mark_input(action, "dir"): the guard names the flag and the path, before any file is read."""
+    for argv, message in [
+        (
+            ["report", str(tmp_path / "gone")],
+            re.escape(f"RUN_DIR {tmp_path / 'gone'} does not exist; expected a directory"),
+        ),
+        (
+            ["report", "--results", str(world / "file.txt")],
+            r"--results \S+/file\.txt is not a directory; expected a directory",
+        ),
+    ]:
+        assert main(argv) == 2
+        assert re.fullmatch(f"prunus: error: {message}\n", capsys.readouterr().err)
