@@ -365,13 +365,16 @@ class CentripetalSGD(Method):
         log_res = self._log_residual(eps_steps, lrs, m, wd)
         self.predicted_residual = math.exp(log_res)
         if log_res > target:
-            what = f"eps={self.eps!r}"
-            if self.eps == "auto":
-                what = f"eps='auto' (at its largest safe value {self._auto_eps:.3g})"
+            what, advice = f"eps={self.eps!r}", "use eps='auto', more epochs or a larger lr"
+            if self.eps == "auto":  # already as strong as is stable: only a longer or hotter schedule helps
+                what, advice = (
+                    f"eps='auto' (at its largest safe value {self._auto_eps:.3g})",
+                    "use more epochs or a larger lr",
+                )
             warnings.warn(
                 f"C-SGD: with {what}, {len(lrs)} steps and this lr schedule the clustered filters are predicted to "
                 f"end {self.predicted_residual:.2g} of their initial distance apart (tol {self.tol:g}), so the "
-                "merge will not be exact; use eps='auto', more epochs or a larger lr",
+                f"merge will not be exact; {advice}",
                 stacklevel=2,
             )
 

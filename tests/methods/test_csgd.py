@@ -417,6 +417,9 @@ def test_auto_eps_knows_momentum_caps_the_rate_and_warns_when_the_run_is_too_sho
     data = _data(num_samples=32)  # 2 steps per epoch
     cfg = TrainConfig(epochs=50, lr=0.05, momentum=0.9, schedule="constant")
     method = CentripetalSGD(width=0.5)
-    with pytest.warns(UserWarning, match=r"eps='auto' \(at its largest safe value .*\), 100 steps"):
+    with pytest.warns(
+        UserWarning,
+        match=r"eps='auto' \(at its largest safe value .*\), 100 steps.*will not be exact; use more epochs or a larger lr",
+    ):
         Trainer(_resnet(data), data, cfg, [method], progress=False)
     assert method.predicted_residual == pytest.approx(math.exp(-100 * -0.5 * math.log(0.9)), rel=1e-6)
