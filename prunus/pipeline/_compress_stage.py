@@ -57,6 +57,7 @@ def run_compress(cfg: CompressStage, ctx: StageContext) -> StageResult:
     acc = split_accuracy(decoded, cfg.data, ctx.seed)
     summary = report.to_json()
     metrics: dict[str, Any] = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
+    metrics["compress_seconds"] = summary["seconds"]  # search / finetune / quantize / encode
     metrics["layers"] = [
         {"name": x["name"], "bits": 8 * x["bytes"], "bound": x["bound_bits"], "quant_bits": x["bits"],
          "sparsity": x["sparsity"]}
