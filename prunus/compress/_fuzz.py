@@ -3,8 +3,9 @@
 Six kinds, in turn: truncation, bit flips anywhere, byte overwrites in the framing/header, runs of
 bytes inserted or deleted, and two that keep the checksum valid (so the header validation, not
 the CRC, must catch them): a random header value replaced by a hostile one (huge, negative,
-wrong type), and a random stream tensor's bytes altered. `fuzz_file` counts outcomes; any
-exception other than the format error propagates (that is the failure the callers look for).
+wrong type), and a bit of the ANS streams or the varint coding tables flipped. `fuzz_file`
+counts outcomes; any exception other than the format error propagates (that is the failure the
+callers look for).
 
 Example:
     >>> [len(m) < 10 for m in mutations(b"0123456789", 1, seed=0)]  # the first kind truncates
@@ -91,7 +92,7 @@ def mutations(blob: bytes, n: int, seed: int) -> Iterator[bytes]:
         else:
 
             def edit(header: dict, tensors: dict) -> None:
-                streams = sorted(k for k in tensors if k.startswith("c.") and tensors[k].size)
+                streams = [k for k in ("coded",) if k in tensors and tensors[k].size]  # tables + ANS streams
                 if streams:
                     name = streams[int(rng.integers(0, len(streams)))]
                     t = tensors[name].copy()

@@ -31,12 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunus._atomic import write_bytes
 from prunus.compress.baselines import deep_compression_bits, generic_bytes
 from prunus.compress.bits import allocate_bits, fixed_bits
 from prunus.compress.codec import order0_bits
 from prunus.compress.config import CompressConfig
 from prunus.compress.pack import CodedLayer, apply_quantized, pack, round_dense, unpack
-from prunus.compress.prn import build_model, encode_prn, read_prn, write_prn
+from prunus.compress.prn import build_model, encode_prn, parse_prn, read_prn
 from prunus.compress.report import CompressReport, LayerReport
 from prunus.compress.runner import prunable_layers
 from prunus.compress.search import magnitude_masks, search
@@ -44,6 +45,8 @@ from prunus.errors import ConfigError
 from prunus.model_info import get_info, update_info
 
 __all__ = ["compress", "decompress", "distill", "load"]
+
+_DEFAULTS = CompressConfig().to_json()
 
 
 def _split_calib(calib: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -166,26 +169,28 @@ def compress(
         "arch": dict(arch or {}),
         "input_shape": list(info.input_shape or x.shape[1:]),
         "history": list(info.history),
-        "config": cfg.to_json(),  # the per-step search log stays in the report: it would cost file bytes
+        # every byte counts in this file: the config as its non-default fields (the defaults are
+        # those of the prunus_version in the header), metrics to 6 digits; the search log stays in the report
+        "config": {k: v for k, v in cfg.to_json().items() if v != _DEFAULTS[k]},
         "metrics": {
-            "calib_kl": kl,
-            "calib_acc": _accuracy(logits, labels),
-            "teacher_calib_acc": _accuracy(t_big, labels),
+            "calib_kl": float(f"{kl:.6g}"),
+            "calib_acc": float(f"{_accuracy(logits, labels):.6g}"),
+            "teacher_calib_acc": float(f"{_accuracy(t_big, labels):.6g}"),
         },
     }
-    header, tensors = pack(student, coded, meta)
+    header, tensors, entries = pack(student, coded, meta)
+    blob = encode_prn(header, tensors)
     if out is not None:
-        file_bytes = write_prn(out, header, tensors)
-    else:
-        file_bytes = len(encode_prn(header, tensors))
+        write_bytes(out, blob)
     seconds["encode"] = time.perf_counter() - start
     state = student.state_dict()
     reports = [_layer_report(e["name"], coded[e["name"]], list(state[e["name"]].shape), e["bytes"], e["counts"])
-               for e in header["layers"]]  # fmt: skip
+               for e in entries]  # fmt: skip
     total = sum(r.params for r in reports)
     report = CompressReport(
         layers=reports,
-        file_bytes=file_bytes,
+        file_bytes=len(blob),
+        parts=parse_prn(blob).parts,  # also checks that the bytes read back
         fp32_bytes=_fp32_bytes(model),
         sparsity=1 - sum(r.kept for r in reports) / total if total else 0.0,
         kl=kl,

@@ -18,6 +18,7 @@ from torch import nn
 from prunus.compress.codec import decode_layer, encode_layer
 from prunus.compress.prn import PrnFile
 from prunus.compress.quantize import Quantizer, dequantize, quantize
+from prunus.compress.varint import pack_varints
 from prunus.errors import FormatError
 
 __all__ = ["CodedLayer", "apply_quantized", "dense_dtype", "pack", "round_dense", "unpack"]
@@ -62,66 +63,79 @@ def round_dense(model: nn.Module, coded: dict[str, Any]) -> str:
     return dtype
 
 
+def _ints(state: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+    return [(k, v) for k, v in state.items() if not v.is_floating_point()]
+
+
 def pack(
     model: nn.Module, coded: dict[str, CodedLayer], meta: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Header dict and tensors of the .prn for `model`; `meta` holds arch, input_shape, history, ..."""
+) -> tuple[dict[str, Any], dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Header dict, tensors and per-layer coding of the .prn for `model` (`meta`: arch, input_shape, history, ...).
+
+    The third value lists, per coded layer, its `name`, stream `bytes` and symbol `counts`
+    (levels + 1, the pruned weights first): what the report needs without reading the file back.
+    """
     state = model.state_dict()
-    layers, tensors, books = [], {}, []
-    for i, (name, c) in enumerate(coded.items()):
+    streams, table, books, entries = [], [], [], []
+    cols: dict[str, list[Any]] = {"names": [], "shapes": [], "bits": [], "kinds": []}
+    for name, c in coded.items():
         levels = int(c.quantizer.codebook.numel())
         data, counts = encode_layer(c.mask, c.indices, levels)
-        tensors[f"c.{i}"] = np.frombuffer(data, dtype=np.uint8).copy()
+        streams.append(data)
+        table += [levels, len(data), *counts[1:]]
         books.append(c.quantizer.codebook.to(torch.float16))
-        layers.append({"name": name, "shape": list(state[name].shape), "bits": c.quantizer.bits,
-                       "kind": c.quantizer.kind, "levels": levels, "counts": counts, "bytes": len(data)})  # fmt: skip
-    dtype = dense_dtype(model, coded)
-    items = _dense_items(model, coded)
-    np_dtype = np.float16 if dtype == "float16" else np.float32
-    flat = [v.detach().reshape(-1).cpu().numpy().astype(np_dtype) for _, v in items]
-    tensors["dense"] = np.concatenate(flat) if flat else np.zeros(0, np_dtype)
-    tensors["codebooks"] = torch.cat(books).numpy() if books else np.zeros(0, np.float16)
-    header = {
-        **meta,
-        "layers": layers,
-        "dense": [{"name": k, "shape": list(v.shape)} for k, v in items],
-        "dense_dtype": dtype,
-        "ints": {k: int(v) for k, v in state.items() if not v.is_floating_point() and v.numel() == 1},
+        for key, value in zip(cols, (name, list(state[name].shape), c.quantizer.bits, c.quantizer.kind), strict=True):
+            cols[key].append(value)
+        entries.append({"name": name, "bytes": len(data), "counts": counts})
+    np_dtype = np.float16 if dense_dtype(model, coded) == "float16" else np.float32
+    values = [b.numpy().astype(np_dtype) for b in books]  # float16 codebooks are exact in float32 too
+    values += [v.detach().reshape(-1).cpu().numpy().astype(np_dtype) for _, v in _dense_items(model, coded)]
+    ints = [v.detach().reshape(-1).cpu().to(torch.int64).numpy() for _, v in _ints(state)]
+    tables = pack_varints(table)
+    tensors = {
+        "coded": np.concatenate([tables, np.frombuffer(b"".join(streams), dtype=np.uint8)]),
+        "values": np.concatenate(values) if values else np.zeros(0, np_dtype),
     }
-    return header, tensors
+    if ints:
+        tensors["ints"] = np.concatenate(ints)
+    return {**meta, "layers": cols, "table_bytes": int(tables.size)}, tensors, entries
 
 
 def unpack(prn: PrnFile, model: nn.Module) -> dict[str, torch.Tensor]:
-    """Decode every tensor of `prn` into `model` (shapes must match exactly); returns the masks."""
-    h, t = prn.header, prn.tensors
+    """Decode every tensor of `prn` into `model` (shapes must match exactly); returns the masks.
+
+    The dense and integer tensors fill the model's own uncoded floating and integer tensors in
+    state-dict order, so their total sizes must match what the architecture holds.
+    """
+    t = prn.tensors
     state = model.state_dict()
-    declared = {e["name"]: e["shape"] for e in h["layers"] + h["dense"]}
-    floats = {k: list(v.shape) for k, v in state.items() if v.is_floating_point()}
-    ints = {k for k, v in state.items() if not v.is_floating_point()}
-    if declared != floats or set(h["ints"]) != ints:
-        diff = sorted(
-            {k for k in set(floats) | set(declared) if floats.get(k) != declared.get(k)} | (set(h["ints"]) ^ ints)
-        )
-        raise FormatError(f"the .prn tensors do not match its architecture (first differences: {diff[:3]})"[:300])
+    coded = {e.name: e.shape for e in prn.layers}
+    wrong = [k for k, shape in coded.items() if k not in state or list(state[k].shape) != shape]
+    if wrong or any(not state[k].is_floating_point() for k in coded):
+        raise FormatError(f"the .prn coded layers do not match its architecture (first differences: {wrong[:3]})"[:300])
+    dense = [(k, v) for k, v in state.items() if k not in coded and v.is_floating_point()]
+    ints = _ints(state)
+    for what, items, tensor in (("dense", dense, t["dense"]), ("integer", ints, t["ints"])):
+        want = sum(v.numel() for _, v in items)
+        if tensor.size != want:
+            raise FormatError(f"the .prn holds {tensor.size} {what} values; its architecture has {want}")
     new: dict[str, torch.Tensor] = {}
     books = torch.from_numpy(t["codebooks"].astype(np.float32))
-    masks, offset = {}, 0
-    for i, layer in enumerate(h["layers"]):
-        n = int(np.prod(layer["shape"], dtype=np.int64))
-        mask, idx = decode_layer(t[f"c.{i}"].tobytes(), layer["counts"], n)
-        book = books[offset : offset + layer["levels"]]
-        offset += layer["levels"]
-        w = torch.zeros(n, dtype=torch.float32)
-        w[mask] = book[idx]
-        new[layer["name"]] = w.reshape(layer["shape"]).to(state[layer["name"]].dtype)
-        masks[layer["name"]] = mask.reshape(layer["shape"])
-    dense = torch.from_numpy(t["dense"].astype(np.float32))
-    offset = 0
-    for entry in h["dense"]:
-        n = int(np.prod(entry["shape"], dtype=np.int64))
-        new[entry["name"]] = dense[offset : offset + n].reshape(entry["shape"]).to(state[entry["name"]].dtype)
-        offset += n
-    for name, value in h["ints"].items():
-        new[name] = torch.tensor(value, dtype=state[name].dtype).reshape(state[name].shape)
+    streams = t["streams"]
+    masks = {}
+    for e in prn.layers:
+        mask, idx = decode_layer(streams[e.start : e.start + e.nbytes].tobytes(), e.counts, e.numel)
+        w = torch.zeros(e.numel, dtype=torch.float32)
+        w[mask] = books[e.book : e.book + e.levels][idx]
+        new[e.name] = w.reshape(e.shape).to(state[e.name].dtype)
+        masks[e.name] = mask.reshape(e.shape)
+    for items, tensor in (
+        (dense, torch.from_numpy(t["dense"].astype(np.float32))),
+        (ints, torch.from_numpy(t["ints"])),
+    ):
+        offset = 0
+        for name, v in items:
+            new[name] = tensor[offset : offset + v.numel()].reshape(v.shape).to(v.dtype)
+            offset += v.numel()
     model.load_state_dict(new, strict=True)
     return masks

@@ -2,8 +2,11 @@
 
 The order-0 bound of a layer with n weights, k survivors (p = k / n) and codebook-index
 distribution q is `n * H_b(p) + k * H(q)` bits (mask + values); the coder's gap is its stream
-bits over that bound. The file's total also holds codebooks, biases/BatchNorm, the header and the
-safetensors framing, reported separately (`overhead_bytes`).
+bits over that bound. Every byte of the file is accounted for in `parts`: the ANS `streams`, the
+coding `tables`, the tensors stored verbatim (`codebooks`, `dense` biases/BatchNorm, `ints`), the
+JSON `header` and the safetensors `framing`. Two ratios are reported: `file_over_bound` (the whole
+file over the weights' order-0 bound, the strict one) and `file_over_floor`, over the bound plus
+the verbatim tensors (what any file holding those fp16 tensors and order-0-coded weights needs).
 
 Example:
     >>> r = LayerReport("fc.weight", [2, 4], 8, 2, 4, "kmeans", 3, 4, 10.0)
@@ -14,14 +17,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-__all__ = ["LAYER_COLUMNS", "CompressReport", "LayerReport", "describe_prn", "layer_rows"]
+__all__ = ["LAYER_COLUMNS", "VERBATIM", "CompressReport", "LayerReport", "bound_summary", "describe_prn", "layer_rows"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,9 @@ class CompressReport:
     baselines: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     search_log: list[dict[str, Any]] = field(default_factory=list)  # per cycle and layer: removed, sparsity, KL
+    parts: dict[str, int] = field(
+        default_factory=dict
+    )  # file bytes by part (`prn.file_parts`), adding up to file_bytes
     path: str | None = None
     model: nn.Module | None = field(default=None, repr=False)
 
@@ -81,7 +86,7 @@ class CompressReport:
 
     @property
     def overhead_bytes(self) -> int:
-        """Everything in the file that is not a coded stream: codebooks, dense tensors, header, framing."""
+        """Everything in the file that is not a coded stream: tables, verbatim tensors, header, framing."""
         return self.file_bytes - self.stream_bytes
 
     def to_json(self) -> dict[str, Any]:
@@ -90,11 +95,34 @@ class CompressReport:
         out["layers"] = [
             {**dataclasses.asdict(layer), "sparsity": layer.sparsity, "gap": layer.gap} for layer in self.layers
         ]
-        out.update(ratio=self.ratio, stream_bytes=self.stream_bytes, bound_bits=self.bound_bits,
-                   stream_over_bound=8 * self.stream_bytes / self.bound_bits if self.bound_bits else None,
-                   file_over_bound=8 * self.file_bytes / self.bound_bits if self.bound_bits else None,
-                   overhead_bytes=self.overhead_bytes)  # fmt: skip
+        out.update(ratio=self.ratio, stream_bytes=self.stream_bytes, overhead_bytes=self.overhead_bytes,
+                   **bound_summary(self.file_bytes, self.stream_bytes, self.bound_bits, self.parts))  # fmt: skip
         return out
+
+
+VERBATIM = ("codebooks", "dense", "ints")
+
+
+def bound_summary(file_bytes: int, stream_bytes: int, bound_bits: float, parts: dict[str, int]) -> dict[str, Any]:
+    """The file against the order-0 bound: strict (`file_over_bound`) and with the verbatim tensors (`file_over_floor`).
+
+    Example:
+        >>> s = bound_summary(1100, 1000, 8000.0, {"streams": 1000, "dense": 50, "header": 50})
+        >>> s["file_over_bound"], s["floor_bytes"], round(s["file_over_floor"], 4)
+        (1.1, 1050.0, 1.0476)
+    """
+    verbatim = sum(parts.get(k, 0) for k in VERBATIM)
+    floor = bound_bits / 8 + verbatim
+    return {
+        "bound_bits": bound_bits,
+        "bound_bytes": bound_bits / 8,
+        "stream_over_bound": 8 * stream_bytes / bound_bits if bound_bits else None,
+        "file_over_bound": 8 * file_bytes / bound_bits if bound_bits else None,
+        "verbatim_bytes": verbatim,
+        "floor_bytes": floor,
+        "file_over_floor": file_bytes / floor if floor else None,
+        "file_parts": dict(parts),
+    }
 
 
 def layer_rows(layers: list[LayerReport]) -> list[tuple[Any, ...]]:
@@ -126,27 +154,26 @@ LAYER_COLUMNS = ("layer", "shape", "sparsity", "bits", "quantizer", "bytes", "bo
 
 
 def describe_prn(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """What a .prn file holds, read from its validated header without decoding: per-layer numbers and totals."""
+    """What a .prn file holds, read from its validated header and tables without decoding: per-layer numbers,
+    totals, and every byte of the file by part."""
     from prunus.compress.codec import order0_bits
     from prunus.compress.prn import read_prn
 
     prn = read_prn(path)
     h = prn.header
-    layers = []
-    for e in h["layers"]:
-        n = math.prod(e["shape"])
-        layers.append(LayerReport(e["name"], list(e["shape"]), n, n - e["counts"][0], e["bits"], str(e.get("kind", "")),
-                                  e["levels"], e["bytes"], order0_bits(n, e["counts"])))  # fmt: skip
+    layers = [LayerReport(e.name, list(e.shape), e.numel, e.numel - e.counts[0], e.bits, e.kind, e.levels, e.nbytes,
+                          order0_bits(e.numel, e.counts)) for e in prn.layers]  # fmt: skip
     stream = sum(r.bytes for r in layers)
     bound = sum(r.bound_bits for r in layers)
     return {
         "arch": h["arch"],
         "input_shape": h["input_shape"],
         "prunus_version": h.get("prunus_version"),
+        "format_version": h["format_version"],
         "bytes": prn.size,
         "stream_bytes": stream,
-        "stream_over_bound": 8 * stream / bound if bound else None,
-        "file_over_bound": 8 * prn.size / bound if bound else None,
+        **bound_summary(prn.size, stream, bound, prn.parts),
         "metrics": h.get("metrics", {}),
+        "config": h.get("config", {}),
         "layers": [{**dataclasses.asdict(r), "sparsity": r.sparsity, "gap": r.gap} for r in layers],
     }

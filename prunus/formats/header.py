@@ -41,7 +41,7 @@ __all__ = ["KINDS", "FormatError", "check_header", "make_header"]
 KINDS: dict[str, int] = {
     "prunus-model": 1,  # model.json of a model directory (prunus.formats.model_dir)
     "prunus-checkpoint": 1,  # checkpoint.pt of a run directory (prunus.engine.checkpoint)
-    "prunus-prn": 1,  # header of a compressed .prn model (prunus.compress)
+    "prunus-prn": 2,  # header of a compressed .prn model (prunus.compress); 2: coding tables as varint tensors
     "prunus-stage": 1,  # stage.json, the completion record of a pipeline stage (prunus.pipeline.runner)
 }
 

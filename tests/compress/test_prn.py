@@ -1,6 +1,7 @@
 """The .prn file: decode == quantized model bit for bit, size on disk == size reported, ONNX, safety."""
 
 import json
+import re
 import struct
 import zlib
 
@@ -12,6 +13,7 @@ import prunus
 from prunus.compress import decompress
 from prunus.compress._fuzz import fuzz_file
 from prunus.compress.prn import MAX_PARAMS, encode_prn
+from prunus.compress.varint import pack_varints, unpack_varints
 from prunus.errors import FormatError, PrunusError
 from prunus.models import list_models
 
@@ -80,31 +82,69 @@ def _resign(header, tensors) -> bytes:
     return save(tensors, metadata={"prunus": text, "crc32": f"{crc:08x}"})
 
 
+def _edit_table(h, t, edit):
+    """Re-encode the varint coding tables after `edit(values)` (layer 0: levels, bytes, counts...)."""
+    n = h["table_bytes"]
+    values = unpack_varints(t["coded"][:n]).tolist()
+    edit(values)
+    table = pack_varints(values)
+    t["coded"] = np.concatenate([table, t["coded"][n:]])
+    h["table_bytes"] = int(table.size)
+
+
+def _bump(i, by):
+    def edit(values):
+        values[i] += by
+
+    return edit
+
+
+def _unterminated(h, t):
+    n = h["table_bytes"]
+    t["coded"] = np.concatenate([t["coded"][:n], [np.uint8(0x80)], t["coded"][n:]]).astype(np.uint8)
+    h["table_bytes"] = n + 1
+
+
 HOSTILE = {
-    "huge shape": lambda h, t: h["layers"][0].update(shape=[1 << 24, 1 << 24]),
-    "lying stream length": lambda h, t: h["layers"][0].update(bytes=h["layers"][0]["bytes"] + 4),
-    "lying counts": lambda h, t: h["layers"][0]["counts"].__setitem__(0, h["layers"][0]["counts"][0] + 1),
-    "counts that add up but lie": lambda h, t: h["layers"][0].update(
-        counts=[h["layers"][0]["counts"][0] - 1, h["layers"][0]["counts"][1] + 1, *h["layers"][0]["counts"][2:]]
+    "huge shape": lambda h, t: h["layers"]["shapes"].__setitem__(0, [1 << 24, 1 << 24]),
+    "lying stream length": lambda h, t: _edit_table(h, t, _bump(1, 4)),
+    "lying counts": lambda h, t: _edit_table(h, t, _bump(2, 1)),
+    "counts that add up but lie": lambda h, t: _edit_table(
+        h, t, lambda v: v.__setitem__(slice(2, 4), [v[2] + 1, v[3] - 1])
     ),
+    "more survivors than weights": lambda h, t: _edit_table(h, t, _bump(2, 1 << 30)),
+    "too many levels": lambda h, t: _edit_table(h, t, lambda v: v.__setitem__(0, 100000)),
+    "table ends inside a value": _unterminated,
+    "table values after the last layer": lambda h, t: _edit_table(h, t, lambda v: v.append(5)),
+    "lying table length": lambda h, t: h.update(table_bytes=h["table_bytes"] - 1),
+    "table too large to decode": lambda h, t: h.update(table_bytes=1 << 20),
     "huge architecture": lambda h, t: h["arch"]["kwargs"].update(width_mult=2000.0),
     "unknown model": lambda h, t: h["arch"].update(name="nope"),
     "empty arch": lambda h, t: h.update(arch={}),  # found by the fuzz benchmark: was a bare CorruptFileError
     "user factory": lambda h, t: h.update(arch={"factory": "os:system", "kwargs": {"command": "true"}}),
     "huge input": lambda h, t: h.update(input_shape=[1, 1 << 20, 1 << 20]),
     "newer version": lambda h, t: h.update(format_version=99),
+    "version 1 file": lambda h, t: h.update(format_version=1),
     "foreign format": lambda h, t: h.update(format="prunus-model"),
-    "too many levels": lambda h, t: h["layers"][0].update(levels=100000),
-    "negative count": lambda h, t: h["layers"][0]["counts"].__setitem__(1, -5),
-    "bool as int": lambda h, t: h["layers"][0].update(bits=True),
-    "missing tensor": lambda h, t: t.pop("c.0"),
+    "bool as int": lambda h, t: h["layers"]["bits"].__setitem__(0, True),
+    "unknown quantizer": lambda h, t: h["layers"]["kinds"].__setitem__(0, "magic"),
+    "repeated name": lambda h, t: h["layers"]["names"].__setitem__(1, h["layers"]["names"][0]),
+    "short column": lambda h, t: h["layers"]["bits"].pop(),
+    "missing tensor": lambda h, t: t.pop("coded"),
     "extra tensor": lambda h, t: t.update(evil=np.zeros(3, np.uint8)),
-    "dense dtype lie": lambda h, t: h.update(dense_dtype="float32"),
-    "layer swapped": lambda h, t: h["layers"].reverse(),
-    "dense shape lie": lambda h, t: h["dense"][0].update(shape=[h["dense"][0]["shape"][0] + 1]),
+    "values as float64": lambda h, t: t.update(values=t["values"].astype(np.float64)),
+    "coded as 2-D": lambda h, t: t.update(coded=t["coded"].reshape(1, -1)),
+    "layer swapped": lambda h, t: h["layers"]["names"].reverse(),
+    "dense value missing": lambda h, t: t.update(values=t["values"][:-1]),
+    "integer values the model lacks": lambda h, t: t.update(ints=np.array([3], np.int64)),
     "not a dict": lambda h, t: h.update(layers={"a": 1}),
-    "declared params over limit": lambda h, t: h["dense"].append({"name": "x", "shape": [MAX_PARAMS + 1]}),
+    "declared params over limit": lambda h, t: h["layers"]["shapes"].__setitem__(0, [1 << 14, MAX_PARAMS >> 13]),
 }
+
+MESSAGES = {"version 1 file": "version-1 .prn file.*compress the model again", "huge shape": "parameters, more than",
+            "table too large to decode": "not possible for", "more survivors than weights": "survivors of its",
+            "declared params over limit": "limit", "dense value missing": "dense values",
+            "integer values the model lacks": "integer values", "lying table length": "table"}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
@@ -118,6 +158,8 @@ def test_hostile_files_raise_the_format_error(case, lenet_prn, tmp_path):
     if case != "user factory":  # that one is refused for safety, not as corrupt
         assert isinstance(info.value, FormatError)
     assert "\n" not in str(info.value)
+    if case in MESSAGES:
+        assert re.search(MESSAGES[case], str(info.value)), str(info.value)
 
 
 def test_foreign_and_empty_files(tmp_path, lenet_prn):
@@ -144,3 +186,26 @@ def test_fuzzed_files_only_raise_the_format_error(lenet_prn, tmp_path):
     counts = fuzz_file(lenet_prn[0], 600, seed=0, work_dir=tmp_path)
     assert counts["format_error"] + counts["loaded"] == 600
     assert counts["format_error"] >= 500  # most changes are caught; a few (metrics, version text) are harmless
+
+
+def test_every_byte_of_the_file_is_counted(lenet_prn):
+    from prunus.compress.report import describe_prn
+
+    path, report, _ = lenet_prn
+    info = describe_prn(path)
+    parts = info["file_parts"]
+    assert parts == report.parts
+    assert sum(parts.values()) == path.stat().st_size == info["bytes"]
+    assert parts["streams"] == report.stream_bytes == sum(r.bytes for r in report.layers)
+    levels = sum(r.levels for r in report.layers)
+    assert parts["codebooks"] == 2 * levels  # float16
+    assert parts["dense"] == 2 * sum(p.numel() for n, p in report.model.named_parameters() if n.endswith(".bias"))
+    # the coding tables are varints (levels, bytes, one count per level), not JSON lists in the header
+    assert parts["tables"] <= 3 * (2 * len(report.layers) + levels)
+    header, _ = _parts(path.read_bytes())
+    assert "counts" not in json.dumps(header)
+    assert parts["header"] < 700
+    js = report.to_json()
+    floor = js["bound_bits"] / 8 + parts["codebooks"] + parts["dense"] + parts["ints"]
+    assert js["file_over_floor"] == pytest.approx(path.stat().st_size / floor)
+    assert js["file_over_bound"] == pytest.approx(8 * path.stat().st_size / js["bound_bits"])
