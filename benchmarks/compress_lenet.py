@@ -10,7 +10,12 @@ coding), writes a .prn, decodes it and evaluates the decoded model on the full t
 `--seeds` then compares DE with one-shot magnitude pruning at the same per-layer sparsity, both
 without retraining or quantization, over the given search/calibration seeds (one teacher).
 Writes benchmarks/results/NAME.json; timings are wall seconds on this (shared) machine, with the
-load average recorded before and after.
+load average recorded before and after. `--update` keeps what this run does not produce from the
+existing NAME.json (the other points, keyed by sparsity and budget, or the DE-vs-magnitude
+comparison), each with the command, date, commit and load it was measured under, so the parts can
+run as separate commands on a busy machine. `--calib-images` (default 4096) training images are
+drawn: the search scores the first `calib_size`, the budget uses the first `rescore_size`, the
+optional distillation and codebook fine-tunes use all of them.
 """
 
 from __future__ import annotations
@@ -78,9 +83,13 @@ def _point(teacher, bundle, calib, sparsity, max_drop: float, overrides: dict, o
         "file_bytes": path.stat().st_size,
         "fp32_bytes": report.fp32_bytes,
         "ratio": report.fp32_bytes / path.stat().st_size,
+        "stream_bytes": js["stream_bytes"],
+        "bound_bytes": js["bound_bytes"],
         "stream_over_bound": js["stream_over_bound"],
         "file_over_bound": js["file_over_bound"],
-        "bound_bytes": js["bound_bits"] / 8,
+        "verbatim_bytes": js["verbatim_bytes"],
+        "file_over_floor": js["file_over_floor"],
+        "file_parts": js["file_parts"],
         "overhead_bytes": js["overhead_bytes"],
         "sparsity": report.sparsity,
         "bits": {r.name: r.bits for r in report.layers},
@@ -134,6 +143,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", required=True)
     ap.add_argument("--note", default="")
+    ap.add_argument("--calib-images", type=int, default=4096, help="training images drawn for calibration")
+    ap.add_argument("--update", action="store_true", help="keep the section not run from the existing NAME.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from prunus.cli._common import parse_set
@@ -141,31 +152,65 @@ def main() -> None:
     overrides = parse_set(args.set, owner="CompressConfig")
     teacher = _teacher(args.teacher, args.model)
     bundle = build_loaders(DataConfig(augment=False))
-    calib = training_slice(bundle, 4096, seed=0)
+    calib = training_slice(bundle, args.calib_images, seed=0)
     load_before = os.getloadavg()
     out_dir = Path(tempfile.mkdtemp())
+    command = "python benchmarks/compress_lenet.py " + " ".join(os.sys.argv[1:])
     points = []
     for text in args.point:
         spec, drop = text.rsplit(":", 1)
         sparsity = _sparsity(spec)
+        before = os.getloadavg()
         points.append(_point(teacher, bundle, calib, sparsity, float(drop), overrides, out_dir))
-        keys = ("sparsity", "test_drop_pt", "ratio", "stream_over_bound", "file_over_bound", "compress_wall_seconds")
+        points[-1]["run"] = {"command": command, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                             "commit": provenance()["commit"], "calib_images": args.calib_images,
+                             "load_average_before": before, "load_average_after": os.getloadavg()}  # fmt: skip
+        keys = (
+            "sparsity",
+            "bits",
+            "test_drop_pt",
+            "ratio",
+            "file_over_bound",
+            "file_over_floor",
+            "compress_wall_seconds",
+        )
         print(json.dumps({k: points[-1][k] for k in keys}), flush=True)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     comparison = _de_vs_magnitude(teacher, bundle, _sparsity(args.seeds_sparsity), seeds, overrides) if seeds else None
-    record = {
-        "name": args.name,
-        "command": "python benchmarks/compress_lenet.py " + " ".join(os.sys.argv[1:]),
-        "teacher": str(args.teacher),
-        "model": args.model,
-        "points": points,
-        "de_vs_magnitude_no_retraining": comparison,
-        "threads": args.threads,
+    section = {
+        "command": command,
+        "commit": provenance()["commit"],
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "note": args.note,
+    }
+    record = {
+        "name": args.name,
+        "teacher": str(args.teacher),
+        "teacher_test_acc": evaluate(teacher, bundle.test)["acc"],
+        "model": args.model,
+        "points": points,
+        "de_vs_magnitude_no_retraining": comparison,
+        "de_vs_magnitude_run": section if comparison else None,
+        "threads": args.threads,
         **provenance(config={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}),
     }
+    old_path = RESULTS / f"{args.name}.json"
+    if args.update and old_path.exists():
+        old = json.loads(old_path.read_text())
+        same = old.get("teacher") == record["teacher"]
+
+        def key(p: dict) -> str:
+            return json.dumps([p["sparsity_target"], p["max_drop_budget_pt"]], sort_keys=True)
+
+        if same:
+            new_keys = {key(p) for p in points}
+            kept = [p for p in old.get("points", []) if key(p) not in new_keys]
+            record["points"] = sorted(kept + points, key=lambda p: p["max_drop_budget_pt"])
+        if comparison is None and same:
+            record.update(de_vs_magnitude_no_retraining=old.get("de_vs_magnitude_no_retraining"),
+                          de_vs_magnitude_run=old.get("de_vs_magnitude_run"))  # fmt: skip
     write_json(RESULTS / f"{args.name}.json", record)
 
 

@@ -2,7 +2,9 @@
 
 compress: DE search to the sparsity targets (scored against the input model as teacher on the
 calibration batch), an optional distillation fine-tune of the survivors, per-layer quantization
-(fixed bits or greedy under a budget), then lossless ANS coding into a .prn file. The input model
+(fixed bits or greedy under a budget: vs the teacher, or with `quant_drop` quantization's own
+share measured against the pruned model), an optional KD fine-tune of the shared codebook values
+(`codebook_steps`), then lossless ANS coding into a .prn file. The input model
 is not modified; the report's `model` is the compressed copy, equal bit for bit to what
 `decompress` rebuilds from the file.
 
@@ -34,8 +36,10 @@ from torch import nn
 from prunus._atomic import write_bytes
 from prunus.compress.baselines import deep_compression_bits, generic_bytes
 from prunus.compress.bits import allocate_bits, fixed_bits
+from prunus.compress.codebooks import finetune_codebooks
 from prunus.compress.codec import order0_bits
 from prunus.compress.config import CompressConfig
+from prunus.compress.kd import kd_losses
 from prunus.compress.pack import CodedLayer, apply_quantized, pack, round_dense, unpack
 from prunus.compress.prn import build_model, encode_prn, parse_prn, read_prn
 from prunus.compress.report import CompressReport, LayerReport
@@ -61,15 +65,8 @@ def distill(student: nn.Module, teacher: nn.Module, x: torch.Tensor, masks: dict
             lr: float, temperature: float, seed: int, batch: int = 128) -> None:  # fmt: skip
     """Short KD fine-tune of the survivors (Adam, soft targets at `temperature`); pruned weights stay 0."""
     layers = prunable_layers(student)
-    gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
-    with torch.no_grad():
-        soft = F.softmax(teacher(x) / temperature, -1)
-    student.train()
-    for _ in range(steps):
-        idx = torch.randint(x.shape[0], (min(batch, x.shape[0]),), generator=gen)
-        logp = F.log_softmax(student(x[idx]) / temperature, -1)
-        loss = F.kl_div(logp, soft[idx], reduction="batchmean") * temperature**2
+    for loss in kd_losses(student, teacher, x, steps=steps, temperature=temperature, seed=seed, batch=batch):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -150,15 +147,25 @@ def compress(
                 temperature=cfg.temperature, seed=cfg.seed)  # fmt: skip
         seconds["finetune"] = time.perf_counter() - start
     start = time.perf_counter()
-    if cfg.bits == "auto":
+    if cfg.bits == "auto" and cfg.quant_drop is not None:  # quantization's own share, vs the pruned model
+        with torch.no_grad():
+            s_big = student(x_big)
+        quantizers = allocate_bits(student, masks, x_big, s_big, y_big, max_kl=None, max_drop=cfg.quant_drop,
+                                   kind=cfg.quantizer, min_bits=cfg.min_bits, max_bits=cfg.max_bits)  # fmt: skip
+    elif cfg.bits == "auto":
         quantizers = allocate_bits(student, masks, x_big, t_big, y_big, max_kl=cfg.max_kl, max_drop=cfg.max_drop,
                                    kind=cfg.quantizer, min_bits=cfg.min_bits, max_bits=cfg.max_bits)  # fmt: skip
     else:
         quantizers = fixed_bits(student, masks, cfg.bits, cfg.quantizer)  # type: ignore[arg-type]
     layers = prunable_layers(student)
     coded = {f"{n}.weight": apply_quantized(layers[n].weight, masks[n], quantizers[n]) for n in masks}
-    round_dense(student, coded)
     seconds["quantize"] = time.perf_counter() - start
+    if cfg.codebook_steps:
+        start = time.perf_counter()
+        coded = finetune_codebooks(student, teacher, x, coded, steps=cfg.codebook_steps, lr=cfg.codebook_lr,
+                                   temperature=cfg.temperature, seed=cfg.seed)  # fmt: skip
+        seconds["codebook_finetune"] = time.perf_counter() - start
+    round_dense(student, coded)
     with torch.no_grad():
         logits = student(x_big)
     labels = y_big if y_big is not None else t_big.argmax(1)

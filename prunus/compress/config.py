@@ -41,6 +41,10 @@ class CompressConfig(Config):
     quantizer: str = "kmeans"  # "kmeans" (1-D Lloyd), "uniform", or "best" (lower weight error per layer)
     max_drop: float | None = 1.0  # auto bits: accuracy points the compressed model may lose on the budget batch
     max_kl: float | None = None  # auto bits: KL(teacher || student) allowed on the budget batch
+    quant_drop: float | None = None  # auto bits: points quantization may cost vs the pruned (distilled) model, not
+    # the teacher (its own share; then max_drop / max_kl are not used); None: max_drop / max_kl vs the teacher
+    codebook_steps: int = 0  # KD steps fine-tuning the shared codebook values (+ biases) after quantization
+    codebook_lr: float = 1e-4  # Adam lr of that fine-tune
     min_bits: int = MIN_BITS  # auto bits never go below this
     max_bits: int = MAX_BITS  # auto bits start here
     calib_size: int = 1024  # calibration images the DE candidates are scored on
@@ -79,6 +83,8 @@ class CompressConfig(Config):
             check_range("CompressConfig.max_drop", self.max_drop, 0.0, 100.0)
         if self.max_kl is not None:
             check_range("CompressConfig.max_kl", self.max_kl, 0.0)
+        if self.quant_drop is not None:
+            check_range("CompressConfig.quant_drop", self.quant_drop, 0.0, 100.0)
         if b == "auto" and self.max_drop is None and self.max_kl is None:
             raise ConfigError("CompressConfig.bits='auto' needs a budget: set max_drop or max_kl")
         for field in ("min_bits", "max_bits"):
@@ -89,7 +95,7 @@ class CompressConfig(Config):
         if self.min_bits > self.max_bits:
             raise ConfigError(f"CompressConfig.min_bits={self.min_bits} is above max_bits={self.max_bits}")
         for field, low in (("calib_size", 1), ("rescore_size", 0), ("population", 1), ("generations", 0), ("elite", 1),
-                           ("cycles", 1), ("finetune_steps", 0), ("seed", 0)):  # fmt: skip
+                           ("cycles", 1), ("finetune_steps", 0), ("codebook_steps", 0), ("seed", 0)):  # fmt: skip
             v = getattr(self, field)
             if not _is_int(v) or v < low:
                 raise ConfigError(f"CompressConfig.{field}={v!r} is not valid; expected an integer >= {low}")
@@ -98,6 +104,7 @@ class CompressConfig(Config):
         check_range("CompressConfig.pool_factor", self.pool_factor, 1.0)
         check_range("CompressConfig.mutation", self.mutation, 0.0, 1.0)
         check_range("CompressConfig.finetune_lr", self.finetune_lr, 0.0, low_inclusive=False)
+        check_range("CompressConfig.codebook_lr", self.codebook_lr, 0.0, low_inclusive=False)
         check_range("CompressConfig.temperature", self.temperature, 0.0, low_inclusive=False)
 
     def search_settings(self) -> SearchSettings:
