@@ -163,7 +163,7 @@ def main() -> None:
         before = os.getloadavg()
         points.append(_point(teacher, bundle, calib, sparsity, float(drop), overrides, out_dir))
         points[-1]["run"] = {"command": command, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                             "commit": provenance()["commit"], "calib_images": args.calib_images,
+                             "commit": provenance()["commit"], "calib_images": args.calib_images, "note": args.note,
                              "load_average_before": before, "load_average_after": os.getloadavg()}  # fmt: skip
         keys = (
             "sparsity",
