@@ -21,7 +21,7 @@ __all__ = ["CompressStage"]
 
 # the report numbers a stage record keeps (the per-layer rows go in as "layers")
 SUMMARY_KEYS = ("ratio", "sparsity", "kl", "teacher_acc", "file_bytes", "stream_bytes", "bound_bits",
-                "stream_over_bound", "file_over_bound")  # fmt: skip
+                "stream_over_bound", "file_over_bound", "file_over_floor")  # fmt: skip
 
 
 @dataclass(frozen=True)
