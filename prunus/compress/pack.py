@@ -131,7 +131,7 @@ def unpack(prn: PrnFile, model: nn.Module) -> dict[str, torch.Tensor]:
         masks[e.name] = mask.reshape(e.shape)
     for items, tensor in (
         (dense, torch.from_numpy(t["dense"].astype(np.float32))),
-        (ints, torch.from_numpy(t["ints"])),
+        (ints, torch.from_numpy(t["ints"].astype(np.int64))),  # a copy: safetensors arrays are read-only
     ):
         offset = 0
         for name, v in items:
