@@ -242,6 +242,68 @@ def _csgd(res: _Results) -> list[str]:
     return [*lines, "", "`l1`, `delete` and `merge-only` are controls with no fine-tuning.", ""]
 
 
+COMPRESS_FILES = ("compress_lenet300_100", "compress_lenet5")  # benchmarks/compress_lenet.py --name
+COMPRESS_TARGETS = {("lenet300_100", 1.0): (40, "40x"), ("lenet300_100", 3.0): (80, "80x")}  # benchmarks.md
+
+
+def _joined(values: Any) -> str:
+    return "/".join(str(v) for v in values.values()) if isinstance(values, dict) else str(values)
+
+
+def _compression(res: _Results) -> list[str]:
+    """DE compression points (benchmarks/compress_lenet.py): ratio, drop, bits and the order-0 bound."""
+    runs = [(name, run) for name in COMPRESS_FILES if (run := res.load(name)) is not None]
+    if not runs:
+        return []
+    lines = [
+        "### DE compression: sparsify, quantize, entropy-code into .prn (issue 10)",
+        "",
+        "| model (teacher test acc) | sparsity (targets) | bits (auto) | test acc drop (budget) | ratio vs fp32 | "
+        "stream / order-0 bound | file / bound | file / (bound + fp16 tensors) | target | wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for name, run in runs:
+        for p in run["points"]:
+            budget = float(p["max_drop_budget_pt"])
+            want = COMPRESS_TARGETS.get((run["model"], budget))
+            met = (
+                ""
+                if want is None
+                else f">= {want[1]} at <= {budget:g} pt: "
+                + ("met" if p["ratio"] >= want[0] and p["test_drop_pt"] <= budget + 1e-9 else "**not met**")
+            )
+            lines.append(
+                f"| {run['model']} ({_pct(run['teacher_test_acc'])}) | {100 * p['sparsity']:.1f}% "
+                f"({_joined(p['sparsity_target'])}) | {_joined(p['bits'])} | {-p['test_drop_pt']:+.2f} pt "
+                f"(<= {budget:g}) | {p['ratio']:.1f}x ({p['file_bytes']:,} B) | {p['stream_over_bound']:.4f} | "
+                f"{p['file_over_bound']:.3f} | {p['file_over_floor']:.3f} | {met or '(none)'} | "
+                f"{p['compress_wall_seconds']:.0f} |"
+            )
+            parts = ", ".join(f"{k} {v:,}" for k, v in p["file_parts"].items() if v)
+            phases = ", ".join(f"{k} {v:.0f} s" for k, v in p["seconds"].items())
+            command = p["run"]["command"]
+            notes.append(f"- {run['model']} at {p['ratio']:.1f}x: bytes {parts}; time {phases}; `{command}`")
+        dvm = run.get("de_vs_magnitude_no_retraining")
+        if dvm:
+            accs = " / ".join(f"{100 * r['de_test_acc']:.2f}" for r in dvm["runs"])
+            mags = " / ".join(f"{100 * r['magnitude_test_acc']:.2f}" for r in dvm["runs"])
+            seeds = ", ".join(str(r["seed"]) for r in dvm["runs"])
+            notes.append(
+                f"- {run['model']}, DE vs one-shot magnitude pruning without retraining or quantization at "
+                f"{_joined(dvm['sparsity'])} (seeds {seeds}): {accs}% vs {mags}% test accuracy, DE "
+                f"{dvm['de_minus_magnitude_pt_mean']:+.1f} +- {dvm['de_minus_magnitude_pt_std']:.1f} pt"
+            )
+    fuzz = res.load("compress_fuzz")
+    if fuzz is not None:
+        notes.append(
+            f"- fuzz: {fuzz['files']:,} mutated, truncated and re-signed .prn files -> {fuzz['format_error']:,} "
+            f"FormatError, {fuzz['loaded']:,} clean loads, {fuzz['other_exceptions']} other exceptions "
+            f"(`{fuzz['command']}`, {fuzz['seconds']:.0f} s)"
+        )
+    return [*lines, "", "Where the bytes and the time go, and the command of each point:", "", *notes, ""]
+
+
 def _demo(res: _Results) -> list[str]:
     run = res.load("demo_quickstart")
     if run is None:
@@ -266,7 +328,7 @@ def render(results_dir: str | os.PathLike[str]) -> str:
     """The "## Results" Markdown section for every result file in `results_dir`."""
     res = _Results(results_dir)
     body = []
-    for section in (_demo, _training, _performance, _accuracy, _csgd):
+    for section in (_demo, _training, _performance, _accuracy, _csgd, _compression):
         try:
             body += section(res)
         except PrunusError:

@@ -78,3 +78,20 @@ def test_report_results_cli_rewrites_only_the_block(tmp_path, capsys):
     assert main(["report", "--results", str(ROOT / "benchmarks" / "results"), "--readme", str(readme)]) == 0
     assert "already up to date" in capsys.readouterr().out
     assert main(["report", str(tmp_path), "--results", "x"]) == 2
+
+
+def test_compression_rows_judge_each_point_against_its_target(tmp_path):
+    import json
+    import shutil
+
+    shutil.copy(ROOT / "benchmarks" / "results" / "compress_lenet300_100.json", tmp_path)
+    run = json.loads((tmp_path / "compress_lenet300_100.json").read_text())
+    text = render(tmp_path)
+    rows = [line for line in text.splitlines() if line.startswith("| lenet300_100 (")]
+    assert len(rows) == len(run["points"])
+    for row, p in zip(rows, run["points"], strict=True):
+        assert f"{p['ratio']:.1f}x ({p['file_bytes']:,} B)" in row
+        assert f"{-p['test_drop_pt']:+.2f} pt" in row
+    run["points"][0]["ratio"] = 39.9  # just short of the 40x target: the table must say so
+    (tmp_path / "compress_lenet300_100.json").write_text(json.dumps(run))
+    assert ">= 40x at <= 1 pt: **not met**" in render(tmp_path)
