@@ -17,11 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from prunus import provenance
+from prunus._atomic import write_json
 from prunus.data import DataConfig, build_loaders
 from prunus.engine import TrainConfig, Trainer
 from prunus.methods import create_method
@@ -69,12 +72,13 @@ def main() -> None:
     ap.add_argument("--arms", nargs="+", default=["sfp-soft", "sfp-hard", "mfp"])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/regrowth_and_switches.json"))
     args = ap.parse_args()
-    out = {"command": f"benchmarks/regrowth_and_switches.py {vars(args)}", "load": os.getloadavg(), "arms": {}}
+    out = {"command": "benchmarks/regrowth_and_switches.py " + " ".join(sys.argv[1:]), "load": os.getloadavg(),
+           "arms": {}, **provenance(config={k: str(v) for k, v in vars(args).items()})}  # fmt: skip
     for arm in args.arms:
         out["arms"][arm] = run(arm, args)
         print(arm, json.dumps(out["arms"][arm]["epochs"][-1]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    out["load_after"] = os.getloadavg()
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":
