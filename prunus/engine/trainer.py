@@ -199,6 +199,7 @@ class Trainer:
             "train_loss": float(stats[0] / stats[2]),
             "train_acc": float(stats[1] / stats[2]),
         }
+        record["train_seconds"] = time.perf_counter() - start  # steps + epoch-end hooks, without evaluation
         record.update(self._evaluate_all(prefix=""))
         record["seconds"] = time.perf_counter() - start
         record.update(self._epoch_metrics)

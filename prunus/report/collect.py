@@ -16,7 +16,7 @@ __all__ = ["RunData", "collect", "provenance"]
 MAX_JSON_BYTES = 64 << 20
 # per-epoch keys every training run logs; anything else in metrics.jsonl comes from a method
 STANDARD_KEYS = {"epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
-                 "seconds"}  # fmt: skip
+                 "seconds", "train_seconds"}  # fmt: skip
 
 
 def _read_json(path: Path) -> Any:

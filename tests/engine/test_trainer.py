@@ -134,3 +134,19 @@ def test_step_schedule_and_adamw_and_label_smoothing_run():
     assert trainer.history[0]["lr"] == pytest.approx(1e-3)
     assert trainer.history[1]["lr"] == pytest.approx(5e-4)
     assert type(trainer.optimizer).__name__ == "AdamW"
+
+
+def test_train_seconds_include_epoch_end_hooks_and_exclude_evaluation():
+    import time
+
+    class Slow(Method):
+        name = "slow"
+
+        def on_epoch_end(self, trainer):
+            time.sleep(0.2)  # a method's epoch-end work (grafting's exchange) counts as training time
+
+    data = _data()
+    trainer = Trainer(_model(data), data, TrainConfig(epochs=1), methods=[Slow()], progress=False)
+    trainer.fit()
+    record = trainer.history[0]
+    assert 0.2 <= record["train_seconds"] <= record["seconds"]
