@@ -83,7 +83,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:  # flush to disk before the rename makes it visible
             os.fsync(fh.fileno())
         crash_point(f"write:{path.name}")
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # atomic: a reader sees the old file or the new one, never a part
     finally:
         if tmp.exists():
             tmp.unlink()
