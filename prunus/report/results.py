@@ -304,6 +304,37 @@ def _compression(res: _Results) -> list[str]:
     return [*lines, "", "Where the bytes and the time go, and the command of each point:", "", *notes, ""]
 
 
+def _regrowth(res: _Results) -> list[str]:
+    """Soft vs hard SFP and MFP's switches, per epoch (benchmarks/regrowth_and_switches.py)."""
+    run = res.load("regrowth_and_switches")
+    if run is None:
+        return []
+    lines = [
+        "### Soft pruning regrowth and MFP's switches, per epoch (issue 13)",
+        "",
+        f"`{run['command']}` (one seed, a mechanism check, not an accuracy protocol). `turnover`: channels "
+        "masked at the previous selection that are live now (they came back); `regrown`: channels masked at the "
+        "previous selection whose filter norm is >= 0.1 x their group's median (alive, not decayed); "
+        "`masked norm`: median masked-filter norm / group median (soft: the final mask zeroes them).",
+        "",
+        "| arm | epoch | val acc | masked | turnover | regrown | masked norm | MFP choice (kept?) | "
+        "candidate masks differ by |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for arm, data in run["arms"].items():
+        for e in data["epochs"]:
+            choice = f"{e['choice']} ({'kept' if e['kept'] else 'switched'})" if "choice" in e else ""
+            diff = e.get("mask_diff")
+            spread = f"{min(diff.values())}-{max(diff.values())} channels" if diff else ""
+            norm = f"{e['masked_norm']:.3f}" if "masked_norm" in e else ""
+            lines.append(
+                f"| {arm} | {e['epoch']} | {_pct(e['val_acc'])} | {e['channels_masked']} | {e['turnover']} | "
+                f"{e['regrown']} | {norm} | {choice} | {spread} |"
+            )
+    finals = ", ".join(f"{arm} {_pct(d['final']['final_test_acc'])}" for arm, d in run["arms"].items())
+    return [*lines, "", f"Final test accuracy (one seed): {finals}.", ""]
+
+
 def _demo(res: _Results) -> list[str]:
     run = res.load("demo_quickstart")
     if run is None:
@@ -328,7 +359,7 @@ def render(results_dir: str | os.PathLike[str]) -> str:
     """The "## Results" Markdown section for every result file in `results_dir`."""
     res = _Results(results_dir)
     body = []
-    for section in (_demo, _training, _performance, _accuracy, _csgd, _compression):
+    for section in (_demo, _training, _performance, _accuracy, _csgd, _regrowth, _compression):
         try:
             body += section(res)
         except PrunusError:

@@ -95,3 +95,18 @@ def test_compression_rows_judge_each_point_against_its_target(tmp_path):
     run["points"][0]["ratio"] = 39.9  # just short of the 40x target: the table must say so
     (tmp_path / "compress_lenet300_100.json").write_text(json.dumps(run))
     assert ">= 40x at <= 1 pt: **not met**" in render(tmp_path)
+
+
+def test_regrowth_rows_show_each_epochs_turnover_and_mfp_switches(tmp_path):
+    import json
+    import shutil
+
+    shutil.copy(ROOT / "benchmarks" / "results" / "regrowth_and_switches.json", tmp_path)
+    run = json.loads((tmp_path / "regrowth_and_switches.json").read_text())
+    text = render(tmp_path)
+    for arm, data in run["arms"].items():
+        for e in data["epochs"]:
+            row = next(r for r in text.splitlines() if r.startswith(f"| {arm} | {e['epoch']} |"))
+            assert f"| {e['channels_masked']} | {e['turnover']} | {e['regrown']} |" in row
+            if "choice" in e:
+                assert f"{e['choice']} ({'kept' if e['kept'] else 'switched'})" in row
