@@ -24,6 +24,8 @@ from prunus.measure import count as count
 from prunus.models import create_model as create_model
 from prunus.models import list_models as list_models
 from prunus.pruning import PruneReport as PruneReport
+from prunus.pruning import WidthPlan as WidthPlan
+from prunus.pruning import plan_widths as plan_widths
 from prunus.pruning import prune as prune
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "Counts",
     "PruneReport",
     "PrunusError",
+    "WidthPlan",
     "__version__",
     "count",
     "compress",
@@ -39,6 +42,7 @@ __all__ = [
     "decompress",
     "list_models",
     "load",
+    "plan_widths",
     "provenance",
     "prune",
     "save",

@@ -23,6 +23,7 @@ from torch import nn
 from prunus.config import Config, check_choice, check_range
 from prunus.criteria import DataBatch, create_criterion, get_criterion, list_criteria, score
 from prunus.errors import ConfigError
+from prunus.methods._budget import check_budget, check_widths
 from prunus.methods._registry import arg
 from prunus.model_info import example_input
 from prunus.pruning import num_to_prune
@@ -62,6 +63,8 @@ DISTANCE_TO_NORM = {"fpgm": "l2", "dist-l2": "l2", "dist-l1": "l1"}
 
 _EPS = 1e-9  # as in prunus.prune.num_to_prune
 
+DEFAULT_RATE = 0.4  # the rate without a budget
+
 
 def check_rate(rate: Any, field: str = "rate") -> None:
     """Raise `ConfigError` unless `rate` is a number in [0, 1) or a callable (checked when called)."""
@@ -100,22 +103,41 @@ def check_names(field: str, value: Any) -> tuple[str, ...] | None:
 
 @dataclasses.dataclass(frozen=True)
 class SoftPruningConfig(Config):
-    """The arguments SFP, FPGM and MFP share: when and how hard the soft masks are applied.
+    """The arguments SFP, FPGM and MFP share: when and how hard the soft masks are applied, and how many.
+
+    How many channels each group keeps at the end: `rate` (default 0.4 masked per group), with
+    `widths` overriding it per group (ratio KEPT or channel count), or exactly one budget instead
+    (`macs_ratio`, `params_ratio`, `latency_ratio`; see `prunus.methods._budget`), resolved at
+    setup into per-group counts by `prunus.pruning.plan_widths`.
 
     Raises:
         ConfigError: a field is out of range; the message names it and the valid values.
     """
 
-    rate: RateSpec = arg(0.4, "fraction of each prunable group's channels masked, in [0, 1), or fn(epoch)")
+    rate: RateSpec | None = arg(
+        None, "fraction of each prunable group's channels masked, in [0, 1), or fn(epoch); default 0.4 without a budget"
+    )
     interval: int = arg(1, "masks recomputed at the end of every `interval` epochs and of the last one")
     hard: bool = arg(False, "also keep masked weights, gradients and momentum at zero every step")
     remove_at_end: bool = arg(True, "physically remove the masked channels after the last epoch")
     ignored_layers: tuple[str, ...] | None = arg(None, "never masked; None = the model's stem and classifier")
     filter_fn: FilterFn | None = arg(None, "Python only: filter_fn(module, name) -> bool, False keeps its outputs")
     round_to: int = arg(1, "fewer channels masked so every final width is a multiple of this (or the full width)")
+    widths: dict[str, float | int] | None = arg(None, "per-group override of rate: key -> ratio KEPT (float) or count")
+    macs_ratio: float | None = arg(None, "budget instead of rate: fraction of the dense MACs kept, in (0, 1]")
+    params_ratio: float | None = arg(None, "budget instead of rate: fraction of the dense parameters kept, in (0, 1]")
+    latency_ratio: float | None = arg(None, "budget instead of rate: fraction of the dense latency kept on --runtime")
+    runtime: str = arg("onnxruntime", "runtime a latency_ratio is planned and measured on (onnxruntime, torch)")
+    latency_batch: int = arg(64, "batch size a latency_ratio is measured at")
+    global_pruning: bool = arg(False, "budget: rank channels across groups (l1) instead of one uniform rate")
 
     def __post_init__(self) -> None:
-        check_rate(self.rate)
+        object.__setattr__(self, "widths", check_widths("widths", self.widths))
+        budget = check_budget(self, "", fixed={"rate": self.rate, "widths": self.widths})
+        if budget is None and self.rate is None:
+            object.__setattr__(self, "rate", DEFAULT_RATE)
+        if self.rate is not None:
+            check_rate(self.rate)
         check_int("interval", self.interval, 1)
         check_bool("hard", self.hard)
         check_bool("remove_at_end", self.remove_at_end)

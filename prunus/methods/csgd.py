@@ -59,6 +59,7 @@ from prunus.engine.method import Method, TrainerView
 from prunus.engine.optim import exempt_from_weight_decay
 from prunus.errors import ConfigError
 from prunus.measure import count
+from prunus.methods._budget import BUDGETS, check_budget, check_widths, plan_budget
 from prunus.methods._clustering import (
     CLUSTER_METHODS,
     canonical,
@@ -72,8 +73,18 @@ from prunus.methods._clustering import (
 from prunus.methods._pruning import check_names
 from prunus.methods._registry import arg, build_config, register_method
 from prunus.model_info import example_input, get_info
+from prunus.pruning import WidthPlan
 from prunus.pruning.widths import check_round_to, round_kept
-from prunus.structure import ChannelGroup, FilterFn, Role, build_groups, check_filter_fn, merge_, per_channel
+from prunus.structure import (
+    ChannelGroup,
+    FilterFn,
+    Role,
+    build_groups,
+    check_filter_fn,
+    default_filter,
+    merge_,
+    per_channel,
+)
 
 if TYPE_CHECKING:
     from prunus.engine.config import TrainConfig
@@ -82,6 +93,7 @@ __all__ = ["CSGDConfig", "CentripetalSGD", "csgd_rounds", "group_widths", "round
 
 # conv/linear biases ("bias", "dw_bias") follow the kernel rule but are not counted in chi
 EVAL_BATCH = 256  # images of the fixed training slice whose logits compare trained and merged models
+DEFAULT_WIDTH = 0.625  # ratio kept per group without a budget (the paper's 5/8 on CIFAR ResNet-56)
 
 
 @dataclass(frozen=True)
@@ -104,7 +116,10 @@ class CSGDConfig(Config):
         'auto'
     """
 
-    width: float = arg(0.625, "ratio of channels kept per prunable group, in (0, 1]; 1 leaves a group alone")
+    width: float | None = arg(
+        None,
+        "ratio of channels kept per prunable group, in (0, 1]; 1 leaves a group alone; default 0.625 without a budget",
+    )
     widths: dict[str, float | int] | None = arg(None, "per-group override: key -> ratio (float) or count (int)")
     eps: float | str | Callable[[int], float] = arg(
         "auto",
@@ -120,21 +135,27 @@ class CSGDConfig(Config):
     ignored_layers: tuple[str, ...] | None = arg(None, "never clustered; None = the model's stem and classifier")
     filter_fn: FilterFn | None = arg(None, "Python only: filter_fn(module, name) -> bool, False keeps its outputs")
     round_to: int = arg(1, "cluster counts from ratios rounded up to a multiple of this (or the full width)")
+    macs_ratio: float | None = arg(None, "budget instead of width: fraction of the dense MACs kept, in (0, 1]")
+    params_ratio: float | None = arg(None, "budget instead of width: fraction of the dense parameters kept, in (0, 1]")
+    latency_ratio: float | None = arg(None, "budget instead of width: fraction of the dense latency kept on --runtime")
+    runtime: str = arg("onnxruntime", "runtime a latency_ratio is planned and measured on (onnxruntime, torch)")
+    latency_batch: int = arg(64, "batch size a latency_ratio is measured at")
+    global_pruning: bool = arg(False, "budget: rank channels across groups (l1) instead of one uniform rate")
 
     def __post_init__(self) -> None:
-        width, widths, eps, seed, log_every = self.width, self.widths, self.eps, self.seed, self.log_every
-        if isinstance(width, int) and not isinstance(width, bool) and width > 1:
-            raise ConfigError(f"csgd.width={width} must be a ratio in (0, 1]; give channel counts per group in widths")
-        check_range("csgd.width", width, 0.0, 1.0, low_inclusive=False)
-        if widths is not None and not isinstance(widths, Mapping):
-            raise ConfigError(f"csgd.widths must map group keys to ratios or channel counts, got {widths!r}")
-        for key, value in (widths or {}).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"csgd.widths[{key!r}]={value!r}: expected a ratio in (0, 1] or a channel count")
-            if isinstance(value, int) and value < 1:
-                raise ConfigError(f"csgd.widths[{key!r}]={value}: a channel count must be >= 1")
-            if isinstance(value, float):
-                check_range(f"csgd.widths[{key!r}]", value, 0.0, 1.0, low_inclusive=False)
+        widths = check_widths("csgd.widths", self.widths)
+        object.__setattr__(self, "widths", widths)
+        budget = check_budget(self, "csgd.", fixed={"width": self.width, "widths": widths})
+        if budget is None and self.width is None:
+            object.__setattr__(self, "width", DEFAULT_WIDTH)
+        width, eps, seed, log_every = self.width, self.eps, self.seed, self.log_every
+        if width is not None:
+            if isinstance(width, int) and not isinstance(width, bool) and width > 1:
+                raise ConfigError(
+                    f"csgd.width={width} must be a ratio in (0, 1]; give channel counts per group in widths"
+                )
+            check_range("csgd.width", width, 0.0, 1.0, low_inclusive=False)
+            object.__setattr__(self, "width", float(width))
         if isinstance(eps, str):
             check_choice("csgd.eps", eps, ("auto",))
         elif not callable(eps):
@@ -152,9 +173,6 @@ class CSGDConfig(Config):
         object.__setattr__(self, "ignored_layers", check_names("csgd.ignored_layers", self.ignored_layers))
         check_filter_fn(self.filter_fn, "csgd.filter_fn")
         check_round_to(self.round_to)
-        if widths is not None:
-            object.__setattr__(self, "widths", dict(widths))
-        object.__setattr__(self, "width", float(width))
         object.__setattr__(self, "bn_eps_factor", float(self.bn_eps_factor))
 
 
@@ -186,6 +204,14 @@ class CentripetalSGD(Method):
             channels; default (neither given): all but the model's stem and classifier.
         round_to: Cluster counts from ratios are rounded up to a multiple of this (or the full
             width), as in `prunus.prune`; channel counts given in `widths` are used as they are.
+        macs_ratio, params_ratio, latency_ratio: A budget instead of `width` / `widths`: the
+            fraction of the dense MACs / parameters / latency KEPT, in (0, 1]. Resolved once, on
+            the initial model (in `plan`, i.e. at setup), into channel counts per group by
+            `prunus.pruning.plan_widths` (groups C-SGD cannot merge stay whole and are planned
+            as such); the counts become `widths` and are part of the state, so a resumed run
+            keeps them and the merged model meets the budget.
+        runtime, latency_batch: Where a `latency_ratio` is planned and measured (with the run's threads).
+        global_pruning: A budget's channels are ranked across groups (l1) instead of one uniform rate.
 
     Example:
         >>> m = CentripetalSGD(width=0.5, widths={"layer3.0.conv2": 40}, eps=0.05, cluster="even")
@@ -198,7 +224,12 @@ class CentripetalSGD(Method):
     def __init__(self, config: CSGDConfig | None = None, /, **kwargs: Any) -> None:
         self.config = c = build_config(CSGDConfig, config, kwargs, "method 'csgd'")
         self.width = c.width
+        #: group key -> ratio or channel count; with a budget, the planned counts (after `plan`)
         self.widths = dict(c.widths or {})
+        self.budget = next((b for b in BUDGETS if getattr(c, b) is not None), None)
+        #: the budget's `prunus.pruning.WidthPlan` (on the rank that planned it), else None
+        self.width_plan: WidthPlan | None = None
+        self._budget_resolved = False
         self.eps = c.eps
         self.tol = c.tol
         self.bn_eps_factor = c.bn_eps_factor
@@ -228,8 +259,12 @@ class CentripetalSGD(Method):
         self._groups: dict[str, ChannelGroup] = {}
 
     # ------------------------------------------------------------------------------ planning
-    def plan(self, model: nn.Module, example_inputs: Any) -> dict[str, list[list[int]]]:
+    def plan(
+        self, model: nn.Module, example_inputs: Any, *, threads: int | None = None, device: Any = "cpu"
+    ) -> dict[str, list[list[int]]]:
         """Cluster every group that must narrow (no training); sets and returns `self.clusters`.
+
+        With a budget, the first call resolves it into `widths` (channel counts) on `model`.
 
         Raises:
             ConfigError: a `widths` key is not a prunable group, or a width is invalid for its group.
@@ -238,6 +273,8 @@ class CentripetalSGD(Method):
             >>> clusters = CentripetalSGD(width=0.5).plan(model, torch.randn(1, 1, 28, 28))  # doctest: +SKIP
         """
         groups = {g.key: g for g in build_groups(model, example_inputs, self.ignored_layers, filter_fn=self.filter_fn)}
+        if self.budget is not None and not self._budget_resolved:
+            self._resolve_budget(model, example_inputs, groups, threads, device)
         for key in self.widths:
             if key not in groups or not groups[key].prunable:
                 valid = ", ".join(k for k, g in groups.items() if g.prunable)
@@ -248,7 +285,7 @@ class CentripetalSGD(Method):
             if not group.prunable:
                 continue
             n = group.num_channels
-            spec = self.widths.get(key, self.width)
+            spec = self.widths.get(key, self.width if self.width is not None else 1.0)
             k = target_width(n, spec, key)
             if not isinstance(spec, int):
                 k = round_kept(n, k, self.round_to)
@@ -267,6 +304,33 @@ class CentripetalSGD(Method):
                 clusters[key] = kmeans(torch.cat(feats, 1), k, seed=self.seed)
         self.clusters, self._groups = clusters, groups
         return clusters
+
+    def _resolve_budget(
+        self, model: nn.Module, inputs: Any, groups: dict[str, ChannelGroup], threads: int | None, device: Any
+    ) -> None:
+        """The budget as channel counts in `widths`; groups C-SGD cannot merge are planned at full width."""
+        unmergeable = {k for k, g in groups.items() if g.prunable and unsupported_reason(g, model) is not None}
+        filter_fn = self.filter_fn
+        if unmergeable:
+            base = self.filter_fn or (default_filter(model) if self.ignored_layers is None else None)
+
+            def filter_fn(module: nn.Module, name: str) -> bool:
+                return name not in unmergeable and (base is None or base(module, name))
+
+        keys = [k for k, g in groups.items() if g.prunable and k not in unmergeable]
+        kept, self.width_plan = plan_budget(
+            model,
+            inputs,
+            self.config,
+            self.budget,
+            keys=keys,
+            ignored_layers=self.ignored_layers,
+            filter_fn=filter_fn,
+            threads=threads,
+            device=device,
+        )
+        self.widths = dict(kept)
+        self._budget_resolved = True
 
     def _bind(self, model: nn.Module, groups: dict[str, ChannelGroup]) -> None:
         """Precompute the per-tensor cluster-id and 1/size tensors the hot path uses."""
@@ -312,7 +376,7 @@ class CentripetalSGD(Method):
                 g.key: g for g in build_groups(model, example, self.ignored_layers, filter_fn=self.filter_fn)
             }
         else:
-            self.plan(model, example)
+            self.plan(model, example, threads=getattr(trainer.config, "threads", None), device=trainer.device)
         self._share_clusters(trainer.device)
         self._model = model
         self._bind(model, self._groups)
@@ -444,13 +508,20 @@ class CentripetalSGD(Method):
             self.merge(trainer.model, trainer=trainer)
 
     def state_dict(self) -> dict[str, Any]:
-        """Clusters per group key and the step counter."""
-        return {"clusters": {k: [list(c) for c in v] for k, v in self.clusters.items()}, "steps": self.steps}
+        """Clusters per group key and the step counter; with a budget, also the widths it resolved to."""
+        state: dict[str, Any] = {"clusters": {k: [list(c) for c in v] for k, v in self.clusters.items()}}
+        state["steps"] = self.steps
+        if self.budget is not None and self._budget_resolved:
+            state["widths"] = {k: int(v) for k, v in self.widths.items()}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the clusters (rebinding the index tensors when setup already ran)."""
         clusters = {str(k): canonical(v) for k, v in state["clusters"].items()}
         self.steps = int(state["steps"])
+        if self.budget is not None and "widths" in state:  # the widths the run started with
+            self.widths = {str(k): int(v) for k, v in state["widths"].items()}
+            self._budget_resolved = True
         if self._model is None:
             self.clusters = clusters  # setup will bind them instead of clustering anew
             return

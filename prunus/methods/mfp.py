@@ -72,7 +72,7 @@ from prunus.data import training_slice_loader
 from prunus.engine.method import TrainerView
 from prunus.errors import ConfigError
 from prunus.evaluation import evaluate
-from prunus.methods._pruning import SoftPruningConfig, check_criterion, check_int, rate_at
+from prunus.methods._pruning import SoftPruningConfig, check_criterion, check_int
 from prunus.methods._registry import arg, build_config, register_method
 from prunus.methods.sfp import SoftFilterPruning
 from prunus.registry import Registry
@@ -207,6 +207,9 @@ class MetaAttributePruning(SoftFilterPruning):
         recalibration_images: Training images (the first ones, unaugmented) on which every
             neighbour's BatchNorm statistics are re-estimated before it is scored; 0 = none.
         interval, hard, remove_at_end, ignored_layers, filter_fn, round_to: As in `SoftFilterPruning`.
+        widths, macs_ratio, params_ratio, latency_ratio, runtime, latency_batch, global_pruning: Final
+            widths per group or one budget instead of `rate`, as in `SoftFilterPruning`; every
+            neighbour masks the same number of channels per group, only which ones differ.
 
     Raises:
         ConfigError: an argument is out of range or names an unknown criterion or meta-attribute.
@@ -254,17 +257,21 @@ class MetaAttributePruning(SoftFilterPruning):
         update = switch or self._is_update_epoch(trainer)
         metrics: dict[str, Any] = {"updated": update, "turnover": 0, "regrown": 0}
         if update:
-            rate = rate_at(self.rate, trainer.epoch)
+            rate = self._rate_now(trainer.epoch)
             if switch:
                 masks, log = self._switch(trainer, rate)
                 metrics.update(choice=self.criterion, **log)
             else:
                 masks = self._select(trainer, self.criterion, rate)
-            metrics.update(self._apply(trainer, masks), rate=rate)
+            metrics.update(self._apply(trainer, masks))
+            if rate is not None:
+                metrics["rate"] = rate
         metrics.update(channels_masked=self.num_masked, criterion=self.criterion, wins=dict(self.wins))
+        if trainer.epoch == 0:
+            metrics.update(self._planned)
         self._log(trainer, metrics)
 
-    def _switch(self, trainer: TrainerView, rate: float) -> tuple[dict[str, list[int]], dict[str, Any]]:
+    def _switch(self, trainer: TrainerView, rate: float | None) -> tuple[dict[str, list[int]], dict[str, Any]]:
         """Score one recalibrated neighbour per candidate; adopt the best one's criterion and masks."""
         live = trainer.model
         if self._holdout is None and trainer.data.val is not None:  # the same images at every switch, every rank

@@ -28,8 +28,15 @@ decayed to zero), `masked_norm` (median over masked channels of their filter nor
 their group's median; 0 in hard mode), `rate`, `criterion`; after removal: `params`, `macs`,
 `params_dense`, `macs_dense`, `channels_removed`.
 
+Budgets: instead of `rate`, `macs_ratio` / `params_ratio` / `latency_ratio` (fraction KEPT) are
+resolved at setup into per-group widths by `prunus.pruning.plan_widths`; `widths` overrides the
+rate per group. Logged with epoch 0: `planned_macs_ratio`, `planned_params_ratio` (and
+`planned_latency_ratio`, measured).
+
 Example:
     >>> from prunus.methods import create_method
+    >>> create_method("sfp", macs_ratio=0.5).config.rate is None  # widths planned at setup
+    True
     >>> sfp = create_method("sfp", rate=0.4, criterion="l2", interval=1)
     >>> sfp.name, sfp.criterion
     ('sfp', 'l2')
@@ -50,6 +57,7 @@ from prunus.data import training_slice
 from prunus.engine.method import Method, TrainerView
 from prunus.errors import ConfigError
 from prunus.measure import count
+from prunus.methods._budget import BUDGETS, plan_budget, resolve_widths
 from prunus.methods._pruning import (
     DISTANCE_TO_NORM,
     SoftPruningConfig,
@@ -62,6 +70,7 @@ from prunus.methods._pruning import (
     select_channels,
 )
 from prunus.methods._registry import arg, build_config, register_method
+from prunus.pruning import WidthPlan
 from prunus.structure import ChannelGroup, ForwardMask, HardMask, group_weights, remove_, soft_mask_
 
 __all__ = ["FPGM", "FPGMConfig", "SFPConfig", "SoftFilterPruning"]
@@ -129,6 +138,18 @@ class SoftFilterPruning(Method):
             rest by distance computed among the surviving channels only. None = pure criterion.
         round_to: Fewer channels are masked so every final width is a multiple of this (or the
             full width), as in `prunus.prune`.
+        widths: Per-group override of `rate`: group key -> ratio KEPT (float, in (0, 1]) or channel
+            count (int), as C-SGD's `widths`; an unknown key fails at setup, listing the groups.
+        macs_ratio, params_ratio, latency_ratio: A budget instead of `rate` (exactly one of the
+            two ways): the fraction of the dense model's MACs / parameters / latency KEPT, in
+            (0, 1]. Resolved once at setup, on the initial model, into per-group channel counts
+            by `prunus.pruning.plan_widths` (the search `prunus.prune` runs); the counts are part
+            of the method's state, so a resumed run keeps them. The masks then keep exactly those
+            counts, so the removed model meets the budget.
+        runtime, latency_batch: Where a `latency_ratio` is planned and measured ("onnxruntime" or
+            "torch"; batch 64), with the run's `threads`.
+        global_pruning: A budget's channels are ranked across groups (l1) instead of one uniform
+            rate, as `prunus.prune(global_pruning=True)`.
 
     The arguments are the fields of `SFPConfig`; pass them as keywords or as one config.
 
@@ -158,6 +179,13 @@ class SoftFilterPruning(Method):
         self.filter_fn = c.filter_fn
         self.round_to = c.round_to
         self.mix_ratio: float | None = None
+        self.budget = next((b for b in BUDGETS if getattr(c, b) is not None), None)
+        #: group key -> channels kept at the end, from `widths` or the budget (resolved at setup,
+        #: part of the state); groups not listed follow `rate`
+        self.kept: dict[str, int] = {}
+        #: the budget's `prunus.pruning.WidthPlan` (on the rank that planned it), else None
+        self.plan: WidthPlan | None = None
+        self._planned: dict[str, float] = {}
         # run state (see state_dict)
         self.groups: list[ChannelGroup] = []
         self.masks: dict[str, list[int]] = {}
@@ -175,10 +203,51 @@ class SoftFilterPruning(Method):
         inputs = example_inputs(trainer.data.input_shape, trainer.device)
         self.groups = prunable_groups(trainer.model, inputs, self.ignored_layers, self.filter_fn)
         self._model = trainer.model
+        self._resolve_kept(trainer, inputs)
         if self.hard:
             self._hard_mask = HardMask(self.groups)
         else:
             self._forward_mask = ForwardMask(self.groups)
+
+    def _resolve_kept(self, trainer: TrainerView, inputs: torch.Tensor) -> None:
+        """Per-group final widths from `widths` or the budget, once, on the initial model.
+
+        A resumed run re-plans here on its fresh model, then `load_state_dict` restores the widths the
+        run started with (a latency plan is measured, so it need not come out the same twice).
+        """
+        c = self.config
+        keys = [g.key for g in self.groups]
+        if self.budget is not None:
+            self.kept, self.plan = plan_budget(
+                trainer.model,
+                inputs,
+                c,
+                self.budget,
+                keys=keys,
+                ignored_layers=self.ignored_layers,
+                filter_fn=self.filter_fn,
+                threads=getattr(trainer.config, "threads", None),
+                device=trainer.device,
+            )
+            if self.plan is not None:  # logged with epoch 0 (the trainer clears what setup logs)
+                p = self.plan
+                self._planned = {"planned_macs_ratio": p.macs_ratio, "planned_params_ratio": p.params_ratio}
+                if p.latency_ratio is not None:
+                    self._planned["planned_latency_ratio"] = p.latency_ratio
+        elif c.widths:
+            self.kept = resolve_widths(f"{self.name}.widths", c.widths, self.groups, self.round_to)
+
+    def _num_masked(self, group: ChannelGroup, rate: float | None) -> int:
+        """Channels of `group` to mask: its resolved width if it has one, else floor(N * rate) (rounded)."""
+        if group.key in self.kept:
+            return group.num_channels - self.kept[group.key]
+        if rate is None:  # a budget covers every group; a group without a width would be a planning bug
+            raise ConfigError(f"{self.name}: no width planned for group {group.key!r}")
+        return num_to_prune(group.num_channels, rate, self.round_to, group.blocks)
+
+    def _rate_now(self, epoch: int) -> float | None:
+        """The rate for `epoch`, or None under a budget (every group has its width)."""
+        return None if self.rate is None else rate_at(self.rate, epoch)
 
     def after_backward(self, trainer: TrainerView) -> None:
         """Hard variant: zero masked weights, gradients and momentum so the step leaves them at 0."""
@@ -190,11 +259,15 @@ class SoftFilterPruning(Method):
         update = self._is_update_epoch(trainer)
         metrics: dict[str, Any] = {"updated": update, "turnover": 0, "regrown": 0}
         if update:
-            rate = rate_at(self.rate, trainer.epoch)
+            rate = self._rate_now(trainer.epoch)
             masks = self._select(trainer, self.criterion, rate)
-            metrics.update(self._apply(trainer, masks), rate=rate)
+            metrics.update(self._apply(trainer, masks))
+            if rate is not None:
+                metrics["rate"] = rate
         metrics["masked_norm"] = self._masked_norm(trainer.model)
         metrics.update(channels_masked=self.num_masked, criterion=self.criterion)
+        if trainer.epoch == 0:
+            metrics.update(self._planned)
         self._log(trainer, metrics)
 
     def on_fit_end(self, trainer: TrainerView) -> None:
@@ -231,13 +304,16 @@ class SoftFilterPruning(Method):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        """Masks (lists of ints per group key) and counters: enough to resume exactly."""
-        return {
+        """Masks (lists of ints per group key), the resolved widths and counters: enough to resume exactly."""
+        state: dict[str, Any] = {
             "masks": {k: list(v) for k, v in self.masks.items()},
             "updates": self.updates,
             "removed": self.removed,
             "final_applied": self.final_applied,
         }
+        if self.kept:  # widths from `widths` or a budget: a resumed run must not re-plan them
+            state["widths"] = dict(self.kept)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore `state_dict`'s masks (also into the hard mask) and counters."""
@@ -245,6 +321,8 @@ class SoftFilterPruning(Method):
         self.updates = int(state.get("updates", 0))
         self.removed = bool(state.get("removed", False))
         self.final_applied = bool(state.get("final_applied", False))
+        if "widths" in state:  # the widths the run started with, not a re-plan on this run's fresh model
+            self.kept = {str(k): int(v) for k, v in state["widths"].items()}
         if self._hard_mask is not None:
             self._hard_mask.load_state_dict({"masks": self.masks})
         self._sync_forward_mask()
@@ -270,7 +348,7 @@ class SoftFilterPruning(Method):
         return DataBatch(trainer.model, *self._batch)
 
     def _select(
-        self, trainer: TrainerView, criterion: str, rate: float, model: nn.Module | None = None
+        self, trainer: TrainerView, criterion: str, rate: float | None, model: nn.Module | None = None
     ) -> dict[str, list[int]]:
         """Channels to mask per group key, scored on `model` (default: the live model)."""
         model = trainer.model if model is None else model
@@ -280,7 +358,7 @@ class SoftFilterPruning(Method):
                 model,
                 g,
                 criterion,
-                num_to_prune(g.num_channels, rate, self.round_to, g.blocks),
+                self._num_masked(g, rate),
                 mix_ratio=self.mix_ratio,
                 batch=batch,
             )

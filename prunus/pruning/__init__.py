@@ -1,4 +1,5 @@
-"""Selection policies that decide which channels go: one-shot pruning to a channel or MACs target.
+"""Selection policies that decide which channels go: one-shot pruning to a channel, MACs, params or latency
+target, and `plan_widths`, the same search returning per-group widths for the training-time methods.
 
 The structural engine (`prunus.structure`) does the cutting; this layer only decides what to cut.
 
@@ -13,5 +14,8 @@ Example:
 from prunus.pruning.oneshot import PruneReport as PruneReport
 from prunus.pruning.oneshot import num_to_prune as num_to_prune
 from prunus.pruning.oneshot import prune as prune
+from prunus.pruning.plan import BUDGETS as BUDGETS
+from prunus.pruning.plan import WidthPlan as WidthPlan
+from prunus.pruning.plan import plan_widths as plan_widths
 
-__all__ = ["PruneReport", "num_to_prune", "prune"]
+__all__ = ["BUDGETS", "PruneReport", "WidthPlan", "num_to_prune", "plan_widths", "prune"]

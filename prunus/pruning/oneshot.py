@@ -44,7 +44,7 @@ from prunus.pruning.costs import CostModel
 from prunus.pruning.widths import _EPS, check_round_to, kept_widths, num_to_prune, round_kept
 from prunus.structure import ChannelGroup, FilterFn, build_groups, remove_
 
-__all__ = ["PruneReport", "num_to_prune", "prune"]
+__all__ = ["PruneReport", "TargetPlan", "num_to_prune", "plan_target", "prune"]
 
 Cut = dict[str, int]  # group key -> number of channels removed
 
@@ -200,11 +200,8 @@ def give_back(groups: Sequence[ChannelGroup], cut: Cut, fits: Fits, round_to: in
 def _check_target(targets: Mapping[str, float | None]) -> tuple[str, float]:
     given = {k: v for k, v in targets.items() if v is not None}
     if len(given) != 1:
-        raise ConfigError(
-            "give exactly one of ratio (fraction of channels removed), macs_ratio, params_ratio"
-            + (", latency_ratio" if "latency_ratio" in targets else "")
-            + f" (fractions kept); got {', '.join(given) or 'none'}"
-        )
+        names = ", ".join("ratio (fraction of channels removed)" if k == "ratio" else k for k in targets)
+        raise ConfigError(f"give exactly one of {names} (fractions kept); got {', '.join(given) or 'none'}")
     ((name, value),) = given.items()
     if name == "ratio":
         check_range("ratio", value, low=0.0, high=1.0, high_inclusive=False)
@@ -251,6 +248,114 @@ def plan_cut(
     else:
         rate, cut = _uniform_search(groups, fits, round_to)
     return rate, (None if cut is None else give_back(groups, cut, fits, round_to))
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    """The cut a target chose on a dense model, before anything is cut (see `plan_target`).
+
+    Attributes:
+        groups: The prunable groups, in module order.
+        costs: The exact cost model of cuts (`prunus.pruning.costs.CostModel`) on the dense model.
+        criterion: Name of the criterion that ranked the channels.
+        cut: Group key -> channels removed (every prunable group).
+        rate: The uniform per-group rate searched (None with global pruning or a latency budget).
+        round_to: The validated rounding.
+        latency: Requested/measured/estimated latency ratios, runtime and batch (latency budgets only).
+    """
+
+    groups: list[ChannelGroup]
+    costs: CostModel
+    criterion: str
+    cut: Cut
+    rate: float | None
+    round_to: int
+    latency: dict[str, Any]
+
+
+def plan_target(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    name: str,
+    value: float,
+    *,
+    criterion: str | Criterion = "l1",
+    ignored_layers: Sequence[str] | None = None,
+    filter_fn: FilterFn | None = None,
+    global_pruning: bool = False,
+    batch: DataBatch | tuple[torch.Tensor, torch.Tensor] | None = None,
+    round_to: int = 1,
+    runtime: str = "onnxruntime",
+    latency_batch: int = 64,
+    threads: int | None = None,
+    latency_table: Any = None,
+    cache_dir: str | None = None,
+) -> TargetPlan:
+    """Choose the cut for one checked target (`name` in ratio, macs_ratio, params_ratio, latency_ratio).
+
+    The model is not edited (a latency budget times a pruned copy). `prune` cuts what this returns;
+    `prunus.pruning.plan_widths` hands it to the training-time methods as per-group widths.
+    """
+    round_to = check_round_to(round_to)
+    shape = tuple(example_inputs.shape[1:])
+    groups = [g for g in build_groups(model, example_inputs, ignored_layers, filter_fn=filter_fn) if g.prunable]
+    dense = count(model, shape)
+    crit_name, scores = _scores(model, groups, criterion, batch)
+    costs = CostModel(model, groups, scores, dense)
+    rate: float | None = None
+    cut: Cut | None
+    latency: dict[str, Any] = {}
+    if name == "latency_ratio":
+        from prunus.pruning.latency import plan_latency
+
+        plan = plan_latency(
+            model,
+            example_inputs,
+            groups,
+            costs,
+            scores,
+            value,
+            runtime=runtime,
+            batch=latency_batch,
+            threads=threads,
+            round_to=round_to,
+            ignored_layers=ignored_layers,
+            filter_fn=filter_fn,
+            table=latency_table,
+            cache_dir=cache_dir,
+        )
+        cut = plan.cut
+        latency = {
+            "requested_latency_ratio": value,
+            "achieved_latency_ratio": plan.measured_ratio,
+            "estimated_latency_ratio": plan.estimated_ratio,
+            "runtime": runtime,
+            "latency_batch": latency_batch,
+        }
+    elif name == "ratio" and global_pruning:
+        total_units = sum(g.num_channels // g.blocks for g in groups)
+        order = _global_order(groups, scores)
+        cut = _global_cut(groups, order, min(math.floor(total_units * value + _EPS), len(order)), round_to)
+    elif name == "ratio":
+        rate = value
+        cut = _uniform_cut(groups, rate, round_to)
+    else:
+        measure = costs.macs if name == "macs_ratio" else costs.params
+        dense_value = dense.macs if name == "macs_ratio" else dense.params
+        target = math.floor(value * dense_value)
+        rate, cut = plan_cut(
+            groups, scores, lambda c: measure(c) <= target, global_pruning=global_pruning, round_to=round_to
+        )
+        if cut is None:
+            fewest = measure(_uniform_cut(groups, 1 - 1e-12, round_to)) if groups else dense_value
+            what = "MACs" if name == "macs_ratio" else "parameters"
+            raise ConfigError(
+                f"{name}={value} cannot be reached: keeping the fewest channels per prunable group "
+                f"({'one' if round_to == 1 else f'round_to={round_to}'}) still leaves "
+                f"{fewest / dense_value:.3f} of the {what} (the ignored layers are never cut)"
+            )
+    cut = {g.key: cut.get(g.key, 0) for g in groups}
+    return TargetPlan(groups, costs, crit_name, cut, rate, round_to, latency)
 
 
 def prune(
@@ -320,64 +425,25 @@ def prune(
     name, value = _check_target(
         {"ratio": ratio, "macs_ratio": macs_ratio, "params_ratio": params_ratio, "latency_ratio": latency_ratio}
     )
-    round_to = check_round_to(round_to)
-    shape = tuple(example_inputs.shape[1:])
-    groups = [g for g in build_groups(model, example_inputs, ignored_layers, filter_fn=filter_fn) if g.prunable]
-    dense = count(model, shape)
-    crit_name, scores = _scores(model, groups, criterion, batch)
-    costs = CostModel(model, groups, scores, dense)
-    rate: float | None = None
-    cut: Cut | None
-    latency: dict[str, Any] = {}
-    if name == "latency_ratio":
-        from prunus.pruning.latency import plan_latency
-
-        plan = plan_latency(
-            model,
-            example_inputs,
-            groups,
-            costs,
-            scores,
-            value,
-            runtime=runtime,
-            batch=latency_batch,
-            threads=threads,
-            round_to=round_to,
-            ignored_layers=ignored_layers,
-            filter_fn=filter_fn,
-            table=latency_table,
-            cache_dir=cache_dir,
-        )
-        cut = plan.cut
-        latency = {
-            "requested_latency_ratio": value,
-            "achieved_latency_ratio": plan.measured_ratio,
-            "estimated_latency_ratio": plan.estimated_ratio,
-            "runtime": runtime,
-            "latency_batch": latency_batch,
-        }
-    elif name == "ratio" and global_pruning:
-        total_units = sum(g.num_channels // g.blocks for g in groups)
-        order = _global_order(groups, scores)
-        cut = _global_cut(groups, order, min(math.floor(total_units * value + _EPS), len(order)), round_to)
-    elif name == "ratio":
-        rate = value
-        cut = _uniform_cut(groups, rate, round_to)
-    else:
-        measure = costs.macs if name == "macs_ratio" else costs.params
-        dense_value = dense.macs if name == "macs_ratio" else dense.params
-        target = math.floor(value * dense_value)
-        rate, cut = plan_cut(
-            groups, scores, lambda c: measure(c) <= target, global_pruning=global_pruning, round_to=round_to
-        )
-        if cut is None:
-            fewest = measure(_uniform_cut(groups, 1 - 1e-12, round_to)) if groups else dense_value
-            what = "MACs" if name == "macs_ratio" else "parameters"
-            raise ConfigError(
-                f"{name}={value} cannot be reached: keeping the fewest channels per prunable group "
-                f"({'one' if round_to == 1 else f'round_to={round_to}'}) still leaves "
-                f"{fewest / dense_value:.3f} of the {what} (the ignored layers are never cut)"
-            )
+    plan = plan_target(
+        model,
+        example_inputs,
+        name,
+        value,
+        criterion=criterion,
+        ignored_layers=ignored_layers,
+        filter_fn=filter_fn,
+        global_pruning=global_pruning,
+        batch=batch,
+        round_to=round_to,
+        runtime=runtime,
+        latency_batch=latency_batch,
+        threads=threads,
+        latency_table=latency_table,
+        cache_dir=cache_dir,
+    )
+    groups, cut, costs, rate, latency = plan.groups, plan.cut, plan.costs, plan.rate, plan.latency
+    crit_name, round_to = plan.criterion, plan.round_to
     report = _apply(model, groups, cut, costs, crit_name, global_pruning, rate, round_to, {name: value})
     return model, replace(report, **latency) if latency else report
 

@@ -266,6 +266,10 @@ NEEDS = {
     ("train", "--interval"): ["--method", "sfp"],
     ("train", "--width"): ["--method", "csgd"],
     ("train", "--eps"): ["--method", "csgd"],
+    ("train", "--macs-ratio"): ["--method", "sfp"],
+    ("train", "--params-ratio"): ["--method", "sfp"],
+    ("train", "--latency-ratio"): ["--method", "csgd"],
+    ("train", "--latency-batch"): ["--method", "sfp", "--macs-ratio", "0.5"],
 }
 # -1 is a legitimate value here (seeds are any integer)
 MINUS_ONE_OK = {"--seed"}
