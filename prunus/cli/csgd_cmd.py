@@ -24,8 +24,10 @@ from prunus.cli._common import (
 
 __all__ = ["add_parser", "run"]
 
+# a budget instead of --width (fractions KEPT), and where a latency budget is measured
+BUDGET_FLAGS = ("macs_ratio", "params_ratio", "latency_ratio", "runtime", "latency_batch")
 # flag -> CentripetalSGD argument (None = not given: the method's default applies)
-METHOD_FLAGS = ("width", "eps", "bn_eps_factor", "cluster", "log_every")
+METHOD_FLAGS = ("width", "eps", "bn_eps_factor", "cluster", "log_every", *BUDGET_FLAGS)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -34,7 +36,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         subparsers,
         "csgd",
         "Cluster filters, train them together with Centripetal SGD, merge them exactly, save the narrow model.",
-        "prunus csgd runs/r20/model --width 0.625 --eps 0.05 --epochs 3 --out runs/r20-csgd",
+        "prunus csgd runs/r20/model --width 0.625 --eps 0.05 --epochs 3 --out runs/r20-csgd\n"
+        "  prunus csgd runs/r20/model --macs-ratio 0.5 --epochs 3 --out runs/r20-csgd-half",
     )
     mark_input(p.add_argument("model_dir", help="trained model directory (model.json + model.safetensors)"))
     add_output_arg(
@@ -48,7 +51,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted C-SGD run in --out")
     p.add_argument("--trust-factory", action="store_true", help="allow importing the user factory named in the file")
     m = p.add_argument_group("C-SGD")
-    m.add_argument("--width", type=float, help="ratio of channels kept per group (default 0.625)")
+    m.add_argument("--width", type=float, help="ratio of channels kept per group (default 0.625 without a budget)")
+    budget = m.add_mutually_exclusive_group()
+    budget.add_argument("--macs-ratio", type=float, help="instead of --width: fraction of the MACs kept, in (0, 1]")
+    budget.add_argument("--params-ratio", type=float, help="instead of --width: fraction of the parameters kept")
+    budget.add_argument(
+        "--latency-ratio", type=float, help="instead of --width: fraction of the latency kept on --runtime (measured)"
+    )
+    m.add_argument(
+        "--runtime", choices=("onnxruntime", "torch"), help="runtime of --latency-ratio (default onnxruntime)"
+    )
+    m.add_argument("--latency-batch", type=int, help="batch size --latency-ratio is measured at (default 64)")
     m.add_argument("--eps", type=float, help="centripetal strength (default: auto, from the lr schedule and steps)")
     m.add_argument("--bn-eps-factor", type=float, help="BatchNorm vectors use eps x this (default 1.0)")
     m.add_argument("--cluster", choices=("kmeans", "even"), help="how channels are clustered (default kmeans)")

@@ -272,3 +272,23 @@ def test_planned_widths_match_a_one_shot_prune_of_the_initial_model(tiny):
     Trainer(model, data, tiny.tiny_config(), [method], progress=False)  # setup plans
     _, report = prunus.prune(initial, torch.zeros(1, *data.input_shape), macs_ratio=0.5)
     assert method.kept == {k: w[1] for k, w in report.widths.items()}
+
+
+@pytest.mark.filterwarnings("ignore:C-SGD.*merge will not be exact")  # widths are tested, not exactness
+def test_cli_csgd_macs_ratio_merges_to_the_budget_and_refuses_width_with_it(tmp_path, capsys):
+    from prunus.cli import main
+    from prunus.model_info import get_info
+    from prunus.models import create_model
+
+    torch.manual_seed(0)
+    dense = create_model("resnet20", in_channels=1, width_mult=0.25)
+    src = prunus.save(dense, tmp_path / "m", input_shape=(1, 12, 12))
+    base = ["csgd", str(src), "--data", "synthetic", "--subset", "64", "--val-size", "0", "--batch-size", "32"]
+    base += ["--epochs", "1", "--no-progress", "--cluster", "even"]
+    assert main([*base, "--width", "0.5", "--macs-ratio", "0.5", "--out", str(tmp_path / "bad")]) == 2
+    assert "csgd: give either width / widths or a budget" in capsys.readouterr().err
+    assert main([*base, "--macs-ratio", "0.5", "--out", str(tmp_path / "run")]) == 0
+    merged = prunus.load(tmp_path / "run" / "model")
+    shape = tuple(get_info(merged).input_shape)  # what the run trained and planned at
+    ratio = prunus.count(merged, shape).macs / prunus.count(dense, shape).macs
+    assert 0.475 <= ratio <= 0.5
