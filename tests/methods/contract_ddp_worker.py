@@ -1,11 +1,14 @@
 """Run under torchrun by test_contract.py: one registered method (example arguments) under 2-process DDP.
 
+An optional third argument (JSON) replaces the example arguments (test_budget.py: budgets).
+
 Each rank starts from different weights (DDP broadcasts rank 0's); the method must leave both
 replicas identical, parameters and BN statistics alike, with the same method state.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -16,7 +19,7 @@ from prunus.engine import Trainer
 from prunus.methods import create_method, method_example
 
 
-def main(name: str, out_dir: str) -> None:
+def main(name: str, out_dir: str, args_json: str | None = None) -> None:
     assert torch.distributed.is_torchelastic_launched(), "start me with torchrun"
     # a sibling module: on sys.path when torchrun runs this file (not when pytest collects it)
     from _tiny import tiny_config, tiny_data, tiny_model
@@ -24,7 +27,8 @@ def main(name: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     data = tiny_data(rank, world)
-    method = create_method(name, **method_example(name))
+    args = json.loads(args_json) if args_json else method_example(name)  # test_budget.py passes its own
+    method = create_method(name, **args)
     trainer = Trainer(tiny_model(data, seed=100 + rank), data, tiny_config(), [method], progress=False)
     result = trainer.fit()
     weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
@@ -34,4 +38,4 @@ def main(name: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])

@@ -292,3 +292,17 @@ def test_cli_csgd_macs_ratio_merges_to_the_budget_and_refuses_width_with_it(tmp_
     shape = tuple(get_info(merged).input_shape)  # what the run trained and planned at
     ratio = prunus.count(merged, shape).macs / prunus.count(dense, shape).macs
     assert 0.475 <= ratio <= 0.5
+
+
+def test_budget_under_two_process_ddp_every_rank_uses_rank0s_widths(tmp_path, torchrun):
+    name, args = "sfp", {"macs_ratio": 0.5, "global_pruning": True}  # C-SGD plans through the same plan_budget
+    from pathlib import Path
+
+    worker = Path(__file__).with_name("contract_ddp_worker.py")
+    proc = torchrun([str(worker), name, str(tmp_path), json.dumps(args)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["state"] == r1["state"]
+    assert r0["state"]["widths"]  # the planned widths are in the state of both ranks
+    for key in r0["weights"]:
+        assert torch.equal(r0["weights"][key], r1["weights"][key]), key
