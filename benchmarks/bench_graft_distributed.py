@@ -33,11 +33,17 @@ from prunus._atomic import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same for both arms (torchrun would set it anyway)
 
 
 def _common(args: argparse.Namespace) -> list[str]:
-    return ["--model", "resnet20", "--data", "fashion-mnist", "--subset", str(args.subset), "--val-size",
-            str(args.val_size), "--epochs", str(args.epochs), "--threads", "1", "--no-progress"]  # fmt: skip
+    # a small test split: evaluation is not timed (train_seconds) but would dominate the wall time
+    config = args.workdir / "config.yaml"
+    config.write_text(
+        "version: 1\nmodel: {name: resnet20}\n"
+        f"data: {{name: fashion-mnist, subset: {args.subset}, val_size: {args.val_size}, test_subset: 500}}\n"
+    )
+    return ["--config", str(config), "--epochs", str(args.epochs), "--threads", "1", "--no-progress"]
 
 
 def _epoch_seconds(run_dir: Path) -> list[float]:
@@ -55,6 +61,7 @@ def _plain(args: argparse.Namespace, where: Path) -> list[float]:
             [str(BIN / "prunus"), "train", *_common(args), "--seed", str(s), "--out", str(where / f"p{s}")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            env=ENV,
         )  # fmt: skip
         for s in (0, 1)
     ]
@@ -68,7 +75,7 @@ def _plain(args: argparse.Namespace, where: Path) -> list[float]:
 def _graft(args: argparse.Namespace, where: Path) -> list[float]:
     cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "prunus", "train", *_common(args),
            "--method", "graft", "--seed", "0", "--out", str(where / "g")]  # fmt: skip
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    res = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
     if res.returncode:
         raise SystemExit(f"graft run failed: {res.stderr[-2000:]}")
     return _epoch_seconds(where)
@@ -78,10 +85,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subset", type=int, default=2000)
     ap.add_argument("--val-size", type=int, default=500)
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "graft_distributed_overhead.json")
     args = ap.parse_args()
+    work = tempfile.TemporaryDirectory()
+    args.workdir = Path(work.name)
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {"plain": [], "graft": []}
     rounds = []
@@ -109,7 +118,7 @@ def main() -> None:
         "load_before": load_before,
         "load_after": os.getloadavg(),
         "command": "benchmarks/bench_graft_distributed.py " + " ".join(sys.argv[1:]),
-        **provenance(config={k: str(v) for k, v in vars(args).items()}),
+        **provenance(config={k: str(v) for k, v in vars(args).items() if k != "workdir"}),
     }
     write_json(args.out, result)
     print(

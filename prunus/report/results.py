@@ -144,6 +144,14 @@ def _pruning_rows(res: _Results) -> list[Row]:
                 (f"reactivation overhead: {label} ({load}; hook work alone: {share:.2f}% of an epoch)",
                  f"{react['ratio'][key]:.3f}", target, "`benchmarks/bench_reactivation_overhead.py`")
             )  # fmt: skip
+    dist = res.load("graft_distributed_overhead")
+    if dist:
+        rounds = ", ".join(f"{x:.3f}" for x in dist["per_round_ratio"])
+        rows.append(
+            (f"reactivation overhead: grafting time per network under torchrun (2 ranks) / plain network (rounds "
+             f"{rounds}; load {dist['load_before'][0]:.0f} on 2 cores)", f"{dist['ratio']:.3f}", dist["target"],
+             f"`{dist['command']}`")
+        )  # fmt: skip
     csgd = res.load("csgd_overhead")
     if csgd:
         rows.append(
