@@ -8,14 +8,17 @@ the training split (fixed split seed), the full 10k test set for reporting only;
 
 Arms:
 - `baseline`: no pruning.
-- `sfp-l1`, `sfp-l2`, `fpgm`, `mfp`: the Trainer plug-ins at rate 0.4 (masks every epoch, removal
-  after the last); MFP with its defaults (four candidates, switch every 2 epochs, `loss` on 1024
-  training images).
+- `sfp-l2`, `fpgm`, `mfp` (and `sfp-l1`, not run by default): the Trainer plug-ins at rate 0.4
+  (masks every epoch, removal after the last), soft (masked channels keep learning and may come
+  back); MFP with its defaults (four candidates, switch every 2 epochs, `loss` on 1024 held-out
+  validation images).
+- `sfp-l2-hard`: SFP-l2 with `hard=True` (masked weights, gradients and momentum held at zero).
 - `tp-magnitude`: Torch-Pruning's magnitude pruner (`tp.pruner.BasePruner` with
-  `GroupMagnitudeImportance(p=1)`, stem and classifier ignored) applied once to the trained
-  baseline of the same seed, at the MACs ratio the SFP arms achieve (the smallest uniform
-  pruning_ratio whose MACs do not exceed it, found by bisection), then fine-tuned for
-  `--finetune-epochs` epochs (default: the same number as training, 10) at lr 0.01, cosine.
+  `GroupMagnitudeImportance(p=1)`, stem and classifier ignored) under the SAME epoch budget as
+  every other arm: train `--epochs` minus `--finetune-epochs` epochs (lr 0.1 cosine, its own
+  run), prune once at the MACs ratio the SFP arms achieve (the smallest uniform pruning_ratio
+  whose MACs do not exceed it, found by bisection), fine-tune `--finetune-epochs` epochs
+  (default half the budget) at lr 0.01, cosine.
 
 Reported: last-epoch test accuracy and test accuracy at the best-validation epoch (never the
 best-of-epochs test accuracy), mean +- std over seeds, the paired difference to the baseline
@@ -23,8 +26,14 @@ with a 95% t interval, MACs and params. Each finished run is appended (atomicall
 benchmarks/results/<name>_runs.json; a rerun skips finished (arm, seed) pairs of the same
 settings and resumes unfinished ones from their checkpoints in runs/<name>/.
 
+Several processes may work on one table at once: each claims the next unfinished (arm, seed)
+pair (longest arms first) with an exclusive claim file holding its PID, so two single-thread
+workers on a 2-core machine finish the quick protocol in about half the time. A claim whose
+process is gone is taken over; the last worker to finish writes the complete table.
+
     .venv/bin/python benchmarks/accuracy_pruning.py --seeds 0,1,2 --threads 2
-    .venv/bin/python benchmarks/accuracy_pruning.py --epochs 1 --subset 512 --val-size 500 --test-size 1000 \
+    for w in 1 2; do .venv/bin/python benchmarks/accuracy_pruning.py --threads 1 & done; wait   # 2 workers
+    .venv/bin/python benchmarks/accuracy_pruning.py --epochs 2 --subset 512 --val-size 500 --test-size 1000 \
         --width-mult 0.25 --seeds 0 --name smoke --results-dir /tmp/prunus-smoke      # smoke test, about a minute
 
 Writes benchmarks/results/<name>.json and benchmarks/results/<name>.md.
@@ -33,9 +42,13 @@ Writes benchmarks/results/<name>.json and benchmarks/results/<name>.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import fcntl
 import json
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -61,12 +74,16 @@ ARMS: dict[str, tuple[str, dict[str, Any]] | None] = {
     "baseline": None,
     "sfp-l1": ("sfp", {"criterion": "l1"}),
     "sfp-l2": ("sfp", {"criterion": "l2"}),
+    "sfp-l2-hard": ("sfp", {"criterion": "l2", "hard": True}),
     "fpgm": ("fpgm", {}),
     "mfp": ("mfp", {}),
     "tp-magnitude": None,
 }
+DEFAULT_ARMS = ("baseline", "sfp-l2", "sfp-l2-hard", "fpgm", "mfp", "tp-magnitude")  # issue 13's table
+# rough relative cost per arm: workers claim the longest first so they finish together
+COST = {"mfp": 6, "fpgm": 5, "sfp-l2": 4, "sfp-l2-hard": 4, "sfp-l1": 4, "baseline": 3, "tp-magnitude": 2}
 FINETUNE_LR = 0.01
-QUICK_TAG = "e10-n10000-v5000-r0.4-ft10-fashion-mnist"  # the settings of the benchmarks.md quick protocol
+QUICK_TAG = "e10-n10000-v5000-r0.4-ft5-fashion-mnist"  # the settings of the benchmarks.md quick protocol
 
 
 def _configs(args: argparse.Namespace, seed: int, epochs: int, lr: float) -> tuple[DataConfig, TrainConfig]:
@@ -151,17 +168,19 @@ def _run(arm: str, seed: int, args: argparse.Namespace, tag: str, sfp_macs_ratio
     runs = ROOT / "runs" / args.name / tag
     shape = (1, 28, 28)
     if arm == "tp-magnitude":
-        base_dir = runs / f"baseline-s{seed}" / "model"
-        if not base_dir.exists():
-            raise SystemExit(f"tp-magnitude needs the baseline of seed {seed}: run --arms baseline,... first")
-        pruned, ratio = _tp_prune(prunus.load(base_dir), sfp_macs_ratio, shape)
+        # equal budget: pretrain (epochs - finetune) epochs with the training recipe, then prune + fine-tune
+        pretrain_epochs = args.epochs - args.finetune_epochs
+        pre, _, pre_seconds = _train(args, seed, runs / f"tp-pretrain-s{seed}", epochs=pretrain_epochs)
+        pruned, ratio = _tp_prune(pre.model.cpu(), sfp_macs_ratio, shape)
         run_dir = runs / f"{arm}-s{seed}"
         before = None
         if not (run_dir / "checkpoint.pt").exists():
             data = _loaders(args, _configs(args, seed, 1, FINETUNE_LR)[0], seed)
             before = Trainer(pruned, data, _configs(args, seed, 1, FINETUNE_LR)[1], progress=False).evaluate(data.test)
         trainer, final, seconds = _train(args, seed, run_dir, model=pruned, epochs=args.finetune_epochs, lr=FINETUNE_LR)
-        extra = {"tp_pruning_ratio": ratio, "finetune_epochs": args.finetune_epochs, "finetune_lr": FINETUNE_LR}
+        seconds += pre_seconds
+        extra = {"tp_pruning_ratio": ratio, "pretrain_epochs": pretrain_epochs}
+        extra.update(finetune_epochs=args.finetune_epochs, finetune_lr=FINETUNE_LR)
         extra["test_acc_before_finetune"] = None if before is None else before["acc"]
         return _record(arm, seed, tag, trainer, final, seconds, shape, extra)
     spec = ARMS[arm]
@@ -170,6 +189,42 @@ def _run(arm: str, seed: int, args: argparse.Namespace, tag: str, sfp_macs_ratio
     if arm == "baseline":
         prunus.save(trainer.model.cpu(), runs / f"baseline-s{seed}" / "model", input_shape=shape)
     return _record(arm, seed, tag, trainer, final, seconds, shape)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing): workers update the runs file one at a time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _load_records(runs_file: Path) -> list[dict[str, Any]]:
+    return json.loads(runs_file.read_text())["records"] if runs_file.exists() else []
+
+
+def _claim(path: Path) -> bool:
+    """Claim one (arm, seed) pair for this process; take over a claim whose process has died."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            pid = int(path.read_text() or 0)
+            os.kill(pid, 0)
+            return False  # a live worker has it
+        except (ValueError, ProcessLookupError):
+            path.unlink(missing_ok=True)  # its worker died: resume the run from its checkpoint
+            return _claim(path)
+        except PermissionError:
+            return False  # alive, another user's process
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
 
 
 def summarise(records: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
@@ -194,8 +249,9 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any]) -> str:
         f"ResNet-20 on {settings['data']}, {settings['subset']}-image training subset, {settings['val_size']} val, "
         f"{settings['test_set']}; {settings['epochs']} epochs SGD nesterov lr 0.1 cosine, wd 5e-4, batch 128, "
         f"crop pad 2 + flip; width {settings['width_mult']}; rate {settings['rate']}; seeds {settings['seeds']} "
-        "(paired). tp-magnitude: Torch-Pruning group-L1 "
-        f"on the trained baseline at the SFP arms' MACs ratio ({settings['sfp_macs_ratio']:.3f}), then "
+        "(paired); every arm gets the same epoch budget. tp-magnitude: "
+        f"{settings['epochs'] - settings['finetune_epochs']} epochs of the same training, Torch-Pruning group-L1 "
+        f"at the SFP arms' MACs ratio ({settings['sfp_macs_ratio']:.3f}), then "
         f"{settings['finetune_epochs']} epochs fine-tuning at lr {FINETUNE_LR}. Accuracies in %; differences are "
         "arm minus baseline for the same seed, mean [95% t interval].",
         "",
@@ -224,9 +280,9 @@ def main() -> None:
     ap.add_argument("--width-mult", type=float, default=1.0, help="ResNet-20 width (protocol: 1.0; smoke runs: less)")
     ap.add_argument("--test-size", type=int, help="evaluate on the first N test images only (smoke runs)")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
+    ap.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
     ap.add_argument("--rate", type=float, default=0.4)
-    ap.add_argument("--finetune-epochs", type=int, help="tp-magnitude fine-tuning epochs (default: --epochs)")
+    ap.add_argument("--finetune-epochs", type=int, help="tp-magnitude fine-tuning epochs (default: half of --epochs)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--name", default="accuracy_pruning", help="result file stem (and runs/ subdirectory)")
@@ -234,7 +290,9 @@ def main() -> None:
     ap.add_argument("--progress", action="store_true", help="show the Trainer's progress")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    args.finetune_epochs = args.finetune_epochs or args.epochs
+    args.finetune_epochs = args.finetune_epochs or max(1, args.epochs // 2)
+    if not 1 <= args.finetune_epochs < args.epochs:
+        raise SystemExit(f"--finetune-epochs must be in [1, --epochs - 1] (equal budget), got {args.finetune_epochs}")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = [a for a in arms if a not in ARMS]
@@ -250,14 +308,26 @@ def main() -> None:
     dense = create_model("resnet20", in_channels=1, width_mult=args.width_mult)
     _, report = prune(dense, torch.randn(1, 1, 28, 28), ratio=args.rate)
     runs_file = results / f"{args.name}_runs.json"
-    records = json.loads(runs_file.read_text())["records"] if runs_file.exists() else []
-    for seed in seeds:
-        for arm in arms:
-            if any(r["tag"] == tag and r["arm"] == arm and r["seed"] == seed for r in records):
+    lock = ROOT / "runs" / args.name / f"{tag}.lock"
+    jobs = sorted(((arm, seed) for seed in seeds for arm in arms), key=lambda j: (-COST.get(j[0], 1), j[1]))
+    for arm, seed in jobs:
+        with _locked(lock):
+            done = any(r["tag"] == tag and r["arm"] == arm and r["seed"] == seed for r in _load_records(runs_file))
+            claim = ROOT / "runs" / args.name / tag / f"{arm}-s{seed}.claim"
+            if done or not _claim(claim):
                 continue
-            print(f"[{datetime.now():%H:%M:%S}] {arm} seed {seed} ({tag})", flush=True)
-            records.append(_run(arm, seed, args, tag, report.achieved_macs_ratio))
-            write_json(runs_file, {"records": records})
+        print(f"[{datetime.now():%H:%M:%S}] {arm} seed {seed} ({tag}) pid {os.getpid()}", flush=True)
+        record = _run(arm, seed, args, tag, report.achieved_macs_ratio)
+        with _locked(lock):  # re-read: another worker may have appended since
+            write_json(runs_file, {"records": [*_load_records(runs_file), record]})
+            claim.unlink(missing_ok=True)
+    with _locked(lock):
+        records = _load_records(runs_file)
+    finished = {(r["arm"], r["seed"]) for r in records if r["tag"] == tag}
+    missing = [job for job in jobs if job not in finished]
+    if missing:  # another worker is still on these: it writes the table when it finishes
+        print(f"[{datetime.now():%H:%M:%S}] still running elsewhere: {missing}", flush=True)
+        return
     current = [r for r in records if r["tag"] == tag and r["seed"] in seeds]
     settings = {
         "protocol": "quick" if tag == QUICK_TAG else f"custom ({tag})",
@@ -274,7 +344,7 @@ def main() -> None:
         "sfp_macs_ratio": report.achieved_macs_ratio,
         **provenance(config=vars(args)),
     }
-    summary = summarise(current, [a for a in ARMS if a in arms or a == "baseline"])
+    summary = summarise(current, [a for a in ARMS if a in arms])
     write_json(results / f"{args.name}.json", {"settings": settings, "summary": summary, "records": current})
     text = markdown(summary, settings)
     write_text(results / f"{args.name}.md", text)
