@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,15 +39,13 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from accuracy_pruning import _paired, _stats  # noqa: E402
-
-from prunus import provenance  # noqa: E402
-from prunus._atomic import write_json  # noqa: E402
-from prunus.formats import load  # noqa: E402
-from prunus.methods._grafting import invalid_filters  # noqa: E402
-from prunus.recipes import train_run  # noqa: E402
-from prunus.recipes.config import RunConfig  # noqa: E402
+from prunus import provenance
+from prunus._atomic import write_json
+from prunus.formats import load
+from prunus.methods._grafting import invalid_filters
+from prunus.recipes import train_run
+from prunus.recipes.config import RunConfig
+from prunus.report.stats import paired_difference, summary
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -159,12 +156,12 @@ def main() -> None:
             print(records[-1], flush=True)
     records.sort(key=lambda r: r["seed"])
     base = {r["seed"]: r["baseline"] for r in records}
-    summary = {}
+    table: dict[str, Any] = {}
     for arm in ("baseline", "we", "we_reset_momentum", "graft2", "graft2_mean_of_networks", "ensemble2"):
         vals = {r["seed"]: r[arm] for r in records}
-        summary[arm] = {"test_acc": _stats(list(vals.values()))}
+        table[arm] = {"test_acc": summary(vals.values())}
         if arm != "baseline":
-            summary[arm]["diff_to_baseline"] = _paired(vals, base)
+            table[arm]["diff_to_baseline"] = paired_difference(vals, base)
     result = {
         "figure": "reactivation accuracy (REDUCED protocol)",
         "reduced": (
@@ -172,14 +169,14 @@ def main() -> None:
             f"{args.epochs} epochs, seeds {sorted(r['seed'] for r in records)}, full test set; "
             "the issue asks 10 epochs x 3 seeds x ResNet-20 and MobileNetV2 on the quick-protocol subset"
         ),
-        "summary": summary,
+        "summary": table,
         "runs": records,
         "load_average": os.getloadavg(),
         **provenance(config=vars(args)),
     }
     write_json(out, result)
     Path(out).with_suffix(".md").write_text(markdown(result, args))
-    for arm, entry in summary.items():
+    for arm, entry in table.items():
         s = entry["test_acc"]
         line = f"{arm:26s} {s['mean'] * 100:.2f} +- {(s['std'] or 0) * 100:.2f}"
         d = entry.get("diff_to_baseline")
