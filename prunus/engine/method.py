@@ -17,7 +17,9 @@ The rules that come with the view:
 - Edit parameter values in place from the hooks (masks, merges, gradient rules). When a hook
   replaces parameters (physical removal), call `trainer.rebuild_optimizer()`; to clear the
   optimizer's memory of some rows (momentum of a reset filter), call
-  `trainer.reset_optimizer_rows(param, rows)`. Never assign `trainer.optimizer`.
+  `trainer.reset_optimizer_rows(param, rows)`; to change the learning rate for the whole run
+  (grafting's per-network rates), call `trainer.scale_lr(factor)`. Never assign `trainer.optimizer`
+  or edit its param groups' lr: a rebuild or a resume would drop the edit.
 - Report numbers with `trainer.log_metrics({...})`, prefixed with the method's name.
 - Exact resume: whatever the method needs to continue identically goes into `state_dict`
   (tensors, numbers, strings, lists and dicts only: it is loaded with
@@ -99,6 +101,10 @@ class TrainerView(Protocol):
 
     def rebuild_optimizer(self) -> torch.optim.Optimizer:
         """Build a fresh optimizer over `model`'s current parameters (after shapes changed); returns it."""
+        ...
+
+    def scale_lr(self, factor: float) -> None:
+        """Multiply the run's learning rate by `factor` for good (kept across rebuilds and resume)."""
         ...
 
     def reset_optimizer_rows(self, param: nn.Parameter, rows: Iterable[int] | torch.Tensor, dim: int = 0) -> None:

@@ -106,6 +106,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.optimizer = build_optimizer(self.model, config)
+        self.lr_scale = 1.0  # methods' standing lr multiplier (scale_lr): survives rebuilds and resume
         self.schedule = LRSchedule(config, steps_per_epoch=len(self.train_loader))
         self.use_amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
@@ -132,6 +133,19 @@ class Trainer:
         """Add numbers to the current epoch's record (methods call this from their hooks)."""
         self._epoch_metrics.update(metrics)
 
+    def scale_lr(self, factor: float) -> None:
+        """Multiply this run's learning rate by `factor` for good (grafting's per-network rates).
+
+        The factor is kept by `rebuild_optimizer` and re-applied on resume, where a plain edit of
+        the optimizer's param groups would be lost.
+        """
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"lr factor must be a positive finite number, got {factor!r}")
+        self.lr_scale *= factor
+        for group in self.optimizer.param_groups:
+            group["base_lr"] *= factor
+            group["lr"] *= factor
+
     def rebuild_optimizer(self) -> torch.optim.Optimizer:
         """A fresh optimizer over the model's current parameters, for methods that replaced some.
 
@@ -143,6 +157,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, self.config)
         factor = self.schedule.factor(self.global_step)
         for group in self.optimizer.param_groups:
+            group["base_lr"] = self.config.lr * self.lr_scale
             group["lr"] = group["base_lr"] * factor
         self._forward_module = self.parallel.wrap(self.model)
         return self.optimizer
@@ -288,7 +303,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # a new --lr on resume takes effect from the next step
-            group["base_lr"] = self.config.lr
+            group["base_lr"] = self.config.lr * self.lr_scale  # with the methods' standing factor (setup ran)
         if self.scaler is not None and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         for method, key in zip(self.methods, keys, strict=True):

@@ -123,10 +123,8 @@ class Grafting(Method):
         if any(s != signature for s in peers.all_gather_scalars(signature)):
             raise ConfigError("graft: the networks' layers differ (type, order or shape); graft needs one architecture")
         if self.config.per_network_lr:
-            factor = network_lr_factor(peers.rank, peers.size)
-            for group in trainer.optimizer.param_groups:
-                group["base_lr"] = group["base_lr"] * factor
-                group["lr"] = group["lr"] * factor
+            # through the trainer, not the param groups: a rebuilt optimizer or a resume keeps it
+            trainer.scale_lr(network_lr_factor(peers.rank, peers.size))
 
     def _tensors(self) -> list[Any]:
         return [t for u in self.units for t in unit_tensors(u)]

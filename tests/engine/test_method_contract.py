@@ -69,6 +69,11 @@ class FakeTrainer:
     def reset_optimizer_rows(self, param, rows, dim=0) -> None:
         reset_optimizer_rows(self.optimizer, param, rows, dim)
 
+    def scale_lr(self, factor: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["base_lr"] *= factor
+            group["lr"] *= factor
+
     def step(self, x, y) -> None:
         self.optimizer.zero_grad()
         nn.functional.cross_entropy(self.model(x), y).backward()
@@ -142,6 +147,18 @@ def test_rebuild_optimizer_covers_new_parameters_and_follows_the_schedule():
     assert {id(p) for g in new.param_groups for p in g["params"]} == {id(p) for p in trainer.model.parameters()}
     assert new.param_groups[0]["lr"] == pytest.approx(0.1 * trainer.schedule.factor(trainer.global_step))
     assert new.state == {}  # momentum restarts
+
+
+def test_a_methods_lr_factor_survives_a_rebuilt_optimizer():
+    data = _data()
+    trainer = Trainer(_model(data), data, TrainConfig(epochs=2, lr=0.1, schedule="cosine"), progress=False)
+    trainer.scale_lr(0.25)
+    trainer._run_epoch()
+    new = trainer.rebuild_optimizer()
+    assert new.param_groups[0]["base_lr"] == pytest.approx(0.025)
+    assert new.param_groups[0]["lr"] == pytest.approx(0.025 * trainer.schedule.factor(trainer.global_step))
+    with pytest.raises(ValueError, match="positive finite"):
+        trainer.scale_lr(float("nan"))
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])

@@ -320,3 +320,36 @@ def test_per_network_learning_rates_follow_the_paper_formula():
     expected = [0.05 * (1 + math.cos(math.pi * (4 - k) / 4)) / 2 for k in range(1, 5)]
     assert lrs == pytest.approx(expected)
     assert lrs[-1] == pytest.approx(0.05)
+
+
+def test_per_network_learning_rates_survive_a_resume(tmp_path):
+    """The factor is re-applied on resume (it used to be overwritten by the config's lr)."""
+    from prunus.engine.parallel import Independent
+
+    def run(epochs):
+        def net(peers):
+            t = Trainer(
+                _model(peers.rank),
+                _data(peers.rank),
+                _cfg(peers.rank, epochs=epochs, checkpoint=True),
+                [create_method("graft", per_network_lr=True)],
+                tmp_path / f"net{peers.rank}",
+                resume=True,
+                progress=False,
+                parallel=Independent(peers),
+            )
+            resumed_at = t.epoch
+            lr = t.optimizer.param_groups[0]["base_lr"]
+            t.fit()
+            return resumed_at, lr
+
+        return Lockstep(2).run([net] * 2)
+
+    fresh = run(1)
+    resumed = run(2)
+    assert [epoch for epoch, _ in fresh] == [0, 0]
+    assert [epoch for epoch, _ in resumed] == [1, 1]
+    expected = [0.05 * (1 + math.cos(math.pi * (2 - k) / 2)) / 2 for k in (1, 2)]
+    assert [lr for _, lr in fresh] == pytest.approx(expected)
+    assert [lr for _, lr in resumed] == pytest.approx(expected)
+    assert expected[0] != pytest.approx(expected[1])
