@@ -126,13 +126,19 @@ class Method:
     #: before and just after this method's `on_fit_end` (e.g. C-SGD: trained vs merged); None = none
     measure_fit_end: tuple[str, str] | None = None
 
+    #: True: on resume the Trainer calls `load_state_dict` BEFORE `setup` (and not after), for a
+    #: method whose setup would otherwise re-plan what the run already fixed (C-SGD: a latency
+    #: budget re-measured into other widths, other clusters, other optimizer groups)
+    load_state_before_setup: ClassVar[bool] = False
+
     @property
     def state_key(self) -> str:
         """Key of this method's state in the checkpoint (default: `name`; the runner de-duplicates)."""
         return self.name
 
     def setup(self, trainer: TrainerView) -> None:
-        """Once, before the first epoch: after model, loaders and optimizer exist, before a resume."""
+        """Once, before the first epoch: after model, loaders and optimizer exist, before a resume
+        (unless `load_state_before_setup`)."""
 
     def on_epoch_start(self, trainer: TrainerView) -> None:
         """At the start of every epoch, before its first batch (`trainer.epoch` is the epoch about to run)."""

@@ -118,10 +118,15 @@ class Trainer:
         self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl" if self.run_dir and main else None)
         self.progress = Progress(config.epochs, len(self.train_loader), enabled=progress and main)
         self._forward_module: nn.Module = self.parallel.wrap(self.model)
+        checkpoint = self._read_checkpoint() if resume else None
+        if checkpoint is not None:  # before setup, for methods whose setup would re-plan what the run fixed
+            for method, key in zip(self.methods, state_keys(self.methods), strict=True):
+                if method.load_state_before_setup:
+                    method.load_state_dict(_method_states(checkpoint)[key])
         for method in self.methods:
             method.setup(self)
         if resume:
-            self._resume()
+            self._resume(checkpoint)
 
     # ----------------------------------------------------------------------------------- API
     @property
@@ -290,15 +295,21 @@ class Trainer:
         if self.config.checkpoint and self.run_dir is not None:
             self.parallel.save_checkpoint(self.run_dir, self._state())
 
-    def _resume(self) -> None:
+    def _read_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from (None: a fresh start), its methods checked against this run's."""
         state = self.parallel.load_checkpoint(self.run_dir, self.device) if self.run_dir is not None else None
+        if state is not None:
+            saved, keys = list(_method_states(state)), state_keys(self.methods)
+            if saved != keys:
+                raise ConfigError(f"checkpoint was written with methods {saved}, this run has {keys}")
+        return state
+
+    def _resume(self, state: dict[str, Any] | None) -> None:
         if state is None:
             self.metrics_log.truncate(0)  # records of epochs no checkpoint covers are redone
             return
         method_states = _method_states(state)
         keys = state_keys(self.methods)
-        if list(method_states) != keys:
-            raise ConfigError(f"checkpoint was written with methods {list(method_states)}, this run has {keys}")
         self._check_resume_config(state.get("config") or {}, int(state["epoch"]))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -307,7 +318,8 @@ class Trainer:
         if self.scaler is not None and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         for method, key in zip(self.methods, keys, strict=True):
-            method.load_state_dict(method_states[key])
+            if not method.load_state_before_setup:  # those were restored before setup
+                method.load_state_dict(method_states[key])
         torch.set_rng_state(state["rng"].cpu())
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.history = list(state["history"])

@@ -209,10 +209,9 @@ class CentripetalSGD(Method):
             the initial model (in `plan`, i.e. at setup), into channel counts per group by
             `prunus.pruning.plan_widths` (groups C-SGD cannot merge stay whole and are planned
             as such); the counts become `widths` and are part of the state, so a resumed run
-            keeps them and the merged model meets the budget. (A resumed run also re-plans at
-            setup, before the checkpoint is read, and its optimizer must exempt the same tensors
-            from weight decay: MACs and parameter plans of the same initial model are identical;
-            a latency plan re-measured into a different set of narrowed groups cannot resume.)
+            keeps them and the merged model meets the budget. (A resume restores them before
+            setup, `load_state_before_setup`: a latency plan is never re-measured into other
+            widths, clusters or weight-decay groups than the checkpoint's.)
         runtime, latency_batch: Where a `latency_ratio` is planned and measured (with the run's threads).
         global_pruning: A budget's channels are ranked across groups (l1) instead of one uniform rate.
 
@@ -223,6 +222,8 @@ class CentripetalSGD(Method):
     """
 
     config_class = CSGDConfig
+    #: a resume restores the widths and clusters the run started with instead of re-planning them
+    load_state_before_setup = True
 
     def __init__(self, config: CSGDConfig | None = None, /, **kwargs: Any) -> None:
         self.config = c = build_config(CSGDConfig, config, kwargs, "method 'csgd'")

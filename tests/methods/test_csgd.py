@@ -289,6 +289,32 @@ def test_resume_keeps_clusters_and_gives_identical_weights(tmp_path):
     assert state["steps"] == 2 * len(data.train)
 
 
+def test_resume_under_a_budget_restores_the_planned_widths_instead_of_re_planning(tmp_path, monkeypatch):
+    """A latency plan re-measured on resume may narrow other groups (other clusters, other weight-decay
+    groups: the optimizer state no longer fits). The resumed run must take the checkpoint's plan."""
+    data = _data(num_samples=64)
+    cfg = TrainConfig(epochs=2, lr=0.05)
+    full = Trainer(_resnet(data), data, cfg, [CentripetalSGD(macs_ratio=0.6, merge_at_end=False)], progress=False)
+    full.fit()
+    planned = dict(full.methods[0].widths)
+    part = Trainer(
+        _resnet(data), data, cfg, [CentripetalSGD(macs_ratio=0.6, merge_at_end=False)], tmp_path, progress=False
+    )
+    part._run_epoch()
+
+    def replanned(*args, **kwargs):
+        raise AssertionError("the resumed run planned its widths again")
+
+    monkeypatch.setattr("prunus.methods.csgd.plan_budget", replanned)
+    method = CentripetalSGD(macs_ratio=0.6, merge_at_end=False)
+    resumed = Trainer(_resnet(data, seed=5), data, cfg, [method], tmp_path, resume=True, progress=False)
+    assert method.widths == planned
+    assert resumed.epoch == 1
+    resumed.fit()
+    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
 # ----------------------------------------------------------- rounds, train wider then squeeze
 def test_rounds_narrow_geometrically_to_the_one_shot_widths():
     data = _data(num_samples=32)
