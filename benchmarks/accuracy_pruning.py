@@ -157,9 +157,7 @@ def _record(arm, seed, tag, trainer, final, seconds, shape, extra=None) -> dict[
         "method_metrics": {k: v for k, v in final.items() if not k.startswith("final_") and k != "epochs"},
         **{k: v for k, v in provenance().items() if k in ("prunus", "commit", "dirty")},
     }
-    choices = [r["mfp_choice"] for r in history if "mfp_choice" in r]
-    if choices:  # which criterion MFP picked at each switch
-        rec["mfp_choices"] = choices
+    rec.update(_trace(history))
     rec.update(extra or {})
     return rec
 
@@ -189,6 +187,32 @@ def _run(arm: str, seed: int, args: argparse.Namespace, tag: str, sfp_macs_ratio
     if arm == "baseline":
         prunus.save(trainer.model.cpu(), runs / f"baseline-s{seed}" / "model", input_shape=shape)
     return _record(arm, seed, tag, trainer, final, seconds, shape)
+
+
+TRACE_KEYS = ("turnover", "regrown", "masked_norm", "channels_masked")  # per epoch, soft-pruning arms
+SWITCH_KEYS = ("choice", "kept", "tie", "scores", "mask_diff")  # per MFP switch
+
+
+def _trace(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-epoch regrowth figures of a soft-pruning arm and MFP's per-switch log, from the epoch records."""
+    out: dict[str, Any] = {}
+    for prefix in ("sfp", "fpgm", "mfp"):
+        rows = [r for r in history if f"{prefix}_turnover" in r]
+        if rows:
+            out["trace"] = {k: [r.get(f"{prefix}_{k}") for r in rows] for k in TRACE_KEYS}
+    switches = [r for r in history if "mfp_choice" in r]
+    if switches:  # which criterion MFP picked at each switch, and how different the candidates were
+        out["mfp_choices"] = [r["mfp_choice"] for r in switches]
+        out["mfp_switches"] = [{"epoch": r["epoch"], **{k: r.get(f"mfp_{k}") for k in SWITCH_KEYS}} for r in switches]
+    return out
+
+
+def _add_traces(records: list[dict[str, Any]], name: str) -> None:
+    """Traces for records written before `_record` kept them, read back from each run's metrics.jsonl."""
+    for rec in records:
+        log = ROOT / "runs" / name / rec["tag"] / f"{rec['arm']}-s{rec['seed']}" / "metrics.jsonl"
+        if "trace" not in rec and "mfp_switches" not in rec and log.is_file():
+            rec.update(_trace([json.loads(line) for line in log.read_text().splitlines() if line.strip()]))
 
 
 @contextlib.contextmanager
@@ -240,7 +264,38 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}"
 
 
-def markdown(summary: dict[str, Any], settings: dict[str, Any]) -> str:
+def trace_lines(records: list[dict[str, Any]]) -> list[str]:
+    """Regrowth per epoch (soft-pruning arms) and MFP's switches, one line per run."""
+    lines = []
+    traced = sorted((r for r in records if "trace" in r), key=lambda r: (r["arm"], r["seed"]))
+    if traced:
+        lines += [
+            "",
+            "Soft pruning per epoch: `turnover` = channels masked at the previous re-selection that left the mask "
+            "(came back); `regrown` = channels masked at the previous re-selection whose filter norm is now >= 0.1 "
+            "of their group's median (alive, not decayed; 0 in hard mode); `masked norm` = masked filters' median "
+            "norm over their group's median (the last epoch's is 0: the final mask zeroes them):",
+            "",
+        ]
+        for r in traced:
+            t = r["trace"]
+            norms = ", ".join("n/a" if v is None else f"{v:.2f}" for v in t["masked_norm"])
+            head = f"- {r['arm']} seed {r['seed']}: turnover {t['turnover']}, regrown {t['regrown']}"
+            lines.append(f"{head}, masked norm [{norms}]")
+    switched = sorted((r for r in records if "mfp_switches" in r), key=lambda r: r["seed"])
+    if switched:
+        lines += ["", "MFP switches (epoch: choice; fewest channels any two candidates' masks differ by):", ""]
+        for r in switched:
+            cells = []
+            for sw in r["mfp_switches"]:
+                diff = min((sw.get("mask_diff") or {}).values(), default=None)
+                how = " kept" if sw.get("kept") else ""
+                cells.append(f"{sw['epoch']}: {sw['choice']}{how} (min diff {diff})")
+            lines.append(f"- seed {r['seed']}: " + "; ".join(cells))
+    return lines
+
+
+def markdown(summary: dict[str, Any], settings: dict[str, Any], records: list[dict[str, Any]] = ()) -> str:
     """The results table with the protocol stated above it."""
     base_macs = summary.get("baseline", {}).get("macs")
     lines = [
@@ -268,6 +323,7 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any]) -> str:
             cells.append("—" if d is None else f"{_pct(d['mean'])} [{_pct(d['low'])}, {_pct(d['high'])}]")
         cells.append(str(e["last_test_acc"]["n"]))
         lines.append("| " + " | ".join(cells) + " |")
+    lines += trace_lines(list(records))
     lines += ["", f"prunus {settings['prunus']} (commit {settings['commit']}), generated {settings['date']}.", ""]
     return "\n".join(lines)
 
@@ -329,6 +385,7 @@ def main() -> None:
         print(f"[{datetime.now():%H:%M:%S}] still running elsewhere: {missing}", flush=True)
         return
     current = [r for r in records if r["tag"] == tag and r["seed"] in seeds]
+    _add_traces(current, args.name)
     settings = {
         "protocol": "quick" if tag == QUICK_TAG else f"custom ({tag})",
         "tag": tag,
@@ -346,7 +403,7 @@ def main() -> None:
     }
     summary = summarise(current, [a for a in ARMS if a in arms])
     write_json(results / f"{args.name}.json", {"settings": settings, "summary": summary, "records": current})
-    text = markdown(summary, settings)
+    text = markdown(summary, settings, current)
     write_text(results / f"{args.name}.md", text)
     print(text)
 

@@ -266,6 +266,7 @@ class MetaAttributePruning(SoftFilterPruning):
             metrics.update(self._apply(trainer, masks))
             if rate is not None:
                 metrics["rate"] = rate
+        metrics["masked_norm"] = self._masked_norm(trainer.model)  # as SFP logs it: are masked filters alive?
         metrics.update(channels_masked=self.num_masked, criterion=self.criterion, wins=dict(self.wins))
         if trainer.epoch == 0:
             metrics.update(self._planned)

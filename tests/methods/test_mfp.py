@@ -105,6 +105,8 @@ def test_switch_schedule_and_reapply_between_switches():
     switched = ["mfp_choice" in r for r in trainer.history]
     assert switched == [True, False, True]  # end of epochs 0, 2, 4, ...
     assert all(r["mfp_updated"] and r["mfp_criterion"] == "l2" for r in trainer.history)
+    # masked filters' norm is logged as SFP logs it: alive (soft) until the final mask zeroes them
+    assert [r["mfp_masked_norm"] > 0 for r in trainer.history] == [True, True, False]
 
 
 def _spread_net(norms: list[float]) -> tuple[nn.Module, list]:
