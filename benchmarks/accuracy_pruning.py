@@ -42,15 +42,11 @@ Writes benchmarks/results/<name>.json and benchmarks/results/<name>.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import fcntl
 import json
-import os
+import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +63,9 @@ from prunus.model_info import example_input
 from prunus.models import create_model
 from prunus.pruning import prune
 from prunus.report.stats import summarise_records
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: its sibling helper
+from _workers import load_records, locked, run_jobs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -215,42 +214,6 @@ def _add_traces(records: list[dict[str, Any]], name: str) -> None:
             rec.update(_trace([json.loads(line) for line in log.read_text().splitlines() if line.strip()]))
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `path` (created if missing): workers update the runs file one at a time."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _load_records(runs_file: Path) -> list[dict[str, Any]]:
-    return json.loads(runs_file.read_text())["records"] if runs_file.exists() else []
-
-
-def _claim(path: Path) -> bool:
-    """Claim one (arm, seed) pair for this process; take over a claim whose process has died."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        try:
-            pid = int(path.read_text() or 0)
-            os.kill(pid, 0)
-            return False  # a live worker has it
-        except (ValueError, ProcessLookupError):
-            path.unlink(missing_ok=True)  # its worker died: resume the run from its checkpoint
-            return _claim(path)
-        except PermissionError:
-            return False  # alive, another user's process
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
-    return True
-
-
 def summarise(records: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
     """Per-arm mean +- std and paired differences to the baseline (prunus.report.stats), in `arms` order."""
     stats = summarise_records(
@@ -364,26 +327,16 @@ def main() -> None:
     dense = create_model("resnet20", in_channels=1, width_mult=args.width_mult)
     _, report = prune(dense, torch.randn(1, 1, 28, 28), ratio=args.rate)
     runs_file = results / f"{args.name}_runs.json"
-    lock = ROOT / "runs" / args.name / f"{tag}.lock"
+    work_dir = ROOT / "runs" / args.name
     jobs = sorted(((arm, seed) for seed in seeds for arm in arms), key=lambda j: (-COST.get(j[0], 1), j[1]))
-    for arm, seed in jobs:
-        with _locked(lock):
-            done = any(r["tag"] == tag and r["arm"] == arm and r["seed"] == seed for r in _load_records(runs_file))
-            claim = ROOT / "runs" / args.name / tag / f"{arm}-s{seed}.claim"
-            if done or not _claim(claim):
-                continue
-        print(f"[{datetime.now():%H:%M:%S}] {arm} seed {seed} ({tag}) pid {os.getpid()}", flush=True)
-        record = _run(arm, seed, args, tag, report.achieved_macs_ratio)
-        with _locked(lock):  # re-read: another worker may have appended since
-            write_json(runs_file, {"records": [*_load_records(runs_file), record]})
-            claim.unlink(missing_ok=True)
-    with _locked(lock):
-        records = _load_records(runs_file)
-    finished = {(r["arm"], r["seed"]) for r in records if r["tag"] == tag}
-    missing = [job for job in jobs if job not in finished]
-    if missing:  # another worker is still on these: it writes the table when it finishes
-        print(f"[{datetime.now():%H:%M:%S}] still running elsewhere: {missing}", flush=True)
-        return
+
+    def run(arm: str, seed: int) -> dict[str, Any]:
+        return _run(arm, seed, args, tag, report.achieved_macs_ratio)
+
+    if run_jobs(jobs, tag=tag, runs_file=runs_file, work_dir=work_dir, run=run):
+        return  # the last worker to finish writes the table
+    with locked(work_dir / f"{tag}.lock"):
+        records = load_records(runs_file)
     current = [r for r in records if r["tag"] == tag and r["seed"] in seeds]
     _add_traces(current, args.name)
     settings = {
