@@ -1,38 +1,43 @@
 """Reactivation accuracy: baseline vs WE vs grafting (2 networks) vs the ensemble of 2 baselines.
 
-Every arm trains with `train_run`, exactly like `prunus train`, on the same fixed training subset
-with paired seeds. Arm runs per seed:
+Protocol (defaults = the quick protocol of docs/benchmarks.md): ResNet-20 (or `--model
+mobilenetv2`) on Fashion-MNIST, a fixed 10k-image training subset, 5k validation images held out
+of the training split, the full 10k test set for reporting only; 10 epochs SGD nesterov lr 0.1
+cosine, wd 5e-4, batch 128, crop + flip; seeds 0,1,2, PAIRED (seed s gives every arm the same
+initialisation and data order). Every job trains with `train_run`, exactly like `prunus train`,
+in its own run directory under runs/<name>/<tag>/ (checkpointed: a killed job resumes).
 
-- `pop2`: two independent baselines in one run (`--networks 2`, no method). Network 0 keeps
-  the run's seed, so it IS the `baseline` arm (bit-identical to a single-network run, which the
-  tests check), and the pair's logit ensemble is the `ensemble2` arm (the fair comparison for
-  grafting's doubled compute);
-- `we`: one network with Weight Evolution (defaults, paper crossover); `we_reset_momentum`: the
-  same with the evolved rows' optimizer momentum zeroed (the option this implementation adds);
-- `graft2`: two networks with ring grafting (entropy, A=0.4, c=500); reported: network 0's
-  accuracy and the mean over both networks.
+Jobs per seed and the arms they give:
+- `pop2`: two independent baselines in one run (`--networks 2`, no method). Network 0 keeps the
+  run's seed, so it IS the `baseline` arm (bit-identical to a single-network run, which the
+  tests check); the pair's logit ensemble is the `ensemble2` arm, the fair comparison for
+  grafting's doubled compute;
+- `we`: one network with Weight Evolution (defaults, paper crossover);
+- `we-reset-momentum`: the same with the evolved rows' optimizer momentum zeroed (the option this
+  implementation adds: does momentum undo the evolution?);
+- `graft2`: two networks with ring grafting (entropy, A=0.4, c=500): arms `graft2` (network 0,
+  same seed as the baseline), `graft2-mean` (mean over both networks), `graft2-ensemble`.
 
-Figures: mean +- std over seeds, paired differences to the baseline with 95% t intervals, and
-invalid filters (L1 < 0.1 and < 0.01) of the baseline and of the grafted networks before/after
-the last graft.
+Reported: last-epoch test accuracy and test accuracy at the best-validation epoch (ensembles:
+last epoch only), mean +- std, paired difference to the baseline with a 95% t interval; invalid
+filters (L1 < 0.1 and < 0.01, `prunus.methods._grafting.invalid_filters`) of every arm's final
+network and of grafted network 0 just before its last graft. Several workers may share the jobs
+(benchmarks/_workers.py); the last to finish writes the table:
 
-The issue's protocol (10 epochs, 3 seeds, ResNet-20 AND MobileNetV2, benchmarks.md quick
-subset) does not fit the shared 2-core CPU; the defaults below are a REDUCED version and every
-result records its settings.
+    for w in 1 2; do .venv/bin/python benchmarks/accuracy_reactivation.py --threads 1 & done; wait
+    .venv/bin/python benchmarks/accuracy_reactivation.py --model mobilenetv2 --threads 2
+    .venv/bin/python benchmarks/accuracy_reactivation.py --epochs 2 --subset 256 --val-size 256 \\
+        --width-mult 0.25 --seeds 0 --name smoke --results-dir /tmp/prunus-smoke     # smoke run
 
-    .venv/bin/python benchmarks/accuracy_reactivation.py [--model resnet20] [--width-mult 0.5]
-        [--subset 2000] [--epochs 3] [--seeds 0,1,2] [--threads 1] [--append]
-
-Writes benchmarks/results/accuracy_reactivation_<model>_reduced.json (runs under /tmp).
+Writes benchmarks/results/<name>_<model>.json and .md, and every finished job to <name>_runs.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import tempfile
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,149 +45,196 @@ from typing import Any
 import torch
 
 from prunus import provenance
-from prunus._atomic import write_json
+from prunus._atomic import write_json, write_text
 from prunus.formats import load
 from prunus.methods._grafting import invalid_filters
 from prunus.recipes import train_run
 from prunus.recipes.config import RunConfig
-from prunus.report.stats import paired_difference, summary
+from prunus.report.stats import summarise_records
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: its sibling helper
+from _workers import load_records, locked, run_jobs  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+#: job -> (methods, networks); longest first, so parallel workers finish together
+JOBS: dict[str, tuple[list[dict[str, Any]], int]] = {
+    "graft2": ([{"name": "graft"}], 2),
+    "pop2": ([], 2),
+    "we": ([{"name": "we"}], 1),
+    "we-reset-momentum": ([{"name": "we", "args": {"reset_momentum": True}}], 1),
+}
+ARMS = ("baseline", "ensemble2", "we", "we-reset-momentum", "graft2", "graft2-mean", "graft2-ensemble")
+QUICK = {"epochs": 10, "subset": 10000, "val_size": 5000, "width_mult": 1.0, "data": "fashion-mnist"}
 
 
-def _config(args: argparse.Namespace, seed: int, methods: list[dict[str, Any]], networks: int) -> RunConfig:
+def _config(args: argparse.Namespace, seed: int, job: str) -> RunConfig:
+    methods, networks = JOBS[job]
     return RunConfig.from_dict(
         {
             "model": {"name": args.model, "width_mult": args.width_mult},
-            "data": {"name": args.data, "subset": args.subset, "val_size": 0, "batch_size": 128},
-            "train": {"epochs": args.epochs, "lr": 0.1, "seed": seed, "threads": args.threads, "checkpoint": False},
+            "data": {"name": args.data, "subset": args.subset, "val_size": args.val_size, "batch_size": 128},
+            "train": {"epochs": args.epochs, "lr": 0.1, "seed": seed, "threads": args.threads, "checkpoint": True},
             "methods": methods,
             "networks": networks,
         }
     )
 
 
-def run_seed(args: argparse.Namespace, seed: int, root: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {"seed": seed}
+def _history(run_dir: Path) -> list[dict[str, Any]]:
+    log = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def _accuracies(run_dir: Path, final_test_acc: float) -> dict[str, Any]:
+    """Last-epoch test accuracy and the test accuracy at the best-validation epoch of one network."""
+    history = _history(run_dir)
+    best = max(range(len(history)), key=lambda i: (history[i].get("val_acc", 0.0), -i))
+    return {
+        "last_test_acc": final_test_acc,
+        "best_val_epoch": history[best]["epoch"],
+        "best_val_test_acc": history[best]["test_acc"],
+        "invalid": {str(k): v for k, v in invalid_filters(load(run_dir / "model")).items()},
+    }
+
+
+def run_job(args: argparse.Namespace, job: str, seed: int, runs: Path) -> dict[str, Any]:
+    """Train one job (resuming its checkpoint if there is one) and read back what the arms need."""
+    run_dir = runs / f"{job}-s{seed}"
     start = time.perf_counter()
-    pop = train_run(_config(args, seed, [], 2), root / f"pop2-{seed}", progress=False)
-    nets = [load(root / f"pop2-{seed}" / f"net{k}" / "model") for k in range(2)]
-    out["baseline"] = pop.metrics["net0_final_test_acc"]
-    out["ensemble2"] = pop.metrics["ensemble_test_acc"]
-    out["baseline_invalid"] = {str(k): v for k, v in invalid_filters(nets[0]).items()}
-    out["pop2_seconds"] = time.perf_counter() - start
-    start = time.perf_counter()
-    we = train_run(_config(args, seed, [{"name": "we"}], 1), root / f"we-{seed}", progress=False)
-    out["we"] = we.metrics["final_test_acc"]
-    out["we_seconds"] = time.perf_counter() - start
-    we_reset = train_run(
-        _config(args, seed, [{"name": "we", "args": {"reset_momentum": True}}], 1), root / f"wer-{seed}", progress=False
-    )
-    out["we_reset_momentum"] = we_reset.metrics["final_test_acc"]
-    start = time.perf_counter()
-    graft = train_run(_config(args, seed, [{"name": "graft"}], 2), root / f"graft2-{seed}", progress=False)
-    out["graft2"] = graft.metrics["net0_final_test_acc"]
-    out["graft2_mean_of_networks"] = statistics.fmean(
-        [graft.metrics["net0_final_test_acc"], graft.metrics["net1_final_test_acc"]]
-    )
-    out["graft2_ensemble"] = graft.metrics["ensemble_test_acc"]
-    last = [line for line in (root / f"graft2-{seed}" / "net0" / "metrics.jsonl").read_text().splitlines() if line]
-    rec = json.loads(last[-1])
-    out["graft2_invalid_before_last_graft"] = {t: rec[f"graft_invalid_{t}"] for t in ("0.1", "0.01")}
-    out["graft2_invalid_after_last_graft"] = {t: rec[f"graft_invalid_{t}_after"] for t in ("0.1", "0.01")}
-    out["graft2_alpha_mean_last"] = rec["graft_alpha_mean"]
-    out["graft2_seconds"] = time.perf_counter() - start
+    result = train_run(_config(args, seed, job), run_dir, resume=True, progress=args.progress)
+    m = result.metrics
+    out: dict[str, Any] = {"seconds": time.perf_counter() - start}
+    if JOBS[job][1] == 1:
+        out["networks"] = [_accuracies(run_dir, m["final_test_acc"])]
+        return out
+    out["networks"] = [_accuracies(run_dir / f"net{k}", m[f"net{k}_final_test_acc"]) for k in range(2)]
+    out["ensemble_test_acc"] = m["ensemble_test_acc"]
+    if job == "graft2":
+        last = _history(run_dir / "net0")[-1]
+        out["invalid_before_last_graft"] = {t: last[f"graft_invalid_{t}"] for t in ("0.1", "0.01")}
+        out["alpha_mean_last"] = last["graft_alpha_mean"]
     return out
 
 
-def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
-    """The README table (benchmarks/summarize.py copies results/accuracy_*.md verbatim)."""
-    runs = result["runs"]
+def arm_records(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The arms' per-seed records (see the module docstring) from the jobs' records."""
+    out = []
+    for r in jobs:
+        nets, seed = r["networks"], r["seed"]
+
+        def arm(name: str, **values: Any) -> None:
+            out.append({"arm": name, "seed": seed, **values})  # noqa: B023 (used at once)
+
+        if r["arm"] == "pop2":
+            arm("baseline", **nets[0])
+            arm("ensemble2", last_test_acc=r["ensemble_test_acc"])
+        elif r["arm"] == "graft2":
+            arm("graft2", **nets[0], invalid_before_last_graft=r["invalid_before_last_graft"])
+            mean = {k: statistics.fmean(n[k] for n in nets) for k in ("last_test_acc", "best_val_test_acc")}
+            arm("graft2-mean", **mean)
+            arm("graft2-ensemble", last_test_acc=r["ensemble_test_acc"])
+        else:
+            arm(r["arm"], **nets[0])
+    return out
+
+
+def markdown(summary: dict[str, Any], arms: list[dict[str, Any]], settings: dict[str, Any]) -> str:
+    """The results table with the protocol above it and the invalid-filter counts below."""
+    pct = lambda x: "n/a" if x is None else f"{100 * x:.2f}"  # noqa: E731
     lines = [
-        f"# Reactivation accuracy, REDUCED protocol ({args.model} width {args.width_mult})",
+        f"# Reactivation accuracy, {settings['protocol']} ({settings['model']}, width {settings['width_mult']})",
         "",
-        f"{result['reduced']}. Test accuracy in %; differences are arm minus baseline for the same seed, "
-        "mean [95% t interval]. Reproduce: `benchmarks/accuracy_reactivation.py --append --seeds S` per seed.",
+        f"{settings['model']} on {settings['data']}, {settings['subset']}-image training subset, "
+        f"{settings['val_size']} val, full test set; {settings['epochs']} epochs SGD nesterov lr 0.1 cosine, wd 5e-4, "
+        f"batch 128, crop + flip; seeds {settings['seeds']} (paired). Accuracies in %; differences are arm minus "
+        "baseline for the same seed, mean [95% t interval]. `ensemble2`: logit ensemble of two independent "
+        "baselines (graft2's compute); `graft2`: grafted network 0 (the baseline's seed).",
         "",
-        "| arm | test acc (mean +- std) | diff vs baseline | n |",
-        "|---|---|---|---|",
+        "| arm | last-epoch test acc | diff vs baseline | test acc @ best val | diff vs baseline | n |",
+        "|---|---|---|---|---|---|",
     ]
-    for arm, entry in result["summary"].items():
-        s, d = entry["test_acc"], entry.get("diff_to_baseline")
-        acc = f"{s['mean'] * 100:.2f} +- {(s['std'] or 0) * 100:.2f}"
-        diff = "" if d is None else f"{d['mean'] * 100:+.2f}"
-        if d is not None and d["low"] is not None:
-            diff += f" [{d['low'] * 100:+.2f}, {d['high'] * 100:+.2f}]"
-        lines.append(f"| {arm} | {acc} | {diff} | {s['n']} |")
-    inv = [
-        (
-            r["baseline_invalid"]["0.1"],
-            r["graft2_invalid_before_last_graft"]["0.1"],
-            r["graft2_invalid_after_last_graft"]["0.1"],
-        )
-        for r in runs
-    ]
-    lines += [
-        "",
-        "Invalid filters (L1 < 0.1) per seed: baseline / grafted network 0 before / after its last graft: "
-        + ", ".join(f"{a} / {b} / {c}" for a, b, c in inv)
-        + ". `ensemble2` = logit ensemble of two independently trained baselines (same compute as graft2).",
-        "",
-    ]
+    for name, e in summary.items():
+        cells = [name]
+        for metric in ("last_test_acc", "best_val_test_acc"):
+            s, d = e.get(metric), e.get(f"{metric}_diff")
+            cells.append("—" if s is None else f"{pct(s['mean'])} ± {pct(s['std'])}")
+            cells.append("—" if d is None else f"{pct(d['mean'])} [{pct(d['low'])}, {pct(d['high'])}]")
+        cells.append(str(e["last_test_acc"]["n"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Invalid filters (L1 < 0.1 / < 0.01) of each final network, per seed:", ""]
+    for name in ARMS:
+        rows = sorted((r for r in arms if r["arm"] == name and "invalid" in r), key=lambda r: r["seed"])
+        if rows:
+            cells = [f"{r['invalid']['0.1']} / {r['invalid']['0.01']}" for r in rows]
+            before = [r.get("invalid_before_last_graft") for r in rows]
+            extra = ""
+            if all(before):
+                extra = " (just before the last graft: " + ", ".join(f"{b['0.1']} / {b['0.01']}" for b in before) + ")"
+            lines.append(f"- {name}: " + ", ".join(cells) + extra)
+    lines += ["", f"prunus {settings['prunus']} (commit {settings['commit']}), generated {settings['date']}.", ""]
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="resnet20")
-    ap.add_argument("--width-mult", type=float, default=0.5)
+    ap.add_argument("--model", default="resnet20", help="resnet20 or mobilenetv2 (the protocol runs both)")
+    ap.add_argument("--width-mult", type=float, default=1.0)
     ap.add_argument("--data", default="fashion-mnist")
-    ap.add_argument("--subset", type=int, default=2000)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--subset", type=int, default=10000)
+    ap.add_argument("--val-size", type=int, default=5000)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--jobs", default=",".join(JOBS), help=f"comma-separated subset of {','.join(JOBS)}")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--append", action="store_true", help="keep the other seeds' runs already in --out")
+    ap.add_argument("--name", default="accuracy_reactivation", help="result file stem (and runs/ subdirectory)")
+    ap.add_argument("--results-dir", default=str(RESULTS))
+    ap.add_argument("--progress", action="store_true", help="show the Trainer's progress")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]  # "" with --append: re-summarise only
-    out = args.out or str(RESULTS / f"accuracy_reactivation_{args.model}_reduced.json")
-    records = []
-    if args.append and Path(out).exists():  # seeds run as separate commands (each under ~10 minutes)
-        records = [r for r in json.loads(Path(out).read_text())["runs"] if r["seed"] not in seeds]
-    with tempfile.TemporaryDirectory(prefix="prunus-react-") as tmp:
-        for seed in seeds:
-            records.append(run_seed(args, seed, Path(tmp)))
-            print(records[-1], flush=True)
-    records.sort(key=lambda r: r["seed"])
-    base = {r["seed"]: r["baseline"] for r in records}
-    table: dict[str, Any] = {}
-    for arm in ("baseline", "we", "we_reset_momentum", "graft2", "graft2_mean_of_networks", "ensemble2"):
-        vals = {r["seed"]: r[arm] for r in records}
-        table[arm] = {"test_acc": summary(vals.values())}
-        if arm != "baseline":
-            table[arm]["diff_to_baseline"] = paired_difference(vals, base)
-    result = {
-        "figure": "reactivation accuracy (REDUCED protocol)",
-        "reduced": (
-            f"{args.model} width {args.width_mult}, {args.data} {args.subset}-image training subset, "
-            f"{args.epochs} epochs, seeds {sorted(r['seed'] for r in records)}, full test set; "
-            "the issue asks 10 epochs x 3 seeds x ResNet-20 and MobileNetV2 on the quick-protocol subset"
-        ),
-        "summary": table,
-        "runs": records,
-        "load_average": os.getloadavg(),
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
+    unknown = [j for j in jobs if j not in JOBS]
+    if unknown:
+        raise SystemExit(f"unknown job(s) {unknown}; choose from {', '.join(JOBS)}")
+    tag = f"{args.model}-w{args.width_mult}-e{args.epochs}-n{args.subset}-v{args.val_size}-{args.data}"
+    results = Path(args.results_dir)
+    runs_file = results / f"{args.name}_runs.json"
+    work_dir = ROOT / "runs" / args.name
+    order = sorted(((j, s) for s in seeds for j in jobs), key=lambda js: (list(JOBS).index(js[0]), js[1]))
+
+    def run(job: str, seed: int) -> dict[str, Any]:
+        return {**run_job(args, job, seed, work_dir / tag), **provenance()}
+
+    if run_jobs(order, tag=tag, runs_file=runs_file, work_dir=work_dir, run=run):
+        return  # the last worker to finish writes the table
+    with locked(work_dir / f"{tag}.lock"):
+        records = [r for r in load_records(runs_file) if r["tag"] == tag and r["seed"] in seeds and r["arm"] in jobs]
+    arms = arm_records(records)
+    summary = summarise_records(arms, ["last_test_acc", "best_val_test_acc"], baseline="baseline", means=())
+    summary = {a: summary[a] for a in ARMS if a in summary}
+    mine = {"epochs": args.epochs, "subset": args.subset, "val_size": args.val_size}
+    quick = (
+        mine == {k: QUICK[k] for k in mine} and args.width_mult == QUICK["width_mult"] and args.data == QUICK["data"]
+    )
+    settings = {
+        "protocol": "quick protocol" if quick else f"custom protocol ({tag})",
+        "tag": tag,
+        "model": args.model,
+        "width_mult": args.width_mult,
+        "data": args.data,
+        "subset": args.subset,
+        "val_size": args.val_size,
+        "epochs": args.epochs,
+        "seeds": seeds,
+        "seconds": {r["arm"]: statistics.fmean(x["seconds"] for x in records if x["arm"] == r["arm"]) for r in records},
         **provenance(config=vars(args)),
     }
-    write_json(out, result)
-    Path(out).with_suffix(".md").write_text(markdown(result, args))
-    for arm, entry in table.items():
-        s = entry["test_acc"]
-        line = f"{arm:26s} {s['mean'] * 100:.2f} +- {(s['std'] or 0) * 100:.2f}"
-        d = entry.get("diff_to_baseline")
-        if d and d["low"] is not None:
-            line += f"   diff {d['mean'] * 100:+.2f} [{d['low'] * 100:+.2f}, {d['high'] * 100:+.2f}]"
-        print(line)
+    stem = f"{args.name}_{args.model}"
+    write_json(results / f"{stem}.json", {"settings": settings, "summary": summary, "arms": arms, "jobs": records})
+    text = markdown(summary, arms, settings)
+    write_text(results / f"{stem}.md", text)
+    print(text)
 
 
 if __name__ == "__main__":
