@@ -162,7 +162,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, self.config)
         factor = self.schedule.factor(self.global_step)
         for group in self.optimizer.param_groups:
-            group["base_lr"] = self.config.lr * self.lr_scale
+            group["base_lr"] = self.lr_scale * self.config.lr
             group["lr"] = group["base_lr"] * factor
         self._forward_module = self.parallel.wrap(self.model)
         return self.optimizer
