@@ -136,6 +136,13 @@ def _tp_prune(model: torch.nn.Module, target: float, shape: tuple[int, ...]) -> 
     return pruned_at(hi), hi
 
 
+CODE: dict[str, Any] = {}  # set once per worker, at start (main)
+
+
+def _code() -> dict[str, Any]:
+    return {k: v for k, v in provenance().items() if k in ("prunus", "commit", "dirty")}
+
+
 def _record(arm, seed, tag, trainer, final, seconds, shape, extra=None) -> dict[str, Any]:
     history = trainer.history
     best = max(range(len(history)), key=lambda i: (history[i].get("val_acc", 0.0), -i))
@@ -154,7 +161,7 @@ def _record(arm, seed, tag, trainer, final, seconds, shape, extra=None) -> dict[
         "epochs": len(history),
         # what the methods logged after the last epoch (removal counts, achieved MACs)
         "method_metrics": {k: v for k, v in final.items() if not k.startswith("final_") and k != "epochs"},
-        **{k: v for k, v in provenance().items() if k in ("prunus", "commit", "dirty")},
+        **(CODE or _code()),  # the code this worker loaded, not the checkout's state when the record is written
     }
     rec.update(_trace(history))
     rec.update(extra or {})
@@ -309,6 +316,7 @@ def main() -> None:
     ap.add_argument("--progress", action="store_true", help="show the Trainer's progress")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    CODE.update(_code())  # before the first record: the checkout may move on while jobs run
     args.finetune_epochs = args.finetune_epochs or max(1, args.epochs // 2)
     if not 1 <= args.finetune_epochs < args.epochs:
         raise SystemExit(f"--finetune-epochs must be in [1, --epochs - 1] (equal budget), got {args.finetune_epochs}")

@@ -203,8 +203,10 @@ def main() -> None:
     work_dir = ROOT / "runs" / args.name
     order = sorted(((j, s) for s in seeds for j in jobs), key=lambda js: (list(JOBS).index(js[0]), js[1]))
 
+    code = provenance()  # the code this worker loaded: the checkout may move on while jobs run
+
     def run(job: str, seed: int) -> dict[str, Any]:
-        return {**run_job(args, job, seed, work_dir / tag), **provenance()}
+        return {**run_job(args, job, seed, work_dir / tag), **code}
 
     if run_jobs(order, tag=tag, runs_file=runs_file, work_dir=work_dir, run=run):
         return  # the last worker to finish writes the table

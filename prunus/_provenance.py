@@ -32,7 +32,8 @@ _REPO = Path(__file__).resolve().parents[1]
 
 
 def git_commit(repo: str | os.PathLike[str] = _REPO) -> tuple[str | None, bool | None]:
-    """(short commit hash, whether tracked files differ from it) of `repo`; (None, None) outside git."""
+    """(short commit hash, whether tracked files other than benchmarks/results/ differ from it) of `repo`;
+    (None, None) outside git."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
@@ -40,7 +41,8 @@ def git_commit(repo: str | os.PathLike[str] = _REPO) -> tuple[str | None, bool |
         if head.returncode != 0:
             return None, None
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # results being written are not code: a benchmark appending to its runs file is not "dirty"
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results"],
             cwd=repo,
             capture_output=True,
             text=True,

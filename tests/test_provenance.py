@@ -37,6 +37,24 @@ def test_commit_is_the_checkout_head():
     assert isinstance(dirty, bool)
 
 
+def test_dirty_means_code_changed_not_results_being_written(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    code, runs = tmp_path / "module.py", tmp_path / "benchmarks" / "results" / "x_runs.json"
+    code.write_text("x = 1\n")
+    runs.write_text("{}\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "start")
+    assert git_commit(tmp_path)[1] is False
+    runs.write_text('{"records": [1]}\n')  # a benchmark appending a record
+    assert git_commit(tmp_path)[1] is False
+    code.write_text("x = 2\n")
+    assert git_commit(tmp_path)[1] is True
+
+
 def test_outside_git_there_is_no_commit(tmp_path):
     assert git_commit(tmp_path) == (None, None)
 
