@@ -62,7 +62,7 @@ from prunus.methods import create_method
 from prunus.model_info import example_input
 from prunus.models import create_model
 from prunus.pruning import prune
-from prunus.report.stats import summarise_records
+from prunus.report.stats import paired_difference, summarise_records
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: its sibling helper
 from _workers import load_records, locked, run_jobs  # noqa: E402
@@ -234,6 +234,25 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}"
 
 
+SINGLE_CRITERION_ARMS = ("sfp-l1", "sfp-l2", "sfp-l2-hard", "fpgm")
+
+
+def mfp_vs_best_lines(summary: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
+    """MFP minus the best single-criterion arm (by mean last-epoch accuracy), paired by seed."""
+    singles = [a for a in SINGLE_CRITERION_ARMS if a in summary]
+    if "mfp" not in summary or not singles:
+        return []
+    by = {a: {r["seed"]: r["last_test_acc"] for r in records if r["arm"] == a} for a in ("mfp", *singles)}
+    best = max(singles, key=lambda a: summary[a]["last_test_acc"]["mean"])
+    soft = [a for a in singles if a != "sfp-l2-hard"]
+    out = ["", "MFP against the single criteria, paired by seed (last-epoch test acc, mean [95% t interval]):", ""]
+    for arm in dict.fromkeys([best, *(soft and [max(soft, key=lambda a: summary[a]["last_test_acc"]["mean"])])]):
+        d = paired_difference(by["mfp"], by[arm])
+        label = "the best single criterion" if arm == best else "the best soft single criterion"
+        out.append(f"- mfp - {arm} ({label}): {_pct(d['mean'])} [{_pct(d['low'])}, {_pct(d['high'])}]")
+    return out
+
+
 def trace_lines(records: list[dict[str, Any]]) -> list[str]:
     """Regrowth per epoch (soft-pruning arms) and MFP's switches, one line per run."""
     lines = []
@@ -293,6 +312,7 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any], records: list[di
             cells.append("—" if d is None else f"{_pct(d['mean'])} [{_pct(d['low'])}, {_pct(d['high'])}]")
         cells.append(str(e["last_test_acc"]["n"]))
         lines.append("| " + " | ".join(cells) + " |")
+    lines += mfp_vs_best_lines(summary, list(records))
     lines += trace_lines(list(records))
     lines += ["", f"prunus {settings['prunus']} (commit {settings['commit']}), generated {settings['date']}.", ""]
     return "\n".join(lines)
