@@ -120,9 +120,10 @@ class Trainer:
         self._forward_module: nn.Module = self.parallel.wrap(self.model)
         checkpoint = self._read_checkpoint() if resume else None
         if checkpoint is not None:  # before setup, for methods whose setup would re-plan what the run fixed
+            saved = _method_states(checkpoint)
             for method, key in zip(self.methods, state_keys(self.methods), strict=True):
                 if method.load_state_before_setup:
-                    method.load_state_dict(_method_states(checkpoint)[key])
+                    method.load_state_dict(saved[key])
         for method in self.methods:
             method.setup(self)
         if resume:
@@ -296,12 +297,14 @@ class Trainer:
             self.parallel.save_checkpoint(self.run_dir, self._state())
 
     def _read_checkpoint(self) -> dict[str, Any] | None:
-        """The checkpoint to resume from (None: a fresh start), its methods checked against this run's."""
+        """The checkpoint to resume from (None: a fresh start), its methods and config checked against
+        this run's before any state is restored or any method's setup runs."""
         state = self.parallel.load_checkpoint(self.run_dir, self.device) if self.run_dir is not None else None
         if state is not None:
             saved, keys = list(_method_states(state)), state_keys(self.methods)
             if saved != keys:
                 raise ConfigError(f"checkpoint was written with methods {saved}, this run has {keys}")
+            self._check_resume_config(state.get("config") or {}, int(state["epoch"]))
         return state
 
     def _resume(self, state: dict[str, Any] | None) -> None:
@@ -310,7 +313,6 @@ class Trainer:
             return
         method_states = _method_states(state)
         keys = state_keys(self.methods)
-        self._check_resume_config(state.get("config") or {}, int(state["epoch"]))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # a new --lr on resume takes effect from the next step
