@@ -110,3 +110,41 @@ def test_regrowth_rows_show_each_epochs_turnover_and_mfp_switches(tmp_path):
             assert f"| {e['channels_masked']} | {e['turnover']} | {e['regrown']} |" in row
             if "choice" in e:
                 assert f"{e['choice']} ({'kept' if e['kept'] else 'switched'})" in row
+
+
+def test_csgd_tables_show_each_variant_and_every_arm_with_its_epochs(tmp_path):
+    import json
+
+    def run(delta_merged: float) -> dict:
+        arms = {
+            "baseline": (0.9, 0, 100, 10),
+            "csgd-merged": (0.9 + delta_merged / 100, 3, 48, 4),
+            "l1+ft": (0.88, 3, 48, 4),
+            "csgd+ft": (0.895, 6, 48, 4),
+            "l1+ft-long": (0.891, 6, 48, 4),
+        }
+        return {
+            "definition": "C-SGD of m",
+            "max_logit_diff": 2.5e-6,
+            "arms": {
+                name: {
+                    "test_acc": acc,
+                    "epochs_after_baseline": epochs,
+                    "macs": macs,
+                    "params": params,
+                    "delta_vs_baseline_pt": 100 * (acc - 0.9),
+                    "macs_reduction": 1 - macs / 100,
+                }
+                for name, (acc, epochs, macs, params) in arms.items()
+            },
+        }
+
+    (tmp_path / "accuracy_csgd.json").write_text(json.dumps(run(-0.25)))
+    (tmp_path / "accuracy_csgd_stem.json").write_text(json.dumps(run(-1.5)))
+    text = render(tmp_path)
+    assert "(stem and classifier kept)" in text
+    assert "(stem clustered too)" in text
+    assert "| csgd-merged | 3 | 89.75% | -0.25 | 48 | 4 | 52.0% |" in text
+    assert "| csgd-merged | 3 | 88.50% | -1.50 | 48 | 4 | 52.0% |" in text
+    assert text.count("| l1+ft-long | 6 |") == 2
+    assert "**2.50e-06**" in text
