@@ -126,6 +126,8 @@ def main() -> None:
     cfg = TrainConfig(
         epochs=args.epochs, lr=args.lr, schedule=args.schedule, seed=args.seed, checkpoint=False, threads=args.threads
     )
+    # read before the long training: a commit made while this runs must not be credited with its results
+    run_provenance = provenance(config={**vars(args), "train": cfg.to_dict()})
     overrides: dict[str, Any] = {
         k: v for k, v in (("eps", args.eps), ("bn_eps_factor", args.bn_eps_factor)) if v is not None
     }
@@ -202,7 +204,7 @@ def main() -> None:
         "include_stem": args.include_stem,
         "csgd_seconds": csgd_seconds,
         "command": "benchmarks/accuracy_csgd.py " + " ".join(f"{k}={v}" for k, v in vars(args).items()),
-        **provenance(config={**vars(args), "train": cfg.to_dict()}),
+        **run_provenance,
     }
     write_json(out, result)
     rows = [
