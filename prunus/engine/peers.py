@@ -84,8 +84,10 @@ class Lockstep:
 
     Args:
         size: number of networks.
-        timeout: seconds any thread waits for its turn before raising `PeerError` (a network
-            that skipped a collective would otherwise deadlock the others).
+        timeout: seconds a thread waits for its turn, while the network holding the turn is
+            itself blocked, before raising `PeerError` (a network that skipped a collective would
+            otherwise deadlock the others). Waiting on a network that is still computing is not
+            limited: without exchanges, each network's whole run is one turn.
     """
 
     def __init__(self, size: int, timeout: float | None = None) -> None:
@@ -96,6 +98,7 @@ class Lockstep:
         self._cond = threading.Condition()
         self._turn = 0
         self._done = [False] * size
+        self._waiting: set[int] = set()  # networks blocked in _wait; the others are computing
         self._inbox: list[Any] = [None] * size
         self._arrived = 0
         self._generation = 0
@@ -147,11 +150,22 @@ class Lockstep:
             self._wait(lambda: self._turn == k, k)
 
     def _wait(self, predicate: Callable[[], bool], k: int) -> None:
-        ok = self._cond.wait_for(lambda: predicate() or self._failed is not None, timeout=self.timeout)
-        if self._failed is not None and self._failed[0] != k:
-            raise PeerError(f"network {k}: network {self._failed[0]} failed ({type(self._failed[1]).__name__})")
-        if not ok:
-            raise PeerError(f"network {k}: no turn within {self.timeout:g}s (a network skipped a collective)")
+        self._waiting.add(k)
+        try:
+            while True:
+                ok = self._cond.wait_for(lambda: predicate() or self._failed is not None, timeout=self.timeout)
+                if self._failed is not None and self._failed[0] != k:
+                    raise PeerError(f"network {k}: network {self._failed[0]} failed ({type(self._failed[1]).__name__})")
+                if ok:
+                    return
+                holder = self._turn
+                if holder not in self._waiting and not self._done[holder]:
+                    # the network holding the turn is computing (a population without exchanges
+                    # trains one network's whole run per turn): a long turn is not a hang
+                    continue
+                raise PeerError(f"network {k}: no turn within {self.timeout:g}s (a network skipped a collective)")
+        finally:
+            self._waiting.discard(k)
 
     def _pass_turn(self, k: int) -> None:
         for step in range(1, self.size + 1):

@@ -258,6 +258,30 @@ def test_population_surfaces_a_failing_network():
         group.run([skip, skip])
 
 
+def test_a_turn_longer_than_the_timeout_is_not_a_hang():
+    # network 0 computes for 4x the timeout between collectives; network 1 must wait, not fail
+    import time
+
+    def slow(peers):
+        got = peers.all_gather_scalars([float(peers.rank)])
+        if peers.rank == 0:
+            time.sleep(0.8)
+        return got, peers.all_gather_scalars([10.0 + peers.rank])
+
+    assert Lockstep(2, timeout=0.2).run([slow, slow]) == [([[0.0], [1.0]], [[10.0], [11.0]])] * 2
+
+
+def test_a_population_without_exchanges_trains_past_the_timeout(tmp_path):
+    # no method exchanges anything, so each network's whole run is one turn (the pop2 job of
+    # benchmarks/accuracy_reactivation.py, `prunus train --networks 2`): the other waits for it
+    def plain(strategy):
+        return _graft_net(strategy, tmp_path, methods=(), epochs=2)
+
+    results = fit_population(plain, 2, timeout=0.01)
+    assert [t.epoch for t, _ in results] == [2, 2]
+    assert [len(t.history) for t, _ in results] == [2, 2]
+
+
 # ---------------------------------------------------------------------------- composition
 
 
