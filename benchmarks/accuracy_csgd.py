@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,7 @@ def main() -> None:
     def fine_tuned(model: nn.Module, epochs: int) -> float:
         """Plain SGD with the C-SGD phase's recipe for `epochs` (the schedule restarts), last-epoch test acc."""
         torch.manual_seed(args.seed)
-        ft_cfg = TrainConfig.from_dict({**cfg.to_dict(), "epochs": epochs})
+        ft_cfg = dataclasses.replace(cfg, epochs=epochs)
         return float(Trainer(model, data, ft_cfg, progress=args.progress).fit()["final_test_acc"])
 
     record("baseline", baseline)
@@ -159,8 +160,8 @@ def main() -> None:
         "test_acc": final["csgd_trained_acc"],  # measured by the Trainer around the merge
         "macs": rep["csgd_macs_before"],
         "params": rep["csgd_params_before"],
+        "epochs_after_baseline": args.epochs,
     }
-    arms["csgd-trained"]["epochs_after_baseline"] = args.epochs
     record("csgd-merged", trainer.model, final["csgd_merged_acc"], args.epochs)
     record("l1", l1_pruned(copy.deepcopy(baseline), clusters, shape))
     record("delete", deleted(copy.deepcopy(baseline), clusters, shape))
