@@ -14,6 +14,7 @@ __all__ = [
     "PeerError",
     "PrunusError",
     "TrainingDivergedError",
+    "BudgetNotMetWarning",
 ]
 
 
@@ -44,3 +45,7 @@ class TrainingDivergedError(PrunusError, RuntimeError):
 
 class PeerError(PrunusError, RuntimeError):
     """Networks trained together could not exchange: a peer died, hung, or fell out of step."""
+
+
+class BudgetNotMetWarning(UserWarning):
+    """A result was produced but misses the budget asked for; the message says by how much and what to change."""

@@ -116,8 +116,17 @@ def run(args: argparse.Namespace) -> int:
         ("file bytes by part", ", ".join(f"{k} {v:,}" for k, v in js["file_parts"].items())),
         ("calibration accuracy (input -> compressed)", f"{report.teacher_acc * 100:.2f}% -> {report.acc * 100:.2f}%"),
         ("calibration KL", f"{report.kl:.5f}"),
+        *([("budget (auto bits)", _budget_text(report.budget))] if report.budget else []),
         *((k.replace("_", " "), f"{v * 100:.2f}%") for k, v in test.items()),
         ("seconds", ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items())),
     ]
     print_table(f"{args.model_dir} -> {args.out}", ("metric", "value"), rows)
     return 0
+
+
+def _budget_text(budget: dict) -> str:
+    """One cell: met or NOT MET, the drop against what, and the limits."""
+    limits = ", ".join(f"{k} {budget[k]:g}" for k in ("max_drop", "max_kl") if budget[k] is not None)
+    verdict = "met" if budget["met"] else "NOT MET (see the warning)"
+    return (f"{verdict}: {budget['drop_pt']:+.2f} pt lost, KL {budget['kl']:.4g} vs the {budget['against']} model "
+            f"({limits}); pruning alone {budget['pruned_drop_pt']:+.2f} pt")  # fmt: skip

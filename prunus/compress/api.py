@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -45,7 +46,7 @@ from prunus.compress.prn import build_model, encode_prn, parse_prn, read_prn
 from prunus.compress.report import CompressReport, LayerReport
 from prunus.compress.runner import prunable_layers
 from prunus.compress.search import magnitude_masks, search
-from prunus.errors import ConfigError
+from prunus.errors import BudgetNotMetWarning, ConfigError
 from prunus.model_info import get_info, update_info
 
 __all__ = ["compress", "decompress", "distill", "load"]
@@ -147,9 +148,11 @@ def compress(
                 temperature=cfg.temperature, seed=cfg.seed)  # fmt: skip
         seconds["finetune"] = time.perf_counter() - start
     start = time.perf_counter()
-    if cfg.bits == "auto" and cfg.quant_drop is not None:  # quantization's own share, vs the pruned model
+    s_big = None
+    if cfg.bits == "auto":  # the pruned (and distilled) model before quantization: the budget check needs it
         with torch.no_grad():
             s_big = student(x_big)
+    if cfg.bits == "auto" and cfg.quant_drop is not None:  # quantization's own share, vs the pruned model
         quantizers = allocate_bits(student, masks, x_big, s_big, y_big, max_kl=None, max_drop=cfg.quant_drop,
                                    kind=cfg.quantizer, min_bits=cfg.min_bits, max_bits=cfg.max_bits)  # fmt: skip
     elif cfg.bits == "auto":
@@ -169,8 +172,8 @@ def compress(
     with torch.no_grad():
         logits = student(x_big)
     labels = y_big if y_big is not None else t_big.argmax(1)
-    t_logp = F.log_softmax(t_big.float(), -1)
-    kl = float((t_logp.exp() * (t_logp - F.log_softmax(logits.float(), -1))).sum(-1).mean())
+    kl = _kl(t_big, logits)
+    budget = _check_budget(cfg, t_big, s_big, logits, y_big) if s_big is not None else None
     start = time.perf_counter()
     meta = {
         "arch": dict(arch or {}),
@@ -206,12 +209,54 @@ def compress(
         seconds=seconds,
         config=cfg.to_json(),
         search_log=result.log,
+        budget=budget,
         path=None if out is None else str(out),
         model=student,
     )
     if baselines:
         report.baselines = _baselines(model, student, coded, masks, quantizers, x_big, labels)
     return report
+
+
+def _kl(ref: torch.Tensor, logits: torch.Tensor) -> float:
+    ref_logp = F.log_softmax(ref.float(), -1)
+    return float((ref_logp.exp() * (ref_logp - F.log_softmax(logits.float(), -1))).sum(-1).mean())
+
+
+def _check_budget(cfg: CompressConfig, t_big: torch.Tensor, s_big: torch.Tensor, logits: torch.Tensor,
+                  y_big: torch.Tensor | None) -> dict[str, Any]:  # fmt: skip
+    """Whether the compressed model meets the auto-bits budget on the budget batch; warns when it does not.
+
+    Measured as `allocate_bits` measures it (accuracy on the labels, or agreement with the
+    reference's top-1 without labels). The greedy allocation only lowers bits while the budget
+    holds, so a miss means it is missed at `max_bits` already: the pruning costs too much.
+    """
+    quant_only = cfg.quant_drop is not None
+    ref = s_big if quant_only else t_big  # what the budget is measured against
+    labels = y_big if y_big is not None else ref.argmax(1)
+    drop = 100 * (_accuracy(ref, labels) - _accuracy(logits, labels))
+    kl = _kl(ref, logits)
+    max_drop = cfg.quant_drop if quant_only else cfg.max_drop
+    max_kl = None if quant_only else cfg.max_kl
+    met = (max_drop is None or drop <= max_drop + 1e-9) and (max_kl is None or kl <= max_kl)
+    pruned_labels = y_big if y_big is not None else t_big.argmax(1)
+    pruned_drop = 100 * (_accuracy(t_big, pruned_labels) - _accuracy(s_big, pruned_labels))
+    budget = {
+        "against": "pruned" if quant_only else "input",
+        **{"max_drop": max_drop, "max_kl": max_kl, "drop_pt": drop, "kl": kl, "pruned_drop_pt": pruned_drop},
+        **{"images": int(labels.shape[0]), "met": met},
+    }
+    if not met:
+        limits = " and ".join(f"{k} {v:g}" for k, v in (("max_drop", max_drop), ("max_kl", max_kl)) if v is not None)
+        warnings.warn(
+            f"compression budget not met: the compressed model loses {drop:.2f} pt (KL {kl:.4g}) against the "
+            f"{budget['against']} model on the {budget['images']}-image budget batch, over {limits}, with every "
+            f"layer allowed {cfg.max_bits} bits; pruning alone loses {pruned_drop:.2f} pt against the input model. "
+            "Lower the sparsity, or add a distillation fine-tune (finetune_steps, e.g. 300).",
+            BudgetNotMetWarning,
+            stacklevel=3,
+        )
+    return budget
 
 
 def _baselines(teacher: nn.Module, student: nn.Module, coded: dict[str, CodedLayer], masks: dict[str, torch.Tensor],

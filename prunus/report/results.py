@@ -268,12 +268,27 @@ def _csgd(res: _Results) -> list[str]:
     return lines
 
 
-COMPRESS_FILES = ("compress_lenet300_100", "compress_lenet5")  # benchmarks/compress_lenet.py --name
+COMPRESS_FILES = ("compress_lenet300_100", "compress_lenet5", "compress_resnet20")  # compress_lenet.py --name
 COMPRESS_TARGETS = {("lenet300_100", 1.0): (40, "40x"), ("lenet300_100", 3.0): (80, "80x")}  # benchmarks.md
 
 
 def _joined(values: Any) -> str:
     return "/".join(str(v) for v in values.values()) if isinstance(values, dict) else str(values)
+
+
+def _bits(bits: dict[str, int]) -> str:
+    """Per-layer bits: each layer's for a few layers, else how many layers got each width.
+
+    Example:
+        >>> _bits({"a": 6, "b": 5}), _bits({f"l{i}": 5 + (i % 2) for i in range(6)})
+        ('6/5', '6 bits x3, 5 bits x3')
+    """
+    if len(bits) <= 4:
+        return _joined(bits)
+    counts: dict[int, int] = {}
+    for b in bits.values():
+        counts[b] = counts.get(b, 0) + 1
+    return ", ".join(f"{b} bits x{n}" for b, n in sorted(counts.items(), reverse=True))
 
 
 def _compression(res: _Results) -> list[str]:
@@ -301,7 +316,7 @@ def _compression(res: _Results) -> list[str]:
             )
             lines.append(
                 f"| {run['model']} ({_pct(run['teacher_test_acc'])}) | {100 * p['sparsity']:.1f}% "
-                f"({_joined(p['sparsity_target'])}) | {_joined(p['bits'])} | {-p['test_drop_pt']:+.2f} pt "
+                f"({_joined(p['sparsity_target'])}) | {_bits(p['bits'])} | {-p['test_drop_pt']:+.2f} pt "
                 f"(<= {budget:g}) | {p['ratio']:.1f}x ({p['file_bytes']:,} B) | {p['stream_over_bound']:.4f} | "
                 f"{p['file_over_bound']:.3f} | {p['file_over_floor']:.3f} | {met or '(none)'} | "
                 f"{p['compress_wall_seconds']:.0f} |"
