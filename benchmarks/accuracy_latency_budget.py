@@ -44,6 +44,7 @@ from prunus._atomic import write_json, write_text
 from prunus.data import DataConfig, build_loaders
 from prunus.deploy.bench import compare_latency
 from prunus.engine import TrainConfig, Trainer
+from prunus.errors import ConfigError
 from prunus.evaluation import evaluate
 from prunus.model_info import get_info
 from prunus.report.stats import summarise_records
@@ -68,7 +69,12 @@ def macs_pruned_like(dense: nn.Module, x: torch.Tensor, target: float, tol: floa
     best: tuple[float, nn.Module, dict[str, Any]] | None = None
     for _ in range(8):
         m = (lo + hi) / 2 if tries else min(max(target / 2, lo), hi)  # latency falls slower than MACs: start low
-        pruned, rep = prunus.prune(copy.deepcopy(dense), x, macs_ratio=m)
+        try:
+            pruned, rep = prunus.prune(copy.deepcopy(dense), x, macs_ratio=m)
+        except ConfigError as exc:  # below the MACs floor (one channel per group): m is too small
+            tries.append({"macs_ratio_requested": m, "error": str(exc)})
+            lo = m
+            continue
         r = latency_ratio(dense, pruned, shape, repeats)
         tries.append({"macs_ratio_requested": m, "macs_ratio": rep.achieved_macs_ratio, "latency_ratio": r})
         gap = abs(r / target - 1)
@@ -81,7 +87,7 @@ def macs_pruned_like(dense: nn.Module, x: torch.Tensor, target: float, tol: floa
         else:
             lo = m
     assert best is not None
-    return {"model": best[1], "chosen": best[2], "tries": tries}
+    return {"model": best[1], "chosen": best[2], "tries": tries, "matched": best[0] <= tol}
 
 
 def structures(args: argparse.Namespace, baseline: nn.Module, x: torch.Tensor, work: Path) -> dict[str, Any]:
@@ -104,6 +110,9 @@ def structures(args: argparse.Namespace, baseline: nn.Module, x: torch.Tensor, w
                 "requested_latency_ratio": b,
                 "latency_ratio_measured_by_prune": target,
                 "macs_search": found["tries"],
+                # False: no macs_ratio lands within --match-tol of the latency arm (the closest is kept);
+                # the arms are then not compared (the table says so)
+                "matched": found["matched"],
             }
             for a, m in models.items():  # one more side-by-side measurement of both, the figure reported
                 c = prunus.count(m, shape)
@@ -142,9 +151,16 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any], settings: dict[str, 
         "| budget | arm | latency ratio (measured) | MACs kept | params kept | test acc | latency - MACs |",
         "|---|---|---|---|---|---|---|",
     ]
-    for b, s in summary.items():
-        m = meta[b]
+    for b, m in meta.items():
+        s = summary.get(b) or {}
         for a in ARMS:
+            if a not in s:  # not fine-tuned: MACs pruning could not reach the latency arm's latency
+                lines.append(
+                    f"| {b} | {a} | {m[a]['latency_ratio']:.3f} | {m[a]['macs'] / settings['dense_macs']:.3f} | "
+                    f"{m[a]['params'] / settings['dense_params']:.3f} | not compared | MACs pruning cannot reach "
+                    "this latency |"
+                )
+                continue
             acc = s[a]["last_test_acc"]
             std = acc["std"] if acc["std"] is not None else 0.0
             diff = ""
@@ -213,6 +229,8 @@ def main() -> None:
                               "records": records, "summary": summary})  # fmt: skip
 
     for b, f in found.items():
+        if not f["meta"]["matched"]:
+            continue  # MACs pruning cannot reach this latency: nothing to compare at equal latency
         for seed in seeds:
             for a in ARMS:
                 if any(r["budget"] == b and r["arm"] == a and r["seed"] == seed for r in records):
@@ -227,6 +245,7 @@ def main() -> None:
             [{**r, "arm": r["arm"]} for r in records if r["budget"] == b], ["last_test_acc"], baseline="macs", means=()
         )  # fmt: skip
         for b in found
+        if found[b]["meta"]["matched"]
     }
     save(summary)
     text = markdown(summary, {b: f["meta"] for b, f in found.items()}, settings)

@@ -150,6 +150,9 @@ def main() -> None:
     from prunus.cli._common import parse_set
 
     overrides = parse_set(args.set, owner="CompressConfig")
+    # read before the long work: a commit made while this runs must not be credited with its results
+    run_provenance = provenance(config={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
+    code_commit = run_provenance["commit"]
     teacher = _teacher(args.teacher, args.model)
     bundle = build_loaders(DataConfig(augment=False))
     calib = training_slice(bundle, args.calib_images, seed=0)
@@ -163,7 +166,7 @@ def main() -> None:
         before = os.getloadavg()
         points.append(_point(teacher, bundle, calib, sparsity, float(drop), overrides, out_dir))
         points[-1]["run"] = {"command": command, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                             "commit": provenance()["commit"], "calib_images": args.calib_images, "note": args.note,
+                             "commit": code_commit, "calib_images": args.calib_images, "note": args.note,
                              "load_average_before": before, "load_average_after": os.getloadavg()}  # fmt: skip
         keys = (
             "sparsity",
@@ -179,7 +182,7 @@ def main() -> None:
     comparison = _de_vs_magnitude(teacher, bundle, _sparsity(args.seeds_sparsity), seeds, overrides) if seeds else None
     section = {
         "command": command,
-        "commit": provenance()["commit"],
+        "commit": code_commit,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
@@ -194,7 +197,7 @@ def main() -> None:
         "de_vs_magnitude_no_retraining": comparison,
         "de_vs_magnitude_run": section if comparison else None,
         "threads": args.threads,
-        **provenance(config={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}),
+        **run_provenance,
     }
     old_path = RESULTS / f"{args.name}.json"
     if args.update and old_path.exists():
