@@ -241,9 +241,7 @@ def main() -> None:
                       flush=True)  # fmt: skip
                 save()
     summary = {
-        b: summarise_records(
-            [{**r, "arm": r["arm"]} for r in records if r["budget"] == b], ["last_test_acc"], baseline="macs", means=()
-        )  # fmt: skip
+        b: summarise_records([r for r in records if r["budget"] == b], ["last_test_acc"], baseline="macs", means=())
         for b in found
         if found[b]["meta"]["matched"]
     }
