@@ -5,7 +5,9 @@ No assertion here depends on a timing: tables are injected or measured by a dete
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 
 import pytest
@@ -14,9 +16,18 @@ from torch import nn
 
 from prunus.errors import ConfigError
 from prunus.measure import count
+from prunus.models import create_model
 from prunus.pruning import prune
 from prunus.pruning.costs import CostModel
-from prunus.pruning.latency import LatencyTable, build_table, cache_key, choose_cut, layer_signatures, machine_id
+from prunus.pruning.latency import (
+    LatencyTable,
+    build_table,
+    cache_key,
+    choose_cut,
+    importance_loss,
+    layer_signatures,
+    machine_id,
+)
 from prunus.structure import build_groups
 
 X = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -97,6 +108,65 @@ def test_chooser_respects_round_to_and_says_when_unreachable():
     cut, est = choose_cut(groups, costs, scores, table, 0.01 * table.dense_ms)
     assert cut is None
     assert est > 0.01 * table.dense_ms
+
+
+def test_chooser_jumps_to_the_width_where_a_flat_runtime_drops():
+    # conv "1" costs 10 ms at any width above 8 and 1 ms at 8 (a runtime blocking channels by 8):
+    # one-channel steps from 16 save nothing; the chooser must see the drop at 8 and take it,
+    # rather than strip group "4" (which saves little) first
+    net, groups, scores, costs = _setup()
+    times = {"1": lambda cin, cout: 10.0 if cout > 8 else 1.0, "4": lambda cin, cout: 0.5 * cout / 16}
+    table = _table(lambda name, cin, cout: times[name](cin, cout) if name in times else 1.0)
+    cut, est = choose_cut(groups, costs, scores, table, 0.8 * table.dense_ms)
+    assert cut == {"1": 8, "4": 0}
+    assert est <= 0.8 * table.dense_ms
+
+
+def _macs_table(model: nn.Module, x: torch.Tensor) -> LatencyTable:
+    """Every conv's time proportional to its MACs, on the 1/4-step grid."""
+    layers = {}
+    for name, sig in layer_signatures(model, x).items():
+        ins = sorted({max(1, round(sig["in"] * f)) for f in (1, 0.75, 0.5, 0.25)})
+        outs = sorted({max(1, round(sig["out"] * f)) for f in (1, 0.75, 0.5, 0.25)})
+        pixels = sig["hw"][0] * sig["hw"][1] / sig["stride"][0] ** 2
+        layers[name] = {"in": ins, "out": outs, "ms": [[1e-4 * i * o * pixels for o in outs] for i in ins]}
+    return LatencyTable("macs", "torch", 2, 1, 10.0, layers)
+
+
+@pytest.mark.parametrize("budget", [0.7, 0.5])
+def test_chooser_does_not_collapse_a_residual_stream(budget):
+    # A residual stream's channel saves time in every block it couples, so charging it like one
+    # filter cut it to 1-2 channels of 16 before touching anything else (measured: ResNet-56 lost
+    # 45 points this way). Charged per filter, with equal scores no group loses more than 3/4.
+    torch.manual_seed(0)
+    net = create_model("resnet20", width_mult=0.5, in_channels=1).eval()
+    x = torch.randn(1, 1, 28, 28)
+    groups = [g for g in build_groups(net, x) if g.prunable]
+    scores = {g.key: torch.ones(g.num_channels) for g in groups}
+    costs = CostModel(net, groups, scores, count(net, (1, 28, 28)))
+    streams = [g.key for g in groups if sum(side == "out" for (_, side), _ in costs.layer_cuts(g.key)) > 1]
+    assert streams  # the test needs coupled groups
+    cut, est = choose_cut(groups, costs, scores, _macs_table(net, x), budget * 10.0)
+    assert est <= budget * 10.0
+    kept = {g.key: (g.num_channels - cut[g.key]) / g.num_channels for g in groups}
+    assert min(kept.values()) >= 0.25, kept
+    assert min(kept[k] for k in streams) >= min(v for k, v in kept.items() if k not in streams), kept
+
+
+def test_importance_loss_is_relative_logarithmic_and_charged_per_filter():
+    s = torch.tensor([0.0, 1.0, 1.0, 2.0])
+    order = [0, 1, 2, 3]
+    one = importance_loss(s, order, 1)
+    assert one[0] == 0.0
+    assert one == pytest.approx(importance_loss(7.5 * s, order, 1))  # scale-free
+    assert importance_loss(s, order, 3) == pytest.approx([3 * v for v in one])  # per filter
+    assert all(b > a for a, b in itertools.pairwise(one))  # every channel costs something, even a dead one
+    # relative scores (s / mean + 1e-3) = .001, 1.001, 1.001, 2.001: M_k = 4.004, 4.003, 3.002, 2.001
+    assert one[1:4] == pytest.approx([math.log(4.004 / 4.003), math.log(4.004 / 3.002), math.log(4.004 / 2.001)])
+    assert math.isfinite(one[4])
+    # equal scores: each halving costs the same
+    flat = importance_loss(torch.ones(8), list(range(8)), 1)
+    assert flat[4] == pytest.approx(flat[6] - flat[4]) == pytest.approx(math.log(2))
 
 
 def test_cache_key_names_everything_measured():

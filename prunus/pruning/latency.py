@@ -14,9 +14,13 @@ from measurements on the runtime that will run the model:
    conv times at full width), each interpolated bilinearly in the table (linearly extrapolated
    below the narrowest width timed).
 3. **Chooser** (`choose_cut`): starting from the dense model, repeatedly takes the one width step
-   (a `round_to` step of one group) that saves the most estimated time per unit of importance lost
-   (the channels' scores divided by their group's mean, as global pruning ranks them), until the
-   estimate meets the budget.
+   (a `round_to` step of one group, or a jump straight to a width the table timed, as runtimes are
+   often flat between vector widths) that saves the most estimated time per unit of importance
+   lost, until the estimate meets the budget. The importance a step loses is `filters x log(M_before /
+   M_after)`, M being the group's kept score mass (see `importance_loss`): scale-free across group
+   widths, cheap for the low-scoring channels, unbounded as a group nears zero width, and charged
+   once per layer a channel is cut from, so a residual stream coupling many convs is not cut first
+   just because one of its channels saves time in all of them.
 4. **Measured, not estimated** (`prune(..., latency_ratio=)`): the pruned model is timed against
    the dense one side by side; if the measured ratio misses the request by more than 5%, the
    estimate's target is corrected by requested / measured and the cut chosen again (a few rounds);
@@ -58,6 +62,7 @@ __all__ = [
     "build_table",
     "cache_key",
     "choose_cut",
+    "importance_loss",
     "layer_signatures",
     "machine_id",
     "plan_latency",
@@ -335,6 +340,70 @@ class _Estimator:
         return self.table.dense_ms * convs / max(sum(self.base.values()), 1e-12)
 
 
+def importance_loss(scores: torch.Tensor, order: Sequence[int], filters: int) -> list[float]:
+    """Importance lost by removing the first k channels of `order`, for k = 0..N: `filters x log(M_0 / M_k)`.
+
+    M_k is the score mass the group keeps after losing its first k channels, each score taken
+    relative to the group's mean (plus 1e-3, so dead channels still weigh something and M_k never
+    reaches zero). Why this form (a first version used the plain score sum, measured below):
+
+    - relative to the group's own mass, so a 16- and a 64-channel group lose the same for the same
+      fraction of their importance, whatever their widths or score scales;
+    - the log makes each further halving cost as much as the first: a group's last channels are
+      never cheap, and a group is not cut to one channel because its time per channel is large;
+    - `filters` (the number of layers whose output channels the group's channels are: 1 for a
+      plain conv, one per block for a residual stream) charges a coupled channel once per filter
+      it removes, as its time saved is also counted in every layer it touches.
+
+    With the plain score sum, the ResNet-56 latency budget of 0.5 cut stage 1's inner convs and the
+    stage-3 residual stream to one channel and lost 45 points against MACs pruning at the same
+    latency (benchmarks/results/history/accuracy_latency_budget_resnet56_plain_sum.json).
+
+    Example:
+        >>> [round(v, 3) for v in importance_loss(torch.tensor([1.0, 1.0, 2.0, 4.0]), [0, 1, 2, 3], 2)]
+        [0.0, 0.267, 0.576, 1.387, 30.406]
+    """
+    s = scores.detach().double().cpu()
+    mean = float(s.mean())
+    rel = (s / mean if mean > 0 else torch.zeros_like(s)) + 1e-3
+    ordered = rel[list(order)]
+    kept_mass = torch.flip(torch.cumsum(torch.flip(ordered, [0]), 0), [0]).tolist() + [0.0]  # M_k, k = 0..N
+    floor = 1e-3 * 1e-3  # M_N = 0: a finite stand-in; kept widths never reach zero anyway
+    return [filters * float(np.log(kept_mass[0] / max(m, floor))) for m in kept_mass]
+
+
+def _filters(costs: CostModel, key: str) -> int:
+    """Layers (convs, linears) whose OUTPUT channels group `key` is; at least 1."""
+    return max(1, sum(1 for (_, side), _ in costs.layer_cuts(key) if side == "out"))
+
+
+def _table_widths(table: LatencyTable, costs: CostModel, key: str) -> set[int]:
+    """Widths at which the table timed a layer that group `key` cuts (where its latency curve can bend)."""
+    out: set[int] = set()
+    for (name, side), _ in costs.layer_cuts(key):
+        if name in table.layers:
+            out.update(int(w) for w in table.layers[name]["out" if side == "out" else "in"])
+    return out
+
+
+def _candidate_widths(allowed: Sequence[int], kept: int, knees: set[int]) -> list[int]:
+    """The next narrower allowed width, plus the widest allowed width at or below each timed width.
+
+    One step at a time is blind on a runtime whose time is flat between vector widths (onnxruntime
+    blocks channels by 8 or 16: cutting 32 -> 31 saves nothing, 32 -> 16 saves half): so each
+    round also weighs jumping straight to each width the table timed.
+    """
+    smaller = [w for w in allowed if w < kept]
+    if not smaller:
+        return []
+    out = {smaller[-1]}
+    for knee in knees:
+        fit = [w for w in smaller if w <= knee]
+        if fit:
+            out.add(fit[-1])
+    return sorted(out, reverse=True)
+
+
 def choose_cut(
     groups: Sequence[ChannelGroup],
     costs: CostModel,
@@ -345,6 +414,8 @@ def choose_cut(
 ) -> tuple[dict[str, int] | None, float]:
     """Greedy cut whose estimated latency is <= `target_ms`: the most time saved per importance lost first.
 
+    Importance lost is `importance_loss` over each group's removal order (`costs.order`).
+
     Returns:
         (cut, estimated ms), or (None, the lowest estimate reachable) when the budget is out of reach.
 
@@ -352,13 +423,9 @@ def choose_cut(
         >>> cut, est = choose_cut(groups, costs, scores, table, 0.5 * table.dense_ms)  # doctest: +SKIP
     """
     est = _Estimator(table, costs)
-    # importance of each channel: its score over its group's mean (scale-free across groups)
-    norm = {}
-    for g in groups:
-        s = scores[g.key].detach().double().cpu()
-        mean = float(s.mean())
-        norm[g.key] = (s / mean if mean > 0 else s).tolist()
+    loss = {g.key: importance_loss(scores[g.key], costs.order[g.key], _filters(costs, g.key)) for g in groups}
     widths = {g.key: kept_widths(g.num_channels, round_to, g.blocks) for g in groups}
+    knees = {g.key: _table_widths(table, costs, g.key) for g in groups}
     cut = {g.key: 0 for g in groups}
     removed: dict[tuple[str, str], int] = {}
     layers_of = {g.key: [t for t, _ in costs.layer_cuts(g.key) if t[0] in table.layers] for g in groups}
@@ -367,19 +434,17 @@ def choose_cut(
         best = None
         for g in groups:
             kept = g.num_channels - cut[g.key]
-            smaller = [w for w in widths[g.key] if w < kept]
-            if not smaller:
-                continue
-            k_new = g.num_channels - smaller[-1]
-            trial = dict(removed)
-            for target, cum in costs.layer_cuts(g.key):
-                trial[target] = trial.get(target, 0) + cum[k_new] - cum[cut[g.key]]
             names = {t[0] for t in layers_of[g.key]}
-            saved = sum(est.layer(n, removed) - est.layer(n, trial) for n in names)  # conv ms; same ranking
-            lost = sum(norm[g.key][c] for c in costs.order[g.key][cut[g.key] : k_new])
-            priority = (max(saved, 0.0) / (lost + 1e-12), -lost)
-            if best is None or priority > best[0]:
-                best = (priority, g.key, k_new, trial)
+            for width in _candidate_widths(widths[g.key], kept, knees[g.key]):
+                k_new = g.num_channels - width
+                trial = dict(removed)
+                for target, cum in costs.layer_cuts(g.key):
+                    trial[target] = trial.get(target, 0) + cum[k_new] - cum[cut[g.key]]
+                saved = sum(est.layer(n, removed) - est.layer(n, trial) for n in names)  # conv ms; same ranking
+                lost = loss[g.key][k_new] - loss[g.key][cut[g.key]]
+                priority = (max(saved, 0.0) / (lost + 1e-12), -lost)
+                if best is None or priority > best[0]:
+                    best = (priority, g.key, k_new, trial)
         if best is None:
             return None, current
         _, key, k_new, removed = best
