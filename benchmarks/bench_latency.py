@@ -125,10 +125,14 @@ def main() -> None:
     path = Path(args.out) if args.out else RESULTS / f"latency_{args.model}.json"
     result = json.loads(path.read_text()) if path.is_file() else {}
     load = os.getloadavg()
+    if "efficiency" in result and "efficiency_commit" not in result:  # older files: the top-level commit is its
+        result["efficiency_commit"], result["efficiency_date"] = result.get("commit"), result.get("date")
     result.update({"model": args.model, "input_shape": list(SHAPE), **provenance(config=vars(args))})
     if not args.skip_efficiency:
         result["efficiency"] = efficiency(args.model, args.round_to, args.batches, args.repeats, args.threads)
         result["efficiency_load_before"] = load
+        # a later --skip-efficiency run replaces the top-level provenance; these keep the efficiency's own
+        result["efficiency_commit"], result["efficiency_date"] = result["commit"], result["date"]
     if args.budgets:
         rows = budgets(args.model, args.budgets, args.runtime, 64, args.repeats, args.threads, args.budget_round_to)
         result["budgets"] = [b for b in result.get("budgets", []) if b.get("round_to", 1) != args.budget_round_to]
