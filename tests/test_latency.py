@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunus.errors import ConfigError
+from prunus.errors import BudgetNotMetWarning, ConfigError
 from prunus.measure import count
 from prunus.models import create_model
 from prunus.pruning import prune
@@ -27,6 +27,8 @@ from prunus.pruning.latency import (
     importance_loss,
     layer_signatures,
     machine_id,
+    measured_ratio,
+    next_target,
 )
 from prunus.structure import build_groups
 
@@ -244,9 +246,10 @@ def test_a_cache_file_that_is_not_ours_is_measured_again_and_replaced(tmp_path, 
     assert json.loads(path.read_text())["key"] == reference.key  # replaced by the measured table
 
 
-def test_latency_budget_end_to_end_reports_measured_ratio(tmp_path):
+def test_latency_budget_end_to_end_reports_measured_ratio(monkeypatch):
     net = _net()
     table = _table(lambda name, cin, cout: cin * cout / 256)
+    _fake_measure(monkeypatch, lambda cut: 0.61)  # the real timing is checked below, without a bound
     net, report = prune(
         net, X, latency_ratio=0.6, runtime="torch", latency_batch=2, threads=1, ignored_layers=IGNORED,
         latency_table=table,
@@ -254,7 +257,7 @@ def test_latency_budget_end_to_end_reports_measured_ratio(tmp_path):
     assert report.requested_latency_ratio == 0.6
     assert report.runtime == "torch"
     assert report.latency_batch == 2
-    assert report.achieved_latency_ratio > 0  # measured on this machine: no bound asserted
+    assert report.achieved_latency_ratio == 0.61
     assert report.estimated_latency_ratio <= 0.6
     assert report.achieved_macs_ratio < 1
     assert net(X).shape == (1, 4)
@@ -275,10 +278,78 @@ def test_bad_latency_arguments_raise(kwargs, match, tmp_path):
         prune(_net(), X, ignored_layers=IGNORED, cache_dir=str(tmp_path), **kwargs)
 
 
-def test_unreachable_latency_budget_raises(tmp_path):
-    table = _table(lambda name, cin, cout: 1.0)  # nothing gets faster
-    with pytest.raises(ConfigError, match="latency_ratio=0.5 cannot be reached on torch"):
+def _fake_measure(monkeypatch, fn):
+    """Replace the side-by-side timing with fn(cut); returns the list of cuts measured."""
+    from prunus.pruning import latency
+
+    seen = []
+
+    def measured(model, example_inputs, cut, *args, **kwargs):
+        seen.append(dict(cut))
+        return fn(cut)
+
+    monkeypatch.setattr(latency, "measured_ratio", measured)
+    return seen
+
+
+def test_unreachable_latency_budget_raises(monkeypatch):
+    table = _table(lambda name, cin, cout: 1.0)  # nothing gets faster, by the table
+    seen = _fake_measure(monkeypatch, lambda cut: 0.9)  # nor when measured
+    with pytest.raises(ConfigError, match=r"latency_ratio=0.5 cannot be reached on torch: .* measure 0.900"):
         prune(_net(), X, latency_ratio=0.5, runtime="torch", ignored_layers=IGNORED, latency_table=table)
+    assert seen == [{"1": 15, "4": 15}]  # the narrowest cut, measured once
+
+
+def test_a_budget_the_table_thinks_unreachable_is_met_when_the_narrowest_cut_measures_fast_enough(monkeypatch):
+    table = _table(lambda name, cin, cout: 1.0)  # the table sees no gain at all
+    _fake_measure(monkeypatch, lambda cut: 0.48)
+    net, report = prune(_net(), X, latency_ratio=0.5, runtime="torch", ignored_layers=IGNORED, latency_table=table)
+    assert report.achieved_latency_ratio == 0.48
+    assert all(w[-1] == 1 for w in report.widths.values()), report.widths
+
+
+def test_a_missed_latency_budget_warns(monkeypatch):
+    table = _table(lambda name, cin, cout: cin * cout / 256)
+    seen = _fake_measure(monkeypatch, lambda cut: 0.75)  # whatever the cut: a runtime that will not go faster
+    with pytest.warns(BudgetNotMetWarning, match=r"latency_ratio=0.6: the closest cut of 6 measured 0.750"):
+        prune(_net(), X, latency_ratio=0.6, runtime="torch", ignored_layers=IGNORED, latency_table=table)
+    assert len(seen) == 6
+
+
+def test_measured_ratio_times_the_pruned_copy_and_leaves_the_model_alone():
+    net, groups, scores, costs = _setup()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    r = measured_ratio(net, X, {"1": 8, "4": 8}, costs, IGNORED, runtime="torch", batch=2, threads=1, repeats=3)
+    assert math.isfinite(r)  # a real timing: no bound asserted
+    assert r > 0
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_re_aiming_converges_on_a_runtime_that_does_not_follow_the_table(monkeypatch):
+    # measured = a step function of the kept MACs (a runtime that blocks channels): the first aim
+    # lands far off, scaling alone oscillates; the bracket must bring it within 5% in 6 rounds
+    net, groups, scores, costs = _setup()
+    dense = costs.dense.macs
+
+    def runtime(cut):
+        kept = costs.macs({k: v for k, v in cut.items() if k in ("1", "4")}) / dense
+        return 0.2 + 0.8 * math.ceil(kept * 8) / 8  # 8 latency levels
+
+    seen = _fake_measure(monkeypatch, runtime)
+    table = _table(lambda name, cin, cout: cin * cout / 256)
+    _, report = prune(net, X, latency_ratio=0.6, runtime="torch", ignored_layers=IGNORED, latency_table=table)
+    assert abs(report.achieved_latency_ratio / 0.6 - 1) <= 0.05, [runtime(c) for c in seen]
+    assert len(seen) <= 6
+
+
+def test_next_target_scales_then_bisects_inside_the_bracket():
+    assert next_target([(0.5, 1.0)], 0.5) == pytest.approx(0.25)
+    assert next_target([(0.5, 0.25)], 0.5) == pytest.approx(1.0)
+    # tries below and above 0.5: interpolate between the closest pair, never outside it
+    tries = [(0.6, 0.9), (0.4, 0.55), (0.2, 0.3), (0.3, 0.45)]
+    t = next_target(tries, 0.5)
+    assert t == pytest.approx(0.3 + (0.5 - 0.45) / (0.55 - 0.45) * 0.1)
+    assert 0.3 < t < 0.4
 
 
 def test_cli_prune_latency_ratio(tmp_path, capsys, monkeypatch):
@@ -297,13 +368,14 @@ def test_cli_prune_latency_ratio(tmp_path, capsys, monkeypatch):
         return 0.01 + 1e-3 * sum(p.numel() for p in module.parameters())
 
     monkeypatch.setattr(latency, "build_table", functools.partial(latency.build_table, measure=by_params))
+    _fake_measure(monkeypatch, lambda cut: 0.81)  # the side-by-side timing too (a real one: see above)
     torch.manual_seed(0)
     src = prunus.save(create_model("resnet20", in_channels=1, width_mult=0.25), tmp_path / "m", input_shape=(1, 28, 28))
     argv = ["prune", str(src), "--latency-ratio", "0.8", "--runtime", "torch", "--latency-batch", "2"]
     assert main([*argv, "--threads", "1", "--out", str(tmp_path / "o"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["requested_latency_ratio"] == 0.8
-    assert report["achieved_latency_ratio"] > 0
+    assert report["achieved_latency_ratio"] == 0.81
     assert (report["runtime"], report["latency_batch"]) == ("torch", 2)
     assert len(list((tmp_path / "cache" / "latency").iterdir())) == 1  # the table was cached
     assert prunus.count(prunus.load(tmp_path / "o"), (1, 28, 28)).macs == report["pruned_macs"]

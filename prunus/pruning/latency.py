@@ -23,8 +23,9 @@ from measurements on the runtime that will run the model:
    just because one of its channels saves time in all of them.
 4. **Measured, not estimated** (`prune(..., latency_ratio=)`): the pruned model is timed against
    the dense one side by side; if the measured ratio misses the request by more than 5%, the
-   estimate's target is corrected by requested / measured and the cut chosen again (a few rounds);
-   the report gives the measured ratio of the cut that was kept.
+   estimate is re-aimed (`next_target`: scaled by requested / measured, then a secant step inside
+   the bracket of tries) and the cut chosen again (up to 6 rounds); the report gives the measured
+   ratio of the cut that was kept. A budget is refused only when the narrowest cut MEASURES too slow.
 
 Example:
     >>> table = LatencyTable("k", "torch", 64, 1, 10.0, {"conv": {"in": [8, 16], "out": [8, 16],
@@ -40,6 +41,7 @@ import hashlib
 import json
 import os
 import platform
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,7 +52,7 @@ import torch
 from torch import nn
 
 from prunus._atomic import write_json
-from prunus.errors import ConfigError
+from prunus.errors import BudgetNotMetWarning, ConfigError
 from prunus.pruning.costs import CostModel
 from prunus.pruning.widths import kept_widths
 from prunus.structure import ChannelGroup
@@ -65,6 +67,7 @@ __all__ = [
     "importance_loss",
     "layer_signatures",
     "machine_id",
+    "next_target",
     "plan_latency",
 ]
 
@@ -491,6 +494,32 @@ class LatencyPlan:
     rounds: int
 
 
+def next_target(tries: Sequence[tuple[float, float]], ratio: float) -> float:
+    """The estimate to aim at next, from (aimed estimate, measured ratio) pairs of earlier rounds.
+
+    Runtimes do not follow the table smoothly (onnxruntime's channel blocking makes the measured
+    ratio jump between neighbouring cuts), so one correction by requested / measured can overshoot
+    back and forth. Once one try landed below `ratio` and one above, the next aim interpolates
+    between the closest such pair (a secant step that stays inside the bracket); before that, the
+    last aim is scaled by requested / measured.
+
+    Example:
+        >>> round(next_target([(0.5, 0.63)], 0.5), 3)
+        0.397
+        >>> round(next_target([(0.5, 0.63), (0.4, 0.55), (0.36, 0.43)], 0.5), 3)
+        0.383
+    """
+    below = [t for t in tries if t[1] <= ratio]
+    above = [t for t in tries if t[1] > ratio]
+    if below and above:
+        lo = max(below, key=lambda t: t[1])  # the fastest-but-too-slow and slowest-but-fast-enough tries
+        hi = min(above, key=lambda t: t[1])
+        frac = (ratio - lo[1]) / max(hi[1] - lo[1], 1e-12)
+        return lo[0] + frac * (hi[0] - lo[0])
+    aim, measured = tries[-1]
+    return aim * ratio / measured
+
+
 def plan_latency(
     model: nn.Module,
     example_inputs: torch.Tensor,
@@ -507,48 +536,69 @@ def plan_latency(
     filter_fn: Any = None,
     table: LatencyTable | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
-    rounds: int = 4,
+    rounds: int = 6,
     tolerance: float = 0.05,
 ) -> LatencyPlan:
     """Choose a cut for `ratio` of the dense latency; re-aim until the MEASURED ratio is within `tolerance`.
 
-    Of the rounds tried, the cut whose measured ratio is closest to `ratio` is returned.
+    Each round aims the table's estimate at `next_target` and measures the cut side by side. When
+    an aim is below what the table can reach, the narrowest cut is measured instead (once): the
+    table's estimate of it can be pessimistic. Of the rounds tried, the cut whose measured ratio is
+    closest to `ratio` is returned.
 
     Raises:
-        ConfigError: even the narrowest widths are estimated slower than the budget.
+        ConfigError: even the narrowest widths MEASURE slower than the budget (beyond `tolerance`).
+
+    Warns:
+        BudgetNotMetWarning: the closest cut found is still more than `tolerance` off.
     """
     if table is None:
         variable = sorted({t for g in groups for t, _ in costs.layer_cuts(g.key)})
         table = build_table(
             model, example_inputs, variable, runtime=runtime, batch=batch, threads=threads, cache_dir=cache_dir
         )
-    target = ratio * table.dense_ms
+
+    def measure(cut: dict[str, int]) -> float:
+        return measured_ratio(model, example_inputs, cut, costs, ignored_layers, runtime=runtime, batch=batch,
+                              threads=threads, filter_fn=filter_fn)  # fmt: skip
+
+    aim = ratio
+    tries: list[tuple[float, float]] = []
     best: LatencyPlan | None = None
+    floor_measured: float | None = None
     for i in range(rounds):
-        cut, est = choose_cut(groups, costs, scores, table, target, round_to)
-        if cut is None:
-            if best is None:
-                raise ConfigError(
-                    f"latency_ratio={ratio} cannot be reached on {runtime}: the narrowest widths are estimated at "
-                    f"{est / table.dense_ms:.3f} of the dense latency (the ignored layers are never cut)"
-                )
-            break
-        achieved = measured_ratio(
-            model,
-            example_inputs,
-            cut,
-            costs,
-            ignored_layers,
-            runtime=runtime,
-            batch=batch,
-            threads=threads,
-            filter_fn=filter_fn,
-        )
+        cut, est = choose_cut(groups, costs, scores, table, aim * table.dense_ms, round_to)
+        if cut is None:  # below the table's reach: measure the narrowest cut, once
+            if floor_measured is not None:
+                break
+            cut = {g.key: g.num_channels - kept_widths(g.num_channels, round_to, g.blocks)[0] for g in groups}
+            est = _Estimator(table, costs).total(costs.removed(cut))
+            aim = est / table.dense_ms
+            floor_measured = achieved = measure(cut)
+        else:
+            achieved = measure(cut)
+        tries.append((aim, achieved))
         plan = LatencyPlan(cut, achieved, est / table.dense_ms, i + 1)
         if best is None or abs(achieved / ratio - 1) < abs(best.measured_ratio / ratio - 1):
             best = plan
         if abs(achieved / ratio - 1) <= tolerance:
             break
-        target *= ratio / achieved  # the estimate is off by this factor here: aim it where the runtime lands
+        if floor_measured is not None and floor_measured > ratio:
+            break  # the narrowest cut is already too slow: nothing left to try
+        aim = next_target(tries, ratio)
     assert best is not None
+    if floor_measured is not None and best.measured_ratio > ratio * (1 + tolerance):
+        raise ConfigError(
+            f"latency_ratio={ratio} cannot be reached on {runtime}: the narrowest widths measure "
+            f"{floor_measured:.3f} of the dense latency (the ignored layers are never cut)"
+        )
+    if abs(best.measured_ratio / ratio - 1) > tolerance:
+        warnings.warn(
+            BudgetNotMetWarning(
+                f"latency_ratio={ratio}: the closest cut of {len(tries)} measured {best.measured_ratio:.3f} on "
+                f"{runtime} (more than {tolerance:.0%} off; the runtime's speed jumps between neighbouring widths). "
+                "Try round_to=8 or 16, or a slightly different latency_ratio"
+            ),
+            stacklevel=2,
+        )
     return best
