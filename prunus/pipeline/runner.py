@@ -9,8 +9,9 @@ Layout of a run directory:
     records.json                        one record per finished (arm, seed) chain: the paired records
     <report stage>/stage.json, report.html, summary.md
 
-A stage is done when its stage.json exists and holds the hash of its config, its seed and its
-input's hash; a finished stage is never run again, and a stage whose record carries another hash
+A stage is done when its stage.json exists and holds the hash of its config (less the fields that
+only say how it runs: threads, device, data location; `EXECUTION_ONLY`), its seed and its input's
+hash; a finished stage is never run again, and a stage whose record carries another hash
 stops the pipeline before any work (the recipe changed under an existing run directory). A stage
 killed half way is started again in its directory: training stages resume from their last epoch
 checkpoint, so the final weights are those of an uninterrupted run. Two arms whose stages have
@@ -40,7 +41,16 @@ from prunus.errors import ConfigError
 from prunus.pipeline.recipe import Plan, PlannedStage
 from prunus.pipeline.stages import StageContext
 
-__all__ = ["RECORD_NAME", "RunSummary", "chain_records", "read_record", "run_pipeline", "stage_hash"]
+__all__ = [
+    "EXECUTION_ONLY",
+    "RECORD_NAME",
+    "RunSummary",
+    "chain_records",
+    "hashed_config",
+    "read_record",
+    "run_pipeline",
+    "stage_hash",
+]
 
 RECORD_NAME = "stage.json"
 RECORD_FORMAT = "prunus-stage"  # a kind of prunus.formats.header
@@ -59,10 +69,34 @@ class RunSummary:
     records: list[dict[str, Any]] = field(default_factory=list)
 
 
+# How a stage runs, not what it computes: a resume may change these (more threads on another
+# machine, the data found elsewhere, a bigger eval batch) without invalidating finished stages.
+EXECUTION_ONLY = {
+    "train": frozenset({"threads", "device", "checkpoint"}),
+    "data": frozenset({"root", "download", "eval_batch_size"}),
+    "compress": frozenset({"progress"}),
+}
+
+
+def hashed_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A stage config's dict without its `EXECUTION_ONLY` fields: what `stage_hash` hashes.
+
+    Example:
+        >>> hashed_config({"train": {"epochs": 3, "threads": 2}, "width": 0.5})
+        {'train': {'epochs': 3}, 'width': 0.5}
+    """
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and key in EXECUTION_ONLY:
+            value = {k: v for k, v in value.items() if k not in EXECUTION_ONLY[key]}
+        out[key] = value
+    return out
+
+
 def stage_hash(stage: PlannedStage, seed: int, input_hash: str | None) -> str:
-    """sha256 of what determines a stage's outputs: kind, resolved config, seed, input's hash."""
+    """sha256 of what determines a stage's outputs: kind, resolved config (`hashed_config`), seed, input's hash."""
     blob = json.dumps(
-        {"kind": stage.kind, "config": stage.config.to_dict(), "seed": seed, "input": input_hash},
+        {"kind": stage.kind, "config": hashed_config(stage.config.to_dict()), "seed": seed, "input": input_hash},
         sort_keys=True,
         default=str,
     )

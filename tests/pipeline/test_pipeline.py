@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,6 +80,18 @@ def test_changed_recipe_under_an_old_run_fails_before_any_work(finished, tiny_re
     with pytest.raises(Exception, match="stage 'baseline' in .* finished with a different configuration"):
         run_pipeline(parse_recipe(tiny_recipe, {"baseline.train.epochs": 3}), out, progress=False)
     assert (out / "recipe.yaml").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize(
+    "override",
+    [{"baseline.train.threads": 2}, {"baseline.train.device": "auto"}, {"baseline.data.eval_batch_size": 7}],
+)
+def test_how_a_stage_runs_does_not_invalidate_it(finished, tiny_recipe, tmp_path, override):
+    # resuming on a machine with other cores (or the data elsewhere) must not redo or refuse the run
+    out, _, _ = finished
+    shutil.copytree(out, tmp_path / "run")
+    summary = run_pipeline(parse_recipe(tiny_recipe, override), tmp_path / "run", progress=False)
+    assert (summary.ran, summary.skipped) == (0, 7)
 
 
 def _spawn(recipe: Path, out: Path) -> subprocess.Popen:
