@@ -30,6 +30,7 @@ from prunus.pruning.latency import (
     measured_ratio,
     next_target,
 )
+from prunus.pruning.widths import kept_widths
 from prunus.structure import build_groups
 
 X = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -153,6 +154,47 @@ def test_chooser_does_not_collapse_a_residual_stream(budget):
     kept = {g.key: (g.num_channels - cut[g.key]) / g.num_channels for g in groups}
     assert min(kept.values()) >= 0.25, kept
     assert min(kept[k] for k in streams) >= min(v for k, v in kept.items() if k not in streams), kept
+
+
+def _reference_cut(groups, costs, scores, table, target_ms):
+    """The greedy spelled out: every group's every candidate re-priced from scratch at every step."""
+    from prunus.pruning.latency import _candidate_widths, _Estimator, _filters, _table_widths
+
+    est = _Estimator(table, costs)
+    loss = {g.key: importance_loss(scores[g.key], costs.order[g.key], _filters(costs, g.key)) for g in groups}
+    cut = {g.key: 0 for g in groups}
+    while est.total(costs.removed(cut)) > target_ms:
+        best = None
+        for g in groups:
+            for width in _candidate_widths(kept_widths(g.num_channels), g.num_channels - cut[g.key],
+                                           _table_widths(table, costs, g.key)):  # fmt: skip
+                trial = {**cut, g.key: g.num_channels - width}
+                now, then = costs.removed(cut), costs.removed(trial)
+                saved = sum(est.layer(n, now) - est.layer(n, then) for n in table.layers)
+                lost = loss[g.key][trial[g.key]] - loss[g.key][cut[g.key]]
+                priority = (max(saved, 0.0) / (lost + 1e-12), -lost)
+                if best is None or priority > best[0]:
+                    best = (priority, trial)
+        if best is None:
+            return None
+        cut = best[1]
+    return cut
+
+
+@pytest.mark.parametrize("budget", [0.8, 0.5, 0.3])
+def test_chooser_reprices_every_group_a_step_touches(budget):
+    # choose_cut re-prices only the groups sharing a layer with the group just cut; on a residual
+    # net (streams and inner groups share every block's convs) it must equal the full greedy
+    torch.manual_seed(0)
+    net = create_model("resnet20", width_mult=0.5, in_channels=1).eval()
+    x = torch.randn(1, 1, 28, 28)
+    groups = [g for g in build_groups(net, x) if g.prunable]
+    scores = {g.key: torch.rand(g.num_channels, generator=torch.Generator().manual_seed(1)) for g in groups}
+    costs = CostModel(net, groups, scores, count(net, (1, 28, 28)))
+    table = _macs_table(net, x)
+    cut, _ = choose_cut(groups, costs, scores, table, budget * 10.0)
+    assert cut == _reference_cut(groups, costs, scores, table, budget * 10.0)
+    assert sum(cut.values()) > 0
 
 
 def test_importance_loss_is_relative_logarithmic_and_charged_per_filter():

@@ -42,6 +42,7 @@ import json
 import os
 import platform
 import warnings
+from collections import ChainMap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -429,29 +430,50 @@ def choose_cut(
     loss = {g.key: importance_loss(scores[g.key], costs.order[g.key], _filters(costs, g.key)) for g in groups}
     widths = {g.key: kept_widths(g.num_channels, round_to, g.blocks) for g in groups}
     knees = {g.key: _table_widths(table, costs, g.key) for g in groups}
+    names = {g.key: {t[0] for t, _ in costs.layer_cuts(g.key) if t[0] in table.layers} for g in groups}
+    # a step of one group changes the estimate of its own layers only: after it, just the groups
+    # sharing one of those layers need their best step recomputed (the rest keep theirs)
+    sharing: dict[str, set[str]] = {}
+    for g in groups:
+        for n in names[g.key]:
+            sharing.setdefault(n, set()).add(g.key)
+    neighbours = {g.key: {h for n in names[g.key] for h in sharing[n]} for g in groups}
     cut = {g.key: 0 for g in groups}
     removed: dict[tuple[str, str], int] = {}
-    layers_of = {g.key: [t for t, _ in costs.layer_cuts(g.key) if t[0] in table.layers] for g in groups}
+
+    def best_step(g: ChannelGroup) -> tuple[tuple[float, float], int, dict[tuple[str, str], int]] | None:
+        """(priority, channels removed after the step, per-layer-side removals it adds) of g's best step."""
+        best = None
+        for width in _candidate_widths(widths[g.key], g.num_channels - cut[g.key], knees[g.key]):
+            k_new = g.num_channels - width
+            delta: dict[tuple[str, str], int] = {}
+            for target, cum in costs.layer_cuts(g.key):
+                delta[target] = delta.get(target, 0) + cum[k_new] - cum[cut[g.key]]
+            trial = ChainMap({t: removed.get(t, 0) + d for t, d in delta.items()}, removed)
+            saved = sum(est.layer(n, removed) - est.layer(n, trial) for n in names[g.key])  # conv ms; same ranking
+            lost = loss[g.key][k_new] - loss[g.key][cut[g.key]]
+            priority = (max(saved, 0.0) / (lost + 1e-12), -lost)
+            if best is None or priority > best[0]:
+                best = (priority, k_new, delta)
+        return best
+
+    steps = {g.key: best_step(g) for g in groups}
     current = est.total(removed)
     while current > target_ms:
-        best = None
-        for g in groups:
-            kept = g.num_channels - cut[g.key]
-            names = {t[0] for t in layers_of[g.key]}
-            for width in _candidate_widths(widths[g.key], kept, knees[g.key]):
-                k_new = g.num_channels - width
-                trial = dict(removed)
-                for target, cum in costs.layer_cuts(g.key):
-                    trial[target] = trial.get(target, 0) + cum[k_new] - cum[cut[g.key]]
-                saved = sum(est.layer(n, removed) - est.layer(n, trial) for n in names)  # conv ms; same ranking
-                lost = loss[g.key][k_new] - loss[g.key][cut[g.key]]
-                priority = (max(saved, 0.0) / (lost + 1e-12), -lost)
-                if best is None or priority > best[0]:
-                    best = (priority, g.key, k_new, trial)
-        if best is None:
+        best_key = None
+        for g in groups:  # in group order, first wins a tie
+            step = steps[g.key]
+            if step is not None and (best_key is None or step[0] > steps[best_key][0]):  # type: ignore[index]
+                best_key = g.key
+        if best_key is None:
             return None, current
-        _, key, k_new, removed = best
-        cut[key] = k_new
+        _, k_new, delta = steps[best_key]  # type: ignore[misc]
+        for target, d in delta.items():
+            removed[target] = removed.get(target, 0) + d
+        cut[best_key] = k_new
+        for g in groups:
+            if g.key in neighbours[best_key]:
+                steps[g.key] = best_step(g)
         current = est.total(removed)
     return cut, current
 
