@@ -54,6 +54,26 @@ def test_new_lr_on_resume_takes_effect_and_is_recorded(two_epochs, tmp_path):
     assert 0 < last["lr"] <= 0.01
 
 
+def test_resume_may_change_the_eval_batch_and_data_location_but_not_the_data(two_epochs, tmp_path):
+    from prunus.config import load_yaml
+    from prunus.recipes import train_run
+    from prunus.recipes.config import RunConfig
+
+    run = _copy(two_epochs, tmp_path)
+    cfg = RunConfig.from_dict(load_yaml(run / "config.yaml")).to_dict()
+    assert cfg["data"]["eval_batch_size"] != 7
+    cfg["data"]["eval_batch_size"] = 7
+    cfg["data"]["download"] = not cfg["data"]["download"]
+    cfg["train"]["epochs"] = 3
+    train_run(RunConfig.from_dict(cfg), run, resume=True, progress=False)
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 3
+    assert load_yaml(run / "config.yaml")["data"]["eval_batch_size"] == 7  # took effect and is recorded
+    cfg["data"]["batch_size"] = 16
+    cfg["train"]["epochs"] = 4
+    with pytest.raises(ConfigError, match="cannot change data.batch_size: 32 -> 16; .* and data.download"):
+        train_run(RunConfig.from_dict(cfg), run, resume=True, progress=False)
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

@@ -14,7 +14,7 @@ __all__ = ["add_parser", "evaluate_model", "run"]
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    from prunus.data import list_datasets
+    from prunus.data import DEFAULT_EVAL_BATCH_SIZE, list_datasets
 
     p = add_command(
         subparsers,
@@ -34,7 +34,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--data", default="fashion-mnist", choices=list_datasets(), help="dataset (default fashion-mnist)")
     mark_input(p.add_argument("--data-dir", help="directory holding the dataset files"))
     p.add_argument("--split", default="test", choices=("test", "val"), help="which split (default test)")
-    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_EVAL_BATCH_SIZE,
+        help=f"images per forward pass (default {DEFAULT_EVAL_BATCH_SIZE}: larger batches are slower per image on CPU)",
+    )
     p.add_argument("--trust-factory", action="store_true", help="allow importing the user factory named in the file")
     p.set_defaults(run=run)
     return p

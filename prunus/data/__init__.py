@@ -26,7 +26,14 @@ from prunus.data import imagefolder as imagefolder
 from prunus.data import mnist as mnist
 from prunus.data import synthetic as synthetic
 from prunus.data.augment import Augment, AugmentParams
-from prunus.data.bundle import DataBundle, DataConfig, build_loaders, split_indices
+from prunus.data.bundle import (
+    DEFAULT_EVAL_BATCH_SIZE,
+    EXECUTION_ONLY_FIELDS,
+    DataBundle,
+    DataConfig,
+    build_loaders,
+    split_indices,
+)
 from prunus.data.catalog import (
     DatasetInfo,
     dataset_info,
@@ -42,6 +49,8 @@ from prunus.data.synthetic import make_synthetic
 from prunus.data.tensors import ImageTensors, channel_stats
 
 __all__ = [
+    "DEFAULT_EVAL_BATCH_SIZE",
+    "EXECUTION_ONLY_FIELDS",
     "Augment",
     "AugmentParams",
     "DataBundle",

@@ -32,7 +32,27 @@ from prunus.data.loader import TensorLoader
 from prunus.data.locate import check_root
 from prunus.errors import ConfigError
 
-__all__ = ["DataBundle", "DataConfig", "build_loaders", "default_crop_padding", "default_val_size", "split_indices"]
+__all__ = [
+    "DEFAULT_EVAL_BATCH_SIZE",
+    "EXECUTION_ONLY_FIELDS",
+    "DataBundle",
+    "DataConfig",
+    "build_loaders",
+    "default_crop_padding",
+    "default_val_size",
+    "split_indices",
+]
+
+#: Validation/test batch size. Not the largest that fits: on CPU a big batch's activations leave
+#: the caches and each image gets slower. Measured by benchmarks/bench_eval_batch.py (the 10k
+#: Fashion-MNIST test images, 2 threads), time over the fastest batch size at 32 / 128 / 1024:
+#: ResNet-20 1.11 / 1.00 / 2.15, ResNet-56 1.12 / 1.00 / 2.11, MobileNetV2 1.00 / 1.77 / 4.31;
+#: 32 has the smallest worst case and the smallest total of the three.
+DEFAULT_EVAL_BATCH_SIZE = 32
+
+#: DataConfig fields that say where the data is found and how it is scored, not what a run
+#: computes: a resumed run (or pipeline stage) may change them, e.g. on another machine.
+EXECUTION_ONLY_FIELDS = frozenset({"root", "download", "eval_batch_size"})
 
 # DataConfig fields that are passed to the dataset loader as options (only where the dataset accepts them).
 _OPTION_FIELDS = ("num_samples", "num_classes", "image_size", "channels")
@@ -72,7 +92,7 @@ class DataConfig(Config):
     crop_padding: int | None = None  # zero padding of the random crop; None = dataset default (2 at 28 px, 4 at 32)
     flip: bool = True  # random horizontal flip (when augment is on)
     batch_size: int = 128  # training batch size (per rank)
-    eval_batch_size: int = 1024  # validation/test batch size
+    eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE  # validation/test batch size
     drop_last: bool = False  # drop the incomplete last training batch
     num_samples: int | None = None  # synthetic only: training images (test = num_samples // 4)
     num_classes: int | None = None  # synthetic only: number of classes

@@ -37,6 +37,7 @@ from typing import Any
 
 from prunus._atomic import write_json, write_text
 from prunus._safeio import PIPELINE_MARKER, check_output, read_json
+from prunus.data.bundle import EXECUTION_ONLY_FIELDS
 from prunus.errors import ConfigError
 from prunus.pipeline.recipe import Plan, PlannedStage
 from prunus.pipeline.stages import StageContext
@@ -73,7 +74,7 @@ class RunSummary:
 # machine, the data found elsewhere, a bigger eval batch) without invalidating finished stages.
 EXECUTION_ONLY = {
     "train": frozenset({"threads", "device", "checkpoint"}),
-    "data": frozenset({"root", "download", "eval_batch_size"}),
+    "data": EXECUTION_ONLY_FIELDS,
     "compress": frozenset({"progress"}),
 }
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from prunus._atomic import write_json
 from prunus.config import load_yaml
-from prunus.data import build_loaders
+from prunus.data import EXECUTION_ONLY_FIELDS, build_loaders
 from prunus.engine.distributed import barrier, init_from_env
 from prunus.engine.trainer import RESUME_MAY_CHANGE, Trainer, resolve_device
 from prunus.errors import ConfigError
@@ -45,13 +45,19 @@ def check_resume_config(config: RunConfig, run_dir: Path) -> None:
     """Refuse a resume whose model, data or methods differ from the run's config.yaml.
 
     The training settings are checked against the checkpoint by the Trainer (only
-    `RESUME_MAY_CHANGE` may differ); everything else a run is made of must stay as it was.
+    `RESUME_MAY_CHANGE` may differ); the data's `EXECUTION_ONLY_FIELDS` (where the files are,
+    the evaluation batch) may change too; everything else a run is made of must stay as it was.
     """
     saved_path = run_dir / "config.yaml"
     if not saved_path.exists():
         return
-    saved = RunConfig.from_dict(load_yaml(saved_path)).to_dict()
-    current = config.to_dict()
+
+    def compared(cfg: dict[str, Any]) -> dict[str, Any]:
+        data = {k: v for k, v in cfg.get("data", {}).items() if k not in EXECUTION_ONLY_FIELDS}
+        return {**cfg, "data": data}
+
+    saved = compared(RunConfig.from_dict(load_yaml(saved_path)).to_dict())
+    current = compared(config.to_dict())
     changed = [k for k in ("model", "data", "methods") if saved.get(k) != current.get(k)]
     if changed:
         section = changed[0]
@@ -62,7 +68,8 @@ def check_resume_config(config: RunConfig, run_dir: Path) -> None:
         else:
             detail = f"{section}: {old!r} -> {new!r}"
         raise ConfigError(
-            f"a resumed run cannot change {detail}; a resume may change only {', '.join(RESUME_MAY_CHANGE)}"
+            f"a resumed run cannot change {detail}; a resume may change only {', '.join(RESUME_MAY_CHANGE)} "
+            f"and {', '.join(f'data.{k}' for k in sorted(EXECUTION_ONLY_FIELDS))}"
         )
 
 

@@ -101,7 +101,30 @@ def _engine_rows(res: _Results) -> list[Row]:
              f"{loader['protocol_images_per_s']:,.0f} images/s", f">= {loader['target_images_per_s']:,} images/s",
              "`benchmarks/bench_loader.py`")
         )  # fmt: skip
+    evals = res.load("eval_batch")
+    if evals:
+        rows += _eval_batch_rows(evals)
     return rows
+
+
+def _eval_batch_rows(evals: dict[str, Any]) -> list[Row]:
+    """The default eval batch's worst slow-down over the models measured, against the best worst case."""
+    from prunus.data.bundle import DEFAULT_EVAL_BATCH_SIZE  # the current default, against what was measured
+
+    models = evals["models"]
+    batches = [b for b in models[0]["over_best"] if all(b in m["over_best"] for m in models)] if models else []
+    default = str(DEFAULT_EVAL_BATCH_SIZE)
+    if default not in batches:
+        return []
+    worst = {b: max(m["over_best"][b] for m in models) for b in batches}
+    best = min(batches, key=worst.get)
+    detail = ", ".join(f"{m['model']} {m['over_best'][default]:.2f}" for m in models)
+    return [
+        (f"evaluation time, default eval batch {default} / fastest batch per model, 10k images, 2 threads ({detail}; "
+         f"batch 1024: worst {worst.get('1024', float('nan')):.2f})",
+         f"{worst[default]:.2f}", f"<= {worst[best]:.2f} (the smallest worst case measured, batch {best})",
+         "`benchmarks/bench_eval_batch.py`")
+    ]  # fmt: skip
 
 
 def _pruning_rows(res: _Results) -> list[Row]:

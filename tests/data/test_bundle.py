@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prunus.data import DataConfig, build_loaders, load_dataset, make_synthetic, split_indices
+from prunus.data import DEFAULT_EVAL_BATCH_SIZE, DataConfig, build_loaders, load_dataset, make_synthetic, split_indices
 from prunus.errors import ConfigError
 
 
@@ -96,6 +96,17 @@ def test_build_loaders_sizes_stats_and_eval_loaders():
         ).train.augment.crop_padding
         == 4
     )
+
+
+def test_eval_loaders_batch_by_eval_batch_size_and_the_default_is_shared_with_the_eval_cli():
+    bundle = build_loaders(DataConfig(name="synthetic", num_samples=200, val_size=40, batch_size=32, eval_batch_size=7))
+    assert (bundle.train.batch_size, bundle.val.batch_size, bundle.test.batch_size) == (32, 7, 7)
+    assert [len(y) for _, y in bundle.val][:2] == [7, 7]
+    assert DataConfig().eval_batch_size == DEFAULT_EVAL_BATCH_SIZE == 32
+    from prunus.cli import build_parser
+
+    args = build_parser().parse_args(["eval", "some/model"])
+    assert args.batch_size == DEFAULT_EVAL_BATCH_SIZE
 
 
 def test_synthetic_is_deterministic_balanced_and_split_specific():

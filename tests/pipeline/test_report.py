@@ -148,3 +148,24 @@ def test_csgd_tables_show_each_variant_and_every_arm_with_its_epochs(tmp_path):
     assert "| csgd-merged | 3 | 88.50% | -1.50 | 48 | 4 | 52.0% |" in text
     assert text.count("| l1+ft-long | 6 |") == 2
     assert "**2.50e-06**" in text
+
+
+def test_eval_batch_row_compares_the_current_default_with_the_best_worst_case(tmp_path):
+    import json
+
+    from prunus.data import DEFAULT_EVAL_BATCH_SIZE
+
+    d = str(DEFAULT_EVAL_BATCH_SIZE)
+    models = [
+        {"model": "a", "over_best": {d: 1.10, "1024": 2.0, "7": 1.0}},
+        {"model": "b", "over_best": {d: 1.00, "1024": 4.0, "7": 1.30}},
+    ]
+    (tmp_path / "eval_batch.json").write_text(json.dumps({"models": models}))
+    row = next(line for line in render(tmp_path).splitlines() if line.startswith("| evaluation time"))
+    assert f"default eval batch {d} " in row
+    assert "a 1.10, b 1.00; batch 1024: worst 4.00" in row
+    assert "| 1.10 | <= 1.10 (the smallest worst case measured, batch " + d in row
+    models[0]["over_best"][d] = 1.40  # now batch 7's worst case (1.30) beats the default's (1.40): the row shows it
+    (tmp_path / "eval_batch.json").write_text(json.dumps({"models": models}))
+    row = next(line for line in render(tmp_path).splitlines() if line.startswith("| evaluation time"))
+    assert "| 1.40 | <= 1.30 (the smallest worst case measured, batch 7)" in row
