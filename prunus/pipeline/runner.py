@@ -71,7 +71,7 @@ class RunSummary:
 
 
 # How a stage runs, not what it computes: a resume may change these (more threads on another
-# machine, the data found elsewhere, a bigger eval batch) without invalidating finished stages.
+# machine, the data found elsewhere, another eval batch size) without invalidating finished stages.
 EXECUTION_ONLY = {
     "train": frozenset({"threads", "device", "checkpoint"}),
     "data": EXECUTION_ONLY_FIELDS,
