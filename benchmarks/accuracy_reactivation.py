@@ -22,10 +22,13 @@ Reported: last-epoch test accuracy and test accuracy at the best-validation epoc
 last epoch only), mean +- std, paired difference to the baseline with a 95% t interval; invalid
 filters (L1 < 0.1 and < 0.01, `prunus.methods._grafting.invalid_filters`) of every arm's final
 network and of grafted network 0 just before its last graft. Several workers may share the jobs
-(benchmarks/_workers.py); the last to finish writes the table:
+(benchmarks/_workers.py); the last to finish writes the table. The table holds every job recorded
+for the tag, whichever worker ran it; jobs still missing are listed above it, so a protocol run
+piecewise over several sessions shows where it stands (`--table-only` writes it without running):
 
     for w in 1 2; do .venv/bin/python benchmarks/accuracy_reactivation.py --threads 1 & done; wait
     .venv/bin/python benchmarks/accuracy_reactivation.py --model mobilenetv2 --threads 2
+    .venv/bin/python benchmarks/accuracy_reactivation.py --model mobilenetv2 --table-only
     .venv/bin/python benchmarks/accuracy_reactivation.py --epochs 2 --subset 256 --val-size 256 \\
         --width-mult 0.25 --seeds 0 --name smoke --results-dir /tmp/prunus-smoke     # smoke run
 
@@ -66,6 +69,7 @@ JOBS: dict[str, tuple[list[dict[str, Any]], int]] = {
 }
 ARMS = ("baseline", "ensemble2", "we", "we-reset-momentum", "graft2", "graft2-mean", "graft2-ensemble")
 QUICK = {"epochs": 10, "subset": 10000, "val_size": 5000, "width_mult": 1.0, "data": "fashion-mnist"}
+QUICK_SEEDS = (0, 1, 2)
 
 
 def _config(args: argparse.Namespace, seed: int, job: str) -> RunConfig:
@@ -139,6 +143,18 @@ def arm_records(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _incomplete(settings: dict[str, Any]) -> list[str]:
+    """A warning paragraph when jobs are missing: the arms are then summarised over the seeds they have."""
+    missing = settings.get("missing") or []
+    if not missing:
+        return []
+    return [
+        f"**Incomplete: {len(missing)} job(s) not run yet ({', '.join(missing)}).** Each arm is summarised "
+        "over the seeds it has (column n); differences use only the seeds both arms have.",
+        "",
+    ]
+
+
 def markdown(summary: dict[str, Any], arms: list[dict[str, Any]], settings: dict[str, Any]) -> str:
     """The results table with the protocol above it and the invalid-filter counts below."""
     pct = lambda x: "n/a" if x is None else f"{100 * x:.2f}"  # noqa: E731
@@ -151,6 +167,7 @@ def markdown(summary: dict[str, Any], arms: list[dict[str, Any]], settings: dict
         "baseline for the same seed, mean [95% t interval]. `ensemble2`: logit ensemble of two independent "
         "baselines (graft2's compute); `graft2`: grafted network 0 (the baseline's seed).",
         "",
+        *_incomplete(settings),
         "| arm | last-epoch test acc | diff vs baseline | test acc @ best val | diff vs baseline | n |",
         "|---|---|---|---|---|---|",
     ]
@@ -162,11 +179,11 @@ def markdown(summary: dict[str, Any], arms: list[dict[str, Any]], settings: dict
             cells.append("—" if d is None else f"{pct(d['mean'])} [{pct(d['low'])}, {pct(d['high'])}]")
         cells.append(str(e["last_test_acc"]["n"]))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Invalid filters (L1 < 0.1 / < 0.01) of each final network, per seed:", ""]
+    lines += ["", "Invalid filters (L1 < 0.1 / < 0.01) of each final network:", ""]
     for name in ARMS:
         rows = sorted((r for r in arms if r["arm"] == name and "invalid" in r), key=lambda r: r["seed"])
         if rows:
-            cells = [f"{r['invalid']['0.1']} / {r['invalid']['0.01']}" for r in rows]
+            cells = [f"seed {r['seed']}: {r['invalid']['0.1']} / {r['invalid']['0.01']}" for r in rows]
             before = [r.get("invalid_before_last_graft") for r in rows]
             extra = ""
             if all(before):
@@ -190,6 +207,11 @@ def main() -> None:
     ap.add_argument("--name", default="accuracy_reactivation", help="result file stem (and runs/ subdirectory)")
     ap.add_argument("--results-dir", default=str(RESULTS))
     ap.add_argument("--progress", action="store_true", help="show the Trainer's progress")
+    ap.add_argument(
+        "--table-only",
+        action="store_true",
+        help="run nothing: write the table from the jobs recorded so far (missing jobs are listed in it)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -208,17 +230,33 @@ def main() -> None:
     def run(job: str, seed: int) -> dict[str, Any]:
         return {**run_job(args, job, seed, work_dir / tag), **code}
 
-    if run_jobs(order, tag=tag, runs_file=runs_file, work_dir=work_dir, run=run):
+    if not args.table_only and run_jobs(order, tag=tag, runs_file=runs_file, work_dir=work_dir, run=run):
         return  # the last worker to finish writes the table
     with locked(work_dir / f"{tag}.lock"):
-        records = [r for r in load_records(runs_file) if r["tag"] == tag and r["seed"] in seeds and r["arm"] in jobs]
-    arms = arm_records(records)
-    summary = summarise_records(arms, ["last_test_acc", "best_val_test_acc"], baseline="baseline", means=())
-    summary = {a: summary[a] for a in ARMS if a in summary}
+        records = [r for r in load_records(runs_file) if r["tag"] == tag and r["arm"] in JOBS]
+    write_table(args, tag, seeds, records, results)
+
+
+def expected_jobs(seeds: list[int], records: list[dict[str, Any]], quick: bool) -> list[tuple[str, int]]:
+    """Every (job, seed) the table should hold: all jobs for the requested seeds, the seeds already
+    recorded, and the protocol's own seeds when this is the quick protocol."""
+    all_seeds = set(seeds) | {r["seed"] for r in records} | (set(QUICK_SEEDS) if quick else set())
+    return [(job, s) for s in sorted(all_seeds) for job in JOBS]
+
+
+def write_table(
+    args: argparse.Namespace, tag: str, seeds: list[int], records: list[dict[str, Any]], results: Path
+) -> None:
+    """Write <name>_<model>.json and .md from every record of `tag`, saying which jobs are still missing."""
     mine = {"epochs": args.epochs, "subset": args.subset, "val_size": args.val_size}
     quick = (
         mine == {k: QUICK[k] for k in mine} and args.width_mult == QUICK["width_mult"] and args.data == QUICK["data"]
     )
+    expected = expected_jobs(seeds, records, quick)
+    done = {(r["arm"], r["seed"]) for r in records}
+    arms = arm_records(records)
+    summary = summarise_records(arms, ["last_test_acc", "best_val_test_acc"], baseline="baseline", means=())
+    summary = {a: summary[a] for a in ARMS if a in summary}
     settings = {
         "protocol": "quick protocol" if quick else f"custom protocol ({tag})",
         "tag": tag,
@@ -228,7 +266,8 @@ def main() -> None:
         "subset": args.subset,
         "val_size": args.val_size,
         "epochs": args.epochs,
-        "seeds": seeds,
+        "seeds": sorted({s for _, s in expected}),
+        "missing": [f"{job} seed {s}" for job, s in expected if (job, s) not in done],
         "seconds": {r["arm"]: statistics.fmean(x["seconds"] for x in records if x["arm"] == r["arm"]) for r in records},
         **provenance(config=vars(args)),
     }

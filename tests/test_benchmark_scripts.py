@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -26,6 +28,70 @@ def test_script_imports_and_has_a_main(script: Path, monkeypatch: pytest.MonkeyP
     spec.loader.exec_module(module)  # runs the imports, not main(): __name__ is not "__main__"
     assert callable(getattr(module, "main", None)), f"{script.name} has no main()"
     assert (module.__doc__ or "").strip(), f"{script.name} has no docstring saying how to run it"
+
+
+def _load(script: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"_bench_{script}_unit", BENCHMARKS / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _reactivation_job(job: str, seed: int, acc: float) -> dict:
+    net = {
+        "last_test_acc": acc,
+        "best_val_epoch": 9,
+        "best_val_test_acc": acc - 0.001,
+        "invalid": {"0.1": 1, "0.01": 0},
+    }
+    record = {"tag": "t", "arm": job, "seed": seed, "seconds": 1.0, "networks": [net]}
+    if job in ("pop2", "graft2"):
+        record["networks"] = [net, dict(net, last_test_acc=acc + 0.01)]
+        record["ensemble_test_acc"] = acc + 0.02
+    if job == "graft2":
+        record["invalid_before_last_graft"] = {"0.1": 2, "0.01": 1}
+    return record
+
+
+def test_reactivation_table_lists_missing_jobs_and_pairs_only_recorded_seeds(tmp_path, monkeypatch):
+    """A protocol run piecewise: the table says which jobs are missing and summarises what exists."""
+    module = _load("accuracy_reactivation", monkeypatch)
+    args = argparse.Namespace(
+        model="mobilenetv2", width_mult=1.0, data="fashion-mnist", subset=10000, val_size=5000, epochs=10, name="r"
+    )
+    records = [_reactivation_job("pop2", 0, 0.85), _reactivation_job("pop2", 1, 0.80), _reactivation_job("we", 0, 0.86)]
+    module.write_table(args, "t", [1], records, tmp_path)
+    out = json.loads((tmp_path / "r_mobilenetv2.json").read_text())
+    # quick protocol: seeds 0, 1, 2 are expected whatever this worker was asked to run
+    assert out["settings"]["seeds"] == [0, 1, 2]
+    assert len(out["settings"]["missing"]) == 12 - 3
+    assert "graft2 seed 0" in out["settings"]["missing"]
+    assert "pop2 seed 2" in out["settings"]["missing"]
+    assert "pop2 seed 0" not in out["settings"]["missing"]
+    summary = out["summary"]
+    assert summary["baseline"]["last_test_acc"]["n"] == 2  # network 0 of pop2 is the baseline
+    assert summary["ensemble2"]["last_test_acc"]["mean"] == pytest.approx((0.87 + 0.82) / 2)
+    assert summary["we"]["last_test_acc_diff"]["n"] == 1  # paired on seed 0 only
+    assert summary["we"]["last_test_acc_diff"]["mean"] == pytest.approx(0.01)
+    text = (tmp_path / "r_mobilenetv2.md").read_text()
+    # listed by seed, then job
+    assert "**Incomplete: 9 job(s) not run yet (graft2 seed 0, we-reset-momentum seed 0, graft2 seed 1," in text
+    assert "- baseline: seed 0: 1 / 0, seed 1: 1 / 0" in text
+
+    complete = [_reactivation_job(j, s, 0.85) for s in (0, 1, 2) for j in module.JOBS]
+    module.write_table(args, "t", [0, 1, 2], complete, tmp_path)
+    out = json.loads((tmp_path / "r_mobilenetv2.json").read_text())
+    assert out["settings"]["missing"] == []
+    text = (tmp_path / "r_mobilenetv2.md").read_text()
+    assert "Incomplete" not in text
+    assert "(just before the last graft: 2 / 1, 2 / 1, 2 / 1)" in text
+
+    # a custom protocol expects only the seeds asked for and recorded
+    smoke = argparse.Namespace(**{**vars(args), "epochs": 2})
+    module.write_table(smoke, "t", [0], [_reactivation_job(j, 0, 0.5) for j in module.JOBS], tmp_path)
+    assert json.loads((tmp_path / "r_mobilenetv2.json").read_text())["settings"]["missing"] == []
 
 
 def test_profile_ort_counts_macs_with_the_padded_shapes_onnxruntime_runs(monkeypatch: pytest.MonkeyPatch):
