@@ -22,5 +22,5 @@ def tiny_compress(name: str, path, **kw):
 def lenet_prn(tmp_path_factory):
     """(path, report, images) of a compressed lenet300_100 (width 0.1)."""
     path = tmp_path_factory.mktemp("prn") / "lenet.prn"
-    report, x = tiny_compress("lenet300_100", path, width_mult=0.1, bits="auto", max_kl=0.05)
+    report, x = tiny_compress("lenet300_100", path, width_mult=0.1, bits="auto", max_drop=None, max_kl=0.05)
     return path, report, x
