@@ -42,6 +42,7 @@ import json
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,28 @@ def _incomplete(settings: dict[str, Any]) -> list[str]:
     ]
 
 
+def run_conditions(records: list[dict[str, Any]]) -> str:
+    """One sentence on how the jobs ran: torch threads (the most common count, then the exceptions by job)
+    and the commits. Thread counts matter because a different count changes float reduction order, so
+    two runs of the same seed diverge as training goes on: a seed is then less tightly paired."""
+    if not records:
+        return ""
+    threads = Counter(r.get("threads") for r in records)
+    usual = threads.most_common(1)[0][0]
+    odd = [
+        f"{r['arm']} seed {r['seed']} ({r.get('threads')})"
+        for r in sorted(records, key=lambda r: (r["seed"], r["arm"]))
+        if r.get("threads") != usual
+    ]
+    commits = sorted({f"{r.get('commit')}{' (dirty)' if r.get('dirty') else ''}" for r in records})
+    machines = sorted({str(r.get("machine")) for r in records})
+    return (
+        f"Jobs ran at {usual} torch thread(s)"
+        + (f", except {', '.join(odd)}" if odd else "")
+        + f"; machine {', '.join(machines)}; commits {', '.join(commits)}."
+    )
+
+
 def markdown(summary: dict[str, Any], arms: list[dict[str, Any]], settings: dict[str, Any]) -> str:
     """The results table with the protocol above it and the invalid-filter counts below."""
     pct = lambda x: "n/a" if x is None else f"{100 * x:.2f}"  # noqa: E731
@@ -189,6 +212,8 @@ def markdown(summary: dict[str, Any], arms: list[dict[str, Any]], settings: dict
             if all(before):
                 extra = " (just before the last graft: " + ", ".join(f"{b['0.1']} / {b['0.01']}" for b in before) + ")"
             lines.append(f"- {name}: " + ", ".join(cells) + extra)
+    if settings.get("conditions"):
+        lines += ["", settings["conditions"]]
     lines += ["", f"prunus {settings['prunus']} (commit {settings['commit']}), generated {settings['date']}.", ""]
     return "\n".join(lines)
 
@@ -268,6 +293,7 @@ def write_table(
         "epochs": args.epochs,
         "seeds": sorted({s for _, s in expected}),
         "missing": [f"{job} seed {s}" for job, s in expected if (job, s) not in done],
+        "conditions": run_conditions(records),
         "seconds": {r["arm"]: statistics.fmean(x["seconds"] for x in records if x["arm"] == r["arm"]) for r in records},
         **provenance(config=vars(args)),
     }

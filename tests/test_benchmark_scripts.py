@@ -62,6 +62,8 @@ def test_reactivation_table_lists_missing_jobs_and_pairs_only_recorded_seeds(tmp
         model="mobilenetv2", width_mult=1.0, data="fashion-mnist", subset=10000, val_size=5000, epochs=10, name="r"
     )
     records = [_reactivation_job("pop2", 0, 0.85), _reactivation_job("pop2", 1, 0.80), _reactivation_job("we", 0, 0.86)]
+    for record, threads, commit, dirty in zip(records, (1, 2, 1), ("abc", "abc", "def"), (False, False, True)):
+        record.update(threads=threads, commit=commit, dirty=dirty, machine="m")
     module.write_table(args, "t", [1], records, tmp_path)
     out = json.loads((tmp_path / "r_mobilenetv2.json").read_text())
     # quick protocol: seeds 0, 1, 2 are expected whatever this worker was asked to run
@@ -79,6 +81,8 @@ def test_reactivation_table_lists_missing_jobs_and_pairs_only_recorded_seeds(tmp
     # listed by seed, then job
     assert "**Incomplete: 9 job(s) not run yet (graft2 seed 0, we-reset-momentum seed 0, graft2 seed 1," in text
     assert "- baseline: seed 0: 1 / 0, seed 1: 1 / 0" in text
+    # how the jobs ran: the usual thread count, and the jobs that differ (they pair less tightly)
+    assert "Jobs ran at 1 torch thread(s), except pop2 seed 1 (2); machine m; commits abc, def (dirty)." in text
 
     complete = [_reactivation_job(j, s, 0.85) for s in (0, 1, 2) for j in module.JOBS]
     module.write_table(args, "t", [0, 1, 2], complete, tmp_path)
