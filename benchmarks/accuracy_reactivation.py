@@ -157,8 +157,8 @@ def _incomplete(settings: dict[str, Any]) -> list[str]:
 
 
 def run_conditions(records: list[dict[str, Any]]) -> str:
-    """One sentence on how the jobs ran: torch threads (the most common count, then the exceptions by job)
-    and the commits. Thread counts matter because a different count changes float reduction order, so
+    """One sentence on how the jobs ran: torch threads (the most common count, then the exceptions by job),
+    the machine and the commits. Thread counts matter because a different count changes float reduction order, so
     two runs of the same seed diverge as training goes on: a seed is then less tightly paired."""
     if not records:
         return ""
