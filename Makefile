@@ -1,5 +1,5 @@
 # The README's two commands. Both set up first (idempotent, fast the second time).
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test lint format bench clean results
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -23,3 +23,7 @@ format: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs
+
+# The README results block and docs/RESULTS.md, from benchmarks/results/ (repository tooling).
+results: setup
+	$(PY) benchmarks/render_results.py --readme README.md --markdown docs/RESULTS.md

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from prunus._atomic import write_json
+from _common import write_json
 
 Job = tuple[str, int]  # (arm, seed)
 

@@ -39,18 +39,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import print_table, write_json
 from torch import nn
 
 import prunus
 from prunus import provenance
-from prunus._atomic import write_json
-from prunus.cli._common import print_table
 from prunus.criteria import score
 from prunus.data import DataConfig, build_loaders
 from prunus.engine import TrainConfig, Trainer
-from prunus.evaluation import evaluate as prunus_evaluate
+from prunus.measure.evaluation import evaluate as prunus_evaluate
 from prunus.methods.csgd import CentripetalSGD
-from prunus.model_info import example_input, get_info
+from prunus.models.info import example_input, get_info
 from prunus.structure import build_groups, lowest_channels, merge_, remove_
 
 RESULTS = Path(__file__).parent / "results"

@@ -36,17 +36,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import write_json, write_text
 from torch import nn
 
 import prunus
 from prunus import provenance
-from prunus._atomic import write_json, write_text
 from prunus.data import DataConfig, build_loaders
 from prunus.deploy.bench import compare_latency
 from prunus.engine import TrainConfig, Trainer
 from prunus.errors import ConfigError
-from prunus.evaluation import evaluate
-from prunus.model_info import get_info
+from prunus.measure.evaluation import evaluate
+from prunus.models.info import get_info
 from prunus.report.stats import summarise_records
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from dataclasses import replace
@@ -52,15 +51,16 @@ from typing import Any
 
 import torch
 import torch_pruning as tp
+from _common import write_json, write_text
 
 import prunus
 from prunus import provenance
-from prunus._atomic import write_json, write_text
 from prunus.data import DataConfig, TensorLoader, build_loaders
 from prunus.engine import TrainConfig, Trainer
+from prunus.formats.run_dir import RunDir
 from prunus.methods import create_method
-from prunus.model_info import example_input
 from prunus.models import create_model
+from prunus.models.info import example_input
 from prunus.pruning import prune
 from prunus.report.stats import paired_difference, summarise_records
 
@@ -178,7 +178,7 @@ def _run(arm: str, seed: int, args: argparse.Namespace, tag: str, sfp_macs_ratio
         pruned, ratio = _tp_prune(pre.model.cpu(), sfp_macs_ratio, shape)
         run_dir = runs / f"{arm}-s{seed}"
         before = None
-        if not (run_dir / "checkpoint.pt").exists():
+        if not RunDir(run_dir).checkpoint.exists():
             data = _loaders(args, _configs(args, seed, 1, FINETUNE_LR)[0], seed)
             before = Trainer(pruned, data, _configs(args, seed, 1, FINETUNE_LR)[1], progress=False).evaluate(data.test)
         trainer, final, seconds = _train(args, seed, run_dir, model=pruned, epochs=args.finetune_epochs, lr=FINETUNE_LR)
@@ -191,7 +191,7 @@ def _run(arm: str, seed: int, args: argparse.Namespace, tag: str, sfp_macs_ratio
     methods = [] if spec is None else [create_method(spec[0], rate=args.rate, **spec[1])]
     trainer, final, seconds = _train(args, seed, runs / f"{arm}-s{seed}", methods)
     if arm == "baseline":
-        prunus.save(trainer.model.cpu(), runs / f"baseline-s{seed}" / "model", input_shape=shape)
+        prunus.save(trainer.model.cpu(), RunDir(runs / f"baseline-s{seed}").model, input_shape=shape)
     return _record(arm, seed, tag, trainer, final, seconds, shape)
 
 
@@ -216,9 +216,9 @@ def _trace(history: list[dict[str, Any]]) -> dict[str, Any]:
 def _add_traces(records: list[dict[str, Any]], name: str) -> None:
     """Traces for records written before `_record` kept them, read back from each run's metrics.jsonl."""
     for rec in records:
-        log = ROOT / "runs" / name / rec["tag"] / f"{rec['arm']}-s{rec['seed']}" / "metrics.jsonl"
-        if "trace" not in rec and "mfp_switches" not in rec and log.is_file():
-            rec.update(_trace([json.loads(line) for line in log.read_text().splitlines() if line.strip()]))
+        run = RunDir(ROOT / "runs" / name / rec["tag"] / f"{rec['arm']}-s{rec['seed']}")
+        if "trace" not in rec and "mfp_switches" not in rec and run.metrics.is_file():
+            rec.update(_trace(run.read_metrics()))
 
 
 def summarise(records: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:

@@ -38,7 +38,6 @@ Writes benchmarks/results/<name>_<model>.json and .md, and every finished job to
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -47,14 +46,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import write_json, write_text
 
 from prunus import provenance
-from prunus._atomic import write_json, write_text
 from prunus.formats import load
-from prunus.methods._grafting import invalid_filters
-from prunus.recipes import train_run
-from prunus.recipes.config import RunConfig
+from prunus.formats.run_dir import RunDir
+from prunus.methods.graft import invalid_filters
 from prunus.report.stats import summarise_records
+from prunus.training import train_run
+from prunus.training.config import RunConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: its sibling helper
 from _workers import load_records, locked, run_jobs  # noqa: E402
@@ -87,8 +87,7 @@ def _config(args: argparse.Namespace, seed: int, job: str) -> RunConfig:
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:
-    log = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return RunDir(run_dir).read_metrics()
 
 
 def _accuracies(run_dir: Path, final_test_acc: float) -> dict[str, Any]:
@@ -99,7 +98,7 @@ def _accuracies(run_dir: Path, final_test_acc: float) -> dict[str, Any]:
         "last_test_acc": final_test_acc,
         "best_val_epoch": history[best]["epoch"],
         "best_val_test_acc": history[best]["test_acc"],
-        "invalid": {str(k): v for k, v in invalid_filters(load(run_dir / "model")).items()},
+        "invalid": {str(k): v for k, v in invalid_filters(load(RunDir(run_dir).model)).items()},
     }
 
 
@@ -113,10 +112,10 @@ def run_job(args: argparse.Namespace, job: str, seed: int, runs: Path) -> dict[s
     if JOBS[job][1] == 1:
         out["networks"] = [_accuracies(run_dir, m["final_test_acc"])]
         return out
-    out["networks"] = [_accuracies(run_dir / f"net{k}", m[f"net{k}_final_test_acc"]) for k in range(2)]
+    out["networks"] = [_accuracies(RunDir(run_dir).network(k).root, m[f"net{k}_final_test_acc"]) for k in range(2)]
     out["ensemble_test_acc"] = m["ensemble_test_acc"]
     if job == "graft2":
-        last = _history(run_dir / "net0")[-1]
+        last = _history(RunDir(run_dir).network(0).root)[-1]
         out["invalid_before_last_graft"] = {t: last[f"graft_invalid_{t}"] for t in ("0.1", "0.01")}
         out["alpha_mean_last"] = last["graft_alpha_mean"]
     return out

@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from _common import parse_set, write_json, write_text
+
 import prunus
-from prunus._atomic import write_json, write_text
-from prunus.cli._common import parse_set
+from prunus.formats.run_dir import RunDir
 from prunus.pipeline import load_recipe, run_pipeline
 from prunus.report.stats import summarise_records
 
@@ -32,7 +33,7 @@ def main() -> None:
     ap.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
-    plan = load_recipe(args.recipe, parse_set(args.set, owner="recipe"))
+    plan = load_recipe(args.recipe, parse_set(args.set))
     name = args.name or plan.name
     run_dir = ROOT / "runs" / name
     summary = run_pipeline(plan, run_dir, progress=args.progress)
@@ -41,8 +42,9 @@ def main() -> None:
     results = Path(args.results_dir)
     write_json(results / f"{name}.json", {"recipe": plan.raw, "summary": stats, "records": summary.records,
                                          "provenance": prunus.provenance()})  # fmt: skip
-    write_text(results / f"{name}.md", (run_dir / "summary.md").read_text(encoding="utf-8"))
-    print((run_dir / "summary.md").read_text(encoding="utf-8"))
+    report = RunDir(run_dir).report_md  # written by the recipe's report stage
+    write_text(results / f"{name}.md", report.read_text(encoding="utf-8"))
+    print(report.read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from _common import write_json
 from torch import nn
 
 from prunus import provenance
-from prunus._atomic import write_json
 from prunus.data import DataConfig, build_loaders
 from prunus.engine import TrainConfig, Trainer
 from prunus.models import create_model

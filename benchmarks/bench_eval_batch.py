@@ -3,7 +3,7 @@
 Every epoch of a protocol run scores the validation and test splits (15k Fashion-MNIST images in
 the quick protocol), so evaluation can cost as much as training. On CPU, per-image inference time
 GROWS with the batch once a batch's activations leave the caches, so the biggest batch is not
-the fastest. This times `prunus.evaluation.evaluate` over the real Fashion-MNIST test split (10k
+the fastest. This times `prunus.measure.evaluation.evaluate` over the real Fashion-MNIST test split (10k
 images) for each model and batch size, interleaved (every round visits all batch sizes, the
 order rotating), medians over rounds, and reports each batch size's time over the best one.
 Untrained weights: the time does not depend on them.
@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 import torch
+from _common import write_json
 
 from prunus import provenance
-from prunus._atomic import write_json
 from prunus.data import DataConfig, TensorLoader, build_loaders
-from prunus.evaluation import evaluate
+from prunus.measure.evaluation import evaluate
 from prunus.models import create_model
 
 RESULTS = Path(__file__).parent / "results"
@@ -82,7 +82,7 @@ def main() -> None:
         args.out,
         {
             "figure": "evaluation time by batch size",
-            "definition": f"prunus.evaluation.evaluate over the {args.data} test split, per batch size: median "
+            "definition": f"prunus.measure.evaluation.evaluate over the {args.data} test split, per batch size: median "
             "seconds over interleaved rounds, and over the fastest batch size",
             "models": rows,
             "load_average_before": load,

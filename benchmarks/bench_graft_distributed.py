@@ -19,7 +19,6 @@ Writes benchmarks/results/graft_distributed_overhead.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -28,8 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import write_json
+
 from prunus import provenance
-from prunus._atomic import write_json
+from prunus.formats.run_dir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -38,7 +39,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same for both arms (torchrun
 
 def _common(args: argparse.Namespace) -> list[str]:
     # a small test split: evaluation is not timed (train_seconds) but would dominate the wall time
-    config = args.workdir / "config.yaml"
+    config = args.workdir / "train.yaml"  # the --config of every run below
     config.write_text(
         "version: 1\nmodel: {name: resnet20}\n"
         f"data: {{name: fashion-mnist, subset: {args.subset}, val_size: {args.val_size}, test_subset: 500}}\n"
@@ -47,11 +48,11 @@ def _common(args: argparse.Namespace) -> list[str]:
 
 
 def _epoch_seconds(run_dir: Path) -> list[float]:
-    """train_seconds of every epoch but the first, from every metrics.jsonl under run_dir."""
+    """train_seconds of every epoch but the first, of every network's metrics log in run_dir."""
+    run = RunDir(run_dir)
     out = []
-    for log in sorted(run_dir.rglob("metrics.jsonl")):
-        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        out += [r["train_seconds"] for r in rows[1:]]
+    for net in run.networks() or [run]:
+        out += [r["train_seconds"] for r in net.read_metrics()[1:]]
     return out
 
 

@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 import torch
+from _common import write_json
 
 from prunus import provenance
-from prunus._atomic import write_json
 from prunus.deploy.bench import RUNTIMES, compare_latency
 from prunus.models import create_model
 from prunus.pruning import prune

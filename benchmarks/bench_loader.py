@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import torch
+from _common import write_json
 
 from prunus import provenance
-from prunus._atomic import write_json
 from prunus.data import Augment, DataConfig, TensorLoader, build_loaders
 
 __all__ = ["main"]

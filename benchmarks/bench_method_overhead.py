@@ -25,10 +25,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from _common import print_table, write_json
 
 from prunus import provenance
-from prunus._atomic import write_json
-from prunus.cli._common import print_table
 from prunus.data import DataConfig, build_loaders
 from prunus.engine import TrainConfig, Trainer
 from prunus.methods import create_method

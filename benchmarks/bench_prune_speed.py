@@ -27,14 +27,13 @@ from pathlib import Path
 
 import torch
 import torch_pruning as tp
+from _common import print_table, write_json
 
 import prunus
 from prunus import provenance
-from prunus._atomic import write_json
-from prunus.cli._common import print_table
 from prunus.deploy.bench import compare_latency
-from prunus.model_info import example_input, get_info
 from prunus.models import create_model
+from prunus.models.info import example_input, get_info
 from prunus.pruning import prune
 
 RESULTS = Path(__file__).parent / "results"

@@ -31,14 +31,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from _common import write_json
 
 from prunus import provenance
-from prunus._atomic import write_json
 from prunus.data import DataConfig, build_loaders
 from prunus.engine import TrainConfig, Trainer
 from prunus.engine.parallel import fit_population
 from prunus.methods import create_method
-from prunus.methods._grafting import blend_unit_, graft_units, layer_information, unit_tensors
+from prunus.methods.graft import blend_unit_, graft_units, layer_information, unit_tensors
 from prunus.models import create_model
 
 RESULTS = Path(__file__).parent / "results"

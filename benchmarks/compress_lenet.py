@@ -29,17 +29,17 @@ import time
 from pathlib import Path
 
 import torch
+from _common import write_json
 
 from prunus import provenance
-from prunus._atomic import write_json
 from prunus.compress import CompressConfig, compress, decompress
 from prunus.compress.runner import prunable_layers
 from prunus.compress.search import magnitude_masks, search
 from prunus.data import DataConfig, build_loaders, training_slice
-from prunus.evaluation import evaluate
 from prunus.formats import load
-from prunus.model_info import update_info
+from prunus.measure.evaluation import evaluate
 from prunus.models import create_model
+from prunus.models.info import update_info
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -147,9 +147,9 @@ def main() -> None:
     ap.add_argument("--update", action="store_true", help="keep the section not run from the existing NAME.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from prunus.cli._common import parse_set
+    from _common import parse_set
 
-    overrides = parse_set(args.set, owner="CompressConfig")
+    overrides = parse_set(args.set)  # CompressConfig validates the keys and values
     # read before the long work: a commit made while this runs must not be credited with its results
     run_provenance = provenance(config={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
     code_commit = run_provenance["commit"]

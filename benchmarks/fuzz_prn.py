@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/fuzz_prn.py --n 10000 --seed 0
 
 Compresses a small LeNet-300-100 (width 0.1, random weights, random calibration images), then
-decompresses N mutations of its file (`prunus.compress._fuzz.mutations`: truncation, bit flips,
+decompresses N mutations of its file (`prunus.compress.fuzz.mutations`: truncation, bit flips,
 header byte overwrites, inserted/deleted runs, hostile header values and altered streams with a
 valid checksum). Any exception other than `FormatError` aborts the run with its traceback.
 Writes benchmarks/results/compress_fuzz.json.
@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import torch
+from _common import write_json
 
 from prunus import provenance
-from prunus._atomic import write_json
 from prunus.compress import CompressConfig, compress
-from prunus.compress._fuzz import fuzz_file
+from prunus.compress.fuzz import fuzz_file
 from prunus.models import create_model
 
 RESULTS = Path(__file__).parent / "results"

@@ -34,9 +34,9 @@ import tempfile
 from pathlib import Path
 
 import torch
+from _common import write_json
 
 from prunus import provenance
-from prunus._atomic import write_json
 from prunus.deploy.export import onnx_bytes
 from prunus.measure import count
 from prunus.models import create_model

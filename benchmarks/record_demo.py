@@ -10,11 +10,12 @@ wall time of the whole command, the machine and its load average, and prunus.rep
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from _common import write_json
+
 import prunus
-from prunus._atomic import write_json
+from prunus.formats.run_dir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +28,7 @@ def main() -> None:
     ap.add_argument("--command", default="make demo")
     ap.add_argument("--note", default="")
     args = ap.parse_args()
-    records = json.loads((args.run_dir / "records.json").read_text(encoding="utf-8"))["records"]
+    records = RunDir(args.run_dir).read_records()["records"]
     write_json(ROOT / "benchmarks" / "results" / "demo_quickstart.json", {
         "command": args.command, "wall_seconds": args.wall_seconds, "load_average": args.load, "note": args.note,
         "record": records[0], "provenance": prunus.provenance(),

@@ -13,8 +13,10 @@ import argparse
 import json
 from pathlib import Path
 
+from _common import write_json
+
 from prunus import provenance
-from prunus._atomic import write_json
+from prunus.formats.run_dir import RunDir
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -26,8 +28,9 @@ def main() -> None:
     ap.add_argument("--command", required=True, help="the command that produced the run")
     ap.add_argument("--note", default="", help="anything a reader must know (e.g. resumed, machine load)")
     args = ap.parse_args()
-    summary = json.loads((args.run_dir / "summary.json").read_text())
-    epochs = [json.loads(line) for line in (args.run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    run = RunDir(args.run_dir)
+    summary = run.read_summary()
+    epochs = run.read_metrics()
     best = max(epochs, key=lambda r: r.get("val_acc", -1.0))
     record = {
         "name": args.name,

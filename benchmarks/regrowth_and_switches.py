@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import torch
+from _common import write_json
 
 from prunus import provenance
-from prunus._atomic import write_json
 from prunus.data import DataConfig, build_loaders
 from prunus.engine import TrainConfig, Trainer
 from prunus.methods import create_method

@@ -10,8 +10,8 @@ Example:
     272186
 """
 
-from prunus._provenance import provenance as provenance
 from prunus._version import __version__ as __version__
+from prunus._version import provenance as provenance
 from prunus.compress import CompressConfig as CompressConfig
 from prunus.compress import CompressReport as CompressReport
 from prunus.compress import compress as compress

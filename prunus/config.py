@@ -33,7 +33,16 @@ import yaml
 
 from prunus.errors import ConfigError
 
-__all__ = ["Config", "check_choice", "check_finite", "check_finite_values", "check_range", "load_yaml"]
+__all__ = [
+    "Config",
+    "arg",
+    "build_config",
+    "check_choice",
+    "check_finite",
+    "check_finite_values",
+    "check_range",
+    "load_yaml",
+]
 
 C = TypeVar("C", bound="Config")
 
@@ -96,7 +105,7 @@ def check_range(
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML mapping with `yaml.safe_load` (never the unsafe loader)."""
-    from prunus._safeio import MAX_CONFIG_BYTES, read_text
+    from prunus._io.safe import MAX_CONFIG_BYTES, read_text
 
     path = Path(path)
     if not path.exists() and not path.is_symlink():
@@ -161,6 +170,20 @@ def _coerce(cls_name: str, name: str, tp: Any, value: Any) -> Any:
     return value
 
 
+def arg(default: Any, help: str) -> Any:
+    """A config field with its one-line help (shown by `prunus train --help` for the generated flag).
+
+    Example:
+        >>> import dataclasses
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class Demo(Config):
+        ...     rate: float = arg(0.4, "fraction of channels masked")
+        >>> dataclasses.fields(Demo)[0].metadata["help"]
+        'fraction of channels masked'
+    """
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Base of every prunus config dataclass (frozen; validated in `__post_init__`)."""
@@ -205,3 +228,38 @@ class Config:
             else:
                 data[k] = v
         return type(self).from_dict(data)
+
+
+def build_config(
+    config_class: type[C],
+    config: C | None,
+    kwargs: Mapping[str, Any],
+    owner: str,
+    accepted: Iterable[str] | None = None,
+) -> C:
+    """`config` as given, or `config_class(**kwargs)` (None values dropped: the default applies).
+
+    The one rule for "a config value, or its fields as keywords" at a public entry point: unknown
+    keyword names raise `ConfigError` listing `accepted` (default: the init fields, in order), and
+    giving both a config and keywords is refused (which one would win is not obvious).
+
+    Example:
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class Demo(Config):
+        ...     lr: float = 0.1
+        >>> build_config(Demo, None, {"lr": 0.5, "x": None}, "demo")
+        Traceback (most recent call last):
+        ...
+        prunus.errors.ConfigError: demo has no argument(s) x; accepted: lr
+    """
+    if config is not None:
+        if kwargs:
+            raise ConfigError(f"{owner}: pass either a {config_class.__name__} or keyword arguments, not both")
+        if not isinstance(config, config_class):
+            raise ConfigError(f"{owner}: expected a {config_class.__name__}, got {type(config).__name__}")
+        return config
+    names = list(accepted) if accepted is not None else [f.name for f in dataclasses.fields(config_class) if f.init]
+    unknown = sorted(set(kwargs) - set(names))
+    if unknown:
+        raise ConfigError(f"{owner} has no argument(s) {', '.join(unknown)}; accepted: {', '.join(names)}")
+    return config_class(**{k: v for k, v in kwargs.items() if v is not None})

@@ -51,20 +51,24 @@ def _unit(module: str) -> str:
     return parts[1] if len(parts) > 1 else "prunus"
 
 
-def _imports(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
-    """(line, imported prunus module) for every import in the file, at any depth."""
+def _from_target(node: ast.ImportFrom, path: Path, root: Path) -> str:
+    """The module a `from X import ...` names, relative imports resolved against `path`'s package."""
     module = _module_name(path, root)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+    return ".".join([*base, *([node.module] if node.module else [])])
+
+
+def _imports(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
+    """(line, imported prunus module) for every import in the file, at any depth."""
     out = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "prunus"]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: resolve against this module's package
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                target = ".".join([*base, *([node.module] if node.module else [])])
-            else:
-                target = node.module or ""
+            target = _from_target(node, path, root)
             if target.split(".")[0] != "prunus":
                 continue
             if target == "prunus":  # "from prunus import x": a submodule x, or a name of the facade
@@ -111,13 +115,122 @@ def test_the_walker_sees_lazy_and_relative_imports(tmp_path):
     f = pkg / "lazy.py"
     f.write_text(
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from prunus.engine import Trainer\n"
-        "def f():\n    from prunus.cli import main\n    from ..methods import sfp\n    import prunus.recipes.x\n"
+        "def f():\n    from prunus.cli import main\n    from ..methods import sfp\n    import prunus.training.x\n"
         "    from prunus import cli, create_model\n"
     )
     found = [t for _, t in _imports(f, tmp_path)]
-    assert found == ["prunus.engine", "prunus.cli", "prunus.methods", "prunus.recipes.x", "prunus.cli", "prunus"]
+    assert found == ["prunus.engine", "prunus.cli", "prunus.methods", "prunus.training.x", "prunus.cli", "prunus"]
 
 
 @pytest.mark.parametrize(("module", "unit"), [("prunus", "prunus"), ("prunus.structure.groups", "structure")])
 def test_units(module, unit):
     assert _unit(module) == unit
+
+
+def _module_edges(path: Path, root: Path = ROOT) -> set[str]:
+    """The prunus modules `path` imports, at any depth: `from a.b import c` is a.b.c when c is a module."""
+    module = _module_name(path, root)
+    found: set[str] = set()
+
+    def is_module(name: str) -> bool:
+        where = root.joinpath(*name.split("."))
+        return (where / "__init__.py").exists() or where.with_suffix(".py").exists()
+
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "prunus"}
+        elif isinstance(node, ast.ImportFrom):
+            target = _from_target(node, path, root)
+            if target.split(".")[0] != "prunus":
+                continue
+            for a in node.names:
+                found.add(f"{target}.{a.name}" if is_module(f"{target}.{a.name}") else target)
+    return found - {module}
+
+
+def _cycles(modules: list[Path], root: Path = ROOT) -> list[list[str]]:
+    """Strongly connected groups of more than one module in the import graph (Tarjan)."""
+    graph = {_module_name(p, root): _module_edges(p, root) for p in modules}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in graph:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles():
+    # lazy imports count: a cycle hidden inside a function still means neither module stands alone
+    cycles = _cycles(MODULES)
+    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_cycle_finder_sees_a_lazy_cycle(tmp_path):
+    pkg = tmp_path / "prunus" / "x"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from prunus.x import b\n")
+    (pkg / "b.py").write_text("def f():\n    from prunus.x.a import g\n")
+    (pkg / "c.py").write_text("from prunus.x.a import g\n")
+    mods = sorted(tmp_path.rglob("*.py"))
+    assert _cycles(mods, tmp_path) == [["prunus.x.a", "prunus.x.b"]]
+
+
+RUN_FILES = {"config.yaml", "metrics.jsonl", "checkpoint.pt", "checkpoint.prev.pt", "summary.json", "stage.json",
+             "stage.start.json", "records.json", "recipe.yaml", "report.html", "summary.md", "model.prn", "bench.json"}  # fmt: skip
+OWNER = PACKAGE / "formats" / "run_dir.py"
+
+
+def _string_literals(path: Path) -> list[tuple[int, str]]:
+    """(line, value) of every string constant that is not a docstring."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.add(id(first.value))
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
+def test_run_directory_file_names_are_spelled_in_one_module():
+    # formats/run_dir.py owns a run's layout: a second spelling of a name is a second owner waiting to diverge
+    found = [
+        f"{path.relative_to(ROOT)}:{line} spells {value!r}"
+        for path in [*MODULES, *sorted((ROOT / "benchmarks").glob("*.py"))]
+        if path != OWNER
+        for line, value in _string_literals(path)
+        if value in RUN_FILES
+    ]
+    assert not found, "use prunus.formats.run_dir.RunDir instead:\n" + "\n".join(found)

@@ -8,16 +8,16 @@ gets all of them by using these helpers and nothing else:
   every command: `type=float` becomes `finite_float` (NaN/inf/out-of-range refused), `type=int`
   becomes `cli_int` (|value| < 2**31), and argparse usage errors print one line.
 - `add_output_arg(parser, "--out", kind)` declares an output (a kind of
-  `prunus._safeio.OUTPUT_KINDS`: "file", "rewrite", "model", "run" or "pipeline"). Before
+  `prunus.formats.outputs.OUTPUT_KINDS`: "file", "rewrite", "model", "run" or "pipeline"). Before
   `run(args)` is called, `prunus.cli.main` passes every declared output through
-  `prunus._safeio.check_output` (existing files and model/run directories need `--force`, which
+  `prunus.formats.outputs.check_output` (existing files and model/run directories need `--force`, which
   this adds for those kinds; devices, FIFOs, symlinks, foreign directories, unwritable places and
   the command's own inputs are refused). A command must not write anywhere it did not declare;
   tests/cli/test_bad_inputs.py checks this for every command and fails for any
   `--out`/`--json PATH`-like option not declared this way.
 - `mark_input(action)` declares an input path (a model directory, a config file): outputs may not
   overlap it; `mark_input(action, "dir")` also makes `main` refuse, before the command runs, a
-  value that is not an existing directory. Inputs are read with `prunus._safeio.read_*` (regular
+  value that is not an existing directory. Inputs are read with `prunus._io.safe.read_*` (regular
   files, size caps).
 - `parse_set` parses `--set KEY=VALUE` with yaml.safe_load and refuses NaN/inf.
 - Any `PrunusError` raised by `run` becomes `prunus: error: <message>` + exit 2; so does an
@@ -107,7 +107,7 @@ def add_output_arg(parser: argparse.ArgumentParser, flag: str, kind: str, **kwar
             directory, resumed by rerunning: no --force).
         kwargs: passed to `add_argument` (help, metavar, required, ...).
     """
-    from prunus._safeio import OUTPUT_KINDS
+    from prunus.formats.outputs import OUTPUT_KINDS
 
     if kind not in OUTPUT_KINDS:
         raise ValueError(f"unknown output kind {kind!r}; one of {OUTPUT_KINDS}")
@@ -165,7 +165,7 @@ def harden_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Check the chosen command's declared paths: input directories exist, outputs pass `check_output`."""
-    from prunus._safeio import check_output
+    from prunus.formats.outputs import check_output
 
     actions = [a for p in _sub_parsers(parser) if p.prog.split()[-1] == args.command for a in p._actions]
     sources: list[str] = []

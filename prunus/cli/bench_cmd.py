@@ -38,7 +38,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Benchmark the model, print the tables and optionally write JSON."""
-    from prunus._atomic import write_json
+    from prunus._io.atomic import write_json
     from prunus.deploy.bench import RUNTIMES, benchmark_model
 
     batches = parse_ints(args.batch_sizes, "--batch-sizes")

@@ -1,14 +1,26 @@
-"""`prunus compress`: DE sparsification + quantization + entropy coding of a saved model into a .prn file."""
+"""`prunus compress`: DE sparsification + quantization + entropy coding of a saved model into a .prn file.
+
+A thin face over the compress stage: the flags are `CompressConfig`'s fields (plus the data the
+calibration images come from), and the work is `prunus.pipeline._compress_stage.compress_model`,
+the same function the pipeline's compress stage runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from prunus.cli._common import add_command, add_output_arg, mark_input, parse_set, print_table
+from prunus.cli._config_flags import add_config_flags, config_values
 
 __all__ = ["add_parser", "run"]
+
+# fields with no flag of their own: the per-layer forms go through --set, progress is --no-progress
+NO_FLAG = ("sparsity", "bits", "progress")
+# the names these flags had before they were generated from CompressConfig (deprecated aliases)
+OLD_FLAGS = {"--calib": "rescore_size", "--search-batch": "calib_size"}
 
 
 def _bits(text: str) -> int | str:
@@ -21,6 +33,7 @@ def _bits(text: str) -> int | str:
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from prunus.compress import CompressConfig
     from prunus.data import list_datasets
 
     p = add_command(
@@ -29,50 +42,68 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "Sparsify (directed evolution), quantize and entropy-code a saved model into one .prn file.",
         "prunus compress runs/l300/model --sparsity 0.9 --bits auto --max-drop 1.0 --out model.prn",
     )
-    mark_input(p.add_argument("model_dir", help="model directory (model.json + model.safetensors)"))
+    mark_input(
+        p.add_argument("model_dir", help="model directory (model.json + model.safetensors), or a run holding one")
+    )
     add_output_arg(p, "--out", "file", required=True, help="the .prn file to write (an existing one needs --force)")
-    g = p.add_argument_group("what to compress to")
-    g.add_argument("--sparsity", type=float, default=0.9, help="share of weights removed (default 0.9)")
-    g.add_argument("--allocation", choices=("uniform", "global"), default="uniform",
-                   help="uniform: every layer at --sparsity; global: one budget the search allocates")  # fmt: skip
-    g.add_argument("--bits", type=_bits, default="auto", help="2-8 for every layer, or auto (greedy under the budget)")
-    g.add_argument("--quantizer", choices=("kmeans", "uniform", "best"), default="kmeans")
-    g.add_argument(
-        "--max-drop", type=float, default=1.0, help="auto bits: accuracy points allowed to be lost (default 1.0)"
-    )
-    g.add_argument("--max-kl", type=float, help="auto bits: KL(teacher || compressed) allowed")
-    g = p.add_argument_group("calibration (images from the TRAINING split)")
-    g.add_argument("--data", default="fashion-mnist", choices=list_datasets(), help="dataset (default fashion-mnist)")
-    mark_input(g.add_argument("--data-dir", help="directory holding the dataset files"))
-    g.add_argument(
-        "--calib", type=int, default=4096, help="training images for re-scoring and the bit budget (default 4096)"
-    )
-    g.add_argument(
-        "--search-batch", type=int, default=1024, help="of those, images DE candidates are scored on (default 1024)"
-    )
-    g.add_argument("--seed", type=int, default=0, help="seed of the search and of the calibration slice")
-    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other CompressConfig field")
-    g = p.add_argument_group("output")
-    g.add_argument(
+    g = p.add_argument_group("what to compress to (CompressConfig; --set for per-layer sparsity or bits)")
+    g.add_argument("--sparsity", type=float, help="share of weights removed from every layer (default 0.9)")
+    g.add_argument("--bits", type=_bits, help="2-8 for every layer, or auto (greedy under the budget; default)")
+    dests = add_config_flags(p, CompressConfig, skip=NO_FLAG, group=g)
+    for old, dest in OLD_FLAGS.items():  # kept for one release; they still work, with a warning
+        g.add_argument(old, dest=f"old_{dest}", type=int, help=argparse.SUPPRESS)
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any CompressConfig field (YAML)")
+    d = p.add_argument_group("calibration (images from the TRAINING split)")
+    d.add_argument("--data", default="fashion-mnist", choices=list_datasets(), help="dataset (default fashion-mnist)")
+    mark_input(d.add_argument("--data-dir", help="directory holding the dataset files"))
+    o = p.add_argument_group("output")
+    o.add_argument(
         "--test", action="store_true", help="also evaluate the input and the compressed model on the test split"
     )
-    g.add_argument("--json", action="store_true", help="print the full report as JSON")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g.add_argument("--threads", type=int, help="torch CPU threads")
-    p.set_defaults(run=run)
+    o.add_argument("--json", action="store_true", help="print the full report as JSON")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument("--threads", type=int, help="torch CPU threads")
+    p.set_defaults(run=run, config_dests=dests)
     return p
 
 
-def run(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """CompressConfig fields given on the command line (flags, deprecated names, --set), and the warnings to print."""
     import dataclasses
 
+    from prunus.compress import CompressConfig
+    from prunus.errors import ConfigError
+
+    given = config_values(args, args.config_dests)
+    warnings = []
+    for old, dest in OLD_FLAGS.items():
+        value = getattr(args, f"old_{dest}", None)
+        if value is not None:
+            flag = "--" + dest.replace("_", "-")
+            if dest in given:
+                raise ConfigError(f"{old} is the old name of {flag}; give one of them")
+            warnings.append(f"prunus: warning: {old} is deprecated; use {flag}")
+            given[dest] = value
+    for name in ("sparsity", "bits"):
+        if getattr(args, name) is not None:
+            given[name] = getattr(args, name)
+    fields = sorted(f.name for f in dataclasses.fields(CompressConfig))
+    overrides = parse_set(args.set, accepted=fields, owner="CompressConfig")
+    clash = sorted(set(overrides) & set(given))
+    if clash:
+        raise ConfigError(f"{', '.join(clash)} given both as a flag and with --set; give it once")
+    return {**given, **overrides}, warnings
+
+
+def run(args: argparse.Namespace) -> int:
     import torch
 
-    from prunus.compress import CompressConfig, compress
+    from prunus.compress import CompressConfig
     from prunus.compress.report import LAYER_COLUMNS, layer_rows
-    from prunus.data import DataConfig, build_loaders, training_slice
+    from prunus.data import DataConfig
     from prunus.errors import ConfigError
     from prunus.formats import load
+    from prunus.pipeline._compress_stage import CompressStage, compress_model
 
     if args.threads is not None:
         if args.threads < 1:
@@ -80,20 +111,21 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if not str(args.out).endswith(".prn"):
         raise ConfigError(f"--out must name a .prn file, got {args.out!r}")
-    fields = {f.name for f in dataclasses.fields(CompressConfig)}
-    overrides = parse_set(args.set, accepted=sorted(fields), owner="CompressConfig")
-    cfg = CompressConfig(**{
-        "sparsity": args.sparsity, "allocation": args.allocation, "bits": args.bits, "quantizer": args.quantizer,
-        "max_drop": args.max_drop, "max_kl": args.max_kl, "calib_size": args.search_batch, "rescore_size": args.calib,
-        "seed": args.seed, "progress": not args.no_progress, **overrides,
-    })  # fmt: skip
+    import dataclasses
+
+    fields, warnings = _settings(args)
+    settings = CompressConfig(**fields)
+    for line in warnings:  # after validation: a refused command prints its one error line only
+        print(line, file=sys.stderr)
+    # --seed draws the calibration slice and seeds the search, as the stage's chain seed does
+    stage = CompressStage(
+        compress=dataclasses.replace(settings, seed=0), data=DataConfig(name=args.data, root=args.data_dir)
+    )
     model = load(args.model_dir)
-    bundle = build_loaders(DataConfig(name=args.data, root=args.data_dir, augment=False))
-    calib = training_slice(bundle, max(args.calib, args.search_batch), seed=args.seed)
-    report = compress(model, calib, cfg, out=args.out)
+    report, bundle = compress_model(stage, model, args.out, seed=settings.seed, progress=not args.no_progress)
     test: dict[str, float] = {}
     if args.test:
-        from prunus.evaluation import evaluate
+        from prunus.measure import evaluate
 
         test = {
             "test_acc_input": evaluate(model, bundle.test)["acc"],

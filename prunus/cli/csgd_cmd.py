@@ -1,13 +1,17 @@
 """`prunus csgd`: narrow a trained model with Centripetal SGD, merge it exactly, save the result.
 
-The data, batch and optimizer settings default to those of the run that produced the model
-(MODEL_DIR/../config.yaml, when the model was saved by `prunus train`); the C-SGD phase has its
-own epochs, lr and schedule. The table compares the trained (unmerged) and merged models.
+A thin face over the csgd stage (the one C-SGD rounds loop): the C-SGD flags are the method's
+config fields (`CSGDConfig`), the data and optimizer settings default to those of the run that
+produced the model (MODEL_DIR/../config.yaml, when the model was saved by `prunus train`), and the
+C-SGD phase has its own epochs, lr and schedule. The stage runs in `--out` through the pipeline
+runner (rerunning resumes; a changed command is refused, `--force` starts over); the table
+compares the trained (unmerged) and merged models.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +25,18 @@ from prunus.cli._common import (
     parse_set,
     print_table,
 )
+from prunus.cli._config_flags import add_config_flags, config_values
 
 __all__ = ["add_parser", "run"]
 
-# a budget instead of --width (fractions KEPT), and where a latency budget is measured
-BUDGET_FLAGS = ("macs_ratio", "params_ratio", "latency_ratio", "runtime", "latency_batch")
-# flag -> CentripetalSGD argument (None = not given: the method's default applies)
-METHOD_FLAGS = ("width", "eps", "bn_eps_factor", "cluster", "log_every", *BUDGET_FLAGS)
+# CSGDConfig fields without a flag: Python-only or per-group mappings (--set), the stage's own width,
+# merge_at_end (the command always merges) and seed (k-means; --seed is the run's seed: --set seed=N)
+NO_FLAG = ("width", "widths", "filter_fn", "ignored_layers", "merge_at_end", "seed")
+BUDGETS = ("macs_ratio", "params_ratio", "latency_ratio")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from prunus.methods.csgd import CSGDConfig
 
     p = add_command(
         subparsers,
@@ -41,90 +47,97 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     mark_input(p.add_argument("model_dir", help="trained model directory (model.json + model.safetensors)"))
     add_output_arg(
-        p, "--out", "run", required=True, metavar="DIR", help="run directory; the merged model goes to DIR/model"
-    )
+        p, "--out", "pipeline", required=True, metavar="DIR",
+        help="run directory; the merged model goes to DIR/01-csgd/model; rerunning resumes",
+    )  # fmt: skip
+    p.add_argument("--force", action="store_true", help="start over: replace the run directory --out (a prunus one)")
     mark_input(
         p.add_argument(
             "--config", metavar="YAML", help="run config for data/training defaults (default: the model's run)"
         )
     )
-    p.add_argument("--resume", action="store_true", help="continue an interrupted C-SGD run in --out")
+    p.add_argument("--resume", action="store_true", help="accepted for compatibility: rerunning always resumes")
     p.add_argument("--trust-factory", action="store_true", help="allow importing the user factory named in the file")
-    m = p.add_argument_group("C-SGD")
+    m = p.add_argument_group("C-SGD (the fields of prunus.methods.csgd.CSGDConfig)")
     m.add_argument("--width", type=float, help="ratio of channels kept per group (default 0.625 without a budget)")
-    budget = m.add_mutually_exclusive_group()
-    budget.add_argument("--macs-ratio", type=float, help="instead of --width: fraction of the MACs kept, in (0, 1]")
-    budget.add_argument("--params-ratio", type=float, help="instead of --width: fraction of the parameters kept")
-    budget.add_argument(
-        "--latency-ratio", type=float, help="instead of --width: fraction of the latency kept on --runtime (measured)"
-    )
-    m.add_argument(
-        "--runtime", choices=("onnxruntime", "torch"), help="runtime of --latency-ratio (default onnxruntime)"
-    )
-    m.add_argument("--latency-batch", type=int, help="batch size --latency-ratio is measured at (default 64)")
-    m.add_argument("--eps", type=float, help="centripetal strength (default: auto, from the lr schedule and steps)")
-    m.add_argument("--bn-eps-factor", type=float, help="BatchNorm vectors use eps x this (default 1.0)")
-    m.add_argument("--cluster", choices=("kmeans", "even"), help="how channels are clustered (default kmeans)")
-    m.add_argument("--log-every", type=int, help="steps between chi logs (default 20)")
+    m.add_argument("--rounds", type=int, help="cluster -> train -> merge this many times, narrowing geometrically")
+    dests = add_config_flags(p, CSGDConfig, skip=NO_FLAG, group=m, exclusive=BUDGETS)
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any csgd argument (YAML value)")
     g = p.add_argument_group("data")
     add_data_args(g, "dataset (default: the model's run, else fashion-mnist)")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=3, help="C-SGD epochs (default 3)")
+    t.add_argument("--epochs", type=int, default=3, help="C-SGD epochs (per round; default 3)")
     t.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
     t.add_argument("--schedule", choices=("cosine", "constant"), default="cosine", help="lr schedule (default cosine)")
-    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--weight-decay", type=float, help="weight decay (default: the model's run, else 5e-4)")
     add_runtime_args(t)
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, config_dests=dests)
     return p
 
 
-def _method_args(args: argparse.Namespace) -> dict[str, Any]:
+def _saved_run(model_dir: str, config: str | None) -> dict[str, Any]:
+    """The config of the run that produced the model (its data and training defaults), or {}."""
+    from prunus.config import load_yaml
+    from prunus.formats.run_dir import RunDir
+
+    if config is None:
+        saved = RunDir(Path(model_dir).resolve().parent).config
+        config = str(saved) if saved.exists() else None
+    return load_yaml(config) if config is not None else {}
+
+
+def _stage(args: argparse.Namespace, saved: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(top-level blocks, the csgd stage) of the recipe the flags describe."""
     from prunus.methods import method_arguments
 
-    margs = {k: getattr(args, k) for k in METHOD_FLAGS if getattr(args, k) is not None}
+    margs = config_values(args, args.config_dests)
     margs.update(parse_set(args.set, method_arguments("csgd"), owner="csgd"))
-    return margs
+    width = margs.pop("width", None) if args.width is None else args.width
+    # the phase's own schedule: never inherit the trained run's warm-up or milestones
+    train = {"epochs": args.epochs, "lr": args.lr, "schedule": args.schedule, "warmup_epochs": 0.0, "milestones": []}
+    train.update({k: getattr(args, k) for k in ("weight_decay", "device", "threads") if getattr(args, k) is not None})
+    data = {k: v for k, v in data_overrides(args).items() if v is not None}
+    stage: dict[str, Any] = {"stage": "csgd", "train": train, "data": data, "args": margs}
+    if width is not None:
+        stage["width"] = width
+    if args.rounds is not None:
+        stage["rounds"] = args.rounds
+    inherited_train = {k: v for k, v in (saved.get("train") or {}).items() if k not in ("seed", "epochs")}
+    top = {"data": dict(saved.get("data") or {}), "train": inherited_train}
+    return top, stage
 
 
 def run(args: argparse.Namespace) -> int:
-    from prunus.engine.distributed import is_main
     from prunus.formats import load
-    from prunus.model_info import get_info
-    from prunus.recipes import resolve_run_config, train_run
+    from prunus.formats.model_dir import trusting
+    from prunus.formats.run_dir import RunDir, resolve_model_dir
+    from prunus.models.info import get_info
+    from prunus.pipeline import parse_recipe, run_pipeline
 
-    model = load(args.model_dir, trust_factory=args.trust_factory)
+    source = resolve_model_dir(args.model_dir)
+    model = load(source, trust_factory=args.trust_factory)
     baseline = get_info(model).metrics.get("final_test_acc")
-    config_path = args.config
-    if config_path is None:
-        saved = Path(args.model_dir).resolve().parent / "config.yaml"
-        config_path = str(saved) if saved.exists() else None
-    arch = get_info(model).arch or {}
-    overrides = {
-        "model": {"name": arch.get("name"), "width_mult": arch.get("kwargs", {}).get("width_mult")},
-        "data": data_overrides(args),
-        # the phase's own schedule: never inherit the trained run's warm-up or milestones
-        "train": {
-            "epochs": args.epochs,
-            "lr": args.lr,
-            "schedule": args.schedule,
-            "warmup_epochs": 0.0,
-            "milestones": (),
-            "weight_decay": args.weight_decay,
-            "seed": args.seed,
-            "device": args.device,
-            "threads": args.threads,
-        },
-        "methods": [{"name": "csgd", "args": _method_args(args)}],
-    }
-    config = resolve_run_config(config_path, overrides)
-    result = train_run(config, args.out, resume=args.resume, progress=not args.no_progress, model=model)
+    saved = _saved_run(str(source), args.config)
+    top, stage = _stage(args, saved)
+    seed = args.seed if args.seed is not None else int((saved.get("train") or {}).get("seed", 0))
+    raw = {"version": 1, "name": "csgd", "input": str(source), "seeds": [seed], **top, "stages": [stage]}
+    plan = parse_recipe(raw, layout="single")
+    out = RunDir(args.out)
+    if args.force and out.is_pipeline():
+        out.check_no_links()
+        shutil.rmtree(out.root)
+    factory = (get_info(model).arch or {}).get("factory") if args.trust_factory else None
+    with trusting(factory):
+        summary = run_pipeline(plan, out.root, progress=not args.no_progress)
+    from prunus.engine.distributed import is_main
+
     if is_main():
-        _print_report(result.metrics, baseline, args.out)
+        final = summary.records[0]["stages"][-1]
+        _print_report(final["metrics"], baseline, out.at(final["model"]).root)
     return 0
 
 
-def _print_report(m: dict[str, Any], baseline: float | None, out: str) -> None:
+def _print_report(m: dict[str, Any], baseline: float | None, out: Path) -> None:
     def pct(v: Any) -> str:
         return f"{v * 100:.2f}%" if isinstance(v, (int, float)) else "-"
 
@@ -137,4 +150,4 @@ def _print_report(m: dict[str, Any], baseline: float | None, out: str) -> None:
     if baseline is not None:
         rows.insert(0, ("baseline test accuracy (model.json)", pct(baseline), ""))
     print_table("C-SGD: trained vs merged", ("", "trained (unmerged)", "merged"), rows)
-    print(f"merged model: {out}/model")
+    print(f"merged model: {out}")

@@ -49,7 +49,7 @@ def evaluate_model(model: Any, data_name: str, data_dir: str | None, split: str,
     """Accuracy and mean loss of `model` on `split` of `data_name` (CPU, eval mode)."""
     from prunus.data import DataConfig, build_loaders
     from prunus.errors import ConfigError
-    from prunus.evaluation import evaluate
+    from prunus.measure.evaluation import evaluate
 
     data = build_loaders(DataConfig(name=data_name, root=data_dir, eval_batch_size=batch_size, augment=False))
     loader = data.test if split == "test" else data.val
@@ -64,24 +64,21 @@ def evaluate_model(model: Any, data_name: str, data_dir: str | None, split: str,
 
 def model_dirs(paths: list[str]) -> list[Path]:
     """Expand run directories of a population (net0/model, net1/model, ...) into model directories."""
+    from prunus.formats.run_dir import RunDir
+
     out: list[Path] = []
     for p in map(Path, paths):
-        nets = sorted((d / "model" for d in p.glob("net*") if (d / "model" / "model.json").exists()), key=_net_index)
-        # anything else goes to `load`, which says what is wrong with it
+        nets = [n.model for n in RunDir(p).networks() if (n.model / "model.json").exists()]
+        # anything else goes to `load`, which says what is wrong with it (or finds the model a run made)
         out.extend(nets if nets and not (p / "model.json").exists() else [p])
     return out
 
 
-def _net_index(path: Path) -> int:
-    digits = path.parent.name[3:]
-    return int(digits) if digits.isdigit() else -1
-
-
 def run(args: argparse.Namespace) -> int:
     from prunus.compress import load
-    from prunus.ensemble import LogitEnsemble
     from prunus.measure import count
-    from prunus.model_info import get_info
+    from prunus.measure.ensemble import LogitEnsemble
+    from prunus.models.info import get_info
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")

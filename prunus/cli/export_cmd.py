@@ -6,15 +6,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from prunus._safeio import check_output
 from prunus.cli._common import add_command, add_output_arg, mark_input, print_table
 from prunus.config import check_choice
 from prunus.errors import ConfigError, PrunusError
+from prunus.formats.outputs import check_output
+from prunus.formats.run_dir import RunDir, resolve_model_dir
 
 __all__ = ["FORMATS", "add_model_args", "add_parser", "load_model", "parse_ints", "run"]
 
-# format -> default file name inside the model directory
-FORMATS: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.pt"}
+# format -> where its file goes by default: next to the model (`RunDir.onnx` / `RunDir.torchscript`)
+FORMATS: dict[str, str] = {"onnx": "onnx", "torchscript": "torchscript"}
 
 
 def parse_ints(text: str, flag: str) -> tuple[int, ...]:
@@ -34,7 +35,7 @@ def load_model(args: argparse.Namespace) -> tuple[Any, tuple[int, ...]]:
     if not model_dir.is_dir():
         raise PrunusError(f"model directory not found: {model_dir}")
     from prunus.formats import load
-    from prunus.model_info import get_info
+    from prunus.models.info import get_info
 
     model = load(model_dir, trust_factory=args.trust_factory)
     if args.input_shape:
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     from prunus.deploy.export import export_onnx, export_torchscript
 
-    out = Path(args.out) if args.out else Path(args.model_dir) / FORMATS[args.format]
+    out = Path(args.out) if args.out else getattr(RunDir(resolve_model_dir(args.model_dir)), FORMATS[args.format])
     if not args.out:  # the default lies inside the (input) model directory: still never over a foreign file
         check_output(out, "file", force=args.force, flag="default output")
     model, shape = load_model(args)

@@ -17,7 +17,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = add_command(
         subparsers,
         "info",
-        "Describe a model directory, run directory, checkpoint or .prn file.",
+        "Describe a model directory, run or pipeline directory, checkpoint or .prn file.",
         "prunus info runs/r20/model",
     )
     mark_input(p.add_argument("path", help="model dir, run dir, checkpoint.pt or model.prn"))
@@ -29,6 +29,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def describe(path: Path) -> dict[str, Any]:
     """A JSON-able description of `path` (model dir, run dir, checkpoint or .prn file)."""
     from prunus.formats import MODEL_JSON, MODEL_WEIGHTS, read_model_json
+    from prunus.formats.run_dir import RunDir, resolve_model_dir
 
     if path.is_file() and path.suffix == ".prn":
         from prunus.compress.report import describe_prn
@@ -46,28 +47,34 @@ def describe(path: Path) -> dict[str, Any]:
             "prunus_version": header.get("prunus_version"),
             "bytes": weights.stat().st_size if weights.exists() else None,
         }
-    if path.is_dir() and (path / "config.yaml").exists():
-        out: dict[str, Any] = {"kind": "run", "config": str(path / "config.yaml")}
-        metrics = path / "metrics.jsonl"
-        if metrics.exists():
-            from prunus.engine.progress import read_records
-
-            records = read_records(metrics)  # bounded; a torn last line is skipped, garbage is an error
+    run = RunDir(path)
+    if path.is_dir() and run.config.exists():
+        out: dict[str, Any] = {"kind": "run", "config": str(run.config)}
+        if run.metrics.exists():
+            records = run.read_metrics()  # bounded; a torn last line is skipped, garbage is an error
             out["epochs_logged"] = len(records)
             out["last_epoch"] = records[-1] if records else None
-        if (path / "model").exists():
-            out["model"] = describe(path / "model")
+        if run.model.exists():
+            out["model"] = describe(run.model)
+        return out
+    if path.is_dir() and run.is_pipeline():
+        model = resolve_model_dir(path)
+        out = {"kind": "pipeline", "recipe": str(run.recipe), "finished": run.records.exists()}
+        if model != path:
+            out["final_model"] = str(model)
+            out["model"] = describe(model)
         return out
     if path.is_file() and path.suffix == ".pt":
         from prunus.engine.checkpoint import load_checkpoint
 
         state = load_checkpoint(path)
+        methods = state.get("methods")
         return {
             "kind": "checkpoint",
-            "epochs_done": state["epoch"],
-            "global_step": state["global_step"],
-            "methods": state["method_names"],
-            "config": state["config"],
+            "epochs_done": state.get("epoch"),
+            "global_step": state.get("global_step"),
+            "methods": sorted(methods) if isinstance(methods, dict) else state.get("method_names", []),
+            "config": state.get("config", {}),
         }
     if not path.exists():
         raise PrunusError(f"no such file or directory: {path}")

@@ -1,9 +1,18 @@
-"""`prunus prune`: one-shot structured pruning of a saved model, optional fine-tuning, saved with its history."""
+"""`prunus prune`: one-shot structured pruning of a saved model, optionally fine-tuned, as a chain of stages.
+
+A thin face over the pipeline: the flags are `prunus.pruning.PruneConfig`'s fields (one of them a
+target), the command builds a prune stage (and a finetune stage with `--finetune-epochs`), runs
+that chain in `--out` through the pipeline runner, and prints the prune stage's table. `--out` is
+a run directory: rerunning the same command resumes or does nothing, a changed command is refused
+(`--force` starts over), and the final model is what `prunus export/eval/info/bench --out DIR`
+and `prunus.load(DIR)` read.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +23,21 @@ from prunus.cli._common import (
     add_runtime_args,
     data_overrides,
     mark_input,
+    parse_set,
     print_table,
 )
+from prunus.cli._config_flags import add_config_flags, config_values
 from prunus.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
 
-FINETUNE_LR = 0.01  # a tenth of the training default: fine-tuning starts from trained weights
+FINETUNE_LR = 0.01  # a tenth of the training default: fine-tuning starts from trained weights (FinetuneStage's)
+# options that only matter when fine-tuning: given without --finetune-epochs they would be ignored
+FINETUNE_ONLY = ("lr", "weight_decay", "device", "subset", "val_size", "batch_size")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    from prunus.criteria import list_criteria
+    from prunus.pruning import TARGETS, PruneConfig
 
     p = add_command(
         subparsers,
@@ -34,170 +47,154 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "  prunus prune runs/r20/model --latency-ratio 0.4 --runtime onnxruntime --latency-batch 64 --threads 1 "
         "--out runs/r20-fast",
     )
-    mark_input(p.add_argument("model_dir", help="model directory (model.json + model.safetensors)"))
-    add_output_arg(p, "--out", "model", required=True, metavar="DIR", help="where the pruned model is saved")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--macs-ratio", type=float, help="fraction of the MACs KEPT, in (0, 1]; 0.5 = half the MACs")
-    target.add_argument("--params-ratio", type=float, help="fraction of the parameters KEPT, in (0, 1]")
-    target.add_argument(
-        "--latency-ratio",
-        type=float,
-        help="fraction of the dense latency KEPT on --runtime at --latency-batch, in (0, 1]; measured, not estimated",
+    mark_input(
+        p.add_argument("model_dir", help="model directory (model.json + model.safetensors), or a run holding one")
     )
-    target.add_argument("--ratio", type=float, help="fraction of channels REMOVED from every prunable group, in [0, 1)")
-    p.add_argument("--criterion", default="l1", choices=list_criteria(), help="filter criterion (default l1)")
-    p.add_argument("--global", dest="global_pruning", action="store_true", help="rank channels across groups")
-    p.add_argument(
-        "--round-to",
-        type=int,
-        default=1,
-        metavar="N",
-        help="keep every pruned width a multiple of N channels (or the full width), e.g. 8 or 16 (default 1)",
+    add_output_arg(
+        p,
+        "--out",
+        "pipeline",
+        required=True,
+        metavar="DIR",
+        help="run directory: DIR/01-prune/model (and DIR/02-finetune/ with --finetune-epochs); rerunning resumes",
     )
-    p.add_argument(
-        "--runtime",
-        default="onnxruntime",
-        choices=("onnxruntime", "torch"),
-        help="runtime a --latency-ratio is measured on (default onnxruntime)",
+    p.add_argument("--force", action="store_true", help="start over: replace the run directory --out (a prunus one)")
+    t = p.add_argument_group("target (exactly one) and how it is met: the fields of prunus.pruning.PruneConfig")
+    dests = add_config_flags(p, PruneConfig, group=t, skip=("ignore", "layer_ratios"), exclusive=TARGETS,
+                             required_one=False)  # fmt: skip
+    t.add_argument("--ignore", action="append", metavar="MODULE", help="module whose outputs are kept (repeatable)")
+    t.add_argument(
+        "--layer-ratio",
+        action="append",
+        default=[],
+        metavar="GLOB=RATIO",
+        help="per-layer ratio REMOVED for the groups whose module names match GLOB, e.g. 'layer3.*=0.5' (repeatable)",
     )
-    p.add_argument("--latency-batch", type=int, default=64, help="batch size of the latency budget (default 64)")
-    p.add_argument("--ignore", action="append", metavar="MODULE", help="module whose outputs are kept (repeatable)")
     p.add_argument("--trust-factory", action="store_true", help="allow importing the user factory named in the file")
     p.add_argument("--json", action="store_true", help="print the prune report as JSON")
     f = p.add_argument_group("fine-tuning (after pruning)")
     f.add_argument("--finetune-epochs", type=int, default=0, help="epochs of fine-tuning (default 0: none)")
-    add_data_args(f, "dataset for fine-tuning or data-driven criteria")
+    add_data_args(f, "dataset for fine-tuning, data-driven criteria and the test accuracy after pruning")
     f.add_argument("--lr", type=float, help=f"peak learning rate (default {FINETUNE_LR})")
-    f.add_argument("--weight-decay", type=float)
+    f.add_argument("--weight-decay", type=float, help="weight decay of the fine-tuning (default 5e-4)")
     add_runtime_args(f)
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, config_dests=dests)
     return p
 
 
-def _criterion_batch(args: argparse.Namespace, model: Any) -> Any:
-    """A fixed, unaugmented training batch for data-driven criteria (taylor)."""
-    from prunus.criteria import get_criterion
-    from prunus.data import DataConfig, build_loaders, training_slice
-
-    if not get_criterion(args.criterion).needs_data:
+def _layer_ratios(items: list[str]) -> dict[str, float] | None:
+    """`--layer-ratio GLOB=RATIO` items -> {glob: ratio}; malformed items are one-line errors."""
+    if not items:
         return None
-    if not args.data:
-        raise ConfigError(f"criterion {args.criterion!r} needs data; pass --data")
-    given = {k: v for k, v in data_overrides(args).items() if v is not None}
-    data = build_loaders(DataConfig(**{**given, "augment": False}), seed=0)
-    return training_slice(data, data.train.batch_size)  # the first training batch, in dataset order
+    out: dict[str, float] = {}
+    for item in items:
+        glob, sep, value = item.rpartition("=")
+        if not sep or not glob:
+            raise ConfigError(f"--layer-ratio expects GLOB=RATIO, e.g. 'layer3.*=0.5', got {item!r}")
+        ratio = parse_set([f"x={value}"])["x"]
+        out[glob] = ratio
+    return out
 
 
-# options that only matter when fine-tuning: given without --finetune-epochs they would be ignored
-FINETUNE_ONLY = ("lr", "weight_decay", "seed", "device", "subset", "val_size", "batch_size")
+def _stages(args: argparse.Namespace, arch: dict[str, Any]) -> list[dict[str, Any]]:
+    """The recipe stages the flags describe: prune, then finetune when asked."""
+    if args.finetune_epochs < 0:
+        raise ConfigError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
+    given_data = {k: v for k, v in data_overrides(args).items() if v is not None}
+    from prunus.pruning import PruneConfig
 
+    settings = config_values(args, args.config_dests)
+    if args.ignore:
+        settings["ignore"] = list(args.ignore)
+    ratios = _layer_ratios(args.layer_ratio)
+    if ratios:
+        settings["layer_ratios"] = ratios
+    config = PruneConfig.from_dict(settings)  # plain field names in the messages, before any stage is planned
+    config.require_target()
+    from prunus.criteria import get_criterion
 
-def _finetune_config(args: argparse.Namespace, arch: dict[str, Any]) -> Any:
-    """The fine-tuning RunConfig, resolved (and so validated) before anything is pruned or written."""
-    from prunus.recipes import resolve_run_config
-
+    if get_criterion(config.criterion).needs_data and not args.data:
+        raise ConfigError(f"criterion {config.criterion!r} needs data; pass --data")
+    prune: dict[str, Any] = {"stage": "prune", **settings}
+    prune["evaluate"] = bool(args.data)  # the test accuracy after pruning needs the model's dataset
+    if args.threads is not None:
+        prune["threads"] = args.threads
+    if given_data:
+        prune["data"] = given_data
+    stages = [prune]
     if args.finetune_epochs == 0:
         given = [f"--{k.replace('_', '-')}" for k in FINETUNE_ONLY if getattr(args, k) is not None]
         if given:
             raise ConfigError(f"{', '.join(given)} only apply to fine-tuning; pass --finetune-epochs N")
-        return None
-    overrides: dict[str, Any] = {
-        "data": data_overrides(args),
-        "train": {
-            "epochs": args.finetune_epochs,
-            "lr": args.lr if args.lr is not None else FINETUNE_LR,
-            "weight_decay": args.weight_decay,
-            "seed": args.seed,
-            "device": args.device,
-            "threads": args.threads,
-        },
-    }
-    if "name" in arch:  # recorded for the run's config.yaml; the pruned model itself is passed in
-        overrides["model"] = {"name": arch["name"], "width_mult": arch.get("kwargs", {}).get("width_mult")}
-    return resolve_run_config(None, overrides)
-
-
-def _finetune(args: argparse.Namespace, config: Any, model: Any, out: Path) -> dict[str, Any]:
-    from prunus.recipes import train_run
-
-    result = train_run(config, out / "finetune", model=model, progress=not args.no_progress)
-    return {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+        return stages
+    train = {"epochs": args.finetune_epochs, "lr": args.lr if args.lr is not None else FINETUNE_LR}
+    train.update({k: getattr(args, k) for k in ("weight_decay", "device", "threads") if getattr(args, k) is not None})
+    finetune: dict[str, Any] = {"stage": "finetune", "train": train, "data": given_data}
+    if "name" in arch:  # recorded in the fine-tuning run's config.yaml; the pruned model itself is passed in
+        finetune["model"] = {"name": arch["name"], "width_mult": arch.get("kwargs", {}).get("width_mult", 1.0)}
+    stages.append(finetune)
+    return stages
 
 
 def run(args: argparse.Namespace) -> int:
-
-    from prunus.formats import load, save
-    from prunus.model_info import example_input, get_info
-    from prunus.pruning import prune
-
-    if args.finetune_epochs < 0:
-        raise ConfigError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
-    if args.latency_batch < 1:
-        raise ConfigError(f"--latency-batch must be >= 1, got {args.latency_batch}")
     from prunus.data.locate import check_root
+    from prunus.formats import load
+    from prunus.formats.model_dir import trusting
+    from prunus.formats.run_dir import RunDir, resolve_model_dir
+    from prunus.models.info import get_info
+    from prunus.pipeline import run_pipeline
+    from prunus.pipeline.recipe import single_chain
 
     check_root(args.data_dir)
-    model = load(args.model_dir, trust_factory=args.trust_factory)
-    shape = get_info(model).input_shape
-    if len(shape) != 3:
+    source = resolve_model_dir(args.model_dir)
+    model = load(source, trust_factory=args.trust_factory)
+    if len(get_info(model).input_shape) < 2:
         raise ConfigError(f"{args.model_dir} records no input_shape; it is needed to trace the model")
-    finetune_config = _finetune_config(args, dict(get_info(model).arch or {}))
-    batch = _criterion_batch(args, model)
-    model, report = prune(
-        model,
-        example_input(shape),
-        ratio=args.ratio,
-        macs_ratio=args.macs_ratio,
-        params_ratio=args.params_ratio,
-        criterion=args.criterion,
-        ignored_layers=args.ignore,
-        global_pruning=args.global_pruning,
-        batch=batch,
-        round_to=args.round_to,
-        latency_ratio=args.latency_ratio,
-        runtime=args.runtime,
-        latency_batch=args.latency_batch,
-        threads=args.threads,
-    )
-    out = Path(args.out)
-    metrics: dict[str, Any] = {"macs": report.pruned_macs, "params": report.pruned_params}
-    if finetune_config is not None:
-        metrics.update(_finetune(args, finetune_config, model, out))
-    save(
-        model.cpu(),
-        out,
-        input_shape=shape,
-        metrics=metrics,
-        extra={"prune_report": report.to_dict(), "source": str(args.model_dir)},
-    )
+    plan = single_chain(_stages(args, dict(get_info(model).arch or {})), name="prune", seed=args.seed or 0,
+                        input=source)  # fmt: skip
+    out = RunDir(args.out)
+    if args.force and out.is_pipeline():  # main's guard refused anything that is not a pipeline's directory
+        out.check_no_links()
+        shutil.rmtree(out.root)
+    echo = (lambda line: None) if args.json else print
+    factory = (get_info(model).arch or {}).get("factory") if args.trust_factory else None
+    with trusting(factory):  # the stages load the input model (and what they make from it) too
+        summary = run_pipeline(plan, out.root, progress=not args.no_progress, echo=echo)
+    stages = summary.records[0]["stages"]
+    report = stages[0]["metrics"]["report"]
+    final = out.at(stages[-1]["model"]).root
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps(report, indent=2))
     else:
-        _print_report(report, metrics, out)
+        _print_report(report, stages[-1]["metrics"] if len(stages) > 1 else {}, final)
     return 0
 
 
-def _print_report(report: Any, metrics: dict[str, Any], out: Path) -> None:
+def _print_report(report: dict[str, Any], finetuned: dict[str, Any], out: Path) -> None:
     def opt(v: float | None) -> str:
         return "-" if v is None else f"{v:.4f}"
 
     rows = [
-        ("MACs kept (pruned / dense)", opt(report.requested_macs_ratio), f"{report.achieved_macs_ratio:.4f}"),
-        ("params kept (pruned / dense)", opt(report.requested_params_ratio), f"{report.achieved_params_ratio:.4f}"),
-        ("channels removed (prunable groups)", opt(report.requested_ratio), f"{report.achieved_ratio:.4f}"),
-        ("MACs (before -> after)", "-", f"{report.dense_macs:,} -> {report.pruned_macs:,}"),
-        ("params (before -> after)", "-", f"{report.dense_params:,} -> {report.pruned_params:,}"),
+        ("MACs kept (pruned / dense)", opt(report["requested_macs_ratio"]), f"{report['achieved_macs_ratio']:.4f}"),
+        (
+            "params kept (pruned / dense)",
+            opt(report["requested_params_ratio"]),
+            f"{report['achieved_params_ratio']:.4f}",
+        ),  # fmt: skip
+        ("channels removed (prunable groups)", opt(report["requested_ratio"]), f"{report['achieved_ratio']:.4f}"),
+        ("MACs (before -> after)", "-", f"{report['dense_macs']:,} -> {report['pruned_macs']:,}"),
+        ("params (before -> after)", "-", f"{report['dense_params']:,} -> {report['pruned_params']:,}"),
     ]
-    if report.requested_latency_ratio is not None:
-        where = f"{report.runtime}, batch {report.latency_batch}"
-        rows.append((f"latency kept, measured ({where})", opt(report.requested_latency_ratio),
-                     f"{report.achieved_latency_ratio:.4f}"))  # fmt: skip
-        rows.append(("latency kept, table estimate", "-", f"{report.estimated_latency_ratio:.4f}"))
-    if report.round_to > 1:
-        rows.append(("widths rounded to a multiple of", "-", str(report.round_to)))
-    if report.rate is not None:
-        rows.append(("per-group rate", "-", f"{report.rate:.4f}"))
-    if "final_test_acc" in metrics:
-        rows.append(("test accuracy after fine-tuning", "-", f"{metrics['final_test_acc'] * 100:.2f}%"))
-    print_table(f"prune ({report.criterion}): requested vs achieved", ("quantity", "requested", "achieved"), rows)
+    if report["requested_latency_ratio"] is not None:
+        where = f"{report['runtime']}, batch {report['latency_batch']}"
+        rows.append((f"latency kept, measured ({where})", opt(report["requested_latency_ratio"]),
+                     f"{report['achieved_latency_ratio']:.4f}"))  # fmt: skip
+        rows.append(("latency kept, table estimate", "-", f"{report['estimated_latency_ratio']:.4f}"))
+    if report["round_to"] > 1:
+        rows.append(("widths rounded to a multiple of", "-", str(report["round_to"])))
+    if report["rate"] is not None:
+        rows.append(("per-group rate", "-", f"{report['rate']:.4f}"))
+    if finetuned.get("final_test_acc") is not None:
+        rows.append(("test accuracy after fine-tuning", "-", f"{finetuned['final_test_acc'] * 100:.2f}%"))
+    print_table(f"prune ({report['criterion']}): requested vs achieved", ("quantity", "requested", "achieved"), rows)
     print(f"pruned model: {out}")

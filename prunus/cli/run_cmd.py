@@ -42,7 +42,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from prunus._safeio import check_output
+    from prunus.formats.outputs import check_output
     from prunus.pipeline import load_recipe, run_pipeline
     from prunus.report.render import STAGE_COLUMNS, arm_rows, stage_rows
 

@@ -17,6 +17,7 @@ from prunus.cli._common import (
     parse_int_list,
     parse_set,
 )
+from prunus.cli._config_flags import SCALARS, flag_type, float_or_word
 from prunus.errors import ConfigError
 
 _UNIONS = (typing.Union, types.UnionType)
@@ -25,7 +26,6 @@ __all__ = ["add_parser", "run"]
 
 # Method flags are generated from the registered methods' config fields (see `_add_method_flags`):
 # a flag applies to every chosen method that has the field; anything else goes through --set.
-SCALARS = (bool, int, float, str)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -74,34 +74,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _flag_type(tp: Any) -> Any:
-    """argparse `type` for a config field's annotation, or None when it has no flag form (dicts, ...)."""
-    from collections.abc import Callable
-
-    from prunus.cli._common import parse_str_list
-
-    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in _UNIONS else [tp]
-    args = [a for a in args if typing.get_origin(a) is not Callable and a is not Callable]  # schedules: Python only
-    if set(args) == {float, str}:  # a number or a keyword such as C-SGD's eps="auto"
-        return _float_or_word
-    if len(args) != 1:
-        return None
-    (one,) = args
-    if one in SCALARS:
-        return one
-    if typing.get_origin(one) is tuple and typing.get_args(one)[:1] == (str,):
-        return parse_str_list
-    return None
-
-
-def _float_or_word(text: str) -> float | str:
-    """A float when `text` parses as one, else the word itself (the config validates which words are valid)."""
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
 def _add_method_flags(group: Any) -> list[str]:
     """One flag per scalar (or list-of-names) config field of the registered methods; returns their names."""
     import dataclasses
@@ -113,7 +85,7 @@ def _add_method_flags(group: Any) -> list[str]:
         config = METHODS.get(name).meta["config"]
         hints = typing.get_type_hints(config)
         for f in dataclasses.fields(config):
-            kind = _flag_type(hints[f.name])
+            kind = flag_type(hints[f.name])
             if kind is None:
                 continue
             _, help_text, users = fields.setdefault(f.name, (kind, f.metadata.get("help", ""), []))
@@ -126,7 +98,7 @@ def _add_method_flags(group: Any) -> list[str]:
             if kind is bool:
                 group.add_argument(flag, dest=field_name, action=argparse.BooleanOptionalAction, help=help_text)
             else:
-                metavar = None if kind in SCALARS or kind is _float_or_word else "A,B"
+                metavar = None if kind in SCALARS or kind is float_or_word else "A,B"
                 group.add_argument(flag, dest=field_name, type=kind, metavar=metavar, help=help_text)
         except argparse.ArgumentError:  # the name is taken by a run flag (--seed): --set KEY=VALUE only
             continue
@@ -158,15 +130,15 @@ def _method_specs(args: argparse.Namespace) -> list[dict[str, Any]] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from prunus.recipes import resolve_run_config, train_run
-    from prunus.recipes.config import RunConfig
+    from prunus.training import resolve_run_config, train_run
+    from prunus.training.config import RunConfig
 
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN_DIR")
     if args.resume and args.config is None:
-        from pathlib import Path
+        from prunus.formats.run_dir import RunDir
 
-        saved = Path(args.out) / "config.yaml"
+        saved = RunDir(args.out).config
         if saved.exists():
             args.config = str(saved)  # a resumed run continues with the config it started with
     overrides = {

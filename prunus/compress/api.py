@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunus._atomic import write_bytes
+from prunus._io.atomic import write_bytes
 from prunus.compress.baselines import deep_compression_bits, generic_bytes
 from prunus.compress.bits import allocate_bits, fixed_bits
 from prunus.compress.codebooks import finetune_codebooks
@@ -47,7 +47,7 @@ from prunus.compress.report import CompressReport, LayerReport
 from prunus.compress.runner import prunable_layers
 from prunus.compress.search import kl_per_candidate, magnitude_masks, search
 from prunus.errors import BudgetNotMetWarning, ConfigError
-from prunus.model_info import get_info, update_info
+from prunus.models.info import get_info, update_info
 
 __all__ = ["compress", "decompress", "distill", "load"]
 

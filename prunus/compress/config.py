@@ -17,7 +17,7 @@ from typing import Any
 
 from prunus.compress.quantize import KINDS, MAX_BITS, MIN_BITS
 from prunus.compress.search import SearchSettings
-from prunus.config import Config, check_choice, check_range
+from prunus.config import Config, arg, check_choice, check_range
 from prunus.errors import ConfigError
 
 __all__ = ["CompressConfig"]
@@ -35,31 +35,40 @@ def _check_bits(v: Any) -> bool:
 class CompressConfig(Config):
     """How to sparsify, quantize and encode a model (DE search, bit allocation, .prn coding)."""
 
-    sparsity: float | Mapping[str, float] = 0.9  # share of weights removed: all layers, or layer -> share
-    allocation: str = "uniform"  # "uniform": the target(s) per layer; "global": one budget, the search allocates it
-    bits: int | str | Mapping[str, int] = "auto"  # 2-8 for every layer, layer -> bits, or "auto" (greedy, budgeted)
-    quantizer: str = "kmeans"  # "kmeans" (1-D Lloyd), "uniform", or "best" (lower weight error per layer)
-    max_drop: float | None = 1.0  # auto bits: accuracy points the compressed model may lose on the budget batch
-    max_kl: float | None = None  # auto bits: KL(teacher || student) allowed on the budget batch
-    quant_drop: float | None = None  # auto bits: points quantization may cost vs the pruned (distilled) model, not
-    # the teacher (its own share; then max_drop / max_kl are not used); None: max_drop / max_kl vs the teacher
-    codebook_steps: int = 0  # KD steps fine-tuning the shared codebook values (+ biases) after quantization
-    codebook_lr: float = 1e-4  # Adam lr of that fine-tune
-    min_bits: int = MIN_BITS  # auto bits never go below this
-    max_bits: int = MAX_BITS  # auto bits start here
-    calib_size: int = 1024  # calibration images the DE candidates are scored on
-    rescore_size: int = 4096  # images the elite is re-scored on, and the bit budget is measured on (0 = no re-score)
-    population: int = 8  # DE candidate sets per generation (1 = no search: magnitude pruning in the same schedule)
-    generations: int = 4  # DE rounds per cycle and layer
-    elite: int = 2  # DE sets kept each round
-    pool_factor: float = 4.0  # directed pool = this many times k of the smallest survivors
-    mutation: float = 0.25  # share of a child's set swapped with other pool members
-    cycles: int = 8  # passes over the layers (cubic sparsity schedule)
-    finetune_steps: int = 0  # optional distillation fine-tune of the survivors (Adam steps on the calibration set)
-    finetune_lr: float = 1e-3
-    temperature: float = 4.0  # KD temperature of the fine-tune
-    seed: int = 0
-    progress: bool = False  # rich progress bar with sparsity and KL
+    sparsity: float | Mapping[str, float] = arg(0.9, "share of weights removed: all layers, or layer -> share")
+    allocation: str = arg(
+        "uniform", "'uniform': the target(s) per layer; 'global': one budget, the search allocates it"
+    )
+    bits: int | str | Mapping[str, int] = arg(
+        "auto", "2-8 for every layer, layer -> bits, or 'auto' (greedy, budgeted)"
+    )
+    quantizer: str = arg("kmeans", "'kmeans' (1-D Lloyd), 'uniform', or 'best' (lower weight error per layer)")
+    max_drop: float | None = arg(1.0, "auto bits: accuracy points the compressed model may lose on the budget batch")
+    max_kl: float | None = arg(None, "auto bits: KL(teacher || student) allowed on the budget batch")
+    quant_drop: float | None = arg(
+        None,
+        "auto bits: points quantization may cost vs the pruned (distilled) model, not the teacher (its own "
+        "share; max_drop / max_kl then unused); None: max_drop / max_kl vs the teacher",
+    )
+    codebook_steps: int = arg(0, "KD steps fine-tuning the shared codebook values (+ biases) after quantization")
+    codebook_lr: float = arg(1e-4, "Adam lr of the codebook fine-tune")
+    min_bits: int = arg(MIN_BITS, "auto bits never go below this")
+    max_bits: int = arg(MAX_BITS, "auto bits start here")
+    calib_size: int = arg(1024, "calibration images the DE candidates are scored on")
+    rescore_size: int = arg(
+        4096, "images the elite is re-scored on, and the bit budget is measured on (0 = no re-score)"
+    )
+    population: int = arg(8, "DE candidate sets per generation (1 = no search: magnitude pruning in the same schedule)")
+    generations: int = arg(4, "DE rounds per cycle and layer")
+    elite: int = arg(2, "DE sets kept each round")
+    pool_factor: float = arg(4.0, "directed pool = this many times k of the smallest survivors")
+    mutation: float = arg(0.25, "share of a child's set swapped with other pool members")
+    cycles: int = arg(8, "passes over the layers (cubic sparsity schedule)")
+    finetune_steps: int = arg(0, "optional distillation fine-tune of the survivors (Adam steps on the calibration set)")
+    finetune_lr: float = arg(1e-3, "Adam lr of the distillation fine-tune")
+    temperature: float = arg(4.0, "KD temperature of the fine-tune")
+    seed: int = arg(0, "seed of the search and of the calibration slice")
+    progress: bool = arg(False, "rich progress bar with sparsity and KL")
 
     def __post_init__(self) -> None:
         s = self.sparsity

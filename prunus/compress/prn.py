@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunus._atomic import write_bytes
+from prunus._io.atomic import write_bytes
 from prunus.compress.varint import MAX_VARINT_BYTES, unpack_varints
 from prunus.errors import ConfigError, CorruptFileError, FormatError, PrunusError
 from prunus.formats.header import KINDS, check_header, make_header

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prunus._atomic import atomic_path
+from prunus._io.atomic import atomic_path
 from prunus.errors import CorruptFileError
 
 __all__ = ["read_idx", "write_idx"]

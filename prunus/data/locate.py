@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from prunus._atomic import atomic_path
+from prunus._io.atomic import atomic_path
 from prunus.errors import CorruptFileError, DataNotFoundError
 
 __all__ = [

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunus._atomic import atomic_path
+from prunus._io.atomic import atomic_path
 from prunus.errors import PrunusError
 
 __all__ = [

@@ -12,13 +12,11 @@ from typing import Any
 
 import torch
 
-from prunus._atomic import atomic_path
+from prunus._io.atomic import atomic_path
 from prunus.errors import CorruptFileError
 from prunus.formats.header import KINDS, check_header, make_header
 
-__all__ = ["CHECKPOINT_NAME", "load_checkpoint", "save_checkpoint"]
-
-CHECKPOINT_NAME = "checkpoint.pt"
+__all__ = ["load_checkpoint", "save_checkpoint"]
 FORMAT = "prunus-checkpoint"
 FORMAT_VERSION = KINDS[FORMAT]
 
@@ -32,7 +30,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
 
     Example:
         >>> import tempfile
-        >>> p = Path(tempfile.mkdtemp()) / CHECKPOINT_NAME
+        >>> p = Path(tempfile.mkdtemp()) / "checkpoint.pt"
         >>> save_checkpoint(p, {"epoch": 3})
         >>> load_checkpoint(p)["epoch"]
         3

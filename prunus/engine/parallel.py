@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,14 +26,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from prunus.data._seed import mix_seed
-from prunus.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from prunus.engine.checkpoint import load_checkpoint, save_checkpoint
 from prunus.engine.distributed import DistInfo, all_reduce_sum, barrier, init_from_env, sync_buffers
 from prunus.engine.peers import Lockstep, Peers
 from prunus.errors import PeerError
+from prunus.formats.run_dir import RunDir
 
-__all__ = ["PREVIOUS_CHECKPOINT", "DataParallel", "Independent", "Parallel", "fit_population", "network_seed"]
-
-PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
+__all__ = ["DataParallel", "Independent", "Parallel", "fit_population", "network_seed"]
 
 
 class Parallel:
@@ -63,13 +61,13 @@ class Parallel:
     def barrier(self) -> None:
         """Wait for the processes that share this model."""
 
-    def save_checkpoint(self, run_dir: Path, state: dict[str, Any]) -> None:
+    def save_checkpoint(self, run_dir: RunDir, state: dict[str, Any]) -> None:
         """Write the checkpoint if this process is a writer."""
-        save_checkpoint(run_dir / CHECKPOINT_NAME, state)
+        save_checkpoint(run_dir.checkpoint, state)
 
-    def load_checkpoint(self, run_dir: Path, device: torch.device) -> dict[str, Any] | None:
+    def load_checkpoint(self, run_dir: RunDir, device: torch.device) -> dict[str, Any] | None:
         """The checkpoint to resume from, or None for a fresh start."""
-        path = run_dir / CHECKPOINT_NAME
+        path = run_dir.checkpoint
         return load_checkpoint(path, map_location=device) if path.exists() else None
 
 
@@ -104,9 +102,9 @@ class DataParallel(Parallel):
     def barrier(self) -> None:
         barrier()
 
-    def save_checkpoint(self, run_dir: Path, state: dict[str, Any]) -> None:
+    def save_checkpoint(self, run_dir: RunDir, state: dict[str, Any]) -> None:
         if self.is_main:
-            save_checkpoint(run_dir / CHECKPOINT_NAME, state)
+            save_checkpoint(run_dir.checkpoint, state)
         barrier()  # no rank runs ahead of a checkpoint it might need to resume from
 
 
@@ -121,17 +119,17 @@ class Independent(Parallel):
         self.peers = peers
         self.rank, self.world_size = peers.rank, peers.size
 
-    def save_checkpoint(self, run_dir: Path, state: dict[str, Any]) -> None:
-        path = run_dir / CHECKPOINT_NAME
+    def save_checkpoint(self, run_dir: RunDir, state: dict[str, Any]) -> None:
+        path = run_dir.checkpoint
         if path.exists():
-            path.replace(run_dir / PREVIOUS_CHECKPOINT)  # a crash now leaves the previous epoch, not nothing
+            path.replace(run_dir.previous_checkpoint)  # a crash now leaves the previous epoch, not nothing
         save_checkpoint(path, state)
 
-    def load_checkpoint(self, run_dir: Path, device: torch.device) -> dict[str, Any] | None:
+    def load_checkpoint(self, run_dir: RunDir, device: torch.device) -> dict[str, Any] | None:
         states = {}
-        for name in (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT):
-            if (run_dir / name).exists():
-                state = load_checkpoint(run_dir / name, map_location=device)
+        for path in (run_dir.checkpoint, run_dir.previous_checkpoint):
+            if path.exists():
+                state = load_checkpoint(path, map_location=device)
                 states[int(state["epoch"])] = state
         mine = max(states, default=0)
         assert self.peers is not None

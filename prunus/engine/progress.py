@@ -6,78 +6,50 @@ line per epoch is printed so logs stay readable. Only rank 0 shows or writes any
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
-from prunus._atomic import write_text
-from prunus._safeio import MAX_LOG_BYTES, read_text
-from prunus.errors import CorruptFileError
+from prunus.formats.run_dir import RunDir
 
-__all__ = ["MetricsLog", "Progress", "read_records"]
+__all__ = ["MetricsLog", "Progress"]
 
 
 class MetricsLog:
-    """`metrics.jsonl`, one JSON record per epoch, only ever replaced atomically.
+    """A run's `metrics.jsonl` (`RunDir.metrics`), one JSON record per epoch, only ever replaced atomically.
 
     Every append rewrites the file through a temporary file and a rename, so a kill leaves the
     old or the new file, a symlink at the path is replaced rather than followed, and the log can
     always be rebuilt from the checkpoint's history (`rewrite`, which resume uses: an epoch that
     was checkpointed but not logged before a crash is logged, one logged but not checkpointed is
-    dropped). Reading tolerates a torn last line (a file written by another tool, or an older
-    prunus that appended in place); a bad line elsewhere or binary content is a `CorruptFileError`.
+    dropped). Reading is `RunDir.read_metrics`, the one reader of every metrics log.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None) -> None:
-        self.path = Path(path) if path is not None else None
+    def __init__(self, run: RunDir | None) -> None:
+        self.run = run
         self._records: list[dict[str, Any]] | None = None
 
     def records(self) -> list[dict[str, Any]]:
-        if self.path is None:
+        if self.run is None:
             return []
         if self._records is None:
-            self._records = read_records(self.path)
+            self._records = self.run.read_metrics()
         return list(self._records)
 
     def rewrite(self, records: list[dict[str, Any]]) -> None:
         """Replace the log with exactly `records`."""
-        if self.path is None:
+        if self.run is None:
             return
-        write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))
+        self.run.write_metrics(records)
         self._records = list(records)
 
     def truncate(self, epoch: int) -> None:
         """Drop the records of epochs >= `epoch`."""
-        if self.path is not None and self.path.exists():
+        if self.run is not None and self.run.metrics.exists():
             self.rewrite([r for r in self.records() if r.get("epoch", -1) < epoch])
 
     def append(self, record: dict[str, Any]) -> None:
-        if self.path is not None:
+        if self.run is not None:
             self.rewrite([*self.records(), record])
-
-
-def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl (bounded read; a torn last line is ignored, see `MetricsLog`)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    lines = read_text(path, MAX_LOG_BYTES, "metrics log").splitlines()
-    records = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                break  # the write of the last record was cut off: that epoch is simply not logged
-            raise CorruptFileError(f"metrics log {path} line {i + 1} is not a JSON record") from None
-        if not isinstance(record, dict):
-            raise CorruptFileError(f"metrics log {path} line {i + 1} is not a JSON record")
-        records.append(record)
-    return records
 
 
 class Progress:

@@ -30,8 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunus._atomic import crash_point
-from prunus.engine.checkpoint import CHECKPOINT_NAME
+from prunus._io.atomic import crash_point
 from prunus.engine.config import TrainConfig
 from prunus.engine.method import Method, state_keys
 from prunus.engine.optim import build_optimizer, reset_optimizer_rows
@@ -40,7 +39,8 @@ from prunus.engine.peers import Peers
 from prunus.engine.progress import MetricsLog, Progress
 from prunus.engine.schedule import LRSchedule
 from prunus.errors import ConfigError, TrainingDivergedError
-from prunus.evaluation import evaluate
+from prunus.formats.run_dir import RunDir
+from prunus.measure.evaluation import evaluate
 
 __all__ = ["RESUME_MAY_CHANGE", "Trainer", "resolve_device"]
 
@@ -104,6 +104,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.methods = list(methods)
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run = RunDir(run_dir) if run_dir is not None else None  # names every file the run writes
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.optimizer = build_optimizer(self.model, config)
         self.lr_scale = 1.0  # methods' standing lr multiplier (scale_lr): survives rebuilds and resume
@@ -115,7 +116,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._epoch_metrics: dict[str, Any] = {}
         main = self.parallel.is_main
-        self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl" if self.run_dir and main else None)
+        self.metrics_log = MetricsLog(self.run if main else None)
         self.progress = Progress(config.epochs, len(self.train_loader), enabled=progress and main)
         self._forward_module: nn.Module = self.parallel.wrap(self.model)
         checkpoint = self._read_checkpoint() if resume else None
@@ -190,7 +191,7 @@ class Trainer:
         return final
 
     def evaluate(self, loader: Any) -> dict[str, float]:
-        """Mean loss, accuracy and count of the (unwrapped) model over `loader` (`prunus.evaluation.evaluate`)."""
+        """Mean loss, accuracy and count of the (unwrapped) model over `loader` (`prunus.measure.evaluate`)."""
         return evaluate(self.model, loader, device=self.device, amp=self.use_amp)
 
     # ------------------------------------------------------------------------------ internals
@@ -240,7 +241,7 @@ class Trainer:
             loss = self.loss_fn(logits.float(), y)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
-            where = f" (last good checkpoint: {self.run_dir / CHECKPOINT_NAME})" if self.run_dir else ""
+            where = f" (last good checkpoint: {self.run.checkpoint})" if self.run else ""
             raise TrainingDivergedError(
                 f"loss became {loss_value} at epoch {self.epoch + 1}, step {self.global_step}{where}; "
                 "try a lower --lr (a --resume may change it) or --warmup-epochs"
@@ -269,7 +270,7 @@ class Trainer:
             if loader is not None:
                 result = self.evaluate(loader)
                 if not math.isfinite(result["loss"]):  # outputs went NaN/inf although the training loss did not
-                    where = f" (last good checkpoint: {self.run_dir / CHECKPOINT_NAME})" if self.run_dir else ""
+                    where = f" (last good checkpoint: {self.run.checkpoint})" if self.run else ""
                     raise TrainingDivergedError(
                         f"the model's {split} loss is {result['loss']} after epoch {self.epoch}: its outputs are not "
                         f"finite{where}; try a lower --lr"
@@ -293,13 +294,13 @@ class Trainer:
         }
 
     def _save_checkpoint(self) -> None:
-        if self.config.checkpoint and self.run_dir is not None:
-            self.parallel.save_checkpoint(self.run_dir, self._state())
+        if self.config.checkpoint and self.run is not None:
+            self.parallel.save_checkpoint(self.run, self._state())
 
     def _read_checkpoint(self) -> dict[str, Any] | None:
         """The checkpoint to resume from (None: a fresh start), its methods and config checked against
         this run's before any state is restored or any method's setup runs."""
-        state = self.parallel.load_checkpoint(self.run_dir, self.device) if self.run_dir is not None else None
+        state = self.parallel.load_checkpoint(self.run, self.device) if self.run is not None else None
         if state is not None:
             saved, keys = list(_method_states(state)), state_keys(self.methods)
             if saved != keys:

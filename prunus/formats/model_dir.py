@@ -13,27 +13,32 @@ history (the structure engine's pruning history), metrics, extra.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from prunus._atomic import atomic_dir, is_temp_name
-from prunus._safeio import MAX_JSON_BYTES, MODEL_DIR_FILES, read_json
+from prunus._io.atomic import atomic_dir, is_temp_name
+from prunus._io.safe import MAX_JSON_BYTES, read_json
 from prunus.errors import ConfigError, CorruptFileError, PrunusError
 from prunus.formats.header import KINDS, check_header, make_header
 from prunus.formats.limits import build_bounded, check_dtypes, check_input_shape, check_kwargs
-from prunus.model_info import example_input, get_info, update_info
+from prunus.formats.run_dir import resolve_model_dir
+from prunus.models.info import example_input, get_info, update_info
 
-__all__ = ["MODEL_JSON", "MODEL_WEIGHTS", "load", "read_model_json", "save"]
+__all__ = ["ALLOWED_FACTORIES", "MODEL_JSON", "MODEL_WEIGHTS", "load", "read_model_json", "save", "trusting"]
 
 MODEL_JSON = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
+# What prunus itself puts in a model directory (anything else is the user's); "finetune" is the
+# fine-tuning run an older `prunus prune` kept inside the model directory
+MODEL_DIR_FILES = frozenset({MODEL_JSON, MODEL_WEIGHTS, "model.onnx", "model.pt", "finetune"})
 FORMAT = "prunus-model"
 FORMAT_VERSION = KINDS[FORMAT]
 # model.json fields and their JSON types; anything else in the file is ignored
@@ -141,8 +146,8 @@ def _check_replaceable(directory: Path) -> None:
 
 
 def read_model_json(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """The parsed, validated model.json of a model directory."""
-    directory = Path(directory)
+    """The parsed, validated model.json of a model directory (or of the model a run directory made)."""
+    directory = resolve_model_dir(directory)
     path = directory / MODEL_JSON
     if not directory.is_dir():
         raise PrunusError(f"model directory not found: {directory}")
@@ -160,6 +165,32 @@ def read_model_json(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return header
 
 
+#: factories a model file may name without the caller's opt-in: code that ships with prunus or timm,
+#: whose import runs nothing the file chose (the file can only pick among their own models)
+ALLOWED_FACTORIES = frozenset({"timm:create_model"})
+# factories this process was told to trust (`trusting`); e.g. `prunus prune --trust-factory` trusts
+# the one its input model names, so the stages it runs can load that model and what they make from it
+_TRUSTED: set[str] = set()
+
+
+@contextlib.contextmanager
+def trusting(factory: str | None) -> Iterator[None]:
+    """Within the block, `load` imports `factory` (a "module:function" a model file names) without `trust_factory`.
+
+    Example:
+        >>> with trusting("mypkg.nets:build"):
+        ...     pass
+    """
+    added = factory is not None and factory not in _TRUSTED
+    if added:
+        _TRUSTED.add(factory)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        if added:
+            _TRUSTED.discard(factory)  # type: ignore[arg-type]
+
+
 def _build_dense(arch: dict[str, Any], trust_factory: bool) -> nn.Module:
     kwargs = dict(arch.get("kwargs", {}))
     if "name" in arch:
@@ -169,7 +200,7 @@ def _build_dense(arch: dict[str, Any], trust_factory: bool) -> nn.Module:
     factory = arch.get("factory")
     if not isinstance(factory, str) or ":" not in factory:
         raise CorruptFileError("model.json 'arch' has neither a registry 'name' nor a 'factory'")
-    if not trust_factory:
+    if not (trust_factory or factory in ALLOWED_FACTORIES or factory in _TRUSTED):
         # Importing a module named in a file runs its code: never without the caller's consent.
         raise PrunusError(
             f"this model is built by the user factory {factory!r}; loading it imports and runs that code. "
@@ -186,12 +217,14 @@ def _build_dense(arch: dict[str, Any], trust_factory: bool) -> nn.Module:
 def load(directory: str | os.PathLike[str], *, trust_factory: bool = False, map_location: str = "cpu") -> nn.Module:
     """Rebuild the model saved in `directory` (dense architecture + history replay + weights).
 
-    The returned model carries a `prunus.model_info.ModelInfo` with the file's arch (registry name
+    The returned model carries a `prunus.models.info.ModelInfo` with the file's arch (registry name
     or factory, so the model can be saved again as it is), input_shape (C, H, W), metrics and
-    history (plus stem and classifier for registry models). Raises `CorruptFileError` for truncated/corrupt files and
-    `PrunusError` when a user factory would have to be imported without `trust_factory=True`.
+    history (plus stem and classifier for registry models). `directory` may also be a run directory
+    (its final model: see `prunus.formats.run_dir.resolve_model_dir`). Raises `CorruptFileError` for
+    truncated/corrupt files and `PrunusError` when a user factory would have to be imported without
+    `trust_factory=True` (the built-in factories of `ALLOWED_FACTORIES` need no opt-in).
     """
-    directory = Path(directory)
+    directory = resolve_model_dir(directory)  # a run or a command's run directory: the model it made
     header = read_model_json(directory)
     shape = tuple(header.get("input_shape") or ())
     # shapes only first: a file asking for terabytes or an input that contradicts the layers stops here

@@ -26,11 +26,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from prunus.config import check_choice, check_range
+from prunus.config import check_range
 from prunus.errors import ConfigError
 from prunus.methods._clustering import target_width
-from prunus.pruning import BUDGETS, WidthPlan, plan_widths
-from prunus.pruning.latency import LATENCY_RUNTIMES
+from prunus.pruning import BUDGETS, PruneBudget, PruneConfig, WidthPlan, plan_widths
 from prunus.pruning.widths import round_kept
 from prunus.structure import ChannelGroup, FilterFn
 
@@ -53,38 +52,26 @@ def check_widths(field: str, widths: Any) -> dict[str, float | int] | None:
     return dict(widths)
 
 
-def check_budget(config: Any, prefix: str, *, fixed: Mapping[str, Any]) -> str | None:
-    """Validate the budget fields of a method config; returns the budget given, or None.
+def check_budget(config: PruneBudget, prefix: str, *, fixed: Mapping[str, Any]) -> str | None:
+    """The budget a method config was given (its `PruneBudget` fields, validated there), or None.
 
     `fixed`: the config's other ways of stating widths that a budget excludes, name -> value
     given (None = not given), e.g. {"rate": 0.4, "widths": None}.
 
     Raises:
-        ConfigError: more than one budget, a budget outside (0, 1] (NaN included), a budget with
-            one of `fixed`, an unknown runtime, a bad latency batch or global_pruning.
+        ConfigError: a budget given together with one of `fixed`.
     """
-    check_choice(f"{prefix}runtime", config.runtime, LATENCY_RUNTIMES)
-    batch = config.latency_batch
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ConfigError(f"{prefix}latency_batch={batch!r} is not valid; expected an integer >= 1")
-    if not isinstance(config.global_pruning, bool):
-        raise ConfigError(f"{prefix}global_pruning must be true or false, got {config.global_pruning!r}")
-    given = [name for name in BUDGETS if getattr(config, name) is not None]
-    for name in given:
-        check_range(f"{prefix}{name}", getattr(config, name), 0.0, 1.0, low_inclusive=False)
-        object.__setattr__(config, name, float(getattr(config, name)))
-    owner = f"{prefix.rstrip('.')}: " if prefix else ""
-    if len(given) > 1:
-        raise ConfigError(f"{owner}give at most one budget (macs_ratio, params_ratio, latency_ratio); got {given}")
-    if not given:
+    budget = config.budget
+    if budget is None:
         return None
     clash = [name for name, value in fixed.items() if value is not None]
     if clash:
+        owner = f"{prefix.rstrip('.')}: " if prefix else ""
         raise ConfigError(
-            f"{owner}give either {' / '.join(fixed)} or a budget ({given[0]}), not both; got {', '.join(clash)} "
-            f"and {given[0]}={getattr(config, given[0])}"
+            f"{owner}give either {' / '.join(fixed)} or a budget ({budget}), not both; got {', '.join(clash)} "
+            f"and {budget}={getattr(config, budget)}"
         )
-    return given[0]
+    return budget
 
 
 def resolve_widths(
@@ -118,8 +105,7 @@ def resolve_widths(
 def plan_budget(
     model: nn.Module,
     inputs: torch.Tensor,
-    config: Any,
-    budget: str,
+    config: PruneBudget,
     *,
     keys: Sequence[str],
     ignored_layers: Sequence[str] | None,
@@ -135,18 +121,8 @@ def plan_budget(
     distributed = dist.is_available() and dist.is_initialized()
     plan = None
     if not distributed or dist.get_rank() == 0:
-        plan = plan_widths(
-            model,
-            inputs,
-            **{budget: getattr(config, budget)},
-            global_pruning=config.global_pruning,
-            round_to=config.round_to,
-            ignored_layers=ignored_layers,
-            filter_fn=filter_fn,
-            runtime=config.runtime,
-            latency_batch=config.latency_batch,
-            threads=threads,
-        )
+        settings = PruneConfig(**config.budget_fields(), ignore=tuple(ignored_layers or ()))
+        plan = plan_widths(model, inputs, settings, filter_fn=filter_fn, threads=threads)
         missing = sorted(set(keys) - set(plan.widths))
         if missing:  # the method's groups and the planner's come from the same build_groups call
             raise ConfigError(f"the budget plan has no width for group(s) {missing}")

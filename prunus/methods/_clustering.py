@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -188,3 +188,17 @@ def unsupported_reason(group: ChannelGroup, model: nn.Module) -> str | None:
             if s.dim != 0 or sorted(s.index) != list(range(rows)) or sorted(s.channel) != list(range(n)):
                 return f"{s.module}.{s.tensor} does not carry each of its channels exactly once (concat/split)"
     return None
+
+
+def round_widths(
+    start: Mapping[str, int], final: Mapping[str, int], current: Mapping[str, int], r: int, rounds: int
+) -> dict[str, int]:
+    """Channels per group after round `r` of `rounds`: n0 * (k/n0)^(r/R), rounded, never wider than
+    `current` and never narrower than `final` (so round R lands exactly on the target).
+
+    Example:
+        >>> round_widths({"a": 16}, {"a": 4}, {"a": 16}, 1, 2), round_widths({"a": 16}, {"a": 4}, {"a": 8}, 2, 2)
+        ({'a': 8}, {'a': 4})
+    """
+    step = {key: math.floor(start[key] * (final[key] / start[key]) ** (r / rounds) + 0.5) for key in start}
+    return {key: min(current[key], max(final[key], k)) for key, k in step.items()}

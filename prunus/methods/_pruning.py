@@ -20,14 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunus.config import Config, check_choice, check_range
+from prunus.config import arg, check_choice, check_range
 from prunus.criteria import DataBatch, create_criterion, get_criterion, list_criteria, score
 from prunus.errors import ConfigError
 from prunus.methods._budget import check_budget, check_widths
-from prunus.methods._registry import arg
-from prunus.model_info import example_input
-from prunus.pruning import num_to_prune
-from prunus.pruning.widths import check_round_to
+from prunus.models.info import example_input
+from prunus.pruning import PruneBudget, num_to_prune
 from prunus.structure import (
     ChannelGroup,
     ChannelTensors,
@@ -102,7 +100,7 @@ def check_names(field: str, value: Any) -> tuple[str, ...] | None:
 
 
 @dataclasses.dataclass(frozen=True)
-class SoftPruningConfig(Config):
+class SoftPruningConfig(PruneBudget):
     """The arguments SFP, FPGM and MFP share: when and how hard the soft masks are applied, and how many.
 
     How many channels each group keeps at the end: `rate` (default 0.4 masked per group), with
@@ -122,16 +120,10 @@ class SoftPruningConfig(Config):
     remove_at_end: bool = arg(True, "physically remove the masked channels after the last epoch")
     ignored_layers: tuple[str, ...] | None = arg(None, "never masked; None = the model's stem and classifier")
     filter_fn: FilterFn | None = arg(None, "Python only: filter_fn(module, name) -> bool, False keeps its outputs")
-    round_to: int = arg(1, "fewer channels masked so every final width is a multiple of this (or the full width)")
     widths: dict[str, float | int] | None = arg(None, "per-group override of rate: key -> ratio KEPT (float) or count")
-    macs_ratio: float | None = arg(None, "budget instead of rate: fraction of the dense MACs kept, in (0, 1]")
-    params_ratio: float | None = arg(None, "budget instead of rate: fraction of the dense parameters kept, in (0, 1]")
-    latency_ratio: float | None = arg(None, "budget instead of rate: fraction of the dense latency kept on --runtime")
-    runtime: str = arg("onnxruntime", "runtime a latency_ratio is planned and measured on (onnxruntime, torch)")
-    latency_batch: int = arg(64, "batch size a latency_ratio is measured at")
-    global_pruning: bool = arg(False, "budget: rank channels across groups (l1) instead of one uniform rate")
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # the budget fields (prunus.pruning.PruneBudget)
         object.__setattr__(self, "widths", check_widths("widths", self.widths))
         budget = check_budget(self, "", fixed={"rate": self.rate, "widths": self.widths})
         if budget is None and self.rate is None:
@@ -143,7 +135,6 @@ class SoftPruningConfig(Config):
         check_bool("remove_at_end", self.remove_at_end)
         object.__setattr__(self, "ignored_layers", check_names("ignored_layers", self.ignored_layers))
         check_filter_fn(self.filter_fn)
-        check_round_to(self.round_to)
 
 
 def check_criterion(name: Any, field: str = "criterion") -> str:
@@ -161,7 +152,7 @@ def criterion_needs_data(name: str) -> bool:
 
 
 def example_inputs(input_shape: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
-    """A batch of one all-zero sample of shape (C, H, W), for tracing (see `prunus.model_info.example_input`)."""
+    """A batch of one all-zero sample of shape (C, H, W), for tracing (see `prunus.models.info.example_input`)."""
     return example_input(tuple(int(s) for s in input_shape), device=device)
 
 

@@ -28,9 +28,9 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from prunus.config import Config
+from prunus.config import Config, arg
+from prunus.config import build_config as _build_config
 from prunus.engine.method import Method
-from prunus.errors import ConfigError
 from prunus.registry import Registry
 
 __all__ = [
@@ -48,20 +48,6 @@ __all__ = [
 METHODS: Registry[Method] = Registry("method")
 
 C = TypeVar("C", bound=Config)
-
-
-def arg(default: Any, help: str) -> Any:
-    """A config field with its one-line help (shown by `prunus train --help` for the generated flag).
-
-    Example:
-        >>> import dataclasses
-        >>> @dataclasses.dataclass(frozen=True)
-        ... class Demo(Config):
-        ...     rate: float = arg(0.4, "fraction of channels masked")
-        >>> dataclasses.fields(Demo)[0].metadata["help"]
-        'fraction of channels masked'
-    """
-    return dataclasses.field(default=default, metadata={"help": help})
 
 
 def register_method(
@@ -85,22 +71,17 @@ def register_method(
 
 
 def build_config(config_class: type[C], config: C | None, kwargs: Mapping[str, Any], owner: str) -> C:
-    """`config` as given, or `config_class(**kwargs)` (None values dropped: the default applies).
+    """`prunus.config.build_config`, with the accepted names in the order users read them (own fields first)."""
+    return _build_config(config_class, config, kwargs, owner, _field_names(config_class))
 
-    Unknown keyword names raise `ConfigError` listing the accepted ones; giving both a config
-    and keywords is refused (which one would win is not obvious).
-    """
-    if config is not None:
-        if kwargs:
-            raise ConfigError(f"{owner}: pass either a {config_class.__name__} or keyword arguments, not both")
-        if not isinstance(config, config_class):
-            raise ConfigError(f"{owner}: expected a {config_class.__name__}, got {type(config).__name__}")
-        return config
-    accepted = [f.name for f in dataclasses.fields(config_class) if f.init]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ConfigError(f"{owner} has no argument(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
-    return config_class(**{k: v for k, v in kwargs.items() if v is not None})
+
+def _field_names(config_class: type[Config]) -> list[str]:
+    """A config's argument names, its own first and the budget fields it inherits last (how users read them)."""
+    from prunus.pruning import PruneBudget
+
+    names = [f.name for f in dataclasses.fields(config_class) if f.init]
+    budget = {f.name for f in dataclasses.fields(PruneBudget)} if issubclass(config_class, PruneBudget) else set()
+    return [n for n in names if n not in budget] + [n for n in names if n in budget]
 
 
 def _config_class(name: str) -> type[Config]:
@@ -109,7 +90,7 @@ def _config_class(name: str) -> type[Config]:
 
 def method_arguments(name: str) -> list[str]:
     """Keyword arguments accepted by method `name` (its config's fields, in declaration order)."""
-    return [f.name for f in dataclasses.fields(_config_class(name)) if f.init]
+    return _field_names(_config_class(name))
 
 
 def method_config(name: str, **kwargs: Any) -> Config:

@@ -42,24 +42,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from prunus.config import Config, check_choice, check_range
+from prunus.config import arg, check_choice, check_range
 from prunus.data import training_slice
 from prunus.engine.method import Method, TrainerView
 from prunus.engine.optim import exempt_from_weight_decay
 from prunus.errors import ConfigError
 from prunus.measure import count
-from prunus.methods._budget import BUDGETS, check_budget, check_widths, plan_budget
+from prunus.methods._budget import check_budget, check_widths, plan_budget
 from prunus.methods._clustering import (
     CLUSTER_METHODS,
     canonical,
@@ -67,14 +65,16 @@ from prunus.methods._clustering import (
     even_clusters,
     group_widths,
     kmeans,
+    round_widths,
     target_width,
     unsupported_reason,
 )
+from prunus.methods._csgd_eps import auto_eps, log_residual
 from prunus.methods._pruning import check_names
-from prunus.methods._registry import arg, build_config, register_method
-from prunus.model_info import example_input, get_info
-from prunus.pruning import WidthPlan
-from prunus.pruning.widths import check_round_to, round_kept
+from prunus.methods._registry import build_config, register_method
+from prunus.models.info import example_input, get_info
+from prunus.pruning import PruneBudget, WidthPlan
+from prunus.pruning.widths import round_kept
 from prunus.structure import (
     ChannelGroup,
     FilterFn,
@@ -87,9 +87,9 @@ from prunus.structure import (
 )
 
 if TYPE_CHECKING:
-    from prunus.engine.config import TrainConfig
+    pass
 
-__all__ = ["CSGDConfig", "CentripetalSGD", "csgd_rounds", "group_widths", "round_widths"]
+__all__ = ["CSGDConfig", "CentripetalSGD", "group_widths", "round_widths", "target_width"]
 
 # conv/linear biases ("bias", "dw_bias") follow the kernel rule but are not counted in chi
 EVAL_BATCH = 256  # images of the fixed training slice whose logits compare trained and merged models
@@ -108,13 +108,15 @@ class _Part:
 
 
 @dataclasses.dataclass(frozen=True)
-class CSGDConfig(Config):
+class CSGDConfig(PruneBudget):
     """C-SGD's arguments (see `CentripetalSGD`); validated here, so a bad value fails before training.
 
     Example:
         >>> CSGDConfig(width=0.5, cluster="even").to_dict()["eps"]
         'auto'
     """
+
+    _PREFIX = "csgd."  # messages name the fields as recipes do
 
     width: float | None = arg(
         None,
@@ -134,15 +136,9 @@ class CSGDConfig(Config):
     merge_at_end: bool = arg(True, "merge in on_fit_end; otherwise call merge(model) yourself")
     ignored_layers: tuple[str, ...] | None = arg(None, "never clustered; None = the model's stem and classifier")
     filter_fn: FilterFn | None = arg(None, "Python only: filter_fn(module, name) -> bool, False keeps its outputs")
-    round_to: int = arg(1, "cluster counts from ratios rounded up to a multiple of this (or the full width)")
-    macs_ratio: float | None = arg(None, "budget instead of width: fraction of the dense MACs kept, in (0, 1]")
-    params_ratio: float | None = arg(None, "budget instead of width: fraction of the dense parameters kept, in (0, 1]")
-    latency_ratio: float | None = arg(None, "budget instead of width: fraction of the dense latency kept on --runtime")
-    runtime: str = arg("onnxruntime", "runtime a latency_ratio is planned and measured on (onnxruntime, torch)")
-    latency_batch: int = arg(64, "batch size a latency_ratio is measured at")
-    global_pruning: bool = arg(False, "budget: rank channels across groups (l1) instead of one uniform rate")
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # the budget fields (prunus.pruning.PruneBudget)
         widths = check_widths("csgd.widths", self.widths)
         object.__setattr__(self, "widths", widths)
         budget = check_budget(self, "csgd.", fixed={"width": self.width, "widths": widths})
@@ -172,7 +168,6 @@ class CSGDConfig(Config):
             raise ConfigError(f"csgd.merge_at_end must be true or false, got {self.merge_at_end!r}")
         object.__setattr__(self, "ignored_layers", check_names("csgd.ignored_layers", self.ignored_layers))
         check_filter_fn(self.filter_fn, "csgd.filter_fn")
-        check_round_to(self.round_to)
         object.__setattr__(self, "bn_eps_factor", float(self.bn_eps_factor))
 
 
@@ -230,7 +225,7 @@ class CentripetalSGD(Method):
         self.width = c.width
         #: group key -> ratio or channel count; with a budget, the planned counts (after `plan`)
         self.widths = dict(c.widths or {})
-        self.budget = next((b for b in BUDGETS if getattr(c, b) is not None), None)
+        self.budget = c.budget
         #: the budget's `prunus.pruning.WidthPlan` (on the rank that planned it), else None
         self.width_plan: WidthPlan | None = None
         self._budget_resolved = False
@@ -326,7 +321,6 @@ class CentripetalSGD(Method):
             model,
             inputs,
             self.config,
-            self.budget,
             keys=keys,
             ignored_layers=self.ignored_layers,
             filter_fn=filter_fn,
@@ -396,41 +390,18 @@ class CentripetalSGD(Method):
         schedule = LRSchedule(trainer.config, steps_per_epoch=len(trainer.data.train))
         return [trainer.config.lr * schedule.factor(t) for t in range(schedule.total_steps)]
 
-    def _log_residual(self, eps_per_step: list[float], lrs: list[float], momentum: float, wd: float) -> float:
-        """ln of the predicted member difference at the end of the run relative to the start."""
-        if self._pull_after_step:  # W <- W - a (W - mean) with a = min(1, lr * eps)
-            total = 0.0
-            for lr, eps in zip(lrs, eps_per_step, strict=True):
-                a = min(1.0, lr * eps)
-                if a >= 1.0:
-                    return -math.inf
-                total += math.log1p(-a)
-            return total
-        # heavy-ball rate lr (wd + eps) / (1 - m) per step, saturating near -ln(m) / 2 (underdamped)
-        cap = -0.5 * math.log(momentum) if momentum > 0 else math.inf
-        return -sum(min(lr * (wd + eps) / (1 - momentum), cap) for lr, eps in zip(lrs, eps_per_step, strict=True))
-
     def _plan_eps(self, trainer: TrainerView) -> None:
         """eps="auto": the smallest eps whose predicted residual is below `tol`; else predict and warn."""
         lrs = self._lr_per_step(trainer)
         m, wd = float(trainer.config.momentum), float(trainer.config.weight_decay)
         target = math.log(self.tol)
         if self.eps == "auto":
-            # Search up to half heavy-ball's stability limit lr * (wd + eps) < 2 (1 + m) at the largest
-            # lr (pull form: a = lr * eps reaches 1, an exact collapse, at the largest lr).
-            peak = max(lrs, default=0.0) or 1.0
-            hi = max(0.5 * (1 + m) / peak - wd, 0.0) if not self._pull_after_step else 1.0 / peak
-            lo = 0.0
-            if self._log_residual([hi] * len(lrs), lrs, m, wd) <= target:
-                for _ in range(50):  # bisection: the residual falls monotonically with eps
-                    mid = (lo + hi) / 2
-                    lo, hi = (lo, mid) if self._log_residual([mid] * len(lrs), lrs, m, wd) <= target else (mid, hi)
-            self._auto_eps = hi
-            eps_steps = [hi] * len(lrs)
+            self._auto_eps = auto_eps(lrs, m, wd, self.tol, pull=self._pull_after_step)
+            eps_steps = [self._auto_eps] * len(lrs)
         else:
             steps = max(len(trainer.data.train), 1)
             eps_steps = [self._eps_at(t // steps) for t in range(len(lrs))]
-        log_res = self._log_residual(eps_steps, lrs, m, wd)
+        log_res = log_residual(eps_steps, lrs, m, wd, pull=self._pull_after_step)
         self.predicted_residual = math.exp(log_res)
         if log_res > target:
             what, advice = f"eps={self.eps!r}", "use eps='auto', more epochs or a larger lr"
@@ -626,74 +597,3 @@ class CentripetalSGD(Method):
         model.train(was_training)
         self.merge_report = report
         return report
-
-
-def round_widths(
-    start: Mapping[str, int], final: Mapping[str, int], current: Mapping[str, int], r: int, rounds: int
-) -> dict[str, int]:
-    """Channels per group after round `r` of `rounds`: n0 * (k/n0)^(r/R), rounded, never wider than
-    `current` and never narrower than `final` (so round R lands exactly on the target).
-
-    Example:
-        >>> round_widths({"a": 16}, {"a": 4}, {"a": 16}, 1, 2), round_widths({"a": 16}, {"a": 4}, {"a": 8}, 2, 2)
-        ({'a': 8}, {'a': 4})
-    """
-    step = {key: math.floor(start[key] * (final[key] / start[key]) ** (r / rounds) + 0.5) for key in start}
-    return {key: min(current[key], max(final[key], k)) for key, k in step.items()}
-
-
-def csgd_rounds(
-    model: nn.Module,
-    data: Any,
-    config: TrainConfig,
-    *,
-    rounds: int = 3,
-    width: float = 0.625,
-    widths: Mapping[str, float | int] | None = None,
-    run_dir: str | os.PathLike[str] | None = None,
-    progress: bool = False,
-    **method_args: Any,
-) -> list[dict[str, Any]]:
-    """Iterative C-SGD: `rounds` times cluster -> train `config.epochs` with C-SGD -> merge.
-
-    Each round narrows every group by the same factor, so after the last round a group of n0
-    channels has exactly `target_width(n0, widths.get(key, width))` (what one round would give).
-    The model is edited in place.
-
-    Args:
-        model: The (trained) model to narrow.
-        data: A `prunus.data.DataBundle`.
-        config: Training configuration of each round.
-        rounds: Number of rounds (>= 1).
-        width, widths: Final widths, as in `CentripetalSGD`.
-        run_dir: Optional directory; round i writes its checkpoint and metrics under `round<i>/`.
-        progress: Show progress bars.
-        **method_args: Other `CentripetalSGD` arguments (eps, cluster, seed, ...).
-
-    Returns:
-        Per round: the final metrics of `Trainer.fit` (including the `csgd_*` merge report).
-
-    Example:
-        >>> reports = csgd_rounds(model, data, TrainConfig(epochs=2, lr=0.05), rounds=2, width=0.5)  # doctest: +SKIP
-        >>> [r["csgd_max_logit_diff"] < 1e-3 for r in reports]  # doctest: +SKIP
-        [True, True]
-    """
-    from prunus.engine.trainer import Trainer
-
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ConfigError(f"rounds must be an integer >= 1, got {rounds!r}")
-    ignored = method_args.get("ignored_layers")
-    example = example_input(tuple(data.input_shape), model)
-    start = group_widths(model, example, ignored)
-    # validate the final widths against the model up front (unknown keys, counts above a group's width)
-    CentripetalSGD(width=width, widths=widths, ignored_layers=ignored, cluster="even").plan(model, example)
-    final = {key: target_width(n, (widths or {}).get(key, width), key) for key, n in start.items()}
-    results = []
-    for r in range(1, rounds + 1):
-        current = group_widths(model, example, ignored)
-        step = round_widths(start, final, current, r, rounds)
-        method = CentripetalSGD(width=1.0, widths={k: v for k, v in step.items() if v < current[k]}, **method_args)
-        where = Path(run_dir) / f"round{r}" if run_dir is not None else None
-        metrics = Trainer(model, data, config, [method], where, progress=progress).fit()
-        results.append({"round": r, "widths": step, **metrics, **method.merge_report})
-    return results

@@ -46,7 +46,18 @@ from prunus.methods._grafting import (
 from prunus.methods._pruning import example_inputs
 from prunus.methods._registry import build_config, register_method
 
-__all__ = ["GRAFT_VARIANTS", "Grafting", "GraftingConfig", "network_lr_factor"]
+# the building blocks are public too: benchmarks time the hook work alone, and reports count invalid filters
+__all__ = [
+    "GRAFT_VARIANTS",
+    "Grafting",
+    "GraftingConfig",
+    "blend_unit_",
+    "graft_units",
+    "invalid_filters",
+    "layer_information",
+    "network_lr_factor",
+    "unit_tensors",
+]
 
 GRAFT_VARIANTS = ("ring", "noise", "internal")
 THRESHOLDS = (0.1, 0.01)

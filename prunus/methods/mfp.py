@@ -66,14 +66,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunus.config import check_choice
+from prunus.config import arg, check_choice
 from prunus.criteria import score
 from prunus.data import training_slice_loader
 from prunus.engine.method import TrainerView
 from prunus.errors import ConfigError
-from prunus.evaluation import evaluate
+from prunus.measure.evaluation import evaluate
 from prunus.methods._pruning import SoftPruningConfig, check_criterion, check_int
-from prunus.methods._registry import arg, build_config, register_method
+from prunus.methods._registry import build_config, register_method
 from prunus.methods.sfp import SoftFilterPruning
 from prunus.registry import Registry
 from prunus.structure import ChannelGroup, soft_mask_

@@ -51,13 +51,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunus.config import check_range
+from prunus.config import arg, check_range
 from prunus.criteria import DataBatch
 from prunus.data import training_slice
 from prunus.engine.method import Method, TrainerView
 from prunus.errors import ConfigError
 from prunus.measure import count
-from prunus.methods._budget import BUDGETS, plan_budget, resolve_widths
+from prunus.methods._budget import plan_budget, resolve_widths
 from prunus.methods._pruning import (
     DISTANCE_TO_NORM,
     SoftPruningConfig,
@@ -69,7 +69,7 @@ from prunus.methods._pruning import (
     rate_at,
     select_channels,
 )
-from prunus.methods._registry import arg, build_config, register_method
+from prunus.methods._registry import build_config, register_method
 from prunus.pruning import WidthPlan
 from prunus.structure import ChannelGroup, ForwardMask, HardMask, group_weights, remove_, soft_mask_
 
@@ -179,7 +179,7 @@ class SoftFilterPruning(Method):
         self.filter_fn = c.filter_fn
         self.round_to = c.round_to
         self.mix_ratio: float | None = None
-        self.budget = next((b for b in BUDGETS if getattr(c, b) is not None), None)
+        self.budget = c.budget
         #: group key -> channels kept at the end, from `widths` or the budget (resolved at setup,
         #: part of the state); groups not listed follow `rate`
         self.kept: dict[str, int] = {}
@@ -222,7 +222,6 @@ class SoftFilterPruning(Method):
                 trainer.model,
                 inputs,
                 c,
-                self.budget,
                 keys=keys,
                 ignored_layers=self.ignored_layers,
                 filter_fn=self.filter_fn,

@@ -2,11 +2,11 @@
 
 Importing this package registers every family (CIFAR ResNets, VGG-16-BN, MobileNetV2, LeNets).
 Each model declares its stem and classifier, which pruning skips by default, and records how to
-rebuild itself; both are in its `prunus.model_info.ModelInfo`.
+rebuild itself; both are in its `prunus.models.info.ModelInfo`.
 
 Example:
     >>> from prunus.models import create_model, list_models
-    >>> from prunus.model_info import get_info
+    >>> from prunus.models.info import get_info
     >>> list_models("resnet*")
     ['resnet110', 'resnet20', 'resnet32', 'resnet56']
     >>> model = create_model("resnet56", num_classes=10, in_channels=1, width_mult=0.5)

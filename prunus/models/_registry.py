@@ -7,7 +7,7 @@ to rebuild the dense architecture (`get_info(model).arch`), which `prunus.save` 
 
 Example:
     >>> import prunus.models as pm
-    >>> from prunus.model_info import get_info
+    >>> from prunus.models.info import get_info
     >>> model = pm.create_model("resnet20", num_classes=10, in_channels=1)
     >>> get_info(model).arch["kwargs"]["shortcut"]
     'B'
@@ -25,8 +25,8 @@ from torch import nn
 
 from prunus.config import check_range
 from prunus.errors import ConfigError
-from prunus.model_info import ModelInfo, set_info
 from prunus.models._layers import check_int
+from prunus.models.info import ModelInfo, set_info
 from prunus.registry import Registry, RegistryEntry
 
 __all__ = ["MODELS", "create_model", "get_model_entry", "list_models", "register_model"]
@@ -93,7 +93,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
             own options (e.g. `shortcut="A"` for ResNets, `input_size=28` for LeNets).
 
     Returns:
-        The model, carrying a `prunus.model_info.ModelInfo` with `arch = {"name": name, "kwargs":
+        The model, carrying a `prunus.models.info.ModelInfo` with `arch = {"name": name, "kwargs":
         {...every argument value used, defaults included}}`, `stem` and `classifier`.
 
     Raises:

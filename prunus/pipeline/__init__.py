@@ -8,6 +8,11 @@ Example:
     7
 """
 
+# the built-in stages register themselves on import; stages.py itself imports none of them (no cycle)
+import prunus.pipeline._compress_stage  # noqa: F401
+import prunus.pipeline._model_stages  # noqa: F401
+import prunus.pipeline._report_stage  # noqa: F401
+import prunus.pipeline._train_stages  # noqa: F401
 from prunus.pipeline.recipe import Plan as Plan
 from prunus.pipeline.recipe import PlannedStage as PlannedStage
 from prunus.pipeline.recipe import apply_sets as apply_sets

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from prunus.compress import CompressConfig
-from prunus.data import DataConfig
-from prunus.pipeline._measure import measure, split_accuracy
+from prunus.compress import CompressConfig, CompressReport
+from prunus.data import DataBundle, DataConfig
+from prunus.pipeline._stage_metrics import measure, split_accuracy
 from prunus.pipeline.stages import StageConfig, StageContext, StageResult, register_stage
 
-__all__ = ["CompressStage"]
+__all__ = ["CompressStage", "compress_model"]
 
 # the report numbers a stage record keeps (the per-layer rows go in as "layers")
 SUMMARY_KEYS = ("ratio", "sparsity", "kl", "teacher_acc", "file_bytes", "stream_bytes", "bound_bits",
@@ -37,22 +38,42 @@ class CompressStage(StageConfig):
     data: DataConfig = field(default_factory=DataConfig)  # calibration images and test accuracy
 
 
-@register_stage("compress", CompressStage, needs_model=True, makes_model=True)
+def compress_model(
+    cfg: CompressStage, model: Any, prn: Path, *, seed: int, progress: bool
+) -> tuple[CompressReport, DataBundle]:
+    """Compress `model` into the file `prn` as `cfg` says: the one implementation (stage and `prunus compress`).
+
+    The calibration images are max(calib_size, rescore_size) unaugmented TRAINING images drawn with
+    `seed`; the search's seed is `cfg.compress.seed + seed` (a sweep's seeds give different searches).
+    Returns the report and the data bundle (its test split scores the result).
+    """
+    from prunus.compress import compress
+    from prunus.data import build_loaders, training_slice
+
+    settings = dataclasses.replace(cfg.compress, seed=cfg.compress.seed + seed, progress=progress)
+    data = build_loaders(dataclasses.replace(cfg.data, augment=False), seed=seed)
+    calib = training_slice(data, max(settings.calib_size, settings.rescore_size), seed=seed)
+    return compress(model, calib, settings, out=prn), data
+
+
+@register_stage(
+    "compress",
+    CompressStage,
+    needs_model=True,
+    makes_model=True,
+    example={"compress": {"sparsity": 0.5, "bits": 4, "calib_size": 16, "rescore_size": 16, "cycles": 1,
+                          "generations": 1, "population": 2, "elite": 1}},
+)  # fmt: skip
 def run_compress(cfg: CompressStage, ctx: StageContext) -> StageResult:
     """DE-compress an earlier model into model.prn; the decoded model goes on to export and bench."""
-    from prunus.compress import compress, decompress
-    from prunus.data import build_loaders, training_slice
+    from prunus.compress import decompress
     from prunus.formats import load, save
-    from prunus.model_info import get_info
+    from prunus.models.info import get_info
 
     model = load(ctx.input_model)
-    settings = dataclasses.replace(cfg.compress, seed=cfg.compress.seed + ctx.seed, progress=ctx.progress)
-    data = build_loaders(dataclasses.replace(cfg.data, augment=False), seed=ctx.seed)
-    calib = training_slice(data, max(settings.calib_size, settings.rescore_size), seed=ctx.seed)
-    prn = ctx.dir / "model.prn"
-    report = compress(model, calib, settings, out=prn)
-    decoded = decompress(prn)
-    out = save(decoded, ctx.dir / "model", input_shape=tuple(get_info(model).input_shape),
+    report, _ = compress_model(cfg, model, ctx.out.prn, seed=ctx.seed, progress=ctx.progress)
+    decoded = decompress(ctx.out.prn)
+    out = save(decoded, ctx.out.model, input_shape=tuple(get_info(model).input_shape),
                extra={"compressed_from": str(ctx.input_model)})  # fmt: skip
     acc = split_accuracy(decoded, cfg.data, ctx.seed)
     summary = report.to_json()
@@ -63,5 +84,5 @@ def run_compress(cfg: CompressStage, ctx: StageContext) -> StageResult:
          "sparsity": x["sparsity"]}
         for x in summary["layers"]
     ]  # fmt: skip
-    metrics.update(measure(decoded, prn, accuracy=acc))  # "bytes": the .prn file, every byte of it
-    return StageResult(metrics=metrics, model=out, files={"prn": "model.prn"})
+    metrics.update(measure(decoded, ctx.out.prn, accuracy=acc))  # "bytes": the .prn file, every byte of it
+    return StageResult(metrics=metrics, model=out, files={"prn": ctx.out.relative(ctx.out.prn)})

@@ -2,59 +2,57 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from prunus.config import check_choice, check_range
 from prunus.data import DataConfig
 from prunus.errors import ConfigError
-from prunus.model_info import get_info
-from prunus.pipeline._measure import measure, split_accuracy
+from prunus.models.info import example_input, get_info
+from prunus.pipeline._stage_metrics import measure, split_accuracy
 from prunus.pipeline.stages import StageConfig, StageContext, StageResult, register_stage
+from prunus.pruning.config import PruneConfig
 
 __all__ = ["BenchStage", "ExportStage", "PruneStage"]
 
 
 @dataclass(frozen=True)
-class PruneStage(StageConfig):
-    """One-shot structured pruning of an earlier model to a channel ratio or a MACs budget."""
+class PruneStage(StageConfig, PruneConfig):
+    """One-shot structured pruning of an earlier model: its settings are a `prunus.pruning.PruneConfig`.
 
-    ratio: float | None = None  # fraction of channels REMOVED from every prunable group, in [0, 1)
-    macs_ratio: float | None = None  # fraction of the dense MACs KEPT, in (0, 1]
-    params_ratio: float | None = None  # fraction of the dense parameters KEPT, in (0, 1]
-    latency_ratio: float | None = None  # fraction of the dense latency KEPT on `runtime`, in (0, 1]
-    runtime: str = "onnxruntime"  # latency budgets: the runtime the latency is measured on
-    latency_batch: int = 64  # latency budgets: the batch size the latency is measured at
-    round_to: int = 1  # keep channel counts multiples of this (hardware-friendly widths)
-    criterion: str = "l1"  # a name from prunus.criteria.list_criteria()
-    global_pruning: bool = False  # rank channels across groups instead of a uniform rate
-    ignore: tuple[str, ...] = ()  # modules whose outputs are kept (default: the model's stem and classifier)
+    Exactly one target (`ratio` removed, or `macs_ratio` / `params_ratio` / `latency_ratio` kept);
+    every other field as `PruneConfig` documents it (`prunus prune --help` lists them).
+    """
+
+    _PREFIX = "prune."  # messages name the fields as recipes do
+
     data: DataConfig = field(default_factory=DataConfig)  # test accuracy after pruning; data-driven criteria
+    evaluate: bool = True  # score the pruned model on data's test split (prunus prune: only with --data)
+    threads: int | None = None  # torch/runtime threads while pruning (latency budgets time on these); how, not what
 
     def __post_init__(self) -> None:
-        from prunus.criteria import list_criteria
-
-        targets = [t for t in ("ratio", "macs_ratio", "params_ratio", "latency_ratio") if getattr(self, t) is not None]
-        if len(targets) != 1:
+        super().__post_init__()  # PruneConfig: ranges, criterion, at most one target
+        try:
+            self.require_target()
+        except ConfigError:
             raise ConfigError(
                 "prune needs exactly one of ratio (channels removed), macs_ratio, params_ratio or latency_ratio "
-                f"(fraction kept); got {', '.join(targets) or 'none'}"
-            )
-        for t in ("params_ratio", "latency_ratio"):
-            if getattr(self, t) is not None:
-                check_range(f"prune.{t}", getattr(self, t), 0.0, 1.0, low_inclusive=False)
-        check_range("prune.round_to", self.round_to, 1)
-        check_range("prune.latency_batch", self.latency_batch, 1)
-        if self.ratio is not None:
-            check_range("prune.ratio", self.ratio, 0.0, 1.0, high_inclusive=False)
-        if self.macs_ratio is not None:
-            check_range("prune.macs_ratio", self.macs_ratio, 0.0, 1.0, low_inclusive=False)
-        check_choice("prune.criterion", self.criterion, list_criteria())
+                "(fraction kept); got none"
+            ) from None
+        if self.threads is not None:
+            check_range("prune.threads", self.threads, 1, 1024)
+        if not isinstance(self.evaluate, bool):
+            raise ConfigError(f"prune.evaluate must be true or false, got {self.evaluate!r}")
+
+    def prune_config(self) -> PruneConfig:
+        """The `PruneConfig` this stage holds (its own fields, without the stage's)."""
+        return PruneConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PruneConfig)})
 
 
-@register_stage("prune", PruneStage, needs_model=True, makes_model=True)
+@register_stage("prune", PruneStage, needs_model=True, makes_model=True, example={"ratio": 0.5})
 def run_prune(cfg: PruneStage, ctx: StageContext) -> StageResult:
-    """Prune once (no training): score coupled groups, cut to the ratio or MACs budget, save."""
+    """Prune once (no training): score coupled groups, cut to the ratio or budget, save the model."""
     import torch
 
     from prunus.criteria import get_criterion
@@ -69,23 +67,12 @@ def run_prune(cfg: PruneStage, ctx: StageContext) -> StageResult:
         data = build_loaders(DataConfig(**{**cfg.data.to_dict(), "augment": False}), seed=ctx.seed)
         batch = training_slice(data, data.train.batch_size)
     torch.manual_seed(ctx.seed)
-    model, report = prune(
-        model,
-        torch.randn(1, *shape),
-        ratio=cfg.ratio,
-        macs_ratio=cfg.macs_ratio,
-        params_ratio=cfg.params_ratio,
-        latency_ratio=cfg.latency_ratio,
-        runtime=cfg.runtime,
-        latency_batch=cfg.latency_batch,
-        round_to=cfg.round_to,
-        criterion=cfg.criterion,
-        ignored_layers=list(cfg.ignore) or None,
-        global_pruning=cfg.global_pruning,
-        batch=batch,
-    )
-    acc = split_accuracy(model, cfg.data, ctx.seed)
-    out = save(model.cpu(), ctx.dir / "model", input_shape=shape, metrics={"final_test_acc": acc},
+    model, report = prune(model, example_input(shape), cfg.prune_config(), batch=batch, threads=cfg.threads)
+    acc = split_accuracy(model, cfg.data, ctx.seed) if cfg.evaluate else None
+    numbers = {"macs": report.pruned_macs, "params": report.pruned_params}
+    if acc is not None:
+        numbers["final_test_acc"] = acc
+    out = save(model.cpu(), ctx.out.model, input_shape=shape, metrics=numbers,
                extra={"prune_report": report.to_dict(), "source": str(ctx.input_model)})  # fmt: skip
     metrics: dict[str, Any] = {
         "requested_ratio": report.requested_ratio,
@@ -93,6 +80,7 @@ def run_prune(cfg: PruneStage, ctx: StageContext) -> StageResult:
         "achieved_ratio": report.achieved_ratio,
         "achieved_macs_ratio": report.achieved_macs_ratio,
         "widths": report.widths,
+        "report": report.to_dict(),
     }
     metrics.update(measure(model, out, accuracy=acc))
     return StageResult(metrics=metrics, model=out)
@@ -116,7 +104,7 @@ class ExportStage(StageConfig):
         check_range("export.opset", self.opset, 7)
 
 
-@register_stage("export", ExportStage, needs_model=True, makes_model=False)
+@register_stage("export", ExportStage, needs_model=True, makes_model=False, example={"formats": ["onnx"]})
 def run_export(cfg: ExportStage, ctx: StageContext) -> StageResult:
     """Export to ONNX (logits checked against torch in onnxruntime) and/or TorchScript."""
     import torch
@@ -129,13 +117,13 @@ def run_export(cfg: ExportStage, ctx: StageContext) -> StageResult:
     metrics: dict[str, Any] = {}
     files: dict[str, str] = {}
     if "onnx" in cfg.formats:
-        res = export_onnx(model, ctx.dir / "model.onnx", x, opset=cfg.opset)
+        res = export_onnx(model, ctx.out.onnx, x, opset=cfg.opset)
         metrics.update(onnx_bytes=res.bytes, onnx_max_abs_diff=res.max_abs_diff)
-        files["onnx"] = "model.onnx"
+        files["onnx"] = ctx.out.relative(ctx.out.onnx)
     if "torchscript" in cfg.formats:
-        res = export_torchscript(model, ctx.dir / "model.pt", x)
+        res = export_torchscript(model, ctx.out.torchscript, x)
         metrics.update(torchscript_bytes=res.bytes, torchscript_max_abs_diff=res.max_abs_diff)
-        files["torchscript"] = "model.pt"
+        files["torchscript"] = ctx.out.relative(ctx.out.torchscript)
     return StageResult(metrics=metrics, files=files)
 
 
@@ -160,10 +148,15 @@ class BenchStage(StageConfig):
         check_range("bench.repeats", self.repeats, 1)
 
 
-@register_stage("bench", BenchStage, needs_model=True, makes_model=False)
+@register_stage(
+    "bench",
+    BenchStage,
+    needs_model=True,
+    makes_model=False,
+    example={"batch_sizes": [1], "runtimes": ["torch"], "repeats": 1, "warmup": 0},
+)
 def run_bench(cfg: BenchStage, ctx: StageContext) -> StageResult:
     """Measure latency per runtime and batch (medians), MACs, params and bytes on disk."""
-    from prunus._atomic import write_json
     from prunus.deploy.bench import benchmark_model
     from prunus.formats import load
 
@@ -172,9 +165,9 @@ def run_bench(cfg: BenchStage, ctx: StageContext) -> StageResult:
         model, get_info(model).input_shape, model_dir=ctx.input_model, batch_sizes=cfg.batch_sizes,
         runtimes=cfg.runtimes, warmup=cfg.warmup, repeats=cfg.repeats, threads=cfg.threads,
     )  # fmt: skip
-    write_json(ctx.dir / "bench.json", res)
+    ctx.out.write_json(ctx.out.bench, res)
     # not "bytes": after a compress stage the model's size on disk is its .prn, which the chain keeps
     metrics: dict[str, Any] = {"macs": res["macs"], "params": res["params"], "model_dir_bytes": res["bytes"]}
     for row in res["latency"]:
         metrics[f"latency_ms_{row['runtime']}_b{row['batch']}"] = row["median_ms"]
-    return StageResult(metrics=metrics, files={"bench": "bench.json"})
+    return StageResult(metrics=metrics, files={"bench": ctx.out.relative(ctx.out.bench)})

@@ -44,13 +44,23 @@ import yaml
 
 from prunus.config import load_yaml
 from prunus.errors import ConfigError
+from prunus.formats.run_dir import LAYOUTS, check_name, resolve_model_dir
 from prunus.pipeline.stages import StageConfig, StageInfo, get_stage, list_stages
-from prunus.recipes.config import _nested_merge
+from prunus.training.config import _nested_merge
 
-__all__ = ["MAX_RECIPE_BYTES", "Plan", "PlannedStage", "apply_sets", "load_recipe", "parse_recipe"]
+__all__ = [
+    "MAX_RECIPE_BYTES",
+    "SOURCE",
+    "Plan",
+    "PlannedStage",
+    "apply_sets",
+    "load_recipe",
+    "parse_recipe",
+    "single_chain",
+]
 
 RECIPE_VERSION = 1
-TOP_LEVEL = ("version", "name", "model", "data", "train", "seeds", "arms", "compare_to", "stages")
+TOP_LEVEL = ("version", "name", "input", "model", "data", "train", "seeds", "arms", "compare_to", "stages")
 DEFAULT_BLOCKS = ("model", "data", "train")  # top-level blocks a stage inherits
 MAX_RECIPE_BYTES = 1 << 20  # a recipe is a page of YAML; refuse to parse anything near this size
 
@@ -66,6 +76,10 @@ class PlannedStage:
     input: str | None  # the stage whose model this one reads (None: builds its own or needs none)
 
 
+#: `Plan.input`'s name as a stage input: the model directory the recipe starts from
+SOURCE = "@input"
+
+
 @dataclass(frozen=True)
 class Plan:
     """A parsed recipe: every arm's chain of stages, the seeds, and the run-level stages."""
@@ -76,6 +90,8 @@ class Plan:
     final: tuple[PlannedStage, ...]  # run-scope stages (report), after every chain
     baseline: str | None  # the arm others are compared with, seed by seed
     raw: dict[str, Any]  # the recipe after --set, as written to the run directory
+    input: Path | None = None  # a model directory the first model-reading stage starts from (recipe key `input`)
+    layout: str = "sweep"  # "sweep": <arm>/seed<s>/<NN>-<stage>; "single" (one chain, commands): <NN>-<stage>
 
     def to_yaml(self) -> str:
         """The resolved recipe as YAML."""
@@ -100,8 +116,9 @@ def _stage_names(stages: list[Any]) -> list[str]:
             seen[kind] = seen.get(kind, 0) + 1
             # a stage named like a recipe key would be ambiguous in --set: "train" -> "train-1"
             name = kind if seen[kind] == 1 and kind not in TOP_LEVEL else f"{kind}-{seen[kind]}"
-        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-            raise ConfigError(f"stages[{i}].name={name!r} must be a non-empty string without '/'")
+        if not isinstance(kind, str):
+            raise ConfigError(f"stages[{i}].stage={kind!r} must be a stage kind, one of: {', '.join(list_stages())}")
+        check_name("stage", name)
         if name in TOP_LEVEL:
             raise ConfigError(f"stages[{i}].name={name!r} is also a recipe key; choose another name")
         if name in names:
@@ -172,7 +189,7 @@ def _stage_config(name: str, kind: str, info: StageInfo, raw: Mapping[str, Any],
 
 
 def _plan_arm(
-    arm: str, raw: Mapping[str, Any], keep: Sequence[str] | None
+    arm: str, raw: Mapping[str, Any], keep: Sequence[str] | None, source: Path | None
 ) -> tuple[list[PlannedStage], list[PlannedStage]]:
     stages = raw.get("stages")
     if not isinstance(stages, list) or not stages:
@@ -184,8 +201,8 @@ def _plan_arm(
             raise ConfigError(f"arm {arm!r}: unknown stage(s) {', '.join(missing)}; stages: {', '.join(names)}")
     chain: list[PlannedStage] = []
     final: list[PlannedStage] = []
-    latest_model: str | None = None
-    model_makers: list[str] = []
+    latest_model: str | None = SOURCE if source is not None else None
+    model_makers: list[str] = [SOURCE] if source is not None else []
     for name, raw_stage in zip(names, stages):
         kind = raw_stage["stage"]
         try:
@@ -223,8 +240,12 @@ def _plan_arm(
     return chain, final
 
 
-def parse_recipe(raw: Mapping[str, Any], sets: Mapping[str, Any] | None = None) -> Plan:
-    """Validate a recipe mapping (plus `--set` overrides) into a `Plan`; nothing runs."""
+def parse_recipe(raw: Mapping[str, Any], sets: Mapping[str, Any] | None = None, *, layout: str = "sweep") -> Plan:
+    """Validate a recipe mapping (plus `--set` overrides) into a `Plan`; nothing runs.
+
+    `layout`: "sweep" (`prunus run`) or "single" (a command running one chain of stages in its
+    `--out`; one arm, one seed).
+    """
     if not isinstance(raw, Mapping):
         raise ConfigError("a recipe must be a mapping at the top level")
     raw = apply_sets(raw, sets or {})
@@ -234,6 +255,7 @@ def parse_recipe(raw: Mapping[str, Any], sets: Mapping[str, Any] | None = None) 
     for block in DEFAULT_BLOCKS:
         if not isinstance(raw.get(block) or {}, Mapping):
             raise ConfigError(f"recipe: {block} must be a mapping, got {raw[block]!r}")
+    source = _source(raw.get("input"))
     seeds = raw.get("seeds", [0])
     if (
         not isinstance(seeds, list)
@@ -249,7 +271,8 @@ def parse_recipe(raw: Mapping[str, Any], sets: Mapping[str, Any] | None = None) 
     final: tuple[PlannedStage, ...] = ()
     for arm, spec in arms_raw.items():
         if not isinstance(arm, str) or not arm or "/" in arm or arm.startswith("."):
-            raise ConfigError(f"arm name {arm!r} must be a non-empty string without '/'")
+            raise ConfigError(f"arm name {arm!r} must be a non-empty string")
+        check_name("arm", arm)
         spec = spec or {}
         if not isinstance(spec, Mapping):
             raise ConfigError(f"arm {arm!r} must be a mapping with optional 'stages' and 'set', got {spec!r}")
@@ -261,7 +284,7 @@ def parse_recipe(raw: Mapping[str, Any], sets: Mapping[str, Any] | None = None) 
         if keep is not None and (not isinstance(keep, list) or not all(isinstance(k, str) for k in keep)):
             raise ConfigError(f"arm {arm!r}: stages must be a list of stage names, got {keep!r}")
         try:
-            chain, arm_final = _plan_arm(arm, apply_sets(raw, sets_arm), keep)
+            chain, arm_final = _plan_arm(arm, apply_sets(raw, sets_arm), keep, source)
         except ConfigError as exc:
             raise ConfigError(f"arm {arm!r}: {exc}" if len(arms_raw) > 1 else str(exc)) from None
         arms[arm] = tuple(chain)
@@ -271,8 +294,46 @@ def parse_recipe(raw: Mapping[str, Any], sets: Mapping[str, Any] | None = None) 
         raise ConfigError(f"compare_to={baseline!r} is not an arm; arms: {', '.join(arms)}")
     if baseline is None and len(arms) > 1:
         baseline = "baseline" if "baseline" in arms else next(iter(arms))
-    name = str(raw.get("name") or "pipeline")
-    return Plan(name=name, seeds=tuple(seeds), arms=arms, final=final, baseline=baseline, raw=raw)
+    name = raw.get("name") or "pipeline"
+    check_name("recipe", name)  # the default run directory is runs/<name>: never a path
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "single" and (len(arms) != 1 or len(seeds) != 1 or final):
+        raise ConfigError("a single-chain plan has one arm, one seed and no run-level stage")
+    return Plan(name=name, seeds=tuple(seeds), arms=arms, final=final, baseline=baseline, raw=raw, input=source,
+                layout=layout)  # fmt: skip
+
+
+def _source(value: Any) -> Path | None:
+    """The recipe's `input`: an existing model directory (or a run whose model goes on), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise ConfigError(f"input must be the path of a model directory, got {value!r}")
+    path = resolve_model_dir(value)
+    if not (path / "model.json").is_file():
+        raise ConfigError(f"input {value} is not a model directory (no model.json)")
+    return path
+
+
+def single_chain(
+    stages: Sequence[Mapping[str, Any]], *, name: str, seed: int = 0, input: str | os.PathLike[str] | None = None
+) -> Plan:
+    """The plan a command runs in its `--out`: `stages` (recipe stage mappings) in order, one seed, "single" layout.
+
+    Example:
+        >>> plan = single_chain([{"stage": "prune", "ratio": 0.5}, {"stage": "finetune"}], name="prune",
+        ...                     input=None)  # doctest: +SKIP
+    """
+    raw: dict[str, Any] = {
+        "version": RECIPE_VERSION,
+        "name": name,
+        "seeds": [seed],
+        "stages": [dict(s) for s in stages],
+    }
+    if input is not None:
+        raw["input"] = str(input)
+    return parse_recipe(raw, layout="single")
 
 
 def load_recipe(path: str | os.PathLike[str], sets: Mapping[str, Any] | None = None) -> Plan:

@@ -1,21 +1,19 @@
 """Run a `Plan`: one directory per stage, an atomic completion record each, resume from the last one.
 
-Layout of a run directory:
+The directory layout belongs to `prunus.formats.run_dir.RunDir` ("sweep": `<arm>/seed<s>/<NN>-<stage>/`
+for `prunus run`; "single": `<NN>-<stage>/` for a command that runs a chain of stages in its
+`--out`); the runner asks it for every path and never spells a file name.
 
-    recipe.yaml                         the resolved recipe (after --set)
-    <arm>/seed<s>/<NN>-<stage>/         one directory per stage of each chain
-        stage.json                      completion record, written last and atomically
-        ...                             what the stage made (model/, checkpoint.pt, model.onnx, ...)
-    records.json                        one record per finished (arm, seed) chain: the paired records
-    <report stage>/stage.json, report.html, summary.md
-
-A stage is done when its stage.json exists and holds the hash of its config (less the fields that
-only say how it runs: threads, device, data location; `EXECUTION_ONLY`), its seed and its input's
-hash; a finished stage is never run again, and a stage whose record carries another hash
-stops the pipeline before any work (the recipe changed under an existing run directory). A stage
-killed half way is started again in its directory: training stages resume from their last epoch
-checkpoint, so the final weights are those of an uninterrupted run. Two arms whose stages have
-the same hash (a shared baseline) share the first one's directory instead of training twice.
+A stage is done when its completion record exists and holds the hash of its config (less the
+fields that only say how it runs: threads, device, data location; `EXECUTION_ONLY`), its seed and
+its input's hash; a finished stage is never run again, and a stage whose record carries another
+hash stops the pipeline before any work (the recipe changed under an existing run directory). A
+stage records what it was started with before it runs, so a stage killed half way is resumed
+only with the same settings: a recipe changed between the kill and the rerun is refused, naming
+the changed keys. A resumed training stage continues from its last epoch checkpoint, so the
+final weights are those of an uninterrupted run. Two arms whose stages have the same hash (a
+shared baseline) share the first one's directory instead of training twice. A symlink anywhere
+in the run directory stops the run before anything is read or written through it.
 
 Example:
     >>> from prunus.pipeline import parse_recipe, run_pipeline
@@ -35,16 +33,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from prunus._atomic import write_json, write_text
-from prunus._safeio import PIPELINE_MARKER, check_output, read_json
 from prunus.data.bundle import EXECUTION_ONLY_FIELDS
 from prunus.errors import ConfigError
-from prunus.pipeline.recipe import Plan, PlannedStage
+from prunus.formats.outputs import check_output
+from prunus.formats.run_dir import RECORD_FORMAT, RunDir
+from prunus.pipeline.recipe import SOURCE, Plan, PlannedStage
 from prunus.pipeline.stages import StageContext
 
 __all__ = [
     "EXECUTION_ONLY",
-    "RECORD_NAME",
     "RunSummary",
     "chain_records",
     "hashed_config",
@@ -53,9 +50,6 @@ __all__ = [
     "stage_hash",
 ]
 
-RECORD_NAME = "stage.json"
-RECORD_FORMAT = "prunus-stage"  # a kind of prunus.formats.header
-MAX_RECORD_BYTES = 16 << 20
 # the columns of the one table a pipeline ends with
 TABLE_KEYS = ("acc", "macs", "params", "bytes", "latency_ms")
 
@@ -77,6 +71,7 @@ EXECUTION_ONLY = {
     "data": EXECUTION_ONLY_FIELDS,
     "compress": frozenset({"progress"}),
 }
+TOP_EXECUTION_ONLY = frozenset({"threads"})  # a stage's own fields that only say how it runs (prune.threads)
 
 
 def hashed_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -88,6 +83,8 @@ def hashed_config(config: dict[str, Any]) -> dict[str, Any]:
     """
     out = {}
     for key, value in config.items():
+        if key in TOP_EXECUTION_ONLY:
+            continue
         if isinstance(value, dict) and key in EXECUTION_ONLY:
             value = {k: v for k, v in value.items() if k not in EXECUTION_ONLY[key]}
         out[key] = value
@@ -106,50 +103,100 @@ def stage_hash(stage: PlannedStage, seed: int, input_hash: str | None) -> str:
 
 def read_record(stage_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The completion record in `stage_dir` (checked by `formats.header`), or None when the stage has not finished."""
-    from prunus.formats.header import check_header
-
-    path = Path(stage_dir) / RECORD_NAME
-    if not os.path.lexists(path):
-        return None
-    record = read_json(path, MAX_RECORD_BYTES, "stage record")  # regular file, bounded: never a FIFO
-    fields = {"name": str, "kind": str, "hash": str, "config": dict, "metrics": dict, "files": dict, "seconds": float}
-    optional = {"input": str, "model": str, "same_as": str, "finished": str}
-    return check_header(record, RECORD_FORMAT, fields=fields, optional=optional, where=str(path))
+    return RunDir(stage_dir).read_record()
 
 
-def _chain_dirs(plan: Plan, run_dir: Path) -> dict[tuple[str, int], list[tuple[PlannedStage, Path, str]]]:
+def _input_hash(path: Path) -> str:
+    """sha256 of an external input model's files: another model under the same path is another input."""
+    digest = hashlib.sha256()
+    for name in ("model.json", "model.safetensors"):
+        f = path / name
+        digest.update(name.encode())
+        if f.is_file():
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def _chain_dirs(plan: Plan, run: RunDir) -> dict[tuple[str, int], list[tuple[PlannedStage, RunDir, str]]]:
     """(arm, seed) -> [(stage, directory, hash)] for every chain, hashes chained through inputs."""
     out = {}
+    source_hash = _input_hash(plan.input) if plan.input is not None else None
     for seed in plan.seeds:
         for arm, chain in plan.arms.items():
-            hashes: dict[str, str] = {}
+            hashes: dict[str, str] = {SOURCE: source_hash} if source_hash else {}
             rows = []
             for i, stage in enumerate(chain, 1):
                 h = stage_hash(stage, seed, hashes.get(stage.input) if stage.input else None)
                 hashes[stage.name] = h
-                rows.append((stage, run_dir / arm / f"seed{seed}" / f"{i:02d}-{stage.name}", h))
+                rows.append((stage, run.stage(arm, seed, i, stage.name, plan.layout), h))
             out[(arm, seed)] = rows
     return out
 
 
-def _final_hash(plan: Plan, chains: dict[Any, list[tuple[PlannedStage, Path, str]]], stage: PlannedStage) -> str:
+def _final_hash(plan: Plan, chains: dict[Any, list[tuple[PlannedStage, RunDir, str]]], stage: PlannedStage) -> str:
     every = sorted(h for rows in chains.values() for _, _, h in rows)
     blob = json.dumps({"kind": stage.kind, "config": stage.config.to_dict(), "chains": every}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _check_existing(rows: list[tuple[PlannedStage, Path, str]]) -> None:
+def _check_existing(rows: list[tuple[PlannedStage, RunDir, str]]) -> None:
+    """Refuse, before any work, a stage that finished or was started with other settings than the plan's."""
     for stage, where, h in rows:
-        record = read_record(where)
+        record = where.read_record()
         if record is not None and record.get("hash") != h:
             raise ConfigError(
-                f"stage {stage.name!r} in {where} finished with a different configuration (seed, input or "
+                f"stage {stage.name!r} in {where.root} finished with a different configuration (seed, input or "
                 "settings changed); use another output directory, or delete that stage directory to redo it"
             )
+        if record is None:
+            started = _read_started(where)
+            if started is not None and started.get("hash") != h:
+                changed = _changed_keys(started.get("config"), hashed_config(stage.config.to_dict()))
+                what = f"changed: {', '.join(changed)}" if changed else "its seed or input changed"
+                raise ConfigError(
+                    f"stage {stage.name!r} in {where.root} was interrupted and the recipe has changed since ({what}); "
+                    "rerun with the settings it started with, use another output directory, or delete that stage "
+                    "directory to start it over"
+                )
+
+
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts (execution-only fields already removed)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return [prefix.rstrip(".")] if old != new and prefix else []
+    out = []
+    for key in sorted(old.keys() | new.keys(), key=str):
+        if old.get(key) != new.get(key):
+            if isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+                out += _changed_keys(old[key], new[key], f"{prefix}{key}.")
+            else:
+                out.append(f"{prefix}{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    return out
+
+
+STARTED = "started"  # the started record's kind in the stage's progress slot (see `_mark_started`)
+
+
+def _read_started(where: RunDir) -> dict[str, Any] | None:
+    """What an unfinished stage was started with ({"hash", "config"}), or None."""
+    from prunus._io.safe import read_json
+
+    path = where.started
+    if not os.path.lexists(path):
+        return None
+    data = read_json(path, 16 << 20, "stage start record")
+    return data if isinstance(data, dict) else None
+
+
+def _mark_started(where: RunDir, stage: PlannedStage, h: str) -> None:
+    """Record the settings a stage starts with, so a rerun after a kill can tell whether they changed."""
+    where.write_json(where.started, {"name": stage.name, "hash": h, "config": hashed_config(stage.config.to_dict())})
 
 
 def _write_record(
-    where: Path,
+    where: RunDir,
     stage: PlannedStage,
     h: str,
     model: str | None,
@@ -175,21 +222,21 @@ def _write_record(
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     record = make_header(RECORD_FORMAT, data)
-    write_json(where / RECORD_NAME, record)  # last: its presence says the stage is complete
+    where.write_json(where.record, record)  # last: its presence says the stage is complete
     return record
 
 
 def chain_records(run_dir: str | os.PathLike[str], plan: Plan) -> list[dict[str, Any]]:
     """One paired record per finished (arm, seed) chain: its stages' metrics and the final numbers."""
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     records = []
-    for (arm, seed), rows in _chain_dirs(plan, run_dir).items():
-        stages = [(s, d, read_record(d)) for s, d, _ in rows]
+    for (arm, seed), rows in _chain_dirs(plan, run).items():
+        stages = [(s, d, d.read_record()) for s, d, _ in rows]
         if any(r is None for _, _, r in stages):
             continue
         rec: dict[str, Any] = {"arm": arm, "seed": seed, "stages": []}
         for s, d, r in stages:
-            rec["stages"].append({"name": s.name, "kind": s.kind, "dir": os.path.relpath(d, run_dir),
+            rec["stages"].append({"name": s.name, "kind": s.kind, "dir": run.relative(d), "model": r.get("model"),
                                   "metrics": r["metrics"], "seconds": r["seconds"]})  # fmt: skip
             for key in TABLE_KEYS:  # the chain's final numbers: the last stage that measured each
                 if r["metrics"].get(key) is not None:
@@ -208,41 +255,45 @@ def run_pipeline(
     """Run every chain of `plan` (seeds x arms) and then the run-level stages, resuming what exists.
 
     Args:
-        plan: A parsed recipe (`load_recipe` / `parse_recipe`).
-        run_dir: The pipeline's directory (created).
+        plan: A parsed recipe (`load_recipe` / `parse_recipe` / `single_chain`).
+        run_dir: The pipeline's directory (created once the whole plan has been checked).
         progress: Show training progress bars.
         echo: Where one line per stage goes.
 
     Returns:
         A `RunSummary`; `ran == 0` means the pipeline had already finished.
     """
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     # the CLI's output guard, kind "pipeline": a new path, an empty directory or a pipeline's own
     # (resumed); never a file, a link or someone else's directory
-    check_output(run_dir, "pipeline", flag="run directory")
-    chains = _chain_dirs(plan, run_dir)
+    check_output(run.root, "pipeline", flag="run directory")
+    run.check_no_links()
+    chains = _chain_dirs(plan, run)
     for rows in chains.values():  # a changed recipe under an old run directory fails before any work
         _check_existing(rows)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / PIPELINE_MARKER, plan.to_yaml())
-    summary = RunSummary(run_dir)
-    done_by_hash: dict[str, Path] = {}  # finished stage directories, for arms sharing a prefix
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.write_text(run.recipe, plan.to_yaml())
+    summary = RunSummary(run.root)
+    done_by_hash: dict[str, RunDir] = {}  # finished stage directories, for arms sharing a prefix
     for rows in chains.values():
         for _, where, h in rows:
-            if read_record(where) is not None:
+            if where.read_record() is not None:
                 done_by_hash.setdefault(h, where)
     total = sum(len(rows) for rows in chains.values())
     n = 0
     for (arm, seed), rows in chains.items():
-        outputs: dict[str, str] = {}  # stage name -> run-dir-relative model directory
+        outputs: dict[str, str] = {}  # stage name -> model directory (run-dir-relative, or the plan's input)
+        if plan.input is not None:
+            outputs[SOURCE] = str(plan.input.resolve())
         for stage, where, h in rows:
             n += 1
             label = f"[{n}/{total}] {arm} seed {seed}: {stage.name} ({stage.kind})"
-            record = read_record(where)
+            run.check_no_links()  # before every stage: nothing is ever read or written through a link
+            record = where.read_record()
             input_dir = outputs.get(stage.input) if stage.input else None
             if record is None and h in done_by_hash:
-                shared = read_record(done_by_hash[h])
-                rel = os.path.relpath(done_by_hash[h], run_dir)
+                shared = done_by_hash[h].read_record()
+                rel = run.relative(done_by_hash[h])
                 record = _write_record(where, stage, h, shared["model"], shared["metrics"], shared["files"], 0.0,
                                        input_dir, same_as=rel)  # fmt: skip
                 echo(f"{label}: same as {rel}")
@@ -252,34 +303,38 @@ def run_pipeline(
                 echo(f"{label}: done")
             else:
                 echo(f"{label}: running")
-                where.mkdir(parents=True, exist_ok=True)
-                ctx = StageContext(where, run_dir / input_dir if input_dir else None, seed, progress, run_dir)
+                where.root.mkdir(parents=True, exist_ok=True)
+                _mark_started(where, stage, h)
+                source = (run.root / input_dir) if input_dir else None  # an absolute input stays as it is
+                ctx = StageContext(where.root, source, seed, progress, run.root)
                 start = time.perf_counter()
                 result = stage.info.run(stage.config, ctx)
                 seconds = time.perf_counter() - start
-                model = os.path.relpath(result.model, run_dir) if result.model is not None else input_dir
+                model = run.relative(result.model) if result.model is not None else input_dir
                 record = _write_record(where, stage, h, model, result.metrics, result.files, seconds, input_dir)
                 done_by_hash.setdefault(h, where)
                 summary.ran += 1
                 echo(f"{label}: finished in {seconds:.1f} s")
             if record["model"] is not None:
                 outputs[stage.name] = record["model"]
-        write_json(run_dir / "records.json", {"recipe": plan.name, "records": chain_records(run_dir, plan)})
-    summary.records = chain_records(run_dir, plan)
+        run.write_json(run.records, {"recipe": plan.name, "records": chain_records(run.root, plan)})
+    summary.records = chain_records(run.root, plan)
     for stage in plan.final:
-        where = run_dir / stage.name
+        where = run.run_stage(stage.name)
         h = _final_hash(plan, chains, stage)
-        record = read_record(where)
+        record = where.read_record()
         if record is not None and record.get("hash") == h:
             summary.skipped += 1
             echo(f"{stage.name} ({stage.kind}): done")
             continue
         echo(f"{stage.name} ({stage.kind}): running")
-        where.mkdir(parents=True, exist_ok=True)
+        where.root.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        result = stage.info.run(stage.config, StageContext(where, None, plan.seeds[0], progress, run_dir))
+        result = stage.info.run(stage.config, StageContext(where.root, None, plan.seeds[0], progress, run.root))
         _write_record(where, stage, h, None, result.metrics, result.files, time.perf_counter() - start, None)
         summary.ran += 1
     if summary.ran == 0:
-        echo(f"pipeline {plan.name!r} in {run_dir} had already finished: nothing to do ({summary.skipped} stages done)")
+        echo(
+            f"pipeline {plan.name!r} in {run.root} had already finished: nothing to do ({summary.skipped} stages done)"
+        )
     return summary

@@ -4,7 +4,7 @@ A stage reads the model directory of an earlier stage (`StageContext.input_model
 it makes into its own directory (`StageContext.dir`), and returns a `StageResult`: its numbers
 and, if it made a new model, that model's directory. The runner writes the completion record;
 a stage never does. Stages register themselves with `register_stage` when their module is
-imported, and recipes name them by that key.
+imported (the package's `__init__` imports the built-in ones), and recipes name them by that key.
 
 Example:
     >>> from prunus.pipeline import list_stages
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from prunus.config import Config
+from prunus.formats.run_dir import RunDir
 from prunus.registry import Registry
 
 __all__ = ["StageConfig", "StageContext", "StageInfo", "StageResult", "get_stage", "list_stages", "register_stage"]
@@ -51,6 +52,11 @@ class StageContext:
     progress: bool
     run_dir: Path
 
+    @property
+    def out(self) -> RunDir:
+        """The stage's directory as a `RunDir`: every file a stage writes is named by it."""
+        return RunDir(self.dir)
+
 
 @dataclass
 class StageResult:
@@ -72,39 +78,42 @@ class StageInfo:
     makes_model: bool  # writes a new model directory
     scope: str  # "chain": once per (arm, seed); "run": once after every chain (the report)
     summary: str
+    example: dict[str, Any] = field(default_factory=dict)  # small valid recipe settings (the stage contract test)
 
 
 _STAGES: Registry[StageInfo] = Registry("stage")
 
 
 def register_stage(
-    kind: str, config: type[StageConfig], *, needs_model: bool, makes_model: bool, scope: str = "chain"
+    kind: str,
+    config: type[StageConfig],
+    *,
+    needs_model: bool,
+    makes_model: bool,
+    scope: str = "chain",
+    example: dict[str, Any] | None = None,
 ) -> Callable[[Callable[[Any, StageContext], StageResult]], Callable[[Any, StageContext], StageResult]]:
-    """Decorator: register `fn(config, ctx) -> StageResult` as stage `kind` with its config class."""
+    """Decorator: register `fn(config, ctx) -> StageResult` as stage `kind` with its config class.
+
+    `example`: small valid settings (a recipe stage's keys, besides `stage`) that run in seconds on a
+    tiny model and synthetic data; tests/pipeline/test_stage_contract.py runs every registered stage
+    with them, so a stage registered tomorrow is covered the day it lands.
+    """
 
     def decorator(fn: Callable[[Any, StageContext], StageResult]) -> Callable[[Any, StageContext], StageResult]:
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        info = StageInfo(kind, config, fn, needs_model, makes_model, scope, summary)
+        info = StageInfo(kind, config, fn, needs_model, makes_model, scope, summary, dict(example or {}))
         _STAGES.register(kind)(lambda: info)
         return fn
 
     return decorator
 
 
-def _load_builtin() -> None:
-    import prunus.pipeline._compress_stage  # noqa: F401  (registers compress)
-    import prunus.pipeline._model_stages  # noqa: F401  (registers prune, export, bench, ...)
-    import prunus.pipeline._report_stage  # noqa: F401  (registers report)
-    import prunus.pipeline._train_stages  # noqa: F401  (registers train, finetune, csgd)
-
-
 def get_stage(kind: str) -> StageInfo:
     """The registered stage `kind`; unknown kinds raise `ConfigError` listing the valid ones."""
-    _load_builtin()
     return _STAGES.get(kind).factory()
 
 
 def list_stages() -> list[str]:
     """Names of every registered stage kind."""
-    _load_builtin()
     return _STAGES.list()

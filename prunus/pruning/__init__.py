@@ -11,11 +11,24 @@ Example:
     True
 """
 
+from prunus.pruning.config import BUDGETS as BUDGETS
+from prunus.pruning.config import TARGETS as TARGETS
+from prunus.pruning.config import PruneBudget as PruneBudget
+from prunus.pruning.config import PruneConfig as PruneConfig
 from prunus.pruning.oneshot import PruneReport as PruneReport
 from prunus.pruning.oneshot import num_to_prune as num_to_prune
 from prunus.pruning.oneshot import prune as prune
-from prunus.pruning.plan import BUDGETS as BUDGETS
 from prunus.pruning.plan import WidthPlan as WidthPlan
 from prunus.pruning.plan import plan_widths as plan_widths
 
-__all__ = ["BUDGETS", "PruneReport", "WidthPlan", "num_to_prune", "plan_widths", "prune"]
+__all__ = [
+    "BUDGETS",
+    "PruneBudget",
+    "PruneConfig",
+    "PruneReport",
+    "TARGETS",
+    "WidthPlan",
+    "num_to_prune",
+    "plan_widths",
+    "prune",
+]

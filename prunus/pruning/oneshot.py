@@ -36,15 +36,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunus.config import check_range
+from prunus.config import build_config
 from prunus.criteria import Criterion, DataBatch, create_criterion, list_criteria, score
 from prunus.errors import ConfigError
 from prunus.measure import count
+from prunus.pruning.config import PruneConfig, match_layer_ratios
 from prunus.pruning.costs import CostModel
-from prunus.pruning.widths import _EPS, check_round_to, kept_widths, num_to_prune, round_kept
+from prunus.pruning.widths import _EPS, kept_widths, num_to_prune, round_kept
 from prunus.structure import ChannelGroup, FilterFn, build_groups, remove_
+from prunus.structure.roles import WRITER_ROLES
 
-__all__ = ["PruneReport", "TargetPlan", "num_to_prune", "plan_target", "prune"]
+__all__ = ["PruneReport", "TargetPlan", "as_prune_config", "num_to_prune", "plan_target", "prune"]
 
 Cut = dict[str, int]  # group key -> number of channels removed
 
@@ -197,19 +199,6 @@ def give_back(groups: Sequence[ChannelGroup], cut: Cut, fits: Fits, round_to: in
             done.add(g.key)
 
 
-def _check_target(targets: Mapping[str, float | None]) -> tuple[str, float]:
-    given = {k: v for k, v in targets.items() if v is not None}
-    if len(given) != 1:
-        names = ", ".join("ratio (fraction of channels removed)" if k == "ratio" else k for k in targets)
-        raise ConfigError(f"give exactly one of {names} (fractions kept); got {', '.join(given) or 'none'}")
-    ((name, value),) = given.items()
-    if name == "ratio":
-        check_range("ratio", value, low=0.0, high=1.0, high_inclusive=False)
-    else:
-        check_range(name, value, low=0.0, high=1.0, low_inclusive=False)
-    return name, float(value)
-
-
 def _data_batch(model: nn.Module, crit: Criterion, batch: Any) -> DataBatch | None:
     if batch is None:
         if crit.needs_data:
@@ -275,33 +264,32 @@ class TargetPlan:
 
 def plan_target(
     model: nn.Module,
-    example_inputs: torch.Tensor,
-    name: str,
-    value: float,
+    example_inputs: Any,
+    config: PruneConfig,
     *,
-    criterion: str | Criterion = "l1",
-    ignored_layers: Sequence[str] | None = None,
+    criterion: Criterion | None = None,
     filter_fn: FilterFn | None = None,
-    global_pruning: bool = False,
     batch: DataBatch | tuple[torch.Tensor, torch.Tensor] | None = None,
-    round_to: int = 1,
-    runtime: str = "onnxruntime",
-    latency_batch: int = 64,
     threads: int | None = None,
     latency_table: Any = None,
     cache_dir: str | None = None,
 ) -> TargetPlan:
-    """Choose the cut for one checked target (`name` in ratio, macs_ratio, params_ratio, latency_ratio).
+    """Choose the cut for the ONE target of `config` (ratio, macs_ratio, params_ratio or latency_ratio).
 
     The model is not edited (a latency budget times a pruned copy). `prune` cuts what this returns;
     `prunus.pruning.plan_widths` hands it to the training-time methods as per-group widths.
+    `criterion`: a `Criterion` instance used instead of `config.criterion` (Python API only).
+    Groups named by `config.layer_ratios` get their own ratio and are left out of the search.
     """
-    round_to = check_round_to(round_to)
-    shape = tuple(example_inputs.shape[1:])
-    groups = [g for g in build_groups(model, example_inputs, ignored_layers, filter_fn=filter_fn) if g.prunable]
-    dense = count(model, shape)
-    crit_name, scores = _scores(model, groups, criterion, batch)
+    name, value = config.require_target()
+    round_to = config.round_to
+    ignored = list(config.ignore) or None
+    groups = [g for g in build_groups(model, example_inputs, ignored, filter_fn=filter_fn) if g.prunable]
+    dense = count(model, tuple(example_inputs.shape[1:]))
+    crit_name, scores = _scores(model, groups, criterion if criterion is not None else config.criterion, batch)
     costs = CostModel(model, groups, scores, dense)
+    fixed = _fixed_cut(groups, config)
+    free = [g for g in groups if g.key not in fixed]
     rate: float | None = None
     cut: Cut | None
     latency: dict[str, Any] = {}
@@ -309,102 +297,118 @@ def plan_target(
         from prunus.pruning.latency import plan_latency
 
         plan = plan_latency(
-            model,
-            example_inputs,
-            groups,
-            costs,
-            scores,
-            value,
-            runtime=runtime,
-            batch=latency_batch,
-            threads=threads,
-            round_to=round_to,
-            ignored_layers=ignored_layers,
-            filter_fn=filter_fn,
-            table=latency_table,
-            cache_dir=cache_dir,
-        )
+            model, example_inputs, free, costs, scores, config, threads=threads, filter_fn=filter_fn,
+            table=latency_table, cache_dir=cache_dir, fixed=fixed,
+        )  # fmt: skip
         cut = plan.cut
         latency = {
             "requested_latency_ratio": value,
             "achieved_latency_ratio": plan.measured_ratio,
             "estimated_latency_ratio": plan.estimated_ratio,
-            "runtime": runtime,
-            "latency_batch": latency_batch,
+            "runtime": config.runtime,
+            "latency_batch": config.latency_batch,
         }
-    elif name == "ratio" and global_pruning:
-        total_units = sum(g.num_channels // g.blocks for g in groups)
-        order = _global_order(groups, scores)
-        cut = _global_cut(groups, order, min(math.floor(total_units * value + _EPS), len(order)), round_to)
+    elif name == "ratio" and config.global_pruning:
+        total_units = sum(g.num_channels // g.blocks for g in free)
+        order = _global_order(free, scores)
+        cut = _global_cut(free, order, min(math.floor(total_units * value + _EPS), len(order)), round_to)
     elif name == "ratio":
         rate = value
-        cut = _uniform_cut(groups, rate, round_to)
+        cut = _uniform_cut(free, rate, round_to)
     else:
         measure = costs.macs if name == "macs_ratio" else costs.params
         dense_value = dense.macs if name == "macs_ratio" else dense.params
         target = math.floor(value * dense_value)
         rate, cut = plan_cut(
-            groups, scores, lambda c: measure(c) <= target, global_pruning=global_pruning, round_to=round_to
-        )
+            free, scores, lambda c: measure({**fixed, **c}) <= target, global_pruning=config.global_pruning,
+            round_to=round_to,
+        )  # fmt: skip
         if cut is None:
-            fewest = measure(_uniform_cut(groups, 1 - 1e-12, round_to)) if groups else dense_value
+            fewest = measure({**fixed, **_uniform_cut(free, 1 - 1e-12, round_to)}) if free else measure(fixed)
             what = "MACs" if name == "macs_ratio" else "parameters"
             raise ConfigError(
                 f"{name}={value} cannot be reached: keeping the fewest channels per prunable group "
                 f"({'one' if round_to == 1 else f'round_to={round_to}'}) still leaves "
                 f"{fewest / dense_value:.3f} of the {what} (the ignored layers are never cut)"
             )
-    cut = {g.key: cut.get(g.key, 0) for g in groups}
+        achieved = measure({**fixed, **cut}) / dense_value
+        if achieved < 0.95 * value:
+            _warn_undershoot(name, value, achieved, round_to)
+    cut = {g.key: {**fixed, **cut}.get(g.key, 0) for g in groups}
     return TargetPlan(groups, costs, crit_name, cut, rate, round_to, latency)
+
+
+def _fixed_cut(groups: Sequence[ChannelGroup], config: PruneConfig) -> Cut:
+    """Channels removed from the groups `config.layer_ratios` names (each at its own ratio)."""
+    if not config.layer_ratios:
+        return {}
+    members = {g.key: g.modules(*WRITER_ROLES) for g in groups}
+    ratios = match_layer_ratios(config.layer_ratios, [g.key for g in groups], members)
+    return {
+        g.key: num_to_prune(g.num_channels, ratios[g.key], config.round_to, g.blocks) for g in groups if g.key in ratios
+    }
+
+
+def _warn_undershoot(name: str, value: float, achieved: float, round_to: int) -> None:
+    """One line when a MACs/params budget lands more than 5% below the request (the granularity is too coarse)."""
+    import warnings
+
+    from prunus.errors import BudgetNotMetWarning
+
+    why = f"round_to={round_to} makes the width steps coarse" if round_to > 1 else "the groups are too narrow"
+    warnings.warn(
+        BudgetNotMetWarning(
+            f"{name}={value}: the closest cut keeps {achieved:.3f} ({achieved / value - 1:+.0%}); {why} to land "
+            "within 5% below the request (try a smaller round_to or a per-layer ratio)"
+        ),
+        stacklevel=3,
+    )
 
 
 def prune(
     model: nn.Module,
-    example_inputs: torch.Tensor,
+    example_inputs: Any,
+    config: PruneConfig | None = None,
     *,
-    ratio: float | None = None,
-    macs_ratio: float | None = None,
-    params_ratio: float | None = None,
-    criterion: str | Criterion = "l1",
-    ignored_layers: Sequence[str] | None = None,
     filter_fn: FilterFn | None = None,
-    global_pruning: bool = False,
     batch: DataBatch | tuple[torch.Tensor, torch.Tensor] | None = None,
-    round_to: int = 1,
-    latency_ratio: float | None = None,
-    runtime: str = "onnxruntime",
-    latency_batch: int = 64,
     threads: int | None = None,
     latency_table: Any = None,
     cache_dir: str | None = None,
+    **settings: Any,
 ) -> tuple[nn.Module, PruneReport]:
-    """Prune `model` in place to a channel, MACs, parameter or latency target; returns it and a `PruneReport`.
+    """Prune `model` IN PLACE to a channel, MACs, parameter or latency target; returns it and a `PruneReport`.
 
     Args:
         model: The network (its pruning history records the cuts, so `prunus.save` keeps them).
-        example_inputs: A batch the model accepts (batch size 1 is enough); its shape without the
-            batch dimension is the input shape MACs are counted for.
-        ratio: Fraction of channels REMOVED per prunable group, in [0, 1) (global: of all
-            prunable channels).
-        macs_ratio: Fraction of the dense MACs KEPT, in (0, 1]; 0.5 halves the MACs. The result
-            keeps at most this fraction, and at least 95% of it wherever the granularity allows.
-        params_ratio: Fraction of the dense parameters KEPT, in (0, 1], landed like `macs_ratio`.
-        criterion: A registered criterion name (`prunus.criteria.list_criteria()`) or instance.
-        ignored_layers: Module names whose output channels are kept (shorthand for a filter_fn).
+            It is edited in place; the returned model is the same object (copy it first to keep the dense one).
+        example_inputs: What the model is called with (batch size 1 is enough): a tensor, a tuple
+            of tensors (several inputs) or a dict of keyword tensors. MACs are counted for it.
+        config: A `prunus.pruning.PruneConfig`; or give its fields as keywords (sugar):
+            ratio: Fraction of channels REMOVED per prunable group, in [0, 1) (global: of all
+                prunable channels).
+            macs_ratio: Fraction of the dense MACs KEPT, in (0, 1]; 0.5 halves the MACs. The result
+                keeps at most this fraction, and at least 95% of it wherever the granularity
+                allows (a `BudgetNotMetWarning` says so when it cannot).
+            params_ratio: Fraction of the dense parameters KEPT, in (0, 1], landed like `macs_ratio`.
+            latency_ratio: Fraction of the dense latency KEPT on `runtime` at `latency_batch`, in
+                (0, 1]. Planned from per-layer latency tables measured on that runtime (cached on
+                disk), then checked by timing the pruned model against the dense one; the report
+                gives the measured ratio (see `prunus.pruning.latency`).
+            criterion: A registered criterion name (`prunus.criteria.list_criteria()`), or a
+                `Criterion` instance (Python only).
+            ignore (alias ignored_layers): Module names whose output channels are kept.
+            global_pruning: Rank channels across groups by scores divided by their group's mean,
+                instead of one rate for every group.
+            round_to: Keep every pruned width a multiple of this many channels (or the full
+                width): 8 or 16 match CPU vector widths. 1 (default) = any width.
+            layer_ratios: {module-name glob: ratio REMOVED} for the groups it names; the other
+                groups follow the target.
+            runtime, latency_batch: Where a `latency_ratio` is measured ("onnxruntime" or "torch", 64).
         filter_fn: `filter_fn(module, name) -> bool`, False keeps the module's output channels.
-            Default (neither given): all but the model's stem and classifier
+            Default (neither it nor `ignore`): all but the model's stem and classifier
             (`prunus.structure.default_filter`).
-        global_pruning: Rank channels across groups by scores divided by their group's mean,
-            instead of one rate for every group.
         batch: (inputs, targets) or a `DataBatch`, for data-driven criteria such as taylor.
-        round_to: Keep every pruned width a multiple of this many channels (or the full width):
-            8 or 16 match CPU vector widths. 1 (default) = any width.
-        latency_ratio: Fraction of the dense latency KEPT on `runtime` at `latency_batch`, in
-            (0, 1]. Planned from per-layer latency tables measured on that runtime (cached on
-            disk), then checked by timing the pruned model against the dense one; the report
-            gives the measured ratio (see `prunus.pruning.latency`).
-        runtime: "onnxruntime" (default) or "torch", for `latency_ratio`.
-        latency_batch: Batch size the latency is measured at (default 64).
         threads: Intra-op threads for the latency measurements (None: the runtime's default).
         latency_table: A `prunus.pruning.latency.LatencyTable` to plan with instead of measuring one.
         cache_dir: Directory of cached latency tables (default ~/.cache/prunus/latency).
@@ -422,44 +426,35 @@ def prune(
         >>> report.widths["layer1.0.conv1"]  # doctest: +SKIP
         [16, 10]
     """
-    name, value = _check_target(
-        {"ratio": ratio, "macs_ratio": macs_ratio, "params_ratio": params_ratio, "latency_ratio": latency_ratio}
-    )
+    criterion = settings.get("criterion")
+    instance = criterion if criterion is not None and not isinstance(criterion, str) else None
+    if instance is not None:  # a Criterion object: the config records its name
+        settings = {**settings, "criterion": "l1"}
+    config = as_prune_config(config, settings, "prune")
     plan = plan_target(
-        model,
-        example_inputs,
-        name,
-        value,
-        criterion=criterion,
-        ignored_layers=ignored_layers,
-        filter_fn=filter_fn,
-        global_pruning=global_pruning,
-        batch=batch,
-        round_to=round_to,
-        runtime=runtime,
-        latency_batch=latency_batch,
-        threads=threads,
-        latency_table=latency_table,
-        cache_dir=cache_dir,
-    )
-    groups, cut, costs, rate, latency = plan.groups, plan.cut, plan.costs, plan.rate, plan.latency
-    crit_name, round_to = plan.criterion, plan.round_to
-    report = _apply(model, groups, cut, costs, crit_name, global_pruning, rate, round_to, {name: value})
-    return model, replace(report, **latency) if latency else report
+        model, example_inputs, config, criterion=instance, filter_fn=filter_fn, batch=batch, threads=threads,
+        latency_table=latency_table, cache_dir=cache_dir,
+    )  # fmt: skip
+    name, value = config.require_target()
+    report = _apply(model, plan, config.global_pruning, {name: value})
+    return model, replace(report, **plan.latency) if plan.latency else report
 
 
-def _apply(
-    model: nn.Module,
-    groups: Sequence[ChannelGroup],
-    cut: Cut,
-    costs: CostModel,
-    crit_name: str,
-    global_pruning: bool,
-    rate: float | None,
-    round_to: int,
-    requested: dict[str, float],
-) -> PruneReport:
+def as_prune_config(config: PruneConfig | None, settings: Mapping[str, Any], owner: str) -> PruneConfig:
+    """`config` as given, or a `PruneConfig` built from keyword `settings` (`prunus.config.build_config`).
+
+    `ignored_layers` is accepted as the older name of `ignore`.
+    """
+    settings = dict(settings)
+    if settings.get("ignored_layers") is not None:
+        settings["ignore"] = tuple(settings.pop("ignored_layers"))
+    settings.pop("ignored_layers", None)
+    return build_config(PruneConfig, config, settings, f"{owner}()")
+
+
+def _apply(model: nn.Module, plan: TargetPlan, global_pruning: bool, requested: dict[str, float]) -> PruneReport:
     """Cut the model and report; MACs from the exact cost model, parameters summed directly."""
+    groups, cut, costs = plan.groups, plan.cut, plan.costs
     widths = {g.key: [g.num_channels, g.num_channels - cut.get(g.key, 0)] for g in groups}
     for g in groups:
         if cut.get(g.key):
@@ -471,11 +466,11 @@ def _apply(
     total = sum(w[0] for w in widths.values())
     dense = costs.dense
     return PruneReport(
-        criterion=crit_name,
+        criterion=plan.criterion,
         global_pruning=global_pruning,
         requested_ratio=requested.get("ratio"),
         requested_macs_ratio=requested.get("macs_ratio"),
-        rate=rate,
+        rate=plan.rate,
         achieved_ratio=sum(w[0] - w[1] for w in widths.values()) / total if total else 0.0,
         achieved_macs_ratio=pruned_macs / dense.macs,
         achieved_params_ratio=pruned_params / dense.params,
@@ -485,5 +480,5 @@ def _apply(
         pruned_params=pruned_params,
         widths=widths,
         requested_params_ratio=requested.get("params_ratio"),
-        round_to=round_to,
+        round_to=plan.round_to,
     )

@@ -23,21 +23,19 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from prunus.criteria import Criterion, DataBatch
-from prunus.pruning.oneshot import _check_target, plan_target
+from prunus.criteria import DataBatch
+from prunus.errors import ConfigError
+from prunus.pruning.config import BUDGETS, PruneBudget, PruneConfig
+from prunus.pruning.oneshot import as_prune_config, plan_target
 from prunus.structure import FilterFn
 
 __all__ = ["BUDGETS", "WidthPlan", "plan_widths"]
-
-#: the budget arguments `plan_widths` (and the methods' configs) accept: fractions KEPT, in (0, 1]
-BUDGETS = ("macs_ratio", "params_ratio", "latency_ratio")
 
 
 @dataclass(frozen=True)
@@ -86,37 +84,34 @@ class WidthPlan:
 def plan_widths(
     model: nn.Module,
     example_inputs: torch.Tensor,
+    config: PruneConfig | PruneBudget | None = None,
     *,
-    macs_ratio: float | None = None,
-    params_ratio: float | None = None,
-    latency_ratio: float | None = None,
-    criterion: str | Criterion = "l1",
-    global_pruning: bool = False,
-    round_to: int = 1,
-    ignored_layers: Sequence[str] | None = None,
     filter_fn: FilterFn | None = None,
     batch: DataBatch | tuple[torch.Tensor, torch.Tensor] | None = None,
-    runtime: str = "onnxruntime",
-    latency_batch: int = 64,
     threads: int | None = None,
     latency_table: Any = None,
     cache_dir: str | None = None,
+    **settings: Any,
 ) -> WidthPlan:
     """Channels each prunable group keeps so the model meets ONE budget; the model is not edited.
 
     Args:
         model: The dense model (the one the method will train).
         example_inputs: A batch it accepts (batch size 1 is enough).
-        macs_ratio, params_ratio, latency_ratio: Exactly one: the fraction KEPT, in (0, 1], as in
-            `prunus.prune` (MACs and parameters land within 5% below the request wherever the
-            channel granularity allows; latency is measured on `runtime` at `latency_batch`).
-        criterion: Ranks channels (default "l1", as `prune`): which channels the plan assumes go,
-            and with `global_pruning` or a latency budget, which groups give them up.
-        global_pruning: Rank channels across groups instead of one uniform rate (the default, as `prune`).
-        round_to: Every planned width is a multiple of this (or the group's full width).
-        ignored_layers, filter_fn: Layers whose output channels are kept, as in `prune`.
+        config: A `PruneConfig` (or a method's `PruneBudget`) whose target is a budget; or its fields
+            as keywords:
+            macs_ratio, params_ratio, latency_ratio: Exactly one: the fraction KEPT, in (0, 1], as in
+                `prunus.prune` (MACs and parameters land within 5% below the request wherever the
+                channel granularity allows; latency is measured on `runtime` at `latency_batch`).
+            criterion: Ranks channels (default "l1", as `prune`): which channels the plan assumes go,
+                and with `global_pruning` or a latency budget, which groups give them up.
+            global_pruning: Rank channels across groups instead of one uniform rate (the default, as `prune`).
+            round_to: Every planned width is a multiple of this (or the group's full width).
+            ignore (alias ignored_layers): Layers whose output channels are kept, as in `prune`.
+            runtime, latency_batch: Latency budgets, as in `prune`.
+        filter_fn: Layers whose output channels are kept, as in `prune`.
         batch: (inputs, targets) for data-driven criteria.
-        runtime, latency_batch, threads, latency_table, cache_dir: Latency budgets, as in `prune`.
+        threads, latency_table, cache_dir: Latency budgets, as in `prune`.
 
     Returns:
         A `WidthPlan`.
@@ -129,26 +124,16 @@ def plan_widths(
         >>> plan.latency_ratio  # measured  # doctest: +SKIP
         0.51
     """
-    name, value = _check_target(
-        {"macs_ratio": macs_ratio, "params_ratio": params_ratio, "latency_ratio": latency_ratio}
-    )
+    if isinstance(config, PruneBudget) and not isinstance(config, PruneConfig):
+        config = PruneConfig(**config.budget_fields())  # a method's budget: the planner's settings are its own
+    config = as_prune_config(config, settings, "plan_widths")
+    if config.budget is None:
+        raise ConfigError(f"give exactly one of {', '.join(BUDGETS)} (fractions kept); got none")
+    name, value = config.require_target()
     plan = plan_target(
-        model,
-        example_inputs,
-        name,
-        value,
-        criterion=criterion,
-        ignored_layers=ignored_layers,
-        filter_fn=filter_fn,
-        global_pruning=global_pruning,
-        batch=batch,
-        round_to=round_to,
-        runtime=runtime,
-        latency_batch=latency_batch,
-        threads=threads,
-        latency_table=latency_table,
-        cache_dir=cache_dir,
-    )
+        model, example_inputs, config, filter_fn=filter_fn, batch=batch, threads=threads,
+        latency_table=latency_table, cache_dir=cache_dir,
+    )  # fmt: skip
     costs, latency = plan.costs, plan.latency
     return WidthPlan(
         budget=name,
@@ -159,9 +144,9 @@ def plan_widths(
         params_ratio=costs.params(plan.cut) / costs.dense.params,
         latency_ratio=latency.get("achieved_latency_ratio"),
         estimated_latency_ratio=latency.get("estimated_latency_ratio"),
-        runtime=runtime if latency else None,
-        latency_batch=latency_batch if latency else None,
+        runtime=config.runtime if latency else None,
+        latency_batch=config.latency_batch if latency else None,
         round_to=plan.round_to,
         criterion=plan.criterion,
-        global_pruning=global_pruning,
+        global_pruning=config.global_pruning,
     )

@@ -1,4 +1,4 @@
-"""Reports: statistics over paired seeds, run reports (HTML + Markdown), the README results block.
+"""Run reports: statistics over paired seeds, a pipeline run's report.html and summary.md.
 
 Example:
     >>> from prunus.report import summary
@@ -7,10 +7,8 @@ Example:
 """
 
 from prunus.report.render import write_report as write_report
-from prunus.report.results import render as render_results
-from prunus.report.results import update_readme as update_readme
 from prunus.report.stats import paired_difference as paired_difference
 from prunus.report.stats import summarise_records as summarise_records
 from prunus.report.stats import summary as summary
 
-__all__ = ["paired_difference", "render_results", "summarise_records", "summary", "update_readme", "write_report"]
+__all__ = ["paired_difference", "summarise_records", "summary", "write_report"]

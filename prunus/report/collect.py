@@ -2,45 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prunus._safeio import MAX_LOG_BYTES, read_json, read_text
 from prunus.errors import ConfigError, CorruptFileError, PrunusError
+from prunus.formats.run_dir import RunDir
 
 __all__ = ["RunData", "collect", "provenance"]
 
-MAX_JSON_BYTES = 64 << 20
 # per-epoch keys every training run logs; anything else in metrics.jsonl comes from a method
 STANDARD_KEYS = {"epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
                  "seconds", "train_seconds"}  # fmt: skip
 
 
-def _read_json(path: Path) -> Any:
-    return read_json(path, MAX_JSON_BYTES, "run file")  # regular files under a cap: never a FIFO or /dev/zero
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not os.path.lexists(path):
-        return []
-    rows = []
-    for line in read_text(path, MAX_LOG_BYTES, "metrics log").splitlines():
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill: the checkpoint's history is what counts
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
-
-
 def provenance() -> dict[str, str]:
     """`prunus.provenance()` as display strings (versions, commit, machine, threads, date)."""
-    from prunus._provenance import provenance as record
+    from prunus._version import provenance as record
 
     p = record()
     commit = f"{p['commit']}{' (modified)' if p['dirty'] else ''}" if p["commit"] else "unknown"
@@ -71,11 +50,9 @@ class RunData:
     provenance: dict[str, str]
 
 
-def _training_rows(stage_dir: Path) -> list[dict[str, Any]]:
-    rounds = sorted(stage_dir.glob("round*/metrics.jsonl"), key=lambda p: int(p.parent.name[5:] or 0))
-    single = stage_dir / "metrics.jsonl"
-    files = rounds or [single if single.exists() else stage_dir / "net0" / "metrics.jsonl"]  # population: network 0
-    return [row for f in files for row in _read_jsonl(f)]
+def _training_rows(stage: RunDir) -> list[dict[str, Any]]:
+    """Per-epoch records of a stage: its C-SGD rounds in order, itself, or network 0 of a population."""
+    return [row for run in stage.training_dirs() for row in run.read_metrics()]
 
 
 def _conv_widths(model_dir: Path) -> dict[str, int]:
@@ -89,13 +66,14 @@ def _conv_widths(model_dir: Path) -> dict[str, int]:
 
 def collect(run_dir: str | os.PathLike[str], title: str | None = None) -> RunData:
     """Read RUN_DIR/records.json, every stage's metrics.jsonl and the first and final models."""
-    run_dir = Path(run_dir)
-    path = run_dir / "records.json"
+    run = RunDir(run_dir)
+    path = run.records
     if not path.exists():
-        raise ConfigError(f"{run_dir} has no records.json: not a finished pipeline run directory (prunus run ...)")
-    data = _read_json(path)
+        raise ConfigError(f"{run.root} has no records.json: not a finished pipeline run directory (prunus run ...)")
+    run.check_no_links()
+    data = run.read_records()
     try:
-        return _collect(run_dir, data, title)
+        return _collect(run, data, title)
     except PrunusError:
         raise  # already one line naming the file
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
@@ -105,13 +83,13 @@ def collect(run_dir: str | os.PathLike[str], title: str | None = None) -> RunDat
         ) from None
 
 
-def _collect(run_dir: Path, data: Any, title: str | None) -> RunData:
+def _collect(run: RunDir, data: Any, title: str | None) -> RunData:
     records = data.get("records", []) if isinstance(data, dict) else []
     recipe: dict[str, Any] = {}
-    if os.path.lexists(run_dir / "recipe.yaml"):
+    if os.path.lexists(run.recipe):
         from prunus.config import load_yaml
 
-        recipe = load_yaml(run_dir / "recipe.yaml")
+        recipe = load_yaml(run.recipe)
     arms = list(dict.fromkeys(r["arm"] for r in records))
     baseline = recipe.get("compare_to") or ("baseline" if "baseline" in arms else (arms[0] if len(arms) > 1 else None))
     curves, widths = [], {}
@@ -119,7 +97,7 @@ def _collect(run_dir: Path, data: Any, title: str | None) -> RunData:
         curve = Curve(rec["arm"], rec["seed"])
         x = 0.0
         for stage in rec["stages"]:
-            rows = _training_rows(run_dir / stage["dir"])
+            rows = _training_rows(run.at(stage["dir"]))
             if rows:
                 curve.boundaries.append((x, stage["name"]))
                 for i, row in enumerate(rows):  # numbered in order: C-SGD rounds each restart at epoch 0
@@ -127,17 +105,17 @@ def _collect(run_dir: Path, data: Any, title: str | None) -> RunData:
                 x += len(rows)
         curves.append(curve)
         if rec["arm"] not in widths:  # first seed of each arm: widths before (first model) and after
-            models = [s for s in rec["stages"] if (run_dir / s["dir"] / "stage.json").exists()]
-            dirs = [_model_dir(run_dir, s["dir"]) for s in models]
+            models = [s for s in rec["stages"] if run.at(s["dir"]).record.exists()]
+            dirs = [_model_dir(run, s["dir"]) for s in models]
             dirs = [d for d in dirs if d is not None]
             if dirs:
                 before, after = _conv_widths(dirs[0]), _conv_widths(dirs[-1])
                 widths[rec["arm"]] = {k: [before[k], after.get(k, 0)] for k in before}
-    return RunData(run_dir, title or str(data.get("recipe") or run_dir.name), baseline, records, curves, widths,
+    return RunData(run.root, title or str(data.get("recipe") or run.root.name), baseline, records, curves, widths,
                    provenance())  # fmt: skip
 
 
-def _model_dir(run_dir: Path, stage_dir: str) -> Path | None:
-    record = _read_json(run_dir / stage_dir / "stage.json")
+def _model_dir(run: RunDir, stage_dir: str) -> Path | None:
+    record = run.at(stage_dir).read_record() or {}
     model = record.get("model")
-    return run_dir / model if model and (run_dir / model / "model.json").exists() else None
+    return run.at(model).root if model and (run.at(model).root / "model.json").exists() else None

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prunus._atomic import write_text
-from prunus._safeio import check_output
+from prunus.formats.outputs import check_output
+from prunus.formats.run_dir import RunDir
 from prunus.report.collect import STANDARD_KEYS, RunData, collect
 from prunus.report.stats import summarise_records
 
@@ -206,9 +206,9 @@ def write_report(run_dir: str | os.PathLike[str], title: str | None = None) -> d
         PosixPath('runs/demo/report.html')
     """
     data = collect(run_dir, title)
-    root = Path(run_dir)
-    for name in ("summary.md", "report.html"):  # replaced atomically; never a link, FIFO or directory
-        check_output(root / name, "rewrite", flag="report file")
-    write_text(root / "summary.md", markdown(data))
-    write_text(root / "report.html", render_html(data))
-    return {"html": root / "report.html", "markdown": root / "summary.md"}
+    run = RunDir(run_dir)
+    for path in (run.report_md, run.report_html):  # replaced atomically; never a link, FIFO or directory
+        check_output(path, "rewrite", flag="report file")
+    run.write_text(run.report_md, markdown(data))
+    run.write_text(run.report_html, render_html(data))
+    return {"html": run.report_html, "markdown": run.report_md}

@@ -18,7 +18,7 @@ import torch_pruning as tp
 from torch import nn
 
 from prunus.errors import ConfigError
-from prunus.model_info import get_info
+from prunus.models.info import get_info
 
 __all__ = ["FilterFn", "Graph", "Position", "StructureError", "build_graph", "check_filter_fn", "default_filter"]
 

@@ -24,7 +24,7 @@ from typing import Any
 from torch import nn
 
 from prunus.errors import CorruptFileError
-from prunus.model_info import get_info, update_info
+from prunus.models.info import get_info, update_info
 from prunus.structure._graph import StructureError, build_graph
 
 __all__ = ["HISTORY_OPS", "get_history", "history_length", "record", "replay"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from prunus.model_info import get_info, update_info
+from prunus.models.info import get_info, update_info
 from prunus.structure.groups import ChannelGroup, StructureError, check_channels
 from prunus.structure.history import record
 

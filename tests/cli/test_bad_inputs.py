@@ -228,10 +228,19 @@ def _base(command: str, w: Path, r: Path) -> list[str]:
         "models": ["models", "lenet5"],
         "datasets": ["datasets", "synthetic"],
         "compress": ["compress", model, "--data", "synthetic", "--out", str(r / "m.prn"), "--bits", "4"]
-        + ["--calib", "32", "--search-batch", "16", "--set", "cycles=1", "--set", "generations=1", "--no-progress"],
+        + [
+            "--rescore-size",
+            "32",
+            "--calib-size",
+            "16",
+            "--set",
+            "cycles=1",
+            "--set",
+            "generations=1",
+            "--no-progress",
+        ],
         "run": ["run", str(w / "exp" / "recipe.yaml"), "--out", str(r / "pipe"), "--dry-run", "--no-progress"],
-        "report": ["report", "--results", str(w / "results"), "--readme", str(r / "README.md")]
-        + ["--markdown", str(r / "RESULTS.md")],
+        "report": ["report", str(r / "pipe")],
     }[command]
 
 
@@ -239,14 +248,13 @@ def _positional_base(command: str, dest: str, w: Path, r: Path) -> tuple[list[st
     """A valid invocation for a case that replaces the positional `dest`, and the value it replaces."""
     if command == "run":
         return _base(command, w, r), str(w / "exp" / "recipe.yaml")
-    if (command, dest) == ("report", "run_dir"):  # the base uses --results; RUN_DIR is the other mode
-        return ["report", str(r / "pipe")], str(r / "pipe")
+    if (command, dest) == ("report", "run_dir"):
+        return _base(command, w, r), str(r / "pipe")
     return _base(command, w, r), str(w / "model")
 
 
 def _report_setup(r: Path, w: Path) -> None:
-    (r / "README.md").write_text(README)  # --readme rewrites a file that exists: the case's own copy
-    shutil.copytree(w / "pipe", r / "pipe", symlinks=True)
+    shutil.copytree(w / "pipe", r / "pipe", symlinks=True)  # report rewrites files in the run: the case's own copy
 
 
 # prepares the case's run directory for a command's base invocation
@@ -333,7 +341,6 @@ OUTPUT_BAD = {
 THE_INPUT = {
     "export": lambda w: w / "model" / "model.json",
     "run": lambda w: w / "exp",  # holds recipe.yaml, the file a pipeline directory is known by
-    "report": lambda w: w / "results" / "engine.json",
 }
 # path values an INPUT must refuse
 INPUT_BAD = {
@@ -542,9 +549,8 @@ def _hand_cases() -> list[Case]:
         Case("run:stage_record_fifo", _RUN_COPY),
         Case("run:stage_record_garbage", _RUN_COPY),
         # report: RUN_DIR mode
-        Case("report:both_modes", lambda w, r: ["report", str(w / "pipe"), "--results", str(w / "results")]),
-        Case("report:neither_mode", lambda w, r: ["report"]),
-        Case("report:readme_without_results", lambda w, r: ["report", str(w / "pipe"), "--readme", str(r / "R.md")]),
+        Case("report:no_run_dir", lambda w, r: ["report"]),
+        Case("report:results_flag_removed", lambda w, r: ["report", str(w / "pipe"), "--results", str(w / "results")]),
         Case("report:not_a_run", lambda w, r: ["report", str(w / "empty_dir")]),
         Case("report:train_run_dir", lambda w, r: ["report", str(w / "run")]),
         Case("report:records_garbage", _REPORT_COPY),
@@ -555,13 +561,6 @@ def _hand_cases() -> list[Case]:
         Case("report:html_is_fifo", _REPORT_COPY),
         Case("report:summary_is_dir", _REPORT_COPY),
         Case("report:summary_is_link", _REPORT_COPY),
-        # report: --results mode, crafted result files and README
-        *[Case(f"report:results_{name}", lambda w, r, n=name: [*_base("report", w, r), "--results", str(w / f"results_{n}")], "report")
-          for name in ("bad_field", "list", "nan", "missing_key", "fifo")],
-        Case("report:readme_missing", lambda w, r: ["report", "--results", str(w / "results"), "--readme", str(r / "none.md")]),
-        Case("report:readme_no_marker", lambda w, r: ["report", "--results", str(w / "results"), "--readme", str(w / "file.txt")]),
-        Case("report:readme_not_utf8", lambda w, r: ["report", "--results", str(w / "results"), "--readme", str(w / "notutf8.yaml")]),
-        Case("report:markdown_is_results_dir", lambda w, r: ["report", "--results", str(w / "results"), "--markdown", str(w / "results")]),
     ]  # fmt: skip
 
 
@@ -669,7 +668,7 @@ def test_every_path_option_is_declared():
                 assert declared, f"prunus {command} {action.option_strings or action.dest} is not declared"
 
 
-@pytest.mark.parametrize("command", [*BASE_COMMANDS, "report:run_dir"])
+@pytest.mark.parametrize("command", BASE_COMMANDS)
 def test_the_base_invocations_are_valid(command, world, tmp_path, monkeypatch, capsys):
     """A broken base would make every case built on it pass for the wrong reason: each must exit 0."""
     monkeypatch.chdir(tmp_path)
@@ -681,10 +680,8 @@ def test_the_base_invocations_are_valid(command, world, tmp_path, monkeypatch, c
     argv = _positional_base(name, dest, world, r)[0] if dest else _base(name, world, r)
     assert main(argv) == 0, capsys.readouterr().err
     assert _snapshot(world) == before
-    if name == "report" and not dest:  # the block was rewritten in the case's copy, the document written
-        assert "| engine overhead" in (r / "README.md").read_text()
-        assert (r / "README.md").read_text().endswith("<!-- /RESULTS -->\n\nmore\n")
-        assert (r / "RESULTS.md").read_text().startswith("# Results")
+    if name == "report":  # the report was written into the case's copy of the run
+        assert (r / "pipe" / "report.html").read_text().startswith("<!DOCTYPE html>")
 
 
 def test_input_directories_are_refused_before_the_command_runs(world, tmp_path, capsys):
@@ -695,8 +692,8 @@ def test_input_directories_are_refused_before_the_command_runs(world, tmp_path, 
             re.escape(f"RUN_DIR {tmp_path / 'gone'} does not exist; expected a directory"),
         ),
         (
-            ["report", "--results", str(world / "file.txt")],
-            r"--results \S+/file\.txt is not a directory; expected a directory",
+            ["report", str(world / "file.txt")],
+            r"RUN_DIR \S+/file\.txt is not a directory; expected a directory",
         ),
     ]:
         assert main(argv) == 2

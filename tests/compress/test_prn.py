@@ -11,7 +11,7 @@ import torch
 
 import prunus
 from prunus.compress import decompress
-from prunus.compress._fuzz import fuzz_file
+from prunus.compress.fuzz import fuzz_file
 from prunus.compress.prn import MAX_PARAMS, encode_prn
 from prunus.compress.varint import pack_varints, unpack_varints
 from prunus.errors import FormatError, PrunusError

@@ -11,7 +11,7 @@ from torch import nn
 
 from prunus.criteria import DataBatch, create_criterion, get_criterion, list_criteria, score
 from prunus.errors import ConfigError
-from prunus.model_info import update_info
+from prunus.models.info import update_info
 from prunus.structure import ChannelTensors, build_groups, group_weights
 
 

@@ -172,7 +172,10 @@ def test_csgd_state_carries_the_budget_widths(tiny, tmp_path):
         ({"macs_ratio": 0.0}, r"macs_ratio=0.0 is out of range; expected a value in \(0.0, 1.0\]"),
         ({"params_ratio": 1.5}, r"params_ratio=1.5 is out of range"),
         ({"latency_ratio": float("nan")}, "latency_ratio"),
-        ({"macs_ratio": 0.5, "runtime": "tvm"}, "runtime='tvm' is not valid; choose one of: torch, onnxruntime"),
+        (
+            {"macs_ratio": 0.5, "runtime": "tvm"},
+            "runtime='tvm' is not valid for a latency budget; choose one of: torch, onnxruntime",
+        ),
         ({"macs_ratio": 0.5, "latency_batch": 0}, "latency_batch=0 is not valid"),
         ({"widths": {"layer1.0.conv1": 0}}, r"widths\['layer1.0.conv1'\]=0: a channel count must be >= 1"),
         ({"widths": {"layer1.0.conv1": 1.5}}, r"widths\['layer1.0.conv1'\]=1.5 is out of range"),
@@ -253,8 +256,8 @@ def test_cli_train_sfp_macs_ratio_saves_a_model_that_meets_it(tmp_path, capsys):
     import yaml
 
     from prunus.cli import main
-    from prunus.model_info import get_info
     from prunus.models import create_model
+    from prunus.models.info import get_info
 
     assert main(_train_argv(tmp_path, "--method", "sfp", "--macs-ratio", "0.5", "--round-to", "2")) == 0
     args = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["methods"][0]["args"]
@@ -279,8 +282,8 @@ def test_planned_widths_match_a_one_shot_prune_of_the_initial_model(tiny):
 @pytest.mark.filterwarnings("ignore:C-SGD.*merge will not be exact")  # widths are tested, not exactness
 def test_cli_csgd_macs_ratio_merges_to_the_budget_and_refuses_width_with_it(tmp_path, capsys):
     from prunus.cli import main
-    from prunus.model_info import get_info
     from prunus.models import create_model
+    from prunus.models.info import get_info
 
     torch.manual_seed(0)
     dense = create_model("resnet20", in_channels=1, width_mult=0.25)
@@ -290,7 +293,7 @@ def test_cli_csgd_macs_ratio_merges_to_the_budget_and_refuses_width_with_it(tmp_
     assert main([*base, "--width", "0.5", "--macs-ratio", "0.5", "--out", str(tmp_path / "bad")]) == 2
     assert "csgd: give either width / widths or a budget" in capsys.readouterr().err
     assert main([*base, "--macs-ratio", "0.5", "--out", str(tmp_path / "run")]) == 0
-    merged = prunus.load(tmp_path / "run" / "model")
+    merged = prunus.load(tmp_path / "run")  # the merged model of the command's run directory
     shape = tuple(get_info(merged).input_shape)  # what the run trained and planned at
     ratio = prunus.count(merged, shape).macs / prunus.count(dense, shape).macs
     assert 0.475 <= ratio <= 0.5

@@ -21,7 +21,7 @@ import yaml
 from prunus.engine import Trainer
 from prunus.errors import ConfigError
 from prunus.methods import METHODS, create_method, list_methods, method_arguments, method_config, method_example
-from prunus.recipes.config import MethodSpec
+from prunus.training.config import MethodSpec
 
 METHOD_NAMES = list_methods()
 WORKER = Path(__file__).with_name("contract_ddp_worker.py")

@@ -17,9 +17,9 @@ from prunus.engine import Method, TrainConfig, Trainer
 from prunus.errors import ConfigError
 from prunus.methods import create_method
 from prunus.methods._clustering import even_clusters, kmeans
-from prunus.methods.csgd import CentripetalSGD, csgd_rounds, group_widths
-from prunus.model_info import get_info, update_info
+from prunus.methods.csgd import CentripetalSGD, group_widths
 from prunus.models import create_model, list_models
+from prunus.models.info import get_info, update_info
 from prunus.structure import build_groups
 
 WORKER = Path(__file__).with_name("csgd_ddp_worker.py")
@@ -316,16 +316,35 @@ def test_resume_under_a_budget_restores_the_planned_widths_instead_of_re_plannin
 
 
 # ----------------------------------------------------------- rounds, train wider then squeeze
-def test_rounds_narrow_geometrically_to_the_one_shot_widths():
+def test_rounds_narrow_geometrically_to_the_one_shot_widths(tmp_path):
+    # the one rounds loop is the csgd stage's (`prunus csgd --rounds` runs it too)
+    from prunus.formats.run_dir import RunDir
+    from prunus.pipeline import run_pipeline
+    from prunus.pipeline.recipe import single_chain
+
     data = _data(num_samples=32)
     model = _resnet(data, width_mult=0.5)  # 8/16/32
-    reports = csgd_rounds(model, data, TrainConfig(epochs=1, lr=0.05), rounds=2, width=0.25, eps=0.1)
-    assert [r["round"] for r in reports] == [1, 2]
-    assert reports[0]["widths"]["layer3.0.conv1"] == 16  # 32 * 0.25 ** (1/2)
-    widths = group_widths(model, torch.randn(1, *data.input_shape))
+    prunus.save(model, tmp_path / "dense", input_shape=data.input_shape)
+    data_cfg = {
+        "name": "synthetic",
+        "val_size": 0,
+        "batch_size": 16,
+        "num_samples": 32,
+        "image_size": 12,
+        "channels": 1,
+    }
+    stage = {"stage": "csgd", "width": 0.25, "rounds": 2, "args": {"eps": 0.1}, "data": data_cfg,
+             "train": {"epochs": 1, "lr": 0.05}}  # fmt: skip
+    run_pipeline(single_chain([stage], name="csgd", input=tmp_path / "dense"), tmp_path / "run", progress=False,
+                 echo=lambda line: None)  # fmt: skip
+    where = RunDir(tmp_path / "run").stage("main", 0, 1, "csgd", layout="single")
+    x = torch.randn(1, *data.input_shape)
+    assert group_widths(prunus.load(where.round(1).model), x)["layer3.0.conv1"] == 16  # 32 * 0.25 ** (1/2)
+    final = prunus.load(where.round(2).model)
+    widths = group_widths(final, x)
     assert widths["layer3.0.conv1"] == 8
     assert widths["layer1.0.conv1"] == 2
-    assert [e["op"] for e in get_info(model).history].count("merge") == 2 * 11
+    assert [e["op"] for e in get_info(final).history].count("merge") == 2 * 11
 
 
 def test_train_wider_then_squeeze_to_the_narrow_architecture():
@@ -355,7 +374,7 @@ def test_cli_train_with_csgd_and_csgd_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "trained (unmerged)" in out
     assert "max |logit diff|" in out
-    merged = prunus.load(tmp_path / "c" / "model")
+    merged = prunus.load(tmp_path / "c")  # the merged model of the command's run directory
     assert (merged.conv2.out_channels, merged.fc1.out_features) == (4, 30)
     assert main([*args, "--width", "2", "--out", str(tmp_path / "d")]) == 2
     assert "csgd.width=2.0 is out of range" in capsys.readouterr().err

@@ -13,8 +13,8 @@ from prunus.methods import METHODS, create_method, method_arguments, method_conf
 from prunus.methods._pruning import SoftPruningConfig
 from prunus.methods.mfp import META_ATTRIBUTES, MFPConfig, register_meta_attribute
 from prunus.methods.sfp import FPGMConfig, SFPConfig
-from prunus.recipes import resolve_run_config
 from prunus.registry import Registry
+from prunus.training import resolve_run_config
 
 
 def _names(cls):

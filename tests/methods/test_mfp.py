@@ -22,8 +22,8 @@ from prunus.methods.mfp import (
     norm_spread,
     recalibrate_bn_,
 )
-from prunus.model_info import update_info
 from prunus.models import create_model
+from prunus.models.info import update_info
 from prunus.structure import build_groups, soft_mask_
 
 

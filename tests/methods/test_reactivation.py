@@ -10,9 +10,10 @@ import torch
 
 from prunus.data import DataConfig, build_loaders
 from prunus.engine import Method, TrainConfig, Trainer
-from prunus.engine.parallel import PREVIOUS_CHECKPOINT, fit_population, network_seed
+from prunus.engine.parallel import fit_population, network_seed
 from prunus.engine.peers import Lockstep
 from prunus.errors import ConfigError, PeerError
+from prunus.formats.run_dir import RunDir
 from prunus.methods import create_method
 from prunus.models import create_model
 from prunus.structure import group_weights
@@ -228,7 +229,7 @@ def test_killed_population_resumes_every_network_exactly(tmp_path):
         fit_population(lambda s: _graft_net(s, killed, methods=("graft", die), epochs=3), 2)
     epochs = [torch.load(killed / f"net{k}" / "checkpoint.pt", weights_only=True)["epoch"] for k in range(2)]
     assert epochs == [2, 1]  # out of step: network 0 must roll back to its previous checkpoint
-    assert (killed / "net0" / PREVIOUS_CHECKPOINT).exists()
+    assert RunDir(killed).network(0).previous_checkpoint.exists()
     resumed = fit_population(lambda s: _graft_net(s, killed, methods=("graft", StopAt), epochs=3, resume=True), 2)
     for (a, _), (b, _) in zip(full, resumed):
         for k, v in a.model.state_dict().items():

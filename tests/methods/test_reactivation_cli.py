@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from prunus.cli import main
-from prunus.ensemble import LogitEnsemble
-from prunus.evaluation import evaluate
 from prunus.formats import load
+from prunus.measure.ensemble import LogitEnsemble
+from prunus.measure.evaluation import evaluate
 
 TRAIN = ["train", "--model", "lenet5", "--width-mult", "0.5", "--data", "synthetic", "--epochs", "2"]
 TRAIN += ["--batch-size", "32", "--val-size", "0", "--no-progress"]

@@ -17,8 +17,8 @@ from prunus.errors import ConfigError
 from prunus.methods import create_method, list_methods
 from prunus.methods._pruning import select_channels
 from prunus.methods.sfp import REGROW_THRESHOLD
-from prunus.model_info import update_info
 from prunus.models import create_model, list_models
+from prunus.models.info import update_info
 from prunus.structure import build_groups, group_weights
 
 X = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))

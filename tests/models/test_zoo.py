@@ -12,8 +12,8 @@ import torch_pruning as tp
 from torch import nn
 
 from prunus.errors import ConfigError
-from prunus.model_info import get_info
 from prunus.models import create_model, get_model_entry, list_models
+from prunus.models.info import get_info
 
 MODELS = list_models()
 SMALL = 0.25  # width_mult for the tests that do not need full-width models

@@ -17,7 +17,7 @@ import yaml
 
 from prunus.formats import load
 from prunus.pipeline import load_recipe, parse_recipe, read_record, run_pipeline
-from prunus.pipeline._measure import split_accuracy
+from prunus.pipeline._stage_metrics import split_accuracy
 from prunus.pipeline.recipe import Plan
 
 STAGE_DIRS = ["01-baseline", "02-csgd", "03-prune", "04-finetune", "05-export", "06-bench"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunus.model_info import update_info
+from prunus.models.info import update_info
 from prunus.structure import build_groups, lowest_channels
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from prunus.model_info import update_info
 from prunus.models import create_model, list_models
+from prunus.models.info import update_info
 from prunus.structure import MASKED_ROLES, ForwardMask, build_groups, remove_, soft_mask_
 
 from .conftest import NETS, X, pick, randomize_

@@ -12,8 +12,8 @@ from torch import nn
 import prunus
 from prunus.errors import ConfigError
 from prunus.methods import create_method
-from prunus.model_info import example_input
 from prunus.models import create_model, list_models
+from prunus.models.info import example_input
 from prunus.structure import (
     CLUSTERED_ROLES,
     MASKED_ROLES,
@@ -177,7 +177,7 @@ def test_default_filter_is_the_default(name):
     x = example_input((1, 28, 28))
     default = _prunable(model, x)
     assert default == _prunable(model, x, filter_fn=default_filter(model))
-    assert default == _prunable(model, x, ignored_layers=list(prunus.model_info.get_info(model).ignored))
+    assert default == _prunable(model, x, ignored_layers=list(prunus.models.info.get_info(model).ignored))
 
 
 def test_ignored_layers_is_sugar_for_a_filter_and_both_combine():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prunus.model_info import get_info
 from prunus.models import create_model, list_models
+from prunus.models.info import get_info
 from prunus.structure import build_groups, get_history, remove_, replay, soft_mask_
 
 X = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from prunus._atomic import write_bytes, write_json, write_text
+from prunus._io.atomic import write_bytes, write_json, write_text
 
 BIG = 1 << 21  # 2 MiB: a copy into place would take many write() calls
 

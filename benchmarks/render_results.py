@@ -1,9 +1,13 @@
 """The README results block and docs/RESULTS.md, rendered from committed benchmark result files.
 
 Every number in the README's results section comes from a JSON (or Markdown) file that a script
-in benchmarks/ wrote, so the README cannot drift from what was measured: `prunus report
---results benchmarks/results --readme README.md` rewrites the block between the RESULTS markers
-and a test regenerates it byte for byte. Missing files are skipped.
+in benchmarks/ wrote, so the README cannot drift from what was measured. This is repository
+tooling, not part of the package:
+
+    python benchmarks/render_results.py --readme README.md --markdown docs/RESULTS.md   # make results
+
+rewrites the block between the RESULTS markers and the document, and a test regenerates both
+byte for byte. Missing files are skipped.
 
 Example:
     >>> import tempfile
@@ -18,14 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prunus._atomic import write_text
-from prunus._safeio import MAX_JSON_BYTES, read_json, read_text
-from prunus.errors import ConfigError, CorruptFileError, PrunusError
+from _common import read_json, read_text, write_text
 
-__all__ = ["BEGIN", "END", "render", "replace_block", "update_readme", "write_document"]
+__all__ = ["BEGIN", "END", "main", "render", "replace_block", "update_readme", "write_document"]
+
+ROOT = Path(__file__).resolve().parents[1]
 
 BEGIN, END = "<!-- RESULTS -->", "<!-- /RESULTS -->"
-MAX_DOC_BYTES = 16 << 20  # a README rewritten in place
 Row = tuple[str, str, str, str]
 
 
@@ -39,12 +42,12 @@ def _pct(x: float) -> str:
 
 
 class _Results:
-    """Read-only view of one results directory: bounded reads of regular files (`prunus._safeio`)."""
+    """Read-only view of one results directory: bounded reads of regular files (`prunus._io.safe`)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise ConfigError(f"results directory {self.root} is not a directory")
+            raise ValueError(f"results directory {self.root} is not a directory")
         self.last: Path | None = None  # the file read last: named when its content is not what we expect
 
     def load(self, name: str) -> dict[str, Any] | None:
@@ -53,14 +56,14 @@ class _Results:
 
     def read_json(self, path: Path) -> Any:
         self.last = path
-        data = read_json(path, MAX_JSON_BYTES, "result file")
+        data = read_json(path, "result file")
         if not isinstance(data, dict):
-            raise CorruptFileError(f"result file {path} holds a {type(data).__name__}, not a JSON object")
+            raise ValueError(f"result file {path} holds a {type(data).__name__}, not a JSON object")
         return data
 
     def read_text(self, path: Path) -> str:
         self.last = path
-        return read_text(path, MAX_JSON_BYTES, "result file")
+        return read_text(path, "result file")
 
     def glob(self, pattern: str) -> list[Path]:
         return sorted(self.root.glob(pattern))
@@ -426,16 +429,14 @@ def render(results_dir: str | os.PathLike[str]) -> str:
     for section in (_demo, _training, _performance, _accuracy, _csgd, _regrowth, _compression):
         try:
             body += section(res)
-        except PrunusError:
-            raise  # already one line naming the file
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
             # a result file from another version, or edited by hand: name it, never a traceback
-            raise CorruptFileError(
+            raise ValueError(
                 f"result file {res.last} lacks or mistypes a field the results tables need "
                 f"({type(exc).__name__}: {exc})"
             ) from None
     header = (
-        "## Results\n\nProduced by `prunus report --results benchmarks/results` from `benchmarks/results/`; "
+        "## Results\n\nProduced by `python benchmarks/render_results.py` (`make results`) from `benchmarks/results/`; "
         "machine: 2 CPU cores.\n"
     )
     return "\n".join([header, *body]).rstrip() + "\n"
@@ -444,7 +445,7 @@ def render(results_dir: str | os.PathLike[str]) -> str:
 def replace_block(text: str, block: str) -> str:
     """`text` with the part between the RESULTS markers replaced by `block`."""
     if BEGIN not in text:
-        raise ConfigError(f"no {BEGIN} marker to replace")
+        raise ValueError(f"no {BEGIN} marker to replace")
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END) if END in rest else ("", "", rest)
     return f"{head}{BEGIN}\n{block}{END}{tail}"
@@ -453,9 +454,9 @@ def replace_block(text: str, block: str) -> str:
 def update_readme(readme: str | os.PathLike[str], results_dir: str | os.PathLike[str]) -> bool:
     """Rewrite the results block of `readme`; returns whether the file changed."""
     path = Path(readme)
-    old = read_text(path, MAX_DOC_BYTES, "README")
+    old = read_text(path, "README")
     if BEGIN not in old:
-        raise ConfigError(f"README {path} has no {BEGIN} marker to replace; add the marker pair where the tables go")
+        raise ValueError(f"README {path} has no {BEGIN} marker to replace; add the marker pair where the tables go")
     new = replace_block(old, render(results_dir))
     if new != old:
         write_text(path, new)
@@ -467,6 +468,32 @@ def write_document(path: str | os.PathLike[str], results_dir: str | os.PathLike[
     body = render(results_dir).replace("## Results\n", "", 1).lstrip("\n")
     write_text(
         path,
-        "# Results\n\nGenerated by `prunus report --results benchmarks/results --markdown docs/RESULTS.md`; "
+        "# Results\n\nGenerated by `python benchmarks/render_results.py --markdown docs/RESULTS.md`; "
         "do not edit by hand.\n\n" + body,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Render the results: print them, or rewrite the README block and/or the results document."""
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="benchmark result files")
+    ap.add_argument("--readme", help="rewrite the block between this file's RESULTS markers")
+    ap.add_argument("--markdown", help="write the tables to this file as a document of their own")
+    args = ap.parse_args(argv)
+    if args.readme:
+        changed = update_readme(args.readme, args.results)
+        print(f"{args.readme}: results block {'updated' if changed else 'already up to date'}")
+    if args.markdown:
+        write_document(args.markdown, args.results)
+        print(f"{args.markdown}: written")
+    if not (args.readme or args.markdown):
+        print(render(args.results), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,12 +1,11 @@
 """A crash loses nothing: SIGKILL at chosen points, then check the files and the resumed result.
 
-The kill points are `prunus._atomic.crash_point` labels, enabled in a subprocess through
+The kill points are `prunus._io.atomic.crash_point` labels, enabled in a subprocess through
 $PRUNUS_CRASH_AT="LABEL#N" (the N-th time the label is reached, the process SIGKILLs itself):
 
-- model directory (`prune --out X --force` over an existing model): killed after the new
-  directory is complete but before the swap, and right after the swap. X must hold the old model
-  or the new one, byte for byte, and never a mix; the leftover temporary directory is removed by
-  the next write.
+- model directory (`prunus.save` over an existing model): killed after the new directory is
+  complete but before the swap, and right after the swap. X must hold the old model or the new
+  one, byte for byte, and never a mix; the leftover temporary directory is removed by the next write.
 - metrics.jsonl: killed after epoch 2's checkpoint but before its record, and while its record
   is being written. `--resume` must end with weights bit-identical to an uninterrupted run and a
   log with exactly one record per epoch, equal to the uninterrupted run's.
@@ -40,6 +39,19 @@ def _cli(args: list[str], crash_at: str | None = None) -> subprocess.CompletedPr
     return subprocess.run([sys.executable, "-m", "prunus", *args], env=env, capture_output=True, text=True, timeout=600)
 
 
+# save the pruned model `new` over the model directory `out` (the write the kill points are in)
+SAVE = "import sys, prunus; prunus.save(prunus.load(sys.argv[1]), sys.argv[2])"
+
+
+def _save(src: Path, out: Path, crash_at: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("PRUNUS_CRASH_AT", None)
+    if crash_at:
+        env["PRUNUS_CRASH_AT"] = crash_at
+    return subprocess.run([sys.executable, "-c", SAVE, str(src), str(out)], env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
 def _files(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
 
@@ -57,7 +69,8 @@ def models(tmp_path_factory):
     prunus.save(prunus.create_model("lenet5", in_channels=1, width_mult=0.5), root / "src", input_shape=(1, 28, 28))
     torch.manual_seed(2)
     prunus.save(prunus.create_model("lenet5", in_channels=1, width_mult=0.5), root / "old", input_shape=(1, 28, 28))
-    assert main(["prune", str(root / "src"), "--ratio", "0.5", "--out", str(root / "new"), "--json"]) == 0
+    assert main(["prune", str(root / "src"), "--ratio", "0.5", "--out", str(root / "run"), "--json"]) == 0
+    prunus.save(prunus.load(root / "run"), root / "new")  # the pruned model, as a plain model directory
     return root
 
 
@@ -67,7 +80,7 @@ def test_killed_model_directory_write_leaves_old_or_new_never_a_mix(models, tmp_
     out.mkdir()
     for name, data in _files(models / "old").items():
         (out / name).write_bytes(data)
-    result = _cli(["prune", str(models / "src"), "--ratio", "0.5", "--out", str(out), "--force", "--json"], point)
+    result = _save(models / "new", out, point)
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     files = _files(out)
     assert files in (_files(models / "old"), _files(models / "new")), sorted(files)
@@ -77,7 +90,7 @@ def test_killed_model_directory_write_leaves_old_or_new_never_a_mix(models, tmp_
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert leftovers, "the kill should have left the temporary directory behind"
     # the next write cleans up after the dead process and gives the new model
-    assert main(["prune", str(models / "src"), "--ratio", "0.5", "--out", str(out), "--force", "--json"]) == 0
+    assert _save(models / "new", out).returncode == 0
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert _files(out) == _files(models / "new")
 

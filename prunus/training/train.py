@@ -1,44 +1,30 @@
 """Build everything a RunConfig describes, train it, and leave a complete run directory.
 
-Run directory: config.yaml (resolved), metrics.jsonl, checkpoint.pt, model/ (final model:
-safetensors + JSON), summary.json (final metrics, MACs, params, wall time).
+The run directory (`prunus.formats.run_dir.RunDir`) holds the resolved config, the metrics log,
+the checkpoint, the final model and the summary (final metrics, MACs, params, wall time).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from prunus._atomic import write_json
 from prunus.config import load_yaml
-from prunus.data import EXECUTION_ONLY_FIELDS, build_loaders
+from prunus.data import EXECUTION_ONLY_FIELDS
 from prunus.engine.distributed import barrier, init_from_env
 from prunus.engine.trainer import RESUME_MAY_CHANGE, Trainer, resolve_device
 from prunus.errors import ConfigError
-from prunus.formats import save
-from prunus.formats.limits import build_bounded
-from prunus.measure import count
+from prunus.formats.run_dir import RunDir
 from prunus.methods import create_method
-from prunus.model_info import update_info
-from prunus.models import create_model
-from prunus.recipes.config import RunConfig, write_run_config
+from prunus.training._common import TrainResult, build_data_and_model, finish_model
+from prunus.training.config import RunConfig, write_run_config
+from prunus.training.population import train_population
 
 __all__ = ["TrainResult", "check_resume_config", "train_run"]
-
-
-@dataclass
-class TrainResult:
-    """What `train_run` returns: the trained model, its final metrics, and where files went."""
-
-    model: nn.Module
-    metrics: dict[str, Any]
-    run_dir: Path | None
 
 
 def check_resume_config(config: RunConfig, run_dir: Path) -> None:
@@ -48,7 +34,7 @@ def check_resume_config(config: RunConfig, run_dir: Path) -> None:
     `RESUME_MAY_CHANGE` may differ); the data's `EXECUTION_ONLY_FIELDS` (where the files are,
     the evaluation batch) may change too; everything else a run is made of must stay as it was.
     """
-    saved_path = run_dir / "config.yaml"
+    saved_path = RunDir(run_dir).config
     if not saved_path.exists():
         return
 
@@ -84,7 +70,7 @@ def train_run(
     """Train the run `config` describes; `model` (e.g. a loaded pruned model) replaces the registry build.
 
     Example:
-        >>> from prunus.recipes.config import RunConfig
+        >>> from prunus.training.config import RunConfig
         >>> cfg = RunConfig.from_dict({"model": {"name": "lenet5"}, "data": {"name": "synthetic"},
         ...                            "train": {"epochs": 1}})
         >>> train_run(cfg, None, progress=False).metrics["final_test_acc"] > 0  # doctest: +SKIP
@@ -92,7 +78,7 @@ def train_run(
     """
     start = time.perf_counter()
     run_dir = Path(run_dir) if run_dir is not None else None
-    if run_dir is not None and (run_dir / "checkpoint.pt").exists() and not resume:
+    if run_dir is not None and RunDir(run_dir).checkpoint.exists() and not resume:
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     if run_dir is not None and resume:
         check_resume_config(config, run_dir)
@@ -100,49 +86,12 @@ def train_run(
     dist = init_from_env(device)
     methods = [create_method(spec.name, **spec.args) for spec in config.methods]
     if config.networks > 1 or any(getattr(m, "needs_peers", False) for m in methods):
-        from prunus.recipes.population import train_population
-
         return train_population(config, run_dir, resume, progress, model)
     data, model = build_data_and_model(config, config.train.seed, dist.rank, dist.world_size, model)
     trainer = Trainer(model, data, config.train, methods, run_dir, resume=resume, progress=progress)
     if run_dir is not None and dist.is_main:  # only now: a refused resume must leave config.yaml as it was
-        write_run_config(config, run_dir / "config.yaml")
+        write_run_config(config, RunDir(run_dir).config)
     metrics = trainer.fit()
     model = finish_model(trainer, data, metrics, start, run_dir if dist.is_main else None, config)
     barrier()
     return TrainResult(model=model, metrics=metrics, run_dir=run_dir)
-
-
-def build_data_and_model(
-    config: RunConfig, seed: int, rank: int = 0, world_size: int = 1, model: nn.Module | None = None
-) -> tuple[Any, nn.Module]:
-    """The data bundle (this rank's shard) and the model (built with `seed`, unless given)."""
-    torch.manual_seed(seed)  # same seed -> same initialisation in every arm
-    data = build_loaders(config.data, seed=seed, rank=rank, world_size=world_size)
-    if model is None:
-        kwargs = dict(
-            num_classes=data.num_classes,
-            in_channels=data.in_channels,
-            width_mult=config.model.width_mult,
-            **config.model.kwargs,
-        )
-        # a config asking for an absurd width is refused from shapes alone, before memory is taken
-        build_bounded(lambda: create_model(config.model.name, **kwargs), tuple(data.input_shape), "model")
-        model = create_model(config.model.name, **kwargs)
-    update_info(model, input_shape=tuple(data.input_shape))
-    return data, model
-
-
-def finish_model(
-    trainer: Trainer, data: Any, metrics: dict[str, Any], start: float, out: Path | None, config: RunConfig
-) -> nn.Module:
-    """Add MACs/params/time to `metrics`; with `out`, write out/model and out/summary.json."""
-    model = trainer.model
-    counts = count(model, (1, *data.input_shape))
-    metrics.update(
-        macs=counts.macs, params=counts.params, seconds=time.perf_counter() - start, seed=trainer.config.seed
-    )
-    if out is not None:
-        save(model.cpu(), out / "model", input_shape=data.input_shape, metrics=metrics)
-        write_json(out / "summary.json", {"config": config.to_dict(), "metrics": metrics})
-    return model

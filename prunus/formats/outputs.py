@@ -1,8 +1,4 @@
-"""The two file guards every reader and writer in prunus goes through.
-
-`read_bytes` / `read_text` / `read_json` read only regular files, up to a size cap, and never
-block: a FIFO, a device node (``/dev/zero``), a directory, a symlink loop or a file larger than
-the cap is refused with a one-line `CorruptFileError` before anything is read or allocated.
+"""The output guard: whether a command may write a path, decided before it runs.
 
 `check_output` decides whether a command may write to a path. It is called for every output a
 command declares (see `prunus.cli._common.add_output_arg`) before the command runs, so a refused
@@ -27,8 +23,6 @@ Example:
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> _ = (d / "a.json").write_text('{"x": 1}')
-    >>> read_json(d / "a.json")
-    {'x': 1}
     >>> check_output(d / "new.json", "file")
     >>> check_output(d / "a.json", "file")
     Traceback (most recent call last):
@@ -38,118 +32,27 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from prunus._atomic import is_temp_name
-from prunus.errors import ConfigError, CorruptFileError
+from prunus._io.atomic import is_temp_name
+from prunus._io.safe import file_kind as _kind
+from prunus.errors import ConfigError
+from prunus.formats.model_dir import MODEL_DIR_FILES
+from prunus.formats.run_dir import RECIPE as PIPELINE_MARKER
+from prunus.formats.run_dir import RUN_FILES as RUN_DIR_FILES
+from prunus.formats.run_dir import RunDir
 
-__all__ = [
-    "MAX_CONFIG_BYTES",
-    "MAX_JSON_BYTES",
-    "MAX_LOG_BYTES",
-    "MODEL_DIR_FILES",
-    "OUTPUT_KINDS",
-    "PIPELINE_MARKER",
-    "RUN_DIR_FILES",
-    "check_output",
-    "read_bytes",
-    "read_json",
-    "read_text",
-]
-
-MAX_JSON_BYTES = 16 << 20  # model.json, summary.json: a pruning history of a large model fits in far less
-MAX_CONFIG_BYTES = 1 << 20  # a recipe or --config YAML
-MAX_LOG_BYTES = 64 << 20  # metrics.jsonl: ~100k epochs of records
+__all__ = ["OUTPUT_KINDS", "check_output"]
 
 OUTPUT_KINDS = ("file", "rewrite", "model", "run", "pipeline")
-# the file that makes a directory a `prunus run` directory (the resolved recipe, written first)
-PIPELINE_MARKER = "recipe.yaml"
-# What prunus itself puts in a model directory and in a run directory (anything else is the user's).
-MODEL_DIR_FILES = frozenset({"model.json", "model.safetensors", "model.onnx", "model.pt", "finetune"})
-RUN_DIR_FILES = frozenset({"config.yaml", "metrics.jsonl", "checkpoint.pt", "summary.json", "model"})
 # a population run (train --networks N) keeps network k's run in net<k>/
 _NETWORK_DIR = re.compile(r"net\d+")
 # never an output inside an input directory (exports such as model.onnx may sit next to the model)
 _PROTECTED = frozenset({"model.json", "model.safetensors", "finetune"}) | RUN_DIR_FILES
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISREG(mode):
-        return "a file"
-    return "not a regular file"
-
-
-def read_bytes(path: str | os.PathLike[str], max_bytes: int, what: str = "file") -> bytes:
-    """The content of the regular file `path`, refusing anything else and anything over `max_bytes`.
-
-    O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; the type
-    and size are checked on the open descriptor, so a swap after the check cannot slip through.
-    """
-    path = Path(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise CorruptFileError(f"{what} not found: {path}") from None
-    except OSError as exc:
-        raise CorruptFileError(f"cannot read {what} {path}: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise CorruptFileError(f"{what} {path} is {_kind(info.st_mode)}, not a regular file")
-        if info.st_size > max_bytes:
-            raise CorruptFileError(f"{what} {path} is {info.st_size:,} bytes; the limit is {max_bytes:,}")
-        chunks, left = [], max_bytes + 1
-        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
-            chunks.append(chunk)
-            left -= len(chunk)
-    except IsADirectoryError:
-        raise CorruptFileError(f"{what} {path} is a directory, not a regular file") from None
-    except OSError as exc:
-        raise CorruptFileError(f"cannot read {what} {path}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
-    if len(data) > max_bytes:  # the file grew while we read it
-        raise CorruptFileError(f"{what} {path} is larger than the limit of {max_bytes:,} bytes")
-    return data
-
-
-def read_text(path: str | os.PathLike[str], max_bytes: int, what: str = "file") -> str:
-    """`read_bytes` decoded as UTF-8; a binary file is a one-line `CorruptFileError`."""
-    data = read_bytes(path, max_bytes, what)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CorruptFileError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
-
-
-def read_json(path: str | os.PathLike[str], max_bytes: int = MAX_JSON_BYTES, what: str = "JSON file") -> Any:
-    """`read_text` parsed as JSON (NaN/Infinity literals refused: they are not JSON)."""
-    text = read_text(path, max_bytes, what)
-
-    def no_constants(name: str) -> Any:
-        raise ValueError(f"{name} is not valid JSON")
-
-    try:
-        return json.loads(text, parse_constant=no_constants)
-    except json.JSONDecodeError as exc:
-        raise CorruptFileError(f"{what} {path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    except (ValueError, RecursionError) as exc:
-        raise CorruptFileError(f"{what} {path} is not valid JSON ({exc})") from None
 
 
 def _inside(path: Path, other: Path) -> bool:
@@ -227,6 +130,7 @@ def check_output(
     if not entries:
         return
     ours = MODEL_DIR_FILES if kind == "model" else RUN_DIR_FILES
+    run = RunDir(path)
     foreign = sorted(n for n in entries if n not in ours and not (kind == "run" and _NETWORK_DIR.fullmatch(n)))
     if foreign:
         raise ConfigError(
@@ -237,7 +141,7 @@ def check_output(
         raise ConfigError(f"{where} contains the symlink {links[0]}; prunus does not write through links")
     if kind == "run" and resume:
         return
-    if kind == "run" and ("checkpoint.pt" in entries or (path / "net0" / "checkpoint.pt").exists()):
+    if kind == "run" and (run.checkpoint.name in entries or run.network(0).checkpoint.exists()):
         raise ConfigError(f"{where} already holds a run; pass --resume to continue it or choose another directory")
     if kind == "model" and "model.json" in entries and not force:
         raise ConfigError(f"{where} already holds a model; pass --force to replace it")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import prunus
-from prunus._atomic import atomic_dir, clean_stale_temps
+from prunus._io.atomic import atomic_dir, clean_stale_temps
 from prunus.cli import main
 from prunus.engine.checkpoint import load_checkpoint
 from prunus.errors import ConfigError, CorruptFileError
@@ -56,8 +56,8 @@ def test_new_lr_on_resume_takes_effect_and_is_recorded(two_epochs, tmp_path):
 
 def test_resume_may_change_the_eval_batch_and_data_location_but_not_the_data(two_epochs, tmp_path):
     from prunus.config import load_yaml
-    from prunus.recipes import train_run
-    from prunus.recipes.config import RunConfig
+    from prunus.training import train_run
+    from prunus.training.config import RunConfig
 
     run = _copy(two_epochs, tmp_path)
     cfg = RunConfig.from_dict(load_yaml(run / "config.yaml")).to_dict()

@@ -21,24 +21,24 @@ from typing import Any
 
 from torch import nn
 
-from prunus._atomic import write_json
 from prunus.engine.distributed import barrier, init_from_env
 from prunus.engine.parallel import Independent, fit_population, network_seed
 from prunus.engine.peers import DistributedPeers
 from prunus.engine.trainer import Trainer, resolve_device
-from prunus.ensemble import LogitEnsemble
 from prunus.errors import ConfigError
-from prunus.evaluation import evaluate
+from prunus.formats.run_dir import RunDir
+from prunus.measure.ensemble import LogitEnsemble
+from prunus.measure.evaluation import evaluate
 from prunus.methods import create_method
-from prunus.recipes.config import RunConfig, write_run_config
-from prunus.recipes.train import TrainResult, build_data_and_model, finish_model
+from prunus.training._common import TrainResult, build_data_and_model, finish_model
+from prunus.training.config import RunConfig, write_run_config
 
 __all__ = ["network_dir", "train_population"]
 
 
 def network_dir(run_dir: Path, network: int) -> Path:
-    """Where network `network` of a population run keeps its files."""
-    return run_dir / f"net{network}"
+    """Where network `network` of a population run keeps its files (`RunDir.network`)."""
+    return RunDir(run_dir).network(network).root
 
 
 def train_population(
@@ -59,7 +59,7 @@ def train_population(
     """
     start = time.perf_counter()
     run_dir = Path(run_dir) if run_dir is not None else None
-    if run_dir is not None and (network_dir(run_dir, 0) / "checkpoint.pt").exists() and not resume:
+    if run_dir is not None and RunDir(run_dir).network(0).checkpoint.exists() and not resume:
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     dist = init_from_env(resolve_device(config.train.device))
     if dist.world_size > 1 and config.networks not in (1, dist.world_size):
@@ -68,7 +68,7 @@ def train_population(
             "every rank trains one network (leave --networks out or make it --nproc_per_node)"
         )
     if run_dir is not None and dist.is_main and not resume:
-        write_run_config(config, run_dir / "config.yaml")
+        write_run_config(config, RunDir(run_dir).config)
 
     def make(strategy: Independent) -> Trainer:
         k = strategy.rank
@@ -85,7 +85,7 @@ def train_population(
     else:
         results = fit_population(make, config.networks)
     if run_dir is not None and dist.is_main and resume:  # only once every network accepted the resume
-        write_run_config(config, run_dir / "config.yaml")
+        write_run_config(config, RunDir(run_dir).config)
     per_network: dict[int, dict[str, Any]] = {}
     for trainer, metrics in results:
         out = network_dir(run_dir, trainer.rank) if run_dir is not None else None
@@ -105,7 +105,7 @@ def train_population(
     elif dist.is_main and run_dir is not None:
         summary.update(_ensemble_from_files(run_dir, summary["networks"], first_trainer.data.test))
     if run_dir is not None and dist.is_main:
-        write_json(run_dir / "summary.json", {"config": config.to_dict(), "metrics": summary})
+        RunDir(run_dir).write_summary(config.to_dict(), summary)
     barrier()
     return TrainResult(model=first_trainer.model, metrics=summary if dist.is_main else first, run_dir=run_dir)
 
@@ -114,7 +114,7 @@ def _ensemble_from_files(run_dir: Path, n: int, test: Any) -> dict[str, Any]:
     """Rank 0 after a distributed run: every network's saved model, and their ensemble, on the test set."""
     from prunus.formats import load
 
-    models = [load(network_dir(run_dir, k) / "model") for k in range(n)]
+    models = [load(RunDir(run_dir).network(k).model) for k in range(n)]
     out: dict[str, Any] = {}
     if test is None:
         return out

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import prunus
-from prunus.model_info import ModelInfo, example_input, get_info, set_info, update_info
+from prunus.models.info import ModelInfo, example_input, get_info, set_info, update_info
 from prunus.structure import build_groups, remove_
 
 
@@ -100,7 +100,9 @@ def test_cli_prune_keeps_the_factory_of_a_user_model(tmp_path, user_module, caps
     rc = main(["prune", str(tmp_path / "a"), "--out", str(tmp_path / "b"), "--ratio", "0.5", "--trust-factory"])
     capsys.readouterr()
     assert rc == 0
-    header = json.loads((tmp_path / "b" / "model.json").read_text())
+    from prunus.formats.run_dir import resolve_model_dir
+
+    header = json.loads((resolve_model_dir(tmp_path / "b") / "model.json").read_text())
     assert header["arch"] == {"factory": user_module, "kwargs": {}}
     assert header["history"]
 

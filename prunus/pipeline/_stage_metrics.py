@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from prunus.data import DataConfig, build_loaders
-from prunus.model_info import get_info
+from prunus.models.info import get_info
 
 __all__ = ["LATENCY_BATCH", "measure", "model_bytes", "split_accuracy"]
 
@@ -24,8 +24,8 @@ LATENCY_REPEATS = 10  # a quick median; the bench stage measures with the full p
 
 
 def split_accuracy(model: nn.Module, data: DataConfig, seed: int = 0) -> float:
-    """Accuracy of `model` on the test split `data` describes (prunus.evaluation.evaluate)."""
-    from prunus.evaluation import evaluate
+    """Accuracy of `model` on the test split `data` describes (prunus.measure.evaluation.evaluate)."""
+    from prunus.measure.evaluation import evaluate
 
     return float(evaluate(model, build_loaders(data, seed=seed).test)["acc"])
 

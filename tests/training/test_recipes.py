@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from prunus.errors import ConfigError
-from prunus.recipes import RunConfig, resolve_run_config
-from prunus.recipes.config import write_run_config
+from prunus.training import RunConfig, resolve_run_config
+from prunus.training.config import write_run_config
 
 ALL = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
 # pipeline recipes (a `stages` list) are `prunus run` recipes, tested in tests/pipeline

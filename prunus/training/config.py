@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from prunus._atomic import write_text
+from prunus._io.atomic import write_text
 from prunus.config import Config, check_range, load_yaml
 from prunus.data import DataConfig
 from prunus.engine.config import TrainConfig

@@ -9,8 +9,8 @@ import torch
 
 import prunus
 from prunus.errors import ConfigError, CorruptFileError, PrunusError
-from prunus.model_info import get_info, update_info
 from prunus.models import list_models
+from prunus.models.info import get_info, update_info
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -13,7 +13,7 @@ What is counted, exactly:
 - Params: every parameter of the model (`sum(p.numel() for p in model.parameters())`, shared
   parameters once), including BatchNorm affine parameters and biases; buffers are not params.
 
-Relation to Torch-Pruning's `tp.utils.count_ops_and_params` (checked in tests/test_counting.py):
+Relation to Torch-Pruning's `tp.utils.count_ops_and_params` (checked in tests/measure/test_counting.py):
 its params equal ours; its per-layer count for a Conv2d/Linear equals our MACs plus one addition
 per output element for a bias; its total also adds 2 per element for affine BatchNorm, 1 per
 element for ReLU/ReLU6 and 1 per input element for pooling layers.
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from prunus.model_info import example_input
+from prunus.models.info import example_input
 
 __all__ = ["Counts", "LayerCount", "count"]
 

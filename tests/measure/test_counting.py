@@ -11,7 +11,7 @@ from torch import nn
 
 import prunus.cli
 from prunus.errors import ConfigError
-from prunus.measure import Counts, LayerCount, count
+from prunus.measure.counting import Counts, LayerCount, count
 from prunus.models import create_model, get_model_entry, list_models
 
 

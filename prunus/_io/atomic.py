@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 # Tests set this to "LABEL#N" to SIGKILL the process the N-th time `crash_point(LABEL)` is reached
-# (the kill tests in tests/test_crash_safety.py); unset, `crash_point` is one dict lookup.
+# (the kill tests in tests/_io/test_crash_safety.py); unset, `crash_point` is one dict lookup.
 CRASH_ENV = "PRUNUS_CRASH_AT"
 _crash_counts: dict[str, int] = {}
 

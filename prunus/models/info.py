@@ -83,7 +83,7 @@ def _legacy(model: nn.Module) -> ModelInfo | None:
         return None
     warnings.warn(
         f"{type(model).__name__} sets {', '.join(sorted(found))}; prunus now keeps model facts in one "
-        "ModelInfo: use prunus.model_info.update_info(model, ...) (the old attributes go in a later release)",
+        "ModelInfo: use prunus.models.info.update_info(model, ...) (the old attributes go in a later release)",
         DeprecationWarning,
         stacklevel=3,
     )

@@ -8,7 +8,7 @@ from torch import nn
 
 from prunus.data import DataConfig, build_loaders, training_slice
 from prunus.errors import ConfigError
-from prunus.evaluation import evaluate
+from prunus.measure.evaluation import evaluate
 from prunus.models import create_model
 
 

@@ -12,7 +12,7 @@ import torch
 
 import prunus
 from prunus import provenance
-from prunus._provenance import git_commit
+from prunus._version import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 

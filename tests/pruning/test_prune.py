@@ -13,9 +13,10 @@ import prunus
 from prunus.cli import main
 from prunus.criteria import list_criteria
 from prunus.errors import ConfigError
+from prunus.formats.run_dir import RunDir, resolve_model_dir
 from prunus.methods import method_config
-from prunus.model_info import get_info, update_info
 from prunus.models import create_model, list_models
+from prunus.models.info import get_info, update_info
 from prunus.pruning import PruneReport, prune
 from prunus.structure import build_groups
 
@@ -145,8 +146,9 @@ def test_cli_train_sfp_then_prune_end_to_end(tmp_path, capsys):
     assert main(["prune", str(run / "model"), "--macs-ratio", "0.5", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "requested vs achieved" in printed
-    pruned = prunus.load(out)
-    header = json.loads((out / "model.json").read_text())
+    pruned = prunus.load(out)  # --out is a run directory: load finds the model it made
+    header = json.loads((resolve_model_dir(out) / "model.json").read_text())
+    assert resolve_model_dir(out) == RunDir(out).stage("main", 0, 1, "prune", layout="single").model
     report = header["extra"]["prune_report"]
     assert report["requested_macs_ratio"] == 0.5
     assert report["achieved_macs_ratio"] <= 0.5

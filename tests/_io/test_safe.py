@@ -1,4 +1,4 @@
-"""The two file guards: the bounded reader and the output-path check (see prunus/_safeio.py)."""
+"""The two file guards: the bounded reader and the output-path check (see prunus/_io/safe.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from prunus._safeio import check_output, read_bytes, read_json, read_text
+from prunus._io.safe import read_bytes, read_json, read_text
 from prunus.errors import ConfigError, CorruptFileError
+from prunus.formats.outputs import check_output
 
 
 def test_reader_refuses_everything_but_small_regular_files(tmp_path):

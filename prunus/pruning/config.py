@@ -1,0 +1,213 @@
+"""The pruning target as one value: what to cut to, and how the cut is searched.
+
+`PruneBudget` holds a resource budget and the settings that decide how it is met; its fields are
+declared here once and validated once. `PruneConfig` adds what a one-shot `prune` also needs (a
+channel ratio as the target, the criterion, the layers kept, per-layer ratios). `prune`,
+`plan_widths` and the latency planner take a `PruneConfig`; the prune stage is one; the
+training-time methods' configs are `PruneBudget`s (their budget fields are these), and
+`prunus prune`'s flags are generated from these fields. Keyword arguments stay as sugar at the
+public entry points and become this value at once.
+
+Shares: `ratio` is the fraction of channels REMOVED (Torch-Pruning's `pruning_ratio`);
+`macs_ratio`, `params_ratio` and `latency_ratio` are the fractions of the dense model KEPT.
+
+Example:
+    >>> cfg = PruneConfig(macs_ratio=0.5, round_to=8)
+    >>> cfg.target, cfg.criterion
+    (('macs_ratio', 0.5), 'l1')
+    >>> PruneConfig(ratio=0.3, macs_ratio=0.5)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    prunus.errors.ConfigError: give exactly one of ratio (fraction of channels removed), macs_ratio, ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prunus.config import Config, arg, check_choice, check_range
+from prunus.errors import ConfigError
+
+__all__ = ["BUDGETS", "LATENCY_RUNTIMES", "TARGETS", "PruneBudget", "PruneConfig", "match_layer_ratios"]
+
+#: the budget kinds: fractions of the dense model KEPT, in (0, 1]
+BUDGETS = ("macs_ratio", "params_ratio", "latency_ratio")
+#: every way to state a one-shot target (ratio = fraction of channels REMOVED per group)
+TARGETS = ("ratio", *BUDGETS)
+#: runtimes a latency budget can be planned and measured on
+LATENCY_RUNTIMES = ("torch", "onnxruntime")
+
+
+def _target_names(names: Sequence[str]) -> str:
+    named = ", ".join("ratio (fraction of channels removed)" if n == "ratio" else n for n in names)
+    return f"{named} (fractions kept)"
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneBudget(Config):
+    """A resource budget (at most one of MACs, parameters, latency) and how it is searched.
+
+    Raises:
+        ConfigError: more than one budget, a value outside (0, 1] (NaN included), an unknown
+            runtime, a latency batch or round_to below 1, a global_pruning that is not a bool.
+    """
+
+    macs_ratio: float | None = arg(None, "budget: fraction of the dense MACs KEPT, in (0, 1]; 0.5 = half the MACs")
+    params_ratio: float | None = arg(None, "budget: fraction of the dense parameters KEPT, in (0, 1]")
+    latency_ratio: float | None = arg(
+        None, "budget: fraction of the dense latency KEPT on runtime at latency_batch, in (0, 1]; measured"
+    )
+    runtime: str = arg("onnxruntime", "runtime a latency_ratio is planned and measured on (onnxruntime, torch)")
+    latency_batch: int = arg(64, "batch size a latency_ratio is measured at")
+    round_to: int = arg(1, "keep every pruned width a multiple of this (or the full width), e.g. 8 or 16")
+    global_pruning: bool = arg(False, "rank channels across groups instead of one uniform rate per group")
+
+    # the target fields this class accepts (PruneConfig adds "ratio"), and how messages name the fields
+    _TARGETS = BUDGETS
+    _PREFIX = ""
+
+    def __post_init__(self) -> None:
+        from prunus.pruning.widths import check_round_to
+
+        prefix = self._PREFIX
+        if self.runtime not in LATENCY_RUNTIMES:
+            raise ConfigError(
+                f"{prefix}runtime={self.runtime!r} is not valid for a latency budget; choose one of: "
+                f"{', '.join(LATENCY_RUNTIMES)}"
+            )
+        batch = self.latency_batch
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ConfigError(
+                f"{prefix}latency_batch={batch!r} is not valid: the latency batch must be an integer >= 1"
+            )
+        if not isinstance(self.global_pruning, bool):
+            raise ConfigError(f"{prefix}global_pruning must be true or false, got {self.global_pruning!r}")
+        check_round_to(self.round_to)
+        given = [name for name in self._TARGETS if getattr(self, name) is not None]
+        for name in given:
+            value = getattr(self, name)
+            if name == "ratio":
+                check_range(f"{prefix}{name}", value, 0.0, 1.0, high_inclusive=False)
+            else:
+                check_range(f"{prefix}{name}", value, 0.0, 1.0, low_inclusive=False)
+            object.__setattr__(self, name, float(value))
+        if len(given) > 1:
+            owner = f"{prefix.rstrip('.')}: " if prefix else ""
+            if self._TARGETS == BUDGETS:
+                raise ConfigError(f"{owner}give at most one budget ({', '.join(BUDGETS)}); got {', '.join(given)}")
+            lead = f"{prefix.rstrip('.')} needs" if prefix else "give"
+            raise ConfigError(f"{lead} exactly one of {_target_names(self._TARGETS)}; got {', '.join(given)}")
+
+    @property
+    def target(self) -> tuple[str, float] | None:
+        """(kind, value) of the target given, or None."""
+        for name in self._TARGETS:
+            if getattr(self, name) is not None:
+                return name, float(getattr(self, name))
+        return None
+
+    @property
+    def budget(self) -> str | None:
+        """The budget kind given ("macs_ratio", "params_ratio", "latency_ratio"), or None."""
+        target = self.target
+        return target[0] if target is not None and target[0] in BUDGETS else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As `Config.to_dict`, with a subclass's own fields first and the budget fields last (how people read them)."""
+        data = super().to_dict()
+        budget = {f.name for f in dataclasses.fields(PruneBudget)}
+        return {**{k: v for k, v in data.items() if k not in budget}, **{k: v for k, v in data.items() if k in budget}}
+
+    def budget_fields(self) -> dict[str, Any]:
+        """This value's `PruneBudget` fields, as keyword arguments (for building a `PruneConfig` from a method's)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(PruneBudget)}
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneConfig(PruneBudget):
+    """Everything a one-shot `prune` is told: ONE target, the criterion, the layers kept, per-layer ratios.
+
+    Example:
+        >>> PruneConfig(ratio=0.3, layer_ratios={"layer3.*": 0.5}).layer_ratios
+        {'layer3.*': 0.5}
+    """
+
+    ratio: float | None = arg(None, "fraction of channels REMOVED from every prunable group, in [0, 1)")
+    criterion: str = arg("l1", "filter criterion that ranks channels (prunus.criteria.list_criteria())")
+    ignore: tuple[str, ...] = arg((), "modules whose output channels are kept (default: the model's stem, classifier)")
+    layer_ratios: dict[str, float] | None = arg(
+        None, "per-layer ratios REMOVED: {glob of a group's module name: ratio in [0, 1)}; they override the target"
+    )
+
+    _TARGETS = TARGETS
+
+    def __post_init__(self) -> None:
+        from prunus.criteria import list_criteria
+
+        super().__post_init__()
+        if not isinstance(self.criterion, str):
+            raise ConfigError(f"criterion must be a criterion name, got {self.criterion!r}")
+        check_choice("criterion", self.criterion, list_criteria())
+        ignore = self.ignore
+        if isinstance(ignore, str) or not isinstance(ignore, (list, tuple)):
+            raise ConfigError(f"ignore must be a list of module names, got {ignore!r}")
+        bad = [n for n in ignore if not isinstance(n, str) or not n or "\x00" in n]
+        if bad:
+            raise ConfigError(f"ignore must hold non-empty module names, got {bad[0]!r}")
+        object.__setattr__(self, "ignore", tuple(ignore))
+        object.__setattr__(self, "layer_ratios", check_layer_ratios(self.layer_ratios))
+
+    def require_target(self) -> tuple[str, float]:
+        """(kind, value) of the ONE target; `ConfigError` when none was given."""
+        target = self.target
+        if target is None and not self.layer_ratios:
+            raise ConfigError(f"give exactly one of {_target_names(TARGETS)}; got none")
+        return target if target is not None else ("ratio", 0.0)
+
+
+def check_layer_ratios(spec: Any) -> dict[str, float] | None:
+    """None, or {glob: ratio removed in [0, 1)} as a plain dict (the globs are matched by `match_layer_ratios`)."""
+    if spec is None:
+        return None
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"layer_ratios must map module-name globs to ratios, got {spec!r}")
+    out: dict[str, float] = {}
+    for pattern, value in spec.items():
+        if not isinstance(pattern, str) or not pattern or "\x00" in pattern:
+            raise ConfigError(f"layer_ratios: {pattern!r} is not a module-name glob")
+        check_range(f"layer_ratios[{pattern!r}]", value, 0.0, 1.0, high_inclusive=False)
+        out[pattern] = float(value)
+    return out
+
+
+def match_layer_ratios(
+    spec: Mapping[str, float] | None, keys: Sequence[str], members: Mapping[str, Sequence[str]]
+) -> dict[str, float]:
+    """Group key -> ratio removed for every group a glob of `spec` names (the last matching glob wins).
+
+    A glob matches a group when it matches the group's key or any module name in `members[key]`
+    (the modules whose output channels the group cuts). A glob that matches no group is an error:
+    a typo must not silently leave the model as it was.
+
+    Example:
+        >>> match_layer_ratios({"layer3.*": 0.5}, ["layer1.0.conv1", "layer3.0.conv1"], {})
+        {'layer3.0.conv1': 0.5}
+    """
+    out: dict[str, float] = {}
+    for pattern, value in (spec or {}).items():
+        hits = [
+            k
+            for k in keys
+            if fnmatch.fnmatchcase(k, pattern) or any(fnmatch.fnmatchcase(m, pattern) for m in members.get(k, ()))
+        ]
+        if not hits:
+            raise ConfigError(
+                f"layer_ratios: {pattern!r} matches no prunable group; groups: {', '.join(list(keys)[:12])}"
+                + (" ..." if len(keys) > 12 else "")
+            )
+        for k in hits:
+            out[k] = value
+    return out
