@@ -1,0 +1,551 @@
+"""Coverage over timm's CNN families: prunus end to end vs Torch-Pruning, one small model per family.
+
+Families and models (the plan, computed once and kept in the results file until timm changes or
+`--replan`):
+
+1. Every architecture of `timm.list_models()` (no pretrained tags; timm's `test_*` models left
+   out) gets a family key: its timm module (`timm.list_modules()`: resnet, efficientnet, ...) and
+   its name's stem (`family_key`): the name split at "_", size and width tokens dropped (a token
+   that is a size word such as small/tiny/atto, or at most 2 characters like b0/s/l0), trailing
+   depth/variant digits stripped (resnet18d -> resnet, dla46x -> dla, res2net50 -> res2net; a
+   version such as mobilenetv3 is kept). So `resnet` and `ecaresnet` and `seresnext` are distinct
+   families of the resnet module; `mixnet`, `mnasnet` and `tf_efficientnet` (TF-ported "same"
+   padding) of the efficientnet module; `mobilenetv3_small_050` and `mobilenetv3_large_100` one.
+2. Every architecture is built on the meta device (`timm.create_model(name, num_classes=10)`,
+   shapes only) for its parameter count. Per family, candidates are tried from the fewest parameters
+   up (ties: by name) with a 1x3x64x64 forward on the meta device, also with `img_size=64` (timm's
+   argument for models built for a fixed input size); the family's model is the first that runs.
+3. The family is a CNN family when, in that model at 64x64, convolutions (`nn.Conv1d/2d/3d` and
+   subclasses) do at least half of the multiply-accumulates of its convolutions and linear layers
+   together (counted by forward hooks from the shapes: a ViT's only conv is its patch embedding).
+   Families without a model that runs at 64x64, or below half, are listed as excluded with the reason.
+
+Per model, one subprocess (1 thread, a timeout: a hanging model cannot stop the run) runs both arms,
+in alternating order from one model to the next, after one untimed warm-up prune of a small conv
+net by each library, on `prunus.create_model("timm:NAME", num_classes=10, **plan kwargs)`
+(= `timm.create_model`, random initialisation, seed 0) at input 1x3x64x64:
+
+- prunus: `prunus.prune(model, x, macs_ratio=0.5)` (default criterion and layer filter: timm's stem
+  and classifier kept) -> `prune` (also fails when any conv, linear or norm layer is left with 0
+  channels) -> `forward` at batch 3 (eval, finite logits of shape (3, 10)) -> `train` (one SGD step
+  at batch 4, finite loss) -> `save_load` (`prunus.save` / `prunus.load` with no trust flag, outputs
+  bit-equal) -> `onnx` (`prunus.deploy.export.export_onnx`: onnxruntime vs torch within 1e-4) ->
+  `macs` (MACs kept / dense, by `prunus.count`, within 5% below the requested 0.5: [0.475, 0.5]).
+- Torch-Pruning: `tp.pruner.BasePruner(model, x, importance=GroupMagnitudeImportance(p=1),
+  pruning_ratio=1 - sqrt(0.5), ignored_layers=[the same stem and classifier])` + `step()`; the
+  ratio is the uniform channel ratio that halves MACs when MACs scale with width squared. The same
+  steps, with Torch-Pruning's own save/load (`torch.save(tp.state_dict(m))` -> `tp.load_state_dict`
+  on a fresh model; pickle) and no MACs target (its MACs kept is recorded, not judged).
+
+A model passes when every step of the arm passes; the prune time is the `prune` step's wall time
+(prunus: the whole public call, tracing and its report's MAC counts included; Torch-Pruning: pruner
+construction + step). The prune-time ratio is the median over the models both arms pruned of
+prunus / Torch-Pruning.
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/coverage_timm.py [--jobs 2] [--force] [--models a b]
+
+Results go to benchmarks/results/coverage_timm.json after every model: a rerun skips the models
+already recorded (resume) unless `--force`. `--jobs N` runs N models at a time (each 1 thread).
+timm imports torchvision; where none loads (these machines), the tests' stand-in (tests/_stand_ins)
+is put on the path, as tests/conftest.py does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "coverage_timm.json"
+STAND_INS = ROOT / "tests" / "_stand_ins"
+SHAPE = (3, 64, 64)
+NUM_CLASSES = 10
+MACS_RATIO = 0.5
+MACS_TOLERANCE = 0.05  # met when kept is in [ratio * (1 - tolerance), ratio]
+TP_RATIO = 1 - math.sqrt(MACS_RATIO)
+OTHER_BATCH = 3
+TRAIN_BATCH = 4
+CONV_SHARE = 0.5
+TIMEOUT_S = 300
+STEPS = ("prune", "forward", "train", "save_load", "onnx", "macs")
+ARMS = ("prunus", "torch_pruning")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, when imported by a test
+from _common import print_table, read_json, write_json  # noqa: E402
+
+
+def _torchvision_or_stand_in() -> None:
+    """As tests/conftest.py: the stand-in only where no working torchvision imports."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # ImportError, or OSError from a wheel linked against another torch build
+        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+            del sys.modules[name]
+        if str(STAND_INS) not in sys.path:
+            sys.path.insert(0, str(STAND_INS))
+
+
+def _reason(exc: BaseException) -> str:
+    """One line: the exception's type and the first line of its message."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}"[:300]
+
+
+# ----------------------------------------------------------------------------- the plan
+def _conv_share_and_params(model: Any) -> tuple[float, int]:
+    """(conv MACs / (conv + linear MACs), parameters) of `model` (on the meta device) at 1x3x64x64."""
+    import torch
+    from torch import nn
+
+    macs = {"conv": 0, "linear": 0}
+
+    def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
+        if not isinstance(output, torch.Tensor):
+            return
+        per_sample = output.numel() // max(1, output.shape[0])
+        if isinstance(module, nn.modules.conv._ConvNd):
+            k = math.prod(module.kernel_size)
+            macs["conv"] += per_sample * (module.in_channels // module.groups) * k
+        elif isinstance(module, nn.Linear):
+            macs["linear"] += per_sample * module.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.empty(1, *SHAPE, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    total = macs["conv"] + macs["linear"]
+    params = sum(p.numel() for p in model.parameters())
+    return (macs["conv"] / total if total else 0.0), params
+
+
+SIZE_WORDS = frozenset(
+    {"atto", "femto", "pico", "nano", "micro", "tiny", "mini", "small", "little", "medium", "base", "large"}
+    | {"xlarge", "xxlarge", "huge", "giant", "gigantic"}
+)
+
+
+def family_key(name: str) -> str:
+    """The name's stem (see the module docstring, rule 1).
+
+    Example:
+        >>> [family_key(n) for n in ("resnet18d", "ecaresnet26t", "mixnet_s", "mobilenetv3_small_050",
+        ...                          "res2net50_14w_8s", "tf_efficientnet_b0", "nf_resnet26", "dla102x2")]
+        ['resnet', 'ecaresnet', 'mixnet', 'mobilenetv3', 'res2net', 'tf_efficientnet', 'nf_resnet', 'dla']
+    """
+    import re
+
+    out: list[str] = []
+    for i, token in enumerate(name.split("_")):
+        base = token
+        while True:  # trailing depth/variant digits (and up to 2 letters after them), not a version "v3"
+            stripped = re.sub(r"(?<![v\d])\d+[a-z]{0,2}$", "", base)
+            if stripped == base:
+                break
+            base = stripped
+        if i > 0 and (len(base) <= 2 or base in SIZE_WORDS):
+            break
+        out.append(base)
+        if base != token:
+            break
+    return "_".join(p for p in out if p) or name
+
+
+def _params(name: str) -> tuple[str, int | None, str]:
+    """(name, parameters of timm.create_model(name, num_classes=10) on the meta device or None, error)."""
+    import timm
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(name, num_classes=NUM_CLASSES)
+        return name, sum(p.numel() for p in model.parameters()), ""
+    except Exception as exc:  # it may still build with img_size (step 2); the reason is kept otherwise
+        return name, None, _reason(exc)
+
+
+def _probe(name: str) -> dict[str, Any]:
+    """Build `name` on the meta device and run it at 64x64: {kwargs, params, conv_share} or {error}."""
+    import timm
+    import torch
+
+    error = ""
+    for extra in ({}, {"img_size": SHAPE[1]}):
+        try:
+            with torch.device("meta"):
+                model = timm.create_model(name, num_classes=NUM_CLASSES, **extra)
+            share, params = _conv_share_and_params(model)
+            return {"kwargs": extra, "params": params, "conv_share": share}
+        except Exception as exc:  # any failure makes the architecture no candidate, with its reason
+            error = _reason(exc)
+    return {"error": error}
+
+
+def _plan_family(item: tuple[str, str, list[tuple[int, str]]]) -> dict[str, Any]:
+    """The family's model (the smallest that runs at 64x64) and whether it is a CNN family."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    _torchvision_or_stand_in()
+    module, key, sized = item
+    errors = []
+    for params, name in sorted(sized):
+        probe = _probe(name)
+        if "error" in probe:
+            errors.append(f"{name}: {probe['error']}")
+            continue
+        entry = {"family": f"{module}/{key}", "model": name, "kwargs": probe["kwargs"], "params": probe["params"],
+                 "conv_share": round(probe["conv_share"], 4), "architectures": len(sized)}  # fmt: skip
+        if probe["conv_share"] < CONV_SHARE:
+            entry["reason"] = f"not a CNN: convolutions do {probe['conv_share']:.0%} of its conv + linear MACs"
+        return entry
+    return {"family": f"{module}/{key}", "reason": f"no architecture runs at 64x64 ({errors[0] if errors else '-'})"}
+
+
+def make_plan(jobs: int = 1) -> dict[str, Any]:
+    """The families, their models and the excluded families with reasons (see the module docstring)."""
+    import warnings
+    from concurrent.futures import ProcessPoolExecutor
+
+    import timm
+
+    warnings.filterwarnings("ignore")
+    names = [(m, n) for m in timm.list_modules() for n in timm.list_models(module=m) if not n.startswith("test_")]
+    with ProcessPoolExecutor(jobs) as pool:
+        sizes = {n: (p, e) for n, p, e in pool.map(_params, [n for _, n in names], chunksize=8)}
+        groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        for module, name in names:
+            params, _ = sizes[name]
+            # an architecture that does not build without img_size is tried last, not dropped
+            groups.setdefault((module, family_key(name)), []).append((params if params is not None else 1 << 62, name))
+        entries = list(pool.map(_plan_family, [(m, k, v) for (m, k), v in sorted(groups.items())]))
+    families = [e for e in entries if "reason" not in e]
+    excluded = [e for e in entries if "reason" in e]
+    return {"timm": timm.__version__, "families": families, "excluded": excluded}
+
+
+# ----------------------------------------------------------------------------- one arm, one model
+def _zero_width(model: Any) -> str | None:
+    """The first conv, linear or norm layer left with 0 channels, if any."""
+    from torch import nn
+
+    for name, m in model.named_modules():
+        widths = []
+        if isinstance(m, nn.modules.conv._ConvNd):
+            widths = [m.in_channels, m.out_channels]
+        elif isinstance(m, nn.Linear):
+            widths = [m.in_features, m.out_features]
+        elif isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)):
+            weight = getattr(m, "weight", None)
+            widths = [weight.numel()] if weight is not None else []
+        if any(w == 0 for w in widths):
+            return f"{name} ({type(m).__name__}) has 0 channels"
+    return None
+
+
+def _run_arm(arm: str, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Every step of `arm` on `name`: {step: {"ok", "reason"?}, "prune_s", "macs_kept", "pass"}."""
+    import copy
+    import warnings
+
+    import torch
+
+    import prunus
+    from prunus.models.info import get_info
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = prunus.create_model(f"timm:{name}", num_classes=NUM_CLASSES, **kwargs).eval()
+    info = get_info(model)
+    dense_macs = prunus.count(model, SHAPE).macs
+    x = torch.zeros(1, *SHAPE)
+    out: dict[str, Any] = {}
+
+    def step(key: str, fn: Any) -> bool:
+        if any(not out[k]["ok"] for k in ("prune",) if k in out) and key != "prune":
+            out[key] = {"ok": False, "reason": "skipped: prune failed"}
+            return False
+        try:
+            reason = fn()
+        except Exception as exc:
+            reason = _reason(exc)
+        out[key] = {"ok": reason is None} if reason is None else {"ok": False, "reason": reason}
+        return reason is None
+
+    def do_prune() -> str | None:
+        nonlocal model
+        start = time.perf_counter()
+        if arm == "prunus":
+            model, _ = prunus.prune(model, x, macs_ratio=MACS_RATIO)
+        else:
+            import torch_pruning as tp
+
+            ignored = [model.get_submodule(n) for n in info.ignored]
+            pruner = tp.pruner.BasePruner(model, x, importance=tp.importance.GroupMagnitudeImportance(p=1),
+                                          pruning_ratio=TP_RATIO, ignored_layers=ignored)  # fmt: skip
+            pruner.step()
+        out["prune_s"] = time.perf_counter() - start
+        return _zero_width(model)
+
+    def do_forward() -> str | None:
+        with torch.no_grad():
+            y = model.eval()(torch.randn(OTHER_BATCH, *SHAPE, generator=torch.Generator().manual_seed(1)))
+        finite = bool(torch.isfinite(y).all())
+        if tuple(y.shape) != (OTHER_BATCH, NUM_CLASSES) or not finite:
+            return f"forward at batch {OTHER_BATCH} gave shape {tuple(y.shape)}, finite: {finite}"
+        return None
+
+    def do_train() -> str | None:
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        xb = torch.randn(TRAIN_BATCH, *SHAPE, generator=torch.Generator().manual_seed(2))
+        yb = torch.arange(TRAIN_BATCH) % NUM_CLASSES
+        loss = torch.nn.functional.cross_entropy(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        model.eval()
+        return None if torch.isfinite(loss) else f"loss is {float(loss)}"
+
+    def do_save_load() -> str | None:
+        xs = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            want = model.eval()(xs)
+        with tempfile.TemporaryDirectory() as tmp:
+            if arm == "prunus":
+                prunus.save(model, Path(tmp) / "m", input_shape=SHAPE)
+                loaded = prunus.load(Path(tmp) / "m")
+            else:
+                import torch_pruning as tp
+
+                torch.save(tp.state_dict(model), Path(tmp) / "m.pth")
+                torch.manual_seed(0)
+                loaded = prunus.create_model(f"timm:{name}", num_classes=NUM_CLASSES, **kwargs)
+                tp.load_state_dict(loaded, state_dict=torch.load(Path(tmp) / "m.pth", weights_only=False))
+            with torch.no_grad():
+                got = loaded.eval()(xs)
+        if not torch.equal(got, want):
+            return f"loaded model's outputs differ by {float((got - want).abs().max()):.3g}"
+        return None
+
+    def do_onnx() -> str | None:
+        from prunus.deploy.export import export_onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            xs = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(4))
+            export_onnx(copy.deepcopy(model), Path(tmp) / "m.onnx", xs)  # raises beyond 1e-4
+        return None
+
+    def do_macs() -> str | None:
+        kept = prunus.count(model, SHAPE).macs / dense_macs
+        out["macs_kept"] = kept
+        if arm == "prunus" and not (MACS_RATIO * (1 - MACS_TOLERANCE) <= kept <= MACS_RATIO + 1e-9):
+            return f"kept {kept:.3f} of the MACs, requested {MACS_RATIO}"
+        return None
+
+    for key, fn in zip(STEPS, (do_prune, do_forward, do_train, do_save_load, do_onnx, do_macs), strict=True):
+        step(key, fn)
+    out["pass"] = all(out[k]["ok"] for k in STEPS)
+    out["dense_macs"] = dense_macs
+    return out
+
+
+def _warm_up() -> None:
+    """One untimed prune by each library on a small conv net: first-call costs stay out of the timings."""
+    import torch
+    import torch_pruning as tp
+    from torch import nn
+
+    import prunus
+
+    def net() -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))  # fmt: skip
+
+    x = torch.zeros(1, 3, 16, 16)
+    prunus.prune(net(), x, ratio=0.5)
+    model = net()
+    tp.pruner.BasePruner(model, x, importance=tp.importance.GroupMagnitudeImportance(p=1), pruning_ratio=0.5,
+                         ignored_layers=[model[7]]).step()  # fmt: skip
+
+
+def _worker(name: str, kwargs_json: str, order: str) -> None:
+    """Subprocess entry: both arms on one model, in `order`; each arm's record is printed as one JSON line."""
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore")
+    _torchvision_or_stand_in()
+    torch.set_num_threads(1)
+    _warm_up()
+    for arm in order.split(","):
+        try:
+            record = _run_arm(arm, name, json.loads(kwargs_json))
+        except Exception as exc:  # building or counting the dense model failed: every step fails with it
+            record = {k: {"ok": False, "reason": f"setup: {_reason(exc)}"} for k in STEPS} | {"pass": False}
+        print("\n" + json.dumps({"arm": arm, **record}), flush=True)
+
+
+def _failed(reason: str) -> dict[str, Any]:
+    return {k: {"ok": False, "reason": reason} for k in STEPS} | {"pass": False}
+
+
+def _spawn(name: str, kwargs: dict[str, Any], order: tuple[str, ...], timeout: float) -> dict[str, Any]:
+    """Both arms on one model in a subprocess with 1 thread; an arm cut off by the timeout or a crash fails."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))  # fmt: skip
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, json.dumps(kwargs), ",".join(order)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        why = f"crashed (exit {proc.returncode}): " + ((stderr.strip().splitlines() or ["-"])[-1][:300])
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        why = f"timeout: no result within {timeout:.0f} s"
+    records = {}
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            records[record.pop("arm")] = record
+    return {arm: records.get(arm, _failed(why)) for arm in ARMS}
+
+
+# ----------------------------------------------------------------------------- summary and main
+def summarise(run: dict[str, Any]) -> dict[str, Any]:
+    """Pass counts per arm and step, models prunus passes that Torch-Pruning does not (and back), time ratio."""
+    models = [f["model"] for f in run["plan"]["families"] if f["model"] in run["models"]]
+    summary: dict[str, Any] = {"models": len(models)}
+    for arm in ARMS:
+        recs = [run["models"][m][arm] for m in models if arm in run["models"][m]]
+        summary[arm] = {
+            "pass": sum(r["pass"] for r in recs),
+            "ran": len(recs),
+            "steps": {k: sum(r[k]["ok"] for r in recs) for k in STEPS},
+        }
+    both = [m for m in models if all(a in run["models"][m] for a in ARMS)]
+    summary["only_prunus"] = [m for m in both if run["models"][m]["prunus"]["pass"]
+                              and not run["models"][m]["torch_pruning"]["pass"]]  # fmt: skip
+    summary["only_torch_pruning"] = [m for m in both if run["models"][m]["torch_pruning"]["pass"]
+                                     and not run["models"][m]["prunus"]["pass"]]  # fmt: skip
+    timed = [m for m in both if all(run["models"][m][a]["prune"]["ok"] and run["models"][m][a].get("prune_s")
+                                    for a in ARMS)]  # fmt: skip
+    ratios = [run["models"][m]["prunus"]["prune_s"] / run["models"][m]["torch_pruning"]["prune_s"] for m in timed]
+    summary["time_ratio_models"] = len(ratios)
+    summary["median_time_ratio"] = statistics.median(ratios) if ratios else None
+    times = [run["models"][m]["prunus"]["prune_s"] for m in models if run["models"][m]["prunus"].get("prune_s")]
+    summary["prunus_prune_s_max"] = max(times) if times else None
+    summary["prunus_over_20s"] = sorted(m for m in models if run["models"][m]["prunus"].get("prune_s", 0) > 20)
+    return summary
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return read_json(path) if path.exists() else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", nargs=3, metavar=("MODEL", "KWARGS", "ORDER"), help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--force", action="store_true", help="rerun models already recorded")
+    ap.add_argument("--replan", action="store_true", help="recompute the families even if timm did not change")
+    ap.add_argument("--models", nargs="*", help="only these models (of the plan)")
+    ap.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per model (both arms)")
+    ap.add_argument("--jobs", type=int, default=1, help="models at a time (and processes for the plan)")
+    ap.add_argument("--plan-only", action="store_true", help="print the families and stop")
+    args = ap.parse_args(argv)
+    if args.worker:
+        _worker(*args.worker)
+        return 0
+    _torchvision_or_stand_in()
+    import timm
+    import torch_pruning as tp
+
+    from prunus import provenance
+
+    out = Path(args.out)
+    run = _load(out)
+    if args.replan or run.get("plan", {}).get("timm") != timm.__version__:
+        print("planning: building every timm architecture on the meta device ...", flush=True)
+        run = {"plan": make_plan(args.jobs), "models": {} if args.replan else run.get("models", {})}
+        write_json(out, run)  # the plan alone takes minutes: keep it
+    plan = run["plan"]
+    print(f"{len(plan['families'])} CNN families, {len(plan['excluded'])} excluded", flush=True)
+    if args.plan_only:
+        for f in plan["families"]:
+            print(f"  {f['family']:40s} {f['model']:36s} {f['params']:>12,} conv {f['conv_share']:.2f}")
+        return 0
+    todo = [(i, f) for i, f in enumerate(plan["families"]) if not args.models or f["model"] in args.models]
+    todo = [(i, f) for i, f in todo if f["model"] not in run["models"] or args.force]
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(item: tuple[int, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+        i, fam = item
+        order = ARMS if i % 2 == 0 else ARMS[::-1]  # alternating: neither library always goes first
+        return fam, _spawn(fam["model"], fam["kwargs"], order, args.timeout)
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:  # threads only wait on the worker processes
+        for n, (fam, record) in enumerate(pool.map(one, todo), 1):
+            run["models"][fam["model"]] = {"family": fam["family"], **record}
+            marks = "  ".join(f"{arm} {'pass' if record[arm]['pass'] else 'FAIL'} "
+                              f"{record[arm].get('prune_s', float('nan')):.2f}s" for arm in ARMS)  # fmt: skip
+            print(f"[{n}/{len(todo)}] {fam['model']}: {marks}", flush=True)
+            run.update(_meta(args, timm.__version__, tp.__version__, provenance))
+            write_json(out, run)  # after every model: a rerun resumes here
+    run.update(_meta(args, timm.__version__, tp.__version__, provenance))
+    run["summary"] = summarise(run)
+    write_json(out, run)
+    _print(run)
+    return 0
+
+
+def _meta(args: argparse.Namespace, timm_version: str, tp_version: str, provenance: Any) -> dict[str, Any]:
+    return {
+        "figure": "timm CNN family coverage: prunus vs Torch-Pruning",
+        "definition": (
+            f"one model per timm CNN family at 1x{'x'.join(map(str, SHAPE))}, 10 classes, random init: prune "
+            f"(prunus macs_ratio={MACS_RATIO}; Torch-Pruning BasePruner + GroupMagnitudeImportance(p=1) at "
+            f"pruning_ratio={TP_RATIO:.4f}) -> forward at batch {OTHER_BATCH} -> one SGD step at batch "
+            f"{TRAIN_BATCH} -> save/load equal -> ONNX + onnxruntime equal -> MACs kept (prunus: within "
+            f"{MACS_TOLERANCE:.0%} below the request); each arm in a subprocess, 1 thread, {args.timeout:.0f} s timeout"
+        ),
+        "command": "PYTHONPATH=$PWD .venv/bin/python benchmarks/coverage_timm.py",
+        "timm": timm_version,
+        "torch_pruning": tp_version,
+        "load_average": os.getloadavg()[0],
+        **provenance(
+            config={
+                "input_shape": list(SHAPE),
+                "macs_ratio": MACS_RATIO,
+                "tp_ratio": TP_RATIO,
+                "timeout_s": args.timeout,
+                "threads": 1,
+            }
+        ),  # fmt: skip
+    }
+
+
+def _print(run: dict[str, Any]) -> None:
+    s = run["summary"]
+    rows = [(arm, f"{s[arm]['pass']}/{s['models']}", *(s[arm]["steps"][k] for k in STEPS)) for arm in ARMS]
+    print_table(run["definition"], ("arm", "pass", *STEPS), rows)
+    print(f"median prune-time ratio prunus / Torch-Pruning: {s['median_time_ratio']} over {s['time_ratio_models']}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
