@@ -20,9 +20,10 @@ Families and models (the plan, computed once and kept in the results file until 
    together (counted by forward hooks from the shapes: a ViT's only conv is its patch embedding).
    Families without a model that runs at 64x64, or below half, are listed as excluded with the reason.
 
-Per model, one subprocess (1 thread, a timeout: a hanging model cannot stop the run) runs both arms,
-in alternating order from one model to the next, after one untimed warm-up prune of a small conv
-net by each library, on `prunus.create_model("timm:NAME", num_classes=10, **plan kwargs)`
+Per model and arm, one subprocess (1 thread, a timeout: a hanging model cannot stop the run; the
+arms in alternating order from one model to the next; the models in a seeded shuffled order), after
+one untimed warm-up prune of a small conv net by each library, on
+`prunus.create_model("timm:NAME", num_classes=10, **plan kwargs)`
 (= `timm.create_model`, random initialisation, seed 0) at input 1x3x64x64:
 
 - prunus: `prunus.prune(model, x, macs_ratio=0.5)` (default criterion and layer filter: timm's stem
@@ -56,6 +57,7 @@ import argparse
 import json
 import math
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -382,8 +384,8 @@ def _warm_up() -> None:
                          ignored_layers=[model[7]]).step()  # fmt: skip
 
 
-def _worker(name: str, kwargs_json: str, order: str) -> None:
-    """Subprocess entry: both arms on one model, in `order`; each arm's record is printed as one JSON line."""
+def _worker(arm: str, name: str, kwargs_json: str) -> None:
+    """Subprocess entry: one arm on one model; its record is printed as the last line of stdout."""
     import warnings
 
     import torch
@@ -392,38 +394,34 @@ def _worker(name: str, kwargs_json: str, order: str) -> None:
     _torchvision_or_stand_in()
     torch.set_num_threads(1)
     _warm_up()
-    for arm in order.split(","):
-        try:
-            record = _run_arm(arm, name, json.loads(kwargs_json))
-        except Exception as exc:  # building or counting the dense model failed: every step fails with it
-            record = {k: {"ok": False, "reason": f"setup: {_reason(exc)}"} for k in STEPS} | {"pass": False}
-        print("\n" + json.dumps({"arm": arm, **record}), flush=True)
+    try:
+        record = _run_arm(arm, name, json.loads(kwargs_json))
+    except Exception as exc:  # building or counting the dense model failed: every step fails with it
+        record = _failed(f"setup: {_reason(exc)}")
+    print("\n" + json.dumps(record), flush=True)
 
 
 def _failed(reason: str) -> dict[str, Any]:
     return {k: {"ok": False, "reason": reason} for k in STEPS} | {"pass": False}
 
 
-def _spawn(name: str, kwargs: dict[str, Any], order: tuple[str, ...], timeout: float) -> dict[str, Any]:
-    """Both arms on one model in a subprocess with 1 thread; an arm cut off by the timeout or a crash fails."""
+def _spawn(arm: str, name: str, kwargs: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """One arm on one model in a subprocess with 1 thread; past the timeout or after a crash it fails."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))  # fmt: skip
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, json.dumps(kwargs), ",".join(order)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", arm, name, json.dumps(kwargs)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
-        why = f"crashed (exit {proc.returncode}): " + ((stderr.strip().splitlines() or ["-"])[-1][:300])
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        why = f"timeout: no result within {timeout:.0f} s"
-    records = {}
-    for line in stdout.splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            records[record.pop("arm")] = record
-    return {arm: records.get(arm, _failed(why)) for arm in ARMS}
+        proc.communicate()
+        return _failed(f"timeout: no result within {timeout:.0f} s")
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return _failed(f"crashed (exit {proc.returncode}): " + (stderr.strip().splitlines() or ["-"])[-1][:300])
+    return json.loads(lines[-1])
 
 
 # ----------------------------------------------------------------------------- summary and main
@@ -460,12 +458,12 @@ def _load(path: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--worker", nargs=3, metavar=("MODEL", "KWARGS", "ORDER"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", nargs=3, metavar=("ARM", "MODEL", "KWARGS"), help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--force", action="store_true", help="rerun models already recorded")
     ap.add_argument("--replan", action="store_true", help="recompute the families even if timm did not change")
     ap.add_argument("--models", nargs="*", help="only these models (of the plan)")
-    ap.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per model (both arms)")
+    ap.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per model and arm")
     ap.add_argument("--jobs", type=int, default=1, help="models at a time (and processes for the plan)")
     ap.add_argument("--plan-only", action="store_true", help="print the families and stop")
     args = ap.parse_args(argv)
@@ -490,14 +488,16 @@ def main(argv: list[str] | None = None) -> int:
         for f in plan["families"]:
             print(f"  {f['family']:40s} {f['model']:36s} {f['params']:>12,} conv {f['conv_share']:.2f}")
         return 0
-    todo = [(i, f) for i, f in enumerate(plan["families"]) if not args.models or f["model"] in args.models]
+    # a seeded shuffle: a run stopped part-way has measured a sample of the families, not the first letters
+    order = sorted(plan["families"], key=lambda f: random.Random(f["model"]).random())
+    todo = [(i, f) for i, f in enumerate(order) if not args.models or f["model"] in args.models]
     todo = [(i, f) for i, f in todo if f["model"] not in run["models"] or args.force]
     from concurrent.futures import ThreadPoolExecutor
 
     def one(item: tuple[int, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
         i, fam = item
         order = ARMS if i % 2 == 0 else ARMS[::-1]  # alternating: neither library always goes first
-        return fam, _spawn(fam["model"], fam["kwargs"], order, args.timeout)
+        return fam, {arm: _spawn(arm, fam["model"], fam["kwargs"], args.timeout) for arm in order}
 
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:  # threads only wait on the worker processes
         for n, (fam, record) in enumerate(pool.map(one, todo), 1):

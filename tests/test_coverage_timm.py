@@ -97,14 +97,12 @@ def test_the_table_gives_both_pass_rates_the_time_ratio_and_every_failure(tmp_pa
     assert "runs at 64x64, 1: x/y (no architecture runs at 64x64 (y1: TypeError: a \\| b))." in text
 
 
-def test_a_hanging_worker_is_killed_and_both_arms_recorded_as_failed(monkeypatch):
+def test_a_hanging_worker_is_killed_and_recorded_as_failed(monkeypatch):
     cov = _module("coverage_timm", monkeypatch)
-    records = cov._spawn("resnet18", {}, cov.ARMS, timeout=1.0)  # too short to import torch and prune
-    assert set(records) == {"prunus", "torch_pruning"}
-    for record in records.values():
-        assert record["pass"] is False
-        assert record["prune"] == {"ok": False, "reason": "timeout: no result within 1 s"}
-        assert set(record) >= set(cov.STEPS)
+    record = cov._spawn("prunus", "resnet18", {}, timeout=1.0)  # too short to import torch and prune
+    assert record["pass"] is False
+    assert record["prune"] == {"ok": False, "reason": "timeout: no result within 1 s"}
+    assert set(record) >= set(cov.STEPS)
 
 
 def test_family_keys_group_sizes_and_keep_variants_apart(monkeypatch):
