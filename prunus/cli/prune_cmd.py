@@ -158,7 +158,8 @@ def _fresh(args: argparse.Namespace) -> dict[str, Any] | None:
         if args.model_dir is None:
             raise ConfigError("give a model directory, or --model NAME --input-shape C,H,W for a fresh model")
         if given:
-            raise ConfigError(f"{' and '.join(given)} describe a fresh --model; a model directory records its own")
+            verb = "describe" if len(given) > 1 else "describes"
+            raise ConfigError(f"{' and '.join(given)} {verb} a fresh --model; a model directory records its own")
         return None
     if args.model_dir is not None:
         raise ConfigError(f"give a model directory ({args.model_dir}) or --model {args.model}, not both")

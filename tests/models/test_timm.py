@@ -175,12 +175,20 @@ def test_cli_prune_builds_a_fresh_timm_model_and_meets_the_budget(timm, tmp_path
         (["--model", "timm:nonet", "--input-shape", "3,32,32"], r"unknown timm model 'nonet'"),
         (["--model", "timm:resnet18"], r"--model timm:resnet18 needs --input-shape C,H,W"),
         ([], r"give a model directory, or --model NAME --input-shape C,H,W"),
+        (
+            ["MODEL_DIR", "--model", "timm:resnet18"],
+            r"give a model directory \(.*\) or --model timm:resnet18, not both",
+        ),
+        (["MODEL_DIR", "--num-classes", "3"], r"--num-classes describes a fresh --model; a model directory records"),
     ],
-    ids=["unknown", "no_shape", "no_model"],
+    ids=["unknown", "no_shape", "no_model", "both", "shape_flag_with_dir"],
 )
 def test_cli_prune_misuse_of_model_is_one_line(timm, tmp_path, capsys, extra, match):
     from prunus.cli import main
 
+    if "MODEL_DIR" in extra:
+        prunus.save(prunus.create_model("lenet5", in_channels=1), tmp_path / "m", input_shape=(1, 28, 28))
+        extra = [str(tmp_path / "m") if a == "MODEL_DIR" else a for a in extra]
     assert main(["prune", *extra, "--ratio", "0.5", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1
