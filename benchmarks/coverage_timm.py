@@ -54,6 +54,7 @@ is put on the path, as tests/conftest.py does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -384,8 +385,12 @@ def _warm_up() -> None:
                          ignored_layers=[model[7]]).step()  # fmt: skip
 
 
-def _worker(arm: str, name: str, kwargs_json: str) -> None:
-    """Subprocess entry: one arm on one model; its record is printed as the last line of stdout."""
+RECORD = "@@coverage-record "  # marks the worker's own lines on stdout (models may print there too)
+READY_S = 600  # for a worker to import everything and warm up; not charged to any model
+
+
+def _serve() -> None:
+    """Subprocess entry (`--serve`): warm up, say ready, then one arm per stdin line, one record line each."""
     import warnings
 
     import torch
@@ -394,34 +399,103 @@ def _worker(arm: str, name: str, kwargs_json: str) -> None:
     _torchvision_or_stand_in()
     torch.set_num_threads(1)
     _warm_up()
-    try:
-        record = _run_arm(arm, name, json.loads(kwargs_json))
-    except Exception as exc:  # building or counting the dense model failed: every step fails with it
-        record = _failed(f"setup: {_reason(exc)}")
-    print("\n" + json.dumps(record), flush=True)
+    print(RECORD + "ready", flush=True)
+    for line in sys.stdin:
+        task = json.loads(line)
+        try:
+            record = _run_arm(task["arm"], task["model"], task["kwargs"])
+        except Exception as exc:  # building or counting the dense model failed: every step fails with it
+            record = _failed(f"setup: {_reason(exc)}")
+        print(RECORD + json.dumps(record), flush=True)
 
 
 def _failed(reason: str) -> dict[str, Any]:
     return {k: {"ok": False, "reason": reason} for k in STEPS} | {"pass": False}
 
 
+class _Worker:
+    """A `--serve` subprocess (1 thread), reused from one model to the next (imports and warm-up once);
+    killed and replaced after a timeout or a crash, so a hanging model costs its timeout and nothing more."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+
+    def _start(self) -> str | None:
+        import queue
+        import threading
+
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+            [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))  # fmt: skip
+        self.err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed by close(), with the process)
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve"], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True,
+                                     start_new_session=True)  # fmt: skip
+        self.lines: queue.Queue[str | None] = queue.Queue()
+
+        def read(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                if line.startswith(RECORD):
+                    lines.put(line[len(RECORD) :].strip())
+            lines.put(None)  # end of output: the process died
+
+        threading.Thread(target=read, args=(self.proc, self.lines), daemon=True).start()
+        got = self._get(READY_S)
+        return None if got == "ready" else self._died(got, READY_S)
+
+    def _get(self, timeout: float) -> str | None | bool:
+        import queue
+
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return False
+
+    def _died(self, got: str | None | bool, timeout: float) -> str:
+        """Why no record came (and the worker is gone): a timeout, or a crash with its last stderr line."""
+        if got is False:
+            self.close()
+            return f"timeout: no result within {timeout:.0f} s"
+        assert self.proc is not None
+        code = self.proc.wait()
+        self.err.seek(0)
+        tail = (self.err.read().strip().splitlines() or ["-"])[-1][:300]
+        self.close()
+        return f"crashed (exit {code}): {tail}"
+
+    def run(self, arm: str, name: str, kwargs: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """One arm on one model; a failed record when it takes over `timeout` seconds or the worker dies."""
+        if self.proc is None:
+            why = self._start()
+            if why is not None:
+                return _failed(f"worker did not start: {why}")
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps({"arm": arm, "model": name, "kwargs": kwargs}) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            return _failed(self._died(None, timeout))
+        got = self._get(timeout)
+        if not isinstance(got, str):
+            return _failed(self._died(got, timeout))
+        return json.loads(got)
+
+    def close(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.err.close()
+            self.proc = None
+
+
 def _spawn(arm: str, name: str, kwargs: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """One arm on one model in a subprocess with 1 thread; past the timeout or after a crash it fails."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))  # fmt: skip
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", arm, name, json.dumps(kwargs)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+    """One arm on one model in a fresh worker (the worker's start is not charged to `timeout`)."""
+    worker = _Worker()
     try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return _failed(f"timeout: no result within {timeout:.0f} s")
-    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        return _failed(f"crashed (exit {proc.returncode}): " + (stderr.strip().splitlines() or ["-"])[-1][:300])
-    return json.loads(lines[-1])
+        return worker.run(arm, name, kwargs, timeout)
+    finally:
+        worker.close()
 
 
 # ----------------------------------------------------------------------------- summary and main
@@ -458,7 +532,7 @@ def _load(path: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--worker", nargs=3, metavar=("ARM", "MODEL", "KWARGS"), help=argparse.SUPPRESS)
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--force", action="store_true", help="rerun models already recorded")
     ap.add_argument("--replan", action="store_true", help="recompute the families even if timm did not change")
@@ -467,8 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="models at a time (and processes for the plan)")
     ap.add_argument("--plan-only", action="store_true", help="print the families and stop")
     args = ap.parse_args(argv)
-    if args.worker:
-        _worker(*args.worker)
+    if args.serve:
+        _serve()
         return 0
     _torchvision_or_stand_in()
     import timm
@@ -492,12 +566,18 @@ def main(argv: list[str] | None = None) -> int:
     order = sorted(plan["families"], key=lambda f: random.Random(f["model"]).random())
     todo = [(i, f) for i, f in enumerate(order) if not args.models or f["model"] in args.models]
     todo = [(i, f) for i, f in todo if f["model"] not in run["models"] or args.force]
+    import threading
     from concurrent.futures import ThreadPoolExecutor
+
+    local, workers = threading.local(), []
 
     def one(item: tuple[int, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
         i, fam = item
+        if not hasattr(local, "worker"):  # one worker process per job thread
+            local.worker = _Worker()
+            workers.append(local.worker)
         order = ARMS if i % 2 == 0 else ARMS[::-1]  # alternating: neither library always goes first
-        return fam, {arm: _spawn(arm, fam["model"], fam["kwargs"], args.timeout) for arm in order}
+        return fam, {arm: local.worker.run(arm, fam["model"], fam["kwargs"], args.timeout) for arm in order}
 
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:  # threads only wait on the worker processes
         for n, (fam, record) in enumerate(pool.map(one, todo), 1):
@@ -507,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{n}/{len(todo)}] {fam['model']}: {marks}", flush=True)
             run.update(_meta(args, timm.__version__, tp.__version__, provenance))
             write_json(out, run)  # after every model: a rerun resumes here
+    for worker in workers:
+        worker.close()
     run.update(_meta(args, timm.__version__, tp.__version__, provenance))
     run["summary"] = summarise(run)
     write_json(out, run)
