@@ -431,13 +431,19 @@ def _cell(text: str) -> str:
 
 
 def _failures(record: dict[str, Any]) -> str:
-    """Every failed step of one arm with its reason ("skipped" steps after a failed prune left out)."""
-    failed = [
-        f"{k}: {_cell(record[k].get('reason', ''))}"
-        for k in COVERAGE_STEPS
-        if not record[k]["ok"] and not record[k].get("reason", "").startswith("skipped")
-    ]
-    return "<br>".join(failed) if failed else "pass"
+    """The failed steps of one arm grouped by reason ("skipped" steps after a failed prune left out)."""
+    by_reason: dict[str, list[str]] = {}
+    for k in COVERAGE_STEPS:
+        reason = record[k].get("reason", "")
+        if not record[k]["ok"] and not reason.startswith("skipped"):
+            by_reason.setdefault(reason, []).append(k)
+    if not by_reason:
+        return "pass"
+    parts = []
+    for reason, steps in by_reason.items():
+        where = "every step" if len(steps) == len(COVERAGE_STEPS) else ", ".join(steps)
+        parts.append(f"{where}: {_cell(reason[:200])}")
+    return "<br>".join(parts)
 
 
 def _coverage(res: _Results) -> list[str]:

@@ -32,7 +32,8 @@ def _arm(ok: bool, prune_s: float, reason: str = "ValueError: boom", failed: str
     steps = ("prune", "forward", "train", "save_load", "onnx", "macs")
     record = {k: {"ok": True} for k in steps}
     if not ok:
-        record[failed] = {"ok": False, "reason": reason}
+        for k in failed.split(","):
+            record[k] = {"ok": False, "reason": reason}
         if failed == "prune":  # what the worker writes: every later step skipped
             for k in steps[1:]:
                 record[k] = {"ok": False, "reason": "skipped: prune failed"}
@@ -54,7 +55,7 @@ def _run() -> dict:
     models = {
         "m0": {"family": "fam0", "prunus": _arm(True, 1.0), "torch_pruning": _arm(True, 2.0)},  # ratio 0.5
         "m1": {"family": "fam1", "prunus": _arm(True, 3.0),
-               "torch_pruning": _arm(False, 1.0, "RuntimeError: a | b", "forward")},  # ratio 3.0
+               "torch_pruning": _arm(False, 1.0, "RuntimeError: a | b", "forward,train")},  # ratio 3.0
         "m2": {"family": "fam2", "prunus": _arm(False, 0.1, "l3.conv (Conv2d) has 0 channels", "prune"),
                "torch_pruning": _arm(True, 4.0)},  # no ratio: prunus's prune failed (though it took 0.1 s)
         "m3": {"family": "fam3", "prunus": _arm(True, 25.0), "torch_pruning": _arm(True, 10.0)},  # ratio 2.5
@@ -86,8 +87,8 @@ def test_the_table_gives_both_pass_rates_the_time_ratio_and_every_failure(tmp_pa
     assert "**prunus passes 3 of 4 (75%), Torch-Pruning 3 of 4 (75%)**" in text
     assert "Median prune-time ratio prunus / Torch-Pruning: **2.50** over the 3 models both pruned" in text
     assert "| prunus | 3/4 | 3 | 3 | 3 | 3 | 3 | 3 |" in text  # per step: m2's skipped steps count as failed
-    assert "| Torch-Pruning | 3/4 | 4 | 3 | 4 | 4 | 4 | 4 |" in text
-    assert "| fam1 | m1 | pass | 3.00 | forward: RuntimeError: a \\| b | 1.00 |" in text
+    assert "| Torch-Pruning | 3/4 | 4 | 3 | 3 | 4 | 4 | 4 |" in text
+    assert "| fam1 | m1 | pass | 3.00 | forward, train: RuntimeError: a \\| b | 1.00 |" in text
     assert "| fam2 | m2 | prune: l3.conv (Conv2d) has 0 channels | 0.10 | pass | 4.00 |" in text
     assert "skipped" not in text
     assert "| fam0 | m0 |" not in text  # passed by both: listed in one line, not as a failure
