@@ -604,7 +604,8 @@ def _meta(args: argparse.Namespace, timm_version: str, tp_version: str, provenan
             f"(prunus macs_ratio={MACS_RATIO}; Torch-Pruning BasePruner + GroupMagnitudeImportance(p=1) at "
             f"pruning_ratio={TP_RATIO:.4f}) -> forward at batch {OTHER_BATCH} -> one SGD step at batch "
             f"{TRAIN_BATCH} -> save/load equal -> ONNX + onnxruntime equal -> MACs kept (prunus: within "
-            f"{MACS_TOLERANCE:.0%} below the request); each arm in a subprocess, 1 thread, {args.timeout:.0f} s timeout"
+            f"{MACS_TOLERANCE:.0%} below the request); each arm in a worker process, 1 thread, with a timeout (its "
+            "seconds are in each timeout's reason)"
         ),
         "command": "PYTHONPATH=$PWD .venv/bin/python benchmarks/coverage_timm.py",
         "timm": timm_version,
