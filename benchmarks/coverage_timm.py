@@ -20,9 +20,11 @@ Families and models (the plan, computed once and kept in the results file until 
    together (counted by forward hooks from the shapes: a ViT's only conv is its patch embedding).
    Families without a model that runs at 64x64, or below half, are listed as excluded with the reason.
 
-Per model and arm, one subprocess (1 thread, a timeout: a hanging model cannot stop the run; the
-arms in alternating order from one model to the next; the models in a seeded shuffled order), after
-one untimed warm-up prune of a small conv net by each library, on
+(Rules 1-3 live in `_timm_families.py`.) Each arm of each model runs in a worker process with 1
+thread and a timeout (a hanging model cannot stop the run: its worker is killed and replaced; a
+worker imports and warms up once, with one untimed prune of a small conv net by each library, and
+then serves model after model); `--jobs` workers at a time; the models in a seeded shuffled order
+(a stopped run has measured a sample), the arms in alternating order from one model to the next; on
 `prunus.create_model("timm:NAME", num_classes=10, **plan kwargs)`
 (= `timm.create_model`, random initialisation, seed 0) at input 1x3x64x64:
 
@@ -70,173 +72,20 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "coverage_timm.json"
-STAND_INS = ROOT / "tests" / "_stand_ins"
-SHAPE = (3, 64, 64)
-NUM_CLASSES = 10
 MACS_RATIO = 0.5
 MACS_TOLERANCE = 0.05  # met when kept is in [ratio * (1 - tolerance), ratio]
 TP_RATIO = 1 - math.sqrt(MACS_RATIO)
 OTHER_BATCH = 3
 TRAIN_BATCH = 4
-CONV_SHARE = 0.5
 TIMEOUT_S = 300
 STEPS = ("prune", "forward", "train", "save_load", "onnx", "macs")
 ARMS = ("prunus", "torch_pruning")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, when imported by a test
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common and _timm_families, when imported by a test
 from _common import print_table, read_json, write_json  # noqa: E402
+from _timm_families import NUM_CLASSES, SHAPE, family_key, make_plan, reason, torchvision_or_stand_in  # noqa: E402
 
-
-def _torchvision_or_stand_in() -> None:
-    """As tests/conftest.py: the stand-in only where no working torchvision imports."""
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # ImportError, or OSError from a wheel linked against another torch build
-        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
-            del sys.modules[name]
-        if str(STAND_INS) not in sys.path:
-            sys.path.insert(0, str(STAND_INS))
-
-
-def _reason(exc: BaseException) -> str:
-    """One line: the exception's type and the first line of its message."""
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}"[:300]
-
-
-# ----------------------------------------------------------------------------- the plan
-def _conv_share_and_params(model: Any) -> tuple[float, int]:
-    """(conv MACs / (conv + linear MACs), parameters) of `model` (on the meta device) at 1x3x64x64."""
-    import torch
-    from torch import nn
-
-    macs = {"conv": 0, "linear": 0}
-
-    def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
-        if not isinstance(output, torch.Tensor):
-            return
-        per_sample = output.numel() // max(1, output.shape[0])
-        if isinstance(module, nn.modules.conv._ConvNd):
-            k = math.prod(module.kernel_size)
-            macs["conv"] += per_sample * (module.in_channels // module.groups) * k
-        elif isinstance(module, nn.Linear):
-            macs["linear"] += per_sample * module.in_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.empty(1, *SHAPE, device="meta"))
-    finally:
-        for h in handles:
-            h.remove()
-    total = macs["conv"] + macs["linear"]
-    params = sum(p.numel() for p in model.parameters())
-    return (macs["conv"] / total if total else 0.0), params
-
-
-SIZE_WORDS = frozenset(
-    {"atto", "femto", "pico", "nano", "micro", "tiny", "mini", "small", "little", "medium", "base", "large"}
-    | {"xlarge", "xxlarge", "huge", "giant", "gigantic"}
-)
-
-
-def family_key(name: str) -> str:
-    """The name's stem (see the module docstring, rule 1).
-
-    Example:
-        >>> [family_key(n) for n in ("resnet18d", "ecaresnet26t", "mixnet_s", "mobilenetv3_small_050",
-        ...                          "res2net50_14w_8s", "tf_efficientnet_b0", "nf_resnet26", "dla102x2")]
-        ['resnet', 'ecaresnet', 'mixnet', 'mobilenetv3', 'res2net', 'tf_efficientnet', 'nf_resnet', 'dla']
-    """
-    import re
-
-    out: list[str] = []
-    for i, token in enumerate(name.split("_")):
-        base = token
-        while True:  # trailing depth/variant digits (and up to 2 letters after them), not a version "v3"
-            stripped = re.sub(r"(?<![v\d])\d+[a-z]{0,2}$", "", base)
-            if stripped == base:
-                break
-            base = stripped
-        if i > 0 and (len(base) <= 2 or base in SIZE_WORDS):
-            break
-        out.append(base)
-        if base != token:
-            break
-    return "_".join(p for p in out if p) or name
-
-
-def _params(name: str) -> tuple[str, int | None, str]:
-    """(name, parameters of timm.create_model(name, num_classes=10) on the meta device or None, error)."""
-    import timm
-    import torch
-
-    try:
-        with torch.device("meta"):
-            model = timm.create_model(name, num_classes=NUM_CLASSES)
-        return name, sum(p.numel() for p in model.parameters()), ""
-    except Exception as exc:  # it may still build with img_size (step 2); the reason is kept otherwise
-        return name, None, _reason(exc)
-
-
-def _probe(name: str) -> dict[str, Any]:
-    """Build `name` on the meta device and run it at 64x64: {kwargs, params, conv_share} or {error}."""
-    import timm
-    import torch
-
-    error = ""
-    for extra in ({}, {"img_size": SHAPE[1]}):
-        try:
-            with torch.device("meta"):
-                model = timm.create_model(name, num_classes=NUM_CLASSES, **extra)
-            share, params = _conv_share_and_params(model)
-            return {"kwargs": extra, "params": params, "conv_share": share}
-        except Exception as exc:  # any failure makes the architecture no candidate, with its reason
-            error = _reason(exc)
-    return {"error": error}
-
-
-def _plan_family(item: tuple[str, str, list[tuple[int, str]]]) -> dict[str, Any]:
-    """The family's model (the smallest that runs at 64x64) and whether it is a CNN family."""
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    _torchvision_or_stand_in()
-    module, key, sized = item
-    errors = []
-    for params, name in sorted(sized):
-        probe = _probe(name)
-        if "error" in probe:
-            errors.append(f"{name}: {probe['error']}")
-            continue
-        entry = {"family": f"{module}/{key}", "model": name, "kwargs": probe["kwargs"], "params": probe["params"],
-                 "conv_share": round(probe["conv_share"], 4), "architectures": len(sized)}  # fmt: skip
-        if probe["conv_share"] < CONV_SHARE:
-            entry["reason"] = f"not a CNN: convolutions do {probe['conv_share']:.0%} of its conv + linear MACs"
-        return entry
-    return {"family": f"{module}/{key}", "reason": f"no architecture runs at 64x64 ({errors[0] if errors else '-'})"}
-
-
-def make_plan(jobs: int = 1) -> dict[str, Any]:
-    """The families, their models and the excluded families with reasons (see the module docstring)."""
-    import warnings
-    from concurrent.futures import ProcessPoolExecutor
-
-    import timm
-
-    warnings.filterwarnings("ignore")
-    names = [(m, n) for m in timm.list_modules() for n in timm.list_models(module=m) if not n.startswith("test_")]
-    with ProcessPoolExecutor(jobs) as pool:
-        sizes = {n: (p, e) for n, p, e in pool.map(_params, [n for _, n in names], chunksize=8)}
-        groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
-        for module, name in names:
-            params, _ = sizes[name]
-            # an architecture that does not build without img_size is tried last, not dropped
-            groups.setdefault((module, family_key(name)), []).append((params if params is not None else 1 << 62, name))
-        entries = list(pool.map(_plan_family, [(m, k, v) for (m, k), v in sorted(groups.items())]))
-    families = [e for e in entries if "reason" not in e]
-    excluded = [e for e in entries if "reason" in e]
-    return {"timm": timm.__version__, "families": families, "excluded": excluded}
+__all__ = ["family_key", "main", "summarise"]
 
 
 # ----------------------------------------------------------------------------- one arm, one model
@@ -284,7 +133,7 @@ def _run_arm(arm: str, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         try:
             reason = fn()
         except Exception as exc:
-            reason = _reason(exc)
+            reason = reason(exc)
         out[key] = {"ok": reason is None} if reason is None else {"ok": False, "reason": reason}
         return reason is None
 
@@ -396,7 +245,7 @@ def _serve() -> None:
     import torch
 
     warnings.filterwarnings("ignore")
-    _torchvision_or_stand_in()
+    torchvision_or_stand_in()
     torch.set_num_threads(1)
     _warm_up()
     print(RECORD + "ready", flush=True)
@@ -405,7 +254,7 @@ def _serve() -> None:
         try:
             record = _run_arm(task["arm"], task["model"], task["kwargs"])
         except Exception as exc:  # building or counting the dense model failed: every step fails with it
-            record = _failed(f"setup: {_reason(exc)}")
+            record = _failed(f"setup: {reason(exc)}")
         print(RECORD + json.dumps(record), flush=True)
 
 
@@ -544,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         _serve()
         return 0
-    _torchvision_or_stand_in()
+    torchvision_or_stand_in()
     import timm
     import torch_pruning as tp
 
