@@ -83,7 +83,8 @@ ARMS = ("prunus", "torch_pruning")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common and _timm_families, when imported by a test
 from _common import print_table, read_json, write_json  # noqa: E402
-from _timm_families import NUM_CLASSES, SHAPE, family_key, make_plan, reason, torchvision_or_stand_in  # noqa: E402
+from _timm_families import NUM_CLASSES, SHAPE, family_key, make_plan, torchvision_or_stand_in  # noqa: E402
+from _timm_families import reason as _reason  # noqa: E402
 
 __all__ = ["family_key", "main", "summarise"]
 
@@ -133,7 +134,7 @@ def _run_arm(arm: str, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         try:
             reason = fn()
         except Exception as exc:
-            reason = reason(exc)
+            reason = _reason(exc)
         out[key] = {"ok": reason is None} if reason is None else {"ok": False, "reason": reason}
         return reason is None
 
@@ -254,7 +255,7 @@ def _serve() -> None:
         try:
             record = _run_arm(task["arm"], task["model"], task["kwargs"])
         except Exception as exc:  # building or counting the dense model failed: every step fails with it
-            record = _failed(f"setup: {reason(exc)}")
+            record = _failed(f"setup: {_reason(exc)}")
         print(RECORD + json.dumps(record), flush=True)
 
 
