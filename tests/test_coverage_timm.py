@@ -132,3 +132,17 @@ def test_one_arm_runs_every_step_on_a_small_timm_model(monkeypatch):
     assert record["pass"] is True
     assert 0.475 <= record["macs_kept"] <= 0.5
     assert record["prune_s"] > 0
+
+
+def test_a_failing_step_is_recorded_with_its_reason_not_a_harness_error(monkeypatch):
+    """resnet18 with an 8-channel stem tied to layer1: half the MACs are out of reach (or missed)."""
+    pytest.importorskip("timm")
+    cov = _module("coverage_timm", monkeypatch)
+    record = cov._run_arm("prunus", "resnet18", {"channels": [8, 16, 32, 64], "stem_width": 8})
+    assert record["pass"] is False
+    failed = {k: record[k]["reason"] for k in cov.STEPS if not record[k]["ok"]}
+    own = {k: r for k, r in failed.items() if not r.startswith("skipped")}
+    assert own, failed
+    for reason in own.values():  # "ConfigError: macs_ratio=0.5 cannot be reached ..." or "kept 0.7 ..., requested 0.5"
+        assert "0.5" in reason, reason
+        assert "Error: cannot access local variable" not in reason
