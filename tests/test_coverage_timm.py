@@ -93,7 +93,8 @@ def test_the_table_gives_both_pass_rates_the_time_ratio_and_every_failure(tmp_pa
     assert "skipped" not in text
     assert "| fam0 | m0 |" not in text  # passed by both: listed in one line, not as a failure
     assert "Passed by both (2): m0, m3." in text
-    assert "prunus prunes over 20 s: m3" in text
+    assert "prunus prunes over 20 s: m3. On prune + forward + train alone" in text
+    assert "first survey): prunus 3, Torch-Pruning 3." in text
     assert "convolutions), 1: vit/vit (1%)." in text
     assert "runs at 64x64, 1: x/y (no architecture runs at 64x64 (y1: TypeError: a \\| b))." in text
 
