@@ -27,7 +27,10 @@ from prunus.errors import ConfigError
             {"image_size": 32},
             r"image_size does not apply to dataset 'fashion-mnist'; it is used by: imagefolder, synthetic",
         ),
-        ({"name": "synthetic", "num_classes": 1}, r"DataConfig.num_classes=1 is not valid; expected an integer from 2 to 100000 or null"),
+        (
+            {"name": "synthetic", "num_classes": 1},
+            r"DataConfig.num_classes=1 is not valid; expected an integer from 2 to 100000 or null",
+        ),
     ],
 )
 def test_bad_config_values(kwargs, match):
