@@ -11,10 +11,12 @@ __all__ = [
     "CorruptFileError",
     "DataNotFoundError",
     "FormatError",
+    "MissingDependencyError",
     "PeerError",
     "PrunusError",
     "TrainingDivergedError",
     "BudgetNotMetWarning",
+    "require",
 ]
 
 
@@ -49,3 +51,22 @@ class PeerError(PrunusError, RuntimeError):
 
 class BudgetNotMetWarning(UserWarning):
     """A result was produced but misses the budget asked for; the message says by how much and what to change."""
+
+
+class MissingDependencyError(PrunusError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+
+def require(module: str, extra: str, purpose: str):  # noqa: ANN201 - returns the module
+    """Import the optional `module`, or raise `MissingDependencyError` naming `pip install 'prunus[extra]'`.
+
+    Example:
+        >>> require("json", "none", "reading JSON").__name__
+        'json'
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(f"{purpose} needs {module}: pip install 'prunus[{extra}]'") from exc

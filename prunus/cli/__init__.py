@@ -16,7 +16,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from prunus._version import __version__
 from prunus.errors import PrunusError
@@ -88,8 +88,21 @@ def _error(message: str) -> int:
     return 2
 
 
+def _one_line_warning(
+    message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """A warning as one `prunus: warning:` line, without the file path and source line Python adds."""
+    text = " ".join(str(message).split())
+    print(f"prunus: warning: {text}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
+    import warnings
+
+    # only where nothing else collects warnings (pytest and other callers keep their own handler)
+    if warnings.showwarning is getattr(warnings, "_showwarning_orig", None):
+        warnings.showwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

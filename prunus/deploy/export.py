@@ -16,7 +16,6 @@ the file, while the torch.export-based one would also need `onnxscript`. Checkin
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import json
 import os
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 
 from prunus._io.atomic import atomic_path
-from prunus.errors import PrunusError
+from prunus.errors import MissingDependencyError, PrunusError, require
 
 __all__ = [
     "ExportError",
@@ -59,10 +58,6 @@ def _marker_json() -> str:
 
 class ExportError(PrunusError, RuntimeError):
     """The model cannot be exported, or the exported file does not reproduce the eager logits."""
-
-
-class MissingDependencyError(PrunusError, ImportError):
-    """An optional dependency (onnxruntime, onnx) is not installed; the message says how to get it."""
 
 
 @dataclass(frozen=True)
@@ -202,10 +197,7 @@ def _deployable(model: nn.Module, fold: bool) -> tuple[nn.Module, int]:
 
 
 def _require(module: str, purpose: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingDependencyError(f"{purpose} needs {module}: pip install 'prunus[export]'") from exc
+    return require(module, "export", purpose)
 
 
 def ort_session(model: bytes | str | os.PathLike[str], threads: int | None = None) -> Any:

@@ -44,14 +44,19 @@ def _cli(args: list[str], crash_at: str | None = None) -> subprocess.CompletedPr
     return subprocess.run([sys.executable, "-m", "prunus", *args], env=env, capture_output=True, text=True, timeout=600)
 
 
-def _tree(root: Path) -> dict[str, bytes | str]:
-    out: dict[str, bytes | str] = {}
+def _tree(root: Path) -> dict[str, object]:
+    """Every entry under `root`: a link's target, a file's bytes and modification time (a rewrite with the
+    same bytes is still a write), or "dir"."""
+    out: dict[str, object] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             p = Path(dirpath) / name
-            out[str(p.relative_to(root))] = (
-                os.readlink(p) if p.is_symlink() else (p.read_bytes() if p.is_file() else "dir")
-            )
+            if p.is_symlink():
+                out[str(p.relative_to(root))] = os.readlink(p)
+            elif p.is_file():
+                out[str(p.relative_to(root))] = (p.read_bytes(), p.stat().st_mtime_ns)
+            else:
+                out[str(p.relative_to(root))] = "dir"
     return out
 
 
@@ -140,6 +145,17 @@ def test_a_recipe_changed_after_a_kill_is_refused_naming_the_change_then_resumes
     assert all(torch.equal(a[k], b[k]) for k in a)  # the resumed run's weights are the uninterrupted run's
 
 
+def _dead_pid() -> int:
+    for pid in range(4_000_000, 4_100_000):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            continue
+    raise AssertionError("no free pid found")
+
+
 def test_a_kill_during_a_model_write_leaves_nothing_behind_after_the_rerun(finished, tmp_path):
     recipe = finished / "recipe.yaml"
     run = tmp_path / "run"
@@ -148,6 +164,8 @@ def test_a_kill_during_a_model_write_leaves_nothing_behind_after_the_rerun(finis
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     prune_dir = RunDir(run).stage("main", 0, 2, "prune").root
     assert any(p.name.endswith(".tmp") for p in prune_dir.iterdir())  # the kill left its temporary directory
+    dead = _dead_pid()  # and one whose target is never written again (an older prunus's file name, say)
+    (prune_dir / f".old-export.onnx.{dead}.x1y2.tmp").write_bytes(b"partial")
     assert _cli(["run", str(recipe), "--out", str(run), "--no-progress"]).returncode == 0
     leftovers = [str(p) for p in run.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
