@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -74,6 +74,9 @@ class PruneReport:
             `latency_batch` (latency budgets only).
         estimated_latency_ratio: What the latency table predicted for the kept cut.
         runtime, latency_batch: Where latency was measured (latency budgets only).
+        kept_whole: Group key -> why it keeps every channel: the stem and classifier (and what is
+            coupled to them: a residual stream written by the stem keeps its width), layers in
+            `ignore`, structures that cannot be cut safely.
     """
 
     criterion: str
@@ -96,6 +99,7 @@ class PruneReport:
     estimated_latency_ratio: float | None = None
     runtime: str | None = None
     latency_batch: int | None = None
+    kept_whole: dict[str, str] = field(default_factory=dict)
 
     @property
     def macs_speedup(self) -> float:
@@ -251,6 +255,7 @@ class TargetPlan:
         rate: The uniform per-group rate searched (None with global pruning or a latency budget).
         round_to: The validated rounding.
         latency: Requested/measured/estimated latency ratios, runtime and batch (latency budgets only).
+        kept_whole: Group key -> why it keeps every channel (see `PruneReport.kept_whole`).
     """
 
     groups: list[ChannelGroup]
@@ -260,6 +265,7 @@ class TargetPlan:
     rate: float | None
     round_to: int
     latency: dict[str, Any]
+    kept_whole: dict[str, str] = field(default_factory=dict)
 
 
 def plan_target(
@@ -284,7 +290,9 @@ def plan_target(
     name, value = config.require_target()
     round_to = config.round_to
     ignored = list(config.ignore) or None
-    groups = [g for g in build_groups(model, example_inputs, ignored, filter_fn=filter_fn) if g.prunable]
+    every = build_groups(model, example_inputs, ignored, filter_fn=filter_fn)
+    groups = [g for g in every if g.prunable]
+    kept_whole = {g.key: _why_whole(g) for g in every if not g.prunable}
     dense = count(model, tuple(example_inputs.shape[1:]))
     crit_name, scores = _scores(model, groups, criterion if criterion is not None else config.criterion, batch)
     costs = CostModel(model, groups, scores, dense)
@@ -335,7 +343,14 @@ def plan_target(
         if achieved < 0.95 * value:
             _warn_undershoot(name, value, achieved, round_to)
     cut = {g.key: {**fixed, **cut}.get(g.key, 0) for g in groups}
-    return TargetPlan(groups, costs, crit_name, cut, rate, round_to, latency)
+    return TargetPlan(groups, costs, crit_name, cut, rate, round_to, latency, kept_whole)
+
+
+def _why_whole(group: ChannelGroup) -> str:
+    """One line: why `group` keeps its width, and which other layers that keeps whole with it."""
+    writers = [m for m in group.modules(*WRITER_ROLES) if m != group.key]
+    coupled = f"; coupled with {', '.join(writers[:4])}{' ...' if len(writers) > 4 else ''}" if writers else ""
+    return f"{group.num_channels} channels{coupled}: {group.reason}"
 
 
 def _fixed_cut(groups: Sequence[ChannelGroup], config: PruneConfig) -> Cut:
@@ -481,4 +496,5 @@ def _apply(model: nn.Module, plan: TargetPlan, global_pruning: bool, requested: 
         widths=widths,
         requested_params_ratio=requested.get("params_ratio"),
         round_to=plan.round_to,
+        kept_whole=dict(plan.kept_whole),
     )
