@@ -173,15 +173,12 @@ def unit_tensors(unit: GraftUnit) -> list[torch.Tensor]:
 def blend_unit_(
     own: Sequence[torch.Tensor], other: Sequence[torch.Tensor], h_own: float, h_other: float, a: float, c: float
 ) -> float:
-    """own <- alpha own + (1 - alpha) other for every tensor of a unit; returns alpha.
-
-    The other network's weight is written 0.5 - t rather than 1 - alpha (t = the arctan term), so
-    in a ring of two both networks compute the same products and end bit-identical.
-    """
-    t = (a / math.pi) * math.atan(c * (h_own - h_other))
+    """own <- alpha own + (1 - alpha) other for every tensor of a unit, the weights from `graft_weights`
+    (the other network's is 0.5 - t, so a ring of two ends bit-identical); returns alpha."""
+    alpha, rest = graft_weights(h_own, h_other, a, c)
     for mine, theirs in zip(own, other):
-        mine.copy_((0.5 + t) * mine + (0.5 - t) * theirs.to(mine.device, mine.dtype))
-    return 0.5 + t
+        mine.copy_(alpha * mine + rest * theirs.to(mine.device, mine.dtype))
+    return alpha
 
 
 def _conv_weights(model: nn.Module) -> list[torch.Tensor]:
