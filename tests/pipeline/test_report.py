@@ -53,3 +53,46 @@ def test_report_renders_in_headless_chromium_with_every_image_decoded(finished, 
 def test_report_of_a_directory_without_records_fails_cleanly(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "has no records.json" in capsys.readouterr().err
+
+
+def test_html_cells_and_headings_are_escaped(tmp_path):
+    """A `<` or `&` in a stage or arm name (a records.json from elsewhere) is text on the page, not markup."""
+    from html.parser import HTMLParser
+
+    from prunus.report.collect import RunData
+    from prunus.report.render import render_html
+
+    stages = [{"name": "<b>prune</b>", "kind": "prune&cut", "metrics": {"acc": 0.5, "macs": 10}, "seconds": 1.0}]
+    records = [
+        {"arm": arm, "seed": 0, "stages": stages, "acc": acc, "macs": 10}
+        for arm, acc in (("base", 0.5), ("x<y&z", 0.25))
+    ]  # fmt: skip
+    data = RunData(tmp_path, "t & <i>", "base", records, [], {}, {"prunus": "0"})
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.cells, self.headings, self._in = [], [], [], None
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            self._in = tag
+
+        def handle_endtag(self, tag):
+            self._in = None
+
+        def handle_data(self, data):
+            if self._in == "td":
+                self.cells.append(data)
+            elif self._in in ("h1", "h2"):
+                self.headings.append(data)
+
+    page = Page()
+    page.feed(render_html(data))
+    assert "b" not in page.tags
+    assert "i" not in page.tags
+    assert "<b>prune</b>" in page.cells
+    assert "prune&cut" in page.cells
+    assert "x<y&z" in page.cells
+    assert "Stages: arm x<y&z, seed 0" in page.headings
+    assert "t & <i>" in page.headings
