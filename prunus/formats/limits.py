@@ -29,7 +29,15 @@ from torch import nn
 
 from prunus.errors import CorruptFileError, FormatError
 
-__all__ = ["LIMITS", "build_bounded", "check_dtypes", "check_input_shape", "check_kwargs"]
+__all__ = [
+    "LIMITS",
+    "build_bounded",
+    "check_dtypes",
+    "check_finite_weights",
+    "check_input_shape",
+    "check_kwargs",
+    "replay_shape",
+]
 
 LIMITS = {
     "input_elements": 1 << 24,  # C*H*W of one example: 16.8M (a 3x2048x2048 image is 12.6M)
@@ -127,3 +135,53 @@ def check_dtypes(state: Mapping[str, torch.Tensor], model: nn.Module, where: str
                 f"{where}: tensor {name!r} is {str(tensor.dtype).replace('torch.', '')}, "
                 f"the model expects {str(want.dtype).replace('torch.', '')}; refusing to cast it"
             )
+
+
+#: spatial sizes tried, smallest first, for replaying a pruning history (see `replay_shape`)
+REPLAY_SIDES = (32, 64, 128)
+
+
+def replay_shape(build: Callable[[], nn.Module], input_shape: Sequence[int]) -> tuple[int, ...]:
+    """The smallest input shape a pruning history can be replayed at, for the model `build()` makes.
+
+    Replaying traces the model on an example input, and a trace at a large input costs seconds per
+    megapixel: a 6 KB file whose header claims 2048x2048 must not take 40 s to load. The channel
+    coupling a history refers to does not depend on the spatial size, so the history is replayed at
+    the first of `REPLAY_SIDES` (spatial sides capped at it) whose meta-device forward gives the
+    same output shape as `input_shape` does (a flatten -> Linear accepts only its own size, so such
+    a model falls back to `input_shape`).
+
+    Example:
+        >>> from prunus.models import create_model
+        >>> replay_shape(lambda: create_model("resnet20", in_channels=1), (1, 2048, 2048))
+        (1, 32, 32)
+        >>> replay_shape(lambda: create_model("lenet5", in_channels=1), (1, 28, 28))
+        (1, 28, 28)
+    """
+    shape = tuple(int(s) for s in input_shape)
+    with torch.device("meta"):
+        model = build().eval()
+
+    def out_shape(s: tuple[int, ...]) -> Any:
+        try:
+            with torch.no_grad():
+                out = model(torch.empty(1, *s, device="meta"))
+        except (RuntimeError, ValueError, TypeError, IndexError):
+            return None
+        return tuple(out.shape) if isinstance(out, torch.Tensor) else None
+
+    want = out_shape(shape)
+    if want is None:
+        return shape
+    for side in REPLAY_SIDES:
+        small = (shape[0], *(min(d, side) for d in shape[1:]))
+        if small != shape and out_shape(small) == want:
+            return small
+    return shape
+
+
+def check_finite_weights(state: Mapping[str, torch.Tensor], where: str = "weights") -> None:
+    """Refuse floating tensors holding NaN or +-inf: such a file cannot give a usable model."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CorruptFileError(f"{where}: tensor {name!r} holds NaN or infinite values; refusing to load it")

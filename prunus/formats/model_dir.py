@@ -28,7 +28,14 @@ from prunus._io.atomic import atomic_dir, is_temp_name
 from prunus._io.safe import MAX_JSON_BYTES, read_json
 from prunus.errors import ConfigError, CorruptFileError, PrunusError
 from prunus.formats.header import KINDS, check_header, make_header
-from prunus.formats.limits import build_bounded, check_dtypes, check_input_shape, check_kwargs
+from prunus.formats.limits import (
+    build_bounded,
+    check_dtypes,
+    check_finite_weights,
+    check_input_shape,
+    check_kwargs,
+    replay_shape,
+)
 from prunus.formats.run_dir import resolve_model_dir
 from prunus.models.info import example_input, get_info, update_info
 
@@ -239,7 +246,8 @@ def load(directory: str | os.PathLike[str], *, trust_factory: bool = False, map_
             raise CorruptFileError("model.json has a pruning history but no input_shape to replay it with")
         from prunus.structure import replay
 
-        replay(model, history, example_input(shape))
+        probe = replay_shape(lambda: _build_dense(header["arch"], trust_factory), shape)  # small: a trace costs
+        replay(model, history, example_input(probe))
     weights = directory / MODEL_WEIGHTS
     if not weights.exists():
         raise CorruptFileError(f"{directory} has no {MODEL_WEIGHTS}")
@@ -253,6 +261,7 @@ def load(directory: str | os.PathLike[str], *, trust_factory: bool = False, map_
     except (SafetensorError, OSError, ValueError) as exc:
         raise CorruptFileError(f"{weights} is truncated or corrupt ({exc})".splitlines()[0]) from None
     check_dtypes(state, model, str(weights))
+    check_finite_weights(state, str(weights))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

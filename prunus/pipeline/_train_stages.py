@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from prunus.config import check_range
+from prunus.config import check_count, check_range
 from prunus.data import DataConfig
 from prunus.engine.config import TrainConfig
 from prunus.errors import ConfigError
@@ -36,6 +36,9 @@ class TrainStage(StageConfig):
     train: TrainConfig = field(default_factory=TrainConfig)  # its seed is replaced by the sweep's seed
     methods: tuple[MethodSpec, ...] = ()
     networks: int = 1  # independent networks trained side by side (grafting); network 0 goes on
+
+    def __post_init__(self) -> None:
+        check_count(f"{type(self).__name__}.networks", self.networks, 1, "networks")
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,7 @@ class CsgdStage(StageConfig):
 
         if self.width is not None:
             check_range("csgd.width", self.width, 0.0, 1.0, low_inclusive=False)
-        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
-            raise ConfigError(f"csgd.rounds must be an integer >= 1, got {self.rounds!r}")
+        check_count("csgd.rounds", self.rounds, 1, "rounds")
         accepted = [a for a in method_arguments("csgd") if a != "width"]
         unknown = sorted(set(self.args) - set(accepted))
         if unknown:

@@ -83,7 +83,7 @@ def test_yaml_config_is_overridden_by_flags(tmp_path):
     ("argv", "message"),
     [
         (["train", "--model", "nonet"], "invalid choice"),
-        (["train", "--data", "synthetic", "--epochs", "0"], "epochs=0 is out of range"),
+        (["train", "--data", "synthetic", "--epochs", "0"], "epochs=0 is not valid"),
         (["train", "--data", "synthetic", "--lr", "-1"], "lr=-1.0 is out of range"),
         (["train", "--data", "synthetic", "--rate", "0.4"], "no --method"),
         (["eval", "/nonexistent/model"], "model directory not found"),
