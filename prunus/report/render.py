@@ -204,7 +204,7 @@ h1{margin:.2em 0 .4em}h2{margin:1.4em 0 .5em;font-size:1.25em}h3{margin:.1em 0 .
 figure{margin:0}img{display:block;max-width:100%;height:auto;margin:0 auto}
 figcaption{color:#555;font-size:.85em;margin-top:.3em}
 table{border-collapse:collapse;font-size:.85em;margin:.3em 0}td,th{border:1px solid #ccc;padding:3px 6px;
-text-align:right}th{background:#f6f6f6;font-weight:600}td:first-child,th:first-child{text-align:left}
+text-align:right}th{background:#f6f6f6;font-weight:600}td:first-child,th:first-child{text-align:left}td:first-child{white-space:nowrap}
 table.text td,table.text th{text-align:left}table.arch td:nth-child(2){text-align:left}
 .fig{font-weight:400}footer{color:#666;font-size:.8em;margin:2em 0 1em}"""
 # records how many images decoded on <body data-images-decoded> once the page has loaded (the browser test reads it)
