@@ -96,13 +96,18 @@ def _one_line_warning(
     print(f"prunus: warning: {text}", file=sys.stderr if file is None else file)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console-script entry point; returns the process exit code."""
+def console_main() -> int:
+    """The `prunus` console script and `python -m prunus`: warnings as one line each, then `main`."""
     import warnings
 
-    # only where nothing else collects warnings (pytest and other callers keep their own handler)
-    if warnings.showwarning is getattr(warnings, "_showwarning_orig", None):
-        warnings.showwarning = _one_line_warning
+    # Only the process entry point changes how warnings print: `main` called in-process (tests,
+    # notebooks) leaves the caller's warning handling alone, so `pytest.warns` still sees them.
+    warnings.showwarning = _one_line_warning
+    return main()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one prunus command in-process; returns the exit code. Example: `main(["info", "runs/r20"])`."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

@@ -16,6 +16,7 @@ from prunus.data import DataConfig
 from prunus.engine.config import TrainConfig
 from prunus.errors import ConfigError
 from prunus.formats.run_dir import RunDir
+from prunus.methods.figures import method_figures
 from prunus.models.info import get_info
 from prunus.pipeline._stage_metrics import measure
 from prunus.pipeline.stages import StageConfig, StageContext, StageResult, register_stage
@@ -89,6 +90,7 @@ def _metrics(run: RunDir, threads: int | None) -> StageResult:
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
     numbers.update(measure(load(final.model), final.model, threads=threads, accuracy=metrics.get("final_test_acc")))
     epochs = final.read_metrics()
+    numbers.update(method_figures(epochs))  # WE / grafting / MFP figures for the stage tables
     if epochs and all("val_acc" in e for e in epochs):  # never the best-of-epochs test accuracy
         best = max(range(len(epochs)), key=lambda i: (epochs[i]["val_acc"], -i))
         numbers.update(best_val_epoch=best + 1, best_val_test_acc=epochs[best].get("test_acc"))
