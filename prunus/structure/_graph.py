@@ -180,7 +180,6 @@ class Graph:
             for c in set(lst) - {None}:
                 self._where.setdefault(c, set()).add(key)
         self.groups: dict[str, GroupState] = {}
-        self._group_of: dict[int, str] = {}
         self._slices: tuple[int, dict[str, list]] | None = None
         self._build(result, find, ignored)
 
@@ -227,8 +226,6 @@ class Graph:
             elif state.reason is not None:
                 state.warn = width > 1
             self.groups[state.key] = state
-            for c in classes:
-                self._group_of[c] = state.key
 
     def _constrain(self, state: GroupState, units: list[tuple[int, int]], segments: list, find: Callable) -> None:
         """Units (channels that go together) and segments (unit sets that must keep one) of a group."""

@@ -89,18 +89,6 @@ class UnionFind:
         """The root of every id, by index (one pass; for mapping many ids at once)."""
         return [self.find(i) for i in range(len(self.parent))]
 
-    def roots(self, ids: torch.Tensor) -> torch.Tensor:
-        """`ids` with every label replaced by its root (NONE stays NONE)."""
-        values = ids.unique().tolist()
-        table = {v: (self.find(v) if v != NONE else NONE) for v in values}
-        if all(k == v for k, v in table.items()):
-            return ids
-        keys = torch.tensor(list(table), dtype=torch.long)
-        vals = torch.tensor(list(table.values()), dtype=torch.long)
-        order = keys.argsort()
-        pos = torch.searchsorted(keys[order], ids.reshape(-1))
-        return vals[order][pos].reshape(ids.shape)
-
 
 def compress(t: torch.Tensor) -> torch.Tensor:
     """The smallest tensor that expands back to `t`: each dimension constant along it becomes size 1."""

@@ -35,7 +35,7 @@ from prunus.structure._labels import NONE, UnionFind, expand, fresh, tensors, un
 from prunus.structure._layers import FUNCTIONAL, KNOWN, OPAQUE, WRITERS, channel_dim, leaf
 from prunus.structure.roles import Role
 
-__all__ = ["KNOWN", "Binding", "Trace", "channel_dim", "example_batch", "forward", "trace"]
+__all__ = ["KNOWN", "Binding", "Trace", "channel_dim", "forward", "trace"]
 
 
 @dataclass(frozen=True)
@@ -333,14 +333,3 @@ def trace(model: nn.Module, example_inputs: Any, opaque: frozenset[str] = frozen
         for m, mode in modes.items():
             m.training = mode
     return tr.result
-
-
-def example_batch(example_inputs: Any) -> Any:
-    """`example_inputs` with every tensor cut to its first sample (what the trace needs)."""
-    if isinstance(example_inputs, torch.Tensor):
-        return example_inputs[:1] if example_inputs.dim() else example_inputs
-    if isinstance(example_inputs, dict):
-        return {k: example_batch(v) for k, v in example_inputs.items()}
-    if isinstance(example_inputs, (list, tuple)):
-        return type(example_inputs)(example_batch(v) for v in example_inputs)
-    return example_inputs

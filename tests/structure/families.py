@@ -353,21 +353,31 @@ class AttentionNet(nn.Module):
 
 
 class Shuffle(nn.Module):
-    """shufflenet: grouped convs around a channel shuffle (view, transpose, reshape)."""
+    """shufflenet: grouped convs around a channel shuffle (view, transpose, reshape), and a
+    shufflenet-v2 block: chunk in halves, one half through a branch, concat, shuffle."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stem = cbr(3, 8)
         self.g = nn.Conv2d(8, 8, 3, padding=1, groups=2, bias=False)
         self.c = nn.Conv2d(8, 8, 1, groups=2, bias=False)
-        self.fc = nn.Linear(8, 5)
+        self.pre = cbr(8, 8, 1)
+        self.branch = cbr(4, 4)
+        self.post = nn.Conv2d(8, 6, 1)
+        self.fc = nn.Linear(6, 5)
         update_info(self, stem="stem.0", classifier="fc")
 
-    def forward(self, x):
-        x = F.relu(self.g(self.stem(x)))
+    @staticmethod
+    def shuffle(x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        x = x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
-        return self.fc(F.relu(self.c(x)).mean((2, 3)))
+        return x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+    def forward(self, x):
+        x = self.shuffle(F.relu(self.g(self.stem(x))))
+        x = self.pre(F.relu(self.c(x)))
+        x1, x2 = x.chunk(2, dim=1)
+        x = self.shuffle(torch.cat([x1, self.branch(x2)], 1))
+        return self.fc(F.relu(self.post(x)).mean((2, 3)))
 
 
 MODELS = {

@@ -50,7 +50,7 @@ EXPECTED = {
             "input channel (e.g. ECA attention)"
         ],
     ),
-    "shuffle": (["g", "c"], []),
+    "shuffle": (["g", "c", "pre.0", "post"], []),
 }
 # groups left whole, and the one warning that says why
 LEFT_WHOLE = {
