@@ -208,6 +208,15 @@ class Graph:
         for label, why in result.frozen.items():
             frozen.setdefault(find(label), why)
         root_of = {c: r for r, cs in members.items() for c in cs}
+        units_of: dict[int, list[tuple[int, int]]] = {}  # each group's own units and segments, bucketed once
+        for a, b in units:
+            if a in root_of and root_of.get(b) == root_of[a]:
+                units_of.setdefault(root_of[a], []).append((a, b))
+        segments_of: dict[int, list[list[int]]] = {}
+        for seg in result.segments:
+            classes_in = [c for c in {find(v) for v in seg} if c in root_of]
+            for r in {root_of[c] for c in classes_in}:
+                segments_of.setdefault(r, []).append([c for c in classes_in if root_of[c] == r])
         writers_of: dict[int, list[str]] = {}
         for n in writers:
             if rows[n]:
@@ -216,7 +225,8 @@ class Graph:
             names = writers_of[root_of[classes[0]]]
             state = GroupState(names[0], classes, names, risky=any(c in risky for c in classes))
             width = max(len(rows[n]) for n in names)  # a one-channel writer has nothing to prune: no warning
-            self._constrain(state, units, result.segments, find)
+            root = root_of[classes[0]]
+            self._constrain(state, units_of.get(root, []), segments_of.get(root, []))
             bad_writer = next((n for n in names if n in ignored), None)
             why = next((frozen[c] for c in classes if c in frozen), None)
             if bad_writer is not None:
@@ -227,7 +237,7 @@ class Graph:
                 state.warn = width > 1
             self.groups[state.key] = state
 
-    def _constrain(self, state: GroupState, units: list[tuple[int, int]], segments: list, find: Callable) -> None:
+    def _constrain(self, state: GroupState, units: list[tuple[int, int]], segments: list[list[int]]) -> None:
         """Units (channels that go together) and segments (unit sets that must keep one) of a group."""
         members = set(state.classes)
         uf = UnionFind()
@@ -248,7 +258,7 @@ class Graph:
             state.reason = f"its {len(state.classes)} channels are tied together and can only go all at once"
         seen = set()
         for seg in segments:
-            units_in = frozenset(state.unit_of[c] for c in (find(v) for v in seg) if c in members)
+            units_in = frozenset(state.unit_of[c] for c in seg if c in members)
             if units_in and units_in not in seen:
                 seen.add(units_in)
                 state.segments.append(units_in)
