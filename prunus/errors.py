@@ -16,6 +16,7 @@ __all__ = [
     "PrunusError",
     "TrainingDivergedError",
     "BudgetNotMetWarning",
+    "StructureWarning",
     "require",
 ]
 
@@ -51,6 +52,10 @@ class PeerError(PrunusError, RuntimeError):
 
 class BudgetNotMetWarning(UserWarning):
     """A result was produced but misses the budget asked for; the message says by how much and what to change."""
+
+
+class StructureWarning(UserWarning):
+    """Part of a model is left unpruned because it cannot be cut exactly; the message names the module and why."""
 
 
 class MissingDependencyError(PrunusError, ImportError):

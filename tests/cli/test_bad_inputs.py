@@ -67,7 +67,8 @@ def _crafted(world: Path) -> dict[str, bool]:
         "shape_string": (True, lambda d: _edit_json(d, lambda h: h.update(input_shape="1,28,28"))),
         "shape_bool": (True, lambda d: _edit_json(d, lambda h: h.update(input_shape=[True, 28, 28]))),
         "shape_negative": (True, lambda d: _edit_json(d, lambda h: h.update(input_shape=[1, -28, 28]))),
-        "shape_two_dims": (True, lambda d: _edit_json(d, lambda h: h.update(input_shape=[28, 28]))),
+        # a 1-d input (C, L) is a valid shape now; LeNet-5 reads (C, H, W), so loading refuses it
+        "shape_two_dims": (False, lambda d: _edit_json(d, lambda h: h.update(input_shape=[28, 28]))),
         "shape_wrong_channels": (False, lambda d: _edit_json(d, lambda h: h.update(input_shape=[3, 28, 28]))),
         "shape_wrong_size": (False, lambda d: _edit_json(d, lambda h: h.update(input_shape=[1, 20, 20]))),
         "kwargs_list": (True, lambda d: _edit_json(d, lambda h: h["arch"].update(kwargs=[1, 2]))),
@@ -396,8 +397,8 @@ def _path_cases() -> list[Case]:
 
 # crafted directories whose model.json is well-formed: `info` describes them (it builds nothing)
 HEADER_OK = {
-    "huge_width_mult", "huge_num_classes", "shape_wrong_channels", "shape_wrong_size", "kwargs_unknown",
-    "kwargs_wrong_type", "arch_name_unknown", "arch_factory",
+    "huge_width_mult", "huge_num_classes", "shape_two_dims", "shape_wrong_channels", "shape_wrong_size",
+    "kwargs_unknown", "kwargs_wrong_type", "arch_name_unknown", "arch_factory",
 }  # fmt: skip
 
 

@@ -141,8 +141,9 @@ def test_masked_filters_regrow_under_sgd_while_the_output_stays_masked():
         opt.step()
     assert (model[2].weight[[1, 4]] - before[[1, 4]]).abs().max() > 1e-4
     probe = torch.randn(2, 1, 8, 8)
-    with torch.no_grad():
+    with torch.no_grad(), fm.paused():  # the reference: the plain network with the channels' weights zeroed
         zeroed = copy.deepcopy(model)
+    with torch.no_grad():
         soft_mask_(zeroed, next(g for g in build_groups(zeroed, probe[:1]) if g.key == "2"), [1, 4])
         model.eval()
         zeroed.eval()
