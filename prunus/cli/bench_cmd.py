@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         threads=args.threads,
     )
-    result = {"model_dir": str(args.model_dir), **result}
+    result = {"format": "prunus-bench", "model_dir": str(args.model_dir), **result}  # the format marks it as ours
     print_table(
         f"prunus bench {args.model_dir}",
         ["input (C,H,W)", "MACs", "params", "bytes", "threads"],
