@@ -423,11 +423,107 @@ def _demo(res: _Results) -> list[str]:
     ]
 
 
+COVERAGE_STEPS = ("prune", "forward", "train", "save_load", "onnx", "macs")
+COVERAGE_ARMS = {"prunus": "prunus", "torch_pruning": "Torch-Pruning"}
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _failures(record: dict[str, Any]) -> str:
+    """The failed steps of one arm grouped by reason ("skipped" steps after a failed prune left out)."""
+    by_reason: dict[str, list[str]] = {}
+    for k in COVERAGE_STEPS:
+        reason = record[k].get("reason", "")
+        if not record[k]["ok"] and not reason.startswith("skipped"):
+            by_reason.setdefault(reason, []).append(k)
+    if not by_reason:
+        return "pass"
+    parts = []
+    for reason, steps in by_reason.items():
+        where = "every step" if len(steps) == len(COVERAGE_STEPS) else ", ".join(steps)
+        parts.append(f"{where}: {_cell(reason[:200])}")
+    return "<br>".join(parts)
+
+
+def _coverage(res: _Results) -> list[str]:
+    """One model per timm CNN family through prunus and Torch-Pruning (benchmarks/coverage_timm.py)."""
+    run = res.load("coverage_timm")
+    if run is None:
+        return []
+    families = run["plan"]["families"]
+    done = [f for f in families if f["model"] in run["models"]]
+    recs = {f["model"]: run["models"][f["model"]] for f in done}
+    n = len(done)
+    passes = {arm: sum(r[arm]["pass"] for r in recs.values()) for arm in COVERAGE_ARMS}
+    timed = [r for r in recs.values() if all(r[a]["prune"]["ok"] and r[a].get("prune_s") for a in COVERAGE_ARMS)]
+    ratios = sorted(r["prunus"]["prune_s"] / r["torch_pruning"]["prune_s"] for r in timed)
+    median = (ratios[(len(ratios) - 1) // 2] + ratios[len(ratios) // 2]) / 2 if ratios else None
+    only_p = sorted(m for m, r in recs.items() if r["prunus"]["pass"] and not r["torch_pruning"]["pass"])
+    only_t = sorted(m for m, r in recs.items() if r["torch_pruning"]["pass"] and not r["prunus"]["pass"])
+    slow = sorted((m for m, r in recs.items() if r["prunus"].get("prune_s", 0) > 20))
+    core = {arm: sum(all(r[arm][k]["ok"] for k in ("prune", "forward", "train")) for r in recs.values())
+            for arm in COVERAGE_ARMS}  # fmt: skip
+    prov = run
+    lines = [
+        "### Coverage: one model per timm CNN family, prunus vs Torch-Pruning (issue 29)",
+        "",
+        f"{run['definition']}. Families: timm module + name stem (benchmarks/coverage_timm.py says how), each by its "
+        "smallest architecture that runs at 64x64, kept when that model does at least half of its conv + linear MACs "
+        f"in convolutions ({len(families)} of {len(families) + len(run['plan']['excluded'])} families; "
+        f"{n} measured; timm {run['timm']}, Torch-Pruning "
+        f"{run['torch_pruning']}). `{run['command']}` on {prov['machine']} (load average {prov['load_average']:.1f}), "
+        f"prunus {prov['prunus']} (commit {prov['commit']}).",
+        "",
+        f"**prunus passes {passes['prunus']} of {n} ({100 * passes['prunus'] / max(n, 1):.0f}%), Torch-Pruning "
+        f"{passes['torch_pruning']} of {n} ({100 * passes['torch_pruning'] / max(n, 1):.0f}%)** (target >= 97% "
+        f"for prunus). Passed by prunus only: {len(only_p)}; by Torch-Pruning only: {len(only_t)}"
+        + (f" ({', '.join(only_t)})" if only_t else "")
+        + ". Median prune-time ratio prunus / Torch-Pruning: "
+        + (f"**{median:.2f}** over the {len(ratios)} models both pruned (target <= 1.0)" if median else "-")
+        + f"; prunus prunes over 20 s: {', '.join(slow) if slow else 'none'}. On prune + forward + train alone "
+        f"(the criterion of issue 29's first survey): prunus {core['prunus']}, Torch-Pruning {core['torch_pruning']}.",
+        "",
+        "| arm | pass | " + " | ".join(COVERAGE_STEPS) + " |",
+        "|---|---|" + "---|" * len(COVERAGE_STEPS),
+    ]
+    for arm, label in COVERAGE_ARMS.items():
+        steps = " | ".join(str(sum(r[arm][k]["ok"] for r in recs.values())) for k in COVERAGE_STEPS)
+        lines.append(f"| {label} | {passes[arm]}/{n} | {steps} |")
+    lines += ["", "| family | model | prunus | prune s | Torch-Pruning | prune s |", "|---|---|---|---|---|---|"]
+    for f in done:
+        r = recs[f["model"]]
+        if r["prunus"]["pass"] and r["torch_pruning"]["pass"]:
+            continue
+        secs = [f"{r[a]['prune_s']:.2f}" if r[a].get("prune_s") else "-" for a in COVERAGE_ARMS]
+        lines.append(f"| {f['family']} | {f['model']} | {_failures(r['prunus'])} | {secs[0]} | "
+                     f"{_failures(r['torch_pruning'])} | {secs[1]} |")  # fmt: skip
+    both = [
+        f"{f['model']}"
+        for f in done
+        if recs[f["model"]]["prunus"]["pass"] and recs[f["model"]]["torch_pruning"]["pass"]
+    ]
+    not_cnn = [f"{e['family']} ({100 * e['conv_share']:.0f}%)" for e in run["plan"]["excluded"] if "conv_share" in e]
+    no_model = [f"{e['family']} ({_cell(e['reason'])})" for e in run["plan"]["excluded"] if "conv_share" not in e]
+    lines += [
+        "",
+        f"Passed by both ({len(both)}): {', '.join(both) or 'none'}.",
+        "",
+        f"Not CNN families (share of conv + linear MACs in convolutions), {len(not_cnn)}: "
+        f"{', '.join(not_cnn) or 'none'}.",
+        "",
+        f"Families without an architecture that runs at 64x64, {len(no_model)}: {'; '.join(no_model) or 'none'}.",
+        "",
+    ]
+    return lines
+
+
 def render(results_dir: str | os.PathLike[str]) -> str:
     """The "## Results" Markdown section for every result file in `results_dir`."""
     res = _Results(results_dir)
     body = []
-    for section in (_demo, _training, _performance, _accuracy, _csgd, _regrowth, _compression):
+    for section in (_demo, _training, _performance, _accuracy, _csgd, _regrowth, _compression, _coverage):
         try:
             body += section(res)
         except (KeyError, IndexError, TypeError, AttributeError) as exc:

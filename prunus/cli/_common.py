@@ -49,6 +49,7 @@ __all__ = [
     "harden_parser",
     "mark_input",
     "parse_int_list",
+    "parse_shape",
     "parse_str_list",
     "print_table",
 ]
@@ -222,6 +223,17 @@ def parse_int_list(text: str) -> tuple[int, ...]:
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
     return values
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """argparse type for "3,64,64" -> (3, 64, 64): C,H,W of positive integers; else a one-line usage error."""
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,28,28, got {text!r}") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,H,W with positive sizes, got {text!r}")
+    return shape  # type: ignore[return-value]
 
 
 def parse_str_list(text: str) -> tuple[str, ...]:

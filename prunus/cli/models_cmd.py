@@ -1,4 +1,4 @@
-"""`prunus models [PATTERN]`: list the registered models with their params and MACs."""
+"""`prunus models [PATTERN]`: list the registered models with their params and MACs, or timm's (`--source timm`)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,10 @@ import argparse
 import inspect
 from typing import Any
 
-from prunus.cli._common import add_command, print_table
+from prunus.cli._common import add_command, parse_shape, print_table
 from prunus.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,28,28, got {text!r}") from None
-    if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected C,H,W with positive sizes, got {text!r}")
-    return shape
 
 
 def _human(n: int) -> str:
@@ -36,11 +26,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         subparsers,
         "models",
         "List the registered models with their parameters and MACs for an input shape.",
-        "prunus models 'resnet*' --input-shape 3,32,32 --num-classes 100",
+        "prunus models 'resnet*' --input-shape 3,32,32 --num-classes 100\n  prunus models --source timm 'mobilenetv3*'",
     )
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style name filter (default: all models)")
     parser.add_argument(
-        "--input-shape", type=_shape, default=(1, 28, 28), metavar="C,H,W", help="input shape (default: 1,28,28)"
+        "--source",
+        choices=("prunus", "timm"),
+        default="prunus",
+        help="prunus's registry (built and counted at --input-shape) or timm's models, listed as timm:NAME with "
+        "the stem and classifier pruning keeps (nothing is built; needs the timm extra)",
+    )
+    parser.add_argument(
+        "--input-shape", type=parse_shape, default=(1, 28, 28), metavar="C,H,W", help="input shape (default: 1,28,28)"
     )
     parser.add_argument("--num-classes", type=int, default=10, help="number of classes (default: 10)")
     parser.add_argument("--width-mult", type=float, default=None, help="channel width multiplier (default: 1.0)")
@@ -54,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from prunus.measure import count
     from prunus.models import create_model, get_model_entry, list_models
 
+    if args.source == "timm":
+        return _list_timm(args.pattern)
     names = list_models(args.pattern)
     if not names:
         raise ConfigError(f"no model matches {args.pattern!r}; choose from: {', '.join(list_models())}")
@@ -88,4 +87,15 @@ def run(args: argparse.Namespace) -> int:
         ["model", "params", "MACs", "stem / classifier", "description"],
         rows,
     )
+    return 0
+
+
+def _list_timm(pattern: str) -> int:
+    from prunus.models.timm_models import describe_timm_models
+
+    rows = describe_timm_models(pattern)
+    if not rows:
+        raise ConfigError(f"no timm model matches {pattern!r}; try a wider pattern such as 'resnet*'")
+    rows = [[name, f"{stem} / {classifier}", ",".join(map(str, size)) or "-"] for name, stem, classifier, size in rows]
+    print_table(f"timm models matching {pattern!r} ({len(rows)})", ["model", "stem / classifier", "timm's input"], rows)
     return 0

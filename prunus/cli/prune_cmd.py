@@ -1,7 +1,9 @@
 """`prunus prune`: one-shot structured pruning of a saved model, optionally fine-tuned, as a chain of stages.
 
 A thin face over the pipeline: the flags are `prunus.pruning.PruneConfig`'s fields (one of them a
-target), the command builds a prune stage (and a finetune stage with `--finetune-epochs`), runs
+target), the command builds a prune stage (and a finetune stage with `--finetune-epochs`; with
+`--model NAME --input-shape C,H,W` instead of a model directory, a create stage first: a fresh
+model with random initialisation, e.g. `--model timm:resnet18`), runs
 that chain in `--out` through the pipeline runner, and prints the prune stage's table. `--out` is
 a run directory: rerunning the same command resumes or does nothing, a changed command is refused
 (`--force` starts over), and the final model is what `prunus export/eval/info/bench --out DIR`
@@ -24,6 +26,7 @@ from prunus.cli._common import (
     data_overrides,
     mark_input,
     parse_set,
+    parse_shape,
     print_table,
 )
 from prunus.cli._config_flags import add_config_flags, config_values
@@ -44,12 +47,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "prune",
         "Prune a saved model once to a MACs, parameter, latency or channel target (optionally fine-tune) and save it.",
         "prunus prune runs/r20/model --macs-ratio 0.5 --criterion l1 --round-to 8 --out runs/r20-half\n"
+        "  prunus prune --model timm:resnet18 --input-shape 3,64,64 --macs-ratio 0.5 --out runs/r18-half\n"
         "  prunus prune runs/r20/model --latency-ratio 0.4 --runtime onnxruntime --latency-batch 64 --threads 1 "
         "--out runs/r20-fast",
     )
     mark_input(
-        p.add_argument("model_dir", help="model directory (model.json + model.safetensors), or a run holding one")
+        p.add_argument(
+            "model_dir",
+            nargs="?",
+            help="model directory (model.json + model.safetensors), or a run holding one; or --model instead",
+        )
     )
+    g = p.add_argument_group("a fresh model instead of a model directory (random initialisation)")
+    g.add_argument("--model", metavar="NAME", help="registry model or timm:NAME (prunus models [--source timm])")
+    g.add_argument("--input-shape", type=parse_shape, metavar="C,H,W", help="input shape of the fresh model")
+    g.add_argument("--num-classes", type=int, help="classes of the fresh model (default: the model's own)")
     add_output_arg(
         p,
         "--out",
@@ -130,10 +142,36 @@ def _stages(args: argparse.Namespace, arch: dict[str, Any]) -> list[dict[str, An
     train = {"epochs": args.finetune_epochs, "lr": args.lr if args.lr is not None else FINETUNE_LR}
     train.update({k: getattr(args, k) for k in ("weight_decay", "device", "threads") if getattr(args, k) is not None})
     finetune: dict[str, Any] = {"stage": "finetune", "train": train, "data": given_data}
-    if "name" in arch:  # recorded in the fine-tuning run's config.yaml; the pruned model itself is passed in
-        finetune["model"] = {"name": arch["name"], "width_mult": arch.get("kwargs", {}).get("width_mult", 1.0)}
+    from prunus.models.timm_models import arch_model_name
+
+    name = arch_model_name(arch)
+    if name is not None:  # recorded in the fine-tuning run's config.yaml; the pruned model itself is passed in
+        finetune["model"] = {"name": name, "width_mult": arch.get("kwargs", {}).get("width_mult", 1.0)}
     stages.append(finetune)
     return stages
+
+
+def _fresh(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The create stage `--model` asks for (None with a model directory); the flags' misuse is one line."""
+    given = [f for f, v in (("--input-shape", args.input_shape), ("--num-classes", args.num_classes)) if v is not None]
+    if args.model is None:
+        if args.model_dir is None:
+            raise ConfigError("give a model directory, or --model NAME --input-shape C,H,W for a fresh model")
+        if given:
+            verb = "describe" if len(given) > 1 else "describes"
+            raise ConfigError(f"{' and '.join(given)} {verb} a fresh --model; a model directory records its own")
+        return None
+    if args.model_dir is not None:
+        raise ConfigError(f"give a model directory ({args.model_dir}) or --model {args.model}, not both")
+    if args.input_shape is None:
+        raise ConfigError(f"--model {args.model} needs --input-shape C,H,W (the shape to trace and count with)")
+    from prunus.models import check_model_name
+
+    check_model_name(args.model)
+    create: dict[str, Any] = {"stage": "create", "model": {"name": args.model}, "input_shape": list(args.input_shape)}
+    if args.num_classes is not None:
+        create["num_classes"] = args.num_classes
+    return create
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,22 +184,31 @@ def run(args: argparse.Namespace) -> int:
     from prunus.pipeline.recipe import single_chain
 
     check_root(args.data_dir)
-    source = resolve_model_dir(args.model_dir)
-    model = load(source, trust_factory=args.trust_factory)
-    if len(get_info(model).input_shape) < 2:
-        raise ConfigError(f"{args.model_dir} records no input_shape; it is needed to trace the model")
-    plan = single_chain(_stages(args, dict(get_info(model).arch or {})), name="prune", seed=args.seed or 0,
-                        input=source)  # fmt: skip
+    create = _fresh(args)
+    if create is not None:  # create -> prune (-> finetune); the create stage validates the rest
+        stages = [create, *_stages(args, {"name": args.model, "kwargs": {}})]
+        plan = single_chain(stages, name="prune", seed=args.seed or 0)
+        model = None
+    else:
+        source = resolve_model_dir(args.model_dir)
+        model = load(source, trust_factory=args.trust_factory)
+        if len(get_info(model).input_shape) < 2:
+            raise ConfigError(f"{args.model_dir} records no input_shape; it is needed to trace the model")
+        plan = single_chain(_stages(args, dict(get_info(model).arch or {})), name="prune", seed=args.seed or 0,
+                            input=source)  # fmt: skip
     out = RunDir(args.out)
     if args.force and out.is_pipeline():  # main's guard refused anything that is not a pipeline's directory
         out.check_no_links()
         shutil.rmtree(out.root)
     echo = (lambda line: None) if args.json else print
-    factory = (get_info(model).arch or {}).get("factory") if args.trust_factory else None
+    if create is not None:
+        echo(f"note: {args.model} is built with random initialisation (seed {args.seed or 0}, no pretrained "
+             "weights): the criterion ranks untrained filters")  # fmt: skip
+    factory = (get_info(model).arch or {}).get("factory") if args.trust_factory and model is not None else None
     with trusting(factory):  # the stages load the input model (and what they make from it) too
         summary = run_pipeline(plan, out.root, progress=not args.no_progress, echo=echo)
     stages = summary.records[0]["stages"]
-    report = stages[0]["metrics"]["report"]
+    report = next(s for s in stages if s["kind"] == "prune")["metrics"]["report"]
     final = out.at(stages[-1]["model"]).root
     if args.json:
         print(json.dumps(report, indent=2))

@@ -45,7 +45,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", choices=list_models(), help="registry model (default resnet20)")
+    g.add_argument(
+        "--model",
+        type=_model_name,
+        metavar="NAME",
+        help=f"registry model ({', '.join(list_models())}; default resnet20) or timm:NAME (the timm extra)",
+    )
     g.add_argument("--width-mult", type=float, help="channel width multiplier (default 1.0)")
     add_data_args(g)
     g.add_argument("--test-subset", type=int, help="score a fixed subset of this many test images each epoch")
@@ -73,6 +78,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any method argument (YAML value)")
     p.set_defaults(run=run)
     return p
+
+
+def _model_name(text: str) -> str:
+    """argparse type: a registry name (checked here) or timm:NAME (checked with the config, which imports timm)."""
+    from prunus.models import list_models
+    from prunus.models.timm_models import is_timm_name
+
+    if is_timm_name(text) or text in list_models():
+        return text
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(list_models())}, or timm:NAME)")
 
 
 def _add_method_flags(group: Any) -> list[str]:

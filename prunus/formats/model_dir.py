@@ -39,6 +39,7 @@ from prunus.formats.limits import (
 )
 from prunus.formats.run_dir import resolve_model_dir
 from prunus.models.info import example_input, get_info, normalize_shape, update_info
+from prunus.models.timm_models import TIMM_FACTORY, create_from_record
 
 __all__ = ["ALLOWED_FACTORIES", "MODEL_JSON", "MODEL_WEIGHTS", "load", "read_model_json", "save", "trusting"]
 
@@ -79,7 +80,9 @@ def save(
             merge records the shape it traced, so this only happens when it was removed).
         metrics: numbers to keep with the model (accuracy, MACs, ...).
         factory: for models not from the registry, "package.module:function" that rebuilds the
-            dense model from `factory_kwargs`. Loading it later requires `trust_factory=True`.
+            dense model from `factory_kwargs`. Loading it later requires `trust_factory=True`,
+            except for the built-in `ALLOWED_FACTORIES` ("timm:create_model", whose kwargs are
+            `timm.create_model`'s: model_name, num_classes, in_chans, ...).
             Not needed for a model that `load` rebuilt from a factory: its `ModelInfo` names it.
         extra: any other JSON-able facts to store.
 
@@ -173,8 +176,10 @@ def read_model_json(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 #: factories a model file may name without the caller's opt-in: code that ships with prunus or timm,
-#: whose import runs nothing the file chose (the file can only pick among their own models)
-ALLOWED_FACTORIES = frozenset({"timm:create_model"})
+#: whose import runs nothing the file chose (the file can only pick among their own models); each is
+#: built through prunus's own builder, which refuses arguments that would read or fetch anything
+BUILT_IN_FACTORIES = {TIMM_FACTORY: create_from_record}
+ALLOWED_FACTORIES = frozenset(BUILT_IN_FACTORIES)
 # factories this process was told to trust (`trusting`); e.g. `prunus prune --trust-factory` trusts
 # the one its input model names, so the stages it runs can load that model and what they make from it
 _TRUSTED: set[str] = set()
@@ -213,6 +218,8 @@ def _build_dense(arch: dict[str, Any], trust_factory: bool) -> nn.Module:
             f"this model is built by the user factory {factory!r}; loading it imports and runs that code. "
             "Pass trust_factory=True (CLI: --trust-factory) if you trust this file"
         )
+    if factory in BUILT_IN_FACTORIES:  # prunus's builder: checks the arguments, records stem and classifier
+        return BUILT_IN_FACTORIES[factory](**kwargs)
     module_name, _, fn_name = factory.partition(":")
     try:
         fn = getattr(importlib.import_module(module_name), fn_name)

@@ -27,9 +27,10 @@ from prunus.config import check_range
 from prunus.errors import ConfigError
 from prunus.models._layers import check_int
 from prunus.models.info import ModelInfo, set_info
+from prunus.models.timm_models import check_timm_name, create_timm_model, is_timm_name
 from prunus.registry import Registry, RegistryEntry
 
-__all__ = ["MODELS", "create_model", "get_model_entry", "list_models", "register_model"]
+__all__ = ["MODELS", "check_model_name", "create_model", "get_model_entry", "list_models", "register_model"]
 
 MODELS: Registry[nn.Module] = Registry("model")
 
@@ -73,7 +74,27 @@ def get_model_entry(name: str) -> RegistryEntry[nn.Module]:
     Raises:
         ConfigError: `name` is not registered; the message lists the registered models.
     """
-    return MODELS.get(name)
+    try:
+        return MODELS.get(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (or timm:NAME for a timm model)") from None
+
+
+def check_model_name(name: str) -> str:
+    """`name` itself when `create_model` can build it (a registry model, or `timm:NAME` with timm installed).
+
+    Raises:
+        ConfigError: unknown registry name (listing them), unknown timm name, timm missing.
+
+    Example:
+        >>> check_model_name("resnet20")
+        'resnet20'
+    """
+    if is_timm_name(name):
+        check_timm_name(name)
+    else:
+        get_model_entry(name)
+    return name
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -88,7 +109,8 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     did not give arrive as None from the CLI).
 
     Args:
-        name: A name from `list_models()`.
+        name: A name from `list_models()`, or `timm:NAME` for a timm model (the `prunus[timm]`
+            extra; see `prunus.models.timm_models.create_timm_model`).
         **kwargs: `num_classes` (>= 2), `in_channels` (>= 1), `width_mult` (> 0) and the family's
             own options (e.g. `shortcut="A"` for ResNets, `input_size=28` for LeNets).
 
@@ -104,6 +126,8 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         >>> sum(p.numel() for p in m.parameters())
         61706
     """
+    if is_timm_name(name):
+        return create_timm_model(name, **kwargs)
     entry = get_model_entry(name)
     given = {k: v for k, v in kwargs.items() if v is not None}
     signature = inspect.signature(entry.factory)

@@ -1,5 +1,5 @@
-"""Pipelines: recipes of registered stages (train, csgd, prune, finetune, compress, export, bench,
-report), each in its own directory with an atomic completion record, resumable, swept over seeds x arms.
+"""Pipelines: recipes of registered stages (create, train, csgd, prune, finetune, compress, export,
+bench, report), each in its own directory with an atomic completion record, resumable, swept over seeds x arms.
 
 Example:
     >>> from prunus.pipeline import load_recipe, run_pipeline

@@ -1,4 +1,4 @@
-"""Stages that transform or ship an earlier model without training: prune, export, bench."""
+"""Stages that make, transform or ship a model without training: create, prune, export, bench."""
 
 from __future__ import annotations
 
@@ -10,11 +10,57 @@ from prunus.config import check_choice, check_count, check_range
 from prunus.data import DataConfig
 from prunus.errors import ConfigError
 from prunus.models.info import example_input, get_info
-from prunus.pipeline._stage_metrics import measure, split_accuracy
+from prunus.pipeline._stage_metrics import measure, model_bytes, split_accuracy
 from prunus.pipeline.stages import StageConfig, StageContext, StageResult, register_stage
 from prunus.pruning.config import PruneConfig
+from prunus.training.config import ModelConfig
 
-__all__ = ["BenchStage", "ExportStage", "PruneStage"]
+__all__ = ["BenchStage", "CreateStage", "ExportStage", "PruneStage"]
+
+
+@dataclass(frozen=True)
+class CreateStage(StageConfig):
+    """A fresh model with random initialisation (seeded by the chain's seed), built from `model` at `input_shape`.
+
+    What a chain starts from when there is no trained model: `prunus prune --model timm:resnet18
+    --input-shape 3,64,64` runs create -> prune. `in_channels` is `input_shape`'s C; `num_classes`
+    None leaves the model's own default (10 for the zoo, 1000 for timm).
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    input_shape: tuple[int, ...] = ()
+    num_classes: int | None = None
+
+    def __post_init__(self) -> None:
+        shape = self.input_shape
+        if len(shape) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+            raise ConfigError(f"create.input_shape must be [C, H, W] of positive integers, got {list(shape)}")
+        if self.num_classes is not None:
+            check_range("create.num_classes", self.num_classes, 0)
+
+
+@register_stage("create", CreateStage, needs_model=False, makes_model=True, example={"input_shape": [1, 28, 28]})
+def run_create(cfg: CreateStage, ctx: StageContext) -> StageResult:
+    """Build a model with random initialisation (no training, no pretrained weights) and save it."""
+    import torch
+
+    from prunus.formats import save
+    from prunus.formats.limits import build_bounded
+    from prunus.measure import count
+    from prunus.models import create_model
+    from prunus.models.info import update_info
+
+    shape = tuple(cfg.input_shape)
+    kwargs = dict(num_classes=cfg.num_classes, in_channels=shape[0], width_mult=cfg.model.width_mult,
+                  **cfg.model.kwargs)  # fmt: skip
+    build_bounded(lambda: create_model(cfg.model.name, **kwargs), shape, cfg.model.name)  # shapes first
+    torch.manual_seed(ctx.seed)
+    model = create_model(cfg.model.name, **kwargs)
+    update_info(model, input_shape=shape)
+    counts = count(model, shape)
+    numbers = {"macs": int(counts.macs), "params": int(counts.params)}
+    out = save(model, ctx.out.model, input_shape=shape, metrics=numbers, extra={"initialisation": "random"})
+    return StageResult(metrics={**numbers, "bytes": model_bytes(out), "initialisation": "random"}, model=out)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from prunus.errors import ConfigError
 from prunus.formats.run_dir import RunDir
 from prunus.methods.figures import method_figures
 from prunus.models.info import get_info
+from prunus.models.timm_models import arch_model_name
 from prunus.pipeline._stage_metrics import measure
 from prunus.pipeline.stages import StageConfig, StageContext, StageResult, register_stage
 from prunus.pruning.config import BUDGETS
@@ -148,7 +149,8 @@ def run_csgd(cfg: CsgdStage, ctx: StageContext) -> StageResult:
 
     model = load(ctx.input_model)
     arch = dict(get_info(model).arch or {})
-    model_cfg = ModelConfig(name=arch.get("name", "resnet20"), width_mult=arch.get("kwargs", {}).get("width_mult", 1.0))
+    name = arch_model_name(arch) or "resnet20"  # only recorded (a user factory's model is passed in as it is)
+    model_cfg = ModelConfig(name=name, width_mult=arch.get("kwargs", {}).get("width_mult", 1.0))
     spec = TrainStage(model=model_cfg, data=cfg.data, train=cfg.train)
     if cfg.rounds == 1:
         width = {"width": cfg.width} if cfg.width is not None else {}

@@ -26,7 +26,7 @@ CONFIG_VERSION = 1
 
 @dataclass(frozen=True)
 class ModelConfig(Config):
-    """Which registry model to build; num_classes/in_channels come from the dataset."""
+    """Which model to build (a registry name or `timm:NAME`); num_classes/in_channels come from the dataset."""
 
     name: str = "resnet20"
     width_mult: float = 1.0
@@ -41,9 +41,9 @@ class ModelConfig(Config):
             check_kwargs(self.kwargs, "model.kwargs")
         except CorruptFileError as exc:
             raise ConfigError(str(exc)) from None
-        from prunus.models import get_model_entry
+        from prunus.models import check_model_name
 
-        get_model_entry(self.name)  # unknown names fail here, listing the choices
+        check_model_name(self.name)  # unknown names (and timm:NAME without timm) fail here, listing the choices
 
 
 @dataclass(frozen=True)
