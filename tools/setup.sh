@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent set-up: .venv, torch (pinned, first), prunus with dev extras, Fashion-MNIST.
+# Idempotent set-up: .venv, torch (pinned, first), prunus with dev extras (OpenVINO included), Fashion-MNIST.
 # Fast the second time: each step is skipped when its result is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VPY" -m pip install --quiet --upgrade pip
   # torch first, from the constraints file, so nothing later can pull another build.
   "$VPY" -m pip install --quiet -c constraints.txt torch
-  "$VPY" -m pip install --quiet -c constraints.txt -e ".[dev,export,report]"
+  "$VPY" -m pip install --quiet -c constraints.txt -e ".[dev,export,report,openvino]"
   echo "$want" > "$stamp"
 fi
 # The default dataset, from the Debian package, when apt is usable as root.

@@ -17,16 +17,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = add_command(
         subparsers,
         "bench",
-        "Measure MACs, parameters, file size and median latency (torch, torch-folded, onnxruntime) of a saved model.",
+        "Measure MACs, parameters, file size and median latency (torch, torch-folded, onnxruntime, openvino) "
+        "of a saved model.",
         "prunus bench runs/r20/model --batch-sizes 1,64 --repeats 50 --json r20_bench.json",
     )
     add_model_args(parser)
     parser.add_argument("--batch-sizes", default="1,16,64", metavar="B1,B2,..", help="default: 1,16,64")
     parser.add_argument(
         "--runtimes",
-        default="torch,torch-folded,onnxruntime",
+        default=None,
         metavar="R1,R2",
-        help="any of torch (eager), torch-folded (eager, BN folded into convs), onnxruntime (default: all three)",
+        help="any of torch (eager), torch-folded (eager, BN folded into convs), onnxruntime, openvino "
+        "(OpenVINO CPU plugin, f32) (default: every one installed)",
     )
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per runtime and batch (default: 30)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls before timing (default: 5)")
@@ -39,10 +41,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Benchmark the model, print the tables and optionally write JSON."""
     from prunus._io.atomic import write_json
-    from prunus.deploy.bench import RUNTIMES, benchmark_model
+    from prunus.deploy.bench import RUNTIMES, available_runtimes, benchmark_model
 
     batches = parse_ints(args.batch_sizes, "--batch-sizes")
-    runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
+    if args.runtimes is None:
+        runtimes = available_runtimes()
+    else:
+        runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
     bad = [r for r in runtimes if r not in RUNTIMES]
     if bad or not runtimes:
         raise ConfigError(f"--runtimes={args.runtimes!r} is not valid; choose from: {', '.join(RUNTIMES)}")

@@ -69,6 +69,8 @@ REPORT_MD = "summary.md"
 PRN = "model.prn"
 ONNX = "model.onnx"
 TORCHSCRIPT = "model.pt"
+OPENVINO = "model.xml"  # OpenVINO IR: the graph; its weights are the same name with .bin
+OPENVINO_WEIGHTS = "model.bin"
 BENCH = "bench.json"
 #: what prunus writes at the top of a training run directory (anything else there is someone else's)
 RUN_FILES = frozenset({CONFIG, METRICS, CHECKPOINT, SUMMARY, MODEL})
@@ -183,6 +185,15 @@ class RunDir:
     @property
     def torchscript(self) -> Path:
         return self.root / TORCHSCRIPT
+
+    @property
+    def openvino(self) -> Path:
+        """OpenVINO IR graph; `openvino_weights` is its .bin (OpenVINO pairs them by name)."""
+        return self.root / OPENVINO
+
+    @property
+    def openvino_weights(self) -> Path:
+        return self.root / OPENVINO_WEIGHTS
 
     @property
     def bench(self) -> Path:
