@@ -504,6 +504,8 @@ def _hand_cases() -> list[Case]:
         Case("export:shape_two", lambda w, r: [*_base("export", w, r), "--input-shape", "28,28"]),
         Case("export:bad_format", lambda w, r: [*_base("export", w, r), "--format", "tflite"]),
         Case("bench:bad_runtime", lambda w, r: [*_base("bench", w, r), "--runtimes", "tvm"]),
+        Case("bench:compare_without_torch", lambda w, r: [*_base("bench", w, r)[:2], str(w / "model"), *_base("bench", w, r)[2:], "--runtimes", "onnxruntime"]),
+        Case("bench:compare_crafted_second", lambda w, r: [*_base("bench", w, r)[:2], str(w / "crafted" / "shape_wrong_size"), *_base("bench", w, r)[2:]]),
         Case("bench:runtime_empty", lambda w, r: [*_base("bench", w, r), "--runtimes", ","]),
         Case("export:openvino_not_xml", lambda w, r: [*_base("export", w, r), "--format", "openvino", "--out", str(r / "m.onnx")]),
         Case("export:openvino_bin_exists", lambda w, r: [*_base("export", w, r), "--format", "openvino", "--out", str(w / "weights.xml")]),
