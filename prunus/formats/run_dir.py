@@ -20,6 +20,8 @@ A pipeline (`prunus run`, or a command that runs stages)::
     <arm>/seed<s>/<NN>-<stage>/  one directory per stage of each chain ("sweep" layout)
     <NN>-<stage>/                the same for a single chain ("single" layout, commands)
         stage.start.json         what the stage was started with (a rerun after a kill checks it)
+        compress.checkpoint.safetensors  a compress stage's DE search after its last finished cycle
+                                 (a rerun after a kill resumes from it; removed when the stage is done)
         stage.json               completion record, written last and atomically
     records.json                 one record per finished (arm, seed) chain
     <report stage>/              report.html, summary.md
@@ -67,6 +69,7 @@ RECORDS = "records.json"
 REPORT_HTML = "report.html"
 REPORT_MD = "summary.md"
 PRN = "model.prn"
+COMPRESS_CHECKPOINT = "compress.checkpoint.safetensors"  # the DE search's per-cycle checkpoint
 ONNX = "model.onnx"
 TORCHSCRIPT = "model.pt"
 OPENVINO = "model.xml"  # OpenVINO IR: the graph; its weights are the same name with .bin
@@ -177,6 +180,11 @@ class RunDir:
     @property
     def prn(self) -> Path:
         return self.root / PRN
+
+    @property
+    def compress_checkpoint(self) -> Path:
+        """The compress stage's DE checkpoint (`prunus.compress.checkpoint`), removed when the stage is done."""
+        return self.root / COMPRESS_CHECKPOINT
 
     @property
     def onnx(self) -> Path:
