@@ -65,13 +65,14 @@ def _split_calib(calib: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 def distill(student: nn.Module, teacher: nn.Module, x: torch.Tensor, masks: dict[str, torch.Tensor], *, steps: int,
             lr: float, temperature: float, seed: int, batch: int = 128,
-            progress: CompressProgress | None = None) -> None:  # fmt: skip
+            progress: CompressProgress | None = None, teacher_logits: torch.Tensor | None = None) -> None:  # fmt: skip
     """Short KD fine-tune of the survivors (Adam, soft targets at `temperature`); pruned weights stay 0."""
     layers = prunable_layers(student)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     bar = progress or CompressProgress(False)
     bar.start("fine-tune", steps)
-    losses = kd_losses(student, teacher, x, steps=steps, temperature=temperature, seed=seed, batch=batch)
+    losses = kd_losses(student, teacher, x, steps=steps, temperature=temperature, seed=seed, batch=batch,
+                       teacher_logits=teacher_logits)  # fmt: skip
     for step, loss in enumerate(losses, 1):
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -79,9 +80,10 @@ def distill(student: nn.Module, teacher: nn.Module, x: torch.Tensor, masks: dict
         with torch.no_grad():
             for name, mask in masks.items():
                 layers[name].weight.mul_(mask)
-        bar.advance(f"fine-tune step {step}/{steps}: KD loss {float(loss):.4f}")
+        text = f"fine-tune step {step}/{steps}: KD loss {float(loss.detach()):.4f}"
+        bar.advance(text)
         if step % max(1, steps // 10) == 0 or step == steps:
-            bar.line(f"fine-tune step {step}/{steps}: KD loss {float(loss):.4f}")
+            bar.line(text)
     bar.stop()
     student.eval()
 
@@ -146,8 +148,10 @@ def compress(
     x_search = x[: cfg.calib_size]
     x_big = x[: max(cfg.rescore_size, x_search.shape[0])]
     y_big = y[: x_big.shape[0]] if y is not None else None
+    # one teacher pass over every calibration image serves the search, the budget and both fine-tunes
     with torch.no_grad():
-        t_search, t_big = teacher(x_search), teacher(x_big)
+        t_all = teacher(x)
+    t_search, t_big = t_all[: x_search.shape[0]], t_all[: x_big.shape[0]]
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     big = cfg.rescore_size > 0
@@ -160,7 +164,7 @@ def compress(
     if cfg.finetune_steps:
         start = time.perf_counter()
         distill(student, teacher, x, masks, steps=cfg.finetune_steps, lr=cfg.finetune_lr,
-                temperature=cfg.temperature, seed=cfg.seed, progress=bar)  # fmt: skip
+                temperature=cfg.temperature, seed=cfg.seed, progress=bar, teacher_logits=t_all)  # fmt: skip
         seconds["finetune"] = time.perf_counter() - start
     start = time.perf_counter()
     s_big = None
@@ -184,7 +188,7 @@ def compress(
         start = time.perf_counter()
         bar.line(f"codebook fine-tune: {cfg.codebook_steps} steps")
         coded = finetune_codebooks(student, teacher, x, coded, steps=cfg.codebook_steps, lr=cfg.codebook_lr,
-                                   temperature=cfg.temperature, seed=cfg.seed)  # fmt: skip
+                                   temperature=cfg.temperature, seed=cfg.seed, teacher_logits=t_all)  # fmt: skip
         seconds["codebook_finetune"] = time.perf_counter() - start
     round_dense(student, coded)
     with torch.no_grad():

@@ -286,6 +286,7 @@ def search(
     gen = torch.Generator().manual_seed(cfg.seed)
     teacher_logp = F.log_softmax(teacher_logits.float(), dim=-1)
     big_logp = F.log_softmax(teacher_big.float(), dim=-1) if teacher_big is not None and x_big is not None else None
+    prefix = big_logp is not None and x_big.shape[0] >= x.shape[0] and torch.equal(x_big[: x.shape[0]], x)
     masks = {n: (m.weight.detach() != 0) for n, m in layers.items()}
     total = sum(m.numel() for m in masks.values())
     log: list[dict[str, Any]] = []
@@ -328,10 +329,14 @@ def search(
                     if cfg.population < 2:  # no search: one-shot magnitude in the same schedule, nothing scored
                         removed_idx, kl, mag_kl = pool[:k], math.nan, math.nan
                     else:
-                        ev = _Evaluator(runner, runner.enter(x, name), teacher_logp, cfg.chunk_elements, tally)
                         big = None
                         if big_logp is not None:
-                            big = _Evaluator(runner, runner.enter(x_big, name), big_logp, cfg.chunk_elements, tally)
+                            big_state = runner.enter(x_big, name)
+                            big = _Evaluator(runner, big_state, big_logp, cfg.chunk_elements, tally)
+                        # the search batch is the re-score batch's first images (as `compress` draws
+                        # them): its activations are a slice of those, not a second forward pass
+                        small = runner.head(big_state, x.shape[0]) if big is not None and prefix else None
+                        ev = _Evaluator(runner, small or runner.enter(x, name), teacher_logp, cfg.chunk_elements, tally)
                         chosen, kl, mag_kl = _evolve(ev, big, pool, k, cfg, gen)
                         removed_idx = pool[chosen]
                     w[removed_idx] = 0  # commit: weight is a view of the module's parameter
