@@ -1,4 +1,5 @@
-"""Reactivation accuracy: baseline vs WE vs grafting (2 networks) vs the ensemble of 2 baselines.
+"""Reactivation accuracy: baseline vs WE (paper / reference rules) vs grafting (2 networks, same or the
+repository's per-network learning rates) vs the ensemble of 2 baselines.
 
 Protocol (defaults = the quick protocol of docs/benchmarks.md): ResNet-20 (or `--model
 mobilenetv2`) on Fashion-MNIST, a fixed 10k-image training subset, 5k validation images held out
@@ -7,24 +8,36 @@ cosine, wd 5e-4, batch 128, crop + flip; seeds 0,1,2, PAIRED (seed s gives every
 initialisation and data order). Every job trains with `train_run`, exactly like `prunus train`,
 in its own run directory under runs/<name>/<tag>/ (checkpointed: a killed job resumes).
 
+Evaluation point (since issue 26), as the reference repositories: WE and grafting change the
+networks after an epoch has been scored (at the start of the next one), never after the last
+epoch, so every accuracy below is of a network as trained, before its evolution or graft.
+
 Jobs per seed and the arms they give:
 - `pop2`: two independent baselines in one run (`--networks 2`, no method). Network 0 keeps the
   run's seed, so it IS the `baseline` arm (bit-identical to a single-network run, which the
   tests check); the pair's logit ensemble is the `ensemble2` arm, the fair comparison for
   grafting's doubled compute;
-- `we`: one network with Weight Evolution (defaults, paper crossover);
-- `we-reset-momentum`: the same with the evolved rows' optimizer momentum zeroed (the option this
-  implementation adds: does momentum undo the evolution?);
-- `graft2`: two networks with ring grafting (entropy, A=0.4, c=500): arms `graft2` (network 0,
-  same seed as the baseline), `graft2-mean` (mean over both networks), `graft2-ensemble`.
+- `we-paper`: one network with Weight Evolution (defaults: paper crossover): arm `we`;
+- `we-code`: the same with `mode=code`, the repository's rules (crossover, kernel-height
+  whole-filter rule, selection): arm `we-reference-rules`;
+- `graft2-same-lr`: two networks with ring grafting (entropy, A=0.4, c=500), both at the run's lr
+  (the paper's headline setting): arms `graft2` (network 0, same seed as the baseline),
+  `graft2-mean` (mean of both networks' accuracies), `graft2-ensemble` (their logit ensemble);
+- `graft2-diff-lr`: the same with `per_network_lr=True`, the repository's (its flag cannot be
+  turned off): network 0 at x0.5 the lr, network 1 at x1.0: arms `graft2-difflr`,
+  `graft2-difflr-mean`, `graft2-difflr-ensemble`.
+
+Jobs recorded under the names used before issue 26 (`graft2`, `we`, `we-reset-momentum`) scored the
+networks after their last graft / evolution and are not read; `pop2` (no method: unchanged) is.
 
 Reported: last-epoch test accuracy and test accuracy at the best-validation epoch (ensembles:
 last epoch only), mean +- std, paired difference to the baseline with a 95% t interval; invalid
 filters (L1 < 0.1 and < 0.01, `prunus.methods._grafting.invalid_filters`) of every arm's final
-network and of grafted network 0 just before its last graft. Several workers may share the jobs
-(benchmarks/_workers.py); the last to finish writes the table. The table holds every job recorded
-for the tag, whichever worker ran it; jobs still missing are listed above it, so a protocol run
-piecewise over several sessions shows where it stands (`--table-only` writes it without running):
+network and of grafted network 0 just before its last graft (at the start of the last epoch).
+Several workers may share the jobs (benchmarks/_workers.py); the last to finish writes the table.
+The table holds every job recorded for the tag, whichever worker ran it; jobs still missing are
+listed above it, so a protocol run piecewise over several sessions shows where it stands
+(`--table-only` writes it without running):
 
     for w in 1 2; do .venv/bin/python benchmarks/accuracy_reactivation.py --threads 1 & done; wait
     .venv/bin/python benchmarks/accuracy_reactivation.py --model mobilenetv2 --threads 2
@@ -63,12 +76,27 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 #: job -> (methods, networks); longest first, so parallel workers finish together
 JOBS: dict[str, tuple[list[dict[str, Any]], int]] = {
-    "graft2": ([{"name": "graft"}], 2),
+    "graft2-same-lr": ([{"name": "graft"}], 2),
+    "graft2-diff-lr": ([{"name": "graft", "args": {"per_network_lr": True}}], 2),
     "pop2": ([], 2),
-    "we": ([{"name": "we"}], 1),
-    "we-reset-momentum": ([{"name": "we", "args": {"reset_momentum": True}}], 1),
+    "we-paper": ([{"name": "we"}], 1),
+    "we-code": ([{"name": "we", "args": {"mode": "code"}}], 1),
 }
-ARMS = ("baseline", "ensemble2", "we", "we-reset-momentum", "graft2", "graft2-mean", "graft2-ensemble")
+#: single-network jobs -> their arm; two-network jobs -> the stem of their three arms (net 0, -mean, -ensemble)
+ARM_OF = {
+    "we-paper": "we",
+    "we-code": "we-reference-rules",
+    "graft2-same-lr": "graft2",
+    "graft2-diff-lr": "graft2-difflr",
+}
+GRAFT_JOBS = ("graft2-same-lr", "graft2-diff-lr")
+ARMS = (
+    "baseline",
+    "ensemble2",
+    "we",
+    "we-reference-rules",
+    *(f"{ARM_OF[j]}{suffix}" for j in GRAFT_JOBS for suffix in ("", "-mean", "-ensemble")),
+)
 QUICK = {"epochs": 10, "subset": 10000, "val_size": 5000, "width_mult": 1.0, "data": "fashion-mnist"}
 QUICK_SEEDS = (0, 1, 2)
 
@@ -114,10 +142,12 @@ def run_job(args: argparse.Namespace, job: str, seed: int, runs: Path) -> dict[s
         return out
     out["networks"] = [_accuracies(RunDir(run_dir).network(k).root, m[f"net{k}_final_test_acc"]) for k in range(2)]
     out["ensemble_test_acc"] = m["ensemble_test_acc"]
-    if job == "graft2":
-        last = _history(RunDir(run_dir).network(0).root)[-1]
-        out["invalid_before_last_graft"] = {t: last[f"graft_invalid_{t}"] for t in ("0.1", "0.01")}
-        out["alpha_mean_last"] = last["graft_alpha_mean"]
+    if job in GRAFT_JOBS:
+        # the last graft runs at the start of the last epoch (none in a one-epoch run)
+        grafted = [r for r in _history(RunDir(run_dir).network(0).root) if "graft_alpha_mean" in r]
+        last = grafted[-1] if grafted else None
+        out["invalid_before_last_graft"] = {t: last[f"graft_invalid_{t}"] for t in ("0.1", "0.01")} if last else None
+        out["alpha_mean_last"] = last["graft_alpha_mean"] if last else None
     return out
 
 
@@ -133,13 +163,14 @@ def arm_records(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if r["arm"] == "pop2":
             arm("baseline", **nets[0])
             arm("ensemble2", last_test_acc=r["ensemble_test_acc"])
-        elif r["arm"] == "graft2":
-            arm("graft2", **nets[0], invalid_before_last_graft=r["invalid_before_last_graft"])
+        elif r["arm"] in GRAFT_JOBS:
+            stem = ARM_OF[r["arm"]]
+            arm(stem, **nets[0], invalid_before_last_graft=r["invalid_before_last_graft"])
             mean = {k: statistics.fmean(n[k] for n in nets) for k in ("last_test_acc", "best_val_test_acc")}
-            arm("graft2-mean", **mean)
-            arm("graft2-ensemble", last_test_acc=r["ensemble_test_acc"])
+            arm(f"{stem}-mean", **mean)
+            arm(f"{stem}-ensemble", last_test_acc=r["ensemble_test_acc"])
         else:
-            arm(r["arm"], **nets[0])
+            arm(ARM_OF[r["arm"]], **nets[0])
     return out
 
 
@@ -186,8 +217,12 @@ def markdown(summary: dict[str, Any], arms: list[dict[str, Any]], settings: dict
         f"{settings['model']} on {settings['data']}, {settings['subset']}-image training subset, "
         f"{settings['val_size']} val, full test set; {settings['epochs']} epochs SGD nesterov lr 0.1 cosine, wd 5e-4, "
         f"batch 128, crop + flip; seeds {settings['seeds']} (paired). Accuracies in %; differences are arm minus "
-        "baseline for the same seed, mean [95% t interval]. `ensemble2`: logit ensemble of two independent "
-        "baselines (graft2's compute); `graft2`: grafted network 0 (the baseline's seed).",
+        "baseline for the same seed, mean [95% t interval]. Every network is scored before its evolution or "
+        "graft (the reference repositories' order; none follows the last epoch). `ensemble2`: logit ensemble of "
+        "two independent baselines (graft2's compute); `we`: paper crossover; `we-reference-rules`: `mode=code`, "
+        "the repository's rules; `graft2`: grafted network 0 (the baseline's seed), both networks at lr 0.1, "
+        "`-mean` the two networks' mean, `-ensemble` their logit ensemble; `graft2-difflr`: the repository's "
+        "per-network rates, network 0 at x0.5 (the baseline's seed), network 1 at x1.0.",
         "",
         *_incomplete(settings),
         "| arm | last-epoch test acc | diff vs baseline | test acc @ best val | diff vs baseline | n |",
@@ -257,8 +292,13 @@ def main() -> None:
     if not args.table_only and run_jobs(order, tag=tag, runs_file=runs_file, work_dir=work_dir, run=run):
         return  # the last worker to finish writes the table
     with locked(work_dir / f"{tag}.lock"):
-        records = [r for r in load_records(runs_file) if r["tag"] == tag and r["arm"] in JOBS]
+        records = current_records(load_records(runs_file), tag)
     write_table(args, tag, seeds, records, results)
+
+
+def current_records(records: list[dict[str, Any]], tag: str) -> list[dict[str, Any]]:
+    """The records of `tag` from this protocol's jobs (retired job names, scored after a graft, are left out)."""
+    return [r for r in records if r["tag"] == tag and r["arm"] in JOBS]
 
 
 def expected_jobs(seeds: list[int], records: list[dict[str, Any]], quick: bool) -> list[tuple[str, int]]:

@@ -46,6 +46,27 @@ __all__ = [
 
 C = TypeVar("C", bound="Config")
 
+#: The most any config, recipe or --set may ask for, stated once (the README's promise section lists
+#: them). A count beyond these is a typo or an attack: it would run until killed or fail allocating
+#: memory half way, so it is refused with one line before anything runs.
+BOUNDS: dict[str, int] = {
+    "epochs": 100_000,  # training epochs of one run or stage
+    "steps": 10_000_000,  # optimizer steps of a fine-tune (compress finetune_steps, codebook_steps)
+    "seeds": 1_000,  # seeds in one recipe
+    "seed": 2**31 - 1,  # any one seed
+    "samples": 10_000_000,  # images a data config may ask for (synthetic num_samples, subsets, calibration)
+    "image_size": 4_096,  # side of a generated or resized image
+    "channels": 4_096,  # channels of a generated image
+    "classes": 100_000,  # classes of a generated dataset
+    "batch": 65_536,  # any batch size: training, evaluation, latency, bench
+    "population": 4_096,  # DE candidate sets per generation
+    "generations": 10_000,  # DE generations per cycle, and cycles
+    "networks": 256,  # networks of a population run
+    "rounds": 1_000,  # C-SGD rounds
+    "repeats": 100_000,  # timed calls of a benchmark
+    "threads": 1_024,  # torch / runtime threads
+}
+
 
 def check_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
     """Raise `ConfigError` unless `value` is one of `choices`."""
@@ -263,3 +284,23 @@ def build_config(
     if unknown:
         raise ConfigError(f"{owner} has no argument(s) {', '.join(unknown)}; accepted: {', '.join(names)}")
     return config_class(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def check_count(field: str, value: Any, low: int, bound: str, *, optional: bool = False) -> int | None:
+    """`value` as an int in [low, BOUNDS[bound]] (None allowed when `optional`); `ConfigError` otherwise.
+
+    Example:
+        >>> check_count("epochs", 10, 1, "epochs")
+        10
+        >>> check_count("epochs", 10**20, 1, "epochs")
+        Traceback (most recent call last):
+        ...
+        prunus.errors.ConfigError: epochs=100000000000000000000 is not valid; expected an integer from 1 to 100000
+    """
+    if optional and value is None:
+        return None
+    high = BOUNDS[bound]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        none = " or null" if optional else ""
+        raise ConfigError(f"{field}={value!r} is not valid; expected an integer from {low} to {high}{none}")
+    return value

@@ -11,10 +11,13 @@ __all__ = [
     "CorruptFileError",
     "DataNotFoundError",
     "FormatError",
+    "MissingDependencyError",
     "PeerError",
     "PrunusError",
     "TrainingDivergedError",
     "BudgetNotMetWarning",
+    "StructureWarning",
+    "require",
 ]
 
 
@@ -49,3 +52,26 @@ class PeerError(PrunusError, RuntimeError):
 
 class BudgetNotMetWarning(UserWarning):
     """A result was produced but misses the budget asked for; the message says by how much and what to change."""
+
+
+class StructureWarning(UserWarning):
+    """Part of a model is left unpruned because it cannot be cut exactly; the message names the module and why."""
+
+
+class MissingDependencyError(PrunusError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+
+def require(module: str, extra: str, purpose: str):  # noqa: ANN201 - returns the module
+    """Import the optional `module`, or raise `MissingDependencyError` naming `pip install 'prunus[extra]'`.
+
+    Example:
+        >>> require("json", "none", "reading JSON").__name__
+        'json'
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(f"{purpose} needs {module}: pip install 'prunus[{extra}]'") from exc

@@ -47,10 +47,10 @@ def _reactivation_job(job: str, seed: int, acc: float) -> dict:
         "invalid": {"0.1": 1, "0.01": 0},
     }
     record = {"tag": "t", "arm": job, "seed": seed, "seconds": 1.0, "networks": [net]}
-    if job in ("pop2", "graft2"):
+    if job in ("pop2", "graft2-same-lr", "graft2-diff-lr"):
         record["networks"] = [net, dict(net, last_test_acc=acc + 0.01)]
         record["ensemble_test_acc"] = acc + 0.02
-    if job == "graft2":
+    if job.startswith("graft2"):
         record["invalid_before_last_graft"] = {"0.1": 2, "0.01": 1}
     return record
 
@@ -61,15 +61,21 @@ def test_reactivation_table_lists_missing_jobs_and_pairs_only_recorded_seeds(tmp
     args = argparse.Namespace(
         model="mobilenetv2", width_mult=1.0, data="fashion-mnist", subset=10000, val_size=5000, epochs=10, name="r"
     )
-    records = [_reactivation_job("pop2", 0, 0.85), _reactivation_job("pop2", 1, 0.80), _reactivation_job("we", 0, 0.86)]
-    for record, threads, commit, dirty in zip(records, (1, 2, 1), ("abc", "abc", "def"), (False, False, True)):
-        record.update(threads=threads, commit=commit, dirty=dirty, machine="m")
-    module.write_table(args, "t", [1], records, tmp_path)
+    records = [
+        _reactivation_job("pop2", 0, 0.85),
+        _reactivation_job("pop2", 1, 0.80),
+        _reactivation_job("we-paper", 0, 0.86),
+        _reactivation_job("graft", 0, 0.5),  # a job of the retired post-graft protocol: not read
+    ]
+    for record, threads, commit, dirty in zip(records, (1, 2, 1, 1), ("abc", "abc", "def", "abc"), (0, 0, 1, 0)):
+        record.update(threads=threads, commit=commit, dirty=bool(dirty), machine="m")
+    assert module.current_records(records, "t") == records[:3]
+    module.write_table(args, "t", [1], records[:3], tmp_path)
     out = json.loads((tmp_path / "r_mobilenetv2.json").read_text())
     # quick protocol: seeds 0, 1, 2 are expected whatever this worker was asked to run
     assert out["settings"]["seeds"] == [0, 1, 2]
-    assert len(out["settings"]["missing"]) == 12 - 3
-    assert "graft2 seed 0" in out["settings"]["missing"]
+    assert len(out["settings"]["missing"]) == 15 - 3
+    assert "graft2-same-lr seed 0" in out["settings"]["missing"]
     assert "pop2 seed 2" in out["settings"]["missing"]
     assert "pop2 seed 0" not in out["settings"]["missing"]
     summary = out["summary"]
@@ -79,15 +85,24 @@ def test_reactivation_table_lists_missing_jobs_and_pairs_only_recorded_seeds(tmp
     assert summary["we"]["last_test_acc_diff"]["mean"] == pytest.approx(0.01)
     text = (tmp_path / "r_mobilenetv2.md").read_text()
     # listed by seed, then job
-    assert "**Incomplete: 9 job(s) not run yet (graft2 seed 0, we-reset-momentum seed 0, graft2 seed 1," in text
+    assert "**Incomplete: 12 job(s) not run yet (graft2-same-lr seed 0, graft2-diff-lr seed 0, we-code seed 0," in text
     assert "- baseline: seed 0: 1 / 0, seed 1: 1 / 0" in text
     # how the jobs ran: the usual thread count, and the jobs that differ (they pair less tightly)
     assert "Jobs ran at 1 torch thread(s), except pop2 seed 1 (2); machine m; commits abc, def (dirty)." in text
 
-    complete = [_reactivation_job(j, s, 0.85) for s in (0, 1, 2) for j in module.JOBS]
+    complete = [_reactivation_job(j, s, 0.85 + 0.01 * i) for s in (0, 1, 2) for i, j in enumerate(module.JOBS)]
     module.write_table(args, "t", [0, 1, 2], complete, tmp_path)
     out = json.loads((tmp_path / "r_mobilenetv2.json").read_text())
     assert out["settings"]["missing"] == []
+    summary = out["summary"]
+    assert list(summary) == list(module.ARMS)
+    # each grafting job gives three different numbers: network 0, the mean of both, their ensemble
+    for job, stem in (("graft2-same-lr", "graft2"), ("graft2-diff-lr", "graft2-difflr")):
+        acc = 0.85 + 0.01 * list(module.JOBS).index(job)
+        assert summary[stem]["last_test_acc"]["mean"] == pytest.approx(acc)
+        assert summary[f"{stem}-mean"]["last_test_acc"]["mean"] == pytest.approx(acc + 0.005)
+        assert summary[f"{stem}-ensemble"]["last_test_acc"]["mean"] == pytest.approx(acc + 0.02)
+    assert summary["we-reference-rules"]["last_test_acc"]["mean"] == pytest.approx(0.85 + 0.04)
     text = (tmp_path / "r_mobilenetv2.md").read_text()
     assert "Incomplete" not in text
     assert "(just before the last graft: 2 / 1, 2 / 1, 2 / 1)" in text

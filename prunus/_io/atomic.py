@@ -26,6 +26,7 @@ __all__ = [
     "CRASH_ENV",
     "atomic_dir",
     "atomic_path",
+    "clean_dead_temps",
     "clean_stale_temps",
     "crash_point",
     "is_temp_name",
@@ -132,6 +133,21 @@ def clean_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
                 else:
                     os.unlink(entry.path)
                 removed.append(Path(entry.path))
+    return removed
+
+
+def clean_dead_temps(directory: str | os.PathLike[str]) -> list[Path]:
+    """Remove every leftover of an interrupted atomic write directly in `directory` whose writer is gone.
+
+    `clean_stale_temps` does this for one target name when it is written again; a stage that is
+    rerun after a kill calls this for its whole directory, so a temporary model directory left by
+    a kill during a swap does not stay behind when the same path is never written again.
+    """
+    removed: list[Path] = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if is_temp_name(entry.name) and entry.name.count(".") >= 3:  # .<name>.<pid>.<random>.tmp
+                removed += clean_stale_temps(Path(directory) / entry.name[1:].rsplit(".", 3)[0])
     return removed
 
 

@@ -16,7 +16,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from prunus._version import __version__
 from prunus.errors import PrunusError
@@ -88,8 +88,26 @@ def _error(message: str) -> int:
     return 2
 
 
+def _one_line_warning(
+    message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """A warning as one `prunus: warning:` line, without the file path and source line Python adds."""
+    text = " ".join(str(message).split())
+    print(f"prunus: warning: {text}", file=sys.stderr if file is None else file)
+
+
+def console_main() -> int:
+    """The `prunus` console script and `python -m prunus`: warnings as one line each, then `main`."""
+    import warnings
+
+    # Only the process entry point changes how warnings print: `main` called in-process (tests,
+    # notebooks) leaves the caller's warning handling alone, so `pytest.warns` still sees them.
+    warnings.showwarning = _one_line_warning
+    return main()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console-script entry point; returns the process exit code."""
+    """Run one prunus command in-process; returns the exit code. Example: `main(["info", "runs/r20"])`."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

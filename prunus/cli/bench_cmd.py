@@ -92,7 +92,7 @@ def _one(args: argparse.Namespace, model: Any, shape: tuple[int, ...], batches: 
         model, shape, model_dir=path, batch_sizes=batches, runtimes=runtimes, warmup=args.warmup,
         repeats=args.repeats, threads=args.threads,
     )  # fmt: skip
-    result = {"model_dir": str(path), **result}
+    result = {"format": "prunus-bench", "model_dir": str(path), **result}  # the format marks it as ours
     print_table(
         f"prunus bench {path}",
         ["input (C,H,W)", "MACs", "params", "bytes", "threads"],
@@ -125,7 +125,7 @@ def _several(
         models, shape, names=paths, paths=paths, batch_sizes=batches, runtimes=runtimes, warmup=args.warmup,
         repeats=args.repeats, threads=args.threads,
     )  # fmt: skip
-    result = {"input_shape": list(shape), **cmp.to_dict()}
+    result = {"format": "prunus-bench", "input_shape": list(shape), **cmp.to_dict()}
     rows = result["models"]
 
     def ratio(v: float | None) -> str:

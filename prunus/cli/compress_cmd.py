@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     fields, warnings = _settings(args)
-    settings = CompressConfig(**fields)
+    settings = CompressConfig.from_dict(fields)  # typed: a bool field refuses 'maybe'
     for line in warnings:  # after validation: a refused command prints its one error line only
         print(line, file=sys.stderr)
     # --seed draws the calibration slice and seeds the search, as the stage's chain seed does

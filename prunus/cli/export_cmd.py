@@ -14,6 +14,8 @@ from prunus.formats.run_dir import RunDir, resolve_model_dir
 
 __all__ = ["FORMATS", "add_model_args", "add_parser", "load_model", "parse_ints", "run"]
 
+# ONNX opsets the exporter writes and onnxruntime reads (torch 2.x: 7 to 20)
+MIN_OPSET, MAX_OPSET = 7, 20
 # format -> where its file goes by default: next to the model (`RunDir.onnx` / `.torchscript` / `.openvino`)
 FORMATS: dict[str, str] = {"onnx": "onnx", "torchscript": "torchscript", "openvino": "openvino"}
 
@@ -30,11 +32,13 @@ def parse_ints(text: str, flag: str) -> tuple[int, ...]:
 
 
 def load_model(args: argparse.Namespace) -> tuple[Any, tuple[int, ...]]:
-    """Load `args.model_dir` and resolve its input shape (--input-shape overrides model.json)."""
+    """Load `args.model_dir` (a model or run directory, or a .prn file) and resolve its input shape
+    (--input-shape overrides the one the file records)."""
     model_dir = Path(args.model_dir)
-    if not model_dir.is_dir():
+    is_prn = model_dir.suffix == ".prn" and model_dir.is_file()
+    if not (model_dir.is_dir() or is_prn):
         raise PrunusError(f"model directory not found: {model_dir}")
-    from prunus.formats import load
+    from prunus.compress import load
     from prunus.models.info import get_info
 
     model = load(model_dir, trust_factory=args.trust_factory)
@@ -71,7 +75,11 @@ def check_input_fits(model: Any, shape: tuple[int, ...], flag: str) -> None:
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by commands that load one saved model directory."""
     mark_input(
-        parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved model directory (model.json + weights)")
+        parser.add_argument(
+            "model_dir",
+            metavar="MODEL",
+            help="a saved model directory (model.json + weights), a run holding one, or a .prn",
+        )
     )
     parser.add_argument("--input-shape", metavar="C,H,W", help="input shape; default: the one in model.json")
     parser.add_argument(
@@ -108,14 +116,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _default_out(source: Path, fmt: str) -> Path:
+    """Next to the model: MODEL_DIR/model.onnx (`RunDir.onnx`), or X.onnx beside a compressed X.prn."""
+    export = getattr(RunDir(resolve_model_dir(source)), FORMATS[fmt])
+    return source.with_suffix(export.suffix) if source.suffix == ".prn" else export
+
+
 def run(args: argparse.Namespace) -> int:
     """Export the model; print what was written and how closely it matches."""
     check_choice("--format", args.format, FORMATS)
+    if not MIN_OPSET <= args.opset <= MAX_OPSET:  # before the exporter runs (and prints its own warnings)
+        raise ConfigError(f"--opset {args.opset} is not valid; expected {MIN_OPSET} to {MAX_OPSET}")
     import torch
 
     from prunus.deploy.export import export_onnx, export_torchscript
 
-    out = Path(args.out) if args.out else getattr(RunDir(resolve_model_dir(args.model_dir)), FORMATS[args.format])
+    out = Path(args.out) if args.out else _default_out(Path(args.model_dir), args.format)
     if not args.out:  # the default lies inside the (input) model directory: still never over a foreign file
         check_output(out, "file", force=args.force, flag="default output")
     if args.format == "openvino":

@@ -197,4 +197,9 @@ def _print_report(report: dict[str, Any], finetuned: dict[str, Any], out: Path) 
     if finetuned.get("final_test_acc") is not None:
         rows.append(("test accuracy after fine-tuning", "-", f"{finetuned['final_test_acc'] * 100:.2f}%"))
     print_table(f"prune ({report['criterion']}): requested vs achieved", ("quantity", "requested", "achieved"), rows)
+    streams = {k: why for k, why in report.get("kept_whole", {}).items() if "coupled with" in why}
+    for key, why in streams.items():  # a whole residual stream at full width is worth a line: it surprises people
+        print(f"kept at full width: {key} ({why})")
+    if streams:
+        print("  (the stem and classifier are kept by default; --ignore NAME ... replaces that list, e.g. --ignore fc)")
     print(f"pruned model: {out}")

@@ -44,7 +44,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from prunus.formats.outputs import check_output
     from prunus.pipeline import load_recipe, run_pipeline
-    from prunus.report.render import STAGE_COLUMNS, arm_rows, stage_rows
+    from prunus.report.tables import METHOD_COLUMNS, STAGE_COLUMNS, arm_rows, method_rows, stage_rows
 
     plan = load_recipe(args.recipe, parse_set(args.set, owner="recipe"))
     out = Path(args.out or Path("runs") / plan.name)
@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     summary = run_pipeline(plan, out, progress=not args.no_progress)
     for rec in summary.records[:4]:
         print_table(f"{plan.name}: arm {rec['arm']}, seed {rec['seed']}", STAGE_COLUMNS, stage_rows(rec))
+        methods = method_rows(rec)  # what WE, grafting, C-SGD, MFP did, as the stages recorded it
+        if methods:
+            print_table(f"{plan.name}: arm {rec['arm']}, seed {rec['seed']}: methods", METHOD_COLUMNS, methods)
     if len(summary.records) > 1:
         columns = ("arm", "n", "test acc", f"diff vs {plan.baseline}", "MACs", "params", "bytes", "latency (ms)")
         print_table(

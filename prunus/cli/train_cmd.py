@@ -48,16 +48,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--model", choices=list_models(), help="registry model (default resnet20)")
     g.add_argument("--width-mult", type=float, help="channel width multiplier (default 1.0)")
     add_data_args(g)
+    g.add_argument("--test-subset", type=int, help="score a fixed subset of this many test images each epoch")
     g.add_argument("--no-augment", action="store_true", help="disable random crop and flip")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, help="number of epochs (default 30)")
     t.add_argument("--lr", type=float, help="peak learning rate (default 0.1)")
-    t.add_argument("--optimizer", choices=("sgd", "adamw"))
-    t.add_argument("--schedule", choices=("cosine", "step", "constant"))
+    t.add_argument("--optimizer", choices=("sgd", "adamw"), help="sgd (momentum 0.9, nesterov; default) or adamw")
+    t.add_argument("--schedule", choices=("cosine", "step", "constant"), help="lr schedule (default cosine)")
     t.add_argument("--milestones", type=parse_int_list, help="epochs for the step schedule, e.g. 60,120")
-    t.add_argument("--warmup-epochs", type=float)
-    t.add_argument("--weight-decay", type=float)
-    t.add_argument("--label-smoothing", type=float)
+    t.add_argument("--warmup-epochs", type=float, help="linear lr warm-up, in (fractional) epochs (default 0)")
+    t.add_argument("--weight-decay", type=float, help="L2 (sgd) or decoupled (adamw) weight decay (default 5e-4)")
+    t.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing in [0, 1) (default 0)")
     t.add_argument("--amp", action="store_true", default=None, help="mixed precision on CUDA")
     add_runtime_args(t)
     m = p.add_argument_group("methods")
@@ -143,7 +144,11 @@ def run(args: argparse.Namespace) -> int:
             args.config = str(saved)  # a resumed run continues with the config it started with
     overrides = {
         "model": {"name": args.model, "width_mult": args.width_mult},
-        "data": {**data_overrides(args), "augment": False if args.no_augment else None},
+        "data": {
+            **data_overrides(args),
+            "augment": False if args.no_augment else None,
+            "test_subset": args.test_subset,
+        },
         "train": {
             "epochs": args.epochs,
             "lr": args.lr,

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunus.errors import require
+
 __all__ = ["deep_compression_bits", "generic_bytes", "huffman_bits", "huffman_lengths"]
 
 
@@ -88,8 +90,8 @@ def deep_compression_bits(model: nn.Module, coded: Mapping[str, object]) -> int:
 
 def generic_bytes(model: nn.Module) -> dict[str, int]:
     """Bytes of the state dict's raw fp32 and fp16 tensors under gzip -9, zstd -19 and brotli -q 11."""
-    import brotli
-    import zstandard
+    brotli = require("brotli", "compress", "the brotli baseline")
+    zstandard = require("zstandard", "compress", "the zstd baseline")
 
     out = {}
     for dtype, tag in ((torch.float32, "fp32"), (torch.float16, "fp16")):

@@ -23,7 +23,7 @@ import math
 import numpy as np
 import torch
 
-from prunus.errors import FormatError
+from prunus.errors import FormatError, require
 
 __all__ = ["decode_layer", "encode_layer", "joint_symbols", "order0_bits"]
 
@@ -37,7 +37,7 @@ def joint_symbols(mask: torch.Tensor, indices: torch.Tensor) -> np.ndarray:
 
 
 def _model(counts: np.ndarray):
-    import constriction
+    constriction = require("constriction", "compress", "entropy coding (.prn files)")
 
     probs = counts.astype(np.float64)
     return constriction.stream.model.Categorical(probs / probs.sum(), perfect=False)
@@ -51,7 +51,7 @@ def encode_layer(mask: torch.Tensor, indices: torch.Tensor, levels: int) -> tupl
         indices: codebook index of each survivor in flat order (`mask.sum()` values, < `levels`).
         levels: codebook size.
     """
-    import constriction
+    constriction = require("constriction", "compress", "entropy coding (.prn files)")
 
     sym = joint_symbols(mask, indices)
     counts = np.bincount(sym, minlength=levels + 1).astype(np.int64)
@@ -70,7 +70,7 @@ def decode_layer(data: bytes, counts: list[int], n: int) -> tuple[torch.Tensor, 
     Raises `FormatError` when the stream does not decode to exactly `n` symbols whose
     counts match `counts` (a corrupt stream, lying counts or a stream with bytes left over).
     """
-    import constriction
+    constriction = require("constriction", "compress", "entropy coding (.prn files)")
 
     counts_arr = np.asarray(counts, dtype=np.int64)
     if counts_arr.ndim != 1 or counts_arr.size < 2 or (counts_arr < 0).any() or int(counts_arr.sum()) != n:

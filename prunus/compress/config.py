@@ -17,7 +17,7 @@ from typing import Any
 
 from prunus.compress.quantize import KINDS, MAX_BITS, MIN_BITS
 from prunus.compress.search import SearchSettings
-from prunus.config import Config, arg, check_choice, check_range
+from prunus.config import Config, arg, check_choice, check_count, check_range
 from prunus.errors import ConfigError
 
 __all__ = ["CompressConfig"]
@@ -103,11 +103,12 @@ class CompressConfig(Config):
                 )
         if self.min_bits > self.max_bits:
             raise ConfigError(f"CompressConfig.min_bits={self.min_bits} is above max_bits={self.max_bits}")
-        for field, low in (("calib_size", 1), ("rescore_size", 0), ("population", 1), ("generations", 0), ("elite", 1),
-                           ("cycles", 1), ("finetune_steps", 0), ("codebook_steps", 0), ("seed", 0)):  # fmt: skip
-            v = getattr(self, field)
-            if not _is_int(v) or v < low:
-                raise ConfigError(f"CompressConfig.{field}={v!r} is not valid; expected an integer >= {low}")
+        for field, low, bound in (("calib_size", 1, "samples"), ("rescore_size", 0, "samples"),
+                                  ("population", 1, "population"), ("generations", 0, "generations"),
+                                  ("elite", 1, "population"), ("cycles", 1, "generations"),
+                                  ("finetune_steps", 0, "steps"), ("codebook_steps", 0, "steps"),
+                                  ("seed", 0, "seed")):  # fmt: skip
+            check_count(f"CompressConfig.{field}", getattr(self, field), low, bound)
         if self.elite >= self.population and self.population > 1:
             raise ConfigError(f"CompressConfig.elite={self.elite} must be below population={self.population}")
         check_range("CompressConfig.pool_factor", self.pool_factor, 1.0)

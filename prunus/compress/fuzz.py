@@ -1,11 +1,13 @@
 """Seeded mutations of a .prn file, for the fuzz test and the fuzz benchmark (not a public API).
 
-Six kinds, in turn: truncation, bit flips anywhere, byte overwrites in the framing/header, runs of
-bytes inserted or deleted, and two that keep the checksum valid (so the header validation, not
-the CRC, must catch them): a random header value replaced by a hostile one (huge, negative,
-wrong type), and a bit of the ANS streams or the varint coding tables flipped. `fuzz_file`
-counts outcomes; any exception other than the format error propagates (that is the failure the
-callers look for).
+Nine kinds, in turn: truncation, bit flips anywhere, byte overwrites in the framing/header, runs of
+bytes inserted or deleted, a tensor's dtype in the safetensors frame renamed, and four that keep
+the checksum valid (so the header validation, not the CRC, must catch them): a random header
+value replaced by a hostile one (huge, negative, wrong type), a bit of the ANS streams or the
+varint coding tables flipped, an `input_shape` that is huge, tiny or contradicts the layers, and
+a NaN or infinite stored value. `fuzz_file` counts outcomes, runs every model that loads, and
+times every load; any exception other than the format error propagates (that is the failure
+the callers look for).
 
 Example:
     >>> [len(m) < 10 for m in mutations(b"0123456789", 1, seed=0)]  # the first kind truncates
@@ -27,6 +29,9 @@ import numpy as np
 __all__ = ["fuzz_file", "mutations"]
 
 _HOSTILE: list[Any] = [-1, 0, 1 << 40, 1 << 62, 2.5, "x", None, True, [], {}, [1 << 30, 1 << 30], [-3], "a" * 100]
+_SHAPES: list[Any] = [[1, 2048, 2048], [1, 1, 1], [3, 28, 28], [1, 0, 28], [1, 28], [1, 4096, 4096], [64, 28, 28]]
+_DTYPES = [b"F64", b"X9", b"BOOL", b"I8", b"F8_E4M3", b"U64", b"C64"]
+KINDS = 9
 
 
 def _resign(blob: bytes, edit) -> bytes | None:
@@ -66,7 +71,7 @@ def mutations(blob: bytes, n: int, seed: int) -> Iterator[bytes]:
     (n_header,) = struct.unpack("<Q", blob[:8]) if len(blob) >= 8 else (0,)
     for i in range(n):
         data = bytearray(blob)
-        mode = i % 6
+        mode = i % KINDS
         if mode == 0:
             data = data[: int(rng.integers(0, max(1, len(data))))]
         elif mode == 1:
@@ -89,6 +94,29 @@ def mutations(blob: bytes, n: int, seed: int) -> Iterator[bytes]:
                 _set(header, leaves[int(rng.integers(0, len(leaves)))], value)
 
             data = bytearray(_resign(bytes(data), edit) or data)
+        elif mode == 6:  # a frame naming a dtype the reader must not trust
+            for old in (b'"F16"', b'"U8"', b'"I64"', b'"F32"'):
+                at = bytes(data).find(old, 8, 8 + n_header)
+                if at >= 0:
+                    new = b'"' + _DTYPES[int(rng.integers(0, len(_DTYPES)))] + b'"'
+                    data[at : at + len(old)] = new
+                    data[:8] = struct.pack("<Q", n_header + len(new) - len(old))
+                    break
+        elif mode == 7:
+            shape = _SHAPES[int(rng.integers(0, len(_SHAPES)))]
+            data = bytearray(
+                _resign(bytes(data), lambda header, tensors, s=shape: header.update(input_shape=s)) or data
+            )
+        elif mode == 8:
+            bad = float(("nan", "inf", "-inf")[int(rng.integers(0, 3))])
+
+            def edit(header: dict, tensors: dict, bad: float = bad) -> None:
+                if "values" in tensors and tensors["values"].size:
+                    t = tensors["values"].copy()
+                    t[int(rng.integers(0, t.size))] = bad
+                    tensors["values"] = t
+
+            data = bytearray(_resign(bytes(data), edit) or data)
         else:
 
             def edit(header: dict, tensors: dict) -> None:
@@ -103,21 +131,43 @@ def mutations(blob: bytes, n: int, seed: int) -> Iterator[bytes]:
         yield bytes(data)
 
 
-def fuzz_file(path: str | os.PathLike[str], n: int, seed: int, work_dir: str | os.PathLike[str]) -> dict[str, int]:
-    """Decompress `n` mutations of `path`; returns counts of "format_error" and "loaded" outcomes.
+def fuzz_file(
+    path: str | os.PathLike[str], n: int, seed: int, work_dir: str | os.PathLike[str], slow: float = 2.0
+) -> dict[str, Any]:
+    """Decompress `n` mutations of `path`; count the outcomes.
 
-    Any other exception propagates.
+    Returns "format_error", "loaded", "cannot_run" (loaded, but a forward at the header's input
+    shape fails or gives non-finite outputs), "slow" (loads over `slow` seconds) and
+    "slowest_seconds". Any exception other than the format error propagates.
     """
+    import time
+
+    import torch
+
     from prunus.compress.api import decompress
     from prunus.errors import FormatError
+    from prunus.models.info import get_info
 
     target = Path(work_dir) / "fuzz.prn"
-    counts = {"format_error": 0, "loaded": 0}
+    counts: dict[str, Any] = {"format_error": 0, "loaded": 0, "cannot_run": 0, "slow": 0, "slowest_seconds": 0.0}
     for data in mutations(Path(path).read_bytes(), n, seed):
         target.write_bytes(data)
+        start = time.perf_counter()
         try:
-            decompress(target)
-            counts["loaded"] += 1
+            model = decompress(target)
         except FormatError:
             counts["format_error"] += 1
+            model = None
+        seconds = time.perf_counter() - start
+        counts["slow"] += seconds > slow
+        counts["slowest_seconds"] = max(counts["slowest_seconds"], seconds)
+        if model is None:
+            continue
+        counts["loaded"] += 1
+        try:
+            with torch.no_grad():
+                out = model(torch.zeros(1, *get_info(model).input_shape))
+            counts["cannot_run"] += not bool(torch.isfinite(out).all())
+        except (RuntimeError, ValueError, TypeError, IndexError):
+            counts["cannot_run"] += 1
     return counts

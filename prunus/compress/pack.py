@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from prunus.compress.codec import decode_layer, encode_layer
-from prunus.compress.prn import PrnFile
+from prunus.compress.prn import PrnFile, check_values
 from prunus.compress.quantize import Quantizer, dequantize, quantize
 from prunus.compress.varint import pack_varints
 from prunus.errors import FormatError
@@ -119,6 +119,7 @@ def unpack(prn: PrnFile, model: nn.Module) -> dict[str, torch.Tensor]:
         want = sum(v.numel() for _, v in items)
         if tensor.size != want:
             raise FormatError(f"the .prn holds {tensor.size} {what} values; its architecture has {want}")
+    check_values(prn)  # NaN / inf: refused, not loaded silently
     new: dict[str, torch.Tensor] = {}
     books = torch.from_numpy(t["codebooks"].astype(np.float32))
     streams = t["streams"]

@@ -60,6 +60,7 @@ __all__ = [
     "LayerEntry",
     "PrnFile",
     "build_model",
+    "check_values",
     "encode_prn",
     "file_parts",
     "parse_prn",
@@ -123,11 +124,31 @@ def _crc(header_text: str, tensors: dict[str, np.ndarray]) -> str:
 
 
 def encode_prn(header: dict[str, Any], tensors: dict[str, np.ndarray]) -> bytes:
-    """The bytes of a .prn file: safetensors framing, versioned header, checksum."""
+    """The bytes of a .prn file: safetensors framing, versioned header, checksum; the same model and
+    settings give the same bytes in every process (`_canonical_frame`)."""
     from safetensors.numpy import save
 
-    text = json.dumps(make_header(FORMAT, header), separators=(",", ":"))
-    return save(tensors, metadata={"prunus": text, "crc32": _crc(text, tensors)})
+    text = json.dumps(make_header(FORMAT, header), separators=(",", ":"), sort_keys=True)
+    return _canonical_frame(save(tensors, metadata={"prunus": text, "crc32": _crc(text, tensors)}))
+
+
+def _canonical_frame(blob: bytes) -> bytes:
+    """`blob` with its safetensors JSON frame rewritten in one fixed order.
+
+    safetensors writes the metadata map in an order that changes from process to process, so two
+    runs that compress the same model identically would give different bytes (and hashes). The
+    frame is re-serialised with the metadata first (keys sorted) and the tensors in data order,
+    padded with spaces to a multiple of 8 as safetensors pads it; the data section is unchanged.
+    """
+    (n,) = struct.unpack("<Q", blob[:8])
+    frame = json.loads(blob[8 : 8 + n].decode("utf-8"))
+    meta = frame.pop("__metadata__", None)
+    ordered: dict[str, Any] = {"__metadata__": dict(sorted(meta.items()))} if meta is not None else {}
+    for name in sorted(frame, key=lambda k: (frame[k]["data_offsets"][0], k)):
+        ordered[name] = frame[name]
+    text = json.dumps(ordered, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + blob[8 + n :]
 
 
 def file_parts(blob: bytes) -> dict[str, int]:
@@ -197,7 +218,8 @@ def parse_prn(blob: bytes, where: str = "the .prn data") -> PrnFile:
 
     try:
         tensors = load(blob)
-    except (SafetensorError, ValueError, TypeError, OverflowError) as exc:
+    except (SafetensorError, ValueError, TypeError, OverflowError, KeyError, IndexError, RuntimeError) as exc:
+        # KeyError: a frame naming a dtype numpy does not know
         raise _fail(
             where, f"is truncated or corrupt ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
         ) from None
@@ -305,8 +327,19 @@ def _check_header(
     return h, layers, views
 
 
+def check_values(prn: PrnFile) -> None:
+    """`FormatError` when a stored codebook or dense value is NaN or infinite (no usable model holds one)."""
+    for what in ("codebooks", "dense"):
+        if not np.isfinite(prn.tensors[what]).all():
+            raise FormatError(f"the .prn holds NaN or infinite {what} values; refusing to load it")
+
+
 def build_model(prn: PrnFile, *, trust_factory: bool = False) -> nn.Module:
-    """The dense architecture of a validated .prn, history replayed, weights not yet filled."""
+    """The dense architecture of a validated .prn, history replayed, weights not yet filled.
+
+    The header's input_shape is checked against the architecture (a meta-device forward) before any
+    replay, and the history is replayed at a small probe input (`formats.limits.replay_shape`).
+    """
     from prunus.formats.model_dir import _build_dense
 
     h = prn.header
@@ -322,12 +355,19 @@ def build_model(prn: PrnFile, *, trust_factory: bool = False) -> nn.Module:
         raise FormatError(f"the .prn architecture cannot be built ({exc})"[:300]) from None
     if n > MAX_PARAMS:
         raise FormatError(f"the .prn architecture has {n} parameters, more than the {MAX_PARAMS} limit")
+    from prunus.formats.limits import build_bounded, replay_shape
+
+    try:  # the header's input_shape must fit the architecture (a meta-device forward), before any replay
+        build_bounded(lambda: _build_dense(h["arch"], trust_factory), h["input_shape"], "the .prn architecture")
+    except CorruptFileError as exc:
+        raise FormatError(str(exc)[:300]) from None
     try:
         model = _build_dense(h["arch"], trust_factory)
         if h["history"]:
             from prunus.structure import replay
 
-            replay(model, h["history"], torch.zeros(1, *h["input_shape"]))
+            probe = replay_shape(lambda: _build_dense(h["arch"], trust_factory), h["input_shape"])
+            replay(model, h["history"], torch.zeros(1, *probe))
     except (ConfigError, CorruptFileError) as exc:
         raise FormatError(f"the .prn architecture cannot be rebuilt ({exc})"[:300]) from None
     except PrunusError:

@@ -23,6 +23,8 @@ from typing import Any
 
 from torch import nn
 
+from prunus.errors import FormatError, PrunusError
+
 __all__ = ["LAYER_COLUMNS", "VERBATIM", "CompressReport", "LayerReport", "bound_summary", "describe_prn", "layer_rows"]
 
 
@@ -159,9 +161,16 @@ def describe_prn(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What a .prn file holds, read from its validated header and tables without decoding: per-layer numbers,
     totals, and every byte of the file by part."""
     from prunus.compress.codec import order0_bits
-    from prunus.compress.prn import read_prn
+    from prunus.compress.prn import build_model, check_values, read_prn
 
     prn = read_prn(path)
+    check_values(prn)
+    try:  # the header's input shape must fit its architecture: a file that cannot load is not described
+        build_model(prn)
+    except FormatError:
+        raise
+    except PrunusError:  # a user factory: checking it would run its code, which info never does
+        pass
     h = prn.header
     layers = [LayerReport(e.name, list(e.shape), e.numel, e.numel - e.counts[0], e.bits, e.kind, e.levels, e.nbytes,
                           order0_bits(e.numel, e.counts)) for e in prn.layers]  # fmt: skip

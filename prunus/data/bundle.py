@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from prunus.config import Config, check_choice
+from prunus.config import Config, check_choice, check_count
 from prunus.data._seed import generator
 from prunus.data.augment import Augment
 from prunus.data.catalog import DEFAULT_DATASET, dataset_info, list_datasets, load_dataset
@@ -58,12 +58,8 @@ EXECUTION_ONLY_FIELDS = frozenset({"root", "download", "eval_batch_size"})
 _OPTION_FIELDS = ("num_samples", "num_classes", "image_size", "channels")
 
 
-def _check_int(field: str, value: Any, low: int, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        none = " or null" if optional else ""
-        raise ConfigError(f"DataConfig.{field}={value!r} is not valid; expected an integer >= {low}{none}")
+def _check_int(field: str, value: Any, low: int, bound: str, *, optional: bool = False) -> None:
+    check_count(f"DataConfig.{field}", value, low, bound, optional=optional)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +72,7 @@ class DataConfig(Config):
         >>> DataConfig(batch_size=0)
         Traceback (most recent call last):
         ...
-        prunus.errors.ConfigError: DataConfig.batch_size=0 is not valid; expected an integer >= 1
+        prunus.errors.ConfigError: DataConfig.batch_size=0 is not valid; expected an integer from 1 to 65536
     """
 
     name: str = DEFAULT_DATASET  # a name from list_datasets()
@@ -105,15 +101,16 @@ class DataConfig(Config):
         check_choice("DataConfig.name", self.name, list_datasets())
         if self.root is not None:
             check_root(self.root)  # even for generated data: a --data-dir that is not there is a mistake
-        _check_int("val_size", self.val_size, 0, optional=True)
-        _check_int("split_seed", self.split_seed, 0)
-        _check_int("subset", self.subset, 1, optional=True)
-        _check_int("test_subset", self.test_subset, 1, optional=True)
-        _check_int("crop_padding", self.crop_padding, 0, optional=True)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("eval_batch_size", self.eval_batch_size, 1)
-        for field, low in (("num_samples", 1), ("num_classes", 2), ("image_size", 4), ("channels", 1)):
-            _check_int(field, getattr(self, field), low, optional=True)
+        _check_int("val_size", self.val_size, 0, "samples", optional=True)
+        _check_int("split_seed", self.split_seed, 0, "seed")
+        _check_int("subset", self.subset, 1, "samples", optional=True)
+        _check_int("test_subset", self.test_subset, 1, "samples", optional=True)
+        _check_int("crop_padding", self.crop_padding, 0, "image_size", optional=True)
+        _check_int("batch_size", self.batch_size, 1, "batch")
+        _check_int("eval_batch_size", self.eval_batch_size, 1, "batch")
+        for field, low, bound in (("num_samples", 1, "samples"), ("num_classes", 2, "classes"),
+                                  ("image_size", 4, "image_size"), ("channels", 1, "channels")):  # fmt: skip
+            _check_int(field, getattr(self, field), low, bound, optional=True)
         accepted = dataset_info(self.name).options
         for field in _OPTION_FIELDS:
             if getattr(self, field) is not None and field not in accepted:

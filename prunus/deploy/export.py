@@ -16,8 +16,8 @@ the file, while the torch.export-based one would also need `onnxscript`. Checkin
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
+import json
 import os
 import sys
 import warnings
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from prunus._io.atomic import atomic_path
-from prunus.errors import PrunusError
+from prunus.errors import MissingDependencyError, PrunusError, require
 
 __all__ = [
     "ExportError",
@@ -45,14 +45,19 @@ __all__ = [
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+# how a file says prunus wrote it (`prunus.formats.outputs.written_by_prunus` reads these for --force)
+WRITER_KEY = "prunus"  # ONNX metadata_props key; the value is the prunus version
+TORCHSCRIPT_MARKER = "prunus.json"  # an extra file inside the TorchScript archive
+
+
+def _marker_json() -> str:
+    from prunus._version import __version__
+
+    return json.dumps({"prunus": __version__})
 
 
 class ExportError(PrunusError, RuntimeError):
     """The model cannot be exported, or the exported file does not reproduce the eager logits."""
-
-
-class MissingDependencyError(PrunusError, ImportError):
-    """An optional dependency (onnxruntime, onnx) is not installed; the message says how to get it."""
 
 
 @dataclass(frozen=True)
@@ -192,10 +197,7 @@ def _deployable(model: nn.Module, fold: bool) -> tuple[nn.Module, int]:
 
 
 def _require(module: str, purpose: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingDependencyError(f"{purpose} needs {module}: pip install 'prunus[export]'") from exc
+    return require(module, "export", purpose)
 
 
 def ort_session(model: bytes | str | os.PathLike[str], threads: int | None = None) -> Any:
@@ -275,7 +277,19 @@ def onnx_bytes(
         except Exception as exc:  # exporter errors come as OnnxExporterError, RuntimeError, TypeError...
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ExportError(f"cannot export {type(model).__name__} to ONNX (opset {opset}): {first}") from exc
-    return buf.getvalue()
+    return _mark_onnx(buf.getvalue())
+
+
+def _mark_onnx(data: bytes) -> bytes:
+    """The model with `metadata_props["prunus"] = version`: how `--force` knows prunus wrote the file."""
+    import onnx
+
+    from prunus._version import __version__
+
+    proto = onnx.load_from_string(data)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = WRITER_KEY, __version__
+    return proto.SerializeToString()
 
 
 def _check_onnx(
@@ -403,7 +417,7 @@ def export_torchscript(
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ExportError(f"cannot trace {type(model).__name__} to TorchScript: {first}") from exc
         with atomic_path(path) as tmp:
-            torch.jit.save(traced, str(tmp))
+            torch.jit.save(traced, str(tmp), _extra_files={TORCHSCRIPT_MARKER: _marker_json()})
             if check:
                 loaded = torch.jit.load(str(tmp))
                 diff = 0.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prunus.config import Config, check_choice, check_range
+from prunus.config import Config, check_choice, check_count, check_range
 from prunus.errors import ConfigError
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "TrainConfig"]
@@ -46,7 +46,9 @@ class TrainConfig(Config):
     threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
 
     def __post_init__(self) -> None:
-        check_range("epochs", self.epochs, low=1)
+        check_count("epochs", self.epochs, 1, "epochs")
+        check_count("seed", abs(self.seed) if isinstance(self.seed, int) and not isinstance(self.seed, bool)
+                    else self.seed, 0, "seed")  # fmt: skip
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_range("lr", self.lr, low=0.0, low_inclusive=False)
         check_range("momentum", self.momentum, low=0.0, high=1.0, high_inclusive=False)
@@ -67,5 +69,4 @@ class TrainConfig(Config):
             raise ConfigError(f"milestones must be increasing and distinct, got {list(self.milestones)}")
         if self.schedule == "step" and not self.milestones:
             raise ConfigError("schedule='step' needs milestones, e.g. milestones=[60, 120]")
-        if self.threads is not None:
-            check_range("threads", self.threads, low=1)
+        check_count("threads", self.threads, 1, "threads", optional=True)

@@ -141,7 +141,12 @@ class Method:
         (unless `load_state_before_setup`)."""
 
     def on_epoch_start(self, trainer: TrainerView) -> None:
-        """At the start of every epoch, before its first batch (`trainer.epoch` is the epoch about to run)."""
+        """At the start of every epoch, before its first batch (`trainer.epoch` is the epoch about to run).
+
+        A change the previous epoch must be scored without (Weight Evolution, grafting: their
+        reference code runs train -> test -> change) goes here, for `trainer.epoch > 0`: the
+        previous epoch's record and checkpoint are written by then, and nothing follows the last epoch.
+        """
 
     def after_backward(self, trainer: TrainerView) -> None:
         """Every step between `loss.backward()` and `optimizer.step()`: edit gradients here."""
@@ -150,7 +155,8 @@ class Method:
         """Every step right after `optimizer.step()` (and the per-step learning-rate update)."""
 
     def on_epoch_end(self, trainer: TrainerView) -> None:
-        """After the last batch of an epoch, before evaluation and the checkpoint: masks, evolution, grafts."""
+        """After the last batch of an epoch, before evaluation and the checkpoint: masks, anything the
+        epoch's scores must include."""
 
     def on_fit_end(self, trainer: TrainerView) -> None:
         """Once after the last epoch, before final evaluation: physical removal, merging."""

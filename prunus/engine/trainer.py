@@ -341,6 +341,16 @@ class Trainer:
             )
         if self.config.epochs < epochs_done:
             raise ConfigError(f"epochs={self.config.epochs} is fewer than the {epochs_done} epochs already done")
+        what = {  # what a resume with these changes does, said before it does it
+            "epochs": "the lr schedule is recomputed for the new total",
+            "lr": "the new peak lr applies from the next step",
+            "device": "runs there from now on",
+            "threads": "runs with them from now on",
+        }
+        told = [f"{k} {saved[k]!r} -> {current[k]!r} ({what[k]})" for k in RESUME_MAY_CHANGE
+                if k in saved and saved[k] != current[k]]  # fmt: skip
+        if told and self.parallel.is_main:
+            print(f"resuming after epoch {epochs_done}: " + "; ".join(told), flush=True)
 
 
 def _method_states(state: dict[str, Any]) -> dict[str, Any]:

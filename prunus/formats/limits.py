@@ -28,8 +28,17 @@ import torch
 from torch import nn
 
 from prunus.errors import CorruptFileError, FormatError
+from prunus.models.info import example_input
 
-__all__ = ["LIMITS", "build_bounded", "check_dtypes", "check_input_shape", "check_kwargs"]
+__all__ = [
+    "LIMITS",
+    "build_bounded",
+    "check_dtypes",
+    "check_finite_weights",
+    "check_input_shape",
+    "check_kwargs",
+    "replay_shape",
+]
 
 LIMITS = {
     "input_elements": 1 << 24,  # C*H*W of one example: 16.8M (a 3x2048x2048 image is 12.6M)
@@ -38,20 +47,49 @@ LIMITS = {
 }
 
 
-def check_input_shape(shape: Any, where: str = "input_shape") -> tuple[int, int, int]:
-    """(C, H, W) as positive ints whose product is at most `LIMITS["input_elements"]`."""
+def _one_shape(shape: Any, where: str) -> tuple[int, ...]:
     if (
         not isinstance(shape, Sequence)
         or isinstance(shape, str)
-        or len(shape) != 3
+        or not 1 <= len(shape) <= 6
         or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
     ):
-        raise FormatError(f"{where} must be [C, H, W] of positive integers, got {str(shape)[:60]}")
-    if math.prod(shape) > LIMITS["input_elements"]:
-        raise CorruptFileError(
-            f"{where} {tuple(shape)} has {math.prod(shape):,} elements; the limit is {LIMITS['input_elements']:,}"
+        raise FormatError(
+            f"{where} must be [C, H, W] of positive integers (one sample; also [C, L] or [C, D, H, W]), "
+            f"or a list or dict of them for several inputs, got {str(shape)[:60]}"
         )
-    return (shape[0], shape[1], shape[2])
+    return tuple(shape)
+
+
+def check_input_shape(shape: Any, where: str = "input_shape") -> Any:
+    """One sample's shape ((C, H, W), or any rank from 1 to 6) as positive ints, or a list / dict of
+    them for a model with several inputs; at most `LIMITS["input_elements"]` elements in all.
+
+    Returns the shape normalised (a tuple, a tuple of tuples, or a dict of tuples).
+    """
+    if isinstance(shape, Mapping) and shape:
+        value: Any = {str(k): _one_shape(v, where) for k, v in shape.items()}
+        sizes = [math.prod(v) for v in value.values()]
+    elif (
+        isinstance(shape, Sequence)
+        and not isinstance(shape, str)
+        and shape
+        and all(isinstance(s, Sequence) and not isinstance(s, str) for s in shape)
+    ):
+        value = tuple(_one_shape(s, where) for s in shape)
+        sizes = [math.prod(v) for v in value]
+    else:
+        value = _one_shape(shape, where)
+        sizes = [math.prod(value)]
+    if sum(sizes) > LIMITS["input_elements"]:
+        raise CorruptFileError(
+            f"{where} {_show(value)} has {sum(sizes):,} elements; the limit is {LIMITS['input_elements']:,}"
+        )
+    return value
+
+
+def _show(value: Any) -> str:
+    return str(value if not isinstance(value, tuple) or not value or isinstance(value[0], int) else list(value))
 
 
 def check_kwargs(kwargs: Any, where: str = "arch.kwargs") -> dict[str, Any]:
@@ -102,16 +140,22 @@ def build_bounded(build: Callable[[], nn.Module], input_shape: Sequence[int] | N
         handles = [m.register_forward_hook(count) for m in model.modules()]
         try:
             with torch.no_grad():
-                model.eval()(torch.empty(1, *shape, device="meta"))
+                x = example_input(shape, model, device="meta")
+                if isinstance(x, dict):
+                    model.eval()(**x)
+                elif isinstance(x, tuple):
+                    model.eval()(*x)
+                else:
+                    model.eval()(x)
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise CorruptFileError(f"input_shape {shape} does not fit the architecture: {first[:160]}") from None
+            raise CorruptFileError(f"input_shape {_show(shape)} does not fit the architecture: {first[:160]}") from None
         finally:
             for h in handles:
                 h.remove()
         if total[0] > LIMITS["activation_elements"]:
             raise CorruptFileError(
-                f"{where} with input {shape} needs {total[0]:,} activation elements per example; "
+                f"{where} with input {_show(shape)} needs {total[0]:,} activation elements per example; "
                 f"the limit is {LIMITS['activation_elements']:,}"
             )
     return params
@@ -127,3 +171,53 @@ def check_dtypes(state: Mapping[str, torch.Tensor], model: nn.Module, where: str
                 f"{where}: tensor {name!r} is {str(tensor.dtype).replace('torch.', '')}, "
                 f"the model expects {str(want.dtype).replace('torch.', '')}; refusing to cast it"
             )
+
+
+#: spatial sizes tried, smallest first, for replaying a pruning history (see `replay_shape`)
+REPLAY_SIDES = (32, 64, 128)
+
+
+def replay_shape(build: Callable[[], nn.Module], input_shape: Sequence[int]) -> tuple[int, ...]:
+    """The smallest input shape a pruning history can be replayed at, for the model `build()` makes.
+
+    Replaying traces the model on an example input, and a trace at a large input costs seconds per
+    megapixel: a 6 KB file whose header claims 2048x2048 must not take 40 s to load. The channel
+    coupling a history refers to does not depend on the spatial size, so the history is replayed at
+    the first of `REPLAY_SIDES` (spatial sides capped at it) whose meta-device forward gives the
+    same output shape as `input_shape` does (a flatten -> Linear accepts only its own size, so such
+    a model falls back to `input_shape`).
+
+    Example:
+        >>> from prunus.models import create_model
+        >>> replay_shape(lambda: create_model("resnet20", in_channels=1), (1, 2048, 2048))
+        (1, 32, 32)
+        >>> replay_shape(lambda: create_model("lenet5", in_channels=1), (1, 28, 28))
+        (1, 28, 28)
+    """
+    shape = tuple(int(s) for s in input_shape)
+    with torch.device("meta"):
+        model = build().eval()
+
+    def out_shape(s: tuple[int, ...]) -> Any:
+        try:
+            with torch.no_grad():
+                out = model(torch.empty(1, *s, device="meta"))
+        except (RuntimeError, ValueError, TypeError, IndexError):
+            return None
+        return tuple(out.shape) if isinstance(out, torch.Tensor) else None
+
+    want = out_shape(shape)
+    if want is None:
+        return shape
+    for side in REPLAY_SIDES:
+        small = (shape[0], *(min(d, side) for d in shape[1:]))
+        if small != shape and out_shape(small) == want:
+            return small
+    return shape
+
+
+def check_finite_weights(state: Mapping[str, torch.Tensor], where: str = "weights") -> None:
+    """Refuse floating tensors holding NaN or +-inf: such a file cannot give a usable model."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CorruptFileError(f"{where}: tensor {name!r} holds NaN or infinite values; refusing to load it")

@@ -7,8 +7,9 @@ history so the shapes match, then loads the weights. Nothing in a model director
 code unless `trust_factory=True` is passed.
 
 model.json fields: format, format_version, prunus_version, arch ({"name", "kwargs"} for registry
-models or {"factory": "module:function", "kwargs"} for user models), input_shape (C, H, W),
-history (the structure engine's pruning history), metrics, extra.
+models or {"factory": "module:function", "kwargs"} for user models), input_shape (one sample:
+[C, H, W], or [C, L], [C, D, H, W]; a list of them, or a dict of them by keyword, for a model
+with several inputs), history (the structure engine's pruning history), metrics, extra.
 """
 
 from __future__ import annotations
@@ -28,9 +29,16 @@ from prunus._io.atomic import atomic_dir, is_temp_name
 from prunus._io.safe import MAX_JSON_BYTES, read_json
 from prunus.errors import ConfigError, CorruptFileError, PrunusError
 from prunus.formats.header import KINDS, check_header, make_header
-from prunus.formats.limits import build_bounded, check_dtypes, check_input_shape, check_kwargs
+from prunus.formats.limits import (
+    build_bounded,
+    check_dtypes,
+    check_finite_weights,
+    check_input_shape,
+    check_kwargs,
+    replay_shape,
+)
 from prunus.formats.run_dir import resolve_model_dir
-from prunus.models.info import example_input, get_info, update_info
+from prunus.models.info import example_input, get_info, normalize_shape, update_info
 
 __all__ = ["ALLOWED_FACTORIES", "MODEL_JSON", "MODEL_WEIGHTS", "load", "read_model_json", "save", "trusting"]
 
@@ -43,7 +51,7 @@ FORMAT = "prunus-model"
 FORMAT_VERSION = KINDS[FORMAT]
 # model.json fields and their JSON types; anything else in the file is ignored
 _FIELDS = {"arch": dict}
-_OPTIONAL = {"input_shape": list, "history": list, "metrics": dict, "extra": dict}
+_OPTIONAL = {"input_shape": (list, dict), "history": list, "metrics": dict, "extra": dict}
 
 
 def save(
@@ -62,7 +70,8 @@ def save(
         model: a registry model (built by `create_model`, possibly pruned) or a user model.
         directory: created if needed; an existing model directory is replaced as one unit (its
             exports model.onnx/model.pt go with the old model). Any other non-empty directory is refused.
-        input_shape: (C, H, W) of one input; defaults to the model's `ModelInfo.input_shape`.
+        input_shape: One sample's shape, (C, H, W) (or (C, L), (C, D, H, W)); a tuple or dict of
+            them for a model with several inputs. Defaults to the model's `ModelInfo.input_shape`.
 
     Raises:
         ConfigError: the model cannot be rebuilt from the file: not from the registry and no
@@ -93,9 +102,7 @@ def save(
             "this model was not built by prunus.create_model; pass factory='module:function' "
             "(and factory_kwargs) so it can be rebuilt when loading"
         )
-    shape = list(input_shape or info.input_shape or [])
-    if len(shape) not in (0, 3):
-        raise ConfigError(f"input_shape must be (C, H, W), got {tuple(shape)}")
+    shape = _shape_json(input_shape if input_shape else info.input_shape)
     history = list(info.history)
     if history and not shape:
         # load() rebuilds the pruned shapes by replaying the history on an input; without one the
@@ -226,7 +233,7 @@ def load(directory: str | os.PathLike[str], *, trust_factory: bool = False, map_
     """
     directory = resolve_model_dir(directory)  # a run or a command's run directory: the model it made
     header = read_model_json(directory)
-    shape = tuple(header.get("input_shape") or ())
+    shape = normalize_shape(header.get("input_shape") or ())
     # shapes only first: a file asking for terabytes or an input that contradicts the layers stops here
     build_bounded(lambda: _build_dense(header["arch"], trust_factory), shape, f"{directory / MODEL_JSON}")
     # The dense model's random initialisation is overwritten by the saved weights; drawing it from
@@ -239,7 +246,10 @@ def load(directory: str | os.PathLike[str], *, trust_factory: bool = False, map_
             raise CorruptFileError("model.json has a pruning history but no input_shape to replay it with")
         from prunus.structure import replay
 
-        replay(model, history, example_input(shape))
+        probe = shape
+        if shape and all(isinstance(s, int) for s in shape):  # one input: replay small, a trace costs
+            probe = replay_shape(lambda: _build_dense(header["arch"], trust_factory), shape)
+        replay(model, history, example_input(probe, model))
     weights = directory / MODEL_WEIGHTS
     if not weights.exists():
         raise CorruptFileError(f"{directory} has no {MODEL_WEIGHTS}")
@@ -253,6 +263,7 @@ def load(directory: str | os.PathLike[str], *, trust_factory: bool = False, map_
     except (SafetensorError, OSError, ValueError) as exc:
         raise CorruptFileError(f"{weights} is truncated or corrupt ({exc})".splitlines()[0]) from None
     check_dtypes(state, model, str(weights))
+    check_finite_weights(state, str(weights))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -263,3 +274,18 @@ def load(directory: str | os.PathLike[str], *, trust_factory: bool = False, map_
     update_info(model, arch=header["arch"], input_shape=shape, metrics=header.get("metrics", {}))
     model.eval()
     return model
+
+
+def _shape_json(shape: Any) -> Any:
+    """`shape` validated and as JSON: [] when unknown, [C, H, W], [[...], [...]] or {"name": [...]}."""
+    if shape is None or (not isinstance(shape, dict) and len(shape) == 0):
+        return []
+    try:
+        value = check_input_shape(normalize_shape(shape) if not isinstance(shape, dict) else shape)
+    except (CorruptFileError, TypeError, ValueError) as exc:
+        raise ConfigError(str(exc).replace("must be [C, H, W]", "must be (C, H, W)")) from None
+    if isinstance(value, dict):
+        return {k: list(v) for k, v in value.items()}
+    if value and isinstance(value[0], tuple):
+        return [list(v) for v in value]
+    return list(value)

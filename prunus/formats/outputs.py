@@ -7,8 +7,9 @@ output leaves the file system exactly as it was. The rules:
 - a missing path is fine when its parent is (or can become) a directory we can create files in
   (probed with an unnamed temporary file, so a read-only mount, an immutable directory or
   ``/proc`` is refused even for root);
-- an existing path is replaced only with ``force=True``, only when it is a regular file (kind
-  "file") or a prunus model/run directory (kind "model"/"run"), and never when it is a device
+- an existing path is replaced only with ``force=True``, only when it is a file prunus wrote
+  (kind "file": recognised by its format, `written_by_prunus`) or a prunus model/run directory
+  (kind "model"/"run"), and never when it is a device
   node, a FIFO, a socket, a symlink, a directory of someone else's files, a file that cannot be
   written (read-only, immutable) or one of the command's own inputs (``prunus prune M --out M``);
 - a run directory may always be continued with ``resume=True``;
@@ -46,7 +47,7 @@ from prunus.formats.run_dir import RECIPE as PIPELINE_MARKER
 from prunus.formats.run_dir import RUN_FILES as RUN_DIR_FILES
 from prunus.formats.run_dir import RunDir
 
-__all__ = ["OUTPUT_KINDS", "check_output"]
+__all__ = ["OUTPUT_KINDS", "check_output", "written_by_prunus"]
 
 OUTPUT_KINDS = ("file", "rewrite", "model", "run", "pipeline")
 # a population run (train --networks N) keeps network k's run in net<k>/
@@ -111,6 +112,11 @@ def check_output(
             raise ConfigError(f"{where} already exists; pass --force to replace it")
         if not os.access(path, os.W_OK):  # read-only or immutable (chattr +i): even root may not replace it
             raise ConfigError(f"{where} is not writable; prunus does not replace it")
+        if kind == "file" and not written_by_prunus(path):
+            raise ConfigError(
+                f"{where} was not written by prunus (no prunus marker in it); --force replaces only prunus's own "
+                "files: move or delete it yourself"
+            )
         _check_parent(path, where)
         return
     if not stat.S_ISDIR(info.st_mode):
@@ -203,3 +209,81 @@ def _check_parent(path: Path, where: str) -> None:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{where} cannot be created: {parent} is not writable")
     _probe(parent, where)
+
+
+MAX_SNIFF_BYTES = 64 << 20  # how much of a file the marker is looked for in
+
+
+def _prn_marker(path: Path) -> bool:
+    import json
+    import struct
+
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) != 8:
+            return False
+        (n,) = struct.unpack("<Q", head)
+        if n > 16 << 20:
+            return False
+        try:
+            meta = json.loads(fh.read(n).decode("utf-8")).get("__metadata__", {})
+            return json.loads(meta.get("prunus", "{}")).get("format") == "prunus-prn"
+        except (ValueError, AttributeError):
+            return False
+
+
+def _onnx_marker(path: Path) -> bool:
+    # metadata_props entry {key: "prunus", value: version}: key field 1 (0x0a), length 6, then value field 2 (0x12)
+    with open(path, "rb") as fh:
+        return b"\n\x06prunus\x12" in fh.read(MAX_SNIFF_BYTES)
+
+
+def _torchscript_marker(path: Path) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(name.endswith("/extra/prunus.json") for name in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _json_marker(path: Path) -> bool:
+
+    from prunus._io.safe import read_json
+
+    try:
+        data = read_json(path, MAX_SNIFF_BYTES, "output")
+    except Exception:  # noqa: BLE001 - anything unreadable is simply not ours
+        return False
+    return isinstance(data, dict) and (
+        isinstance(data.get("prunus"), str) or str(data.get("format", "")).startswith("prunus-")
+    )
+
+
+#: file suffix -> how prunus recognises its own file of that kind (the writers put these markers in)
+_MARKERS = {".prn": _prn_marker, ".onnx": _onnx_marker, ".pt": _torchscript_marker, ".json": _json_marker}
+
+
+def written_by_prunus(path: str | os.PathLike[str]) -> bool:
+    """Whether the regular file `path` carries the marker prunus puts in every file it writes.
+
+    .prn: its versioned header; .onnx: `metadata_props["prunus"]`; .pt (TorchScript): the extra
+    file `prunus.json`; .json: a `prunus` version or a `prunus-*` format field. Any other file,
+    or one without the marker, is someone else's: `--force` does not replace it.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "x.onnx"
+        >>> _ = f.write_text("not an onnx file")
+        >>> written_by_prunus(f)
+        False
+    """
+    path = Path(path)
+    sniff = _MARKERS.get(path.suffix.lower())
+    if sniff is None:
+        return False
+    try:
+        return bool(sniff(path))
+    except OSError:
+        return False

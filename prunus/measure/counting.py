@@ -1,10 +1,12 @@
 """MACs and parameter counts of a model for one input sample.
 
 What is counted, exactly:
-- MACs (multiply-accumulates) of `nn.Conv2d` and `nn.Linear` modules (and their subclasses) only,
-  measured with forward hooks during one forward pass on a single sample (batch size 1):
-  - Conv2d: `out_h * out_w * out_channels * (in_channels / groups) * k_h * k_w`, which covers
-    grouped and depthwise convs (a depthwise 3x3 conv costs `out_h * out_w * channels * 9`);
+- MACs (multiply-accumulates) of `nn.Conv1d`, `nn.Conv2d`, `nn.Conv3d` and `nn.Linear` modules
+  (and their subclasses) only, measured with forward hooks during one forward pass on a single
+  sample (batch size 1):
+  - Conv: `output elements * (in_channels / groups) * kernel volume` (Conv2d:
+    `out_h * out_w * out_channels * (in_channels / groups) * k_h * k_w`), which covers grouped and
+    depthwise convs (a depthwise 3x3 conv costs `out_h * out_w * channels * 9`);
   - Linear: `in_features * out_features` per output row (one row for a flat input).
   A module that runs twice in one forward pass is counted twice.
 - Not counted: bias additions, BatchNorm, activations, pooling, residual adds and any functional
@@ -27,20 +29,24 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from prunus.models.info import example_input
 
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
 __all__ = ["Counts", "LayerCount", "count"]
 
 
 @dataclass(frozen=True)
 class LayerCount:
-    """MACs and parameters of one Conv2d or Linear module (`kind` is its class name)."""
+    """MACs and parameters of one conv or Linear module (`kind` is its class name)."""
 
     kind: str
     macs: int
@@ -51,8 +57,8 @@ class LayerCount:
 class Counts:
     """Totals for one input sample plus a per-layer breakdown keyed by dotted module name.
 
-    `layers` lists every Conv2d/Linear module in `named_modules()` order; one that did not run in
-    the forward pass has 0 MACs.
+    `layers` lists every Conv1d/2d/3d and Linear module in `named_modules()` order; one that did not
+    run in the forward pass has 0 MACs.
     """
 
     macs: int
@@ -60,47 +66,62 @@ class Counts:
     layers: dict[str, LayerCount]
 
 
-def count(model: nn.Module, input_shape: Sequence[int], *, device: torch.device | str | None = None) -> Counts:
-    """Count the MACs (Conv2d and Linear only, no bias) and parameters of `model` for one sample.
+def count(
+    model: nn.Module,
+    input_shape: Sequence[int] | Any = None,
+    *,
+    device: torch.device | str | None = None,
+    example_inputs: Any = None,
+) -> Counts:
+    """Count the MACs (convs and Linear only, no bias) and parameters of `model` for one sample.
 
-    Runs one forward pass on a zero input of `input_shape` under `torch.no_grad()` in eval mode
-    (so BatchNorm running statistics are not touched), then restores every module's train/eval
-    flag and removes its hooks. See the module docstring for the exact counting rules.
+    Runs one forward pass on a zero input of `input_shape` (or on the first sample of
+    `example_inputs`) under `torch.no_grad()` in eval mode (so BatchNorm running statistics are
+    not touched), then restores every module's train/eval flag and removes its hooks. See the
+    module docstring for the exact counting rules.
 
     Args:
-        model: Any nn.Module taking a single image tensor.
-        input_shape: One sample's shape without the batch dimension, `(C, H, W)`, or with a batch
-            dimension of 1, `(1, C, H, W)`; both give the same, per-sample numbers.
+        model: Any nn.Module.
+        input_shape: One sample's shape without the batch dimension, `(C, H, W)` (or `(C, L)`,
+            `(C, D, H, W)` for Conv1d/Conv3d models), or with a batch dimension of 1,
+            `(1, C, H, W)`: both give the same, per-sample numbers. A tuple or dict of shapes for
+            a model with several inputs (see `prunus.models.info.example_input`).
         device: Where to run the forward pass; default: the device of the model's parameters.
+        example_inputs: Instead of `input_shape`: what the model is called with (a tensor, a
+            tuple of tensors or a dict of keyword tensors); only the first sample of each is used.
 
     Returns:
         `Counts(macs, params, layers)`.
 
     Raises:
-        ConfigError: `input_shape` is not `(C, H, W)` or `(1, C, H, W)` with positive sizes.
+        ConfigError: `input_shape` has sizes that are not positive, or not the rank the model reads.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
         >>> c = count(net, (1, 8, 8))
         >>> c.layers["0"].macs, c.layers["2"].macs, c.macs, c.params
         (2304, 2560, 4864, 2606)
+        >>> count(nn.Conv1d(2, 4, 3), (2, 10)).macs
+        192
     """
-    x = example_input(input_shape, model, device=device)
+    if example_inputs is not None:
+        x = _first_sample(example_inputs)
+    else:
+        x = example_input(input_shape, model, device=device)
     macs: dict[str, int] = {}
     handles = []
 
     def hook_for(name: str):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            if isinstance(module, nn.Conv2d):
-                k_h, k_w = module.kernel_size
-                per_output = (module.in_channels // module.groups) * k_h * k_w
+            if isinstance(module, _CONVS):
+                per_output = (module.in_channels // module.groups) * math.prod(module.kernel_size)
             else:  # nn.Linear: one MAC per input feature for each output element
                 per_output = module.in_features
             macs[name] += output.numel() * per_output
 
         return hook
 
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (*_CONVS, nn.Linear))}
     for name, module in layers.items():
         macs[name] = 0
         handles.append(module.register_forward_hook(hook_for(name)))
@@ -108,7 +129,12 @@ def count(model: nn.Module, input_shape: Sequence[int], *, device: torch.device 
     try:
         model.eval()
         with torch.no_grad():
-            model(x)
+            if isinstance(x, dict):
+                model(**x)
+            elif isinstance(x, tuple):
+                model(*x)
+            else:
+                model(x)
     finally:
         for handle in handles:
             handle.remove()
@@ -120,3 +146,13 @@ def count(model: nn.Module, input_shape: Sequence[int], *, device: torch.device 
     }
     params = sum(p.numel() for p in model.parameters())
     return Counts(macs=sum(macs.values()), params=params, layers=per_layer)
+
+
+def _first_sample(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x[:1].detach() if x.dim() else x
+    if isinstance(x, dict):
+        return {k: _first_sample(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return tuple(_first_sample(v) for v in x)
+    return x

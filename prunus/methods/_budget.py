@@ -92,11 +92,11 @@ def resolve_widths(
         n = group.num_channels
         k = target_width(n, value, key)
         if isinstance(value, float):
-            k = round_kept(n, k, round_to, group.blocks)
-        elif round_kept(n, k, 1, group.blocks) != k:
+            k = round_kept(n, k, round_to, group.blocks, group.min_channels)
+        elif round_kept(n, k, 1, group.blocks, group.min_channels) != k:
             raise ConfigError(
                 f"{field}[{key!r}]={value}: group {key!r} is cut in whole blocks of {group.blocks} "
-                f"(a grouped conv); give a multiple of {group.blocks}"
+                f"(a grouped conv) and keeps at least {group.min_channels}; give a multiple of {group.blocks}"
             )
         kept[key] = k
     return kept

@@ -179,6 +179,8 @@ def unsupported_reason(group: ChannelGroup, model: nn.Module) -> str | None:
         return group.reason
     if any(s.role is Role.IN_GROUPED for s in group.slices):
         return "it feeds a grouped conv, which merging does not support"
+    if group.blocks > 1 or group.segments:
+        return "its channels go in units (GroupNorm, an equal split) or feed split pieces: merging does not do that"
     if any(s.role == Role.PARAM for s in group.slices):
         return "it carries a bare per-channel parameter (e.g. a layer scale), which merging does not support"
     n = group.num_channels

@@ -1,11 +1,13 @@
 """Weight Evolution cores (methods.md section 3): pure, vectorised tensor functions.
 
-Selection: every conv filter is scored by s_f = L1(W_f) / C_in, scores are pooled over the whole
-network and the `ratio` quantile is the global threshold; each layer then picks
-k = min(#below threshold, #below lambda * layer max) inferior filters, pairs them by rank with
-its k strongest filters, and crosses each pair over. BN gamma and beta repeat the procedure on
-|gamma| and |beta| with their own thresholds and starvation counters. A loop over layers is the
-only Python loop; within a layer everything is one argsort, gather and scatter.
+Selection, as the reference repository does it: every conv filter is scored by
+s_f = L1(W_f) / C_in, scores are pooled over the whole network and the global threshold is the
+order statistic sorted(scores)[int(n * ratio)] (not an interpolated quantile); each layer then
+takes k = min(#below threshold, #below lambda * layer max) weakest filters as inferior, the other
+filters as dominant candidates, and pairs them by rank (strongest with strongest) until either
+list runs out. BN gamma and beta repeat the procedure on |gamma| and |beta| with their own
+thresholds and starvation counters. A loop over layers is the only Python loop; within a layer
+everything is one sort, gather and scatter.
 
 Example:
     >>> w = torch.tensor([[3.0, -1.0], [0.5, 0.1]]).view(2, 1, 2, 1).repeat(1, 2, 1, 1)
@@ -26,6 +28,7 @@ from torch import nn
 
 __all__ = [
     "CROSSOVER_MODES",
+    "WHOLE_FILTER_RULES",
     "EvolutionStats",
     "LocalSelection",
     "blend_rows_",
@@ -33,11 +36,18 @@ __all__ = [
     "evolution_ratio",
     "evolve_",
     "filter_scores",
+    "global_threshold",
     "local_selection",
     "phase_starts",
+    "whole_filter",
 ]
 
 CROSSOVER_MODES = ("paper", "code")
+#: which conv filters are blended whole instead of crossed over per k x k slice:
+#: "kernel-height" (the repository's `W[j].shape[1] == 1` on W[j] of shape (C_in/groups, kh, kw):
+#: kernels one row high, i.e. 1x1 convs; depthwise 3x3 and greyscale stems get the crossover) or
+#: "one-input" (C_in/groups == 1: depthwise convs and greyscale stems; prunus's earlier rule)
+WHOLE_FILTER_RULES = ("kernel-height", "one-input")
 
 
 def phase_starts(epochs: int, milestones: Sequence[int] = ()) -> list[int]:
@@ -71,6 +81,33 @@ def filter_scores(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().abs().flatten(1).sum(1) / weight.shape[1]
 
 
+def global_threshold(scores: torch.Tensor, ratio: float) -> float:
+    """The reference's threshold: sorted(scores)[int(n * ratio)] (the last score when that is past the end).
+
+    Example:
+        >>> global_threshold(torch.tensor([4.0, 1.0, 3.0, 2.0, 5.0]), 0.5)  # sorted[int(2.5)] = sorted[2]
+        3.0
+    """
+    n = scores.numel()
+    return float(torch.sort(scores.detach().flatten().float()).values[min(int(n * ratio), n - 1)])
+
+
+def whole_filter(weight: torch.Tensor, rule: str) -> bool:
+    """Whether a conv weight (N_out, C_in/groups, kh, kw) is blended whole under `rule` (`WHOLE_FILTER_RULES`).
+
+    Example:
+        >>> [whole_filter(torch.zeros(8, c, k, k), "kernel-height") for c, k in ((4, 1), (1, 3))]
+        [True, False]
+        >>> [whole_filter(torch.zeros(8, c, k, k), "one-input") for c, k in ((4, 1), (1, 3))]
+        [False, True]
+    """
+    if rule == "kernel-height":
+        return weight.shape[2] == 1
+    if rule == "one-input":
+        return weight.shape[1] == 1
+    raise ValueError(f"whole-filter rule {rule!r}; expected one of {WHOLE_FILTER_RULES}")
+
+
 @dataclass(frozen=True)
 class LocalSelection:
     """One layer's pairs: `dominant[i]` gives to `inferior[i]`, both strongest first."""
@@ -82,14 +119,16 @@ class LocalSelection:
 
 
 def local_selection(
-    scores: torch.Tensor, threshold: float, lam: float, starvation: int, patience: int
+    scores: torch.Tensor, threshold: float, lam: float, starvation: int, patience: float
 ) -> tuple[LocalSelection | None, int]:
-    """Pick the layer's inferior filters and their rank-matched dominant partners.
+    """Pick the layer's inferior filters and their rank-matched dominant partners (the reference's rules).
 
-    n_low = #(s < threshold); n_loc = #(s <= lam * max s); k = min(n_low, n_loc), at most half
-    the layer so pairs never overlap. A layer with n_low > 0 but n_loc = 0 is "starving": the
-    shared `starvation` counter grows, and when it reaches `patience` this layer is forced to
-    k = 1 and the counter resets. Returns (selection or None, new counter).
+    n_low = #(s < threshold); n_loc = #(s <= lam * max s); k = min(n_low, n_loc) weakest filters
+    are inferior, the other n - k dominant; pairs go strongest with strongest until either list
+    runs out (min(k, n - k) pairs). A layer with n_low > 0 but n_loc = 0 is "starving": the shared
+    `starvation` counter grows, and when it reaches `patience` this layer is forced to k = 1 and
+    the counter resets; a layer with n_low > 0 and local candidates resets it too. Returns
+    (selection or None, new counter).
 
     Example:
         >>> sel, c = local_selection(torch.tensor([5.0, 0.1, 4.0, 0.2]), 1.0, 0.1, 0, 2)
@@ -107,12 +146,16 @@ def local_selection(
         if starvation < patience:
             return None, starvation
         forced, starvation, n_loc = True, 0, 1
-    k = min(n_low, n_loc, scores.numel() // 2)
-    if k == 0:
+    else:
+        starvation = 0
+    k = min(n_low, n_loc)
+    n = scores.numel()
+    pairs = min(k, n - k)
+    if pairs == 0:
         return None, starvation
-    order = torch.argsort(scores, stable=True)  # weakest first
-    inferior = order[:k].flip(0)  # strongest inferior first
-    dominant = order[-k:].flip(0)  # strongest first
+    order = torch.sort(scores, descending=True, stable=True).indices  # strongest first
+    dominant = order[:pairs]
+    inferior = order[n - k : n - k + pairs]  # the strongest inferiors first
     return LocalSelection(dominant, inferior, forced, starving), starvation
 
 
@@ -152,8 +195,8 @@ def crossover_slices_(weight: torch.Tensor, dominant: torch.Tensor, inferior: to
 def blend_rows_(tensor: torch.Tensor, dominant: torch.Tensor, inferior: torch.Tensor) -> int:
     """Whole-row blend: T_j <- a T_j + (1 - a) T_i with a = L1(T_j) / (L1(T_j) + L1(T_i)).
 
-    Rows are filters of a one-input-channel conv (depthwise, greyscale stem) or single BN
-    entries; returns the number of rows evolved.
+    Rows are conv filters blended whole (`whole_filter`) or single BN entries; returns the number
+    of rows evolved.
     """
     k = dominant.numel()
     if k == 0:
@@ -172,7 +215,7 @@ class EvolutionStats:
     """What one evolution did (the method logs these per epoch)."""
 
     filters: int = 0  # conv filters that received a crossover
-    slices: int = 0  # k x k slices changed (one element each); depthwise filters count one each
+    slices: int = 0  # k x k slices changed (one element each); a filter blended whole counts one
     bn_channels: int = 0  # gamma entries + beta entries evolved
     forced: int = 0  # evolutions forced by the starvation counters
 
@@ -183,13 +226,13 @@ def _evolve_kind(
     ratio: float,
     lam: float,
     counter: int,
+    patience: float,
     apply,
 ) -> tuple[int, int, int]:
-    """Global quantile threshold over `scores`, then local selection and `apply` per tensor."""
+    """Global threshold over the pooled `scores`, then local selection and `apply` per tensor."""
     if not tensors or ratio <= 0:
         return 0, 0, counter
-    threshold = float(torch.quantile(torch.cat(scores).float(), ratio))
-    patience = max(1, len(tensors) // 2)
+    threshold = global_threshold(torch.cat(scores), ratio)
     evolved = forced = 0
     for tensor, score in zip(tensors, scores):
         sel, counter = local_selection(score, threshold, lam, counter, patience)
@@ -206,15 +249,18 @@ def evolve_(
     lam: float = 0.1,
     mode: str = "paper",
     counters: dict[str, int] | None = None,
+    whole: str = "kernel-height",
 ) -> EvolutionStats:
     """One Weight Evolution pass over every Conv2d weight and BatchNorm2d gamma/beta, in place.
 
     Args:
         model: the network; Linear layers, conv biases and BN running statistics are not touched.
-        ratios: (conv, gamma, beta) global quantiles for this epoch (see `evolution_ratio`).
+        ratios: (conv, gamma, beta) global ratios for this epoch (see `evolution_ratio`, `global_threshold`).
         lam: local threshold factor lambda.
         mode: crossover rule, "paper" or "code" (see `crossover_slices_`).
-        counters: starvation counters {"conv", "gamma", "beta"}, updated in place.
+        counters: starvation counters {"conv", "gamma", "beta"}, updated in place; each forces one
+            evolution after (number of conv layers) / 2 starving layers in a row (the reference's rule).
+        whole: which conv filters are blended whole (`WHOLE_FILTER_RULES`, see `whole_filter`).
     """
     counters = counters if counters is not None else {}
     stats = EvolutionStats()
@@ -223,7 +269,7 @@ def evolve_(
 
     def conv_apply(weight: torch.Tensor, sel: LocalSelection) -> int:
         stats.filters += sel.dominant.numel()
-        if weight.shape[1] == 1:  # one input channel per group: blend whole filters
+        if whole_filter(weight, whole):
             stats.slices += blend_rows_(weight.data, sel.dominant, sel.inferior)
         else:
             stats.slices += crossover_slices_(weight.data, sel.dominant, sel.inferior, mode)
@@ -232,8 +278,9 @@ def evolve_(
     def bn_apply(tensor: torch.Tensor, sel: LocalSelection) -> int:
         return blend_rows_(tensor.data, sel.dominant, sel.inferior)
 
+    patience = len(convs) / 2  # the reference's (number of conv layers) / 2, for BN counters too
     _, forced, counters["conv"] = _evolve_kind(
-        convs, [filter_scores(w) for w in convs], ratios[0], lam, counters.get("conv", 0), conv_apply
+        convs, [filter_scores(w) for w in convs], ratios[0], lam, counters.get("conv", 0), patience, conv_apply
     )
     stats.forced += forced
     for kind, ratio, tensors in (
@@ -241,7 +288,7 @@ def evolve_(
         ("beta", ratios[2], [m.bias for m in bns]),
     ):
         n, forced, counters[kind] = _evolve_kind(
-            tensors, [t.detach().abs() for t in tensors], ratio, lam, counters.get(kind, 0), bn_apply
+            tensors, [t.detach().abs() for t in tensors], ratio, lam, counters.get(kind, 0), patience, bn_apply
         )
         stats.bn_channels += n
         stats.forced += forced

@@ -10,6 +10,8 @@ grafted the wrong tensors on some architectures).
 Example:
     >>> round(layer_entropy(torch.arange(10.0)), 4)  # ten equally filled bins: ln 10
     2.3026
+    >>> round(layer_entropy(torch.arange(10.0), binning="half-open"), 4)  # the maximum falls in no bin
+    2.0723
     >>> graft_coefficient(1.0, 1.0)
     0.5
 """
@@ -24,10 +26,12 @@ import torch
 from torch import nn
 
 __all__ = [
+    "BINNINGS",
     "INFORMATION",
     "GraftUnit",
     "blend_unit_",
     "graft_coefficient",
+    "graft_weights",
     "graft_units",
     "internal_graft_",
     "invalid_filters",
@@ -38,37 +42,68 @@ __all__ = [
 ]
 
 INFORMATION = ("entropy", "l1")
+#: histogram bins of `layer_entropy`: "closed" (every element counted, the last bin includes the
+#: maximum) or "half-open" (the reference repository: bins [lo, hi), so the maximum falls in no bin
+#: and the probabilities, still divided by the element count, sum to less than 1)
+BINNINGS = ("closed", "half-open")
 BINS = 10
 
 
-def layer_entropy(tensor: torch.Tensor, bins: int = BINS) -> float:
-    """Entropy (natural log) of a `bins`-bin equal-width histogram of the whole tensor; 0 if constant."""
+def layer_entropy(tensor: torch.Tensor, bins: int = BINS, binning: str = "closed") -> float:
+    """Entropy (natural log) of a `bins`-bin equal-width histogram of the whole tensor; 0 if constant.
+
+    `binning` (`BINNINGS`): "closed" (`torch.histc`) or "half-open", the reference's bins
+    [min + i s, min + (i + 1) s) with s = (max - min) / bins computed in float32 as it does.
+    """
     t = tensor.detach().float().flatten()
     low, high = float(t.min()), float(t.max())
     if not high > low:
         return 0.0
-    p = torch.histc(t, bins=bins, min=low, max=high) / t.numel()
+    if binning == "closed":
+        counts = torch.histc(t, bins=bins, min=low, max=high)
+    elif binning == "half-open":
+        lo, scale = t.min(), (t.max() - t.min()) / bins
+        edges = [lo + i * scale for i in range(bins + 1)]
+        counts = torch.stack([((t >= edges[i]) & (t < edges[i + 1])).sum() for i in range(bins)]).float()
+    else:
+        raise ValueError(f"histogram binning {binning!r}; expected one of {BINNINGS}")
+    p = counts / t.numel()
     p = p[p > 0]
     return float(-(p * p.log()).sum())
 
 
-def layer_information(tensor: torch.Tensor, criterion: str = "entropy") -> float:
-    """A layer's information: `entropy` (see `layer_entropy`) or `l1` (sum of |w|)."""
+def layer_information(tensor: torch.Tensor, criterion: str = "entropy", binning: str = "closed") -> float:
+    """A layer's information: `entropy` (see `layer_entropy`, with `binning`) or `l1` (sum of |w|)."""
     if criterion == "entropy":
-        return layer_entropy(tensor)
+        return layer_entropy(tensor, binning=binning)
     if criterion == "l1":
         return float(tensor.detach().abs().sum())
     raise ValueError(f"information criterion {criterion!r}; expected one of {INFORMATION}")
 
 
+def graft_weights(h_own: float, h_other: float, a: float = 0.4, c: float = 500.0) -> tuple[float, float]:
+    """(alpha, 1 - alpha) of a graft: alpha = 0.5 + (A / pi) * arctan(c * (H_own - H_other)).
+
+    The second weight is computed as 0.5 - t (t the arctan term), not 1 - alpha, so two networks
+    grafting each other compute the same products and end bit-identical. The one formula of the
+    method: `blend_unit_` and `graft_coefficient` both call it.
+
+    Example:
+        >>> graft_weights(1.0, 1.0)
+        (0.5, 0.5)
+    """
+    t = (a / math.pi) * math.atan(c * (h_own - h_other))
+    return 0.5 + t, 0.5 - t
+
+
 def graft_coefficient(h_own: float, h_other: float, a: float = 0.4, c: float = 500.0) -> float:
-    """alpha = 0.5 + (A / pi) * arctan(c * (H_own - H_other)), in (0.5 - A/2, 0.5 + A/2).
+    """alpha = 0.5 + (A / pi) * arctan(c * (H_own - H_other)), in (0.5 - A/2, 0.5 + A/2) (`graft_weights`).
 
     Example:
         >>> round(graft_coefficient(2.0, 1.0), 4), round(graft_coefficient(1.0, 2.0), 4)
         (0.6997, 0.3003)
     """
-    return 0.5 + (a / math.pi) * math.atan(c * (h_own - h_other))
+    return graft_weights(h_own, h_other, a, c)[0]
 
 
 @dataclass
@@ -138,15 +173,12 @@ def unit_tensors(unit: GraftUnit) -> list[torch.Tensor]:
 def blend_unit_(
     own: Sequence[torch.Tensor], other: Sequence[torch.Tensor], h_own: float, h_other: float, a: float, c: float
 ) -> float:
-    """own <- alpha own + (1 - alpha) other for every tensor of a unit; returns alpha.
-
-    The other network's weight is written 0.5 - t rather than 1 - alpha (t = the arctan term), so
-    in a ring of two both networks compute the same products and end bit-identical.
-    """
-    t = (a / math.pi) * math.atan(c * (h_own - h_other))
+    """own <- alpha own + (1 - alpha) other for every tensor of a unit, the weights from `graft_weights`
+    (the other network's is 0.5 - t, so a ring of two ends bit-identical); returns alpha."""
+    alpha, rest = graft_weights(h_own, h_other, a, c)
     for mine, theirs in zip(own, other):
-        mine.copy_((0.5 + t) * mine + (0.5 - t) * theirs.to(mine.device, mine.dtype))
-    return 0.5 + t
+        mine.copy_(alpha * mine + rest * theirs.to(mine.device, mine.dtype))
+    return alpha
 
 
 def _conv_weights(model: nn.Module) -> list[torch.Tensor]:

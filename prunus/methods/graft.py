@@ -1,20 +1,35 @@
 """Filter Grafting (Meng et al., CVPR 2020) as a Trainer plug-in: method `graft`.
 
 `variant="ring"` (default): N >= 2 networks train side by side (`prunus train --networks N` in
-one process, or one per rank under torchrun); after every epoch network k blends every layer
-with network k-1's PRE-graft layer: own <- alpha own + (1 - alpha) other with
-alpha = 0.5 + (A/pi) arctan(c (H_own - H_other)) and H the layer's information (entropy of a
-10-bin histogram, or L1). BN parameters and running statistics take their conv's alpha, the
+one process, or one per rank under torchrun); after every epoch but the last, network k blends
+every layer with network k-1's PRE-graft layer: own <- alpha own + (1 - alpha) other with
+alpha = 0.5 + (A/pi) arctan(c (H_own - H_other)) (`_grafting.graft_weights`, the one formula)
+and H the layer's information (entropy of a 10-bin histogram, closed or the reference's
+half-open bins, or L1). BN parameters and running statistics take their conv's alpha, the
 classifier the last conv's (units by module type and execution order, `_grafting.graft_units`).
 The exchange goes through `trainer.peers` (`prunus.engine.peers`), so this code is the same in
 both execution modes. The optimizer state is not reset (reference behaviour).
 
-`variant="noise"` / `"internal"`: single-network variants: filters with L1 < `threshold` get
-N(0, 1) * decay^epoch noise, or the j-th strongest filter added to the j-th weakest.
+Evaluation point, as the reference repository (train -> test -> save -> graft): the graft after
+epoch e runs at the START of epoch e + 1, so epoch e's record, its checkpoint and the final
+models are the networks BEFORE their graft, and nothing is grafted after the last epoch. With
+N = 2 every graft makes both networks identical; scored after it, a run would report one
+averaged network twice. Scored before it, the networks differ, and their mean and their logit
+ensemble (the population summary) are real numbers.
 
-Metrics (prefix `graft_`), every epoch: `alpha` (list, one per conv unit) and `alpha_mean`,
-`invalid_0.1` / `invalid_0.01` (filters with L1 under the threshold, before this epoch's graft)
-and the same `_after` it, `touched` for the internal variants.
+Learning rates: `per_network_lr=False` (the default: every network at the run's lr, the paper's
+headline "same LR" table and the baseline's recipe) or True, the repository's (its flag cannot be
+turned off): lr_k = lr (1 + cos(pi (N - k) / N)) / 2, x0.5 and x1.0 for N = 2.
+
+`variant="noise"` / `"internal"`: single-network variants: filters with L1 < `threshold` get
+N(0, 1) * decay^e noise (e the epoch just finished), or the j-th strongest filter added to the
+j-th weakest; same evaluation point.
+
+Metrics (prefix `graft_`), in the record of every epoch after the first (the graft applied at its
+start, to the networks as the previous epoch left and scored them): `alpha` (list, one per conv
+unit) and `alpha_mean`, `lr_factor` (this network's lr multiplier), `invalid_0.1` /
+`invalid_0.01` (filters with L1 under the threshold, before the graft) and the same `_after` it,
+`touched` for the internal variants.
 
 Example:
     >>> from prunus.methods import create_method
@@ -34,6 +49,7 @@ from prunus.data._seed import generator
 from prunus.engine.method import Method
 from prunus.errors import ConfigError
 from prunus.methods._grafting import (
+    BINNINGS,
     INFORMATION,
     blend_unit_,
     graft_units,
@@ -79,15 +95,17 @@ class GraftingConfig(Config):
 
     variant: str = "ring"  # "ring" (N networks), "noise" or "internal" (one network)
     information: str = "entropy"  # layer information: "entropy" or "l1"
+    binning: str = "closed"  # entropy histogram: "closed" or "half-open" (the repository: the max falls in no bin)
     a: float = 0.4  # alpha range is (0.5 - a/2, 0.5 + a/2)
     c: float = 500.0  # arctan steepness
-    per_network_lr: bool = False  # ring: network k trains with lr (1 + cos(pi (N - k) / N)) / 2
+    per_network_lr: bool = False  # ring: network k trains with lr (1 + cos(pi (N - k) / N)) / 2 (the repository)
     threshold: float = 0.1  # noise/internal: filters with L1 below it are grafted
     noise_decay: float = 0.975  # noise: std = noise_decay ** epoch
 
     def __post_init__(self) -> None:
         check_choice("variant", self.variant, GRAFT_VARIANTS)
         check_choice("information", self.information, INFORMATION)
+        check_choice("binning", self.binning, BINNINGS)
         check_range("a", self.a, low=0.0, high=1.0)
         check_range("c", self.c, low=0.0, low_inclusive=False)
         check_range("threshold", self.threshold, low=0.0)
@@ -111,6 +129,7 @@ class Grafting(Method):
 
     def __init__(self, config: GraftingConfig | None = None, /, **kwargs: Any) -> None:
         self.config = build_config(GraftingConfig, config, kwargs, "method 'graft'")
+        self.lr_factor = 1.0
 
     @property
     def needs_peers(self) -> bool:
@@ -135,19 +154,23 @@ class Grafting(Method):
             raise ConfigError("graft: the networks' layers differ (type, order or shape); graft needs one architecture")
         if self.config.per_network_lr:
             # through the trainer, not the param groups: a rebuilt optimizer or a resume keeps it
-            trainer.scale_lr(network_lr_factor(peers.rank, peers.size))
+            self.lr_factor = network_lr_factor(peers.rank, peers.size)
+            trainer.scale_lr(self.lr_factor)
 
     def _tensors(self) -> list[Any]:
         return [t for u in self.units for t in unit_tensors(u)]
 
-    def on_epoch_end(self, trainer: Any) -> None:
-        """Graft (ring: with the previous network's pre-graft layers) and log alpha and invalid filters."""
-        cfg = self.config
+    def on_epoch_start(self, trainer: Any) -> None:
+        """The graft after the previous epoch (evaluated and saved by now; ring: with the previous
+        network's pre-graft layers); logs alpha and invalid filters. Nothing before epoch 0."""
+        if trainer.epoch == 0:
+            return
+        cfg, finished = self.config, trainer.epoch - 1
         before = invalid_filters(trainer.model, THRESHOLDS)
         metrics: dict[str, Any] = {f"graft_invalid_{t}": n for t, n in before.items()}
         if cfg.variant == "ring":
             peers = trainer.peers
-            info = [layer_information(u.conv.weight, cfg.information) for u in self.units]
+            info = [layer_information(u.conv.weight, cfg.information, cfg.binning) for u in self.units]
             other_info = peers.all_gather_scalars(info)[(peers.rank - 1) % peers.size]
             theirs = iter(peers.ring_exchange(self._tensors()))
             alphas = []
@@ -156,9 +179,10 @@ class Grafting(Method):
                 alphas.append(blend_unit_(own, [next(theirs) for _ in own], h_own, h_other, cfg.a, cfg.c))
             metrics["graft_alpha"] = [round(a, 6) for a in alphas]
             metrics["graft_alpha_mean"] = sum(alphas) / len(alphas)
+            metrics["graft_lr_factor"] = self.lr_factor
         elif cfg.variant == "noise":
-            gen = generator("graft-noise", trainer.config.seed, getattr(trainer, "rank", 0), trainer.epoch)
-            metrics["graft_touched"] = noise_graft_(trainer.model, cfg.noise_decay**trainer.epoch, cfg.threshold, gen)
+            gen = generator("graft-noise", trainer.config.seed, getattr(trainer, "rank", 0), finished)
+            metrics["graft_touched"] = noise_graft_(trainer.model, cfg.noise_decay**finished, cfg.threshold, gen)
         else:
             metrics["graft_touched"] = internal_graft_(trainer.model, cfg.threshold)
         after = invalid_filters(trainer.model, THRESHOLDS)

@@ -242,7 +242,7 @@ class SoftFilterPruning(Method):
             return group.num_channels - self.kept[group.key]
         if rate is None:  # a budget covers every group; a group without a width would be a planning bug
             raise ConfigError(f"{self.name}: no width planned for group {group.key!r}")
-        return num_to_prune(group.num_channels, rate, self.round_to, group.blocks)
+        return num_to_prune(group.num_channels, rate, self.round_to, group.blocks, group.min_channels)
 
     def _rate_now(self, epoch: int) -> float | None:
         """The rate for `epoch`, or None under a budget (every group has its width)."""

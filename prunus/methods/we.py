@@ -1,7 +1,11 @@
 """Weight Evolution (Lin et al., ACM MM 2021) as a Trainer plug-in: method `we`.
 
-After every epoch, weak conv filters and BN channels are reactivated by crossover with strong
-ones (methods.md section 3; the tensor work is in `_evolution.py`). The global ratios follow
+After every epoch but the last, weak conv filters and BN channels are reactivated by crossover
+with strong ones (methods.md section 3; the tensor work is in `_evolution.py`). As in the
+reference repository (train -> test -> evolve), each epoch is evaluated BEFORE its evolution:
+the evolution after epoch e runs at the start of epoch e + 1 (with epoch e's ratios), so every
+recorded accuracy, the checkpoint and the final model are pre-evolution, and nothing is evolved
+after the last epoch (the reference's last evolution is never evaluated). The global ratios follow
 the reference's phase/sigmoid schedule with phases at the LR-step milestones of a `step`
 schedule. A cosine (or constant) schedule has no LR steps, so it is ONE phase over the whole
 run: the ratio rises from r/2 to about r with temperature epochs/4 (the reference's 15 epochs
@@ -14,8 +18,15 @@ is left alone like the reference, unless `reset_momentum=True`, which zeroes the
 state rows (momentum, Adam moments) of every evolved filter / BN entry so old momentum cannot
 pull an evolved row back.
 
-Metrics (prefix `we_`), every epoch: `filters`, `slices`, `bn_channels` evolved, `forced`
-(starvation-counter evolutions), `ratio_conv` / `ratio_bn` / `ratio_bias` used.
+`mode` chooses the crossover formula ("paper", the default, or "code", the repository's);
+`whole_filter` which conv filters are blended whole instead ("kernel-height", the repository's
+rule, is the default in both modes: methods.md section 3 gives the reason). Selection (threshold
+sorted(scores)[int(n r)], starvation counters, pairing) is the repository's in both modes.
+
+Metrics (prefix `we_`), in the record of every epoch after the first (they describe the
+evolution applied at its start, after the previous epoch was evaluated): `filters`, `slices`,
+`bn_channels` evolved, `forced` (starvation-counter evolutions), `ratio_conv` / `ratio_bn` /
+`ratio_bias` used.
 
 Example:
     >>> from prunus.methods import create_method
@@ -35,7 +46,7 @@ from torch import nn
 from prunus.config import Config, check_choice, check_range
 from prunus.engine.method import Method
 from prunus.errors import ConfigError
-from prunus.methods._evolution import CROSSOVER_MODES, evolution_ratio, evolve_, phase_starts
+from prunus.methods._evolution import CROSSOVER_MODES, WHOLE_FILTER_RULES, evolution_ratio, evolve_, phase_starts
 from prunus.methods._registry import build_config, register_method
 from prunus.structure.masks import reset_optimizer_rows
 
@@ -51,6 +62,7 @@ class WeightEvolutionConfig(Config):
     ratio_bias: float = 0.05  # base quantile of pooled |beta|
     lam: float = 0.1  # local selection: s <= lam * layer max
     mode: str = "paper"  # crossover rule: "paper" (default) or "code" (the reference repository)
+    whole_filter: str = "kernel-height"  # filters blended whole: "kernel-height" (1x1; the repository) or "one-input"
     phases: tuple[int, ...] | None = None  # first epochs of the phases; None = 0 + the step milestones
     reset_momentum: bool = False  # zero the optimizer-state rows of evolved filters
 
@@ -59,6 +71,7 @@ class WeightEvolutionConfig(Config):
             check_range(name, getattr(self, name), low=0.0, high=1.0)
         check_range("lam", self.lam, low=0.0, high=1.0)
         check_choice("mode", self.mode, CROSSOVER_MODES)
+        check_choice("whole_filter", self.whole_filter, WHOLE_FILTER_RULES)
         if not isinstance(self.reset_momentum, bool):
             raise ConfigError(f"reset_momentum must be true or false, got {self.reset_momentum!r}")
         if self.phases is not None:
@@ -77,7 +90,7 @@ class WeightEvolution(Method):
     Args: see `WeightEvolutionConfig` (same names).
 
     Raises:
-        ConfigError: a ratio outside [0, 1], an unknown mode, bad phases.
+        ConfigError: a ratio outside [0, 1], an unknown mode or whole-filter rule, bad phases.
     """
 
     config_class = WeightEvolutionConfig
@@ -93,16 +106,20 @@ class WeightEvolution(Method):
         milestones = train.milestones if train.schedule == "step" else ()
         return phase_starts(train.epochs, milestones)
 
-    def on_epoch_end(self, trainer: Any) -> None:
-        """Evolve once with this epoch's ratios; log the counts."""
-        cfg, epoch = self.config, trainer.epoch
+    def on_epoch_start(self, trainer: Any) -> None:
+        """Evolve once with the previous epoch's ratios (that epoch is evaluated and saved by now); log the counts."""
+        if trainer.epoch == 0:
+            return
+        cfg, epoch = self.config, trainer.epoch - 1
         phases, epochs = self._phases(trainer), trainer.config.epochs
         ratios = tuple(
             evolution_ratio(epoch, r, phases, epochs) for r in (cfg.ratio_conv, cfg.ratio_bn, cfg.ratio_bias)
         )
         tracked = _evolvable(trainer.model) if cfg.reset_momentum else []
         before = [t.detach().clone() for t in tracked]
-        stats = evolve_(trainer.model, ratios, lam=cfg.lam, mode=cfg.mode, counters=self.counters)
+        stats = evolve_(
+            trainer.model, ratios, lam=cfg.lam, mode=cfg.mode, counters=self.counters, whole=cfg.whole_filter
+        )
         if cfg.reset_momentum:
             _reset_changed_rows(trainer.optimizer, tracked, before)
         trainer.log_metrics(

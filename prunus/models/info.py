@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,16 @@ from torch import nn
 
 from prunus.errors import ConfigError
 
-__all__ = ["INFO_ATTR", "ModelInfo", "example_input", "get_info", "set_info", "update_info"]
+__all__ = [
+    "INFO_ATTR",
+    "ModelInfo",
+    "example_input",
+    "get_info",
+    "normalize_shape",
+    "sample_rank",
+    "set_info",
+    "update_info",
+]
 
 #: the one attribute prunus sets on a model
 INFO_ATTR = "prunus_info"
@@ -51,8 +60,9 @@ class ModelInfo:
             `{"factory": "package.module:function", "kwargs": {...}}`; None when unknown.
         stem: Dotted name of the input layer pruning leaves alone by default (None: unknown).
         classifier: Dotted name of the output layer pruning leaves alone by default.
-        input_shape: (C, H, W) of one input, () when unknown; needed to trace and to reload a
-            pruned model.
+        input_shape: One input sample's shape ((C, H, W), or (C, L), (C, D, H, W)); for a model
+            with several inputs a tuple of shapes, or a dict of them for keyword inputs; () when
+            unknown. Needed to trace and to reload a pruned model.
         history: The structure engine's pruning history (see `prunus.structure.history`).
         metrics: Numbers saved with the model (accuracy, MACs, ...).
     """
@@ -60,13 +70,13 @@ class ModelInfo:
     arch: Mapping[str, Any] | None = None
     stem: str | None = None
     classifier: str | None = None
-    input_shape: tuple[int, ...] = ()
+    input_shape: Any = ()
     history: tuple[dict[str, Any], ...] = ()
     metrics: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # normalise so that equal facts compare equal (lists from JSON, tuples from code)
-        object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape or ()))
+        object.__setattr__(self, "input_shape", normalize_shape(self.input_shape or ()))
         object.__setattr__(self, "history", tuple(self.history or ()))
         object.__setattr__(self, "metrics", dict(self.metrics or {}))
 
@@ -127,35 +137,82 @@ def update_info(model: nn.Module, **changes: Any) -> ModelInfo:
     return set_info(model, dataclasses.replace(get_info(model), **changes))
 
 
-def example_input(
-    input_shape: Sequence[int], model: nn.Module | None = None, *, device: torch.device | str | None = None
-) -> torch.Tensor:
+def normalize_shape(value: Any) -> Any:
+    """An input shape as prunus stores it: a tuple of ints (one input), a tuple of such tuples
+    (several positional inputs) or a dict of them (keyword inputs); () when unknown.
+
+    Example:
+        >>> normalize_shape([1, 28, 28]), normalize_shape([[3, 8, 8], [1, 8, 8]]), normalize_shape({"x": [2, 16]})
+        ((1, 28, 28), ((3, 8, 8), (1, 8, 8)), {'x': (2, 16)})
+    """
+    if value is None:
+        return ()
+    if isinstance(value, Mapping):
+        return {str(k): tuple(int(s) for s in v) for k, v in value.items()}
+    items = list(value)
+    if items and all(isinstance(i, (list, tuple)) for i in items):
+        return tuple(tuple(int(s) for s in i) for i in items)
+    return tuple(int(s) for s in items)
+
+
+def sample_rank(model: nn.Module | None) -> int | None:
+    """Dimensions of one input sample of `model` as its first conv reads it ((C, L): 2, (C, H, W): 3, ...)."""
+    if model is None:
+        return None
+    conv = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    return None if conv is None else len(conv.kernel_size) + 1
+
+
+def example_input(input_shape: Any, model: nn.Module | None = None, *, device: torch.device | str | None = None) -> Any:
     """A batch of one all-zero sample, for tracing and counting (shapes only).
 
     Zeros rather than `torch.randn`: building an example must not advance the global random
     generator, or merely loading a model would change every random number drawn after it.
 
     Args:
-        input_shape: `(C, H, W)`, or `(1, C, H, W)` with the batch dimension.
-        model: When given, the input takes the dtype and device of its first floating tensor.
+        input_shape: One sample's shape: `(C, H, W)` (or `(C, L)`, `(C, D, H, W)`, any rank), or
+            with the batch dimension, `(1, C, H, W)`; or a tuple / dict of per-sample shapes for
+            a model with several inputs (then a tuple / dict of tensors is returned).
+        model: When given, the input takes the dtype and device of its first floating tensor, and
+            its first conv tells a batched shape from an unbatched one ((1, 8, 8, 8) is one
+            volume for a Conv3d, a batch of one image for a Conv2d).
         device: Overrides the device.
 
     Raises:
-        ConfigError: the shape is not 3 or 4 positive integers with a batch of 1.
+        ConfigError: the shape is not positive integers, or does not have the rank the model reads.
 
     Example:
         >>> example_input((1, 28, 28)).shape
         torch.Size([1, 1, 28, 28])
         >>> float(example_input((1, 1, 2, 2)).abs().sum())
         0.0
+        >>> [t.shape for t in example_input(((3, 8, 8), (2, 16)))]
+        [torch.Size([1, 3, 8, 8]), torch.Size([1, 2, 16])]
     """
+    if isinstance(input_shape, Mapping):
+        return {k: _one(tuple(v), model, device, batched=False) for k, v in input_shape.items()}
     shape = tuple(input_shape)
-    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+    if shape and all(isinstance(s, (list, tuple)) for s in shape):
+        return tuple(_one(tuple(s), model, device, batched=False) for s in shape)
+    return _one(shape, model, device)
+
+
+def _one(input_shape: tuple, model: nn.Module | None, device: Any, batched: bool | None = None) -> torch.Tensor:
+    shape = tuple(input_shape)
+    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
         raise ConfigError(f"input_shape must be positive integers, got {input_shape!r}")
-    if len(shape) == 3:
+    rank = sample_rank(model)
+    if batched is False:
         shape = (1, *shape)
-    elif len(shape) != 4 or shape[0] != 1:
-        raise ConfigError(f"input_shape must be (C, H, W) or (1, C, H, W), got {input_shape!r}")
+    elif rank is None:  # no conv to ask: a 4-tuple is a batch of one image, as it always was
+        if len(shape) == 4 and shape[0] != 1:
+            raise ConfigError(f"input_shape must be (C, H, W) or (1, C, H, W), got {input_shape!r}")
+        shape = shape if len(shape) == 4 else (1, *shape)
+    elif len(shape) == rank:
+        shape = (1, *shape)
+    elif not (len(shape) == rank + 1 and shape[0] == 1):
+        form = {2: "C, L", 3: "C, H, W", 4: "C, D, H, W"}.get(rank, ", ".join(["n"] * rank))
+        raise ConfigError(f"input_shape must be ({form}) or (1, {form}) for this model, got {input_shape!r}")
     dtype = torch.float32
     if model is not None:
         tensors = [*model.parameters(), *model.buffers()]

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from prunus.config import check_choice, check_range
+from prunus.config import check_choice, check_count, check_range
 from prunus.data import DataConfig
 from prunus.errors import ConfigError
 from prunus.models.info import example_input, get_info
@@ -41,7 +41,7 @@ class PruneStage(StageConfig, PruneConfig):
                 "(fraction kept); got none"
             ) from None
         if self.threads is not None:
-            check_range("prune.threads", self.threads, 1, 1024)
+            check_count("prune.threads", self.threads, 1, "threads")
         if not isinstance(self.evaluate, bool):
             raise ConfigError(f"prune.evaluate must be true or false, got {self.evaluate!r}")
 
@@ -150,9 +150,10 @@ class BenchStage(StageConfig):
         for r in self.runtimes:
             check_choice("bench.runtimes", r, RUNTIMES)
         for b in self.batch_sizes:
-            check_range("bench.batch_sizes", b, 1)
-        check_range("bench.warmup", self.warmup, 0)
-        check_range("bench.repeats", self.repeats, 1)
+            check_count("bench.batch_sizes", b, 1, "batch")
+        check_count("bench.warmup", self.warmup, 0, "repeats")
+        check_count("bench.repeats", self.repeats, 1, "repeats")
+        check_count("bench.threads", self.threads, 1, "threads", optional=True)
 
 
 @register_stage(

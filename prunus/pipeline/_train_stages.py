@@ -11,11 +11,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from prunus.config import check_range
+from prunus.config import check_count, check_range
 from prunus.data import DataConfig
 from prunus.engine.config import TrainConfig
 from prunus.errors import ConfigError
 from prunus.formats.run_dir import RunDir
+from prunus.methods.figures import method_figures
 from prunus.models.info import get_info
 from prunus.pipeline._stage_metrics import measure
 from prunus.pipeline.stages import StageConfig, StageContext, StageResult, register_stage
@@ -36,6 +37,9 @@ class TrainStage(StageConfig):
     train: TrainConfig = field(default_factory=TrainConfig)  # its seed is replaced by the sweep's seed
     methods: tuple[MethodSpec, ...] = ()
     networks: int = 1  # independent networks trained side by side (grafting); network 0 goes on
+
+    def __post_init__(self) -> None:
+        check_count(f"{type(self).__name__}.networks", self.networks, 1, "networks")
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,7 @@ class CsgdStage(StageConfig):
 
         if self.width is not None:
             check_range("csgd.width", self.width, 0.0, 1.0, low_inclusive=False)
-        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
-            raise ConfigError(f"csgd.rounds must be an integer >= 1, got {self.rounds!r}")
+        check_count("csgd.rounds", self.rounds, 1, "rounds")
         accepted = [a for a in method_arguments("csgd") if a != "width"]
         unknown = sorted(set(self.args) - set(accepted))
         if unknown:
@@ -87,6 +90,7 @@ def _metrics(run: RunDir, threads: int | None) -> StageResult:
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
     numbers.update(measure(load(final.model), final.model, threads=threads, accuracy=metrics.get("final_test_acc")))
     epochs = final.read_metrics()
+    numbers.update(method_figures(epochs))  # WE / grafting / MFP figures for the stage tables
     if epochs and all("val_acc" in e for e in epochs):  # never the best-of-epochs test accuracy
         best = max(range(len(epochs)), key=lambda i: (epochs[i]["val_acc"], -i))
         numbers.update(best_val_epoch=best + 1, best_val_test_acc=epochs[best].get("test_acc"))

@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from prunus.config import load_yaml
+from prunus.config import BOUNDS, load_yaml
 from prunus.errors import ConfigError
 from prunus.formats.run_dir import LAYOUTS, check_name, resolve_model_dir
 from prunus.pipeline.stages import StageConfig, StageInfo, get_stage, list_stages
@@ -111,13 +111,13 @@ def _stage_names(stages: list[Any]) -> list[str]:
         if not isinstance(raw, Mapping) or "stage" not in raw:
             raise ConfigError(f"stages[{i}] must be a mapping with a 'stage' key (one of: {', '.join(list_stages())})")
         kind = raw["stage"]
+        if not isinstance(kind, str):
+            raise ConfigError(f"stages[{i}].stage={kind!r} must be a stage kind, one of: {', '.join(list_stages())}")
         name = raw.get("name")
         if name is None:
             seen[kind] = seen.get(kind, 0) + 1
             # a stage named like a recipe key would be ambiguous in --set: "train" -> "train-1"
             name = kind if seen[kind] == 1 and kind not in TOP_LEVEL else f"{kind}-{seen[kind]}"
-        if not isinstance(kind, str):
-            raise ConfigError(f"stages[{i}].stage={kind!r} must be a stage kind, one of: {', '.join(list_stages())}")
         check_name("stage", name)
         if name in TOP_LEVEL:
             raise ConfigError(f"stages[{i}].name={name!r} is also a recipe key; choose another name")
@@ -260,10 +260,15 @@ def parse_recipe(raw: Mapping[str, Any], sets: Mapping[str, Any] | None = None, 
     if (
         not isinstance(seeds, list)
         or not seeds
-        or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)
+        or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= BOUNDS["seed"] for s in seeds)
         or len(set(seeds)) != len(seeds)
     ):
-        raise ConfigError(f"seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
+        shown = repr(seeds) if len(repr(seeds)) < 80 else repr(seeds)[:77] + "..."
+        raise ConfigError(
+            f"seeds must be a non-empty list of distinct integers from 0 to {BOUNDS['seed']}, got {shown}"
+        )
+    if len(seeds) > BOUNDS["seeds"]:
+        raise ConfigError(f"seeds lists {len(seeds)} seeds; the most a recipe may run is {BOUNDS['seeds']}")
     arms_raw = raw.get("arms") or {"main": {}}
     if not isinstance(arms_raw, Mapping):
         raise ConfigError(f"arms must map arm names to {{stages: [...], set: {{...}}}}, got {arms_raw!r}")

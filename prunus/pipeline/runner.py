@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from prunus._io.atomic import clean_dead_temps
 from prunus.data.bundle import EXECUTION_ONLY_FIELDS
 from prunus.errors import ConfigError
 from prunus.formats.outputs import check_output
@@ -267,7 +268,7 @@ def run_pipeline(
     # the CLI's output guard, kind "pipeline": a new path, an empty directory or a pipeline's own
     # (resumed); never a file, a link or someone else's directory
     check_output(run.root, "pipeline", flag="run directory")
-    run.check_no_links()
+    run.check_no_links()  # a link anywhere inside: refused before a single file is read or written
     chains = _chain_dirs(plan, run)
     for rows in chains.values():  # a changed recipe under an old run directory fails before any work
         _check_existing(rows)
@@ -304,6 +305,7 @@ def run_pipeline(
             else:
                 echo(f"{label}: running")
                 where.root.mkdir(parents=True, exist_ok=True)
+                clean_dead_temps(where.root)  # what a kill during an atomic write left behind
                 _mark_started(where, stage, h)
                 source = (run.root / input_dir) if input_dir else None  # an absolute input stays as it is
                 ctx = StageContext(where.root, source, seed, progress, run.root)

@@ -28,7 +28,7 @@ import fnmatch
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prunus.config import Config, arg, check_choice, check_range
+from prunus.config import BOUNDS, Config, arg, check_choice, check_range
 from prunus.errors import ConfigError
 
 __all__ = ["BUDGETS", "LATENCY_RUNTIMES", "TARGETS", "PruneBudget", "PruneConfig", "match_layer_ratios"]
@@ -81,9 +81,10 @@ class PruneBudget(Config):
                 f"{', '.join(LATENCY_RUNTIMES)}"
             )
         batch = self.latency_batch
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= BOUNDS["batch"]:
             raise ConfigError(
-                f"{prefix}latency_batch={batch!r} is not valid: the latency batch must be an integer >= 1"
+                f"{prefix}latency_batch={batch!r} is not valid: the latency batch must be an integer >= 1 and "
+                f"<= {BOUNDS['batch']}"
             )
         if not isinstance(self.global_pruning, bool):
             raise ConfigError(f"{prefix}global_pruning must be true or false, got {self.global_pruning!r}")

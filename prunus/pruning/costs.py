@@ -1,10 +1,11 @@
 """Exact MACs and parameter counts of a model after cutting given numbers of channels, without cutting.
 
-Each prunable group removes its channels in a fixed order (lowest score first, whole grouped-conv
-offsets, see `prunus.structure.lowest_channels`), so a plan is just "k channels from group g".
+Each prunable group removes its channels in a fixed order (lowest score first, whole units such as
+grouped-conv offsets, see `prunus.structure.removal_order`), so a plan is just "k channels from
+group g".
 Every tensor dimension a group touches then shrinks by the positions of those k channels, and
 
-- a Conv2d / Linear's MACs (as `prunus.count` charges them: out elements x in/groups x k x k)
+- a conv / Linear's MACs (as `prunus.count` charges them: out elements x in/groups x kernel volume)
   scale by (out kept / out) x (in kept / in); a depthwise conv's in/groups stays 1, so it scales
   with its out channels only;
 - a parameter's element count scales by (kept / size) along every dimension cut.
@@ -26,24 +27,9 @@ import torch
 from torch import nn
 
 from prunus.measure import Counts
-from prunus.structure import ChannelGroup, StructureError
+from prunus.structure import ChannelGroup, removal_order
 
 __all__ = ["CostModel"]
-
-
-def _removal_order(group: ChannelGroup, scores: torch.Tensor) -> list[int]:
-    """Channels of `group` in the order they go: the first k are `lowest_channels(group, scores, k)`.
-
-    Offsets are ranked by their block-mean score, ties to the lower offset, as `lowest_channels`
-    ranks them; k is always a multiple of the group's block count.
-    """
-    n, blocks = group.num_channels, group.blocks
-    if scores.shape != (n,):
-        raise StructureError(f"group {group.key!r}: expected {n} scores, got shape {tuple(scores.shape)}")
-    size = n // blocks
-    per_offset = scores.detach().float().cpu().reshape(blocks, size).mean(0).tolist()
-    offsets = sorted(range(size), key=lambda o: (per_offset[o], o))
-    return [b * size + o for o in offsets for b in range(blocks)]
 
 
 class CostModel:
@@ -61,11 +47,11 @@ class CostModel:
     ) -> None:
         self.dense = dense
         self.groups = list(groups)
-        self.order = {g.key: _removal_order(g, scores[g.key]) for g in groups}
+        self.order = {g.key: removal_order(g, scores[g.key]) for g in groups}
         self.shapes: dict[str, tuple[int, int, bool]] = {}
         for name in dense.layers:
             m = model.get_submodule(name)
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
                 depthwise = m.groups > 1 and m.groups == m.in_channels
                 self.shapes[name] = (m.out_channels, m.in_channels, depthwise)
             elif isinstance(m, nn.Linear):

@@ -185,7 +185,7 @@ def choose_cut(
     """
     est = _Estimator(table, costs)
     loss = {g.key: importance_loss(scores[g.key], costs.order[g.key], _filters(costs, g.key)) for g in groups}
-    widths = {g.key: kept_widths(g.num_channels, round_to, g.blocks) for g in groups}
+    widths = {g.key: kept_widths(g.num_channels, round_to, g.blocks, g.min_channels) for g in groups}
     knees = {g.key: _table_widths(table, costs, g.key) for g in groups}
     names = {g.key: {t[0] for t, _ in costs.layer_cuts(g.key) if t[0] in table.layers} for g in groups}
     # a step of one group changes the estimate of its own layers only: after it, just the groups
@@ -352,7 +352,10 @@ def plan_latency(
         if cut is None:  # below the table's reach: measure the narrowest cut, once
             if floor_measured is not None:
                 break
-            cut = {g.key: g.num_channels - kept_widths(g.num_channels, round_to, g.blocks)[0] for g in groups}
+            cut = {
+                g.key: g.num_channels - kept_widths(g.num_channels, round_to, g.blocks, g.min_channels)[0]
+                for g in groups
+            }
             est = _Estimator(table, costs).total(costs.removed({**fixed, **cut}))
             aim = est / table.dense_ms
             floor_measured = achieved = measure(cut)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -74,6 +74,9 @@ class PruneReport:
             `latency_batch` (latency budgets only).
         estimated_latency_ratio: What the latency table predicted for the kept cut.
         runtime, latency_batch: Where latency was measured (latency budgets only).
+        kept_whole: Group key -> why it keeps every channel: the stem and classifier (and what is
+            coupled to them: a residual stream written by the stem keeps its width), layers in
+            `ignore`, structures that cannot be cut safely.
     """
 
     criterion: str
@@ -96,6 +99,7 @@ class PruneReport:
     estimated_latency_ratio: float | None = None
     runtime: str | None = None
     latency_batch: int | None = None
+    kept_whole: dict[str, str] = field(default_factory=dict)
 
     @property
     def macs_speedup(self) -> float:
@@ -111,7 +115,7 @@ Fits = Callable[[Mapping[str, int]], bool]
 
 
 def _uniform_cut(groups: Sequence[ChannelGroup], rate: float, round_to: int) -> Cut:
-    return {g.key: num_to_prune(g.num_channels, rate, round_to, g.blocks) for g in groups}
+    return {g.key: num_to_prune(g.num_channels, rate, round_to, g.blocks, g.min_channels) for g in groups}
 
 
 def _uniform_search(groups: Sequence[ChannelGroup], fits: Fits, round_to: int) -> tuple[float, Cut | None]:
@@ -131,23 +135,25 @@ def _uniform_search(groups: Sequence[ChannelGroup], fits: Fits, round_to: int) -
 
 
 def _global_order(groups: Sequence[ChannelGroup], scores: dict[str, torch.Tensor]) -> list[int]:
-    """Group index of each offset in global removal order; each group keeps at least one offset.
+    """Group index of each unit in global removal order; each group keeps its `min_channels`.
 
-    Scores are divided by their group's mean so groups of different scale compete fairly; with a
-    grouped conv in a group, an offset (one channel per block) is the unit, scored by its block mean.
-    Within a group the offsets go in `CostModel`'s removal order (the same ranking).
+    Scores are divided by their group's mean so groups of different scale compete fairly; a unit
+    (one channel, or e.g. one offset per grouped-conv block) is scored by its mean. Only the number
+    taken from each group matters: it takes its units in `removal_order` (the same ranking).
     """
     ranked = []
     for gi, g in enumerate(groups):
-        per_offset = scores[g.key].detach().double().cpu().reshape(g.blocks, -1).mean(0)
-        mean = float(per_offset.mean())
-        norm = per_offset / mean if mean > 0 else per_offset
+        values = scores[g.key].detach().double().cpu()
+        per_unit = torch.stack([values[list(u)].mean() for u in g.units])
+        mean = float(per_unit.mean())
+        norm = per_unit / mean if mean > 0 else per_unit
         ranked += [(float(v), gi, o) for o, v in enumerate(norm)]
     ranked.sort()
     taken = [0] * len(groups)
     order = []
     for _, gi, _o in ranked:
-        if taken[gi] < groups[gi].num_channels // groups[gi].blocks - 1:
+        g = groups[gi]
+        if taken[gi] < (g.num_channels - g.min_channels) // g.blocks:
             taken[gi] += 1
             order.append(gi)
     return order
@@ -158,7 +164,8 @@ def _global_cut(groups: Sequence[ChannelGroup], order: list[int], m: int, round_
     for gi in order[:m]:
         offsets[gi] += 1
     return {
-        g.key: g.num_channels - round_kept(g.num_channels, g.num_channels - o * g.blocks, round_to, g.blocks)
+        g.key: g.num_channels
+        - round_kept(g.num_channels, g.num_channels - o * g.blocks, round_to, g.blocks, g.min_channels)
         for g, o in zip(groups, offsets, strict=True)
     }
 
@@ -185,7 +192,7 @@ def give_back(groups: Sequence[ChannelGroup], cut: Cut, fits: Fits, round_to: in
     """
     cut = dict(cut)
     done: set[str] = set()
-    widths = {g.key: kept_widths(g.num_channels, round_to, g.blocks) for g in groups}
+    widths = {g.key: kept_widths(g.num_channels, round_to, g.blocks, g.min_channels) for g in groups}
     while True:
         open_ = [g for g in groups if cut[g.key] > 0 and g.key not in done]
         if not open_:
@@ -251,6 +258,7 @@ class TargetPlan:
         rate: The uniform per-group rate searched (None with global pruning or a latency budget).
         round_to: The validated rounding.
         latency: Requested/measured/estimated latency ratios, runtime and batch (latency budgets only).
+        kept_whole: Group key -> why it keeps every channel (see `PruneReport.kept_whole`).
     """
 
     groups: list[ChannelGroup]
@@ -260,6 +268,7 @@ class TargetPlan:
     rate: float | None
     round_to: int
     latency: dict[str, Any]
+    kept_whole: dict[str, str] = field(default_factory=dict)
 
 
 def plan_target(
@@ -284,8 +293,10 @@ def plan_target(
     name, value = config.require_target()
     round_to = config.round_to
     ignored = list(config.ignore) or None
-    groups = [g for g in build_groups(model, example_inputs, ignored, filter_fn=filter_fn) if g.prunable]
-    dense = count(model, tuple(example_inputs.shape[1:]))
+    every = build_groups(model, example_inputs, ignored, filter_fn=filter_fn)
+    groups = [g for g in every if g.prunable]
+    kept_whole = {g.key: _why_whole(g) for g in every if not g.prunable}
+    dense = count(model, example_inputs=example_inputs)
     crit_name, scores = _scores(model, groups, criterion if criterion is not None else config.criterion, batch)
     costs = CostModel(model, groups, scores, dense)
     fixed = _fixed_cut(groups, config)
@@ -335,7 +346,14 @@ def plan_target(
         if achieved < 0.95 * value:
             _warn_undershoot(name, value, achieved, round_to)
     cut = {g.key: {**fixed, **cut}.get(g.key, 0) for g in groups}
-    return TargetPlan(groups, costs, crit_name, cut, rate, round_to, latency)
+    return TargetPlan(groups, costs, crit_name, cut, rate, round_to, latency, kept_whole)
+
+
+def _why_whole(group: ChannelGroup) -> str:
+    """One line: why `group` keeps its width, and which other layers that keeps whole with it."""
+    writers = [m for m in group.modules(*WRITER_ROLES) if m != group.key]
+    coupled = f"; coupled with {', '.join(writers[:4])}{' ...' if len(writers) > 4 else ''}" if writers else ""
+    return f"{group.num_channels} channels{coupled}: {group.reason}"
 
 
 def _fixed_cut(groups: Sequence[ChannelGroup], config: PruneConfig) -> Cut:
@@ -345,7 +363,9 @@ def _fixed_cut(groups: Sequence[ChannelGroup], config: PruneConfig) -> Cut:
     members = {g.key: g.modules(*WRITER_ROLES) for g in groups}
     ratios = match_layer_ratios(config.layer_ratios, [g.key for g in groups], members)
     return {
-        g.key: num_to_prune(g.num_channels, ratios[g.key], config.round_to, g.blocks) for g in groups if g.key in ratios
+        g.key: num_to_prune(g.num_channels, ratios[g.key], config.round_to, g.blocks, g.min_channels)
+        for g in groups
+        if g.key in ratios
     }
 
 
@@ -481,4 +501,5 @@ def _apply(model: nn.Module, plan: TargetPlan, global_pruning: bool, requested: 
         widths=widths,
         requested_params_ratio=requested.get("params_ratio"),
         round_to=plan.round_to,
+        kept_whole=dict(plan.kept_whole),
     )

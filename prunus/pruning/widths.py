@@ -34,22 +34,30 @@ def check_round_to(round_to: object) -> int:
     return round_to
 
 
-def round_kept(num_channels: int, kept: int, round_to: int = 1, blocks: int = 1) -> int:
-    """`kept` rounded up to a multiple of lcm(round_to, blocks), at least one unit, at most `num_channels`."""
+def _floor_width(unit: int, least: int) -> int:
+    """The narrowest width allowed: `least` channels (at least one) rounded up to whole units."""
+    return unit * math.ceil(max(least, 1) / unit)
+
+
+def round_kept(num_channels: int, kept: int, round_to: int = 1, blocks: int = 1, least: int = 1) -> int:
+    """`kept` rounded up to a multiple of lcm(round_to, blocks), at least `least` (one unit), at most `num_channels`.
+
+    `least` is the group's `min_channels` (one channel per piece of a split it feeds).
+    """
     unit = math.lcm(round_to, blocks)
-    return min(num_channels, max(unit, unit * math.ceil(kept / unit)))
+    return min(num_channels, max(_floor_width(unit, least), unit * math.ceil(kept / unit)))
 
 
-def num_to_prune(num_channels: int, rate: float, round_to: int = 1, blocks: int = 1) -> int:
+def num_to_prune(num_channels: int, rate: float, round_to: int = 1, blocks: int = 1, least: int = 1) -> int:
     """floor(N * rate) channels, fewer so the kept width is a valid one (see `round_kept`); never all N.
 
     Shared by one-shot `prune` and the SFP-family methods.
     """
     k = min(math.floor(num_channels * rate + _EPS), num_channels - 1)
-    return num_channels - round_kept(num_channels, num_channels - k, round_to, blocks)
+    return num_channels - round_kept(num_channels, num_channels - k, round_to, blocks, least)
 
 
-def kept_widths(num_channels: int, round_to: int = 1, blocks: int = 1) -> list[int]:
+def kept_widths(num_channels: int, round_to: int = 1, blocks: int = 1, least: int = 1) -> list[int]:
     """Every width a group of `num_channels` may keep, ascending (always ends with `num_channels`)."""
     unit = math.lcm(round_to, blocks)
-    return sorted(set(range(unit, num_channels + 1, unit)) | {num_channels})
+    return sorted(set(range(_floor_width(unit, least), num_channels + 1, unit)) | {num_channels})

@@ -55,6 +55,13 @@ def _training_rows(stage: RunDir) -> list[dict[str, Any]]:
     return [row for run in stage.training_dirs() for row in run.read_metrics()]
 
 
+def _source(run: RunDir, stage_dir: str) -> RunDir:
+    """Where a stage's logs are: its own directory, or the one it was shared from (`same_as`)."""
+    here = run.at(stage_dir)
+    shared = (here.read_record() or {}).get("same_as")
+    return run.at(shared) if isinstance(shared, str) and shared else here
+
+
 def _conv_widths(model_dir: Path) -> dict[str, int]:
     from torch import nn
 
@@ -97,7 +104,7 @@ def _collect(run: RunDir, data: Any, title: str | None) -> RunData:
         curve = Curve(rec["arm"], rec["seed"])
         x = 0.0
         for stage in rec["stages"]:
-            rows = _training_rows(run.at(stage["dir"]))
+            rows = _training_rows(_source(run, stage["dir"]))
             if rows:
                 curve.boundaries.append((x, stage["name"]))
                 for i, row in enumerate(rows):  # numbered in order: C-SGD rounds each restart at epoch 0

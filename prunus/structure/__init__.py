@@ -1,7 +1,8 @@
 """The structure engine: coupled channel groups, masks, physical removal, merging and history.
 
-Only this package edits module shapes. Torch-Pruning's DependencyGraph finds the couplings (see
-`_graph.py`, the one file that imports it); everything else works on `ChannelGroup` slices.
+Only this package edits module shapes. Its own tracer finds the couplings (`_trace.py` with the op
+rules of `_ops.py`, turned into groups by `_graph.py`, cut by `_cut.py`, each group checked by a
+trial cut in `_verify.py`); everything else works on `ChannelGroup` slices.
 
 Example:
     >>> import torch
@@ -18,6 +19,7 @@ Example:
     (5, 5, [{'op': 'remove', 'group': '3', 'width': 8, 'idxs': [0, 1, 2]}])
 """
 
+from prunus.errors import StructureWarning as StructureWarning
 from prunus.structure._graph import FilterFn as FilterFn
 from prunus.structure._graph import StructureError as StructureError
 from prunus.structure._graph import check_filter_fn as check_filter_fn
@@ -28,6 +30,7 @@ from prunus.structure.groups import Slice as Slice
 from prunus.structure.groups import build_groups as build_groups
 from prunus.structure.groups import check_channels as check_channels
 from prunus.structure.groups import lowest_channels as lowest_channels
+from prunus.structure.groups import removal_order as removal_order
 from prunus.structure.history import get_history as get_history
 from prunus.structure.history import replay as replay
 from prunus.structure.masks import HardMask as HardMask
@@ -64,6 +67,7 @@ __all__ = [
     "HardMask",
     "Slice",
     "StructureError",
+    "StructureWarning",
     "assign_",
     "build_groups",
     "channel_values",
@@ -74,6 +78,7 @@ __all__ = [
     "group_weights",
     "lowest_channels",
     "merge_",
+    "removal_order",
     "per_channel",
     "remove_",
     "replay",

@@ -1,121 +1,59 @@
-"""The only module that talks to Torch-Pruning: tracing, coupled-index lookup and the cut itself.
+"""The traced structure of one model: its channel groups, and cuts that keep it consistent.
 
-Everything else in `prunus.structure` sees plain names, roles and index lists, so Torch-Pruning
-can be replaced by rewriting this file alone. Torch-Pruning traces one forward pass with autograd
-and links every module whose channels must change together (a conv's output rows, the BN after it,
-the adds of a residual stream, the input slices of every consumer, the flatten blocks of a Linear).
+`build_graph` traces the model once (`_trace.py`: prunus's own dimension-aware tracer; it
+replaced Torch-Pruning's DependencyGraph, which could not follow reshapes, stacks, split sizes or
+slices by position) and turns what it found into groups:
+
+- a *channel* is one class of labels: every position, in every tensor, that exists only with it
+  (a conv's output row, the BN entries after it, the consumers' input columns, the rows of every
+  writer added to it in a residual stream);
+- a *group* is the channels written by one set of convs/linears (connected through shared
+  channels or units); its key is the first of those writers in module order, and its channels are
+  numbered by their first writer's rows, so channel j of a plain conv's group is its row j;
+- *units* are channels that go together (grouped-conv offsets, GroupNorm groups, equal split
+  pieces): `blocks` is their size. *Segments* are pieces of a split or slice that must keep one.
+
+The graph is the live state: `cut` removes channels from the model and from its own bookkeeping,
+so groups stay valid across edits without tracing again. It never leaves a broken model: a group
+whose channels cannot be removed exactly is frozen with the reason.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from prunus.errors import ConfigError
 from prunus.models.info import get_info
+from prunus.structure._cut import CutPlan, apply_plan
+from prunus.structure._labels import UnionFind
+from prunus.structure._trace import KNOWN, Trace, channel_dim, trace
+from prunus.structure.roles import Role
 
-__all__ = ["FilterFn", "Graph", "Position", "StructureError", "build_graph", "check_filter_fn", "default_filter"]
+__all__ = [
+    "FilterFn",
+    "Graph",
+    "GroupState",
+    "StructureError",
+    "build_graph",
+    "channel_dim",
+    "check_filter_fn",
+    "default_filter",
+]
 
 #: `filter_fn(module, name) -> bool`: True when pruning may cut the output channels of `module`
 FilterFn = Callable[[nn.Module, str], bool]
 
-_OPS = tp.ops.OPTYPE
-
-# Module types whose channel slices we know how to mask, score, merge and cut exactly.
-_SUPPORTED = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.PReLU)
-# Types Torch-Pruning can cut but whose exactness (compact == masked) we do not guarantee: a group
-# containing one of them is reported as not prunable instead of being cut approximately.
-_KNOWN_UNSUPPORTED = (nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.Embedding, nn.LSTM)
-_KNOWN_UNSUPPORTED += (nn.MultiheadAttention,)
+# reasons that follow from what the user chose (the outputs, an ignored module): no warning
+_CHOSEN = ("its channels are a model output", "it passes through ignored module")
 
 
 class StructureError(ConfigError):
     """A structural edit is impossible or unsafe; the message names the group or module and the fix."""
-
-
-@dataclass(frozen=True)
-class Position:
-    """One group item as Torch-Pruning reports it, translated to names.
-
-    `kind` is "module" (an nn.Module we may cut), "output" (the model's output), "parameter"
-    (a bare per-channel nn.Parameter of a user module, e.g. a layer scale; `name` is its full
-    dotted name), "other" (a structural no-op like add or cat).
-    """
-
-    kind: str
-    name: str
-    module: Any
-    is_out: bool
-    index: tuple[int, ...]
-    channel: tuple[int, ...]
-    is_sink: bool
-
-
-class Graph:
-    """A traced model: Torch-Pruning's DependencyGraph plus the names we need around it."""
-
-    def __init__(self, model: nn.Module, dg: Any, ignored: frozenset[str], opaque: frozenset[str]) -> None:
-        self.model = model
-        self.dg = dg
-        self.ignored = ignored  # names whose output channels are never cut
-        self.opaque = opaque  # ignored modules with parameters the engine cannot see into
-        self.names = {m: n for n, m in model.named_modules()}
-        self.param_names = {p: n for n, p in model.named_parameters()}
-        #: (C, H, W) of one traced input when the example was a single tensor; edits record it on the
-        #: model (`ModelInfo.input_shape`) because replaying them when loading needs an input to trace
-        self.input_shape: tuple[int, ...] | None = None
-
-    def has(self, module: nn.Module) -> bool:
-        """Whether `module` took part in the traced forward pass."""
-        return module in self.dg.module2node
-
-    def out_channels(self, module: nn.Module) -> int:
-        """Current output width of a conv or linear module."""
-        return int(self.dg.get_out_channels(module))
-
-    def _out_fn(self, module: nn.Module) -> Any:
-        return self.dg.get_pruner_of_module(module).prune_out_channels
-
-    def positions(self, root: nn.Module, idxs: Sequence[int] | None = None) -> list[Position]:
-        """Every slice coupled to output channels `idxs` (default: all) of `root`, with names."""
-        if idxs is None:
-            idxs = range(self.out_channels(root))
-        tp_group = self.dg.get_pruning_group(root, self._out_fn(root), list(idxs))
-        result = []
-        for item in tp_group.items:
-            node = item.dep.target
-            module = node.module
-            pairs = sorted(zip(item.idxs, item.root_idxs, strict=True))
-            index = tuple(int(i) for i, _ in pairs)
-            channel = tuple(int(r) for _, r in pairs)
-            is_out = bool(self.dg.is_out_channel_pruning_fn(item.dep.handler))
-            sink = not node.outputs
-            if node.type == _OPS.OUTPUT:
-                result.append(Position("output", "(model output)", module, is_out, index, channel, True))
-            elif node.type == _OPS.PARAMETER:
-                name = self.param_names.get(module, "")
-                result.append(Position("parameter", name, module, is_out, index, channel, sink))
-            elif isinstance(module, nn.Module) and module in self.names:
-                result.append(Position("module", self.names[module], module, is_out, index, channel, sink))
-            else:
-                result.append(Position("other", str(module), module, is_out, index, channel, sink))
-        return result
-
-    def prune(self, root: nn.Module, idxs: Sequence[int]) -> None:
-        """Physically remove output channels `idxs` of `root` and every slice coupled to them."""
-        tp_group = self.dg.get_pruning_group(root, self._out_fn(root), sorted(int(i) for i in idxs))
-        with torch.no_grad():
-            tp_group.prune(record_history=False)
-
-
-def _display(name: str) -> str:
-    return repr(name) if name else "(the model itself)"
 
 
 def _default_ignored(model: nn.Module) -> tuple[str, ...]:
@@ -123,7 +61,7 @@ def _default_ignored(model: nn.Module) -> tuple[str, ...]:
     if declared:
         return declared
     # no declaration: protect the input conv and the classifier, as every zoo model does
-    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     return tuple(convs[:1]) + tuple(linears[-1:])
 
@@ -132,7 +70,7 @@ def default_filter(model: nn.Module) -> FilterFn:
     """The layer filter used when none is given: every layer except the model's stem and classifier.
 
     The stem and classifier are the ones declared in the model's `ModelInfo` (set by
-    `create_model`); a model without a declaration gets its first Conv2d and its last Linear.
+    `create_model`); a model without a declaration gets its first conv and its last Linear.
 
     Example:
         >>> import prunus
@@ -180,55 +118,256 @@ def _resolve_ignored(
     return frozenset(result)
 
 
-def channel_dim(p: torch.Tensor) -> int | None:
-    """The one dimension of a bare per-channel parameter (shape (C,), (C, 1, 1), (1, C, 1, 1)), else None."""
-    dims = [d for d, size in enumerate(p.shape) if size > 1]
-    return dims[0] if len(dims) == 1 else None
+def _opaque(model: nn.Module, ignored: frozenset[str]) -> frozenset[str]:
+    """Ignored user modules with parameters of their own: the tracer does not look inside them."""
+    return frozenset(
+        name
+        for name, m in model.named_modules()
+        if name in ignored and not isinstance(m, KNOWN) and any(True for _ in m.parameters(recurse=False))
+    )
 
 
-def _opaque_modules(
-    model: nn.Module, ignored: frozenset[str], strict: bool
-) -> tuple[frozenset[str], dict[nn.Parameter, int]]:
-    """Modules owning parameters we cannot cut (an error unless ignored), and the bare per-channel ones we can.
+@dataclass
+class GroupState:
+    """One group's channels (class ids, in channel order) and what constrains their removal."""
 
-    A user module's own parameter with exactly one dimension longer than 1 (a ConvNeXt-style layer
-    scale `x * self.gamma[:, None, None]`, a learnable per-channel bias) is handed to
-    Torch-Pruning as an unwrapped parameter cut along that dimension, so it follows its channels.
-    """
-    opaque, bare = set(), {}
-    for name, module in model.named_modules():
-        own = list(module.parameters(recurse=False))
-        if not own or isinstance(module, _SUPPORTED + _KNOWN_UNSUPPORTED):
-            continue
-        is_ignored = any(name == i or name.startswith(i + ".") for i in ignored)
-        dims = [channel_dim(p) for p in own]
-        if not is_ignored and all(d is not None for d in dims):
-            bare.update(zip(own, dims))
-            continue
-        if strict and not is_ignored:
-            # Torch-Pruning would treat this module as element-wise and cut its parameters along a
-            # guessed dimension: silently wrong. Refuse instead, and say how to proceed.
-            raise StructureError(
-                f"module {_display(name)} ({type(module).__name__}) has parameters the structure engine cannot "
-                f"prune (only per-channel vectors are followed); pass ignored_layers including {name!r} to keep "
-                "every channel it touches"
-            )
-        opaque.add(name)
-    return frozenset(opaque), bare
+    key: str
+    classes: list[int]
+    writers: list[str]
+    reason: str | None = None
+    warn: bool = False
+    unit_of: dict[int, int] = field(default_factory=dict)
+    segments: list[frozenset[int]] = field(default_factory=list)
+    blocks: int = 1
+    risky: bool = False
 
 
-def _forward(model: nn.Module, inputs: Any) -> Any:
-    # Torch-Pruning's own fallback tries model(*inputs) first, which unpacks a lone tensor along
-    # the batch dimension (a conv happily runs on the unbatched sample) and swallows real errors.
-    try:
-        if isinstance(inputs, dict):
-            return model(**inputs)
-        if isinstance(inputs, (tuple, list)):
-            return model(*inputs)
-        return model(inputs)
-    except Exception as exc:  # the user's model and inputs: say which step failed, keep the cause
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StructureError(f"cannot trace the model on the example inputs: {first}") from exc
+def input_shapes(example_inputs: Any) -> Any:
+    """The per-sample shape(s) of `example_inputs`: a tuple, a tuple of tuples, or a dict of tuples."""
+    if isinstance(example_inputs, torch.Tensor):
+        return tuple(int(d) for d in example_inputs.shape[1:]) if example_inputs.dim() >= 2 else None
+    if isinstance(example_inputs, dict):
+        shapes = {k: input_shapes(v) for k, v in example_inputs.items()}
+        return None if any(s is None for s in shapes.values()) else shapes
+    if isinstance(example_inputs, (list, tuple)):
+        shapes = [input_shapes(v) for v in example_inputs]
+        if len(shapes) == 1:
+            return shapes[0]
+        return None if any(s is None for s in shapes) else tuple(shapes)
+    return None
+
+
+class Graph:
+    """A traced model: its groups and the state every cut updates (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, example_inputs: Any, result: Trace, ignored: frozenset[str]) -> None:
+        self.model = model
+        self.example_inputs = example_inputs
+        #: one sample's shape(s), recorded on the model when it is cut (`ModelInfo.input_shape`)
+        #: because replaying the cuts when loading needs an input to trace
+        self.input_shape = input_shapes(example_inputs)
+        self.version = 0
+        self.modules = dict(model.named_modules())
+        self._order = {name: i for i, name in enumerate(self.modules)}
+        find = result.uf.table().__getitem__  # every label's root, looked up once
+        self.axes: dict[tuple[str, str, int], tuple[Role, list[int | None]]] = {
+            key: (role, [find(v) if v >= 0 else None for v in labels]) for key, (role, labels) in result.axes.items()
+        }
+        self.bindings = _bindings(result, find)
+        self._axis_rank = {key: i for i, key in enumerate(self.axes)}
+        self._where: dict[int, set[tuple[str, str, int]]] = {}  # class -> the axes it has positions in
+        for key, (_, lst) in self.axes.items():
+            for c in set(lst) - {None}:
+                self._where.setdefault(c, set()).add(key)
+        self.groups: dict[str, GroupState] = {}
+        self._slices: tuple[int, dict[str, list]] | None = None
+        self._build(result, find, ignored)
+
+    # ------------------------------------------------------------------------------ construction
+    def _build(self, result: Trace, find: Callable[[int], int], ignored: frozenset[str]) -> None:
+        order = self._order
+        writers = sorted(result.writers, key=lambda n: order.get(n, len(order)))
+        rows = {n: [find(result.writers[n][0] + j) for j in range(result.writers[n][1])] for n in writers}
+        first: dict[int, tuple[int, int]] = {}
+        for n in writers:
+            for j, c in enumerate(rows[n]):
+                first.setdefault(c, (order.get(n, 0), j))
+        comp = UnionFind()
+        index = {c: comp.make(1) for c in first}
+        for n in writers:
+            comp.union_all(index[c] for c in rows[n])
+        units = [(find(a), find(b)) for a, b in result.units]
+        for a, b in units:
+            if a in index and b in index:
+                comp.union(index[a], index[b])
+        members: dict[int, list[int]] = {}
+        for c in sorted(first, key=first.__getitem__):
+            members.setdefault(comp.find(index[c]), []).append(c)
+        risky = {find(v) for v in result.risky}
+        frozen: dict[int, str] = {}
+        for label, why in result.frozen.items():
+            frozen.setdefault(find(label), why)
+        root_of = {c: r for r, cs in members.items() for c in cs}
+        units_of: dict[int, list[tuple[int, int]]] = {}  # each group's own units and segments, bucketed once
+        for a, b in units:
+            if a in root_of and root_of.get(b) == root_of[a]:
+                units_of.setdefault(root_of[a], []).append((a, b))
+        segments_of: dict[int, list[list[int]]] = {}
+        for seg in result.segments:
+            classes_in = [c for c in {find(v) for v in seg} if c in root_of]
+            for r in {root_of[c] for c in classes_in}:
+                segments_of.setdefault(r, []).append([c for c in classes_in if root_of[c] == r])
+        writers_of: dict[int, list[str]] = {}
+        for n in writers:
+            if rows[n]:
+                writers_of.setdefault(root_of[rows[n][0]], []).append(n)  # a writer's rows share one group
+        for classes in sorted(members.values(), key=lambda cs: first[cs[0]]):
+            names = writers_of[root_of[classes[0]]]
+            state = GroupState(names[0], classes, names, risky=any(c in risky for c in classes))
+            width = max(len(rows[n]) for n in names)  # a one-channel writer has nothing to prune: no warning
+            root = root_of[classes[0]]
+            self._constrain(state, units_of.get(root, []), segments_of.get(root, []))
+            bad_writer = next((n for n in names if n in ignored), None)
+            why = next((frozen[c] for c in classes if c in frozen), None)
+            if bad_writer is not None:
+                state.reason = f"it is written by ignored layer {bad_writer!r}"
+            elif why is not None:  # the user's own choices (an ignored module, the outputs) need no warning
+                state.reason, state.warn = why, not why.startswith(_CHOSEN) and width > 1
+            elif state.reason is not None:
+                state.warn = width > 1
+            self.groups[state.key] = state
+
+    def _constrain(self, state: GroupState, units: list[tuple[int, int]], segments: list[list[int]]) -> None:
+        """Units (channels that go together) and segments (unit sets that must keep one) of a group."""
+        members = set(state.classes)
+        uf = UnionFind()
+        idx = {c: uf.make(1) for c in state.classes}
+        for a, b in units:
+            if a in members and b in members:
+                uf.union(idx[a], idx[b])
+        roots: dict[int, int] = {}
+        for c in state.classes:
+            state.unit_of[c] = roots.setdefault(uf.find(idx[c]), len(roots))
+        sizes = {u: 0 for u in roots.values()}
+        for u in state.unit_of.values():
+            sizes[u] += 1
+        state.blocks = max(sizes.values())
+        if len(set(sizes.values())) > 1:
+            state.reason = f"its channels must go in units of unequal sizes {sorted(set(sizes.values()))}"
+        elif len(sizes) == 1 and len(state.classes) > 1:
+            state.reason = f"its {len(state.classes)} channels are tied together and can only go all at once"
+        seen = set()
+        for seg in segments:
+            units_in = frozenset(state.unit_of[c] for c in seg if c in members)
+            if units_in and units_in not in seen:
+                seen.add(units_in)
+                state.segments.append(units_in)
+
+    # ---------------------------------------------------------------------------------- queries
+    def has_group(self, key: str) -> bool:
+        return key in self.groups
+
+    def num_channels(self, key: str) -> int:
+        return len(self.groups[key].classes)
+
+    def slices(self, key: str) -> list[tuple[str, str, Role, int, tuple[int, ...], tuple[int, ...]]]:
+        """(module, tensor, role, dim, positions, channels) of every tensor the group `key` touches."""
+        if self._slices is None or self._slices[0] != self.version:
+            self._slices = (self.version, self._all_slices())
+        return self._slices[1].get(key, [])
+
+    def _all_slices(self) -> dict[str, list[tuple[str, str, Role, int, tuple[int, ...], tuple[int, ...]]]]:
+        """Every group's slices, in one pass over the axes (module order)."""
+        chan = {c: (k, i) for k, state in self.groups.items() for i, c in enumerate(state.classes)}
+        out: dict[str, list] = {}
+        for (module, tensor, dim), (role, lst) in sorted(self.axes.items(), key=lambda kv: self._order[kv[0][0]]):
+            if not tensor:
+                continue
+            per: dict[str, tuple[list[int], list[int]]] = {}
+            for i, c in enumerate(lst):
+                if c is not None and c in chan:
+                    k, j = chan[c]
+                    pos, ch = per.setdefault(k, ([], []))
+                    pos.append(i)
+                    ch.append(j)
+            for k, (pos, ch) in per.items():
+                out.setdefault(k, []).append((module, tensor, role, dim, tuple(pos), tuple(ch)))
+        return out
+
+    def units(self, key: str) -> list[list[int]]:
+        """The group's units as lists of channel indices, ordered by their first channel."""
+        state = self.groups[key]
+        by_unit: dict[int, list[int]] = {}
+        for i, c in enumerate(state.classes):
+            by_unit.setdefault(state.unit_of[c], []).append(i)
+        return sorted(by_unit.values(), key=lambda u: u[0])
+
+    def segments(self, key: str) -> list[list[int]]:
+        """Per segment, the indices (into `units(key)`) of its units; one of them must stay."""
+        state = self.groups[key]
+        order = {}
+        for i, c in enumerate(state.classes):
+            order.setdefault(state.unit_of[c], len(order))
+        ranked = {u: r for r, u in enumerate(sorted(order, key=order.__getitem__))}
+        return [
+            sorted(ranked[u] for u in seg if u in ranked) for seg in state.segments if any(u in ranked for u in seg)
+        ]
+
+    # ------------------------------------------------------------------------------------- cuts
+    def plan(self, classes: set[int]) -> CutPlan:
+        """What removing `classes` (from any groups) does to the model's tensors and attributes."""
+        plan = CutPlan()
+        keys = set().union(*(self._where.get(c, ()) for c in classes)) if classes else set()
+        for key in sorted(keys, key=self._axis_rank.__getitem__):
+            module, tensor, dim = key
+            role, lst = self.axes[key]
+            pos = [i for i, c in enumerate(lst) if c in classes]
+            if not pos:
+                continue
+            if tensor:
+                plan.tensors.append((module, tensor, dim, role, pos))
+            else:
+                plan.widths[module] = len(pos)
+        for module, attr, kind, parts in self.bindings:
+            counts = [sum(1 for c in p if c is None or c not in classes) for p in parts]
+            if any(len(p) != n for p, n in zip(parts, counts, strict=True)):
+                plan.attrs[(module, attr)] = counts[0] if kind is int else kind(counts)
+        return plan
+
+    def classes_of(self, key: str, idxs: Sequence[int]) -> set[int]:
+        state = self.groups[key]
+        return {state.classes[i] for i in idxs}
+
+    def cut(self, key: str, idxs: Sequence[int]) -> None:
+        """Remove channels `idxs` of group `key` from the model and from this graph (no validation)."""
+        gone = self.classes_of(key, idxs)
+        apply_plan(self.model, self.plan(gone), modules=self.modules)
+        self.forget(gone)
+
+    def forget(self, gone: set[int]) -> None:
+        """Drop `gone` from the bookkeeping after the model was cut."""
+        for key in set().union(*(self._where.get(c, ()) for c in gone)) if gone else ():
+            lst = self.axes[key][1]
+            lst[:] = [c for c in lst if c is None or c not in gone]
+        self.bindings = [(m, a, k, [[c for c in p if c is None or c not in gone] for p in parts])
+                         for m, a, k, parts in self.bindings]  # fmt: skip
+        for state in self.groups.values():
+            if any(c in gone for c in state.classes):
+                state.classes = [c for c in state.classes if c not in gone]
+        self.version += 1
+
+
+def _bindings(result: Trace, find: Callable[[int], int]) -> list[tuple[str, str, type, list[list[int | None]]]]:
+    """Attribute bindings, in class ids; an attribute bound to two different things is not rewritten."""
+    seen: dict[tuple[str, str], tuple[type, list[list[int | None]]] | None] = {}
+    for b in result.bindings:
+        parts = [[find(v) if v >= 0 else None for v in p] for p in b.parts]
+        key = (b.module, b.attr)
+        if key in seen and seen[key] != (b.kind, parts):
+            seen[key] = None
+        elif key not in seen:
+            seen[key] = (b.kind, parts)
+    return [(m, a, v[0], v[1]) for (m, a), v in seen.items() if v is not None]
 
 
 def build_graph(
@@ -237,30 +376,19 @@ def build_graph(
     ignored_layers: Iterable[str | nn.Module] | None = None,
     *,
     filter_fn: FilterFn | None = None,
-    strict: bool = True,
 ) -> Graph:
     """Trace `model` once on `example_inputs` (train/eval modes are restored afterwards).
 
     A layer's output channels are cut only if `filter_fn(module, name)` is true and its name is not
     in `ignored_layers`; with neither given, `default_filter(model)` applies.
+
+    Raises:
+        StructureError: the model cannot run on the example inputs, or an ignored layer is unknown.
     """
     ignored = _resolve_ignored(model, ignored_layers, check_filter_fn(filter_fn))
-    opaque, bare = _opaque_modules(model, ignored, strict)
-    modes = {m: m.training for m in model.modules()}  # the tracer switches to eval and leaves it there
     try:
-        with torch.enable_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # its warnings are about what we check ourselves
-            dg = tp.DependencyGraph().build_dependency(
-                model,
-                example_inputs=example_inputs,
-                forward_fn=_forward,
-                verbose=False,
-                unwrapped_parameters=list(bare.items()),
-            )
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-    graph = Graph(model, dg, ignored, opaque)
-    if isinstance(example_inputs, torch.Tensor) and example_inputs.dim() >= 2:
-        graph.input_shape = tuple(int(d) for d in example_inputs.shape[1:])
-    return graph
+        result = trace(model, example_inputs, _opaque(model, ignored))
+    except Exception as exc:  # the user's model and inputs: say which step failed, keep the cause
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StructureError(f"cannot trace the model on the example inputs: {first}") from exc
+    return Graph(model, example_inputs, result, ignored)

@@ -3,10 +3,13 @@
 A `ChannelGroup` is one set of channels that only exist together: a conv's output rows, its bias,
 the BN entries after it, every depthwise conv the channels pass through, and the input slices of
 every consumer (a Linear after flatten owns a block of inputs per channel). All writers of a
-residual stream share one group. Each physical coupling appears in exactly one group.
+residual stream share one group, and so do the writers of a dual-path stream's slices or of the
+branches a selective-kernel block sums. Each physical coupling appears in exactly one group.
+Where channels go in units (a grouped conv, a GroupNorm, an equal split), `blocks` > 1; where a
+split or slice hands pieces to different branches, each piece keeps a channel.
 
-Groups are live views: their slices are re-derived after every structural edit, so a group stays
-valid after `remove_` of itself or of another group.
+Groups are live views: their slices follow every structural edit, so a group stays valid after
+`remove_` of itself or of another group.
 
 Example:
     >>> import torch
@@ -19,7 +22,7 @@ Example:
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +30,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunus.structure._graph import FilterFn, Graph, Position, StructureError, build_graph, channel_dim
+from prunus.errors import StructureWarning
+from prunus.structure._graph import FilterFn, Graph, StructureError, build_graph
+from prunus.structure._verify import verify_groups
 from prunus.structure.history import history_length
 from prunus.structure.roles import ROLES, Role
 
@@ -40,6 +45,7 @@ __all__ = [
     "build_groups",
     "check_channels",
     "lowest_channels",
+    "removal_order",
 ]
 
 
@@ -73,96 +79,18 @@ class Slice:
         return getattr(model.get_submodule(self.module), self.tensor)
 
 
-def _is_depthwise(m: nn.Module) -> bool:
-    return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
-
-
-def _slices_of(pos: Position) -> tuple[list[Slice], str | None, int]:
-    """Slices of one group item, a reason the group cannot be cut (or None), and its block count."""
-    m, name = pos.module, pos.name
-    if pos.kind == "output":
-        return [], "its channels are a model output", 1
-    if pos.kind == "parameter":
-        owner, _, attr = name.rpartition(".")
-        dim = channel_dim(m) if name else None
-        if dim is None:
-            return [], f"it reaches parameter {name!r}, which the engine cannot prune", 1
-        return [Slice(owner, attr, Role.PARAM, dim, pos.index, pos.channel)], None, 1
-    if pos.kind == "other":
-        return [], None, 1
-
-    def mk(tensor: str, role: Role, dim: int) -> Slice:
-        return Slice(name, tensor, role, dim, pos.index, pos.channel)
-
-    if isinstance(m, nn.modules.conv._ConvNd):
-        if m.transposed:
-            return [], f"transposed conv {name!r} is not supported", 1
-        if _is_depthwise(m):
-            out = [mk("weight", Role.DW, 0)] + ([mk("bias", Role.DW_BIAS, 0)] if m.bias is not None else [])
-            return out, None, 1
-        if m.groups > 1:
-            # Torch-Pruning cuts a grouped conv's inputs correctly only when every conv group loses
-            # the same offsets; and one channel per group couples inputs to outputs, which it ignores.
-            if m.in_channels == m.groups or m.out_channels == m.groups:
-                return [], f"grouped conv {name!r} has one channel per group", 1
-            width = m.out_channels if pos.is_out else m.in_channels
-            if pos.index != tuple(range(width)) or pos.channel != pos.index:
-                return [], f"grouped conv {name!r} spans several groups", 1
-            if pos.is_out:
-                out = [mk("weight", Role.OUT, 0)] + ([mk("bias", Role.BIAS, 0)] if m.bias is not None else [])
-                return out, None, m.groups
-            return [mk("weight", Role.IN_GROUPED, 1)], None, m.groups
-        if pos.is_out:
-            return [mk("weight", Role.OUT, 0)] + ([mk("bias", Role.BIAS, 0)] if m.bias is not None else []), None, 1
-        return [mk("weight", Role.IN, 1)], None, 1
-    if isinstance(m, nn.Linear):
-        if pos.is_out:
-            return [mk("weight", Role.OUT, 0)] + ([mk("bias", Role.BIAS, 0)] if m.bias is not None else []), None, 1
-        return [mk("weight", Role.IN, 1)], None, 1
-    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-        out = []
-        if m.affine:
-            out += [mk("weight", Role.BN_WEIGHT, 0), mk("bias", Role.BN_BIAS, 0)]
-        if m.track_running_stats and m.running_mean is not None:
-            out += [mk("running_mean", Role.BN_MEAN, 0), mk("running_var", Role.BN_VAR, 0)]
-        return out, None, 1
-    if isinstance(m, nn.PReLU):
-        return ([mk("weight", Role.PRELU, 0)] if m.num_parameters > 1 else []), None, 1
-    return [], f"{type(m).__name__} {name!r} is not supported", 1
-
-
-def _analyse(graph: Graph, root: nn.Module) -> tuple[list[Slice], str | None, int, list[nn.Module]]:
-    """Slices, the first reason the group can't be cut, its block count and its writer modules."""
-    slices, reasons, blocks, writers = [], [], 1, []
-    for pos in graph.positions(root):
-        new, reason, b = _slices_of(pos)
-        slices += new
-        if reason:
-            reasons.append(reason)
-        blocks = math.lcm(blocks, b)
-        if pos.kind != "module" or not (pos.is_out and isinstance(pos.module, (nn.modules.conv._ConvNd, nn.Linear))):
-            continue
-        writers.append(pos.module)
-        if pos.name in graph.ignored:
-            reasons.append(f"it is written by ignored layer {pos.name!r}")
-        elif any(pos.name == o or pos.name.startswith(o + ".") for o in graph.opaque):
-            reasons.append(f"it is written inside ignored module {pos.name!r}")
-        elif pos.is_sink:
-            reasons.append(f"it is the output of {pos.name!r}, a model output")
-    return slices, (reasons[0] if reasons else None), blocks, writers
-
-
 @dataclass(eq=False)
 class ChannelGroup:
     """One coupled set of channels (see module docstring); build with `build_groups`.
 
     Attributes:
-        key: Dotted name of the root module whose output channels define the group; stable across
-            edits, used in the pruning history.
+        key: Dotted name of the group's first writer (conv or linear) in module order; stable
+            across edits, used in the pruning history.
         prunable: Whether channels of this group may be masked, removed or merged.
         reason: Why not, when `prunable` is False.
-        blocks: Channels form this many equal consecutive blocks that must lose the same offsets
-            (1 unless a grouped conv takes part); see `lowest_channels`.
+        blocks: Channels go in units of this many (1 unless a grouped conv, a GroupNorm or an
+            equal split takes part): a grouped conv's blocks lose the same offsets, a GroupNorm
+            group goes whole; see `units` and `lowest_channels`.
     """
 
     key: str
@@ -170,30 +98,64 @@ class ChannelGroup:
     reason: str | None
     blocks: int
     _graph: Graph = field(repr=False)
-    _cache: tuple[int, int, tuple[Slice, ...]] | None = field(default=None, repr=False)
+    _cache: tuple[int, tuple[Slice, ...] | None, tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]] | None = (
+        field(default=None, repr=False)
+    )
 
     @property
     def root(self) -> nn.Module:
         return self._graph.model.get_submodule(self.key)
 
-    def _refresh(self) -> tuple[int, tuple[Slice, ...]]:
-        version = history_length(self._graph.model)
-        if self._cache is None or self._cache[0] != version:
-            slices, _, _, _ = _analyse(self._graph, self.root)
-            self._cache = (version, self._graph.out_channels(self.root), tuple(slices))
-        return self._cache[1], self._cache[2]
+    def _refresh(self) -> tuple[tuple[Slice, ...], tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]]:
+        graph = self._graph
+        if history_length(graph.model) != graph.version:
+            raise StructureError(
+                f"group {self.key!r}: the model was edited outside the groups built on it; call build_groups again"
+            )
+        if self._cache is None or self._cache[0] != graph.version:
+            units = tuple(tuple(u) for u in graph.units(self.key))
+            segments = tuple(tuple(s) for s in graph.segments(self.key))
+            self._cache = (graph.version, None, units, segments)
+        if self._cache[1] is None:  # slices are asked less often than units: built on demand
+            slices = tuple(Slice(*s) for s in graph.slices(self.key))
+            self._cache = (self._cache[0], slices, self._cache[2], self._cache[3])
+        return self._cache[1], self._cache[2], self._cache[3]
 
     @property
     def num_channels(self) -> int:
-        """Current number of channels (read off the root; no re-analysis of the slices)."""
-        # Cutting one group re-derives every other group's slices lazily; the width alone is
-        # asked far more often (every check and cut) and needs no re-trace of the coupling.
-        return self._graph.out_channels(self.root)
+        """Current number of channels."""
+        return self._graph.num_channels(self.key)
 
     @property
     def slices(self) -> tuple[Slice, ...]:
-        """Current member slices (recomputed after each structural edit of the model)."""
-        return self._refresh()[1]
+        """Current member slices (kept up to date by every structural edit of the model)."""
+        return self._refresh()[0]
+
+    @property
+    def units(self) -> tuple[tuple[int, ...], ...]:
+        """Channels that go together, each a tuple of `blocks` channel indices, ordered by their first."""
+        return self._units()[0]
+
+    @property
+    def segments(self) -> tuple[tuple[int, ...], ...]:
+        """Indices into `units` of each piece of a split or slice; every piece keeps at least one unit."""
+        return self._units()[1]
+
+    def _units(self) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]]:
+        graph = self._graph
+        if self._cache is None or self._cache[0] != graph.version:
+            self._cache = (
+                graph.version,
+                None,
+                tuple(tuple(u) for u in graph.units(self.key)),
+                tuple(tuple(s) for s in graph.segments(self.key)),
+            )
+        return self._cache[2], self._cache[3]
+
+    @property
+    def min_channels(self) -> int:
+        """The fewest channels any cut may leave: one unit, or one per split piece (never zero)."""
+        return min(self.num_channels, self.blocks * max(1, len(self.segments)))
 
     def __repr__(self) -> str:
         state = "prunable" if self.prunable else f"fixed: {self.reason}"
@@ -214,28 +176,35 @@ def build_groups(
     ignored_layers: Iterable[str | nn.Module] | None = None,
     *,
     filter_fn: FilterFn | None = None,
+    verify: bool = True,
 ) -> list[ChannelGroup]:
     """Trace `model` and return its coupled channel groups, in module order.
 
     Args:
         model: The network; its train/eval mode is left as it was.
-        example_inputs: A batch (or tuple of positional inputs) the model accepts; batch size 1 is enough.
+        example_inputs: What the model is called with (batch size 1 is enough): a tensor of any
+            rank (Conv1d/2d/3d), a tuple of tensors (several inputs) or a dict of keyword tensors.
         ignored_layers: Module names (or modules) whose output channels are never cut: shorthand
             for a `filter_fn` rejecting exactly those names. Their input slices still follow the
-            group that feeds them.
+            group that feeds them. An ignored user module with parameters keeps every channel it touches.
         filter_fn: `filter_fn(module, name) -> bool`, asked for every module owning parameters;
             False keeps the module's output channels. Combined with `ignored_layers` when both are
             given. Default (neither given): `default_filter(model)`, i.e. everything but the stem
-            and classifier declared in the model's `ModelInfo` (else the first Conv2d and the last
+            and classifier declared in the model's `ModelInfo` (else the first conv and the last
             Linear).
+        verify: Cut a few channels of every prunable group that passes an op addressing channels
+            by size or position (or a user layer) and check that the model computes what it computes
+            with those channels masked (`prunus.structure._verify`; the model is restored); a group
+            that fails is left whole. On by default.
 
     Returns:
-        One `ChannelGroup` per coupling rooted at a conv or linear module; groups touching an ignored
-        writer, the model output or an unsupported op are included with `prunable=False`.
+        One `ChannelGroup` per set of coupled writers (convs, linears); groups touching an ignored
+        writer or a model output, or that cannot be cut exactly, are included with
+        `prunable=False`. Each group left whole for a structural reason (not an ignored layer or a
+        model output) is announced by one `prunus.errors.StructureWarning` naming the module and why.
 
     Raises:
-        StructureError: a module has parameters of a type the engine cannot prune and is not in
-            `ignored_layers`, or an ignored layer name does not exist.
+        StructureError: the model does not run on `example_inputs`, or an ignored layer name does not exist.
 
     Example:
         >>> groups = build_groups(model, torch.randn(1, 3, 32, 32))  # doctest: +SKIP
@@ -243,48 +212,33 @@ def build_groups(
         ['layer1.0.conv1', 'layer1.1.conv1']
     """
     graph = build_graph(model, example_inputs, ignored_layers, filter_fn=filter_fn)
-    groups, visited = [], set()
-    for name, module in model.named_modules():
-        if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) or not graph.has(module):
-            continue
-        if module in visited:
-            continue
-        slices, reason, blocks, writers = _analyse(graph, module)
-        visited.update(writers)
-        width = graph.out_channels(module)
-        if not reason and width % blocks:
-            reason = f"its {width} channels do not split into {blocks} equal blocks"
-        group = ChannelGroup(name, reason is None, reason, blocks, graph)
-        group._cache = (history_length(model), width, tuple(slices))
-        groups.append(group)
-    _check_coverage(model, groups)
+    graph.version = history_length(model)
+    groups = []
+    for key, state in graph.groups.items():
+        groups.append(ChannelGroup(key, state.reason is None, state.reason, state.blocks, graph))
+        if state.warn:
+            _warn(key, state.reason)
+    if verify:
+        for group, why in verify_groups(graph, [g for g in groups if g.prunable and graph.groups[g.key].risky]):
+            group.prunable, group.reason = False, why
+            graph.groups[group.key].reason = why
+            _warn(group.key, why)
     return groups
 
 
-def _check_coverage(model: nn.Module, groups: list[ChannelGroup]) -> None:
-    """Freeze groups whose slices do not tile their tensors exactly once.
+def _warn(key: str, reason: str | None) -> None:
+    warnings.warn(StructureWarning(f"group {key!r} is left unpruned: {reason}"), stacklevel=3)
 
-    Every cut dimension must be covered by the groups exactly once. When Torch-Pruning passes a
-    coupling through an op it cannot map (a zero-padding shortcut that adds channels, an opaque
-    reshuffle), some positions end up in no group or in two; cutting there would break shapes or
-    change the function, so the groups involved are marked not prunable instead.
-    """
-    seen: dict[tuple[str, str, int], list[int]] = {}
-    for g in groups:
-        for s in g.slices:
-            seen.setdefault((s.module, s.tensor, s.dim), []).extend(s.index)
-    bad = {}
-    for (module, tensor, dim), pos in seen.items():
-        m = model.get_submodule(module)
-        grouped_in = isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and dim == 1
-        size = m.in_channels if grouped_in else getattr(m, tensor).shape[dim]
-        if sorted(pos) != list(range(size)):
-            bad[(module, tensor, dim)] = module
-    for g in groups:
-        hit = next((bad[k] for k in ((s.module, s.tensor, s.dim) for s in g.slices) if k in bad), None)
-        if hit is not None and g.prunable:
-            g.prunable = False
-            g.reason = f"the channel mapping into {hit!r} could not be traced exactly (e.g. a channel-padding shortcut)"
+
+def _check_units(group: ChannelGroup, chosen: set[int]) -> None:
+    for unit in group.units:
+        inside = sum(1 for c in unit if c in chosen)
+        if 0 < inside < len(unit):
+            raise StructureError(
+                f"group {group.key!r} goes in whole units of {group.blocks} channels (a grouped conv's blocks lose "
+                f"the same offsets, a GroupNorm group or an equal split piece goes whole); {sorted(chosen)} splits "
+                f"unit {list(unit)} (use lowest_channels)"
+            )
 
 
 def check_channels(group: ChannelGroup, idxs: Iterable[int], *, removing: bool) -> list[int]:
@@ -292,7 +246,8 @@ def check_channels(group: ChannelGroup, idxs: Iterable[int], *, removing: bool) 
 
     Raises:
         StructureError: the group is not prunable, an index is out of range or repeated, the
-            indices break a grouped conv's block symmetry, or (`removing`) they are all channels.
+            indices split a unit (a grouped conv's offsets, a GroupNorm group), or (`removing`)
+            they are all channels or all of one piece of a split the model needs.
     """
     if not group.prunable:
         raise StructureError(f"group {group.key!r} cannot be pruned: {group.reason}")
@@ -306,35 +261,64 @@ def check_channels(group: ChannelGroup, idxs: Iterable[int], *, removing: bool) 
         raise StructureError(
             f"group {group.key!r}: cannot remove all {n} channels; a group must keep at least one channel"
         )
-    if group.blocks > 1 and out:
-        size = n // group.blocks
-        offsets = [{i - b * size for i in out if b * size <= i < (b + 1) * size} for b in range(group.blocks)]
-        if any(o != offsets[0] for o in offsets):
-            raise StructureError(
-                f"group {group.key!r} feeds a grouped conv: each of its {group.blocks} blocks of {size} channels "
-                "must lose the same offsets (use lowest_channels)"
-            )
+    if out and group.blocks > 1:
+        _check_units(group, set(out))
+    if removing and out and group.segments:
+        chosen = set(out)
+        for seg in group.segments:
+            if all(all(c in chosen for c in group.units[u]) for u in seg):
+                kept = sorted(c for u in seg for c in group.units[u])
+                raise StructureError(
+                    f"group {group.key!r}: removing channels {kept} would empty a piece of a split or slice the "
+                    "model needs; a piece keeps at least one channel"
+                )
     return out
+
+
+def removal_order(group: ChannelGroup, scores: torch.Tensor) -> list[int]:
+    """Every channel of `group`, in the order a pruner takes them: lowest-scored unit first.
+
+    A unit is scored by the mean of its channels' scores (ties: the lower first channel). The
+    best-ranked unit of each split piece goes last, so any prefix of at most
+    `num_channels - min_channels` channels is a valid cut. `lowest_channels(group, scores, k)` is
+    the first k (rounded down to whole units) of this order.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.Conv2d(4, 2, 1))
+        >>> g = build_groups(net, torch.zeros(1, 3, 6, 6), ignored_layers=["2"])[0]
+        >>> g.units, removal_order(g, torch.tensor([5.0, 4.0, 1.0, 2.0]))  # GroupNorm groups go whole
+        (((0, 1), (2, 3)), [2, 3, 0, 1])
+    """
+    n = group.num_channels
+    if scores.shape != (n,):
+        raise StructureError(f"group {group.key!r}: expected {n} scores, got shape {tuple(scores.shape)}")
+    values = scores.detach().double().cpu()
+    units = group.units
+    per = [float(values[list(u)].mean()) for u in units]
+    order = sorted(range(len(units)), key=lambda i: (per[i], units[i][0]))
+    if group.segments:
+        rank = {u: r for r, u in enumerate(order)}
+        keepers = {max(seg, key=rank.__getitem__) for seg in group.segments}
+        order = [u for u in order if u not in keepers] + [u for u in order if u in keepers]
+    return [c for u in order for c in units[u]]
 
 
 def lowest_channels(group: ChannelGroup, scores: torch.Tensor, count: int) -> list[int]:
     """The `count` lowest-scored channels of `group`, as a valid set for masking or removal.
 
-    With grouped convs in the group (`blocks > 1`) the scores are averaged over blocks and whole
-    offsets are chosen, so `count` is rounded down to a multiple of `blocks`. Ties go to the lower
-    index, so the choice is deterministic.
+    Channels go in whole units (`group.units`: a grouped conv's offsets, scored by their mean over
+    the blocks; GroupNorm groups), so `count` is rounded down to a multiple of `group.blocks`, and
+    at most `num_channels - min_channels` are returned. Ties go to the lower index, so the choice
+    is deterministic.
 
     Example:
         >>> lowest_channels(group, torch.tensor([3.0, 1.0, 2.0, 0.5]), 2)  # doctest: +SKIP
         [1, 3]
     """
-    n = group.num_channels
-    if scores.shape != (n,):
-        raise StructureError(f"group {group.key!r}: expected {n} scores, got shape {tuple(scores.shape)}")
+    order = removal_order(group, scores)
     if count <= 0:
         return []
-    per_block = scores.detach().float().cpu().reshape(group.blocks, n // group.blocks).mean(0)
-    k = count // group.blocks
-    order = sorted(range(per_block.numel()), key=lambda i: (float(per_block[i]), i))[:k]
-    size = n // group.blocks
-    return sorted(b * size + o for b in range(group.blocks) for o in order)
+    k = min(count, group.num_channels - group.min_channels) // group.blocks * group.blocks
+    return sorted(order[:k])

@@ -83,24 +83,24 @@ def replay(model: nn.Module, history: Sequence[dict[str, Any]], example_inputs: 
     entries = [_validate(i, e) for i, e in enumerate(history)]
     if not entries:
         return model
-    # Lenient tracing: the history was valid when recorded, whatever the ignored layers were.
-    graph = build_graph(model, example_inputs, ignored_layers=(), strict=False)
+    # Every group may be cut: the history was valid when recorded, whatever the ignored layers were.
+    graph = build_graph(model, example_inputs, ignored_layers=())
     for i, ((key, width, idxs), entry) in enumerate(zip(entries, history, strict=True)):
         try:
-            root = model.get_submodule(key)
+            model.get_submodule(key)
         except AttributeError:
             raise CorruptFileError(
                 f"pruning history entry {i} names group {key!r}, not a module of the model"
             ) from None
-        if not isinstance(root, (nn.modules.conv._ConvNd, nn.Linear)) or not graph.has(root):
-            raise CorruptFileError(f"pruning history entry {i}: {key!r} is not a traced conv or linear module")
-        current = graph.out_channels(root)
+        if not graph.has_group(key):
+            raise CorruptFileError(f"pruning history entry {i}: {key!r} is not the first writer of a channel group")
+        current = graph.num_channels(key)
         if current != width:
             raise CorruptFileError(
                 f"pruning history entry {i}: group {key!r} has {current} channels, the history expects {width}"
             )
         if len(set(idxs)) != len(idxs) or any(not 0 <= j < width for j in idxs) or len(idxs) >= width:
             raise CorruptFileError(f"pruning history entry {i}: invalid indices for width {width}: {idxs}")
-        graph.prune(root, idxs)
+        graph.cut(key, idxs)
         record(model, copy.deepcopy(dict(entry)))
     return model

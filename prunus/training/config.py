@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from prunus._io.atomic import write_text
-from prunus.config import Config, check_range, load_yaml
+from prunus.config import Config, check_count, check_range, load_yaml
 from prunus.data import DataConfig
 from prunus.engine.config import TrainConfig
 from prunus.errors import ConfigError
@@ -34,6 +34,13 @@ class ModelConfig(Config):
 
     def __post_init__(self) -> None:
         check_range("model.width_mult", self.width_mult, low=0.0, low_inclusive=False)
+        from prunus.errors import CorruptFileError
+        from prunus.formats.limits import check_kwargs
+
+        try:  # a mapping of JSON scalars, as a model file's arch.kwargs must be
+            check_kwargs(self.kwargs, "model.kwargs")
+        except CorruptFileError as exc:
+            raise ConfigError(str(exc)) from None
         from prunus.models import get_model_entry
 
         get_model_entry(self.name)  # unknown names fail here, listing the choices
@@ -72,8 +79,7 @@ class RunConfig(Config):
     networks: int = 1  # independent networks trained side by side (grafting, ensembles); 1 = one model
 
     def __post_init__(self) -> None:
-        if isinstance(self.networks, bool) or not isinstance(self.networks, int) or self.networks < 1:
-            raise ConfigError(f"networks={self.networks!r} is not valid; expected an integer >= 1")
+        check_count("networks", self.networks, 1, "networks")
         if self.version != CONFIG_VERSION:
             raise ConfigError(f"config version {self.version} is not supported (this prunus reads {CONFIG_VERSION})")
 

@@ -6,8 +6,10 @@
 networks meet through `DistributedPeers`. Either way network k uses seed
 `network_seed(seed, k)` (network 0 keeps the run's seed), the full training split and its own
 files: RUN_DIR/net<k>/ holds checkpoint.pt, metrics.jsonl, model/ and summary.json; RUN_DIR
-holds config.yaml and summary.json with every network's numbers and their logit ensemble's
-test accuracy (`ensemble_test_acc`).
+holds config.yaml and summary.json with every network's final test accuracy
+(`net<k>_final_test_acc`), their mean (`mean_final_test_acc`) and their logit ensemble's
+(`ensemble_test_acc`). Methods that change the networks between epochs (grafting) do so before
+the next epoch, never after the last one, so these are the networks as trained and scored.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def train_population(
     model: nn.Module | None = None,
 ) -> TrainResult:
     """Train `config.networks` networks (or one per torchrun rank); returns network 0's model
-    and metrics, plus `net<k>_final_test_acc` for every network and `ensemble_test_acc`.
+    and metrics, plus `net<k>_final_test_acc` for every network, `mean_final_test_acc` and
+    `ensemble_test_acc`.
 
     Example:
         >>> cfg = RunConfig.from_dict({"model": {"name": "lenet5"}, "data": {"name": "synthetic"},
@@ -100,6 +103,7 @@ def train_population(
             summary[f"net{k}_final_test_acc"] = metrics.get("final_test_acc")
         test = first_trainer.data.test
         if test is not None:
+            summary["mean_final_test_acc"] = _mean([m["final_test_acc"] for m in per_network.values()])
             models = [t.model.to(first_trainer.device) for t, _ in results]
             summary["ensemble_test_acc"] = evaluate(LogitEnsemble(models), test, device=first_trainer.device)["acc"]
     elif dist.is_main and run_dir is not None:
@@ -120,5 +124,10 @@ def _ensemble_from_files(run_dir: Path, n: int, test: Any) -> dict[str, Any]:
         return out
     for k, m in enumerate(models):
         out[f"net{k}_final_test_acc"] = evaluate(m, test)["acc"]
+    out["mean_final_test_acc"] = _mean([out[f"net{k}_final_test_acc"] for k in range(n)])
     out["ensemble_test_acc"] = evaluate(LogitEnsemble(models), test)["acc"]
     return out
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)

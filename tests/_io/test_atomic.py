@@ -52,3 +52,28 @@ def test_text_and_json_writes_land_whole(tmp_path):
     write_json(tmp_path / "j.json", {"a": [1, 2]})
     assert (tmp_path / "t.txt").read_text(encoding="utf-8") == "héllo"
     assert (tmp_path / "j.json").read_text() == '{\n  "a": [\n    1,\n    2\n  ]\n}\n'
+
+
+def test_atomic_writes_give_files_and_directories_the_permissions_of_a_plain_open(tmp_path):
+    """mkstemp makes 0600 files and mkdtemp 0700 directories; an atomic write must not leave them private."""
+    import os
+    import stat
+
+    from prunus._io.atomic import atomic_dir, atomic_path, write_bytes, write_json, write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "a")
+        write_bytes(tmp_path / "b.bin", b"b")
+        write_json(tmp_path / "c.json", {"c": 1})
+        with atomic_path(tmp_path / "d.bin") as tmp:
+            tmp.write_bytes(b"d")
+        with atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "weights").write_bytes(b"w")
+            os.chmod(tmp / "weights", 0o600)  # a writer that makes private files (safetensors did)
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    for name in ("a.txt", "b.bin", "c.json", "d.bin", "model/weights"):
+        assert mode(tmp_path / name) == 0o644, name
+    assert mode(tmp_path / "model") == 0o755

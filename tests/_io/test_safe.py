@@ -59,13 +59,15 @@ def test_output_check_table(tmp_path):
     linked_recipe = tmp_path / "linked_recipe"
     linked_recipe.mkdir()
     (linked_recipe / "recipe.yaml").symlink_to(tmp_path / "file")
+    (tmp_path / "ours.json").write_text('{"format": "prunus-bench", "latency": []}')
+    (tmp_path / "foreign.json").write_text('{"latency": []}')
     population = tmp_path / "population"  # train --networks 2: one run per net<k>/
     (population / "net0").mkdir(parents=True)
     (population / "net0" / "checkpoint.pt").write_bytes(b"")
     (population / "config.yaml").write_text("")
     allowed = [
         (tmp_path / "new.json", "file", {}),
-        (tmp_path / "file", "file", {"force": True}),
+        (tmp_path / "ours.json", "file", {"force": True}),  # a file prunus wrote (its marker) may be replaced
         (tmp_path / "new" / "deeper" / "dir", "model", {}),
         (model, "model", {"force": True}),
         (run, "run", {"resume": True}),
@@ -81,6 +83,8 @@ def test_output_check_table(tmp_path):
         check_output(path, kind, **kw)
     refused = [
         (tmp_path / "file", "file", {}, "already exists; pass --force"),
+        (tmp_path / "file", "file", {"force": True}, "was not written by prunus"),  # --force never takes a user's file
+        (tmp_path / "foreign.json", "file", {"force": True}, "was not written by prunus"),
         (tmp_path / "fifo", "file", {"force": True}, "is a FIFO"),
         (tmp_path / "link", "file", {"force": True}, "is a symlink"),
         (tmp_path / "file" / "x", "file", {}, "Not a directory"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -83,7 +84,7 @@ def test_yaml_config_is_overridden_by_flags(tmp_path):
     ("argv", "message"),
     [
         (["train", "--model", "nonet"], "invalid choice"),
-        (["train", "--data", "synthetic", "--epochs", "0"], "epochs=0 is out of range"),
+        (["train", "--data", "synthetic", "--epochs", "0"], "epochs=0 is not valid"),
         (["train", "--data", "synthetic", "--lr", "-1"], "lr=-1.0 is out of range"),
         (["train", "--data", "synthetic", "--rate", "0.4"], "no --method"),
         (["eval", "/nonexistent/model"], "model directory not found"),
@@ -135,3 +136,44 @@ def test_eval_prints_the_accuracy_a_hand_written_loop_computes(tmp_path, capsys)
     printed = re.search(r"test accuracy\W+([0-9.]+%)", out)
     assert printed is not None, out
     assert printed.group(1) == shown["argmax"]
+
+
+USER_NET = """
+import torch
+from prunus.models.info import update_info
+
+
+def build():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 16, 3, padding=1), torch.nn.BatchNorm2d(16),
+        torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10),
+    )
+    update_info(net, stem="0", classifier="9")
+    return net
+"""
+
+
+def test_warnings_reach_the_terminal_as_one_formatted_line_each(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "usernet.py").write_text(USER_NET)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    save = "import prunus, usernet; prunus.save(usernet.build(), 'm', input_shape=(1, 16, 16), factory='usernet:build')"
+    subprocess.run([sys.executable, "-c", save], cwd=tmp_path, env=env, check=True, timeout=120)
+    # macs_ratio=0.5 with round_to=8 lands at 0.309 on this net: BudgetNotMetWarning, said in one line
+    argv = [sys.executable, "-m", "prunus", "prune", "m", "--macs-ratio", "0.5", "--round-to", "8", "--trust-factory",
+            "--out", "o"]  # fmt: skip
+    proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert warned, "the budget miss must be said"
+    assert all(line.startswith("prunus: warning: ") for line in warned), proc.stderr
+    assert "macs_ratio=0.5: the closest cut keeps 0.309" in warned[0]
+    assert ".py:" not in proc.stderr  # no file path and line number, no source line

@@ -183,9 +183,10 @@ def test_foreign_and_empty_files(tmp_path, lenet_prn):
 def test_fuzzed_files_only_raise_the_format_error(lenet_prn, tmp_path):
     # 600 seeded mutations (the benchmark benchmarks/fuzz_prn.py runs 10,000+); anything but the
     # format error (or a clean load of a harmless change) propagates and fails the test
-    counts = fuzz_file(lenet_prn[0], 600, seed=0, work_dir=tmp_path)
-    assert counts["format_error"] + counts["loaded"] == 600
-    assert counts["format_error"] >= 500  # most changes are caught; a few (metrics, version text) are harmless
+    counts = fuzz_file(lenet_prn[0], 630, seed=0, work_dir=tmp_path)  # 70 of each of the 9 kinds
+    assert counts["format_error"] + counts["loaded"] == 630
+    assert counts["format_error"] >= 530  # most changes are caught; a few (metrics, version text) are harmless
+    assert counts["cannot_run"] == 0  # every file that loads gives a model that runs with finite outputs
 
 
 def test_every_byte_of_the_file_is_counted(lenet_prn):
@@ -209,3 +210,92 @@ def test_every_byte_of_the_file_is_counted(lenet_prn):
     floor = js["bound_bits"] / 8 + parts["codebooks"] + parts["dense"] + parts["ints"]
     assert js["file_over_floor"] == pytest.approx(path.stat().st_size / floor)
     assert js["file_over_bound"] == pytest.approx(8 * path.stat().st_size / js["bound_bits"])
+
+
+# ------------------------------------------------------------------ issue 25: holes in the reader
+def _resigned(blob: bytes, edit) -> bytes:
+    """`blob` with its header or tensors edited and a valid checksum (the CRC alone cannot catch it)."""
+    from safetensors.numpy import load
+
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(json.loads(blob[8 : 8 + n])["__metadata__"]["prunus"])
+    tensors = {k: v.copy() for k, v in load(blob).items()}
+    edit(header, tensors)
+    header.pop("format", None), header.pop("format_version", None), header.pop("prunus_version", None)
+    return encode_prn(header, tensors)
+
+
+@pytest.fixture(scope="module")
+def pruned_prn(tmp_path_factory):
+    """A compressed model with a pruning history (its load replays it)."""
+    torch.manual_seed(0)
+    model = prunus.create_model("resnet20", in_channels=1, width_mult=0.25)
+    prunus.prune(model, torch.zeros(1, 1, 28, 28), ratio=0.5)
+    path = tmp_path_factory.mktemp("pruned") / "r.prn"
+    cfg = prunus.CompressConfig(sparsity=0.5, bits=4, calib_size=16, rescore_size=0, cycles=1, generations=1,
+                                population=2, elite=1)  # fmt: skip
+    prunus.compress(model, torch.randn(16, 1, 28, 28), cfg, out=path, baselines=False)
+    return path
+
+
+def test_the_same_model_gives_the_same_bytes_in_every_process(tmp_path):
+    # safetensors writes its metadata map in a per-process random order; encode_prn fixes one order
+    script = (
+        "import sys, hashlib, numpy as np; from prunus.compress.prn import encode_prn\n"
+        "t = {'coded': np.arange(9, dtype=np.uint8), 'values': np.ones(3, np.float16), 'ints': np.arange(2)}\n"
+        "print(hashlib.sha256(encode_prn({'arch': {'name': 'x'}, 'b': [1, 2]}, t)).hexdigest())"
+    )
+    import subprocess
+    import sys
+
+    digests = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+               for _ in range(8)}  # fmt: skip
+    assert len(digests) == 1, digests
+
+
+def test_an_unknown_dtype_in_the_frame_is_a_format_error(lenet_prn, tmp_path):
+    blob = lenet_prn[0].read_bytes()
+    (n,) = struct.unpack("<Q", blob[:8])
+    frame = json.loads(blob[8 : 8 + n])
+    frame["coded"]["dtype"] = "X9"  # numpy has no such dtype: was a KeyError traceback
+    text = json.dumps(frame).encode()
+    text += b" " * (-len(text) % 8)
+    (tmp_path / "x.prn").write_bytes(struct.pack("<Q", len(text)) + text + blob[8 + n :])
+    with pytest.raises(FormatError, match="truncated or corrupt"):
+        decompress(tmp_path / "x.prn")
+
+
+@pytest.mark.parametrize("shape", [[3, 28, 28], [1, 20, 20], [1, 1, 1]])
+def test_an_input_shape_that_contradicts_the_layers_is_refused_at_load(lenet_prn, tmp_path, shape):
+    # lenet300_100 flattens 1x28x28: any other shape cannot run, so it must not load and crash later in eval
+    (tmp_path / "x.prn").write_bytes(_resigned(lenet_prn[0].read_bytes(), lambda h, t: h.update(input_shape=shape)))
+    with pytest.raises(FormatError, match="does not fit the architecture"):
+        decompress(tmp_path / "x.prn")
+
+
+def test_a_huge_input_shape_is_replayed_at_a_small_probe(pruned_prn, tmp_path, monkeypatch):
+    # the header may claim 1024x1024: the pruning history is replayed at a 32x32 probe, not at a megapixel
+    import prunus.structure
+
+    seen = []
+    real = prunus.structure.replay
+    monkeypatch.setattr(prunus.structure, "replay", lambda m, h, x: (seen.append(tuple(x.shape)), real(m, h, x))[1])
+    (tmp_path / "x.prn").write_bytes(
+        _resigned(pruned_prn.read_bytes(), lambda h, t: h.update(input_shape=[1, 1024, 1024]))
+    )
+    model = decompress(tmp_path / "x.prn")
+    assert seen == [(1, 1, 32, 32)]
+    reference = decompress(pruned_prn)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))  # the same model: the coupling does not depend on the size
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_stored_values_are_refused(lenet_prn, tmp_path, bad):
+    def poison(h, t):
+        t["values"][-1] = bad  # a dense value (a bias)
+
+    (tmp_path / "x.prn").write_bytes(_resigned(lenet_prn[0].read_bytes(), poison))
+    with pytest.raises(FormatError, match="NaN or infinite"):
+        decompress(tmp_path / "x.prn")

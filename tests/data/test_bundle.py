@@ -13,10 +13,10 @@ from prunus.errors import ConfigError
     ("kwargs", "match"),
     [
         ({"name": "imagenet"}, r"DataConfig.name='imagenet' is not valid; choose one of: cifar10, .*fashion-mnist"),
-        ({"val_size": -1}, r"DataConfig.val_size=-1 is not valid; expected an integer >= 0"),
-        ({"subset": 0}, r"DataConfig.subset=0 is not valid; expected an integer >= 1 or null"),
+        ({"val_size": -1}, r"DataConfig.val_size=-1 is not valid; expected an integer from 0 to 10000000 or null"),
+        ({"subset": 0}, r"DataConfig.subset=0 is not valid; expected an integer from 1 to 10000000 or null"),
         ({"crop_padding": -2}, r"DataConfig.crop_padding=-2 is not valid"),
-        ({"batch_size": 0}, r"DataConfig.batch_size=0 is not valid; expected an integer >= 1"),
+        ({"batch_size": 0}, r"DataConfig.batch_size=0 is not valid; expected an integer from 1 to 65536"),
         ({"eval_batch_size": 2.5}, r"DataConfig.eval_batch_size=2.5 is not valid"),
         ({"batch_size": True}, r"DataConfig.batch_size=True is not valid"),
         (
@@ -27,7 +27,10 @@ from prunus.errors import ConfigError
             {"image_size": 32},
             r"image_size does not apply to dataset 'fashion-mnist'; it is used by: imagefolder, synthetic",
         ),
-        ({"name": "synthetic", "num_classes": 1}, r"DataConfig.num_classes=1 is not valid; expected an integer >= 2"),
+        (
+            {"name": "synthetic", "num_classes": 1},
+            r"DataConfig.num_classes=1 is not valid; expected an integer from 2 to 100000 or null",
+        ),
     ],
 )
 def test_bad_config_values(kwargs, match):

@@ -211,3 +211,27 @@ def test_cli_export_missing_dir_exit_2(tmp_path, capsys):
 
     assert main(["export", str(tmp_path / "nope")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+class NaNInOnnx(nn.Module):
+    """Finite logits in torch; the exported graph multiplies them by NaN (an ONNX model that outputs NaN)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 8 * 8, 4)
+
+    def forward(self, x):
+        out = self.fc(x.flatten(1))
+        if torch.onnx.is_in_onnx_export():
+            out = out * float("nan")
+        return out
+
+
+def test_an_onnx_model_that_outputs_nan_fails_the_check_and_writes_nothing(tmp_path):
+    model, x = NaNInOnnx(), torch.randn(2, 3, 8, 8)
+    assert torch.isfinite(model(x)).all()
+    got = ort.InferenceSession(onnx_bytes(model, x), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})
+    assert np.isnan(got[0]).all()  # the file really computes NaN
+    with pytest.raises(ExportError, match="ONNX logits differ from torch by inf"):
+        export_onnx(model, tmp_path / "m.onnx", x)
+    assert list(tmp_path.iterdir()) == []

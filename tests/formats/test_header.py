@@ -94,9 +94,10 @@ def model_dir(tmp_path):
 
 MODEL_JSON_HOSTILE = [
     *HOSTILE,
-    ({"input_shape": "1,28,28"}, "field 'input_shape' must be a list, got str"),
+    ({"input_shape": "1,28,28"}, "field 'input_shape' must be a list or a dict, got str"),
     ({"input_shape": [1, "28", 28]}, r"input_shape must be \[C, H, W\] of positive integers"),
-    ({"input_shape": [1, 28]}, r"input_shape must be \[C, H, W\]"),
+    ({"input_shape": [[1, 28, 28], 3]}, r"input_shape must be \[C, H, W\]"),  # one sample, or a list of samples
+    ({"input_shape": {"x": [0, 28]}}, r"input_shape must be \[C, H, W\]"),
     ({"input_shape": [1, -28, 28]}, r"input_shape must be \[C, H, W\]"),
     ({"history": {"op": "remove"}}, "field 'history' must be a list, got dict"),
     ({"metrics": [0.9]}, "field 'metrics' must be a dict, got list"),

@@ -20,7 +20,7 @@ from prunus.models import create_model
 
 
 class Fault(Method):
-    """Rank 1 misbehaves at the end of epoch 0, before the graft exchange: 'hang' or 'die'."""
+    """Rank 1 misbehaves at the end of epoch 0, before the graft exchange (at the start of epoch 1): 'hang' or 'die'."""
 
     name = "fault"
 

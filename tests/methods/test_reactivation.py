@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,56 +49,82 @@ class Order(Method):
 # ------------------------------------------------------------------------------------- WE
 
 
+class Snap(Method):
+    """At the start of epoch `epoch`, keeps the model state and the optimizer state as this hook sees them."""
+
+    name = "snap"
+
+    def __init__(self, epoch=1):
+        self.epoch, self.state, self.opt = epoch, None, None
+
+    def on_epoch_start(self, t):
+        if t.epoch == self.epoch:
+            self.state = {k: v.clone() for k, v in t.model.state_dict().items()}
+            self.opt = {id(p): {k: v.clone() for k, v in s.items()} for p, s in t.optimizer.state.items()}
+
+
 def test_we_logs_counts_and_leaves_linear_bias_stats_and_optimizer_alone():
     model = _model(0)
-    trainer = Trainer(
-        model, _data(), _cfg(epochs=1), methods=[create_method("we", ratio_conv=0.3, lam=1.0)], progress=False
-    )
-    seen = {}
-
-    class Snapshot(Method):
-        name = "snap"
-
-        def on_epoch_end(self, t):  # runs before WE: what WE must leave as it is
-            seen["state"] = {k: v.clone() for k, v in t.model.state_dict().items()}
-            seen["opt"] = {id(p): {k: v.clone() for k, v in s.items()} for p, s in t.optimizer.state.items()}
-
-    trainer.methods.insert(0, Snapshot())
+    before, after = Snap(), Snap()  # around WE's evolution at the start of epoch 1
+    we = create_method("we", ratio_conv=0.3, lam=1.0)
+    trainer = Trainer(model, _data(), _cfg(epochs=2), methods=[before, we, after], progress=False)
     trainer.fit()
-    rec = trainer.history[-1]
+    assert "we_filters" not in trainer.history[0]  # nothing evolves before the first epoch
+    rec = trainer.history[1]
     assert rec["we_filters"] > 0
     assert rec["we_slices"] >= rec["we_filters"]
-    assert rec["we_ratio_conv"] == pytest.approx(0.3 * 0.5)  # epoch 0 of one phase: sigmoid(0) = 1/2
-    after = model.state_dict()
-    for k, v in seen["state"].items():
+    assert rec["we_ratio_conv"] == pytest.approx(0.3 * 0.5)  # epoch 0's ratio, one phase: sigmoid(0) = 1/2
+    for k, v in before.state.items():
         if k.startswith("fc.") or "running_" in k or "num_batches" in k:
-            assert torch.equal(v, after[k]), k
-    assert any(not torch.equal(seen["state"][k], after[k]) for k in after if k.endswith("conv1.weight"))
-    for p, s in trainer.optimizer.state.items():
+            assert torch.equal(v, after.state[k]), k
+    assert any(not torch.equal(before.state[k], after.state[k]) for k in after.state if k.endswith("conv1.weight"))
+    for p, s in before.opt.items():
         for k, v in s.items():
-            assert torch.equal(seen["opt"][id(p)][k], v), k
+            assert torch.equal(after.opt[p][k], v), k
 
 
 def test_we_reset_momentum_zeroes_exactly_the_evolved_rows():
     model = _model(0)
     we = create_method("we", ratio_conv=0.3, lam=1.0, reset_momentum=True)
-    trainer = Trainer(model, _data(), _cfg(epochs=1), methods=[we], progress=False)
+    seen = {}
+
+    class Rows(Method):  # right after WE: which rows changed, which momentum rows are zero
+        name = "rows"
+
+        def on_epoch_start(self, t):
+            if t.epoch != 1:
+                return
+            for m in t.model.modules():
+                if isinstance(m, torch.nn.Conv2d):
+                    old = before.state[f"{names[m]}.weight"]
+                    changed = (m.weight.detach() != old).flatten(1).any(1)
+                    zero = t.optimizer.state[m.weight]["momentum_buffer"].flatten(1).abs().sum(1) == 0
+                    seen[names[m]] = (changed, zero)
+
+    names = {m: n for n, m in model.named_modules()}
+    before = Snap()
+    trainer = Trainer(model, _data(), _cfg(epochs=2), methods=[before, we, Rows()], progress=False)
     trainer.fit()
-    conv = model.conv1.weight
-    buf = trainer.optimizer.state[conv]["momentum_buffer"]
-    zero_rows = buf.flatten(1).abs().sum(1) == 0
-    assert trainer.history[-1]["we_filters"] > 0
-    assert (
-        int(
-            sum(
-                int((trainer.optimizer.state[m.weight]["momentum_buffer"].flatten(1).abs().sum(1) == 0).sum())
-                for m in model.modules()
-                if isinstance(m, torch.nn.Conv2d)
-            )
-        )
-        == trainer.history[-1]["we_filters"]
-    )
-    assert zero_rows.sum() <= conv.shape[0] // 2
+    assert sum(int(c.sum()) for c, _ in seen.values()) > 0
+    for name, (changed, zero) in seen.items():
+        assert torch.equal(changed, zero), name  # momentum cleared on exactly the evolved filters
+
+
+def test_we_evaluates_each_epoch_before_its_evolution_and_leaves_the_last_epoch_alone():
+    """The reference's order (train -> test -> evolve): WE's records and final model are pre-evolution."""
+    plain1 = Trainer(_model(0), _data(), _cfg(epochs=1), progress=False)
+    plain1.fit()
+    we1 = Trainer(_model(0), _data(), _cfg(epochs=1), [create_method("we", ratio_conv=0.3, lam=1.0)], progress=False)
+    we1.fit()
+    for k, v in plain1.model.state_dict().items():
+        assert torch.equal(v, we1.model.state_dict()[k]), k  # no evolution after the last epoch
+    plain2 = Trainer(_model(0), _data(), _cfg(epochs=2), progress=False)
+    plain2.fit()
+    we2 = Trainer(_model(0), _data(), _cfg(epochs=2), [create_method("we", ratio_conv=0.3, lam=1.0)], progress=False)
+    we2.fit()
+    assert we2.history[0]["test_acc"] == plain2.history[0]["test_acc"]  # epoch 0 scored before its evolution
+    assert we2.history[0]["test_loss"] == plain2.history[0]["test_loss"]
+    assert we2.history[1]["test_loss"] != plain2.history[1]["test_loss"]  # then epoch 1 trained the evolved model
 
 
 def test_we_phases_follow_step_milestones_and_bad_arguments_raise():
@@ -167,34 +194,71 @@ def _graft_net(strategy, run_root=None, methods=("graft", StopAt), epochs=2, res
     return Trainer(model, _data(seed), cfg, ms, run_dir, resume=resume, progress=False, parallel=strategy)
 
 
-def test_in_process_ring_of_two_is_identical_after_each_graft():
-    results = fit_population(lambda s: _graft_net(s, epochs=1), 2)
-    (t0, _), (t1, _) = results
-    s0, s1 = t0.model.state_dict(), t1.model.state_dict()
-    for k in s0:
-        if "num_batches" not in k:
-            assert torch.equal(s0[k], s1[k]), k
-    alphas = t0.history[-1]["graft_alpha"], t1.history[-1]["graft_alpha"]
-    assert len(alphas[0]) == sum(isinstance(m, torch.nn.Conv2d) for m in t0.model.modules())
-    assert all(a + b == pytest.approx(1.0, abs=1e-6) for a, b in zip(*alphas))
-    assert "graft_invalid_0.1" in t0.history[-1]
-    assert "graft_invalid_0.01_after" in t1.history[-1]
+def _entropy(w: torch.Tensor, binning: str) -> float:
+    """The spec's layer information, computed here with numpy: 10 equal-width bins, natural log."""
+    x = w.detach().double().flatten().numpy()
+    lo, hi = x.min(), x.max()
+    if binning == "closed":
+        counts, _ = np.histogram(x, bins=10, range=(lo, hi))
+    else:  # the reference's [lo + i s, lo + (i + 1) s) bins in float32: the maximum is in none
+        x32 = w.detach().float().flatten()
+        mn, scale = x32.min(), (x32.max() - x32.min()) / 10
+        counts = [int(((x32 >= mn + i * scale) & (x32 < mn + (i + 1) * scale)).sum()) for i in range(10)]
+    p = np.asarray(counts, dtype=float) / x.size
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
 
 
-def test_three_networks_graft_from_the_previous_networks_pre_graft_weights():
-    pre = {}
+@pytest.mark.parametrize(("n", "binning"), [(2, "closed"), (3, "closed"), (3, "half-open")])
+def test_ring_graft_blends_with_the_neighbours_pre_graft_weights_by_the_entropy_rule(n, binning):
+    """Every network k: W <- alpha W_k + (1 - alpha) W_{k-1}, alpha = 0.5 + (0.4 / pi) atan(500 (H_k - H_{k-1})),
+    H computed here from the pre-graft weights, for the conv, its BN (stats too) and the classifier."""
+    pre, post = {}, {}
 
     class Keep(Method):
         name = "keep"
 
-        def on_epoch_end(self, t):
-            pre[t.rank] = t.model.conv1.weight.detach().clone()
+        def __init__(self, store):
+            self.store = store
 
-    results = fit_population(lambda s: _graft_net(s, methods=(Keep, "graft"), epochs=1), 3)
+        def on_epoch_start(self, t):
+            if t.epoch == 1:
+                self.store[t.rank] = {k: v.clone() for k, v in t.model.state_dict().items()}
+
+    graft = lambda: create_method("graft", binning=binning)  # noqa: E731
+    results = fit_population(lambda s: _graft_net(s, methods=(lambda: Keep(pre), graft, lambda: Keep(post))), n)
     for k, (t, _) in enumerate(results):
-        a = t.history[-1]["graft_alpha"][0]
-        expected = a * pre[k] + (1 - a) * pre[(k - 1) % 3]
-        torch.testing.assert_close(t.model.conv1.weight, expected, rtol=0, atol=1e-5)
+        mine, theirs = pre[k], pre[(k - 1) % n]
+        units = [("conv1", ("conv1.weight", "bn1.weight", "bn1.running_mean")), ("layer3.2.conv2", ("fc.weight",))]
+        for conv, keys in units:
+            h_own, h_other = _entropy(mine[f"{conv}.weight"], binning), _entropy(theirs[f"{conv}.weight"], binning)
+            alpha = 0.5 + 0.4 / math.pi * math.atan(500 * (h_own - h_other))
+            for key in keys:
+                expected = alpha * mine[key] + (1 - alpha) * theirs[key]
+                torch.testing.assert_close(post[k][key], expected, rtol=1e-5, atol=1e-5, msg=f"net {k}: {key}")
+        assert 0.3 < alpha < 0.7
+    if n == 2:  # alpha_1 = 1 - alpha_0: both networks leave the graft bit-identical
+        for key, v in post[0].items():
+            if "num_batches" not in key:
+                assert torch.equal(v, post[1][key]), key
+
+
+def test_graft_scores_the_networks_before_their_graft_and_leaves_the_last_epoch_alone():
+    """The reference's order (train -> test -> save -> graft): records, checkpoints and the final
+    networks are pre-graft, so two grafted networks end different, like the plain pair."""
+    plain = fit_population(lambda s: _graft_net(s, methods=(), epochs=1), 2)
+    grafted = fit_population(lambda s: _graft_net(s, methods=("graft",), epochs=1), 2)
+    for (a, _), (b, _) in zip(plain, grafted):
+        for k, v in a.model.state_dict().items():
+            assert torch.equal(v, b.model.state_dict()[k]), k  # no graft after the last epoch
+    plain = fit_population(lambda s: _graft_net(s, methods=(), epochs=2), 2)
+    grafted = fit_population(lambda s: _graft_net(s, methods=("graft",), epochs=2), 2)
+    for (a, _), (b, _) in zip(plain, grafted):
+        assert a.history[0]["test_loss"] == b.history[0]["test_loss"]  # epoch 0 scored before the graft
+        assert a.history[1]["test_loss"] != b.history[1]["test_loss"]  # epoch 1 trained from the grafted weights
+    (g0, _), (g1, _) = grafted
+    assert not torch.equal(g0.model.conv1.weight, g1.model.conv1.weight)  # scored before the next graft: different
+    assert g0.history[1]["test_loss"] != g1.history[1]["test_loss"]
 
 
 def test_ring_graft_without_peers_and_mismatched_networks_raise():
@@ -209,14 +273,66 @@ def test_ring_graft_without_peers_and_mismatched_networks_raise():
         fit_population(make, 2)
 
 
-def test_single_network_variants_run_and_log():
+def _weak_trainer(variant, epoch, **kw):
+    """A fake trainer (the TrainerView a hook reads) on a net with weak filters, at `epoch`."""
+    import types
+
+    from .test_reactivation_cores import _weak_net
+
+    net = _weak_net()
+    cfg = _cfg(seed=3)
+    data = types.SimpleNamespace(input_shape=(1, 6, 6))
+    t = types.SimpleNamespace(model=net, config=cfg, epoch=epoch, rank=0, data=data, device=torch.device("cpu"),
+                              peers=None, log_metrics=lambda m: None)  # fmt: skip
+    method = create_method("graft", variant=variant, **kw)
+    method.setup(t)
+    return t, method
+
+
+def test_noise_variant_adds_decayed_seeded_noise_to_the_weak_filters_only():
+    from prunus.data._seed import generator
+
+    for epoch in (1, 4):
+        t, method = _weak_trainer("noise", epoch, threshold=0.1, noise_decay=0.5)
+        convs = [m for m in t.model.modules() if isinstance(m, torch.nn.Conv2d)]
+        before = [m.weight.detach().clone() for m in convs]
+        method.on_epoch_start(t)
+        gen = generator("graft-noise", 3, 0, epoch - 1)  # the graft after epoch e draws (seed, rank, e)
+        for m, w in zip(convs, before):
+            weak = w.abs().flatten(1).sum(1) < 0.1
+            expected = w.clone()
+            if weak.any():
+                expected[weak] += 0.5 ** (epoch - 1) * torch.randn((int(weak.sum()), *w.shape[1:]), generator=gen)
+            torch.testing.assert_close(m.weight.detach(), expected, rtol=0, atol=1e-7)
+        assert any(bool((w.abs().flatten(1).sum(1) < 0.1).any()) for w in before)
+
+
+def test_internal_variant_adds_the_strong_filters_to_the_weak_ones():
+    t, method = _weak_trainer("internal", 2, threshold=0.5)
+    convs = [m for m in t.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    before = [m.weight.detach().clone() for m in convs]
+    method.on_epoch_start(t)
+    grew = 0
+    for m, w in zip(convs, before):
+        l1 = w.abs().flatten(1).sum(1).tolist()
+        order = sorted(range(len(l1)), key=lambda i: l1[i])  # weakest first
+        n = min(sum(v < 0.5 for v in l1), len(l1) // 2)
+        expected = w.clone()
+        for j in range(n):  # the j-th weakest receives (+=) the j-th strongest
+            expected[order[j]] = w[order[j]] + w[order[-1 - j]]
+        torch.testing.assert_close(m.weight.detach(), expected, rtol=0, atol=0)
+        grew += n
+        assert all(float(w[order[j]].abs().sum()) > 0 for j in range(n))  # a copy would differ from the sum
+    assert grew >= 4
+
+
+def test_single_network_variants_do_nothing_before_the_first_epoch():
     for variant in ("noise", "internal"):
-        t = Trainer(
-            _model(0), _data(), _cfg(epochs=1), [create_method("graft", variant=variant, threshold=1.0)], progress=False
-        )
-        t.fit()
-        assert t.history[-1]["graft_touched"] >= 0
-        assert t.history[-1]["graft_invalid_0.1"] >= t.history[-1]["graft_invalid_0.1_after"] or variant == "noise"
+        t, method = _weak_trainer(variant, 0, threshold=1.0)
+        before = {k: v.clone() for k, v in t.model.state_dict().items()}
+        method.on_epoch_start(t)
+        for k, v in t.model.state_dict().items():
+            assert torch.equal(v, before[k]), (variant, k)
 
 
 def test_killed_population_resumes_every_network_exactly(tmp_path):
@@ -301,23 +417,20 @@ def test_we_with_sfp_hooks_run_in_the_given_order(order):
     sfp = create_method("sfp", rate=0.25, remove_at_end=False)
     we = create_method("we", ratio_conv=0.5, lam=1.0)
     methods = [we, sfp] if order == "we,sfp" else [sfp, we]
-    t = Trainer(_model(0), _data(), _cfg(epochs=1), [*methods, Order(log)], progress=False)
+    t = Trainer(_model(0), _data(), _cfg(epochs=2), [*methods, Order(log)], progress=False)
     t.fit()
-    first = "we_" if order == "we,sfp" else "sfp_"
-    assert next(iter(log[0])).startswith(first)
-    assert log[0]["we_filters"] > 0
+    assert log[1]["we_filters"] > 0  # WE evolved at the start of epoch 1, before SFP's masks of epoch 1
     writers = _masked_writers(t.model, sfp)
     assert writers
-    zero = all(float(w.abs().sum()) == 0.0 for w in writers)
-    # SFP last: its masks hold; WE last: it revives the zeroed (weakest) filters by crossover
-    assert zero == (order == "we,sfp")
+    # SFP zeroes its masks at the end of every epoch, after WE's evolution at the start: they hold
+    assert all(float(w.abs().sum()) == 0.0 for w in writers)
 
 
 def test_graft_with_csgd_in_a_population():
     def make(s):
         seed = network_seed(0, s.rank)
         methods = [create_method("graft"), create_method("csgd", width=0.5)]
-        return Trainer(_model(seed), _data(seed), _cfg(seed, epochs=1), methods, progress=False, parallel=s)
+        return Trainer(_model(seed), _data(seed), _cfg(seed, epochs=2), methods, progress=False, parallel=s)
 
     results = fit_population(make, 2)
     for t, final in results:

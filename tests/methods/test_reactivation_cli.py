@@ -30,11 +30,19 @@ def test_cli_graft_two_networks_run_dir_and_ensemble_eval(tmp_path, capsys):
         assert (out / f"net{k}" / "model" / "model.json").exists()
         records = [json.loads(x) for x in (out / f"net{k}" / "metrics.jsonl").read_text().splitlines()]
         assert len(records) == 2
-        assert len(records[-1]["graft_alpha"]) == 2  # lenet5: two convs
+        assert "graft_alpha" not in records[0]  # the graft after epoch 0 runs as epoch 1 starts
+        assert len(records[1]["graft_alpha"]) == 2  # lenet5: two convs
     nets = [load(out / f"net{k}" / "model") for k in range(2)]
-    # N = 2: both networks leave the last graft identical
-    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
-        assert torch.equal(a, b)
+    # N = 2: a graft makes both networks identical, but none follows the last epoch: the saved
+    # networks are the ones the last epoch scored, and they differ
+    assert not torch.equal(nets[0].conv1.weight, nets[1].conv1.weight)
+    from prunus.data import DataConfig, build_loaders
+
+    test = build_loaders(DataConfig(name="synthetic", val_size=0, augment=False)).test
+    accs = [evaluate(n, test)["acc"] for n in nets]
+    assert [summary["net0_final_test_acc"], summary["net1_final_test_acc"]] == accs
+    assert summary["mean_final_test_acc"] == pytest.approx(sum(accs) / 2)
+    assert summary["ensemble_test_acc"] == evaluate(LogitEnsemble(nets), test)["acc"]
     capsys.readouterr()
     assert main(["eval", str(out), "--data", "synthetic"]) == 0
     rows = _eval_rows(capsys)

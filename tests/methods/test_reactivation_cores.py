@@ -132,7 +132,7 @@ def test_whole_row_blend_for_depthwise_and_bn():
 
 
 class _Net(nn.Module):
-    """Greyscale stem (C_in = 1, whole-filter blend), a depthwise conv, a full conv, BN, Linear."""
+    """Greyscale 3x3 stem, a depthwise 3x3 conv, a full conv (all crossed over per slice), BN, Linear."""
 
     def __init__(self):
         super().__init__()
@@ -168,9 +168,9 @@ def test_evolve_touches_only_conv_weights_and_bn_affine():
     before = {k: v.clone() for k, v in net.state_dict().items()}
     stats = evolve_(net, ratios=(0.3, 0.2, 0.2), lam=0.1, mode="paper", counters={})
     after = net.state_dict()
-    # pooled 24 filter scores, 0.3 quantile: the 6 weak ones are under it and under 0.1 * max
+    # pooled 24 filter scores, sorted[int(24 * 0.3)] = sorted[7]: the 6 weak ones are under it and under 0.1 * max
     assert stats.filters == 6
-    # stem and depthwise blend whole filters (2 each), the full conv changes 2 filters x 8 slices
+    # 3x3 kernels: one slice per stem and depthwise filter (2 each), the full conv 2 filters x 8 slices
     assert stats.slices == 2 + 2 + 16
     assert stats.bn_channels > 0
     assert stats.forced == 0
@@ -180,9 +180,10 @@ def test_evolve_touches_only_conv_weights_and_bn_affine():
         assert not torch.equal(before[k], after[k]), k
     # strong filters are donors only
     assert torch.equal(before["conv.weight"][2:], after["conv.weight"][2:])
-    # each full-conv inferior filter changed exactly one element per slice
-    changed = (before["conv.weight"][:2] != after["conv.weight"][:2]).flatten(2).sum(-1)
-    assert changed.eq(1).all()
+    # each inferior filter changed exactly one element per 3x3 slice (the stem and depthwise too)
+    for name in ("stem.weight", "dw.weight", "conv.weight"):
+        changed = (before[name][:2] != after[name][:2]).flatten(2).sum(-1)
+        assert changed.eq(1).all(), name
 
 
 def test_gamma_and_beta_have_their_own_selection_and_counters():
@@ -211,6 +212,14 @@ def test_filter_scores_divide_by_input_channels():
 
 def test_entropy_and_l1_information_of_known_tensors():
     assert layer_entropy(torch.arange(10.0)) == pytest.approx(math.log(10))
+    # half-open bins (the reference): the maximum falls in no bin, p still divides by the 10 elements
+    assert layer_entropy(torch.arange(10.0), binning="half-open") == pytest.approx(-0.9 * math.log(0.1))
+    assert layer_entropy(torch.tensor([0.0, 0.0, 0.0, 1.0]), binning="half-open") == pytest.approx(
+        -0.75 * math.log(0.75)
+    )
+    assert layer_entropy(torch.full((3,), 2.0), binning="half-open") == 0.0
+    with pytest.raises(ValueError, match="half-open"):
+        layer_entropy(torch.arange(3.0), binning="open")
     assert layer_entropy(torch.full((5, 5), 3.0)) == 0.0
     assert layer_entropy(torch.tensor([0.0, 0.0, 0.0, 1.0])) == pytest.approx(
         -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
@@ -223,6 +232,8 @@ def test_entropy_and_l1_information_of_known_tensors():
 
 def test_arctan_coefficient_values():
     assert graft_coefficient(1.0, 1.0) == 0.5
+    assert graft_coefficient(1.2, 1.0) == pytest.approx(0.5 + 0.4 / math.pi * math.atan(100.0))
+    assert graft_coefficient(1.0, 1.2) == pytest.approx(0.5 - 0.4 / math.pi * math.atan(100.0))
     assert graft_coefficient(1.0, 0.999) == pytest.approx(0.5 + 0.4 / math.pi * math.atan(0.5))
     assert graft_coefficient(9.0, 0.0) == pytest.approx(0.7, abs=1e-4)
     assert graft_coefficient(0.0, 9.0, a=0.2) == pytest.approx(0.4, abs=1e-4)
@@ -263,12 +274,13 @@ def _pair():
     return a, b
 
 
-def test_two_network_ring_ends_bit_identical():
+@pytest.mark.parametrize("binning", ["closed", "half-open"])
+def test_two_network_ring_ends_bit_identical(binning):
     nets = _pair()
     x = torch.zeros(1, 1, 6, 6)
     units = [graft_units(n, x) for n in nets]
     pre = [[[t.clone() for t in unit_tensors(u)] for u in us] for us in units]
-    info = [[layer_entropy(u.conv.weight) for u in us] for us in units]
+    info = [[layer_entropy(u.conv.weight, binning=binning) for u in us] for us in units]
     alphas = []
     for k in range(2):
         other = (k - 1) % 2
@@ -282,9 +294,11 @@ def test_two_network_ring_ends_bit_identical():
     for key in sa:
         assert torch.equal(sa[key], sb[key]), key
     assert all(x + y == pytest.approx(1.0) for x, y in zip(*alphas))
-    # the blend really used the PRE-graft neighbour: new = alpha own + (1 - alpha) other
+    # the blend used the PRE-graft neighbour and the spec's alpha, computed here from the entropies
     w0, w1 = pre[0][0][0], pre[1][0][0]
-    torch.testing.assert_close(units[0][0].conv.weight, alphas[0][0] * w0 + (1 - alphas[0][0]) * w1)
+    alpha = 0.5 + 0.4 / math.pi * math.atan(500.0 * (info[0][0] - info[1][0]))
+    assert abs(alpha - 0.5) > 0.05
+    torch.testing.assert_close(units[0][0].conv.weight, alpha * w0 + (1 - alpha) * w1)
 
 
 def test_invalid_filter_counts_and_internal_variants():

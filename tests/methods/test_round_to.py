@@ -45,3 +45,18 @@ def test_csgd_cluster_counts_are_multiples():
 def test_bad_round_to_fails_at_construction(name):
     with pytest.raises(ConfigError, match="round_to must be an integer >= 1"):
         create_method(name, round_to=0)
+
+
+@pytest.mark.parametrize("name", ["sfp", "csgd"])
+def test_a_budget_is_planned_with_the_methods_round_to(name):
+    # the budget value travels whole: its round_to must reach the planner, not just the masks
+    from prunus.methods._budget import plan_budget
+
+    model = _model()
+    method_config = create_method(name, macs_ratio=0.5, round_to=8).config
+    keys = [g.key for g in build_groups(model, X) if g.prunable]
+    kept, plan = plan_budget(model, X, method_config, keys=keys, ignored_layers=None, filter_fn=None, threads=1)
+    dense = {g.key: g.num_channels for g in build_groups(model, X) if g.prunable}
+    assert plan.round_to == 8
+    assert all(k % 8 == 0 or k == dense[key] for key, k in kept.items()), kept
+    assert any(k < dense[key] for key, k in kept.items())

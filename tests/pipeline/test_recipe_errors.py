@@ -66,7 +66,10 @@ def test_bad_recipe_raises_naming_stage_and_key(tiny_recipe, path, value, messag
         ({"baselin.train.epochs": 1}, r"'baselin' is neither a recipe key .* nor a stage \(baseline, csgd, prune"),
         ({"baseline": 1}, r"name a key of stage 'baseline'"),
         ({"prune.ratio": 0.3}, r"prune needs exactly one of ratio"),
-        ({"baseline.train.epochs": 0}, r"stage 'baseline' \(train\): epochs=0 is out of range"),
+        (
+            {"baseline.train.epochs": 0},
+            r"stage 'baseline' \(train\): epochs=0 is not valid; expected an integer from 1 to 100000",
+        ),
     ],
 )
 def test_bad_sets_raise(tiny_recipe, sets, message):

@@ -48,6 +48,14 @@ def test_seeds_times_arms_make_paired_records_with_one_baseline_training(tiny_re
     assert rows["l1"][1] == "2"
     assert rows["baseline"][3] == "—"
     assert "Arms over seeds" in (out / "summary.md").read_text()
+    # the report reads a shared stage's epochs from the arm that ran it: every arm's curve starts with them
+    from prunus.report.collect import collect
+
+    for curve in collect(out).curves:
+        log = (out / "baseline" / f"seed{curve.seed}" / "01-baseline" / "metrics.jsonl").read_text().splitlines()
+        assert [(r["stage"], r["test_acc"]) for r in curve.rows] == [
+            ("baseline", json.loads(x)["test_acc"]) for x in log
+        ]
 
 
 def test_summary_and_paired_difference_match_hand_computation():

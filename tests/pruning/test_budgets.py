@@ -125,3 +125,32 @@ def test_cli_prune_params_ratio_and_round_to(tmp_path, capsys):
     assert all(a % 8 == 0 or a == b for b, a in report["widths"].values())
     assert main(["prune", str(src), "--ratio", "0.5", "--round-to", "0", "--out", str(out), "--force"]) == 2
     assert "round_to must be an integer >= 1" in capsys.readouterr().err
+
+
+def _two_conv_net():
+    """stem 1->4, conv 4->16, conv 16->16, fc: with round_to=8 each group is 8 or 16 wide, coarse steps."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 16, 3, padding=1), torch.nn.BatchNorm2d(16),
+        torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10),
+    )  # fmt: skip
+    from prunus.models.info import update_info
+
+    update_info(net, stem="0", classifier="9")
+    return net
+
+
+def test_a_macs_budget_that_lands_more_than_5_percent_low_warns_with_the_reason():
+    import warnings
+
+    from prunus.errors import BudgetNotMetWarning
+
+    # the issue's case: macs_ratio=0.5, round_to=8 on a small user net returned 0.309 without a word
+    with pytest.warns(BudgetNotMetWarning, match=r"macs_ratio=0.5: the closest cut keeps 0.309 \(-38%\); round_to=8"):
+        _, report = prunus.prune(_two_conv_net(), torch.zeros(1, 1, 16, 16), macs_ratio=0.5, round_to=8)
+    assert round(report.achieved_macs_ratio, 3) == 0.309  # the warning told the truth
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BudgetNotMetWarning)  # a budget that lands within 5% says nothing
+        _, report = prunus.prune(_two_conv_net(), torch.zeros(1, 1, 16, 16), macs_ratio=0.5)
+    assert 0.475 <= report.achieved_macs_ratio <= 0.5

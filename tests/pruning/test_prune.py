@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -209,3 +210,24 @@ def test_prune_removes_exactly_the_channels_the_criterion_ranks_lowest(criterion
     others = {c: {k: _hand_lowest(_chain().get_submodule(k).weight, c, n // 2) for k, n in (("1", 8), ("4", 6))}
               for c in ("l1", "fpgm")}  # fmt: skip
     assert others["l1"] != others["fpgm"]
+
+
+def test_the_report_says_which_groups_keep_their_width_and_why(tmp_path, capsys):
+    model = prunus.create_model("resnet20", in_channels=1, width_mult=0.25)
+    _, report = prune(model, torch.zeros(1, 1, 28, 28), ratio=0.5)
+    # resnet20's stage-1 residual stream is written by the stem and every layer1 block: kept whole with the stem
+    assert set(report.kept_whole) == {"conv1", "fc"}
+    assert report.kept_whole["conv1"].startswith("4 channels; coupled with layer1.")
+    assert report.kept_whole["conv1"].endswith("it is written by ignored layer 'conv1'")
+    assert {"layer1.0.conv2", "layer1.1.conv2", "layer1.2.conv2"} <= set(
+        re.findall(r"layer1\.\d\.conv2", report.kept_whole["conv1"])
+    )
+    _, freed = prune(prunus.create_model("resnet20", in_channels=1, width_mult=0.25), torch.zeros(1, 1, 28, 28),
+                     ratio=0.5, ignore=["fc"])  # fmt: skip
+    assert set(freed.kept_whole) == {"fc"}  # with the stem prunable the stream is cut like any group
+    src = prunus.save(
+        prunus.create_model("resnet20", in_channels=1, width_mult=0.25), tmp_path / "m", input_shape=(1, 28, 28)
+    )
+    assert main(["prune", str(src), "--ratio", "0.5", "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    assert "kept at full width: conv1 (4 channels; coupled with layer1." in printed

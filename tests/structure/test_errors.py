@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunus.errors import ConfigError
+from prunus.errors import StructureWarning
 from prunus.structure import StructureError, build_groups, merge_, remove_, soft_mask_
 
 
@@ -38,10 +38,14 @@ class WithCustom(nn.Module):
 X = torch.randn(1, 3, 8, 8)
 
 
-def test_unsupported_module_is_named():
-    with pytest.raises(StructureError, match=r"module 'scale' \(Scale\).*ignored_layers") as info:
-        build_groups(WithCustom(), X)
-    assert isinstance(info.value, ConfigError)  # the CLI turns it into a one-line message
+def test_unsupported_module_leaves_its_group_whole_with_one_warning_naming_it():
+    with pytest.warns(StructureWarning) as caught:
+        groups = {g.key: g for g in build_groups(WithCustom(), X)}
+    assert [str(w.message) for w in caught] == [
+        "group 'conv' is left unpruned: einsum in Scale 'scale' is not supported"
+    ]
+    assert not groups["conv"].prunable
+    assert groups["conv2"].prunable  # the rest of the model is still pruned
 
 
 def test_ignored_unsupported_module_freezes_its_channels():

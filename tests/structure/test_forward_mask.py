@@ -141,9 +141,52 @@ def test_masked_filters_regrow_under_sgd_while_the_output_stays_masked():
         opt.step()
     assert (model[2].weight[[1, 4]] - before[[1, 4]]).abs().max() > 1e-4
     probe = torch.randn(2, 1, 8, 8)
-    with torch.no_grad():
+    with torch.no_grad(), fm.paused():  # the reference: the plain network with the channels' weights zeroed
         zeroed = copy.deepcopy(model)
+    with torch.no_grad():
         soft_mask_(zeroed, next(g for g in build_groups(zeroed, probe[:1]) if g.key == "2"), [1, 4])
         model.eval()
         zeroed.eval()
         torch.testing.assert_close(model(probe), zeroed(probe), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bn", [False, True], ids=["conv-bias", "conv-bn"])
+def test_a_masked_channels_own_parameters_get_the_gradient_they_would_get_alive(bn):
+    """Straight-through: the masked rows of the writer (weight AND bias) and of its BN get exactly the
+    gradient of a network whose consumer reads 0 there but passes its gradient back unchanged."""
+    torch.manual_seed(0)
+    norm = [nn.BatchNorm2d(6)] if bn else []
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), *norm, nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3),
+    )  # fmt: skip
+    last = len(model) - 1
+    update_info(model, stem="0", classifier=str(last))
+    with torch.no_grad():
+        model[2].bias.uniform_(-0.5, 0.5)
+        if bn:
+            model[3].weight.uniform_(0.5, 1.5)
+            model[3].bias.uniform_(0.2, 0.5)
+    reference = copy.deepcopy(model)
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    group = next(g for g in build_groups(model, x[:1]) if g.key == "2")
+    fm = ForwardMask([group])
+    fm.set(group, [1, 4])
+    fm.attach(model)
+    target = torch.randn(4, 3, generator=torch.Generator().manual_seed(3))
+    model.train()
+    (model(x) * target).sum().backward()
+    # the reference, by hand: the classifier reads the pooled features with channels 1 and 4
+    # zeroed, and the zeroing passes the gradient straight through (value f * m, gradient 1)
+    reference.train()
+    mask = torch.ones(6)
+    mask[[1, 4]] = 0
+    f = reference[:last](x)
+    f_read = f - (f * (1 - mask)).detach()
+    (reference[last](f_read) * target).sum().backward()
+    # a conv bias before a train-mode BN has no gradient at all (the batch mean cancels it)
+    names = ("2.weight", "3.weight", "3.bias") if bn else ("2.weight", "2.bias")
+    for name in names:
+        ours, ref = dict(model.named_parameters())[name].grad, dict(reference.named_parameters())[name].grad
+        assert ref[[1, 4]].abs().max() > 1e-4, name  # the masked rows do have a gradient to get
+        torch.testing.assert_close(ours[[1, 4]], ref[[1, 4]], rtol=1e-5, atol=1e-7, msg=name)

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 import prunus
-from prunus.structure import StructureError, build_groups, remove_, soft_mask_
+from prunus.errors import StructureWarning
+from prunus.structure import build_groups, remove_, soft_mask_
 
 
 class LayerScaleBlock(nn.Module):
@@ -117,8 +118,12 @@ class Mixer(nn.Module):
         return torch.einsum("bchw,cd->bdhw", x, self.mix)
 
 
-def test_unsupported_parameters_still_fail_with_the_module_and_the_fix():
+def test_unsupported_parameters_leave_their_group_whole_and_name_the_module():
     net = _net()
     net.bias = Mixer(8)
-    with pytest.raises(StructureError, match=r"module 'bias' \(Mixer\).*per-channel.*ignored_layers including 'bias'"):
-        build_groups(net, X, ignored_layers=["fc"])
+    with pytest.warns(
+        StructureWarning, match=r"group 'head' is left unpruned: einsum in Mixer 'bias' is not supported"
+    ):
+        groups = {g.key: g for g in build_groups(net, X, ignored_layers=["fc"])}
+    assert not groups["head"].prunable
+    assert groups["blocks.0.pw1"].prunable

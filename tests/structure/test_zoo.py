@@ -45,10 +45,10 @@ def test_zoo_masked_equals_compact_and_replays(nets, name):
 
 
 def test_padding_shortcut_freezes_streams(nets):
-    """Option-A shortcuts pad channels with zeros: Torch-Pruning cannot map that, so we refuse to cut it."""
+    """Option-A shortcuts pad channels with zeros of a fixed width: the stream cannot shrink, so it stays whole."""
     groups = _mask_remove_replay(nets, "resnet20", ignored_layers=("fc",), shortcut="A")
     stem = groups[0]
     assert stem.key == "conv1"
     assert not stem.prunable
-    assert "could not be traced exactly" in stem.reason
+    assert "adds them to a tensor that cannot shrink with them" in stem.reason
     assert sum(g.prunable for g in groups) == 9  # every block's inner conv1 group

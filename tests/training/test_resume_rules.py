@@ -39,9 +39,12 @@ def _copy(run, tmp_path):
     return tmp_path / "run"
 
 
-def test_new_lr_on_resume_takes_effect_and_is_recorded(two_epochs, tmp_path):
+def test_new_lr_on_resume_takes_effect_and_is_recorded(two_epochs, tmp_path, capsys):
     run = _copy(two_epochs, tmp_path)
     assert main(["train", "--resume", "--out", str(run), "--epochs", "3", "--lr", "0.01", "--no-progress"]) == 0
+    said = capsys.readouterr().out  # what the resume changes is said before it is done
+    assert "resuming after epoch 2: epochs 2 -> 3 (the lr schedule is recomputed for the new total)" in said
+    assert "lr 0.05 -> 0.01 (the new peak lr applies from the next step)" in said
     state = load_checkpoint(run / "checkpoint.pt")
     assert state["epoch"] == 3
     assert {g["base_lr"] for g in state["optimizer"]["param_groups"]} == {0.01}

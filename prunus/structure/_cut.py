@@ -1,0 +1,119 @@
+"""Physically cutting positions out of a model's tensors, by name: the one place module shapes change.
+
+A `CutPlan` lists, per (module, tensor, dim), the positions to drop; per module whose width lives
+only in an attribute (a BatchNorm without parameters), how many channels it loses; and the new
+values of attributes holding sizes (split sections, slice bounds: `Binding`). `apply_plan` edits
+any model with those names (the traced one, or a copy for a trial), replacing each parameter by a
+smaller one (an optimizer built before must be rebuilt) and updating every size attribute torch
+reads (`out_channels`, `num_features`, `num_groups`, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunus.structure.roles import Role
+
+__all__ = ["CutPlan", "apply_plan"]
+
+
+@dataclass
+class CutPlan:
+    """What one cut removes (see the module docstring)."""
+
+    tensors: list[tuple[str, str, int, Role, list[int]]] = field(default_factory=list)
+    widths: dict[str, int] = field(default_factory=dict)
+    attrs: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+
+def _replace(module: nn.Module, name: str, value: torch.Tensor, undo: list | None = None) -> None:
+    if undo is not None:
+        undo.append(_restorer(module, name))
+    if name in module._parameters:
+        old = module._parameters[name]
+        module._parameters[name] = nn.Parameter(value, requires_grad=old.requires_grad)
+    elif name in module._buffers:
+        module._buffers[name] = value
+    else:
+        setattr(module, name, value)
+
+
+def _keep(size: int, drop: list[int], device: torch.device) -> torch.Tensor:
+    gone = set(drop)
+    return torch.tensor([i for i in range(size) if i not in gone], dtype=torch.long, device=device)
+
+
+def _restorer(module: nn.Module, name: str) -> Any:
+    """A function that puts back what `module.name` is now (the very same object)."""
+    if name in module._parameters:
+        old = module._parameters[name]
+        return lambda: module._parameters.__setitem__(name, old)
+    if name in module._buffers:
+        old = module._buffers[name]
+        return lambda: module._buffers.__setitem__(name, old)
+    old = module.__dict__[name]
+    return lambda: module.__dict__.__setitem__(name, old)
+
+
+def _set(module: nn.Module, name: str, value: Any, undo: list | None) -> None:
+    if undo is not None:
+        undo.append(_restorer(module, name))
+    setattr(module, name, value)
+
+
+@torch.no_grad()
+def apply_plan(
+    model: nn.Module, plan: CutPlan, undo: list | None = None, modules: dict[str, nn.Module] | None = None
+) -> None:
+    """Cut `plan` out of `model` (found by module names) and update the size attributes.
+
+    With `undo`, a function per change is appended to it; calling them in reverse order puts
+    back the very same parameter objects and values (a trial cut on the model itself). `modules`:
+    the model's name -> module map, when the caller has it (looking names up one by one is slow).
+    """
+    get = modules.__getitem__ if modules is not None else model.get_submodule
+    touched: dict[str, set[Role]] = {}
+    for module_name, tensor, dim, role, positions in plan.tensors:
+        m = get(module_name)
+        t = getattr(m, tensor)
+        if role is Role.IN_GROUPED:  # positions are input channels; the weight holds in/groups columns
+            per = m.in_channels // m.groups
+            cols = sorted({p % per for p in positions})
+            new = t.detach().index_select(1, _keep(per, cols, t.device))
+        else:
+            new = t.detach().index_select(dim, _keep(t.shape[dim], positions, t.device))
+        _replace(m, tensor, new, undo)
+        touched.setdefault(module_name, set()).add(role)
+    for module_name, roles in touched.items():
+        _resize(get(module_name), roles, undo)
+    for module_name, lost in plan.widths.items():
+        m = get(module_name)
+        if isinstance(m, nn.GroupNorm):
+            size = m.num_channels // m.num_groups
+            _set(m, "num_channels", m.num_channels - lost, undo)
+            _set(m, "num_groups", m.num_channels // size, undo)
+        elif isinstance(m, nn.modules.batchnorm._NormBase):
+            _set(m, "num_features", m.num_features - lost, undo)
+    for (module_name, attr), value in plan.attrs.items():
+        _set(get(module_name), attr, value, undo)
+
+
+def _resize(m: nn.Module, roles: set[Role], undo: list | None = None) -> None:
+    """Set the size attributes of a cut conv, linear or PReLU from its weight."""
+    if isinstance(m, nn.modules.conv._ConvNd):
+        w = m.weight
+        if Role.DW in roles:  # a depthwise conv keeps one channel per group
+            for attr in ("in_channels", "out_channels", "groups"):
+                _set(m, attr, w.shape[0], undo)
+        else:
+            _set(m, "out_channels", w.shape[0], undo)
+            _set(m, "in_channels", w.shape[1] * m.groups, undo)
+    elif isinstance(m, nn.Linear):
+        _set(m, "out_features", m.weight.shape[0], undo)
+        _set(m, "in_features", m.weight.shape[1], undo)
+    elif isinstance(m, nn.PReLU):
+        _set(m, "num_parameters", m.weight.numel(), undo)

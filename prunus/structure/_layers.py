@@ -1,0 +1,326 @@
+"""Rules for layers: convs and linears (writers and consumers), and the functional normalisations.
+
+Convs and linears are traced as whole modules (`Tracer.pre_hook` / `post_hook`): a consumer
+records which channel each input column belongs to, a writer gives its output rows fresh labels;
+a depthwise conv passes its input's channels through. A conv or linear subclass with a forward of
+its own is probed on a copy (`_probe`). BatchNorm, GroupNorm, InstanceNorm, LayerNorm, PReLU and a
+functional depthwise conv are read through their `torch.nn.functional` calls, so custom layers
+built on those calls are handled the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunus.structure import _ops
+from prunus.structure._labels import expand, fresh, tensors, varying_dims
+from prunus.structure.roles import Role
+
+#: the `_trace.Tracer` whose state the rules read and record (not imported: it imports the rules)
+Tracer = Any
+
+__all__ = ["FUNCTIONAL", "KNOWN", "OPAQUE", "WRITERS", "channel_dim", "leaf"]
+
+# modules whose forward the tracer does not look into: writers, and modules it does not support
+WRITERS = (nn.modules.conv._ConvNd, nn.Linear)
+OPAQUE = (nn.MultiheadAttention, nn.RNNBase, nn.Embedding, nn.EmbeddingBag, nn.Bilinear)
+#: module types whose parameters are read through known calls (never treated as bare parameters)
+KNOWN = WRITERS + OPAQUE + (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.PReLU)
+_BASE_FORWARDS = {nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward, nn.Linear.forward}
+_NORM_ROLES = {"weight": Role.BN_WEIGHT, "bias": Role.BN_BIAS, "running_mean": Role.BN_MEAN, "running_var": Role.BN_VAR}
+
+
+def channel_dim(p: torch.Tensor) -> int | None:
+    """The one dimension of a per-channel tensor (shape (C,), (C, 1, 1), (1, C, 1, 1)), else None."""
+    dims = [d for d, size in enumerate(p.shape) if size > 1]
+    return dims[0] if len(dims) == 1 else None
+
+
+def _is_custom(m: nn.Module) -> bool:
+    """A conv/linear subclass whose forward is its own, or that holds tensors of its own."""
+    own = set(m._parameters) | set(m._buffers)
+    return type(m).forward not in _BASE_FORWARDS or bool(own - {"weight", "bias"})
+
+
+def leaf(tr: Tracer, m: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
+    name = tr.names[m]
+    x = args[0] if args else next(iter(kwargs.values()), None)
+    if name in tr.opaque or isinstance(m, OPAQUE) or getattr(m, "transposed", False):
+        why = (
+            f"it passes through ignored module {name!r}"
+            if name in tr.opaque
+            else f"{type(m).__name__} {name!r} is not supported"
+        )
+        for t in tensors(list(args)) + tensors(kwargs):
+            if tr.labelled(t):
+                tr.freeze(tr.get(t)[0], why)
+        for t in tensors(out):
+            tr.clear(t)
+        return
+    if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor):
+        tr.unknown(type(m).__name__, args, kwargs, out)
+        return
+    _writer(tr, m, name, x, out)
+
+
+@dataclass
+class _Probe:
+    out_ok: bool = True
+    in_ok: bool = True
+    zero: bool = True
+    extras: list[tuple[str, int]] = field(default_factory=list)
+    opaque: str | None = None
+
+
+def _writer(tr: Tracer, m: nn.Module, name: str, x: torch.Tensor, out: torch.Tensor) -> None:
+    """A conv or linear: consumer of its input's channels, writer of fresh output channels."""
+    conv = isinstance(m, nn.modules.conv._ConvNd)
+    cdim = 1 if conv else x.dim() - 1
+    cin, cout = (m.in_channels, m.out_channels) if conv else (m.in_features, m.out_features)
+    g = m.groups if conv else 1
+    depthwise = conv and g > 1 and g == cin == cout
+    probe = _probe(tr, m, x, out) if _is_custom(m) else _Probe()
+    kind = f"{type(m).__name__} {name!r}"
+    col: list[int] | None = None
+    if tr.labelled(x):
+        L, Z = tr.get(x)
+        if varying_dims(L) - {cdim}:
+            why = f"{kind} reads positions of different channels along one input channel (e.g. ECA attention)"
+            tr.freeze(L, why)
+            if not depthwise:  # its output positions follow those channels, not its rows: none can go
+                tr.freeze_ids(range(tr.writer(name, cout), tr.writer(name, cout) + cout), why)
+            tr.clear(out)
+            return
+        else:
+            shape = [cin if d == cdim else 1 for d in range(x.dim())]
+            col = expand(L, shape).reshape(-1).tolist()
+            zcol = expand(Z, shape).reshape(-1).tolist()
+            bad = [c for c, z in zip(col, zcol, strict=True) if c >= 0 and not z]
+            tr.freeze_ids(bad, f"its masked channels are not zero where {name!r} reads them (e.g. after a sigmoid)")
+            if not probe.in_ok:
+                tr.freeze_ids(col, f"{kind} changes its other outputs when an input channel goes (e.g. it "
+                              "standardises its weight over its inputs)")  # fmt: skip
+            if probe.opaque:
+                tr.freeze_ids(col, probe.opaque)
+            if not depthwise and g == 1:
+                tr.axis((name, "weight", 1), Role.IN, col)
+            elif not depthwise:
+                s = cin // g
+                if s == 1:
+                    tr.freeze_ids(col, f"grouped conv {name!r} has one input channel per group")
+                else:
+                    tr.axis((name, "weight", 1), Role.IN_GROUPED, col)
+                    for b in range(1, g):
+                        for o in range(s):
+                            tr.unit(col[o], col[b * s + o])
+    odim = out.dim()
+    if depthwise:  # the channels pass through: its rows follow the input's channels
+        if col is None:
+            tr.clear(out)
+            return
+        rows = col
+        tr.axis((name, "weight", 0), Role.DW, rows)
+        if m.bias is not None:
+            tr.axis((name, "bias", 0), Role.DW_BIAS, rows)
+        lab = torch.tensor(rows, dtype=torch.long).reshape([cout if d == 1 else 1 for d in range(odim)])
+    else:
+        base = tr.writer(name, cout)
+        rows = list(range(base, base + cout))
+        tr.axis((name, "weight", 0), Role.OUT, rows)
+        if m.bias is not None:
+            tr.axis((name, "bias", 0), Role.BIAS, rows)
+        if g > 1:
+            so = cout // g
+            if so == 1:
+                tr.freeze_ids(rows, f"grouped conv {name!r} has one output channel per group")
+            for b in range(1, g):
+                for o in range(so):
+                    tr.unit(rows[o], rows[b * so + o])
+        lab = fresh(base, cout, odim, 1 if conv else odim - 1)
+    for attr, d in probe.extras:
+        tr.axis((name, attr, d), Role.PARAM, rows)
+    if _is_custom(m):  # the probe cut one row and one column: the trial cut checks the rest
+        tr.risky(rows)
+        tr.risky(col or [])
+    if not probe.out_ok:
+        tr.freeze_ids(rows, f"{kind} changes its other outputs when an output channel goes")
+    if probe.opaque:
+        tr.freeze_ids(rows, probe.opaque)
+    tr.set(out, lab, torch.full([1] * odim, probe.zero, dtype=torch.bool))
+
+
+def _probe(tr: Tracer, m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> _Probe:
+    """Cut one output row / input column of a custom conv or linear on a copy and compare (see module docstring)."""
+    conv = isinstance(m, nn.modules.conv._ConvNd)
+    cout = m.out_channels if conv else m.out_features
+    cin = m.in_channels if conv else m.in_features
+    probe = _Probe()
+    for attr, t in [*m._parameters.items(), *m._buffers.items()]:
+        if attr in ("weight", "bias") or t is None:
+            continue
+        d = channel_dim(t)
+        if d is not None and t.shape[d] == cout:
+            probe.extras.append((attr, d))
+        elif t.numel() > 1:
+            probe.opaque = (
+                f"{type(m).__name__} {tr.names[m]!r} holds {attr!r}, which is not one value per output channel"
+            )
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device) if x.is_floating_point() else x
+    cdim = 1 if conv else x.dim() - 1
+    tensors = [("weight", 0), ("bias", 0), *probe.extras]
+
+    def edit(keep_rows: list[int] | None, zero_row: int | None, keep_cols: list[int] | None) -> nn.Module:
+        c = copy.deepcopy(m)
+        for attr, d in tensors:
+            t = getattr(c, attr, None)
+            if t is None:
+                continue
+            new = t.detach().clone()
+            if keep_rows is not None:
+                new = new.index_select(d, torch.tensor(keep_rows, device=t.device))
+            if zero_row is not None:
+                new.index_fill_(d, torch.tensor([zero_row], device=t.device), 0.0)
+            if keep_cols is not None and attr == "weight":
+                new = new.index_select(1, torch.tensor(keep_cols, device=t.device))
+            _replace(c, attr, new)
+        n_out, n_in = c.weight.shape[0], c.weight.shape[1] * (c.groups if conv else 1)
+        if conv:
+            c.out_channels, c.in_channels = n_out, n_in
+        else:
+            c.out_features, c.in_features = n_out, n_in
+        return c
+
+    try:
+        with torch.no_grad():
+            ref = m(x)
+            scale = 1e-5 * (1.0 + float(ref.abs().max()))
+            if cout > 1:
+                j = cout // 2
+                keep = [i for i in range(cout) if i != j]
+                got = edit(keep, None, None)(x)
+                want = ref.index_select(cdim, torch.tensor(keep, device=ref.device))
+                probe.out_ok = got.shape == want.shape and bool(((got - want).abs() <= scale).all())
+                zeroed = edit(None, j, None)(x)
+                probe.zero = bool((zeroed.select(cdim, j).abs() <= scale).all())
+            if cin > 1 and (not conv or m.groups == 1):
+                i = cin // 2
+                keep = [k for k in range(cin) if k != i]
+                xz = x.clone()
+                xz.select(cdim, i).zero_()
+                got = edit(None, None, keep)(x.index_select(cdim, torch.tensor(keep, device=x.device)))
+                want = m(xz)
+                probe.in_ok = got.shape == want.shape and bool(((got - want).abs() <= scale).all())
+    except Exception:  # a module we cannot even cut on a copy: keep its channels
+        probe.out_ok = probe.in_ok = probe.zero = False
+    return probe
+
+
+def _replace(module: nn.Module, attr: str, value: torch.Tensor) -> None:
+    if attr in module._parameters:
+        old = module._parameters[attr]
+        module._parameters[attr] = nn.Parameter(value, requires_grad=old.requires_grad)
+    else:
+        module._buffers[attr] = value
+
+
+# ------------------------------------------------------------------------------ functional rules
+def _per_channel(tr: Tracer, x: torch.Tensor, op: str) -> list[int] | None:
+    L, _ = tr.get(x)
+    if varying_dims(L) - {1}:
+        tr.freeze(L, f"{op} in {tr.where()} normalises positions of several channels together")
+        return None
+    return expand(L, [x.shape[1] if d == 1 else 1 for d in range(x.dim())]).reshape(-1).tolist()
+
+
+def _member(tr: Tracer, t: Any, role: Role, col: list[int], op: str) -> bool:
+    """Record tensor argument `t` (one value per channel) on the channels `col`; False if it is not a module's."""
+    if t is None:
+        return True
+    info = tr.owned.get(id(t))
+    if info is None or t.dim() != 1 or t.shape[0] != len(col):
+        lab, _ = tr.get(t)
+        if t.dim() == 1 and lab.numel() == len(col) and bool((lab >= 0).all()):
+            tr.uf.union_arrays(lab, torch.tensor(col))
+            return True
+        tr.freeze_ids(col, f"{op} in {tr.where()} takes per-channel values the engine cannot cut")
+        return False
+    tr.axis((info[0], info[1], 0), role, col)
+    return True
+
+
+def _norm(tr: Tracer, name: str, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+    x = args[0] if args else kwargs.get("input")
+    if not isinstance(out, torch.Tensor) or not tr.labelled(x):
+        return
+    L, Z = tr.get(x)
+    arg = _ops.arg
+    if name == "layer_norm":
+        n = len(arg(args, kwargs, 1, "normalized_shape"))
+        _ops.mix(tr, x, [out], list(range(x.dim() - n, x.dim())), True, "layer_norm", False)
+        return
+    col = _per_channel(tr, x, name)
+    if col is None:
+        tr.clear(out)
+        return
+    owner = tr.stack[-1] if tr.stack else None
+    if isinstance(owner, (nn.modules.batchnorm._NormBase, nn.GroupNorm)):
+        tr.axis((tr.names[owner], "", 0), Role.BN_WEIGHT, col)  # the module's width (num_features)
+    if name == "prelu":
+        w = arg(args, kwargs, 1, "weight")
+        if w.numel() > 1:
+            _member(tr, w, Role.PRELU, col, name)
+        tr.set(out, L, Z)
+        return
+    if name == "group_norm":
+        groups = arg(args, kwargs, 1, "num_groups")
+        tensors = {"weight": arg(args, kwargs, 2, "weight"), "bias": arg(args, kwargs, 3, "bias")}
+        size = len(col) // groups
+        if groups == 1:
+            tr.freeze_ids(col, f"GroupNorm in {tr.where()} normalises all its {len(col)} channels together")
+        for g in range(groups):
+            for o in range(1, size):  # a GroupNorm group goes whole, or its statistics change
+                tr.unit(col[g * size], col[g * size + o])
+        zero = True
+    else:
+        keys = ("running_mean", "running_var", "weight", "bias")
+        tensors = {k: arg(args, kwargs, i + 1, k) for i, k in enumerate(keys)}
+        stats = name == "instance_norm" and arg(args, kwargs, 5, "use_input_stats", True)
+        zero = tensors["weight"] is not None or bool(stats and tensors["bias"] is None)
+    for key, t in tensors.items():
+        zero &= _member(tr, t, _NORM_ROLES[key], col, name) or key.startswith("running")
+    tr.set(out, L, torch.full(L.shape, zero, dtype=torch.bool))
+
+
+def _fconv(tr: Tracer, name: str, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+    """A functional conv outside a conv module: supported when it is depthwise (a blur pool's fixed filter)."""
+    arg = _ops.arg
+    x, w, b = args[0], arg(args, kwargs, 1, "weight"), arg(args, kwargs, 2, "bias")
+    groups = arg(args, kwargs, 6, "groups", 1)
+    if not tr.labelled(x):
+        return
+    c = x.shape[1]
+    if not (groups == c and w.shape[0] == c and w.shape[1] == 1):
+        tr.unknown(name, args, kwargs, out)
+        return
+    col = _per_channel(tr, x, name)
+    if col is None:
+        tr.clear(out)
+        return
+    ok = _member(tr, w, Role.DW, col, name) and _member(tr, b, Role.DW_BIAS, col, name)
+    if isinstance(groups, int):
+        tr.bind(groups, [col], int)
+    tr.risky(col)
+    L, _ = tr.get(x)
+    tr.set(out, L, torch.full(L.shape, ok, dtype=torch.bool))
+
+
+FUNCTIONAL = {
+    **dict.fromkeys(("batch_norm", "instance_norm", "group_norm", "layer_norm", "prelu"), _norm),
+    **dict.fromkeys(("conv1d", "conv2d", "conv3d"), _fconv),
+}

@@ -1,0 +1,435 @@
+"""Tiny hand-made models, one per structure class that broke pruning on other people's CNNs (issue 29).
+
+Each reproduces the pattern of a timm family (named in its docstring) with a few channels, so the
+tests run in seconds without timm. `build(name)` is also the factory `prunus.load` rebuilds them
+with (the tests register this module as `prunus_test_families`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunus.models.info import update_info
+
+
+def cbr(cin: int, cout: int, k: int = 3, **kw) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False, **kw), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class MixedConv(nn.Module):
+    """mixnet's MixedConv2d: `torch.split` with explicit sizes held in an attribute, one kernel size per piece."""
+
+    def __init__(self, splits: list[int]) -> None:
+        super().__init__()
+        self.splits = list(splits)
+        self.convs = nn.ModuleList(
+            nn.Conv2d(s, s, 3 + 2 * i, padding=1 + i, groups=s, bias=False) for i, s in enumerate(splits)
+        )
+
+    def forward(self, x):
+        pieces = torch.split(x, self.splits, 1)
+        return torch.cat([conv(p) for conv, p in zip(self.convs, pieces, strict=True)], 1)
+
+
+class MixNet(nn.Module):
+    """Explicit split sizes (mixnet) and a chunk whose halves feed convs of different widths."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = cbr(3, 6)
+        self.pw, self.bn1 = nn.Conv2d(6, 12, 1, bias=False), nn.BatchNorm2d(12)
+        self.mix, self.bn2 = MixedConv([4, 8]), nn.BatchNorm2d(12)
+        self.pwl, self.bn3 = nn.Conv2d(12, 6, 1, bias=False), nn.BatchNorm2d(6)
+        self.mid = cbr(6, 10, 1)
+        self.a, self.b = nn.Conv2d(5, 3, 1), nn.Conv2d(5, 7, 3, padding=1)
+        self.fc = nn.Linear(10, 5)
+        update_info(self, stem="stem.0", classifier="fc")
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = F.relu(self.bn1(self.pw(x)))
+        y = F.relu(self.bn2(self.mix(y)))
+        x = self.mid(x + self.bn3(self.pwl(y)))
+        p, q = torch.chunk(x, 2, 1)
+        x = F.relu(torch.cat([self.a(p), self.b(q)], 1))
+        return self.fc(x.mean((2, 3)))
+
+
+class Res2Block(nn.Module):
+    """res2net's Bottle2neck: `torch.split(x, self.width)` into `scale` pieces, each added to the previous branch."""
+
+    def __init__(self, c: int, width: int = 4, scale: int = 3) -> None:
+        super().__init__()
+        self.width, self.scale = width, scale
+        self.conv1, self.bn1 = nn.Conv2d(c, width * scale, 1, bias=False), nn.BatchNorm2d(width * scale)
+        self.convs = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1, bias=False) for _ in range(scale - 1))
+        self.bns = nn.ModuleList(nn.BatchNorm2d(width) for _ in range(scale - 1))
+        self.conv3, self.bn3 = nn.Conv2d(width * scale, c, 1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        spx = torch.split(F.relu(self.bn1(self.conv1(x))), self.width, 1)
+        outs, sp = [], None
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns, strict=True)):
+            sp = spx[i] if i == 0 else sp + spx[i]
+            sp = F.relu(bn(conv(sp)))
+            outs.append(sp)
+        outs.append(spx[-1])
+        return F.relu(self.bn3(self.conv3(torch.cat(outs, 1))) + x)
+
+
+class Res2Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = cbr(3, 8)
+        self.block = Res2Block(8)
+        self.fc = nn.Linear(8, 5)
+        update_info(self, stem="stem.0", classifier="fc")
+
+    def forward(self, x):
+        return self.fc(self.block(self.stem(x)).mean((2, 3)))
+
+
+class CSPNet(nn.Module):
+    """cspnet's CSPStage: `x.split(self.expand_chs // 2)` (the size computed from the whole width)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = cbr(3, 6)
+        self.expand_chs = 8
+        self.conv_exp = cbr(6, self.expand_chs, 1)
+        self.blocks = cbr(4, 4)
+        self.conv_transition = cbr(8, 6, 1)
+        self.fc = nn.Linear(6, 5)
+        update_info(self, stem="stem.0", classifier="fc")
+
+    def forward(self, x):
+        xs, xb = self.conv_exp(self.stem(x)).split(self.expand_chs // 2, dim=1)
+        x = self.conv_transition(torch.cat([xs, self.blocks(xb)], dim=1))
+        return self.fc(x.mean((2, 3)))
+
+
+class DualPathBlock(nn.Module):
+    """dpn's DualPathBlock: one conv writes both paths; `x[:, :r]` joins the residual sum, `x[:, r:]` the dense concat."""
+
+    def __init__(self, cin: int, r: int, inc: int) -> None:
+        super().__init__()
+        self.r = r
+        self.a, self.b = cbr(cin, 8, 1), cbr(8, 8)
+        self.c = nn.Conv2d(8, r + inc, 1, bias=False)
+
+    def forward(self, x):
+        resid, dense = x
+        x_s = self.c(self.b(self.a(torch.cat([resid, dense], 1))))
+        return resid + x_s[:, : self.r], torch.cat([dense, x_s[:, self.r :]], 1)
+
+
+class DPN(nn.Module):
+    """Two dual-path blocks on a stream split by slices whose bounds live in attributes."""
+
+    def __init__(self, literal: bool = False) -> None:
+        super().__init__()
+        self.literal = literal
+        self.stem = cbr(3, 10)
+        self.proj = nn.Conv2d(10, 10, 1, bias=False)
+        self.resid = 6
+        self.b1, self.b2 = DualPathBlock(10, 6, 3), DualPathBlock(13, 6, 2)
+        self.bn = nn.BatchNorm2d(15)
+        self.fc = nn.Linear(15, 5)
+        update_info(self, stem="stem.0", classifier="fc")
+
+    def forward(self, x):
+        x = self.proj(self.stem(x))
+        # a bound written in the code cannot follow a cut: that stream must be left whole
+        x = (x[:, :6], x[:, 6:]) if self.literal else (x[:, : self.resid], x[:, self.resid :])
+        x = self.b2(self.b1(x))
+        return self.fc(F.relu(self.bn(torch.cat(x, 1))).mean((2, 3)))
+
+
+class SelectiveKernel(nn.Module):
+    """skresnet's SelectiveKernel: input split in equal pieces, paths stacked, summed, attention over paths."""
+
+    def __init__(self, c: int, paths: int = 2) -> None:
+        super().__init__()
+        self.split_size = c // paths
+        self.paths = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(self.split_size, c, 3, padding=1 + i, dilation=1 + i, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(),
+            )
+            for i in range(paths)
+        )
+        self.num_paths = paths
+        self.fc_reduce, self.bn = nn.Conv2d(c, 4, 1, bias=False), nn.BatchNorm2d(4)
+        self.fc_select = nn.Conv2d(4, c * paths, 1, bias=False)
+
+    def forward(self, x):
+        x_paths = torch.stack([p(t) for p, t in zip(self.paths, torch.split(x, self.split_size, 1), strict=True)], 1)
+        a = self.fc_select(F.relu(self.bn(self.fc_reduce(x_paths.sum(1).mean((2, 3), keepdim=True)))))
+        b, c, h, w = a.shape
+        a = torch.softmax(a.view(b, self.num_paths, c // self.num_paths, h, w), dim=1)
+        return (x_paths * a).sum(1)
+
+
+class SKNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = cbr(3, 6)
+        self.pre = cbr(6, 8)
+        self.sk = SelectiveKernel(8)
+        self.conv = nn.Conv2d(8, 8, 1, bias=False)
+        self.fc = nn.Linear(8, 5)
+        update_info(self, stem="stem.0", classifier="fc")
+
+    def forward(self, x):
+        x = F.relu(self.conv(self.sk(self.pre(self.stem(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+class ScaledConv(nn.Conv2d):
+    """A conv whose module holds a per-output-channel gain: `weight * gain` (exact on both sides)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))
+
+    def forward(self, x):
+        return self._conv_forward(x, self.weight * self.gain, self.bias)
+
+
+class StdConv(nn.Conv2d):
+    """nf-resnet's ScaledStdConv2d: the weight standardised over each filter's inputs, times a per-channel gain."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))
+        self.scale = self.weight[0].numel() ** -0.5
+
+    def forward(self, x):
+        w = F.batch_norm(
+            self.weight.reshape(1, self.out_channels, -1), None, None,
+            weight=(self.gain * self.scale).view(-1), training=True, momentum=0.0, eps=1e-6,
+        ).reshape_as(self.weight)  # fmt: skip
+        return self._conv_forward(x, w, self.bias)
+
+
+class NFNet(nn.Module):
+    """Per-output-channel gains: `a`/`b` scale their weight, `c` standardises it. `c`'s outputs go
+    (a plain conv reads them); its inputs stay (standardising over them changes every output when
+    one goes), so the group feeding it is left whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a = ScaledConv(8, 12, 3, padding=1)
+        self.b = ScaledConv(12, 8, 1)
+        self.d = ScaledConv(8, 10, 1)
+        self.c = StdConv(10, 12, 3, padding=1)
+        self.e = nn.Conv2d(12, 8, 1)
+        self.fc = nn.Linear(8, 5)
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = F.relu(self.b(F.relu(self.a(x))))
+        x = F.relu(self.e(F.relu(self.c(F.relu(self.d(x))))))
+        return self.fc(x.mean((2, 3)))
+
+
+class GNNet(nn.Module):
+    """GroupNorm everywhere: channels go in whole GroupNorm groups; GroupNorm(1, C) leaves its group whole."""
+
+    def __init__(self, one_group: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.c1, self.gn1 = nn.Conv2d(8, 12, 3, padding=1, bias=False), nn.GroupNorm(4, 12)
+        self.c2, self.gn2 = nn.Conv2d(12, 8, 1, bias=False), nn.GroupNorm(1 if one_group else 2, 8)
+        self.c3 = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, 5)
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = F.relu(self.gn2(self.c2(F.relu(self.gn1(self.c1(x))))))
+        return self.fc(F.relu(self.c3(x)).mean((2, 3)))
+
+
+class Conv1dNet(nn.Module):
+    """An audio-style 1-d CNN with a residual block; input (C, L)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv1d(2, 8, 5, padding=2)
+        self.c1, self.bn1 = nn.Conv1d(8, 12, 3, padding=1, bias=False), nn.BatchNorm1d(12)
+        self.c2, self.bn2 = nn.Conv1d(12, 8, 3, padding=1, bias=False), nn.BatchNorm1d(8)
+        self.c3 = nn.Conv1d(8, 10, 1)
+        self.fc = nn.Linear(10, 5)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = F.relu(x + self.bn2(self.c2(F.relu(self.bn1(self.c1(x))))))
+        return self.fc(F.relu(self.c3(x)).mean(2))
+
+
+class Conv3dNet(nn.Module):
+    """A volumetric CNN; input (C, D, H, W)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv3d(1, 6, 3, padding=1)
+        self.c1, self.bn1 = nn.Conv3d(6, 8, 3, padding=1, bias=False), nn.BatchNorm3d(8)
+        self.c2, self.bn2 = nn.Conv3d(8, 6, 1, bias=False), nn.BatchNorm3d(6)
+        self.c3 = nn.Conv3d(6, 8, 3, padding=1, stride=2)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = F.relu(x + self.bn2(self.c2(F.relu(self.bn1(self.c1(x))))))
+        return self.fc(F.relu(self.c3(x)).mean((2, 3, 4)))
+
+
+class TwoInOut(nn.Module):
+    """Two inputs (an image and an auxiliary map), two outputs (a classifier and a regressor head)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ia, self.ib = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(1, 6, 3, padding=1)
+        self.c1, self.bn1 = nn.Conv2d(6, 10, 3, padding=1, bias=False), nn.BatchNorm2d(10)
+        self.c2 = nn.Conv2d(10, 6, 1)
+        self.head_a, self.head_b = nn.Linear(6, 5), nn.Linear(6, 2)
+        update_info(self, stem="ia", classifier="head_a")
+
+    def forward(self, img, aux):
+        x = F.relu(self.ia(img) + self.ib(aux))
+        f = F.relu(self.c2(F.relu(self.bn1(self.c1(x))))).mean((2, 3))
+        return self.head_a(f), self.head_b(f)
+
+
+class ECA(nn.Module):
+    """ecaresnet's ECA: a 1-d conv across the channel means (mixes neighbouring channels: its stream stays)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        y = self.conv(x.mean((2, 3)).view(x.shape[0], 1, -1)).view(x.shape[0], -1, 1, 1).sigmoid()
+        return x * y.expand_as(x)
+
+
+class GlobalContext(nn.Module):
+    """gcresnet's GlobalContext: a spatial softmax pools every channel (a matmul), an MLP scales them."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv_attn = nn.Conv2d(c, 1, 1)
+        self.fc1, self.bn, self.fc2 = nn.Conv2d(c, 4, 1), nn.BatchNorm2d(4), nn.Conv2d(4, c, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        attn = F.softmax(self.conv_attn(x).reshape(b, 1, h * w), dim=-1).unsqueeze(3)
+        context = (x.reshape(b, 1, c, h * w) @ attn).view(b, c, 1, 1)
+        return x * self.fc2(F.relu(self.bn(self.fc1(context)))).sigmoid()
+
+
+class AttentionNet(nn.Module):
+    """Channel attention (ECA, global context) and a one-channel spatial gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = cbr(3, 8)
+        self.c1, self.eca = cbr(8, 12), ECA()
+        self.c2, self.gc = cbr(12, 8), GlobalContext(8)
+        self.gate = nn.Conv2d(8, 1, 1)  # a one-channel spatial gate over all channels
+        self.fc = nn.Linear(8, 5)
+        update_info(self, stem="stem.0", classifier="fc")
+
+    def forward(self, x):
+        x = self.gc(self.c2(self.eca(self.c1(self.stem(x)))))
+        x = x * torch.sigmoid(self.gate(x))
+        return self.fc(x.mean((2, 3)))
+
+
+class Shuffle(nn.Module):
+    """shufflenet: grouped convs around a channel shuffle (view, transpose, reshape), and a
+    shufflenet-v2 block: chunk in halves, one half through a branch, concat, shuffle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = cbr(3, 8)
+        self.g = nn.Conv2d(8, 8, 3, padding=1, groups=2, bias=False)
+        self.c = nn.Conv2d(8, 8, 1, groups=2, bias=False)
+        self.pre = cbr(8, 8, 1)
+        self.branch = cbr(4, 4)
+        self.post = nn.Conv2d(8, 6, 1)
+        self.fc = nn.Linear(6, 5)
+        update_info(self, stem="stem.0", classifier="fc")
+
+    @staticmethod
+    def shuffle(x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        return x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+    def forward(self, x):
+        x = self.shuffle(F.relu(self.g(self.stem(x))))
+        x = self.pre(F.relu(self.c(x)))
+        x1, x2 = x.chunk(2, dim=1)
+        x = self.shuffle(torch.cat([x1, self.branch(x2)], 1))
+        return self.fc(F.relu(self.post(x)).mean((2, 3)))
+
+
+MODELS = {
+    "mixnet": MixNet,
+    "res2net": Res2Net,
+    "cspnet": CSPNet,
+    "dpn": DPN,
+    "sknet": SKNet,
+    "nfnet": NFNet,
+    "groupnorm": GNNet,
+    "conv1d": Conv1dNet,
+    "conv3d": Conv3dNet,
+    "tuple_io": TwoInOut,
+    "dict_io": TwoInOut,
+    "attention": AttentionNet,
+    "shuffle": Shuffle,
+    "dpn_literal": lambda: DPN(literal=True),
+    "groupnorm_one": lambda: GNNet(one_group=True),
+}
+
+
+def build(name: str) -> nn.Module:
+    """The dense model `name` (the factory `prunus.load` calls)."""
+    model = MODELS[name]()
+    update_info(model, arch={"factory": "prunus_test_families:build", "kwargs": {"name": name}})
+    return model
+
+
+def inputs(name: str, batch: int = 2, seed: int = 0):
+    """Example inputs of model `name`: a tensor, a tuple of tensors or a dict of keyword tensors."""
+    gen = torch.Generator().manual_seed(seed)
+    if name == "conv1d":
+        return torch.randn(batch, 2, 16, generator=gen)
+    if name == "conv3d":
+        return torch.randn(batch, 1, 6, 6, 6, generator=gen)
+    if name in ("tuple_io", "dict_io"):
+        img, aux = torch.randn(batch, 3, 8, 8, generator=gen), torch.randn(batch, 1, 8, 8, generator=gen)
+        return (img, aux) if name == "tuple_io" else {"img": img, "aux": aux}
+    return torch.randn(batch, 3, 8, 8, generator=gen)
+
+
+def run(model: nn.Module, x):
+    """Call `model` the way its inputs say (positional tuple, keywords, or one tensor)."""
+    if isinstance(x, dict):
+        return model(**x)
+    if isinstance(x, tuple):
+        return model(*x)
+    return model(x)
+
+
+def outputs(out) -> torch.Tensor:
+    """Every output tensor, flattened into one vector (for comparing models with several outputs)."""
+    if isinstance(out, torch.Tensor):
+        return out.flatten()
+    return torch.cat([t.flatten() for t in out])

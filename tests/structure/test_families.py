@@ -1,0 +1,261 @@
+"""Every structure class that broke pruning on other people's CNNs (issue 29), on a tiny hand-made model each.
+
+For each: the pruned model computes exactly what the dense model computes with the removed
+channels masked, it trains, it saves and loads to the same outputs, no layer is left without
+channels; where a structure cannot be cut exactly, its group is left whole with one warning naming
+the module and the reason, and the rest of the model is still pruned.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import sys
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import prunus
+from prunus.errors import StructureWarning
+from prunus.structure import StructureError, build_groups, remove_, soft_mask_
+
+from . import families as fam
+from .conftest import pick, randomize_
+
+# group keys that must be prunable, and the warnings building the groups must give (exactly)
+EXPECTED = {
+    "mixnet": (["pw", "mid.0", "a", "b"], []),
+    "res2net": (["block.conv1", "block.convs.1"], []),
+    "cspnet": (["conv_exp.0", "blocks.0", "conv_transition.0"], []),
+    "dpn": (["proj", "b1.a.0", "b1.b.0", "b2.a.0", "b2.b.0"], []),
+    "sknet": (["pre.0", "sk.paths.0.0", "sk.fc_reduce", "conv"], []),
+    "nfnet": (
+        ["a", "b", "c", "e"],
+        [
+            "group 'd' is left unpruned: StdConv 'c' changes its other outputs when an input channel goes "
+            "(e.g. it standardises its weight over its inputs)"
+        ],
+    ),
+    "groupnorm": (["c1", "c2", "c3"], []),
+    "conv1d": (["c1", "c3"], []),
+    "conv3d": (["c1", "c3"], []),
+    "tuple_io": (["c1", "c2"], []),
+    "dict_io": (["c1", "c2"], []),
+    "attention": (
+        ["c2.0", "gc.fc1"],
+        [
+            "group 'c1.0' is left unpruned: Conv1d 'eca.conv' reads positions of different channels along one "
+            "input channel (e.g. ECA attention)"
+        ],
+    ),
+    "shuffle": (["g", "c", "pre.0", "post"], []),
+}
+# groups left whole, and the one warning that says why
+LEFT_WHOLE = {
+    "dpn_literal": ("proj", r"^group 'proj' is left unpruned: the model fails once it is cut \(RuntimeError: "),
+    "groupnorm_one": (
+        "c2",
+        r"^group 'c2' is left unpruned: GroupNorm in GroupNorm 'gn2' normalises all its 8 channels together$",
+    ),
+    "nfnet": ("d", r"^group 'd' is left unpruned: StdConv 'c' changes its other outputs when an input channel goes"),
+    "attention": ("c1.0", r"^group 'c1.0' is left unpruned: Conv1d 'eca.conv' reads positions of different channels"),
+}
+
+
+def _dense(name: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return randomize_(fam.build(name), seed).eval()
+
+
+def _groups(model: nn.Module, x) -> tuple[list, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        groups = build_groups(model, x)
+    return groups, [str(w.message) for w in caught if issubclass(w.category, StructureWarning)]
+
+
+def _no_zero_width(model: nn.Module) -> None:
+    for name, m in model.named_modules():
+        for attr in ("in_channels", "out_channels", "in_features", "out_features", "num_features", "num_groups"):
+            if hasattr(m, attr):
+                assert getattr(m, attr) > 0, f"{name}.{attr} is 0"
+    for name, p in model.named_parameters():
+        assert p.numel() > 0, f"{name} is empty"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_pruned_equals_masked(name):
+    model, x = _dense(name), fam.inputs(name)
+    groups, warned = _groups(model, x)
+    prunable, expected_warnings = EXPECTED[name]
+    assert [g.key for g in groups if g.prunable] == prunable
+    assert warned == expected_warnings
+    chosen = pick(groups, 0.4, seed=3)
+    masked = copy.deepcopy(model)
+    for g in groups:
+        if g.key in chosen:
+            soft_mask_(masked, g, chosen[g.key])
+    widths = {g.key: g.num_channels for g in groups}
+    for g in groups:
+        if g.key in chosen:
+            remove_(model, g, chosen[g.key])
+    assert all(chosen.values())
+    for g in groups:
+        assert g.num_channels == widths[g.key] - len(chosen.get(g.key, []))
+    with torch.no_grad():
+        torch.testing.assert_close(fam.outputs(fam.run(model, x)), fam.outputs(fam.run(masked, x)), rtol=0, atol=1e-5)
+    _no_zero_width(model)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_prune_trains_and_saves_and_loads_to_the_same_outputs(name, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "prunus_test_families", fam)
+    model, x = _dense(name), fam.inputs(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StructureWarning)
+        model, report = prunus.prune(model, x, ratio=0.4)
+    assert report.pruned_params < report.dense_params
+    assert all(after >= 1 for _, after in report.widths.values())
+    _no_zero_width(model)
+    # one training step at another batch size: the loss goes back through every cut layer
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    weights = {n: m.weight for n, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))}
+    before = {n: w.detach().clone() for n, w in weights.items()}
+    out = fam.run(model, fam.inputs(name, batch=3, seed=1))
+    loss = sum(o.square().mean() for o in ((out,) if isinstance(out, torch.Tensor) else out))
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.parameters())
+    assert [n for n, w in weights.items() if torch.equal(w, before[n])] == []  # every conv and linear learns
+    # save -> load rebuilds the pruned shapes by replaying the history on the recorded input shape(s)
+    model.eval()
+    prunus.save(model, tmp_path / "m")
+    loaded = prunus.load(tmp_path / "m", trust_factory=True)
+    with torch.no_grad():
+        assert torch.equal(fam.outputs(fam.run(loaded, x)), fam.outputs(fam.run(model, x)))
+    assert [tuple(p.shape) for p in loaded.parameters()] == [tuple(p.shape) for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", sorted(LEFT_WHOLE))
+def test_a_structure_that_cannot_be_cut_is_left_whole_with_one_warning(name):
+    key, message = LEFT_WHOLE[name]
+    model, x = _dense(name), fam.inputs(name)
+    dense_width = {n: p.shape for n, p in model.named_parameters()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, report = prunus.prune(model, x, ratio=0.4)
+    mine = [str(w.message) for w in caught if issubclass(w.category, StructureWarning) and f"'{key}'" in str(w.message)]
+    assert len(mine) == 1
+    assert re.match(message, mine[0]), mine[0]
+    assert key not in report.widths  # left whole ...
+    assert model.get_submodule(key).weight.shape[0] == dense_width[f"{key}.weight"][0]
+    assert report.achieved_ratio > 0  # ... and the rest is pruned
+    with torch.no_grad():
+        fam.run(model, x)
+    _no_zero_width(model)
+
+
+def test_explicit_split_sizes_follow_the_cut():
+    model, x = _dense("mixnet"), fam.inputs("mixnet")
+    group = {g.key: g for g in build_groups(model, x)}["pw"]
+    assert group.segments == ((0, 1, 2, 3), (4, 5, 6, 7, 8, 9, 10, 11))  # the two pieces of split([4, 8])
+    remove_(model, group, [1, 2, 5, 6, 7])
+    assert model.mix.splits == [2, 5]
+    assert [c.in_channels for c in model.mix.convs] == [2, 5]
+    with pytest.raises(StructureError, match="would empty a piece of a split"):
+        remove_(model, group, [0, 1])  # the whole first piece
+
+
+def test_equal_split_width_and_slice_bounds_follow_the_cut():
+    model, x = _dense("res2net"), fam.inputs("res2net")
+    group = {g.key: g for g in build_groups(model, x)}["block.conv1"]
+    assert group.blocks == 3  # split(width=4) into 3 pieces: one offset of every piece goes at once
+    with pytest.raises(StructureError, match="whole units of 3 channels"):
+        remove_(model, group, [0])
+    remove_(model, group, [0, 4, 8])
+    assert model.block.width == 3
+    csp = _dense("cspnet")
+    expand = {g.key: g for g in build_groups(csp, fam.inputs("cspnet"))}["conv_exp.0"]
+    remove_(csp, expand, [1, 5])  # one offset of both halves
+    assert csp.expand_chs == 6  # the attribute the split size is computed from
+    dpn = _dense("dpn")
+    proj = {g.key: g for g in build_groups(dpn, fam.inputs("dpn"))}["proj"]
+    remove_(dpn, proj, [0, 7])  # one residual channel, one dense channel of the stream
+    assert (dpn.resid, dpn.b1.r, dpn.b2.r) == (5, 5, 5)
+
+
+def test_groupnorm_loses_whole_groups():
+    model, x = _dense("groupnorm"), fam.inputs("groupnorm")
+    group = {g.key: g for g in build_groups(model, x)}["c1"]
+    assert (group.blocks, group.units[1]) == (3, (3, 4, 5))
+    remove_(model, group, [3, 4, 5, 9, 10, 11])
+    assert (model.gn1.num_groups, model.gn1.num_channels, model.c1.out_channels) == (2, 6, 6)
+
+
+def test_prune_never_empties_a_group_or_a_piece_even_at_ratio_0_99():
+    for name in ("mixnet", "dpn", "res2net", "groupnorm", "sknet"):
+        model, x = _dense(name), fam.inputs(name)
+        model, report = prunus.prune(model, x, ratio=0.99)
+        assert all(after >= 1 for _, after in report.widths.values())
+        if name == "mixnet":
+            assert model.mix.splits == [1, 1]
+        _no_zero_width(model)
+        with torch.no_grad():
+            fam.run(model, x)
+
+
+@pytest.mark.parametrize("name", ["conv1d", "conv3d"])
+def test_conv1d_and_conv3d_count_and_export(name, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from prunus.deploy.export import export_onnx
+
+    model, x = _dense(name), fam.inputs(name)
+    shape = tuple(x.shape[1:])
+    dense = prunus.count(model, shape)
+    model, report = prunus.prune(model, x, macs_ratio=0.6)
+    counted = prunus.count(model, shape)
+    assert counted.macs == report.pruned_macs < dense.macs
+    assert counted.params == report.pruned_params
+    assert prunus.count(model, (1, *shape)) == counted  # with the batch dimension too
+    k = 3 if name == "conv1d" else 27
+    c1 = model.c1
+    assert counted.layers["c1"].macs == c1.out_channels * c1.in_channels * k * (16 if name == "conv1d" else 216)
+    result = export_onnx(model, tmp_path / "m.onnx", x)
+    assert result.max_abs_diff <= 1e-4
+    assert result.checked_batches == (2, 4)
+
+
+def test_several_inputs_and_outputs_are_counted_and_recorded():
+    model, x = _dense("tuple_io"), fam.inputs("tuple_io")
+    model, report = prunus.prune(model, x, ratio=0.5)
+    assert prunus.count(model, example_inputs=x).macs == report.pruned_macs
+    assert prunus.count(model, ((3, 8, 8), (1, 8, 8))).macs == report.pruned_macs
+    assert prunus.models.info.get_info(model).input_shape == ((3, 8, 8), (1, 8, 8))
+    keyword, xd = _dense("dict_io"), fam.inputs("dict_io")
+    keyword, _ = prunus.prune(keyword, xd, ratio=0.5)
+    assert prunus.models.info.get_info(keyword).input_shape == {"img": (3, 8, 8), "aux": (1, 8, 8)}
+    assert prunus.count(keyword, {"img": (3, 8, 8), "aux": (1, 8, 8)}).macs == report.pruned_macs
+
+
+def test_selective_kernel_paths_and_their_attention_rows_are_one_channel():
+    model, x = _dense("sknet"), fam.inputs("sknet")
+    group = {g.key: g for g in build_groups(model, x)}["sk.paths.0.0"]
+    assert group.num_channels == 8
+    assert group.modules("out") == ["sk.paths.0.0", "sk.paths.1.0", "sk.fc_select"]
+    select = next(s for s in group.slices if s.module == "sk.fc_select" and s.role == "out")
+    assert select.index == tuple(range(16))
+    assert select.channel == (*range(8), *range(8))  # rows c and 8 + c (paths 0 and 1) belong to channel c
+
+
+def test_a_one_channel_gate_does_not_tie_the_channels_it_scales():
+    model, x = _dense("attention"), fam.inputs("attention")
+    with pytest.warns(StructureWarning, match="'c1.0' is left unpruned"):
+        groups = {g.key: g for g in build_groups(model, x)}
+    assert groups["c2.0"].num_channels == 8  # the stream the gate multiplies: 8 channels, not 1
+    assert groups["c2.0"].prunable
+    assert groups["c1.0"].num_channels == 12  # the stream ECA reads across: left whole, still 12 channels
+    assert groups["gate"].num_channels == 1
