@@ -5,8 +5,8 @@ weights: latency does not depend on the values):
 
 - **efficiency** (target >= 0.85): `prunus.prune(ratio=0.5)` (50% of the channels of every
   prunable group, stem and classifier kept), for each `--round-to`, against the dense model with
-  `prunus.deploy.bench.compare_latency`: every runtime (torch, torch-folded, onnxruntime with a
-  static batch), batches `--batches`, calls interleaved dense/pruned, medians. Efficiency =
+  `prunus.deploy.bench.compare_latency`: every runtime (torch, torch-folded, and with a static
+  batch onnxruntime and openvino), batches `--batches`, calls interleaved dense/pruned, medians. Efficiency =
   (dense latency / pruned latency) / (dense MACs / pruned MACs); the best runtime is named.
 - **budget** (target: achieved within 10% of requested): `prunus.prune(latency_ratio=b,
   runtime=--runtime, latency_batch=64)` for each `--budgets` b; the ratio `prune` measured, and a

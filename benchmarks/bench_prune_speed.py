@@ -10,8 +10,9 @@ construction is outside the timers. The arms are interleaved, alternating which 
 the figure is the ratio of medians (prunus / Torch-Pruning).
 
 Latency efficiency (target >= 0.85, issue 11): `prunus.bench.compare_latency` of the dense vs the prunus-pruned
-ResNet-56 at batch 64 with torch and onnxruntime; the figure is the better runtime's
-(dense latency / pruned latency) / (dense MACs / pruned MACs).
+ResNet-56 at batch 64 on every installed runtime (torch, torch-folded, onnxruntime, openvino); the
+figure is the best runtime's (dense latency / pruned latency) / (dense MACs / pruned MACs). The
+load average before and after is recorded (the machine may be shared).
 
     .venv/bin/python benchmarks/bench_prune_speed.py [--repeats 9] [--threads 2] [--input 1x28x28]
 
@@ -21,6 +22,7 @@ Writes benchmarks/results/prune_speed.json.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -96,6 +98,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     shape = args.input
+    load = os.getloadavg()
 
     _time_prunus(args.model, shape, args.width, args.ratio)  # warm-up: imports, allocator, tracer caches
     _time_tp(args.model, shape, args.width, args.ratio)
@@ -134,6 +137,7 @@ def main() -> None:
         "params": {"dense": c_dense.params, "prunus": c_p.params, "torch_pruning": c_t.params},
         "repeats": args.repeats,
         "torch_pruning": tp.__version__,
+        "load_average_before": load,
         **provenance(config=vars(args)),
     }
     rows = [
@@ -153,8 +157,10 @@ def main() -> None:
                 (f"latency {r.runtime} b{r.batch} (ms)", f"{r.pruned_ms:.2f}", f"dense {r.dense_ms:.2f}",
                  f"eff {r.efficiency:.2f}", ">= 0.85")
             )  # fmt: skip
+    result["load_average_after"] = os.getloadavg()
     write_json(args.out, result)
     _print(rows, result)
+    print(f"load average before {load}, after {result['load_average_after']}")
 
 
 def _print(rows: list[tuple[str, ...]], result: dict) -> None:

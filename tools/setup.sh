@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent set-up: .venv, torch (pinned, first), prunus with dev extras, timm (no deps), Fashion-MNIST.
+# Idempotent set-up: .venv, torch (pinned, first), prunus with dev extras (OpenVINO included), timm (no deps),
+# Fashion-MNIST.
 # Fast the second time: each step is skipped when its result is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VPY" -m pip install --quiet --upgrade pip
   # torch first, from the constraints file, so nothing later can pull another build.
   "$VPY" -m pip install --quiet -c constraints.txt torch
-  "$VPY" -m pip install --quiet -c constraints.txt -e ".[dev,export,report]"
+  "$VPY" -m pip install --quiet -c constraints.txt -e ".[dev,export,report,openvino]"
   # timm without its dependencies: torchvision's wheels here link CUDA and would not load against the
   # CPU torch (the tests put a stand-in on the path); yaml, safetensors and pillow are already there
   "$VPY" -m pip install --quiet --no-deps -c constraints.txt timm

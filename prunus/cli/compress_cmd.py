@@ -61,7 +61,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--test", action="store_true", help="also evaluate the input and the compressed model on the test split"
     )
     o.add_argument("--json", action="store_true", help="print the full report as JSON")
-    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument(
+        "--no-progress", action="store_true", help="no progress (bar and lines: DE cycles, candidates, fine-tune steps)"
+    )
     o.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(run=run, config_dests=dests)
     return p
@@ -122,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
         compress=dataclasses.replace(settings, seed=0), data=DataConfig(name=args.data, root=args.data_dir)
     )
     model = load(args.model_dir)
-    report, bundle = compress_model(stage, model, args.out, seed=settings.seed, progress=not args.no_progress)
+    # progress lines go to stdout, like training's; --json keeps stdout for the report alone
+    progress = not (args.no_progress or args.json)
+    report, bundle = compress_model(stage, model, args.out, seed=settings.seed, progress=progress)
     test: dict[str, float] = {}
     if args.test:
         from prunus.measure import evaluate

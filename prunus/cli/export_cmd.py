@@ -1,4 +1,4 @@
-"""`prunus export`: write a saved model as ONNX or TorchScript, checked against the eager model."""
+"""`prunus export`: write a saved model as ONNX, TorchScript or OpenVINO IR, checked against the eager model."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ __all__ = ["FORMATS", "add_model_args", "add_parser", "load_model", "parse_ints"
 
 # ONNX opsets the exporter writes and onnxruntime reads (torch 2.x: 7 to 20)
 MIN_OPSET, MAX_OPSET = 7, 20
-# format -> where its file goes by default: next to the model (`RunDir.onnx` / `RunDir.torchscript`)
-FORMATS: dict[str, str] = {"onnx": "onnx", "torchscript": "torchscript"}
+# format -> where its file goes by default: next to the model (`RunDir.onnx` / `.torchscript` / `.openvino`)
+FORMATS: dict[str, str] = {"onnx": "onnx", "torchscript": "torchscript", "openvino": "openvino"}
 
 
 def parse_ints(text: str, flag: str) -> tuple[int, ...]:
@@ -92,14 +92,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = add_command(
         subparsers,
         "export",
-        "Export a saved model to ONNX or TorchScript and check the file reproduces its logits.",
+        "Export a saved model to ONNX, TorchScript or OpenVINO IR and check the file reproduces its logits.",
         "prunus export runs/r20/model --format onnx --out r20.onnx",
     )
     add_model_args(parser)
     # No argparse `choices`: a bad name goes through ConfigError, one line listing the formats.
     parser.add_argument("--format", default="onnx", help=f"one of: {', '.join(FORMATS)} (default: onnx)")
     add_output_arg(
-        parser, "--out", "file", metavar="PATH", help="output file (default: MODEL_DIR/model.onnx or model.pt)"
+        parser,
+        "--out",
+        "file",
+        metavar="PATH",
+        help="output file (default: MODEL_DIR/model.onnx, model.pt, or model.xml + model.bin for openvino)",
     )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset version (default: 17)")
     parser.add_argument("--no-check", action="store_true", help="skip running the file and comparing logits")
@@ -130,12 +134,24 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out(Path(args.model_dir), args.format)
     if not args.out:  # the default lies inside the (input) model directory: still never over a foreign file
         check_output(out, "file", force=args.force, flag="default output")
+    if args.format == "openvino":
+        if out.suffix != ".xml":
+            raise ConfigError(f"--out {out} must end in .xml for --format openvino (the weights go to NAME.bin)")
+        # the weights file is an output too: it may not overlap the model nor replace a file without --force
+        check_output(out.with_suffix(".bin"), "file", force=args.force, sources=[args.model_dir], flag="weights file")
+        from prunus.deploy.openvino_ir import require_openvino
+
+        require_openvino()  # one line naming the extra, before loading the model
     model, shape = load_model(args)
     example = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
     if args.format == "onnx":
         result = export_onnx(
             model, out, example, opset=args.opset, check=not args.no_check, fold_bn=not args.no_fold_bn
         )
+    elif args.format == "openvino":
+        from prunus.deploy.openvino_ir import export_openvino
+
+        result = export_openvino(model, out, example, check=not args.no_check, fold_bn=not args.no_fold_bn)
     else:
         result = export_torchscript(model, out, example, check=not args.no_check, fold_bn=not args.no_fold_bn)
     diff = "unchecked" if result.max_abs_diff is None else f"{result.max_abs_diff:.2e}"
@@ -146,4 +162,6 @@ def run(args: argparse.Namespace) -> int:
         [[result.format, result.bytes, diff, batches, result.folded_bn]],
     )
     print(f"wrote {result.path}")  # outside the table: rich would wrap a long path
+    if result.format == "openvino":
+        print(f"wrote {result.path.with_suffix('.bin')}")
     return 0

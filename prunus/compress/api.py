@@ -43,9 +43,10 @@ from prunus.compress.config import CompressConfig
 from prunus.compress.kd import kd_losses
 from prunus.compress.pack import CodedLayer, apply_quantized, pack, round_dense, unpack
 from prunus.compress.prn import build_model, encode_prn, parse_prn, read_prn
+from prunus.compress.progress import CompressProgress
 from prunus.compress.report import CompressReport, LayerReport
 from prunus.compress.runner import prunable_layers
-from prunus.compress.search import kl_per_candidate, magnitude_masks, search
+from prunus.compress.search import SearchState, kl_per_candidate, magnitude_masks, search
 from prunus.errors import BudgetNotMetWarning, ConfigError
 from prunus.models.info import get_info, update_info
 
@@ -63,17 +64,27 @@ def _split_calib(calib: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def distill(student: nn.Module, teacher: nn.Module, x: torch.Tensor, masks: dict[str, torch.Tensor], *, steps: int,
-            lr: float, temperature: float, seed: int, batch: int = 128) -> None:  # fmt: skip
+            lr: float, temperature: float, seed: int, batch: int = 128,
+            progress: CompressProgress | None = None, teacher_logits: torch.Tensor | None = None) -> None:  # fmt: skip
     """Short KD fine-tune of the survivors (Adam, soft targets at `temperature`); pruned weights stay 0."""
     layers = prunable_layers(student)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
-    for loss in kd_losses(student, teacher, x, steps=steps, temperature=temperature, seed=seed, batch=batch):
+    bar = progress or CompressProgress(False)
+    bar.start("fine-tune", steps)
+    losses = kd_losses(student, teacher, x, steps=steps, temperature=temperature, seed=seed, batch=batch,
+                       teacher_logits=teacher_logits)  # fmt: skip
+    for step, loss in enumerate(losses, 1):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
             for name, mask in masks.items():
                 layers[name].weight.mul_(mask)
+        text = f"fine-tune step {step}/{steps}: KD loss {float(loss.detach()):.4f}"
+        bar.advance(text)
+        if step % max(1, steps // 10) == 0 or step == steps:
+            bar.line(text)
+    bar.stop()
     student.eval()
 
 
@@ -102,6 +113,7 @@ def compress(
     *,
     out: str | os.PathLike[str] | None = None,
     baselines: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> CompressReport:
     """Sparsify (DE), quantize and entropy-code `model`; write `out` (.prn) when given.
 
@@ -115,6 +127,9 @@ def compress(
         config: `CompressConfig`.
         out: path of the .prn file to write.
         baselines: also report one-shot magnitude pruning and generic/Deep-Compression coding.
+        checkpoint: a file for the DE search's per-cycle checkpoint (`prunus.compress.checkpoint`):
+            written atomically after every cycle, and when it holds this same job's search, the
+            search resumes after its last cycle and ends exactly as an uninterrupted one.
 
     Returns:
         `CompressReport` (file bytes, ratio, per-layer bits/bytes/bound, accuracy on the budget
@@ -133,19 +148,23 @@ def compress(
     x_search = x[: cfg.calib_size]
     x_big = x[: max(cfg.rescore_size, x_search.shape[0])]
     y_big = y[: x_big.shape[0]] if y is not None else None
+    # one teacher pass over every calibration image serves the search, the budget and both fine-tunes
     with torch.no_grad():
-        t_search, t_big = teacher(x_search), teacher(x_big)
+        t_all = teacher(x)
+    t_search, t_big = t_all[: x_search.shape[0]], t_all[: x_big.shape[0]]
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     big = cfg.rescore_size > 0
+    bar = CompressProgress(cfg.progress)
+    resume, on_cycle = _checkpointing(checkpoint, cfg, model, [x_search, x_big, t_search, t_big])
     result = search(student, x_search, t_search, cfg.sparsity, cfg.search_settings(), x_big=x_big if big else None,
-                    teacher_big=t_big if big else None, progress=cfg.progress)  # fmt: skip
+                    teacher_big=t_big if big else None, progress=bar, resume=resume, on_cycle=on_cycle)  # fmt: skip
     seconds["search"] = time.perf_counter() - start
     masks = result.masks
     if cfg.finetune_steps:
         start = time.perf_counter()
         distill(student, teacher, x, masks, steps=cfg.finetune_steps, lr=cfg.finetune_lr,
-                temperature=cfg.temperature, seed=cfg.seed)  # fmt: skip
+                temperature=cfg.temperature, seed=cfg.seed, progress=bar, teacher_logits=t_all)  # fmt: skip
         seconds["finetune"] = time.perf_counter() - start
     start = time.perf_counter()
     s_big = None
@@ -163,10 +182,13 @@ def compress(
     layers = prunable_layers(student)
     coded = {f"{n}.weight": apply_quantized(layers[n].weight, masks[n], quantizers[n]) for n in masks}
     seconds["quantize"] = time.perf_counter() - start
+    bits = sorted(q.bits for q in quantizers.values())
+    bar.line(f"bits per layer: {bits[0]}-{bits[-1]} (mean {sum(bits) / len(bits):.2f})" if bits else "bits: no layers")
     if cfg.codebook_steps:
         start = time.perf_counter()
+        bar.line(f"codebook fine-tune: {cfg.codebook_steps} steps")
         coded = finetune_codebooks(student, teacher, x, coded, steps=cfg.codebook_steps, lr=cfg.codebook_lr,
-                                   temperature=cfg.temperature, seed=cfg.seed)  # fmt: skip
+                                   temperature=cfg.temperature, seed=cfg.seed, teacher_logits=t_all)  # fmt: skip
         seconds["codebook_finetune"] = time.perf_counter() - start
     round_dense(student, coded)
     with torch.no_grad():
@@ -180,8 +202,9 @@ def compress(
         "input_shape": list(info.input_shape or x.shape[1:]),
         "history": list(info.history),
         # every byte counts in this file: the config as its non-default fields (the defaults are
-        # those of the prunus_version in the header), metrics to 6 digits; the search log stays in the report
-        "config": {k: v for k, v in cfg.to_json().items() if v != _DEFAULTS[k]},
+        # those of the prunus_version in the header), metrics to 6 digits; the search log stays in the report.
+        # `progress` is how the run was watched, not what it made: a file must not depend on it
+        "config": {k: v for k, v in cfg.to_json().items() if v != _DEFAULTS[k] and k != "progress"},
         "metrics": {
             "calib_kl": float(f"{kl:.6g}"),
             "calib_acc": float(f"{_accuracy(logits, labels):.6g}"),
@@ -216,6 +239,22 @@ def compress(
     if baselines:
         report.baselines = _baselines(model, student, coded, masks, quantizers, x_big, labels)
     return report
+
+
+def _checkpointing(path: str | os.PathLike[str] | None, cfg: CompressConfig, model: nn.Module,
+                   inputs: list[torch.Tensor]) -> tuple[SearchState | None, Any]:  # fmt: skip
+    """The search state to resume from (this job's checkpoint at `path`, if any) and the per-cycle writer."""
+    if path is None:
+        return None, None
+    from dataclasses import asdict
+
+    from prunus.compress.checkpoint import fingerprint, load_checkpoint, save_checkpoint
+
+    settings = cfg.search_settings()
+    job = fingerprint(asdict(settings), cfg.to_json()["sparsity"], [*inputs, *model.state_dict().values()])
+    shapes = {n: tuple(m.weight.shape) for n, m in prunable_layers(model).items()}
+    resume = load_checkpoint(path, job, shapes, cycles=settings.cycles)
+    return resume, lambda state: save_checkpoint(path, state, job, cycles=settings.cycles)
 
 
 def _kl(ref: torch.Tensor, logits: torch.Tensor) -> float:

@@ -55,6 +55,7 @@ def finetune_codebooks(
     temperature: float,
     seed: int,
     batch: int = 128,
+    teacher_logits: torch.Tensor | None = None,
 ) -> dict[str, CodedLayer]:
     """KD (Adam, soft targets at `temperature`) of the codebooks of `coded` and the uncoded parameters.
 
@@ -62,6 +63,7 @@ def finetune_codebooks(
         student: holds the quantized weights (`pack.apply_quantized`); modified in place.
         teacher: gives the soft targets on `x` (calibration images of the training split).
         coded: state-dict name of a weight -> its coding; the masks and indices are kept.
+        teacher_logits: the teacher's logits on `x`, when already computed.
 
     Returns:
         The codings with the trained, float16-rounded, sorted codebooks (indices remapped);
@@ -71,7 +73,9 @@ def finetune_codebooks(
     books = {name: nn.Parameter(c.quantizer.codebook.detach().clone().float()) for name, c in coded.items()}
     others = [p for name, p in params.items() if name not in coded and p.requires_grad]
     opt = torch.optim.Adam([*books.values(), *others], lr=lr)
-    for loss in kd_losses(student, teacher, x, steps=steps, temperature=temperature, seed=seed, batch=batch):
+    losses = kd_losses(student, teacher, x, steps=steps, temperature=temperature, seed=seed, batch=batch,
+                       teacher_logits=teacher_logits)  # fmt: skip
+    for loss in losses:
         opt.zero_grad(set_to_none=True)
         for name in coded:
             params[name].grad = None

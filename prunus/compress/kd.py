@@ -21,15 +21,17 @@ __all__ = ["kd_losses"]
 
 
 def kd_losses(student: nn.Module, teacher: nn.Module, x: torch.Tensor, *, steps: int, temperature: float, seed: int,
-              batch: int = 128) -> Iterator[torch.Tensor]:  # fmt: skip
+              batch: int = 128, teacher_logits: torch.Tensor | None = None) -> Iterator[torch.Tensor]:  # fmt: skip
     """Yield `steps` KD losses (KL to the teacher's softmax at `temperature`, times T^2) on seeded batches of `x`.
 
     The student is in train mode while the caller steps its optimizer on each loss, and in eval
-    mode once the stream is exhausted.
+    mode once the stream is exhausted. `teacher_logits`: the teacher's logits on `x` when the
+    caller has them already (one teacher pass over the calibration set serves every phase).
     """
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        soft = F.softmax(teacher(x) / temperature, -1)
+        logits = teacher(x) if teacher_logits is None else teacher_logits
+        soft = F.softmax(logits / temperature, -1)
     student.train()
     for _ in range(steps):
         idx = torch.randint(x.shape[0], (min(batch, x.shape[0]),), generator=gen)

@@ -7,8 +7,9 @@ and everything after it in one batch.
 the batch: activations from before the layer that are used after it (residual branches) are
 repeated P times, nothing before the layer is recomputed.
 
-`candidate_outputs(module, inp, weights)` evaluates P weight tensors of one Conv2d/Linear in one
-batched matmul (im2col + broadcast matmul for convs; a grouped conv loops over candidates).
+`candidate_outputs(module, inp, weights)` evaluates P weight tensors of one Conv2d/Linear at once
+(a broadcast matmul for a Linear; for a conv one conv with the P candidates' filters stacked as
+P x out output channels; a grouped conv loops over candidates).
 
 Example:
     >>> import torch
@@ -92,6 +93,22 @@ class Runner:
             handle.remove()
         return LayerState(name, seen[0], None, x)
 
+    def head(self, state: LayerState, n: int) -> LayerState:
+        """The state `enter` would give for the first `n` images of `state.x` (a slice, no forward pass).
+
+        Valid for models whose images do not interact (eval mode: no batch statistics).
+        """
+        batch = state.x.shape[0]
+        env = None
+        if state.env is not None:
+            env = {
+                node: value[:n]
+                if node.op != "get_attr" and isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == batch
+                else value
+                for node, value in state.env.items()
+            }
+        return LayerState(state.name, state.input[:n], env, state.x[:n])
+
     @torch.no_grad()
     def suffix(self, state: LayerState, outputs: torch.Tensor, count: int) -> torch.Tensor:
         """Logits (count * B, classes) when the layer's output is `outputs` (count * B, ...)."""
@@ -132,8 +149,7 @@ class Runner:
 
 
 def batched_layer(module: nn.Module, inp: torch.Tensor):
-    """A function `weights (P, *weight.shape) -> outputs (P * B, ...)` for `module` on the fixed input
-    `inp`; for a conv the im2col matrix is built once here and reused by every call."""
+    """A function `weights (P, *weight.shape) -> outputs (P * B, ...)` for `module` on the fixed input `inp`."""
     bias = module.bias
     batch = inp.shape[0]
     if isinstance(module, nn.Linear):
@@ -148,18 +164,18 @@ def batched_layer(module: nn.Module, inp: torch.Tensor):
     conv: nn.Conv2d = module  # type: ignore[assignment]
     if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         return lambda weights: torch.cat([conv._conv_forward(inp, w, bias) for w in weights])
-    _, _, h, w = inp.shape
-    kh, kw = conv.kernel_size
-    cols = F.unfold(inp, (kh, kw), dilation=conv.dilation, padding=conv.padding, stride=conv.stride).unsqueeze(0)
-    ho = (h + 2 * conv.padding[0] - conv.dilation[0] * (kh - 1) - 1) // conv.stride[0] + 1
-    wo = (w + 2 * conv.padding[1] - conv.dilation[1] * (kw - 1) - 1) // conv.stride[1] + 1
+    out = conv.out_channels
 
     def convolve(weights: torch.Tensor) -> torch.Tensor:
+        # the P candidates as one conv with P * out output channels: the runtime's own conv kernel,
+        # 3-5x faster on CPU than im2col + a batched matmul (measured on ResNet-20's convs), and no
+        # (B, C*kh*kw, L) column matrix held in memory
         count = weights.shape[0]
-        y = torch.matmul(weights.reshape(count, 1, conv.out_channels, -1), cols)  # (P, B, out, L)
-        if bias is not None:
-            y = y + bias.view(1, 1, -1, 1)
-        return y.reshape(count * batch, conv.out_channels, ho, wo)
+        stacked_bias = bias.repeat(count) if bias is not None else None
+        y = F.conv2d(inp, weights.reshape(count * out, *weights.shape[2:]), stacked_bias, conv.stride, conv.padding,
+                     conv.dilation)  # fmt: skip
+        ho, wo = y.shape[-2:]
+        return y.reshape(batch, count, out, ho, wo).transpose(0, 1).reshape(count * batch, out, ho, wo)
 
     return convolve
 

@@ -34,7 +34,8 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,10 +43,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunus.compress.progress import CompressProgress
 from prunus.compress.runner import LayerState, Runner, batched_layer, prunable_layers
 from prunus.errors import ConfigError
 
-__all__ = ["SearchResult", "SearchSettings", "kl_per_candidate", "magnitude_masks", "search"]
+__all__ = ["SearchResult", "SearchSettings", "SearchState", "kl_per_candidate", "magnitude_masks", "search"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,21 @@ class SearchSettings:
     max_layer_sparsity: float = 0.99  # global allocation never empties a layer beyond this
     chunk_elements: int = 1 << 24  # candidates evaluated per matmul are limited to this many output values
     seed: int = 0
+
+
+@dataclass
+class SearchState:
+    """Where a search stands after `cycle` whole cycles: enough to continue it exactly (a checkpoint).
+
+    `rng` is the search generator's state (`torch.Generator.get_state()`); the student's weights
+    are the input model's with `masks` applied, so they are not stored.
+    """
+
+    cycle: int
+    masks: dict[str, torch.Tensor]
+    rng: torch.Tensor
+    log: list[dict[str, Any]]
+    kl: float
 
 
 @dataclass
@@ -97,8 +114,10 @@ def magnitude_masks(model: nn.Module, targets: Mapping[str, float]) -> dict[str,
 class _Evaluator:
     """KL of candidate removal sets for one layer, on one batch, from the cached layer input."""
 
-    def __init__(self, runner: Runner, state: LayerState, teacher_logp: torch.Tensor, chunk: int) -> None:
+    def __init__(self, runner: Runner, state: LayerState, teacher_logp: torch.Tensor, chunk: int,
+                 tally: dict[str, int] | None = None) -> None:  # fmt: skip
         self.runner, self.state, self.teacher_logp = runner, state, teacher_logp
+        self.tally = tally if tally is not None else {}
         self.module = runner.modules[state.name]
         self.layer = batched_layer(self.module, state.input)
         self.per_call = max(1, chunk // max(1, self.module.weight.shape[0] * state.input[0].numel()))
@@ -107,6 +126,7 @@ class _Evaluator:
     def __call__(self, flat_idx: torch.Tensor, sets: torch.Tensor) -> torch.Tensor:
         """`sets` (P, M) bool over the pool `flat_idx` (M,): KL with each set zeroed -> (P,)."""
         w = self.module.weight.detach().reshape(-1)
+        self.tally["candidates"] = self.tally.get("candidates", 0) + sets.shape[0]
         out = []
         for part in sets.split(self.per_call):
             # dense candidate weights in one matmul: a sparse "subtract the removed weights" product
@@ -185,29 +205,8 @@ def _check_targets(layers: Mapping[str, nn.Module], targets: Mapping[str, float]
             raise ConfigError(f"sparsity target {s!r} for {name!r} must be a number in [0, 1)")
 
 
-class _Progress:
-    """A rich progress bar (sparsity and KL in its description), or nothing."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.bar = None
-        if enabled:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("DE", total=total)
-
-    def step(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1, description=text)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def _allocate(runner: Runner, x: torch.Tensor, teacher_logp: torch.Tensor, masks: dict[str, torch.Tensor],
-              step: int, cfg: SearchSettings) -> dict[str, int]:  # fmt: skip
+              step: int, cfg: SearchSettings, tally: dict[str, int]) -> dict[str, int]:  # fmt: skip
     """Split `step` removals over layers, chunk by chunk, to the layer whose next magnitude chunk costs least KL."""
     chunks = 8
     size = max(1, math.ceil(step / chunks))
@@ -228,7 +227,7 @@ def _allocate(runner: Runner, x: torch.Tensor, teacher_logp: torch.Tensor, masks
             order = alive[torch.argsort(w.reshape(-1)[alive].abs(), stable=True)]
             removal = order[: alloc[name] + take]
             state = runner.enter(x, name)
-            ev = _Evaluator(runner, state, teacher_logp, cfg.chunk_elements)
+            ev = _Evaluator(runner, state, teacher_logp, cfg.chunk_elements, tally)
             probe[name] = float(ev(removal, torch.ones(1, removal.numel(), dtype=torch.bool))[0]) / (alloc[name] + take)
         best = min(probe, key=lambda k: probe[k])
         if probe[best] == math.inf:
@@ -250,7 +249,9 @@ def search(
     *,
     x_big: torch.Tensor | None = None,
     teacher_big: torch.Tensor | None = None,
-    progress: bool = False,
+    progress: bool | CompressProgress = False,
+    resume: SearchState | None = None,
+    on_cycle: Callable[[SearchState], None] | None = None,
 ) -> SearchResult:
     """Sparsify `model` in place by directed evolution; returns the masks (True = kept).
 
@@ -262,7 +263,12 @@ def search(
             `cfg.allocation == "global"` a float = the share of all prunable weights to remove.
         cfg: search settings.
         x_big, teacher_big: the larger batch (and its teacher logits) the elite is re-scored on.
-        progress: show a rich progress bar with sparsity and KL.
+        progress: show progress (a bar per layer on a terminal, one line per cycle: sparsity, KL,
+            candidates scored), or a `CompressProgress` to report through.
+        resume: a `SearchState` of this same search (same model, batches, targets, settings):
+            the search continues after its cycle, with its masks and generator state, and ends
+            exactly as the uninterrupted search would.
+        on_cycle: called with the `SearchState` after every cycle (a checkpoint writer).
     """
     layers = prunable_layers(model)
     if cfg.allocation not in ("uniform", "global"):
@@ -280,18 +286,32 @@ def search(
     gen = torch.Generator().manual_seed(cfg.seed)
     teacher_logp = F.log_softmax(teacher_logits.float(), dim=-1)
     big_logp = F.log_softmax(teacher_big.float(), dim=-1) if teacher_big is not None and x_big is not None else None
+    prefix = big_logp is not None and x_big.shape[0] >= x.shape[0] and torch.equal(x_big[: x.shape[0]], x)
     masks = {n: (m.weight.detach() != 0) for n, m in layers.items()}
     total = sum(m.numel() for m in masks.values())
     log: list[dict[str, Any]] = []
-    bar = _Progress(progress, cfg.cycles * len(layers))
     kl = 0.0
+    first = 1
+    if resume is not None:  # continue after resume.cycle: its masks on the weights, its generator state
+        for name, module in layers.items():
+            masks[name] = resume.masks[name].clone()
+            module.weight.detach().masked_fill_(~masks[name], 0.0)  # +0.0, as the search's own commits write
+        gen.set_state(resume.rng)
+        log, kl, first = list(resume.log), resume.kl, resume.cycle + 1
+    bar = progress if isinstance(progress, CompressProgress) else CompressProgress(progress)
+    bar.start("DE search", cfg.cycles * len(layers), done=(first - 1) * len(layers))
+    if first > 1:
+        bar.line(f"DE search resumed after cycle {first - 1}/{cfg.cycles}")
+    tally = {"candidates": 0}
     alloc: dict[str, int] = {}
     try:
-        for cycle in range(1, cfg.cycles + 1):
+        for cycle in range(first, cfg.cycles + 1):
+            tally["candidates"], started = 0, time.perf_counter()
+            overall = 1 - sum(int(v.sum()) for v in masks.values()) / total
             if global_mode:
                 want = int(round(_schedule(float(targets), cycle, cfg.cycles) * total))  # type: ignore[arg-type]
                 removed = sum(int((~m).sum()) for m in masks.values())
-                alloc = _allocate(runner, x, teacher_logp, masks, max(0, want - removed), cfg)
+                alloc = _allocate(runner, x, teacher_logp, masks, max(0, want - removed), cfg, tally)
             for name, module in layers.items():
                 mask = masks[name].reshape(-1)
                 n = mask.numel()
@@ -309,10 +329,14 @@ def search(
                     if cfg.population < 2:  # no search: one-shot magnitude in the same schedule, nothing scored
                         removed_idx, kl, mag_kl = pool[:k], math.nan, math.nan
                     else:
-                        ev = _Evaluator(runner, runner.enter(x, name), teacher_logp, cfg.chunk_elements)
                         big = None
                         if big_logp is not None:
-                            big = _Evaluator(runner, runner.enter(x_big, name), big_logp, cfg.chunk_elements)
+                            big_state = runner.enter(x_big, name)
+                            big = _Evaluator(runner, big_state, big_logp, cfg.chunk_elements, tally)
+                        # the search batch is the re-score batch's first images (as `compress` draws
+                        # them): its activations are a slice of those, not a second forward pass
+                        small = runner.head(big_state, x.shape[0]) if big is not None and prefix else None
+                        ev = _Evaluator(runner, small or runner.enter(x, name), teacher_logp, cfg.chunk_elements, tally)
                         chosen, kl, mag_kl = _evolve(ev, big, pool, k, cfg, gen)
                         removed_idx = pool[chosen]
                     w[removed_idx] = 0  # commit: weight is a view of the module's parameter
@@ -320,8 +344,13 @@ def search(
                     log.append({"cycle": cycle, "layer": name, "removed": k, "sparsity": 1 - float(mask.float().mean()),
                                 "kl": kl, "kl_magnitude": mag_kl})  # fmt: skip
                 overall = 1 - sum(int(v.sum()) for v in masks.values()) / total
-                bar.step(f"DE cycle {cycle}/{cfg.cycles} {name}: sparsity {overall:.3f} KL {kl:.4f}")
+                bar.advance(f"DE cycle {cycle}/{cfg.cycles} {name}: sparsity {overall:.3f} KL {kl:.4f}")
+            bar.line(f"DE cycle {cycle}/{cfg.cycles}: sparsity {overall:.4f} KL {kl:.5f} "
+                     f"candidates {tally['candidates']} seconds {time.perf_counter() - started:.1f}")  # fmt: skip
+            if on_cycle is not None:
+                rng = gen.get_state()
+                on_cycle(SearchState(cycle, {n: m.clone() for n, m in masks.items()}, rng, list(log), kl))
     finally:
-        bar.close()
+        bar.stop()
     kl = float(kl_per_candidate(teacher_logp, model(x))[0])
     return SearchResult(masks=masks, kl=kl, log=log)

@@ -11,7 +11,11 @@ Runtimes, every one the deploy path knows:
   skipped with a FoldError if torch.fx cannot trace the model);
 - "onnxruntime": CPU provider with every graph optimization, fed an in-memory ONNX export with a
   STATIC batch size per measured batch (shapes known in advance let onnxruntime plan memory and
-  pick kernels once); needs `pip install prunus[export]`.
+  pick kernels once); needs `pip install prunus[export]`;
+- "openvino": OpenVINO's CPU plugin on the model converted in memory (BN folded) with a STATIC batch,
+  compiled with the properties of `prunus.deploy.openvino_ir.cpu_config`: f32 inference precision
+  enforced (no silent bf16), one stream, latency hint, `threads` inference threads; needs
+  `pip install prunus[openvino]`.
 Results name the fastest runtime per batch (`fastest`), so a reader sees which deploy path won.
 """
 
@@ -33,6 +37,7 @@ from prunus.errors import ConfigError
 
 __all__ = [
     "RUNTIMES",
+    "available_runtimes",
     "LatencyComparison",
     "fastest",
     "LatencyRow",
@@ -42,7 +47,7 @@ __all__ = [
     "measure_latency",
 ]
 
-RUNTIMES: tuple[str, ...] = ("torch", "torch-folded", "onnxruntime")
+RUNTIMES: tuple[str, ...] = ("torch", "torch-folded", "onnxruntime", "openvino")
 DEFAULT_BATCHES: tuple[int, ...] = (1, 16, 64)
 HEADLINE_BATCH = 64  # benchmarks.md: latency efficiency is judged at batch 64
 
@@ -143,9 +148,37 @@ class LatencyComparison:
         }
 
 
+#: the package each optional runtime needs, and the extra that installs it
+_PACKAGES = {"onnxruntime": ("onnxruntime", "export"), "openvino": ("openvino", "openvino")}
+
+
+def available_runtimes() -> tuple[str, ...]:
+    """The runtimes of `RUNTIMES` whose package is installed (the default of every measurement).
+
+    Example:
+        >>> available_runtimes()[:2]
+        ('torch', 'torch-folded')
+    """
+    return tuple(r for r in RUNTIMES if _installed(r))
+
+
+def _installed(runtime: str) -> bool:
+    import importlib.util
+    import sys
+
+    if runtime not in _PACKAGES:
+        return True
+    name = _PACKAGES[runtime][0]
+    if name in sys.modules:  # imported already, or blocked (None), as a test does to play "not installed"
+        return sys.modules[name] is not None
+    return importlib.util.find_spec(name) is not None
+
+
 def _check_args(
-    input_shape: Sequence[int], batch_sizes: Sequence[int], runtimes: Sequence[str], warmup: int, repeats: int
+    input_shape: Sequence[int], batch_sizes: Sequence[int], runtimes: Sequence[str] | None, warmup: int, repeats: int
 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...]]:
+    if runtimes is None:
+        runtimes = available_runtimes()
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ConfigError(f"input_shape must be (C, H, W) with positive sizes, got {tuple(input_shape)}")
@@ -157,6 +190,12 @@ def _check_args(
         raise ConfigError(f"unknown runtime(s) {bad or list(runtimes)}; choose from {', '.join(RUNTIMES)}")
     if repeats < 1 or warmup < 0:
         raise ConfigError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    missing = [r for r in runtimes if not _installed(r)]
+    if missing:  # before any (slow) measurement, one line naming the extra
+        from prunus.deploy.export import MissingDependencyError
+
+        package, extra = _PACKAGES[missing[0]]
+        raise MissingDependencyError(f"runtime {missing[0]} needs {package}: pip install 'prunus[{extra}]'")
     return shape, batches, tuple(dict.fromkeys(runtimes))
 
 
@@ -224,6 +263,15 @@ def _runners(
                 sess = ort_session(data, threads=threads)
                 feed = {sess.get_inputs()[0].name: inputs[b].numpy()}
                 out[rt, b] = lambda feed=feed, sess=sess: sess.run(None, feed)
+        elif rt == "openvino":
+            from prunus.deploy.openvino_ir import ov_compile, ov_model
+
+            for b in batches:
+                with torch.inference_mode(False):  # the converter traces; tracing needs normal tensors
+                    ir = ov_model(model, torch.randn((b, *shape)).to(device), dynamic_batch=False)
+                request = ov_compile(ir, threads).create_infer_request()
+                arr = inputs[b].numpy()
+                out[rt, b] = lambda arr=arr, request=request: request.infer([arr], share_inputs=True)
     return out
 
 
@@ -259,7 +307,7 @@ def measure_latency(
     input_shape: Sequence[int],
     *,
     batch_sizes: Sequence[int] = DEFAULT_BATCHES,
-    runtimes: Sequence[str] = RUNTIMES,
+    runtimes: Sequence[str] | None = None,
     warmup: int = 5,
     repeats: int = 30,
     threads: int | None = None,
@@ -270,10 +318,11 @@ def measure_latency(
         model: The model; measured in eval mode and returned to its previous mode.
         input_shape: (C, H, W) of one image.
         batch_sizes: Batch sizes to measure.
-        runtimes: Any of `RUNTIMES`: "torch", "torch-folded", "onnxruntime".
+        runtimes: Any of `RUNTIMES`: "torch", "torch-folded", "onnxruntime", "openvino"; default
+            `available_runtimes()` (those whose package is installed).
         warmup: Untimed calls before the timed ones (allocator, caches, lazy init).
         repeats: Timed calls; the median and spread are taken over them.
-        threads: Intra-op threads for both runtimes; None keeps the defaults.
+        threads: Intra-op threads for every runtime; None keeps the defaults.
 
     Returns:
         One LatencyRow per runtime x batch, runtime-major, in the order given.
@@ -325,7 +374,7 @@ def benchmark_model(
     *,
     model_dir: str | os.PathLike[str] | None = None,
     batch_sizes: Sequence[int] = DEFAULT_BATCHES,
-    runtimes: Sequence[str] = RUNTIMES,
+    runtimes: Sequence[str] | None = None,
     warmup: int = 5,
     repeats: int = 30,
     threads: int | None = None,
@@ -374,6 +423,10 @@ def _versions(runtimes: Sequence[str]) -> dict[str, str]:
         import onnxruntime
 
         versions["onnxruntime"] = onnxruntime.__version__
+    if "openvino" in runtimes:
+        from prunus.deploy.openvino_ir import require_openvino
+
+        versions["openvino"] = require_openvino().__version__
     return versions
 
 
@@ -383,7 +436,7 @@ def compare_latency(
     input_shape: Sequence[int],
     *,
     batch_sizes: Sequence[int] = DEFAULT_BATCHES,
-    runtimes: Sequence[str] = RUNTIMES,
+    runtimes: Sequence[str] | None = None,
     warmup: int = 5,
     repeats: int = 30,
     threads: int | None = None,

@@ -43,6 +43,7 @@ KINDS: dict[str, int] = {
     "prunus-checkpoint": 1,  # checkpoint.pt of a run directory (prunus.engine.checkpoint)
     "prunus-prn": 2,  # header of a compressed .prn model (prunus.compress); 2: coding tables as varint tensors
     "prunus-stage": 1,  # stage.json, the completion record of a pipeline stage (prunus.pipeline.runner)
+    "prunus-compress-checkpoint": 1,  # the DE search's per-cycle checkpoint (prunus.compress.checkpoint)
 }
 
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a dict"}

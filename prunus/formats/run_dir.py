@@ -20,6 +20,8 @@ A pipeline (`prunus run`, or a command that runs stages)::
     <arm>/seed<s>/<NN>-<stage>/  one directory per stage of each chain ("sweep" layout)
     <NN>-<stage>/                the same for a single chain ("single" layout, commands)
         stage.start.json         what the stage was started with (a rerun after a kill checks it)
+        compress.checkpoint.safetensors  a compress stage's DE search after its last finished cycle
+                                 (a rerun after a kill resumes from it; removed when the stage is done)
         stage.json               completion record, written last and atomically
     records.json                 one record per finished (arm, seed) chain
     <report stage>/              report.html, summary.md
@@ -67,8 +69,11 @@ RECORDS = "records.json"
 REPORT_HTML = "report.html"
 REPORT_MD = "summary.md"
 PRN = "model.prn"
+COMPRESS_CHECKPOINT = "compress.checkpoint.safetensors"  # the DE search's per-cycle checkpoint
 ONNX = "model.onnx"
 TORCHSCRIPT = "model.pt"
+OPENVINO = "model.xml"  # OpenVINO IR: the graph; its weights are the same name with .bin
+OPENVINO_WEIGHTS = "model.bin"
 BENCH = "bench.json"
 #: what prunus writes at the top of a training run directory (anything else there is someone else's)
 RUN_FILES = frozenset({CONFIG, METRICS, CHECKPOINT, SUMMARY, MODEL})
@@ -177,12 +182,26 @@ class RunDir:
         return self.root / PRN
 
     @property
+    def compress_checkpoint(self) -> Path:
+        """The compress stage's DE checkpoint (`prunus.compress.checkpoint`), removed when the stage is done."""
+        return self.root / COMPRESS_CHECKPOINT
+
+    @property
     def onnx(self) -> Path:
         return self.root / ONNX
 
     @property
     def torchscript(self) -> Path:
         return self.root / TORCHSCRIPT
+
+    @property
+    def openvino(self) -> Path:
+        """OpenVINO IR graph; `openvino_weights` is its .bin (OpenVINO pairs them by name)."""
+        return self.root / OPENVINO
+
+    @property
+    def openvino_weights(self) -> Path:
+        return self.root / OPENVINO_WEIGHTS
 
     @property
     def bench(self) -> Path:

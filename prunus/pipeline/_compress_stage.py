@@ -39,13 +39,15 @@ class CompressStage(StageConfig):
 
 
 def compress_model(
-    cfg: CompressStage, model: Any, prn: Path, *, seed: int, progress: bool
+    cfg: CompressStage, model: Any, prn: Path, *, seed: int, progress: bool, checkpoint: Path | None = None
 ) -> tuple[CompressReport, DataBundle]:
     """Compress `model` into the file `prn` as `cfg` says: the one implementation (stage and `prunus compress`).
 
     The calibration images are max(calib_size, rescore_size) unaugmented TRAINING images drawn with
     `seed`; the search's seed is `cfg.compress.seed + seed` (a sweep's seeds give different searches).
-    Returns the report and the data bundle (its test split scores the result).
+    With `checkpoint`, the DE search is checkpointed there after every cycle and resumed from it
+    (`prunus.compress.compress(checkpoint=)`). Returns the report and the data bundle (its test
+    split scores the result).
     """
     from prunus.compress import compress
     from prunus.data import build_loaders, training_slice
@@ -53,7 +55,7 @@ def compress_model(
     settings = dataclasses.replace(cfg.compress, seed=cfg.compress.seed + seed, progress=progress)
     data = build_loaders(dataclasses.replace(cfg.data, augment=False), seed=seed)
     calib = training_slice(data, max(settings.calib_size, settings.rescore_size), seed=seed)
-    return compress(model, calib, settings, out=prn), data
+    return compress(model, calib, settings, out=prn, checkpoint=checkpoint), data
 
 
 @register_stage(
@@ -65,13 +67,19 @@ def compress_model(
                           "generations": 1, "population": 2, "elite": 1}},
 )  # fmt: skip
 def run_compress(cfg: CompressStage, ctx: StageContext) -> StageResult:
-    """DE-compress an earlier model into model.prn; the decoded model goes on to export and bench."""
+    """DE-compress an earlier model into model.prn; the decoded model goes on to export and bench.
+
+    The search is checkpointed after every cycle in the stage directory (`RunDir.compress_checkpoint`),
+    so a rerun after a kill resumes mid-search and writes the same file an uninterrupted run would.
+    """
     from prunus.compress import decompress
     from prunus.formats import load, save
     from prunus.models.info import get_info
 
     model = load(ctx.input_model)
-    report, _ = compress_model(cfg, model, ctx.out.prn, seed=ctx.seed, progress=ctx.progress)
+    report, _ = compress_model(
+        cfg, model, ctx.out.prn, seed=ctx.seed, progress=ctx.progress, checkpoint=ctx.out.compress_checkpoint
+    )
     decoded = decompress(ctx.out.prn)
     out = save(decoded, ctx.out.model, input_shape=tuple(get_info(model).input_shape),
                extra={"compressed_from": str(ctx.input_model)})  # fmt: skip
@@ -85,4 +93,5 @@ def run_compress(cfg: CompressStage, ctx: StageContext) -> StageResult:
         for x in summary["layers"]
     ]  # fmt: skip
     metrics.update(measure(decoded, ctx.out.prn, accuracy=acc))  # "bytes": the .prn file, every byte of it
+    ctx.out.compress_checkpoint.unlink(missing_ok=True)  # the stage is done: its record is what a rerun reads
     return StageResult(metrics=metrics, model=out, files={"prn": ctx.out.relative(ctx.out.prn)})

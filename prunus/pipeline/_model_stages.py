@@ -132,14 +132,14 @@ def run_prune(cfg: PruneStage, ctx: StageContext) -> StageResult:
     return StageResult(metrics=metrics, model=out)
 
 
-EXPORT_FORMATS = ("onnx", "torchscript")
+EXPORT_FORMATS = ("onnx", "torchscript", "openvino")
 
 
 @dataclass(frozen=True)
 class ExportStage(StageConfig):
-    """Export an earlier model to ONNX (checked in onnxruntime) and/or TorchScript."""
+    """Export an earlier model to ONNX (checked in onnxruntime), TorchScript and/or OpenVINO IR."""
 
-    formats: tuple[str, ...] = ("onnx",)  # any of "onnx", "torchscript"
+    formats: tuple[str, ...] = ("onnx",)  # any of "onnx", "torchscript", "openvino"
     opset: int = 17  # ONNX opset version
 
     def __post_init__(self) -> None:
@@ -170,6 +170,13 @@ def run_export(cfg: ExportStage, ctx: StageContext) -> StageResult:
         res = export_torchscript(model, ctx.out.torchscript, x)
         metrics.update(torchscript_bytes=res.bytes, torchscript_max_abs_diff=res.max_abs_diff)
         files["torchscript"] = ctx.out.relative(ctx.out.torchscript)
+    if "openvino" in cfg.formats:
+        from prunus.deploy.openvino_ir import export_openvino
+
+        res = export_openvino(model, ctx.out.openvino, x)
+        metrics.update(openvino_bytes=res.bytes, openvino_max_abs_diff=res.max_abs_diff)
+        files["openvino"] = ctx.out.relative(ctx.out.openvino)
+        files["openvino_weights"] = ctx.out.relative(ctx.out.openvino_weights)
     return StageResult(metrics=metrics, files=files)
 
 
@@ -181,7 +188,7 @@ class BenchStage(StageConfig):
     runtimes: tuple[str, ...] = ("torch", "onnxruntime")
     warmup: int = 5
     repeats: int = 30
-    threads: int | None = None  # intra-op threads for both runtimes; None = their defaults
+    threads: int | None = None  # intra-op threads for every runtime; None = their defaults
 
     def __post_init__(self) -> None:
         from prunus.deploy.bench import RUNTIMES

@@ -38,7 +38,7 @@ BUDGETS = ("macs_ratio", "params_ratio", "latency_ratio")
 #: every way to state a one-shot target (ratio = fraction of channels REMOVED per group)
 TARGETS = ("ratio", *BUDGETS)
 #: runtimes a latency budget can be planned and measured on
-LATENCY_RUNTIMES = ("torch", "onnxruntime")
+LATENCY_RUNTIMES = ("torch", "onnxruntime", "openvino")
 
 
 def _target_names(names: Sequence[str]) -> str:
@@ -60,7 +60,9 @@ class PruneBudget(Config):
     latency_ratio: float | None = arg(
         None, "budget: fraction of the dense latency KEPT on runtime at latency_batch, in (0, 1]; measured"
     )
-    runtime: str = arg("onnxruntime", "runtime a latency_ratio is planned and measured on (onnxruntime, torch)")
+    runtime: str = arg(
+        "onnxruntime", "runtime a latency_ratio is planned and measured on (onnxruntime, torch, openvino)"
+    )
     latency_batch: int = arg(64, "batch size a latency_ratio is measured at")
     round_to: int = arg(1, "keep every pruned width a multiple of this (or the full width), e.g. 8 or 16")
     global_pruning: bool = arg(False, "rank channels across groups instead of one uniform rate per group")

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -149,12 +150,11 @@ def machine_id() -> dict[str, Any]:
     except OSError:
         pass
     versions = {"torch": torch.__version__}
-    try:
-        import onnxruntime
+    from importlib import metadata
 
-        versions["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
+    for package in ("onnxruntime", "openvino"):  # a new runtime version times differently: a new table
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
     return {"node": platform.node(), "arch": platform.machine(), "cpu": cpu, "cores": os.cpu_count(), **versions}
 
 
@@ -229,7 +229,7 @@ def build_table(
         model: The dense model.
         example_inputs: A batch it accepts (one sample is used).
         variable: (layer, "in" | "out") sides that pruning may narrow; only they get a grid.
-        runtime: "torch" or "onnxruntime".
+        runtime: "torch", "onnxruntime" or "openvino" (`LATENCY_RUNTIMES`).
         batch: Batch size the model will run at.
         threads: Intra-op threads (None: the runtime's default).
         cache_dir: Where tables live; default `default_cache_dir()`.
@@ -239,7 +239,9 @@ def build_table(
         >>> table = build_table(model, x, [("layer1.0.conv1", "out")], runtime="torch", batch=64)  # doctest: +SKIP
     """
     if runtime not in LATENCY_RUNTIMES:
-        raise ConfigError(f"runtime={runtime!r} is not valid for a latency budget; choose one of: onnxruntime, torch")
+        raise ConfigError(
+            f"runtime={runtime!r} is not valid for a latency budget; choose one of: {', '.join(LATENCY_RUNTIMES)}"
+        )
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ConfigError(f"latency batch must be an integer >= 1, got {batch!r}")
     sigs = layer_signatures(model, example_inputs)

@@ -132,3 +132,51 @@ def test_torn_or_binary_metrics_log_is_rebuilt_on_resume_and_read_by_info(uninte
     (run / "metrics.jsonl").write_bytes(b"\x00\xff binary \x80")
     assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 0
     assert _records(run) == _records(uninterrupted)
+
+
+# --- a kill inside a pipeline's compress stage, mid-search ------------------------------------
+def _compress_recipe(path: Path) -> Path:
+    import yaml
+
+    from tests.pipeline.conftest import TINY
+
+    recipe = {**TINY, "stages": [
+        {"stage": "train", "name": "baseline", "train": {"epochs": 1}},
+        {"stage": "compress", "compress": {"sparsity": 0.6, "bits": 4, "cycles": 3, "population": 4, "generations": 1,
+                                           "elite": 1, "calib_size": 32, "rescore_size": 64, "finetune_steps": 10}},
+    ]}  # fmt: skip
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _prn_content(path: Path) -> tuple[dict, dict]:
+    """The decoded .prn: its header JSON and every tensor (the bytes themselves are not yet
+    reproducible across processes: safetensors orders its JSON header per process)."""
+    from prunus.compress.prn import read_prn
+
+    prn = read_prn(path)
+    return prn.header, {k: v.tobytes() for k, v in prn.tensors.items()}
+
+
+def test_killed_compress_stage_resumes_mid_search_to_the_same_file(tmp_path):
+    recipe = _compress_recipe(tmp_path / "recipe.yaml")
+    full, run = tmp_path / "full", tmp_path / "run"
+    done = _cli(["run", str(recipe), "--out", str(full)])
+    assert done.returncode == 0, done.stderr[-2000:]
+    killed = _cli(["run", str(recipe), "--out", str(run)], "compress-cycle#2")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    stage = next(run.rglob("*-compress"))
+    assert (stage / "compress.checkpoint.safetensors").is_file()  # cycle 2 of 3 was checkpointed
+    assert not (stage / "model.prn").exists()
+    assert "DE cycle 2/3: sparsity" in killed.stdout  # the search showed where it was
+    resumed = _cli(["run", str(recipe), "--out", str(run)])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "DE search resumed after cycle 2/3" in resumed.stdout
+    assert "DE cycle 1/3" not in resumed.stdout  # cycles 1 and 2 were not searched again
+    assert "fine-tune step 10/10" in resumed.stdout
+    assert _prn_content(stage / "model.prn") == _prn_content(next(full.rglob("*-compress")) / "model.prn")
+    assert not (stage / "compress.checkpoint.safetensors").exists()  # removed once the stage finished
+    a = load_file(str(next(full.rglob("*-compress")) / "model" / "model.safetensors"))
+    b = load_file(str(stage / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -169,6 +169,7 @@ def world(tmp_path_factory):
     (w / "nan.yaml").write_text("train: {lr: .nan}\n")
     (w / "unknown.yaml").write_text("train: {lrate: 0.1}\n")
     (w / "file.txt").write_text("a user's file\n")
+    (w / "weights.bin").write_bytes(b"a user's weights\n")  # what an OpenVINO export's .bin must not replace
     (w / "empty_dir").mkdir()
     (w / "foreign").mkdir()
     (w / "foreign" / "notes.txt").write_text("not ours\n")
@@ -497,6 +498,11 @@ def _hand_cases() -> list[Case]:
         Case("export:shape_two", lambda w, r: [*_base("export", w, r), "--input-shape", "28,28"]),
         Case("export:bad_format", lambda w, r: [*_base("export", w, r), "--format", "tflite"]),
         Case("bench:bad_runtime", lambda w, r: [*_base("bench", w, r), "--runtimes", "tvm"]),
+        Case("bench:compare_without_torch", lambda w, r: [*_base("bench", w, r)[:2], str(w / "model"), *_base("bench", w, r)[2:], "--runtimes", "onnxruntime"]),
+        Case("bench:compare_crafted_second", lambda w, r: [*_base("bench", w, r)[:2], str(w / "crafted" / "shape_wrong_size"), *_base("bench", w, r)[2:]]),
+        Case("bench:runtime_empty", lambda w, r: [*_base("bench", w, r), "--runtimes", ","]),
+        Case("export:openvino_not_xml", lambda w, r: [*_base("export", w, r), "--format", "openvino", "--out", str(r / "m.onnx")]),
+        Case("export:openvino_bin_exists", lambda w, r: [*_base("export", w, r), "--format", "openvino", "--out", str(w / "weights.xml")]),
         Case("bench:bad_batches", lambda w, r: [*_base("bench", w, r), "--batch-sizes", "0,x"]),
         Case("models:shape_words", lambda w, r: ["models", "--input-shape", "a,b,c"]),
         Case("models:no_match", lambda w, r: ["models", "nonet*"]),

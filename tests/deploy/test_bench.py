@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -54,6 +55,16 @@ def test_measure_latency_one_row_per_runtime_and_batch():
     assert torch.is_grad_enabled()
 
 
+def test_default_runtimes_are_the_installed_ones(monkeypatch):
+    from prunus.deploy.bench import RUNTIMES, available_runtimes
+
+    assert available_runtimes() == RUNTIMES  # the dev set-up installs every extra
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` fails: not installed
+    assert available_runtimes() == ("torch", "torch-folded", "onnxruntime")
+    rows = measure_latency(_net(1), SHAPE, batch_sizes=(1,), warmup=0, repeats=1, threads=1)
+    assert [r.runtime for r in rows] == ["torch", "torch-folded", "onnxruntime"]
+
+
 def test_measure_latency_restores_torch_threads():
     before = torch.get_num_threads()
     measure_latency(_net(1), SHAPE, batch_sizes=(1,), runtimes=("torch",), warmup=0, repeats=1, threads=1)
@@ -63,7 +74,7 @@ def test_measure_latency_restores_torch_threads():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"runtimes": ("tensorrt",)}, "choose from torch, torch-folded, onnxruntime"),
+        ({"runtimes": ("tensorrt",)}, "choose from torch, torch-folded, onnxruntime, openvino"),
         ({"batch_sizes": (0, 4)}, "batch sizes must be positive"),
         ({"batch_sizes": ()}, "batch sizes must be positive"),
         ({"repeats": 0}, "repeats must be >= 1"),
@@ -95,6 +106,8 @@ def test_compare_latency_ratios_are_consistent_with_count():
         ("torch-folded", 4),
         ("onnxruntime", 1),
         ("onnxruntime", 4),
+        ("openvino", 1),
+        ("openvino", 4),
     ]
     for row, d, p in zip(cmp.rows, cmp.dense, cmp.pruned):
         _check_row(d, row.runtime, row.batch)
@@ -112,7 +125,7 @@ def test_compare_latency_ratios_are_consistent_with_count():
     data = json.loads(json.dumps(cmp.to_dict()))
     assert data["macs_ratio"] == 3.5
     assert data["best_runtime"] == cmp.best_runtime()
-    assert len(data["speedups"]) == len(data["dense"]) == len(data["pruned"]) == 6
+    assert len(data["speedups"]) == len(data["dense"]) == len(data["pruned"]) == 8
 
 
 def test_benchmark_model_reports_counts_bytes_and_rows(tmp_path):
@@ -134,10 +147,11 @@ def test_benchmark_model_reports_counts_bytes_and_rows(tmp_path):
         ("torch", 2),
         ("torch-folded", 2),
         ("onnxruntime", 2),
+        ("openvino", 2),
     ]
     best = min(res["latency"], key=lambda r: r["median_ms"])
     assert res["fastest"] == {2: best["runtime"]}
-    assert set(res["versions"]) == {"torch", "onnxruntime"}
+    assert set(res["versions"]) == {"torch", "onnxruntime", "openvino"}
     json.dumps(res)  # JSON-able as is
     assert benchmark_model(net, SHAPE, batch_sizes=(1,), runtimes=("torch",), **FAST)["bytes"] is None
 
@@ -172,6 +186,8 @@ def test_cli_bench_prints_table_and_writes_json(model_dir, tmp_path, capsys):
         ("torch-folded", 2),
         ("onnxruntime", 1),
         ("onnxruntime", 2),
+        ("openvino", 1),
+        ("openvino", 2),
     ]
     assert all(r["median_ms"] > 0 for r in data["latency"])
     for b in (1, 2):  # the winner is named, and it is the fastest row of that batch
@@ -185,7 +201,7 @@ def test_cli_bench_prints_table_and_writes_json(model_dir, tmp_path, capsys):
     [
         (["--batch-sizes", "1,x"], "--batch-sizes must be comma-separated positive integers"),
         (["--batch-sizes", "0"], "--batch-sizes must be comma-separated positive integers"),
-        (["--runtimes", "torch,tvm"], "choose from: torch, torch-folded, onnxruntime"),
+        (["--runtimes", "torch,tvm"], "choose from: torch, torch-folded, onnxruntime, openvino"),
         (["--repeats", "0"], "--repeats"),
     ],
 )

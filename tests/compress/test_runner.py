@@ -1,0 +1,77 @@
+"""The candidate evaluator: P weight tensors of one layer at once, and the prefix cached once per layer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunus.compress.runner import Runner, candidate_outputs
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        nn.Conv2d(3, 5, 3, padding=1, bias=True),
+        nn.Conv2d(3, 4, 3, stride=2, padding=2, dilation=2, bias=False),
+        nn.Conv2d(4, 4, 3, padding=1, groups=4),  # depthwise: the per-candidate loop
+        nn.Conv2d(3, 6, 1),
+    ],
+)
+def test_candidate_outputs_equal_one_conv_per_candidate(conv):
+    torch.manual_seed(0)
+    x = torch.randn(7, conv.in_channels, 9, 9)
+    weights = torch.randn(4, *conv.weight.shape)
+    got = candidate_outputs(conv, x, weights)
+    want = torch.cat(
+        [F.conv2d(x, w, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups) for w in weights]
+    )
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_candidate_outputs_linear():
+    torch.manual_seed(0)
+    fc = nn.Linear(6, 3)
+    x, weights = torch.randn(5, 6), torch.randn(2, 3, 6)
+    want = torch.cat([F.linear(x, w, fc.bias) for w in weights])
+    torch.testing.assert_close(candidate_outputs(fc, x, weights), want, atol=1e-6, rtol=1e-6)
+
+
+def test_head_of_the_big_batch_is_the_small_batchs_state():
+    import prunus
+
+    torch.manual_seed(0)
+    model = prunus.create_model("resnet20", in_channels=1, width_mult=0.25).eval()
+    runner = Runner(model)
+    assert runner.gm is not None  # the fx path (the hooks path has no env to slice)
+    x = torch.randn(12, 1, 16, 16)
+    name = "layer2.0.conv2"
+    head, direct = runner.head(runner.enter(x, name), 5), runner.enter(x[:5], name)
+    torch.testing.assert_close(head.input, direct.input)
+    module = runner.modules[name]
+    weights = torch.stack([module.weight.detach(), torch.zeros_like(module.weight)])
+    outputs = candidate_outputs(module, head.input, weights)
+    got, want = runner.suffix(head, outputs, 2), runner.suffix(direct, outputs, 2)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(got[:5], model(x[:5]), atol=1e-5, rtol=1e-5)  # candidate 0 = the model itself
+
+
+def test_one_teacher_pass_serves_the_search_and_the_budget():
+    """The teacher's logits are computed once on every calibration image and sliced: the report's
+    teacher accuracy is the teacher's own on the budget batch (its first rescore_size images)."""
+    from prunus.compress import CompressConfig, compress
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.Linear(32, 10)).eval()  # predictions vary by image
+    x = torch.randn(96, 1, 28, 28, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        logits = model(x)
+    y = logits.argmax(1)  # the teacher is right on every image, and only on its own images:
+    assert float((logits[32:96].argmax(1) == y[:64]).float().mean()) < 0.9  # a wrong slice would show
+    cfg = CompressConfig(sparsity=0.5, bits=8, calib_size=32, rescore_size=64, cycles=1, population=2, elite=1,
+                         generations=1, finetune_steps=2)  # fmt: skip
+    report = compress(model, (x, y), cfg, baselines=False)
+    assert report.teacher_acc == 1.0
