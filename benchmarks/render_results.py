@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import read_json, read_text, write_text
+from results_summary import summary
 
 __all__ = ["BEGIN", "END", "main", "render", "replace_block", "update_readme", "write_document"]
 
@@ -76,7 +77,7 @@ def _training(res: _Results) -> list[str]:
     m = run["metrics"]
     minutes = run.get("train_seconds", m["seconds"]) / 60
     return [
-        "### Training (issue 2)",
+        "### Training",
         "",
         "| model | data | epochs | last-epoch test acc | test acc at best-val epoch | params | MACs | wall time |",
         "|---|---|---|---|---|---|---|---|",
@@ -324,7 +325,7 @@ def _compression(res: _Results) -> list[str]:
     if not runs:
         return []
     lines = [
-        "### DE compression: sparsify, quantize, entropy-code into .prn (issue 10)",
+        "### DE compression: sparsify, quantize, entropy-code into .prn",
         "",
         "| model (teacher test acc) | sparsity (targets) | bits (auto) | test acc drop (budget) | ratio vs fp32 | "
         "stream / order-0 bound | file / bound | file / (bound + fp16 tensors) | target | wall (s) |",
@@ -378,7 +379,7 @@ def _regrowth(res: _Results) -> list[str]:
     if run is None:
         return []
     lines = [
-        "### Soft pruning regrowth and MFP's switches, per epoch (issue 13)",
+        "### Soft pruning regrowth and MFP's switches, per epoch",
         "",
         f"`{run['command']}` (one seed, a mechanism check, not an accuracy protocol). `turnover`: channels "
         "masked at the previous selection that are live now (they came back); `regrown`: channels masked at the "
@@ -413,7 +414,7 @@ def _demo(res: _Results) -> list[str]:
     table += ["| " + " | ".join(row) + " |" for row in stage_rows(run["record"])]
     prov = run["provenance"]
     return [
-        "### The demo: recipes/quickstart.yaml (issue 12)",
+        "### The demo: recipes/quickstart.yaml",
         "",
         *table,
         "",
@@ -467,7 +468,7 @@ def _coverage(res: _Results) -> list[str]:
             for arm in COVERAGE_ARMS}  # fmt: skip
     prov = run
     lines = [
-        "### Coverage: one model per timm CNN family, prunus vs Torch-Pruning (issue 29)",
+        "### Coverage: one model per timm CNN family, prunus vs Torch-Pruning",
         "",
         f"{run['definition']}. Families: timm module + name stem (benchmarks/coverage_timm.py says how), each by its "
         "smallest architecture that runs at 64x64, kept when that model does at least half of its conv + linear MACs "
@@ -483,7 +484,7 @@ def _coverage(res: _Results) -> list[str]:
         + ". Median prune-time ratio prunus / Torch-Pruning: "
         + (f"**{median:.2f}** over the {len(ratios)} models both pruned (target <= 1.0)" if median else "-")
         + f"; prunus prunes over 20 s: {', '.join(slow) if slow else 'none'}. On prune + forward + train alone "
-        f"(the criterion of issue 29's first survey): prunus {core['prunus']}, Torch-Pruning {core['torch_pruning']}.",
+        f"(the criterion of the first survey): prunus {core['prunus']}, Torch-Pruning {core['torch_pruning']}.",
         "",
         "| arm | pass | " + " | ".join(COVERAGE_STEPS) + " |",
         "|---|---|" + "---|" * len(COVERAGE_STEPS),
@@ -554,14 +555,16 @@ def update_readme(readme: str | os.PathLike[str], results_dir: str | os.PathLike
     old = read_text(path, "README")
     if BEGIN not in old:
         raise ValueError(f"README {path} has no {BEGIN} marker to replace; add the marker pair where the tables go")
-    new = replace_block(old, render(results_dir))
+    # the README holds the headline figures; docs/RESULTS.md every table
+
+    new = replace_block(old, summary(results_dir))
     if new != old:
         write_text(path, new)
     return new != old
 
 
 def write_document(path: str | os.PathLike[str], results_dir: str | os.PathLike[str]) -> None:
-    """docs/RESULTS.md: the same tables as the README block, as a document of their own."""
+    """docs/RESULTS.md: every results table (the README holds only their headline figures)."""
     body = render(results_dir).replace("## Results\n", "", 1).lstrip("\n")
     write_text(
         path,

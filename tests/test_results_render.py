@@ -14,12 +14,26 @@ _spec = importlib.util.spec_from_file_location("render_results", BENCHMARKS / "r
 _renderer = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_renderer)
 BEGIN, END, render, write_document = _renderer.BEGIN, _renderer.END, _renderer.render, _renderer.write_document
+summary = _renderer.summary
 
 
 def test_readme_results_block_is_regenerated_byte_identically_from_committed_results():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = readme.split(BEGIN, 1)[1].split(END, 1)[0]
-    assert block == "\n" + render(ROOT / "benchmarks" / "results")
+    assert block == "\n" + summary(ROOT / "benchmarks" / "results")
+
+
+def test_summary_reads_its_figures_from_the_result_files_and_skips_what_was_not_measured(tmp_path):
+    import json
+
+    assert "| method |" in summary(tmp_path)
+    assert "C-SGD" not in summary(tmp_path)  # nothing measured, no row
+    arm = {"test_acc": 0.9, "delta_vs_baseline_pt": -0.25, "macs_reduction": 0.5}
+    run = {"arms": {"baseline": {**arm, "test_acc": 0.9125}, "csgd-merged": arm}, "max_logit_diff": 3.5e-6}
+    (tmp_path / "accuracy_csgd.json").write_text(json.dumps(run))
+    row = next(line for line in summary(tmp_path).splitlines() if line.startswith("| C-SGD"))
+    assert "max logit difference 3.5e-06" in row
+    assert "-0.25 pt vs the 91.25% baseline with 50.0% of the MACs removed" in row
 
 
 def test_results_document_is_regenerated_byte_identically(tmp_path):

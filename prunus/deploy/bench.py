@@ -26,7 +26,6 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -356,7 +355,10 @@ def _files(model_dir: str | os.PathLike[str]) -> tuple[dict[str, int], int]:
     In a prunus model directory only model.json + model.safetensors count: exports written next
     to them (model.onnx, model.pt) are other artefacts, not the model's size.
     """
-    root = Path(model_dir)
+    from prunus.formats.run_dir import resolve_model_dir
+
+    # a run directory counts as the model it made, not its checkpoints, logs and exports
+    root = resolve_model_dir(model_dir)
     if root.is_file():
         return {root.name: root.stat().st_size}, root.stat().st_size
     if not root.is_dir():

@@ -219,3 +219,15 @@ def test_cli_bench_missing_dir_exit_2(tmp_path, capsys):
 
     assert main(["bench", str(tmp_path / "nope"), "--repeats", "1"]) == 2
     assert "model directory not found" in capsys.readouterr().err
+
+
+def test_bytes_of_a_run_directory_are_its_models_not_its_checkpoint(tmp_path):
+    """`prunus bench runs/r20 runs/r20-half` names run directories: the bytes compared are the models'."""
+    from prunus.deploy.bench import _files
+
+    run = tmp_path / "run"
+    save(create_model("lenet5", in_channels=1, width_mult=0.25), run / "model", input_shape=(1, 28, 28))
+    (run / "checkpoint.pt").write_bytes(b"\0" * 100_000)  # what a training run leaves next to its model
+    (run / "metrics.jsonl").write_text("{}\n")
+    model_files = sum(p.stat().st_size for p in (run / "model").iterdir())
+    assert _files(run)[1] == _files(run / "model")[1] == model_files
