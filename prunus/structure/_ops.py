@@ -355,13 +355,14 @@ def unary(tr: Tracer, name: str, func: Callable, args: tuple, kwargs: dict, out:
     if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor) or not tr.labelled(x):
         return
     L, Z = tr.get(x)
-    keeps = ZERO_PRESERVING[name]
+    keeps = ZERO_PRESERVING.get(name, False)  # the ops with scalar arguments below decide by them
     if name in ("clamp", "clamp_", "clip", "clip_", "hardtanh", "hardtanh_"):
         lo, hi = arg(args, kwargs, 1, "min"), arg(args, kwargs, 2, "max")
         keeps = (lo is None or lo <= 0) and (hi is None or hi >= 0)
-    if name == "pow":
-        keeps = isinstance(args[1], (int, float)) and args[1] > 0
-    if name == "threshold":
+    if name in ("pow", "pow_", "__pow__", "__ipow__"):
+        exponent = arg(args, kwargs, 1, "exponent")
+        keeps = isinstance(exponent, (int, float)) and not isinstance(exponent, bool) and exponent > 0
+    if name in ("threshold", "threshold_", "_threshold"):
         keeps = arg(args, kwargs, 1, "threshold") < 0 or arg(args, kwargs, 2, "value") == 0
     tr.set(out, L, Z if keeps else torch.zeros_like(Z))
 
@@ -592,7 +593,7 @@ HANDLERS: dict[str, Callable[..., None]] = {
     **dict.fromkeys(IDENTITY, identity),
     **dict.fromkeys(CREATION, creation),
     **dict.fromkeys(ZERO_PRESERVING, unary),
-    **dict.fromkeys(_names("clamp clamp_ clip clip_ pow threshold"), unary),
+    **dict.fromkeys(_names("clamp clamp_ clip clip_ pow pow_ __pow__ __ipow__ threshold threshold_ _threshold"), unary),
     **dict.fromkeys(ADD_LIKE | MUL_LIKE | DIV_LIKE | RDIV_LIKE | CMP_LIKE, binary),
     **dict.fromkeys(REDUCTIONS, reduction),
     "max": reduction,

@@ -380,7 +380,28 @@ class Shuffle(nn.Module):
         return self.fc(F.relu(self.post(x)).mean((2, 3)))
 
 
+class ScalarArgs(nn.Module):
+    """Element-wise ops with scalar arguments between convs: StarReLU's `s * relu(x) ** 2` (MetaFormer /
+    PoolFormer v2), clamp (ReLU6 written by hand) and threshold; each keeps a masked channel at zero."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a, self.b, self.c = nn.Conv2d(8, 12, 1), nn.Conv2d(12, 10, 3, padding=1), nn.Conv2d(10, 8, 1)
+        self.scale = nn.Parameter(torch.tensor(0.8))
+        self.fc = nn.Linear(8, 5)
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = self.scale * F.relu(self.a(x)) ** 2  # StarReLU (its bias left out: a constant on a masked channel)
+        x = torch.clamp(self.b(x), min=0.0, max=6.0)
+        x = F.threshold(self.c(x), 0.1, 0.0)
+        return self.fc(x.mean((2, 3)))
+
+
 MODELS = {
+    "scalar_args": ScalarArgs,
     "mixnet": MixNet,
     "res2net": Res2Net,
     "cspnet": CSPNet,

@@ -51,6 +51,7 @@ EXPECTED = {
         ],
     ),
     "shuffle": (["g", "c", "pre.0", "post"], []),
+    "scalar_args": (["a", "b", "c"], []),
 }
 # groups left whole, and the one warning that says why
 LEFT_WHOLE = {
