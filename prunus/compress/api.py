@@ -47,7 +47,7 @@ from prunus.compress.progress import CompressProgress
 from prunus.compress.report import CompressReport, LayerReport
 from prunus.compress.runner import prunable_layers
 from prunus.compress.search import SearchState, kl_per_candidate, magnitude_masks, search
-from prunus.errors import BudgetNotMetWarning, ConfigError
+from prunus.errors import BudgetNotMetWarning, ConfigError, require
 from prunus.models.info import get_info, update_info
 
 __all__ = ["compress", "decompress", "distill", "load"]
@@ -136,6 +136,8 @@ def compress(
         batch, timings); `report.model` is the compressed model.
     """
     cfg = config or CompressConfig()
+    if out is not None:  # before minutes of search, not after: one line naming the extra
+        require("constriction", "compress", "writing a .prn file")
     x, y = _split_calib(calib)
     if x.dim() < 2 or x.shape[0] < 1:
         raise ConfigError(f"calib must hold at least one image, got shape {tuple(x.shape)}")

@@ -28,8 +28,9 @@ SMALL = (3.4, 2.3)  # inches: one small-multiple panel
 
 
 def _figure(width: float = 6.4, height: float = 4.0) -> Any:
-    import matplotlib
+    from prunus.errors import require
 
+    matplotlib = require("matplotlib", "report", "the report's figures")  # one line naming the extra
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
