@@ -245,13 +245,14 @@ def parse_str_list(text: str) -> tuple[str, ...]:
 
 
 def add_data_args(group: Any, dataset_help: str = "dataset (default fashion-mnist)") -> None:
-    """--data, --data-dir, --subset, --val-size, --batch-size (read back with `data_overrides`)."""
+    """--data, --data-dir, --subset, --val-size, --test-subset, --batch-size (read back with `data_overrides`)."""
     from prunus.data import list_datasets
 
     group.add_argument("--data", choices=list_datasets(), help=dataset_help)
     mark_input(group.add_argument("--data-dir", help="directory holding the dataset files"))
     group.add_argument("--subset", type=int, help="train on a fixed subset of this many training images")
     group.add_argument("--val-size", type=int, help="images held out from training for validation (default 5000)")
+    group.add_argument("--test-subset", type=int, help="score a fixed subset of this many test images (default: all)")
     group.add_argument("--batch-size", type=int, help="training batch size (default 128)")
 
 
@@ -262,6 +263,7 @@ def data_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "root": args.data_dir,
         "subset": args.subset,
         "val_size": args.val_size,
+        "test_subset": args.test_subset,
         "batch_size": args.batch_size,
     }
 

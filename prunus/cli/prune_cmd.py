@@ -36,7 +36,7 @@ __all__ = ["add_parser", "run"]
 
 FINETUNE_LR = 0.01  # a tenth of the training default: fine-tuning starts from trained weights (FinetuneStage's)
 # options that only matter when fine-tuning: given without --finetune-epochs they would be ignored
-FINETUNE_ONLY = ("lr", "weight_decay", "device", "subset", "val_size", "batch_size")
+FINETUNE_ONLY = ("lr", "weight_decay", "device", "subset", "val_size", "test_subset", "batch_size")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -52,8 +52,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=f"registry model ({', '.join(list_models())}; default resnet20) or timm:NAME (the timm extra)",
     )
     g.add_argument("--width-mult", type=float, help="channel width multiplier (default 1.0)")
-    add_data_args(g)
-    g.add_argument("--test-subset", type=int, help="score a fixed subset of this many test images each epoch")
+    add_data_args(g)  # --test-subset among them: a shrunk run need not score the whole test set every epoch
     g.add_argument("--no-augment", action="store_true", help="disable random crop and flip")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, help="number of epochs (default 30)")
@@ -162,7 +161,6 @@ def run(args: argparse.Namespace) -> int:
         "data": {
             **data_overrides(args),
             "augment": False if args.no_augment else None,
-            "test_subset": args.test_subset,
         },
         "train": {
             "epochs": args.epochs,
