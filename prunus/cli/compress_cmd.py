@@ -169,7 +169,8 @@ def attempt_rows(attempts: list[dict]) -> list[tuple[str, ...]]:
     """One row per escalation rung run."""
     return [
         (str(a["rung"]), a["settings"], "met" if a["met"] else "NOT MET", f"{a['drop_pt']:+.2f}", f"{a['kl']:.4g}",
-         f"{a['file_bytes']:,}", f"{a['ratio']:.1f}x", f"{a['mean_bits']:.2f}", f"{a['seconds']:.1f}")
+         f"{a['file_bytes']:,}", f"{a['ratio']:.1f}x", "-" if a["mean_bits"] is None else f"{a['mean_bits']:.2f}",
+         f"{a['seconds']:.1f}")
         for a in attempts
     ]  # fmt: skip
 
