@@ -139,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({**report.to_json(), **test}, indent=2))
         return 0
     print_table(f"{args.out}: per layer", LAYER_COLUMNS, layer_rows(report.layers))
+    if len(report.attempts) > 1:  # the budget escalation ran: every rung, what it tried and what it gave
+        print_table("budget escalation (prunus.compress.escalate)", ATTEMPT_COLUMNS, attempt_rows(report.attempts))
     js = report.to_json()
     rows = [
         ("file bytes", f"{report.file_bytes:,}"),
@@ -160,9 +162,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+ATTEMPT_COLUMNS = ("rung", "settings", "budget", "drop (pt)", "KL", "bytes", "ratio", "mean bits", "seconds")
+
+
+def attempt_rows(attempts: list[dict]) -> list[tuple[str, ...]]:
+    """One row per escalation rung run."""
+    return [
+        (str(a["rung"]), a["settings"], "met" if a["met"] else "NOT MET", f"{a['drop_pt']:+.2f}", f"{a['kl']:.4g}",
+         f"{a['file_bytes']:,}", f"{a['ratio']:.1f}x", "-" if a["mean_bits"] is None else f"{a['mean_bits']:.2f}",
+         f"{a['seconds']:.1f}")
+        for a in attempts
+    ]  # fmt: skip
+
+
 def _budget_text(budget: dict) -> str:
-    """One cell: met or NOT MET, the drop against what, and the limits."""
+    """One cell: met or NOT MET (at which rung; on a miss the next setting), the drop against what, the limits."""
     limits = ", ".join(f"{k} {budget[k]:g}" for k in ("max_drop", "max_kl") if budget[k] is not None)
-    verdict = "met" if budget["met"] else "NOT MET (see the warning)"
+    rung = f" at rung {budget['rung']} ({budget['settings']})" if "rung" in budget else ""
+    verdict = f"met{rung}" if budget["met"] else f"NOT MET{rung}; next to try: {budget.get('next', '?')}"
     return (f"{verdict}: {budget['drop_pt']:+.2f} pt lost, KL {budget['kl']:.4g} vs the {budget['against']} model "
             f"({limits}); pruning alone {budget['pruned_drop_pt']:+.2f} pt")  # fmt: skip

@@ -25,9 +25,13 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
+import json
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -40,6 +44,7 @@ from prunus.compress.bits import allocate_bits, fixed_bits
 from prunus.compress.codebooks import finetune_codebooks
 from prunus.compress.codec import order0_bits
 from prunus.compress.config import CompressConfig
+from prunus.compress.escalate import describe, next_setting, rungs, steps
 from prunus.compress.kd import kd_losses
 from prunus.compress.pack import CodedLayer, apply_quantized, pack, round_dense, unpack
 from prunus.compress.prn import build_model, encode_prn, parse_prn, read_prn
@@ -117,6 +122,12 @@ def compress(
 ) -> CompressReport:
     """Sparsify (DE), quantize and entropy-code `model`; write `out` (.prn) when given.
 
+    With `bits="auto"` and `escalate` (the default), a missed budget is retried on the same DE
+    result with the stronger settings of `prunus.compress.escalate.LADDER` (distillation fine-tune,
+    then codebook fine-tune), filling only the settings left unset, until one meets it or the
+    ladder ends; `report.attempts` has one record per rung run, `report.budget` the verdict, the
+    rung and, on a miss, the next setting to try.
+
     Args:
         model: the trained teacher (not modified). A registry model (`prunus.create_model` /
             `prunus.load`) can be written to a file; any model can be compressed and reported.
@@ -125,15 +136,16 @@ def compress(
             search batch) re-score the elite and measure the bit budget (accuracy on the labels,
             or top-1 agreement with the teacher when there are none).
         config: `CompressConfig`.
-        out: path of the .prn file to write.
+        out: path of the .prn file to write (the final rung's; missed rungs write nothing).
         baselines: also report one-shot magnitude pruning and generic/Deep-Compression coding.
         checkpoint: a file for the DE search's per-cycle checkpoint (`prunus.compress.checkpoint`):
-            written atomically after every cycle, and when it holds this same job's search, the
-            search resumes after its last cycle and ends exactly as an uninterrupted one.
+            written atomically after every cycle and every missed escalation rung, and when it
+            holds this same job, the search resumes after its last cycle (ending exactly as an
+            uninterrupted one) and the rungs it records as missed are not run again.
 
     Returns:
         `CompressReport` (file bytes, ratio, per-layer bits/bytes/bound, accuracy on the budget
-        batch, timings); `report.model` is the compressed model.
+        batch, timings, escalation attempts); `report.model` is the compressed model.
     """
     cfg = config or CompressConfig()
     if out is not None:  # before minutes of search, not after: one line naming the extra
@@ -146,7 +158,7 @@ def compress(
     if out is not None and arch is None:
         raise ConfigError("only a model built by prunus.create_model (or prunus.load) can be written to a .prn file")
     teacher = model.eval()
-    student = copy.deepcopy(model).eval()
+    searched = copy.deepcopy(model).eval()
     x_search = x[: cfg.calib_size]
     x_big = x[: max(cfg.rescore_size, x_search.shape[0])]
     y_big = y[: x_big.shape[0]] if y is not None else None
@@ -158,16 +170,121 @@ def compress(
     start = time.perf_counter()
     big = cfg.rescore_size > 0
     bar = CompressProgress(cfg.progress)
-    resume, on_cycle = _checkpointing(checkpoint, cfg, model, [x_search, x_big, t_search, t_big])
-    result = search(student, x_search, t_search, cfg.sparsity, cfg.search_settings(), x_big=x_big if big else None,
-                    teacher_big=t_big if big else None, progress=bar, resume=resume, on_cycle=on_cycle)  # fmt: skip
+    ckpt = _Checkpointing(checkpoint, cfg, model, [x_search, x_big, t_search, t_big])
+    result = search(searched, x_search, t_search, cfg.sparsity, cfg.search_settings(), x_big=x_big if big else None,
+                    teacher_big=t_big if big else None, progress=bar, resume=ckpt.resume,
+                    on_cycle=ckpt.on_cycle if checkpoint is not None else None)  # fmt: skip
     seconds["search"] = time.perf_counter() - start
     masks = result.masks
-    if cfg.finetune_steps:
+    job = _Job(teacher, x, y_big, x_big, t_all, t_big, masks, info, arch, _fp32_bytes(model), bar, seconds, {})
+    plan = rungs(cfg)
+    recorded = {a.get("job"): a for a in (ckpt.resume.attempts if ckpt.resume is not None else [])}
+    attempts: list[dict[str, Any]] = []
+    for i, (change, rc) in enumerate(plan):
+        key = _rung_key(rc)
+        last = i == len(plan) - 1
+        if not last and key in recorded and not recorded[key]["met"]:  # missed before a restart: not run again
+            attempts.append(recorded[key])
+            bar.line(f"escalation rung {i} ({describe(change)}): missed before the restart, not run again")
+            continue
+        if i:
+            bar.line(f"budget not met: escalation rung {i}/{len(plan) - 1}: {describe(change)}")
         start = time.perf_counter()
-        distill(student, teacher, x, masks, steps=cfg.finetune_steps, lr=cfg.finetune_lr,
-                temperature=cfg.temperature, seed=cfg.seed, progress=bar, teacher_logits=t_all)  # fmt: skip
-        seconds["finetune"] = time.perf_counter() - start
+        done = _finish(job, searched, rc)
+        attempt = _attempt(i, change, key, rc, done, job.fp32_bytes, time.perf_counter() - start)
+        attempts.append(attempt)
+        if len(plan) > 1:
+            bar.line(_attempt_line(attempt))
+        if done.budget is None or done.budget["met"] or last:
+            break
+        ckpt.save_attempts(attempts)
+    budget = done.budget
+    if budget is not None:
+        budget.update(rung=attempts[-1]["rung"], settings=attempts[-1]["settings"])
+        if not budget["met"]:
+            budget["next"] = next_setting(rc, [c for _, c in plan[: len(attempts)]])
+            _warn_missed(rc, budget, escalated=len(attempts) > 1)
+    if out is not None:
+        write_bytes(out, done.blob)
+    state = done.student.state_dict()
+    reports = [_layer_report(e["name"], done.coded[e["name"]], list(state[e["name"]].shape), e["bytes"], e["counts"])
+               for e in done.entries]  # fmt: skip
+    total = sum(r.params for r in reports)
+    labels = y_big if y_big is not None else t_big.argmax(1)
+    report = CompressReport(
+        layers=reports,
+        file_bytes=len(done.blob),
+        parts=parse_prn(done.blob).parts,  # also checks that the bytes read back
+        fp32_bytes=job.fp32_bytes,
+        sparsity=1 - sum(r.kept for r in reports) / total if total else 0.0,
+        kl=done.kl,
+        teacher_acc=_accuracy(t_big, labels),
+        acc=_accuracy(done.logits, labels),
+        seconds=seconds,
+        config=rc.to_json(),
+        search_log=result.log,
+        budget=budget,
+        attempts=attempts,
+        path=None if out is None else str(out),
+        model=done.student,
+    )
+    if baselines:
+        report.baselines = _baselines(model, done.student, done.coded, masks, done.quantizers, x_big, labels)
+    return report
+
+
+@dataclass
+class _Job:
+    """What every rung of one compression shares: the teacher's batches and logits, the DE masks, the timings."""
+
+    teacher: nn.Module
+    x: torch.Tensor
+    y_big: torch.Tensor | None
+    x_big: torch.Tensor
+    t_all: torch.Tensor
+    t_big: torch.Tensor
+    masks: dict[str, torch.Tensor]
+    info: Any
+    arch: Any
+    fp32_bytes: int
+    bar: CompressProgress
+    seconds: dict[str, float]  # summed over the rungs run
+    distilled: dict[tuple[Any, ...], nn.Module]  # fine-tune settings -> the distilled model (rungs share it)
+
+
+@dataclass
+class _Done:
+    """One rung's result: the compressed model, its coding and the file's bytes."""
+
+    student: nn.Module
+    coded: dict[str, CodedLayer]
+    quantizers: dict[str, Any]
+    logits: torch.Tensor
+    kl: float
+    budget: dict[str, Any] | None
+    blob: bytes
+    entries: list[dict[str, Any]]
+
+
+def _tick(job: _Job, what: str, start: float) -> None:
+    job.seconds[what] = job.seconds.get(what, 0.0) + time.perf_counter() - start
+
+
+def _finish(job: _Job, searched: nn.Module, cfg: CompressConfig) -> _Done:
+    """The steps after the search for one rung's settings: fine-tune, bits, codebook fine-tune, coding."""
+    masks, bar = job.masks, job.bar
+    ft = steps(cfg, "finetune_steps")
+    key = (ft, cfg.finetune_lr, cfg.temperature)
+    if key not in job.distilled:  # the rungs that share a fine-tune run it once
+        pre = copy.deepcopy(searched)
+        if ft:
+            start = time.perf_counter()
+            distill(pre, job.teacher, job.x, masks, steps=ft, lr=cfg.finetune_lr, temperature=cfg.temperature,
+                    seed=cfg.seed, progress=bar, teacher_logits=job.t_all)  # fmt: skip
+            _tick(job, "finetune", start)
+        job.distilled[key] = pre
+    student = copy.deepcopy(job.distilled[key]).eval()
+    x_big, t_big, y_big = job.x_big, job.t_big, job.y_big
     start = time.perf_counter()
     s_big = None
     if cfg.bits == "auto":  # the pruned (and distilled) model before quantization: the budget check needs it
@@ -183,15 +300,16 @@ def compress(
         quantizers = fixed_bits(student, masks, cfg.bits, cfg.quantizer)  # type: ignore[arg-type]
     layers = prunable_layers(student)
     coded = {f"{n}.weight": apply_quantized(layers[n].weight, masks[n], quantizers[n]) for n in masks}
-    seconds["quantize"] = time.perf_counter() - start
+    _tick(job, "quantize", start)
     bits = sorted(q.bits for q in quantizers.values())
     bar.line(f"bits per layer: {bits[0]}-{bits[-1]} (mean {sum(bits) / len(bits):.2f})" if bits else "bits: no layers")
-    if cfg.codebook_steps:
+    cb = steps(cfg, "codebook_steps")
+    if cb:
         start = time.perf_counter()
-        bar.line(f"codebook fine-tune: {cfg.codebook_steps} steps")
-        coded = finetune_codebooks(student, teacher, x, coded, steps=cfg.codebook_steps, lr=cfg.codebook_lr,
-                                   temperature=cfg.temperature, seed=cfg.seed, teacher_logits=t_all)  # fmt: skip
-        seconds["codebook_finetune"] = time.perf_counter() - start
+        bar.line(f"codebook fine-tune: {cb} steps")
+        coded = finetune_codebooks(student, job.teacher, job.x, coded, steps=cb, lr=cfg.codebook_lr,
+                                   temperature=cfg.temperature, seed=cfg.seed, teacher_logits=job.t_all)  # fmt: skip
+        _tick(job, "codebook_finetune", start)
     round_dense(student, coded)
     with torch.no_grad():
         logits = student(x_big)
@@ -200,13 +318,14 @@ def compress(
     budget = _check_budget(cfg, t_big, s_big, logits, y_big) if s_big is not None else None
     start = time.perf_counter()
     meta = {
-        "arch": dict(arch or {}),
-        "input_shape": list(info.input_shape or x.shape[1:]),
-        "history": list(info.history),
+        "arch": dict(job.arch or {}),
+        "input_shape": list(job.info.input_shape or job.x.shape[1:]),
+        "history": list(job.info.history),
         # every byte counts in this file: the config as its non-default fields (the defaults are
         # those of the prunus_version in the header), metrics to 6 digits; the search log stays in the report.
-        # `progress` is how the run was watched, not what it made: a file must not depend on it
-        "config": {k: v for k, v in cfg.to_json().items() if v != _DEFAULTS[k] and k != "progress"},
+        # `progress` and `escalate` are how the run was watched and searched, not what it made (the
+        # rung's own settings are in the config): a file must not depend on them
+        "config": {k: v for k, v in cfg.to_json().items() if v != _DEFAULTS[k] and k not in ("progress", "escalate")},
         "metrics": {
             "calib_kl": float(f"{kl:.6g}"),
             "calib_acc": float(f"{_accuracy(logits, labels):.6g}"),
@@ -215,48 +334,76 @@ def compress(
     }
     header, tensors, entries = pack(student, coded, meta)
     blob = encode_prn(header, tensors)
-    if out is not None:
-        write_bytes(out, blob)
-    seconds["encode"] = time.perf_counter() - start
-    state = student.state_dict()
-    reports = [_layer_report(e["name"], coded[e["name"]], list(state[e["name"]].shape), e["bytes"], e["counts"])
-               for e in entries]  # fmt: skip
-    total = sum(r.params for r in reports)
-    report = CompressReport(
-        layers=reports,
-        file_bytes=len(blob),
-        parts=parse_prn(blob).parts,  # also checks that the bytes read back
-        fp32_bytes=_fp32_bytes(model),
-        sparsity=1 - sum(r.kept for r in reports) / total if total else 0.0,
-        kl=kl,
-        teacher_acc=_accuracy(t_big, labels),
-        acc=_accuracy(logits, labels),
-        seconds=seconds,
-        config=cfg.to_json(),
-        search_log=result.log,
-        budget=budget,
-        path=None if out is None else str(out),
-        model=student,
-    )
-    if baselines:
-        report.baselines = _baselines(model, student, coded, masks, quantizers, x_big, labels)
-    return report
+    _tick(job, "encode", start)
+    return _Done(student, coded, quantizers, logits, kl, budget, blob, entries)
 
 
-def _checkpointing(path: str | os.PathLike[str] | None, cfg: CompressConfig, model: nn.Module,
-                   inputs: list[torch.Tensor]) -> tuple[SearchState | None, Any]:  # fmt: skip
-    """The search state to resume from (this job's checkpoint at `path`, if any) and the per-cycle writer."""
-    if path is None:
-        return None, None
-    from dataclasses import asdict
+def _rung_key(cfg: CompressConfig) -> str:
+    """What identifies a rung's settings in a checkpoint (every field but how it is watched)."""
+    settings = {k: v for k, v in cfg.to_json().items() if k != "progress"}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
-    from prunus.compress.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 
-    settings = cfg.search_settings()
-    job = fingerprint(asdict(settings), cfg.to_json()["sparsity"], [*inputs, *model.state_dict().values()])
-    shapes = {n: tuple(m.weight.shape) for n, m in prunable_layers(model).items()}
-    resume = load_checkpoint(path, job, shapes, cycles=settings.cycles)
-    return resume, lambda state: save_checkpoint(path, state, job, cycles=settings.cycles)
+def _attempt(i: int, change: dict[str, int], key: str, cfg: CompressConfig, done: _Done, fp32: int,
+             seconds: float) -> dict[str, Any]:  # fmt: skip
+    """One rung's record: its settings and what they gave (budget numbers, bytes, bits, seconds)."""
+    bits = [q.bits for q in done.quantizers.values()]
+    b = done.budget or {}
+    return {
+        "rung": i,
+        "settings": describe(change),
+        "finetune_steps": steps(cfg, "finetune_steps"),
+        "codebook_steps": steps(cfg, "codebook_steps"),
+        "met": b.get("met"),
+        "drop_pt": b.get("drop_pt"),
+        "kl": done.kl,
+        "pruned_drop_pt": b.get("pruned_drop_pt"),
+        "file_bytes": len(done.blob),
+        "ratio": fp32 / len(done.blob),
+        "mean_bits": sum(bits) / len(bits) if bits else None,
+        "seconds": seconds,
+        "job": key,
+    }
+
+
+def _attempt_line(a: dict[str, Any]) -> str:
+    verdict = "met" if a["met"] else "NOT MET"
+    return (f"escalation rung {a['rung']} ({a['settings']}): {verdict}, drop {a['drop_pt']:+.2f} pt, "
+            f"KL {a['kl']:.4g}, {a['file_bytes']:,} bytes ({a['ratio']:.1f}x), {a['seconds']:.1f} s")  # fmt: skip
+
+
+class _Checkpointing:
+    """The search state to resume from (this job's checkpoint at `path`, if any), the per-cycle writer and
+    the writer of the escalation's missed rungs (after the search, on its last state)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None, cfg: CompressConfig, model: nn.Module,
+                 inputs: list[torch.Tensor]) -> None:  # fmt: skip
+        self.path, self.resume, self.last = path, None, None
+        if path is None:
+            return
+        from dataclasses import asdict
+
+        from prunus.compress.checkpoint import fingerprint, load_checkpoint
+
+        self.settings = cfg.search_settings()
+        self.job = fingerprint(asdict(self.settings), cfg.to_json()["sparsity"],
+                               [*inputs, *model.state_dict().values()])  # fmt: skip
+        shapes = {n: tuple(m.weight.shape) for n, m in prunable_layers(model).items()}
+        self.resume = self.last = load_checkpoint(path, self.job, shapes, cycles=self.settings.cycles)
+
+    def on_cycle(self, state: SearchState) -> None:
+        from prunus.compress.checkpoint import save_checkpoint
+
+        self.last = state
+        save_checkpoint(self.path, state, self.job, cycles=self.settings.cycles)
+
+    def save_attempts(self, attempts: list[dict[str, Any]]) -> None:
+        if self.path is None or self.last is None:
+            return
+        from prunus.compress.checkpoint import save_checkpoint
+
+        state = dataclasses.replace(self.last, attempts=list(attempts))
+        save_checkpoint(self.path, state, self.job, cycles=self.settings.cycles, point="compress-rung")
 
 
 def _kl(ref: torch.Tensor, logits: torch.Tensor) -> float:
@@ -266,7 +413,7 @@ def _kl(ref: torch.Tensor, logits: torch.Tensor) -> float:
 
 def _check_budget(cfg: CompressConfig, t_big: torch.Tensor, s_big: torch.Tensor, logits: torch.Tensor,
                   y_big: torch.Tensor | None) -> dict[str, Any]:  # fmt: skip
-    """Whether the compressed model meets the auto-bits budget on the budget batch; warns when it does not.
+    """Whether the compressed model meets the auto-bits budget on the budget batch (`_warn_missed` says a miss).
 
     Measured as `allocate_bits` measures it (accuracy on the labels, or agreement with the
     reference's top-1 without labels). The greedy allocation only lowers bits while the budget
@@ -283,22 +430,25 @@ def _check_budget(cfg: CompressConfig, t_big: torch.Tensor, s_big: torch.Tensor,
     met = (max_drop is None or drop <= max_drop + 1e-9) and (max_kl is None or kl <= max_kl)
     pruned_labels = y_big if y_big is not None else t_big.argmax(1)
     pruned_drop = 100 * (_accuracy(t_big, pruned_labels) - _accuracy(s_big, pruned_labels))
-    budget = {
+    return {
         "against": "pruned" if quant_only else "input",
         **{"max_drop": max_drop, "max_kl": max_kl, "drop_pt": drop, "kl": kl, "pruned_drop_pt": pruned_drop},
         **{"images": int(labels.shape[0]), "met": met},
     }
-    if not met:
-        limits = " and ".join(f"{k} {v:g}" for k, v in (("max_drop", max_drop), ("max_kl", max_kl)) if v is not None)
-        warnings.warn(
-            f"compression budget not met: the compressed model loses {drop:.2f} pt (KL {kl:.4g}) against the "
-            f"{budget['against']} model on the {budget['images']}-image budget batch, over {limits}, with every "
-            f"layer allowed {cfg.max_bits} bits; pruning alone loses {pruned_drop:.2f} pt against the input model. "
-            "Lower the sparsity, or add a distillation fine-tune (finetune_steps, e.g. 300).",
-            BudgetNotMetWarning,
-            stacklevel=3,
-        )
-    return budget
+
+
+def _warn_missed(cfg: CompressConfig, budget: dict[str, Any], *, escalated: bool) -> None:
+    """The one warning of a final miss: the numbers, the rung it ended on and `budget["next"]`, the next setting."""
+    limits = " and ".join(f"{k} {budget[k]:g}" for k in ("max_drop", "max_kl") if budget[k] is not None)
+    after = f" after escalating to rung {budget['rung']} ({budget['settings']})" if escalated else ""
+    warnings.warn(
+        f"compression budget not met{after}: the compressed model loses {budget['drop_pt']:.2f} pt "
+        f"(KL {budget['kl']:.4g}) against the {budget['against']} model on the {budget['images']}-image budget "
+        f"batch, over {limits}, with every layer allowed {cfg.max_bits} bits; pruning alone loses "
+        f"{budget['pruned_drop_pt']:.2f} pt against the input model. Next to try: {budget['next']}.",
+        BudgetNotMetWarning,
+        stacklevel=3,
+    )
 
 
 def _baselines(teacher: nn.Module, student: nn.Module, coded: dict[str, CodedLayer], masks: dict[str, torch.Tensor],

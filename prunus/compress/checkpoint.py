@@ -5,7 +5,8 @@ uninterrupted one would (`search(resume=...)` restores the masks and the generat
 file holds tensors only (no pickle): one bool tensor per layer (`mask.<layer>`, True = kept) and
 the search generator's state (`rng`, uint8), and a JSON header (`formats.header` kind
 `prunus-compress-checkpoint`) with the cycle, the search log and KL, and a fingerprint of the job
-(settings, targets, input weights, calibration images and teacher logits). A checkpoint of
+(settings, targets, input weights, calibration images and teacher logits), and after the search
+the budget escalation's missed rungs (`attempts`). A checkpoint of
 another job (a changed model, recipe or seed) is ignored and the search starts over; a file that
 is not a well-formed checkpoint is refused with a `CorruptFileError`.
 
@@ -62,16 +63,23 @@ def fingerprint(settings: Mapping[str, Any], targets: Any, tensors: Sequence[tor
     return h.hexdigest()
 
 
-def save_checkpoint(path: str | os.PathLike[str], state: SearchState, job: str, *, cycles: int) -> None:
-    """Write `state` (after its cycle of `cycles`) for the job `job` atomically, then pass the kill point."""
+def save_checkpoint(
+    path: str | os.PathLike[str], state: SearchState, job: str, *, cycles: int, point: str = "compress-cycle"
+) -> None:
+    """Write `state` (after its cycle of `cycles`) for the job `job` atomically, then pass the kill point `point`.
+
+    `state.attempts` (the budget escalation's missed rungs, `prunus.compress.escalate`) go into the
+    header when there are any: a resumed job skips those rungs instead of running them again.
+    """
     from safetensors.torch import save
 
     tensors = {f"{_MASK}{name}": mask.contiguous() for name, mask in state.masks.items()}
     tensors[_RNG] = state.rng.contiguous()
     header = make_header(KIND, {"fingerprint": job, "cycle": state.cycle, "cycles": cycles,
-                                "kl": state.kl, "log": state.log})  # fmt: skip
+                                "kl": state.kl, "log": state.log,
+                                **({"attempts": state.attempts} if state.attempts else {})})  # fmt: skip
     write_bytes(path, save(tensors, metadata={"header": json.dumps(header)}))
-    crash_point("compress-cycle")  # tests kill here: the cycle's checkpoint is on disk, the next not begun
+    crash_point(point)  # tests kill here: the cycle's (or rung's) checkpoint is on disk, the next not begun
 
 
 def _metadata(data: bytes, where: str) -> dict[str, Any]:
@@ -111,7 +119,7 @@ def load_checkpoint(
     budget = sum(math.prod(s) for s in shapes.values()) + 16 * len(shapes) * 256 + _MAX_HEADER + 65536
     data = read_bytes(path, budget, "compress checkpoint")
     fields = {"fingerprint": str, "cycle": int, "cycles": int, "kl": float, "log": list}
-    header = check_header(_metadata(data, where), KIND, where=where, fields=fields)
+    header = check_header(_metadata(data, where), KIND, where=where, fields=fields, optional={"attempts": list})
     if header["fingerprint"] != job or header["cycles"] != cycles:
         return None  # another job's (changed settings, model or data): start over, it will be replaced
     if not 1 <= header["cycle"] <= cycles:
@@ -137,4 +145,7 @@ def load_checkpoint(
     log = header["log"]
     if not all(isinstance(r, dict) for r in log):
         raise CorruptFileError(f"{where}: the search log must be a list of records")
-    return SearchState(header["cycle"], masks, rng, log, float(header["kl"]))
+    attempts = header.get("attempts") or []
+    if not all(isinstance(r, dict) for r in attempts):
+        raise CorruptFileError(f"{where}: the escalation attempts must be a list of records")
+    return SearchState(header["cycle"], masks, rng, log, float(header["kl"]), attempts)

@@ -3,6 +3,8 @@
 Example:
     >>> CompressConfig(sparsity=0.9, bits="auto", max_drop=1.0).bits
     'auto'
+    >>> CompressConfig().finetune_steps is None  # not set: no fine-tune unless the budget escalation adds one
+    True
     >>> CompressConfig(bits=9)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -50,7 +52,11 @@ class CompressConfig(Config):
         "auto bits: points quantization may cost vs the pruned (distilled) model, not the teacher (its own "
         "share; max_drop / max_kl then unused); None: max_drop / max_kl vs the teacher",
     )
-    codebook_steps: int = arg(0, "KD steps fine-tuning the shared codebook values (+ biases) after quantization")
+    codebook_steps: int | None = arg(
+        None,
+        "KD steps fine-tuning the shared codebook values (+ biases) after quantization; None: 0, and the budget "
+        "escalation may add them",
+    )
     codebook_lr: float = arg(1e-4, "Adam lr of the codebook fine-tune")
     min_bits: int = arg(MIN_BITS, "auto bits never go below this")
     max_bits: int = arg(MAX_BITS, "auto bits start here")
@@ -64,9 +70,18 @@ class CompressConfig(Config):
     pool_factor: float = arg(4.0, "directed pool = this many times k of the smallest survivors")
     mutation: float = arg(0.25, "share of a child's set swapped with other pool members")
     cycles: int = arg(8, "passes over the layers (cubic sparsity schedule)")
-    finetune_steps: int = arg(0, "optional distillation fine-tune of the survivors (Adam steps on the calibration set)")
+    finetune_steps: int | None = arg(
+        None,
+        "distillation fine-tune of the survivors (Adam steps on the calibration set); None: 0, and the budget "
+        "escalation may add them",
+    )
     finetune_lr: float = arg(1e-3, "Adam lr of the distillation fine-tune")
     temperature: float = arg(4.0, "KD temperature of the fine-tune")
+    escalate: bool = arg(
+        True,
+        "auto bits: when the budget is missed, retry with the stronger settings of prunus.compress.escalate.LADDER "
+        "(only fields left unset)",
+    )
     seed: int = arg(0, "seed of the search and of the calibration slice")
     progress: bool = arg(False, "rich progress bar with sparsity and KL")
 
@@ -106,9 +121,10 @@ class CompressConfig(Config):
         for field, low, bound in (("calib_size", 1, "samples"), ("rescore_size", 0, "samples"),
                                   ("population", 1, "population"), ("generations", 0, "generations"),
                                   ("elite", 1, "population"), ("cycles", 1, "generations"),
-                                  ("finetune_steps", 0, "steps"), ("codebook_steps", 0, "steps"),
                                   ("seed", 0, "seed")):  # fmt: skip
             check_count(f"CompressConfig.{field}", getattr(self, field), low, bound)
+        for field in ("finetune_steps", "codebook_steps"):  # None: not set (0, and the escalation may raise it)
+            check_count(f"CompressConfig.{field}", getattr(self, field), 0, "steps", optional=True)
         if self.elite >= self.population and self.population > 1:
             raise ConfigError(f"CompressConfig.elite={self.elite} must be below population={self.population}")
         check_range("CompressConfig.pool_factor", self.pool_factor, 1.0)

@@ -69,6 +69,8 @@ class CompressReport:
     search_log: list[dict[str, Any]] = field(default_factory=list)  # per cycle and layer: removed, sparsity, KL
     # auto bits: the budget, the compressed model's drop / KL against it on the budget batch, and `met`
     budget: dict[str, Any] | None = None
+    # auto bits: one record per escalation rung run (`prunus.compress.escalate`): settings, met, drop, KL, bytes
+    attempts: list[dict[str, Any]] = field(default_factory=list)
     parts: dict[str, int] = field(
         default_factory=dict
     )  # file bytes by part (`prn.file_parts`), adding up to file_bytes

@@ -79,6 +79,8 @@ class SearchState:
     rng: torch.Tensor
     log: list[dict[str, Any]]
     kl: float
+    # the budget escalation's rungs run after the search and missed (`prunus.compress.escalate`)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

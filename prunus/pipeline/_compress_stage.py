@@ -70,7 +70,8 @@ def run_compress(cfg: CompressStage, ctx: StageContext) -> StageResult:
     """DE-compress an earlier model into model.prn; the decoded model goes on to export and bench.
 
     The search is checkpointed after every cycle in the stage directory (`RunDir.compress_checkpoint`),
-    so a rerun after a kill resumes mid-search and writes the same file an uninterrupted run would.
+    so a rerun after a kill resumes mid-search and writes the same file an uninterrupted run would;
+    the budget escalation's missed rungs are recorded there too and not run again by the rerun.
     """
     from prunus.compress import decompress
     from prunus.formats import load, save
@@ -92,6 +93,9 @@ def run_compress(cfg: CompressStage, ctx: StageContext) -> StageResult:
          "sparsity": x["sparsity"]}
         for x in summary["layers"]
     ]  # fmt: skip
+    if report.budget is not None:  # auto bits: the verdict, the escalation rung it ended on, and every rung run
+        metrics["budget_met"] = report.budget["met"]
+        metrics["attempts"] = [{k: v for k, v in a.items() if k != "job"} for a in report.attempts]
     metrics.update(measure(decoded, ctx.out.prn, accuracy=acc))  # "bytes": the .prn file, every byte of it
     ctx.out.compress_checkpoint.unlink(missing_ok=True)  # the stage is done: its record is what a rerun reads
     return StageResult(metrics=metrics, model=out, files={"prn": ctx.out.relative(ctx.out.prn)})

@@ -53,3 +53,24 @@ def test_compress_stage_seed_follows_the_chain_seed(compressed):
     for seed in (0, 1):  # the search ran with compress.seed (0) + the chain's seed; the file says which
         header = read_prn(out / "main" / f"seed{seed}" / "02-compress" / "model.prn").header
         assert header.get("config", {}).get("seed", 0) == seed
+
+
+@pytest.mark.filterwarnings("ignore::prunus.errors.BudgetNotMetWarning")
+def test_compress_stage_records_the_budget_escalation(tmp_path):
+    from tests.pipeline.conftest import TINY
+
+    # max_kl 0 is never met; finetune_steps is explicit, so the ladder only adds the codebook fine-tune
+    budget = {**COMPRESS, "bits": "auto", "max_drop": None, "max_kl": 0.0, "finetune_steps": 2}
+    recipe = {**TINY, "stages": [{"stage": "train", "train": {"epochs": 1}},
+                                 {"stage": "compress", "compress": budget}]}  # fmt: skip
+    run_pipeline(parse_recipe(recipe), tmp_path / "run", progress=False, echo=lambda _: None)
+    stage = next((tmp_path / "run" / "main" / "seed0").glob("02-*"))
+    metrics = read_record(stage)["metrics"]
+    assert metrics["budget_met"] is False
+    assert [(a["rung"], a["settings"], a["met"]) for a in metrics["attempts"]] == [
+        (0, "as given", False),
+        (1, "codebook_steps=500", False),
+    ]
+    assert metrics["attempts"][-1]["file_bytes"] == metrics["bytes"] == (stage / "model.prn").stat().st_size
+    assert metrics["attempts"][-1]["kl"] == pytest.approx(metrics["kl"])
+    assert [p.name for p in stage.iterdir() if "checkpoint" in p.name] == []  # done: the rerun reads the record
