@@ -79,6 +79,8 @@ class _Mode(TorchFunctionMode):
         if tr.quiet or tr.leaf:
             return out
         name = getattr(func, "__name__", "") or ""
+        if name in ("__get__", "size") and isinstance(out, (torch.Size, int)) and args:
+            tr.read_size(args[0])  # `b, c, h, w = x.shape`: a width the code may reuse elsewhere
         if name != "__setitem__" and not tensors(out):
             return out
         tr.quiet += 1
@@ -186,6 +188,12 @@ class Tracer:
                 self.result.units.append((a, b))
         elif a >= 0 or b >= 0:
             self.freeze_ids([max(a, b)], why or f"{self.where()} ties them to channels that cannot be removed")
+
+    def read_size(self, x: Any) -> None:
+        """The code read the shape of `x`: the channels of `x` go to the trial cut, since that width may
+        size another tensor (timm's LambdaLayer reshapes its value path with its input's C)."""
+        if isinstance(x, torch.Tensor) and not self.quiet and self.labelled(x):
+            self.risky(self.get(x)[0])
 
     def risky(self, labels: Any) -> None:
         """These labels pass an op that addresses channels by size or position, or a user layer: the

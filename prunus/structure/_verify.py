@@ -5,9 +5,9 @@ no rule can see it (`x.view(b, 64, -1)`, `x[:, :6]`, a constant tensor of full w
 layer is only probed. So `build_groups` takes every prunable group whose channels pass such a
 place (the tracer marks them *risky*: a size given for a channel dim, a split, a slice, padding,
 a user conv), cuts a few of its channels (the first of every split piece) from the model itself,
-all such groups at once, and compares the outputs, on a random input, with the model's outputs
-when the same channels are masked (their weights zeroed, as `soft_mask_` does); then it puts the
-very same parameters back. A mismatch or an error is traced to the groups responsible by
+all such groups at once and then each alone, and compares the outputs, on a random input, with the
+model's outputs when the same channels are masked (their weights zeroed, as `soft_mask_` does); then
+it puts the very same parameters back. A mismatch or an error is traced to the groups responsible by
 bisection, and those are left whole: the pruner never hands back a model that breaks or computes
 something else than its masked twin.
 """
@@ -145,4 +145,11 @@ def verify_groups(graph: Graph, groups: Sequence[Any]) -> list[tuple[Any, str]]:
         # each half alone is fine but not both together: keep them all
         return found or [(trials[k][0], f"{why}, together with other groups") for k in keys]
 
-    return search(list(trials))
+    bad = search(list(trials))
+    # Cut together, two groups can agree by coincidence (a size read from one tensor reshaping another
+    # of the same width, as timm's LambdaLayer does): each group not yet found is also cut alone.
+    found = {g.key for g, _ in bad}
+    for key, (g, classes) in trials.items():
+        if key not in found and len(trials) > 1 and (why := _trial(graph, inputs, classes)) is not None:
+            bad.append((g, why))
+    return bad

@@ -400,7 +400,26 @@ class ScalarArgs(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class SizeFromInput(nn.Module):
+    """A branch reshaped with the channel count of the block's INPUT (timm's LambdaLayer reshapes its
+    value path with `C = x.shape[1]`): right only while both widths agree, so neither may be cut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.pre, self.v, self.post = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, 5)
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        x = F.relu(self.pre(F.relu(self.stem(x))))
+        b, c, h, w = x.shape
+        out = self.v(x).reshape(b, c, h * w).reshape(b, c, h, w)
+        return self.fc(F.relu(self.post(out)).mean((2, 3)))
+
+
 MODELS = {
+    "size_from_input": SizeFromInput,
     "scalar_args": ScalarArgs,
     "mixnet": MixNet,
     "res2net": Res2Net,

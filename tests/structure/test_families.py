@@ -260,3 +260,17 @@ def test_a_one_channel_gate_does_not_tie_the_channels_it_scales():
     assert groups["c2.0"].prunable
     assert groups["c1.0"].num_channels == 12  # the stream ECA reads across: left whole, still 12 channels
     assert groups["gate"].num_channels == 1
+
+
+def test_groups_that_agree_only_when_cut_together_are_each_left_whole():
+    """Cut at once by the same trial amount, `pre` and `v` still fit the reshape; cut by a real plan they
+    do not. Each is tried alone too, so both stay whole and the pruned model runs at any batch size."""
+    model, x = _dense("size_from_input"), fam.inputs("size_from_input")
+    groups, warned = _groups(model, x)
+    assert sorted(g.key for g in groups if not g.prunable and g.key in ("pre", "v")) == ["pre", "v"]
+    assert sum("is left unpruned: the model fails once it is cut" in w for w in warned) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StructureWarning)
+        pruned, _ = prunus.prune(model, x, ratio=0.5)
+    for batch in (1, 3):
+        assert pruned(fam.inputs("size_from_input", batch=batch)).shape == (batch, 5)
