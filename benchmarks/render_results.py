@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import read_json, read_text, write_text
-from results_summary import summary
+from _results_summary import summary
 
 __all__ = ["BEGIN", "END", "main", "render", "replace_block", "update_readme", "write_document"]
 

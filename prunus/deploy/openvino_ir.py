@@ -232,6 +232,9 @@ def export_openvino(
     diff, checked = None, ()
     with tempfile.TemporaryDirectory(prefix=".prunus-ov-") as tmp:
         xml = Path(tmp) / "model.xml"
+        from prunus._version import __version__
+
+        converted.set_rt_info(__version__, "prunus")  # the marker `--force` looks for (<rt_info><prunus .../>)
         ov.save_model(converted, xml, compress_to_fp16=False)  # the default would store float16 weights
         if check:
             batches = [inputs, _other_batch(inputs)] if dynamic_batch else [inputs]

@@ -261,15 +261,35 @@ def _json_marker(path: Path) -> bool:
     )
 
 
+def _openvino_xml_marker(path: Path) -> bool:
+    # the IR's <rt_info> holds <prunus value="VERSION"/> (set by prunus.deploy.openvino_ir before saving)
+    with open(path, "rb") as fh:
+        return re.search(rb"<rt_info>.*<prunus value=", fh.read(MAX_SNIFF_BYTES), re.S) is not None
+
+
+def _openvino_bin_marker(path: Path) -> bool:
+    # raw weights hold no metadata: they are prunus's when the graph they belong to (NAME.xml) is
+    xml = path.with_suffix(".xml")
+    return xml.is_file() and not xml.is_symlink() and _openvino_xml_marker(xml)
+
+
 #: file suffix -> how prunus recognises its own file of that kind (the writers put these markers in)
-_MARKERS = {".prn": _prn_marker, ".onnx": _onnx_marker, ".pt": _torchscript_marker, ".json": _json_marker}
+_MARKERS = {
+    ".prn": _prn_marker,
+    ".onnx": _onnx_marker,
+    ".pt": _torchscript_marker,
+    ".json": _json_marker,
+    ".xml": _openvino_xml_marker,
+    ".bin": _openvino_bin_marker,
+}
 
 
 def written_by_prunus(path: str | os.PathLike[str]) -> bool:
     """Whether the regular file `path` carries the marker prunus puts in every file it writes.
 
     .prn: its versioned header; .onnx: `metadata_props["prunus"]`; .pt (TorchScript): the extra
-    file `prunus.json`; .json: a `prunus` version or a `prunus-*` format field. Any other file,
+    file `prunus.json`; .json: a `prunus` version or a `prunus-*` format field; OpenVINO .xml: a
+    `prunus` entry in its `<rt_info>`, and .bin: the .xml of the same name is prunus's. Any other file,
     or one without the marker, is someone else's: `--force` does not replace it.
 
     Example:

@@ -248,3 +248,24 @@ def test_missing_openvino_in_the_api(tmp_path, monkeypatch):
     with pytest.raises(MissingDependencyError, match=r"runtime openvino needs openvino"):
         measure_latency(_net(), (3, 8, 8), batch_sizes=(1,), runtimes=("openvino",), **FAST)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_force_replaces_only_an_openvino_pair_prunus_wrote(model_dir, tmp_path, capsys):
+    """The IR carries a prunus entry in its <rt_info>; a foreign model.xml / model.bin is never replaced."""
+    from prunus.cli import main
+    from prunus.formats.outputs import written_by_prunus
+
+    out = tmp_path / "ir" / "m.xml"
+    out.parent.mkdir()
+    assert main(["export", str(model_dir), "--format", "openvino", "--out", str(out)]) == 0
+    assert written_by_prunus(out)
+    assert written_by_prunus(out.with_suffix(".bin"))
+    foreign = tmp_path / "ir" / "other.xml"
+    foreign.write_text('<?xml version="1.0"?><net name="theirs"><rt_info><x value="1"/></rt_info></net>')
+    foreign.with_suffix(".bin").write_bytes(b"\0" * 16)
+    assert not written_by_prunus(foreign)
+    assert not written_by_prunus(foreign.with_suffix(".bin"))
+    capsys.readouterr()
+    assert main(["export", str(model_dir), "--format", "openvino", "--out", str(foreign), "--force"]) == 2
+    assert "was not written by prunus" in capsys.readouterr().err
+    assert foreign.read_text().startswith('<?xml version="1.0"?><net name="theirs">')

@@ -23,7 +23,11 @@ def _edit(recipe: dict, path: str, value) -> dict:
 
 
 BAD = [
-    ("stages/0/stage", "trian", r"stage 'baseline': unknown stage 'trian'; choose one of: bench, compress, csgd"),
+    (
+        "stages/0/stage",
+        "trian",
+        r"stage 'baseline': unknown stage 'trian'; choose one of: bench, compress, create, csgd",
+    ),
     ("stages/2/ratoi", 0.5, r"stage 'prune' \(prune\): unknown PruneStage field\(s\): ratoi"),
     ("stages/0/train", {"epochs": "two"}, r"stage 'baseline' \(train\): TrainConfig.epochs must be a number"),
     ("stages/0/train", {"lrr": 0.1}, r"stage 'baseline' \(train\): unknown TrainConfig field\(s\): lrr"),
