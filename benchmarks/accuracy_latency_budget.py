@@ -1,14 +1,14 @@
 """Latency budget vs MACs budget at the same measured latency: accuracy after the same short fine-tune.
 
 The question of issue 11: if a user wants a model that runs in a fraction b of the dense model's
-time, is it better to prune for latency directly (`prunus.prune(latency_ratio=b)`, widths chosen
-from a latency table measured on the deploy runtime) or to prune for MACs (`macs_ratio=m`, the
+time, is it better to prune for latency directly (`prunus.prune(keep_latency=b)`, widths chosen
+from a latency table measured on the deploy runtime) or to prune for MACs (`keep_macs=m`, the
 usual uniform rate) with m chosen so that the result is just as fast, measured?
 
 For each budget b:
-- `latency` arm: `prune(baseline, latency_ratio=b, runtime=onnxruntime, latency_batch=64)`; its
+- `latency` arm: `prune(baseline, keep_latency=b, runtime=onnxruntime, latency_batch=64)`; its
   latency ratio L is measured side by side with the dense model (onnxruntime, batch 64, 1 thread);
-- `macs` arm: `prune(baseline, macs_ratio=m)`, m found by bisection so that its measured latency
+- `macs` arm: `prune(baseline, keep_macs=m)`, m found by bisection so that its measured latency
   ratio matches L (within `--match-tol`, else the closest of the tries is kept and the gap is
   recorded);
 - both arms are measured once more side by side, and fine-tuned with the same recipe for each
@@ -62,7 +62,7 @@ def latency_ratio(dense: nn.Module, pruned: nn.Module, shape: tuple[int, ...], r
 
 
 def macs_pruned_like(dense: nn.Module, x: torch.Tensor, target: float, tol: float, repeats: int) -> dict[str, Any]:
-    """The `macs_ratio` prune whose measured latency ratio is closest to `target` (bisection on m)."""
+    """The `keep_macs` prune whose measured latency ratio is closest to `target` (bisection on m)."""
     shape = tuple(x.shape[1:])
     lo, hi = 0.005, 1.0
     tries: list[dict[str, Any]] = []
@@ -70,7 +70,7 @@ def macs_pruned_like(dense: nn.Module, x: torch.Tensor, target: float, tol: floa
     for _ in range(8):
         m = (lo + hi) / 2 if tries else min(max(target / 2, lo), hi)  # latency falls slower than MACs: start low
         try:
-            pruned, rep = prunus.prune(copy.deepcopy(dense), x, macs_ratio=m)
+            pruned, rep = prunus.prune(copy.deepcopy(dense), x, keep_macs=m)
         except ConfigError as exc:  # below the MACs floor (one channel per group): m is too small
             tries.append({"macs_ratio_requested": m, "error": str(exc)})
             lo = m
@@ -105,7 +105,7 @@ def structures(args: argparse.Namespace, baseline: nn.Module, x: torch.Tensor, w
             gaps = [abs(t["latency_ratio"] / target - 1) for t in meta["macs_search"] if "latency_ratio" in t]
             meta["matched"] = bool(gaps) and min(gaps) <= args.match_tol
         else:
-            lat, rep = prunus.prune(copy.deepcopy(baseline), x, latency_ratio=b, runtime="onnxruntime",
+            lat, rep = prunus.prune(copy.deepcopy(baseline), x, keep_latency=b, runtime="onnxruntime",
                                     latency_batch=64, threads=1)  # fmt: skip
             target = rep.achieved_latency_ratio
             found = macs_pruned_like(baseline, x, target, args.match_tol, args.repeats)
@@ -114,7 +114,7 @@ def structures(args: argparse.Namespace, baseline: nn.Module, x: torch.Tensor, w
                 "requested_latency_ratio": b,
                 "latency_ratio_measured_by_prune": target,
                 "macs_search": found["tries"],
-                # False: no macs_ratio lands within --match-tol of the latency arm (the closest is kept);
+                # False: no keep_macs lands within --match-tol of the latency arm (the closest is kept);
                 # the arms are then not compared (the table says so)
                 "matched": found["matched"],
             }

@@ -353,7 +353,7 @@ def main() -> None:
     results = Path(args.results_dir)
     # the SFP arms cut floor(N * rate) channels of every prunable group: their MACs ratio is fixed
     dense = create_model("resnet20", in_channels=1, width_mult=args.width_mult)
-    _, report = prune(dense, torch.randn(1, 1, 28, 28), ratio=args.rate)
+    _, report = prune(dense, torch.randn(1, 1, 28, 28), remove_channels=args.rate)
     runs_file = results / f"{args.name}_runs.json"
     work_dir = ROOT / "runs" / args.name
     jobs = sorted(((arm, seed) for seed in seeds for arm in arms), key=lambda j: (-COST.get(j[0], 1), j[1]))

@@ -3,12 +3,12 @@
 Two figures of docs/benchmarks.md, for one model per call (1x28x28 input, 10 classes, untrained
 weights: latency does not depend on the values):
 
-- **efficiency** (target >= 0.85): `prunus.prune(ratio=0.5)` (50% of the channels of every
+- **efficiency** (target >= 0.85): `prunus.prune(remove_channels=0.5)` (50% of the channels of every
   prunable group, stem and classifier kept), for each `--round-to`, against the dense model with
   `prunus.deploy.bench.compare_latency`: every runtime (torch, torch-folded, and with a static
   batch onnxruntime and openvino), batches `--batches`, calls interleaved dense/pruned, medians. Efficiency =
   (dense latency / pruned latency) / (dense MACs / pruned MACs); the best runtime is named.
-- **budget** (target: achieved within 10% of requested): `prunus.prune(latency_ratio=b,
+- **budget** (target: achieved within 10% of requested): `prunus.prune(keep_latency=b,
   runtime=--runtime, latency_batch=64)` for each `--budgets` b; the ratio `prune` measured, and a
   second, independent side-by-side measurement of the same pruned model.
 
@@ -56,7 +56,7 @@ def efficiency(name: str, round_tos: list[int], batches: list[int], repeats: int
     x = torch.randn(1, *SHAPE)
     out = []
     for r in round_tos:
-        pruned, report = prune(copy.deepcopy(dense), x, ratio=0.5, round_to=r)
+        pruned, report = prune(copy.deepcopy(dense), x, remove_channels=0.5, round_to=r)
         cmp = compare_latency(dense, pruned, SHAPE, batch_sizes=batches, runtimes=RUNTIMES, repeats=repeats,
                               threads=threads)  # fmt: skip
         row = {
@@ -68,7 +68,7 @@ def efficiency(name: str, round_tos: list[int], batches: list[int], repeats: int
         }
         out.append(row)
         best = ", ".join(f"b{b}: {row['efficiency'][b]:.3f} ({row['best_runtime'][b]})" for b in batches)
-        print(f"{name} ratio 0.5 round_to {r}: MACs cut {cmp.macs_ratio:.2f}x, efficiency {best}", flush=True)
+        print(f"{name} remove_channels 0.5 round_to {r}: MACs cut {cmp.macs_ratio:.2f}x, efficiency {best}", flush=True)
         for s in cmp.rows:
             print(f"    {s.runtime:13s} b{s.batch:<3d} dense {s.dense_ms:8.2f} ms  pruned {s.pruned_ms:8.2f} ms  "
                   f"speed-up {s.speedup:.2f}  eff {s.efficiency:.3f}", flush=True)  # fmt: skip
@@ -83,7 +83,7 @@ def budgets(
     out = []
     for b in values:
         start = time.perf_counter()
-        pruned, report = prune(copy.deepcopy(dense), x, latency_ratio=b, runtime=runtime, latency_batch=batch,
+        pruned, report = prune(copy.deepcopy(dense), x, keep_latency=b, runtime=runtime, latency_batch=batch,
                                threads=threads, round_to=round_to)  # fmt: skip
         seconds = time.perf_counter() - start
         cmp = compare_latency(dense, pruned, SHAPE, batch_sizes=(batch,), runtimes=(runtime,), repeats=repeats,
@@ -101,7 +101,7 @@ def budgets(
             "widths": report.widths,
         }
         out.append(row)
-        print(f"{name} latency_ratio {b} round_to {round_to} on {runtime} b{batch}: "
+        print(f"{name} keep_latency {b} round_to {round_to} on {runtime} b{batch}: "
               f"prune measured {report.achieved_latency_ratio:.3f}, "
               f"re-measured {again:.3f}, table estimate {report.estimated_latency_ratio:.3f}, MACs kept "
               f"{report.achieved_macs_ratio:.3f}, {seconds:.0f} s", flush=True)  # fmt: skip

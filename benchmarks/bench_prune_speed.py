@@ -2,7 +2,7 @@
 
 Prune time (target <= 1.5): graph build + 50% channel prune of a dense ResNet-56 (option-B
 shortcuts, 1x28x28 input, 10 classes; `--input 3x32x32` for the CIFAR shape). The prunus arm is
-the whole public call `prunus.prune(model, x, ratio=0.5, criterion="l1")`: tracing, grouping,
+the whole public call `prunus.prune(model, x, remove_channels=0.5, criterion="l1")`: tracing, grouping,
 scoring, cutting, and the two MAC counts of its report. The Torch-Pruning arm builds
 `tp.pruner.BasePruner` with `tp.importance.GroupMagnitudeImportance(p=1)` (group L1) at
 pruning_ratio 0.5, ignoring the same stem conv and classifier, and calls `step()`. Model
@@ -65,7 +65,7 @@ def _time_prunus(
     x = example_input(shape)
     ignored = _ignored_names(model, prune_stem)
     start = time.perf_counter()
-    model, _ = prune(model, x, ratio=ratio, criterion="l1", ignored_layers=ignored)
+    model, _ = prune(model, x, remove_channels=ratio, criterion="l1", ignored_layers=ignored)
     return time.perf_counter() - start, model
 
 
@@ -122,7 +122,7 @@ def main() -> None:
         "figure": "prune time and latency efficiency",
         "definition": (
             f"graph build + {args.ratio:.0%} channel prune of {args.model} (width {args.width}, input "
-            f"{'x'.join(map(str, shape))}): prunus.prune(ratio, l1) over tp.pruner.BasePruner + "
+            f"{'x'.join(map(str, shape))}): prunus.prune(remove_channels, l1) over tp.pruner.BasePruner + "
             "GroupMagnitudeImportance(p=1) + step(), ratio of medians; interleaved; "
             + ("stem pruned too (only fc ignored)" if args.prune_stem else "stem and fc ignored (prunus default)")
         ),

@@ -28,7 +28,7 @@ then serves model after model); `--jobs` workers at a time; the models in a seed
 `prunus.create_model("timm:NAME", num_classes=10, **plan kwargs)`
 (= `timm.create_model`, random initialisation, seed 0) at input 1x3x64x64:
 
-- prunus: `prunus.prune(model, x, macs_ratio=0.5)` (default criterion and layer filter: timm's stem
+- prunus: `prunus.prune(model, x, keep_macs=0.5)` (default criterion and layer filter: timm's stem
   and classifier kept) -> `prune` (also fails when any conv, linear or norm layer is left with 0
   channels) -> `forward` at batch 3 (eval, finite logits of shape (3, 10)) -> `train` (one SGD step
   at batch 4, finite loss) -> `save_load` (`prunus.save` / `prunus.load` with no trust flag, outputs
@@ -142,7 +142,7 @@ def _run_arm(arm: str, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         nonlocal model
         start = time.perf_counter()
         if arm == "prunus":
-            model, _ = prunus.prune(model, x, macs_ratio=MACS_RATIO)
+            model, _ = prunus.prune(model, x, keep_macs=MACS_RATIO)
         else:
             import torch_pruning as tp
 
@@ -229,7 +229,7 @@ def _warm_up() -> None:
                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))  # fmt: skip
 
     x = torch.zeros(1, 3, 16, 16)
-    prunus.prune(net(), x, ratio=0.5)
+    prunus.prune(net(), x, remove_channels=0.5)
     model = net()
     tp.pruner.BasePruner(model, x, importance=tp.importance.GroupMagnitudeImportance(p=1), pruning_ratio=0.5,
                          ignored_layers=[model[7]]).step()  # fmt: skip
@@ -451,7 +451,7 @@ def _meta(args: argparse.Namespace, timm_version: str, tp_version: str, provenan
         "figure": "timm CNN family coverage: prunus vs Torch-Pruning",
         "definition": (
             f"one model per timm CNN family at 1x{'x'.join(map(str, SHAPE))}, 10 classes, random init: prune "
-            f"(prunus macs_ratio={MACS_RATIO}; Torch-Pruning BasePruner + GroupMagnitudeImportance(p=1) at "
+            f"(prunus keep_macs={MACS_RATIO}; Torch-Pruning BasePruner + GroupMagnitudeImportance(p=1) at "
             f"pruning_ratio={TP_RATIO:.4f}) -> forward at batch {OTHER_BATCH} -> one SGD step at batch "
             f"{TRAIN_BATCH} -> save/load equal -> ONNX + onnxruntime equal -> MACs kept (prunus: within "
             f"{MACS_TOLERANCE:.0%} below the request); each arm in a worker process, 1 thread, with a timeout (its "

@@ -119,7 +119,7 @@ def profile_model(name: str, round_tos: list[int], batch: int, repeats: int) -> 
     x1 = torch.randn(1, *SHAPE)
     arms = {"dense": dense}
     for r in round_tos:
-        arms[f"pruned_round_to_{r}"] = prune(copy.deepcopy(dense), x1, ratio=0.5, round_to=r)[0].eval()
+        arms[f"pruned_round_to_{r}"] = prune(copy.deepcopy(dense), x1, remove_channels=0.5, round_to=r)[0].eval()
     out: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for tag, model in arms.items():
@@ -157,7 +157,7 @@ def main() -> None:
     result = {
         "name": f"ort_profile_{args.model}",
         "definition": "onnxruntime per-node profile (ORT_ENABLE_ALL, static batch, 1 thread), dense vs "
-        "prune(ratio=0.5, round_to=r); medians over calls; weight shapes read from the optimized graph",
+        "prune(remove_channels=0.5, round_to=r); medians over calls; weight shapes read from the optimized graph",
         "model": args.model,
         "batch": args.batch,
         "arms": arms,

@@ -23,11 +23,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import types
 import typing
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
@@ -42,6 +44,8 @@ __all__ = [
     "check_finite_values",
     "check_range",
     "load_yaml",
+    "renamed_fields",
+    "warn_renamed",
 ]
 
 C = TypeVar("C", bound="Config")
@@ -191,6 +195,70 @@ def _coerce(cls_name: str, name: str, tp: Any, value: Any) -> Any:
     return value
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn_renamed(old: str, new: str) -> None:
+    """One `PrunusDeprecationWarning`, "OLD is deprecated; use NEW", attributed to the first caller outside prunus.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_renamed("macs_ratio", "keep_macs")
+        >>> str(caught[0].message)
+        'macs_ratio is deprecated; use keep_macs'
+    """
+    from prunus.errors import PrunusDeprecationWarning
+
+    # the user's line, however deep in prunus the old name was read (a keyword, a recipe, a flag);
+    # a dataclass's generated __init__ ("<string>") is prunus's too
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and (
+        frame.f_code.co_filename.startswith(_PACKAGE)
+        or (frame.f_code.co_filename == "<string>" and frame.f_code.co_name == "__init__")
+    ):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(f"{old} is deprecated; use {new}", PrunusDeprecationWarning, stacklevel=level)
+
+
+def renamed_fields(renamed: Mapping[str, str], data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`data` with every deprecated key of `renamed` ({old: new}) moved to its new name.
+
+    An old name with a value warns once (`warn_renamed`); an old name holding None (a resolved
+    config written before the rename: "not given") is dropped without a word. `prefix` is how
+    messages name the fields ("prune.").
+
+    Raises:
+        ConfigError: both the old and the new name given (which one should win is not obvious).
+
+    Example:
+        >>> renamed_fields({"macs_ratio": "keep_macs"}, {"macs_ratio": None, "round_to": 8})
+        {'round_to': 8}
+        >>> renamed_fields({"macs_ratio": "keep_macs"}, {"macs_ratio": 0.5, "keep_macs": 0.4})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        prunus.errors.ConfigError: macs_ratio and keep_macs name the same value (...); give only keep_macs
+    """
+    if not renamed or not any(old in data for old in renamed):
+        return dict(data)
+    out = dict(data)
+    for old, new in renamed.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        if value is None:
+            continue
+        if out.get(new) is not None:
+            raise ConfigError(
+                f"{prefix}{old} and {prefix}{new} name the same value ({prefix}{old} is the deprecated name of "
+                f"{prefix}{new}); give only {prefix}{new}"
+            )
+        warn_renamed(f"{prefix}{old}", f"{prefix}{new}")
+        out[new] = value
+    return out
+
+
 def arg(default: Any, help: str) -> Any:
     """A config field with its one-line help (shown by `prunus train --help` for the generated flag).
 
@@ -205,13 +273,31 @@ def arg(default: Any, help: str) -> Any:
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+class _Renaming(type):
+    """Metaclass of `Config`: keyword arguments under a deprecated name (`Config.RENAMED`) reach the new field."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        renamed = getattr(cls, "RENAMED", None)
+        if renamed and kwargs:
+            kwargs = renamed_fields(renamed, kwargs)
+        return super().__call__(*args, **kwargs)
+
+
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """Base of every prunus config dataclass (frozen; validated in `__post_init__`)."""
+class Config(metaclass=_Renaming):
+    """Base of every prunus config dataclass (frozen; validated in `__post_init__`).
+
+    `RENAMED` ({old name: field}) lists fields that were renamed: the old names still work for
+    one release, everywhere a config is built (keywords, `from_dict`, `merge`, `build_config`),
+    with one `PrunusDeprecationWarning` naming the new field; giving both is a `ConfigError`.
+    """
+
+    RENAMED: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
-        """Build from a mapping; unknown keys raise `ConfigError` listing the known ones."""
+        """Build from a mapping; unknown keys raise `ConfigError` listing the known ones (old names: `RENAMED`)."""
+        data = renamed_fields(cls.RENAMED, data)
         hints = typing.get_type_hints(cls)
         known = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(data) - known)
@@ -238,7 +324,7 @@ class Config:
 
     def merge(self: C, overrides: Mapping[str, Any]) -> C:
         """A copy with `overrides` applied; keys whose value is None are ignored."""
-        given = {k: v for k, v in overrides.items() if v is not None}
+        given = {k: v for k, v in renamed_fields(self.RENAMED, overrides).items() if v is not None}
         if not given:
             return self
         data = self.to_dict()
@@ -279,6 +365,7 @@ def build_config(
         if not isinstance(config, config_class):
             raise ConfigError(f"{owner}: expected a {config_class.__name__}, got {type(config).__name__}")
         return config
+    kwargs = renamed_fields(config_class.RENAMED, kwargs)
     names = list(accepted) if accepted is not None else [f.name for f in dataclasses.fields(config_class) if f.init]
     unknown = sorted(set(kwargs) - set(names))
     if unknown:

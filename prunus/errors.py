@@ -16,6 +16,7 @@ __all__ = [
     "PrunusError",
     "TrainingDivergedError",
     "BudgetNotMetWarning",
+    "PrunusDeprecationWarning",
     "StructureWarning",
     "require",
 ]
@@ -52,6 +53,13 @@ class PeerError(PrunusError, RuntimeError):
 
 class BudgetNotMetWarning(UserWarning):
     """A result was produced but misses the budget asked for; the message says by how much and what to change."""
+
+
+class PrunusDeprecationWarning(DeprecationWarning):
+    """An old name (a renamed config field, keyword, flag or recipe key) was used; the message names the new one.
+
+    A subclass, so the `prunus` command can show prunus's own deprecations without everyone else's.
+    """
 
 
 class StructureWarning(UserWarning):

@@ -55,9 +55,9 @@ def test_each_bound_is_accepted_and_one_past_it_refused(build, field, bound):
 
 
 def test_a_latency_batch_past_the_bound_is_refused():
-    PruneConfig(latency_ratio=0.5, latency_batch=BOUNDS["batch"])
+    PruneConfig(keep_latency=0.5, latency_batch=BOUNDS["batch"])
     with pytest.raises(ConfigError, match=rf"latency_batch={BOUNDS['batch'] + 1} is not valid"):
-        PruneConfig(latency_ratio=0.5, latency_batch=BOUNDS["batch"] + 1)
+        PruneConfig(keep_latency=0.5, latency_batch=BOUNDS["batch"] + 1)
 
 
 @pytest.mark.parametrize("value", [True, 1.5, "3", None, -1])

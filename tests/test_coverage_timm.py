@@ -144,6 +144,6 @@ def test_a_failing_step_is_recorded_with_its_reason_not_a_harness_error(monkeypa
     failed = {k: record[k]["reason"] for k in cov.STEPS if not record[k]["ok"]}
     own = {k: r for k, r in failed.items() if not r.startswith("skipped")}
     assert own, failed
-    for reason in own.values():  # "ConfigError: macs_ratio=0.5 cannot be reached ..." or "kept 0.7 ..., requested 0.5"
+    for reason in own.values():  # "ConfigError: keep_macs=0.5 cannot be reached ..." or "kept 0.7 ..., requested 0.5"
         assert "0.5" in reason, reason
         assert "Error: cannot access local variable" not in reason

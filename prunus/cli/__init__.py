@@ -103,6 +103,10 @@ def console_main() -> int:
     # Only the process entry point changes how warnings print: `main` called in-process (tests,
     # notebooks) leaves the caller's warning handling alone, so `pytest.warns` still sees them.
     warnings.showwarning = _one_line_warning
+    # prunus's own deprecations (an old flag or recipe key) are shown: Python hides DeprecationWarning by default
+    from prunus.errors import PrunusDeprecationWarning
+
+    warnings.filterwarnings("default", category=PrunusDeprecationWarning)
     return main()
 
 

@@ -2,15 +2,18 @@
 
 A command that runs a stage builds that stage's config from flags made here, so a field added to
 the config is a flag the day it lands, with its one-line help (`prunus.config.arg`), and a flag's
-name is the field's name (`round_to` -> `--round-to`): nothing is renamed on the way.
+name is the field's name (`round_to` -> `--round-to`): nothing is renamed on the way. A field
+the config renamed (`Config.RENAMED`) keeps its old flag for one release, hidden from --help:
+`config_values` moves its value to the new field with one warning,
+`prunus: warning: --macs-ratio is deprecated; use --keep-macs`.
 
 Example:
     >>> import argparse
     >>> from prunus.pruning import PruneConfig
     >>> p = argparse.ArgumentParser()
     >>> dests = add_config_flags(p, PruneConfig, skip=("layer_ratios",))
-    >>> sorted(config_values(p.parse_args(["--macs-ratio", "0.5"]), dests).items())
-    [('macs_ratio', 0.5)]
+    >>> sorted(config_values(p.parse_args(["--keep-macs", "0.5"]), dests).items())
+    [('keep_macs', 0.5)]
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["SCALARS", "add_config_flags", "config_values", "flag_type", "float_or_word"]
+__all__ = ["SCALARS", "add_config_flags", "add_renamed_flags", "config_values", "flag_type", "float_or_word"]
 
 SCALARS = (bool, int, float, str)
 _UNIONS = (typing.Union, types.UnionType)
@@ -95,9 +98,55 @@ def add_config_flags(
         except argparse.ArgumentError:  # the name is taken by a command flag (--seed): --set KEY=VALUE only
             continue
         added.append(f.name)
+    add_renamed_flags(parser, target, getattr(config, "RENAMED", {}), added)
     return added
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_renamed_flags(parser: Any, group: Any, renamed: Mapping[str, str], dests: Sequence[str]) -> None:
+    """The old flag of each renamed field ({old: new}) whose new flag is in `dests`, hidden from --help.
+
+    The old flag stores into `renamed_<old>` (same type as the new one), and the parser remembers
+    the pair, so `config_values` can move the value and warn.
+    """
+    pairs = dict(parser.get_default("renamed_flags") or {})
+    for old, new in renamed.items():
+        if new not in dests:
+            continue
+        action = next(a for a in parser._actions if a.dest == new)
+        kwargs: dict[str, Any] = {"dest": f"renamed_{old}", "help": argparse.SUPPRESS}
+        if isinstance(action, argparse.BooleanOptionalAction):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs.update(type=action.type, metavar=action.metavar)
+        try:
+            group.add_argument(_flag(old), **kwargs)
+        except argparse.ArgumentError:  # the old name is another flag now: it keeps that meaning
+            continue
+        pairs[old] = new
+    parser.set_defaults(renamed_flags=pairs)
+
+
 def config_values(args: argparse.Namespace, dests: Sequence[str]) -> dict[str, Any]:
-    """The values of the generated flags that were given (None = not given: left out)."""
-    return {d: getattr(args, d) for d in dests if getattr(args, d, None) is not None}
+    """The values of the generated flags that were given (None = not given: left out).
+
+    A deprecated flag (`add_renamed_flags`) gives its value to the new field, with a
+    `PrunusDeprecationWarning` ("--macs-ratio is deprecated; use --keep-macs"); giving both the old
+    and the new flag is a `ConfigError`.
+    """
+    from prunus.config import warn_renamed
+    from prunus.errors import ConfigError
+
+    values = {d: getattr(args, d) for d in dests if getattr(args, d, None) is not None}
+    for old, new in (getattr(args, "renamed_flags", None) or {}).items():
+        value = getattr(args, f"renamed_{old}", None)
+        if value is None or new not in dests:
+            continue
+        if new in values:
+            raise ConfigError(f"{_flag(old)} is the deprecated name of {_flag(new)}; give only {_flag(new)}")
+        warn_renamed(_flag(old), _flag(new))
+        values[new] = value
+    return values

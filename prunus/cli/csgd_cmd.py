@@ -32,18 +32,18 @@ __all__ = ["add_parser", "run"]
 # CSGDConfig fields without a flag: Python-only or per-group mappings (--set), the stage's own width,
 # merge_at_end (the command always merges) and seed (k-means; --seed is the run's seed: --set seed=N)
 NO_FLAG = ("width", "widths", "filter_fn", "ignored_layers", "merge_at_end", "seed")
-BUDGETS = ("macs_ratio", "params_ratio", "latency_ratio")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     from prunus.methods.csgd import CSGDConfig
+    from prunus.pruning import BUDGETS
 
     p = add_command(
         subparsers,
         "csgd",
         "Cluster filters, train them together with Centripetal SGD, merge them exactly, save the narrow model.",
         "prunus csgd runs/r20/model --width 0.625 --eps 0.05 --epochs 3 --out runs/r20-csgd\n"
-        "  prunus csgd runs/r20/model --macs-ratio 0.5 --epochs 3 --out runs/r20-csgd-half",
+        "  prunus csgd runs/r20/model --keep-macs 0.5 --epochs 3 --out runs/r20-csgd-half",
     )
     mark_input(p.add_argument("model_dir", help="trained model directory (model.json + model.safetensors)"))
     add_output_arg(
@@ -89,9 +89,11 @@ def _saved_run(model_dir: str, config: str | None) -> dict[str, Any]:
 def _stage(args: argparse.Namespace, saved: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(top-level blocks, the csgd stage) of the recipe the flags describe."""
     from prunus.methods import method_arguments
+    from prunus.methods.csgd import CSGDConfig
 
     margs = config_values(args, args.config_dests)
-    margs.update(parse_set(args.set, method_arguments("csgd"), owner="csgd"))
+    # old names (--set macs_ratio=0.5) pass: the stage moves them to the new ones, with a warning
+    margs.update(parse_set(args.set, [*method_arguments("csgd"), *CSGDConfig.RENAMED], owner="csgd"))
     width = margs.pop("width", None) if args.width is None else args.width
     # the phase's own schedule: never inherit the trained run's warm-up or milestones
     train = {"epochs": args.epochs, "lr": args.lr, "schedule": args.schedule, "warmup_epochs": 0.0, "milestones": []}

@@ -46,9 +46,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         subparsers,
         "prune",
         "Prune a saved model once to a MACs, parameter, latency or channel target (optionally fine-tune) and save it.",
-        "prunus prune runs/r20/model --macs-ratio 0.5 --criterion l1 --round-to 8 --out runs/r20-half\n"
-        "  prunus prune --model timm:resnet18 --input-shape 3,64,64 --macs-ratio 0.5 --out runs/r18-half\n"
-        "  prunus prune runs/r20/model --latency-ratio 0.4 --runtime onnxruntime --latency-batch 64 --threads 1 "
+        "prunus prune runs/r20/model --keep-macs 0.5 --criterion l1 --round-to 8 --out runs/r20-half\n"
+        "  prunus prune --model timm:resnet18 --input-shape 3,64,64 --keep-macs 0.5 --out runs/r18-half\n"
+        "  prunus prune runs/r20/model --keep-latency 0.4 --runtime onnxruntime --latency-batch 64 --threads 1 "
         "--out runs/r20-fast",
     )
     mark_input(

@@ -17,7 +17,7 @@ from prunus.cli._common import (
     parse_int_list,
     parse_set,
 )
-from prunus.cli._config_flags import SCALARS, flag_type, float_or_word
+from prunus.cli._config_flags import SCALARS, add_renamed_flags, config_values, flag_type, float_or_word
 from prunus.errors import ConfigError
 
 _UNIONS = (typing.Union, types.UnionType)
@@ -96,8 +96,10 @@ def _add_method_flags(group: Any) -> list[str]:
     from prunus.methods import METHODS, list_methods
 
     fields: dict[str, tuple[Any, str, list[str]]] = {}  # name -> (type, help, methods)
+    renamed: dict[str, str] = {}  # old field name -> new, for the deprecated flags
     for name in list_methods():
         config = METHODS.get(name).meta["config"]
+        renamed.update(config.RENAMED)
         hints = typing.get_type_hints(config)
         for f in dataclasses.fields(config):
             kind = flag_type(hints[f.name])
@@ -118,27 +120,33 @@ def _add_method_flags(group: Any) -> list[str]:
         except argparse.ArgumentError:  # the name is taken by a run flag (--seed): --set KEY=VALUE only
             continue
         added.append(field_name)
+    add_renamed_flags(group, group, renamed, added)
     return added
 
 
 def _method_specs(args: argparse.Namespace) -> list[dict[str, Any]] | None:
-    from prunus.methods import method_arguments
+    from prunus.methods import METHODS, method_arguments
+
+    def renamed(name: str) -> set[str]:  # a method's deprecated argument names
+        return set(METHODS.get(name).meta["config"].RENAMED)
 
     flags = args.method_flags
+    given_flags = config_values(args, flags)  # deprecated flags (--macs-ratio) under their new names
     if not args.method:
-        used = [k for k in flags if getattr(args, k) is not None] + args.set
+        used = list(given_flags) + args.set
         if used:
             raise ConfigError(f"method options given ({', '.join(map(str, used))}) but no --method")
         return None
     extra = parse_set(args.set)
     specs = []
     for name in args.method:
-        accepted = set(method_arguments(name))
-        margs = {k: getattr(args, k) for k in flags if getattr(args, k) is not None and k in accepted}
+        # old names (--set macs_ratio=0.5) pass: the method's config moves them to the new ones, with a warning
+        accepted = set(method_arguments(name)) | renamed(name)
+        margs = {k: v for k, v in given_flags.items() if k in accepted}
         margs.update({k: v for k, v in extra.items() if k in accepted})
         specs.append({"name": name, "args": margs})
-    given = {k for k in flags if getattr(args, k) is not None} | set(extra)
-    taken = set().union(*(set(method_arguments(n)) for n in args.method))
+    given = set(given_flags) | set(extra)
+    taken = set().union(*(set(method_arguments(n)) | renamed(n) for n in args.method))
     if given - taken:
         raise ConfigError(f"option(s) {', '.join(sorted(given - taken))} not accepted by method(s) {args.method}")
     return specs

@@ -2,7 +2,7 @@
 
 A method may be given its final widths three ways: one rate / width for every group, a per-group
 override `widths = {group key: ratio kept (float) or channel count (int)}`, or ONE budget
-(`macs_ratio`, `params_ratio` or `latency_ratio`, the fraction of the dense model KEPT). A budget
+(`keep_macs`, `keep_params` or `keep_latency`, the fraction of the dense model KEPT). A budget
 is resolved once, at setup, on the initial model by `prunus.pruning.plan_widths` (the search
 `prunus.prune` runs) into channel counts per group; the counts are part of the method's state,
 so a resumed run keeps the widths it started with. Under torch.distributed rank 0 plans and

@@ -105,7 +105,7 @@ class SoftPruningConfig(PruneBudget):
 
     How many channels each group keeps at the end: `rate` (default 0.4 masked per group), with
     `widths` overriding it per group (ratio KEPT or channel count), or exactly one budget instead
-    (`macs_ratio`, `params_ratio`, `latency_ratio`; see `prunus.methods._budget`), resolved at
+    (`keep_macs`, `keep_params`, `keep_latency`; see `prunus.methods._budget`), resolved at
     setup into per-group counts by `prunus.pruning.plan_widths`.
 
     Raises:

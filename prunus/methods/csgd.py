@@ -199,7 +199,7 @@ class CentripetalSGD(Method):
             channels; default (neither given): all but the model's stem and classifier.
         round_to: Cluster counts from ratios are rounded up to a multiple of this (or the full
             width), as in `prunus.prune`; channel counts given in `widths` are used as they are.
-        macs_ratio, params_ratio, latency_ratio: A budget instead of `width` / `widths`: the
+        keep_macs, keep_params, keep_latency: A budget instead of `width` / `widths`: the
             fraction of the dense MACs / parameters / latency KEPT, in (0, 1]. Resolved once, on
             the initial model (in `plan`, i.e. at setup), into channel counts per group by
             `prunus.pruning.plan_widths` (groups C-SGD cannot merge stay whole and are planned
@@ -207,7 +207,7 @@ class CentripetalSGD(Method):
             keeps them and the merged model meets the budget. (A resume restores them before
             setup, `load_state_before_setup`: a latency plan is never re-measured into other
             widths, clusters or weight-decay groups than the checkpoint's.)
-        runtime, latency_batch: Where a `latency_ratio` is planned and measured (with the run's threads).
+        runtime, latency_batch: Where a `keep_latency` budget is planned and measured (with the run's threads).
         global_pruning: A budget's channels are ranked across groups (l1) instead of one uniform rate.
 
     Example:

@@ -207,7 +207,7 @@ class MetaAttributePruning(SoftFilterPruning):
         recalibration_images: Training images (the first ones, unaugmented) on which every
             neighbour's BatchNorm statistics are re-estimated before it is scored; 0 = none.
         interval, hard, remove_at_end, ignored_layers, filter_fn, round_to: As in `SoftFilterPruning`.
-        widths, macs_ratio, params_ratio, latency_ratio, runtime, latency_batch, global_pruning: Final
+        widths, keep_macs, keep_params, keep_latency, runtime, latency_batch, global_pruning: Final
             widths per group or one budget instead of `rate`, as in `SoftFilterPruning`; every
             neighbour masks the same number of channels per group, only which ones differ.
 

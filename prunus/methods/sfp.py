@@ -28,14 +28,14 @@ decayed to zero), `masked_norm` (median over masked channels of their filter nor
 their group's median; 0 in hard mode), `rate`, `criterion`; after removal: `params`, `macs`,
 `params_dense`, `macs_dense`, `channels_removed`.
 
-Budgets: instead of `rate`, `macs_ratio` / `params_ratio` / `latency_ratio` (fraction KEPT) are
+Budgets: instead of `rate`, `keep_macs` / `keep_params` / `keep_latency` (fraction KEPT) are
 resolved at setup into per-group widths by `prunus.pruning.plan_widths`; `widths` overrides the
 rate per group. Logged with epoch 0: `planned_macs_ratio`, `planned_params_ratio` (and
 `planned_latency_ratio`, measured).
 
 Example:
     >>> from prunus.methods import create_method
-    >>> create_method("sfp", macs_ratio=0.5).config.rate is None  # widths planned at setup
+    >>> create_method("sfp", keep_macs=0.5).config.rate is None  # widths planned at setup
     True
     >>> sfp = create_method("sfp", rate=0.4, criterion="l2", interval=1)
     >>> sfp.name, sfp.criterion
@@ -140,13 +140,13 @@ class SoftFilterPruning(Method):
             full width), as in `prunus.prune`.
         widths: Per-group override of `rate`: group key -> ratio KEPT (float, in (0, 1]) or channel
             count (int), as C-SGD's `widths`; an unknown key fails at setup, listing the groups.
-        macs_ratio, params_ratio, latency_ratio: A budget instead of `rate` (exactly one of the
+        keep_macs, keep_params, keep_latency: A budget instead of `rate` (exactly one of the
             two ways): the fraction of the dense model's MACs / parameters / latency KEPT, in
             (0, 1]. Resolved once at setup, on the initial model, into per-group channel counts
             by `prunus.pruning.plan_widths` (the search `prunus.prune` runs); the counts are part
             of the method's state, so a resumed run keeps them. The masks then keep exactly those
             counts, so the removed model meets the budget.
-        runtime, latency_batch: Where a `latency_ratio` is planned and measured ("onnxruntime" or
+        runtime, latency_batch: Where a `keep_latency` budget is planned and measured ("onnxruntime" or
             "torch"; batch 64), with the run's `threads`.
         global_pruning: A budget's channels are ranked across groups (l1) instead of one uniform
             rate, as `prunus.prune(global_pruning=True)`.

@@ -67,7 +67,8 @@ def run_create(cfg: CreateStage, ctx: StageContext) -> StageResult:
 class PruneStage(StageConfig, PruneConfig):
     """One-shot structured pruning of an earlier model: its settings are a `prunus.pruning.PruneConfig`.
 
-    Exactly one target (`ratio` removed, or `macs_ratio` / `params_ratio` / `latency_ratio` kept);
+    Exactly one target (`remove_channels` removed, or `keep_macs` / `keep_params` / `keep_latency` kept;
+    the old names `ratio`, `macs_ratio`, ... are deprecated aliases);
     every other field as `PruneConfig` documents it (`prunus prune --help` lists them).
     """
 
@@ -83,7 +84,7 @@ class PruneStage(StageConfig, PruneConfig):
             self.require_target()
         except ConfigError:
             raise ConfigError(
-                "prune needs exactly one of ratio (channels removed), macs_ratio, params_ratio or latency_ratio "
+                "prune needs exactly one of remove_channels (channels removed), keep_macs, keep_params or keep_latency "
                 "(fraction kept); got none"
             ) from None
         if self.threads is not None:
@@ -96,9 +97,9 @@ class PruneStage(StageConfig, PruneConfig):
         return PruneConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PruneConfig)})
 
 
-@register_stage("prune", PruneStage, needs_model=True, makes_model=True, example={"ratio": 0.5})
+@register_stage("prune", PruneStage, needs_model=True, makes_model=True, example={"remove_channels": 0.5})
 def run_prune(cfg: PruneStage, ctx: StageContext) -> StageResult:
-    """Prune once (no training): score coupled groups, cut to the ratio or budget, save the model."""
+    """Prune once (no training): score coupled groups, cut to the share removed or the budget, save the model."""
     import torch
 
     from prunus.criteria import get_criterion

@@ -69,8 +69,15 @@ class CsgdStage(StageConfig):
     args: dict[str, Any] = field(default_factory=dict)  # other CentripetalSGD arguments: eps, cluster, ...
 
     def __post_init__(self) -> None:
+        from prunus.config import renamed_fields
         from prunus.methods import method_arguments
+        from prunus.methods.csgd import CSGDConfig
 
+        # budgets under their old names (macs_ratio, ...) are recorded under the new ones, so the
+        # stage's record and hash do not depend on which spelling the recipe used
+        if not isinstance(self.args, dict):
+            raise ConfigError(f"csgd.args must be a mapping of CentripetalSGD arguments, got {self.args!r}")
+        object.__setattr__(self, "args", renamed_fields(CSGDConfig.RENAMED, self.args, "csgd.args."))
         if self.width is not None:
             check_range("csgd.width", self.width, 0.0, 1.0, low_inclusive=False)
         check_count("csgd.rounds", self.rounds, 1, "rounds")

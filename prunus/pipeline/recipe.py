@@ -12,7 +12,7 @@ defaults that every stage with such a block inherits (a stage's own block wins).
     seeds: [0, 1]
     stages:
       - {stage: train, name: baseline, train: {epochs: 2}}
-      - {stage: prune, macs_ratio: 0.5}
+      - {stage: prune, keep_macs: 0.5}
       - {stage: finetune, train: {epochs: 1}}
       - {stage: report}
     compare_to: baseline        # the arm differences are taken against (default: "baseline" or the first)
@@ -26,7 +26,7 @@ earlier stage makes, bad `--set`), with messages naming the stage and the key.
 
 Example:
     >>> plan = parse_recipe({"data": {"name": "synthetic"}, "stages": [{"stage": "train"}, {"stage": "prune",
-    ...                      "ratio": 0.5}]})
+    ...                      "remove_channels": 0.5}]})
     >>> [(s.name, s.input) for s in plan.arms["main"]]
     [('train-1', None), ('prune', 'train-1')]
 """
@@ -129,7 +129,7 @@ def _stage_names(stages: list[Any]) -> list[str]:
 
 def apply_sets(raw: Mapping[str, Any], sets: Mapping[str, Any]) -> dict[str, Any]:
     """`raw` with each `KEY.PATH: value` applied: a top-level key (data.subset, seeds) or a stage name
-    first (baseline.train.epochs, prune.macs_ratio).
+    first (baseline.train.epochs, prune.keep_macs).
 
     Example:
         >>> r = apply_sets({"stages": [{"stage": "train"}]}, {"train-1.train.epochs": 2, "data.subset": 100})
@@ -327,7 +327,7 @@ def single_chain(
     """The plan a command runs in its `--out`: `stages` (recipe stage mappings) in order, one seed, "single" layout.
 
     Example:
-        >>> plan = single_chain([{"stage": "prune", "ratio": 0.5}, {"stage": "finetune"}], name="prune",
+        >>> plan = single_chain([{"stage": "prune", "remove_channels": 0.5}, {"stage": "finetune"}], name="prune",
         ...                     input=None)  # doctest: +SKIP
     """
     raw: dict[str, Any] = {

@@ -40,6 +40,7 @@ from prunus.formats.outputs import check_output
 from prunus.formats.run_dir import RECORD_FORMAT, RunDir
 from prunus.pipeline.recipe import SOURCE, Plan, PlannedStage
 from prunus.pipeline.stages import StageContext
+from prunus.pruning.config import OLD_NAMES
 
 __all__ = [
     "EXECUTION_ONLY",
@@ -92,10 +93,38 @@ def hashed_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Renamed fields are hashed under the names they had when run directories began recording hashes
+# (the pruning targets: `keep_macs` is hashed as `macs_ratio`, ...), so a stage finished before
+# the rename has the same hash now and an old run directory resumes instead of being refused.
+HASHED_AS = {new: old for old, new in OLD_NAMES.items()}
+
+
+def _hashed_names(value: Any) -> Any:
+    """`value` with every key of `HASHED_AS` (at any depth: method arguments too) under its hashed name."""
+    if isinstance(value, dict):
+        return {HASHED_AS.get(k, k): _hashed_names(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hashed_names(v) for v in value]
+    return value
+
+
+def _current_names(value: Any) -> Any:
+    """The inverse of `_hashed_names`: a config recorded before the rename, under today's field names."""
+    if isinstance(value, dict):
+        return {OLD_NAMES.get(k, k): _current_names(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_current_names(v) for v in value]
+    return value
+
+
 def stage_hash(stage: PlannedStage, seed: int, input_hash: str | None) -> str:
-    """sha256 of what determines a stage's outputs: kind, resolved config (`hashed_config`), seed, input's hash."""
+    """sha256 of what determines a stage's outputs: kind, resolved config (`hashed_config`), seed, input's hash.
+
+    Renamed fields enter under their old names (`HASHED_AS`), so the hash does not change with a rename.
+    """
+    config = _hashed_names(hashed_config(stage.config.to_dict()))
     blob = json.dumps(
-        {"kind": stage.kind, "config": hashed_config(stage.config.to_dict()), "seed": seed, "input": input_hash},
+        {"kind": stage.kind, "config": config, "seed": seed, "input": input_hash},
         sort_keys=True,
         default=str,
     )
@@ -154,7 +183,7 @@ def _check_existing(rows: list[tuple[PlannedStage, RunDir, str]]) -> None:
         if record is None:
             started = _read_started(where)
             if started is not None and started.get("hash") != h:
-                changed = _changed_keys(started.get("config"), hashed_config(stage.config.to_dict()))
+                changed = _changed_keys(_current_names(started.get("config")), hashed_config(stage.config.to_dict()))
                 what = f"changed: {', '.join(changed)}" if changed else "its seed or input changed"
                 raise ConfigError(
                     f"stage {stage.name!r} in {where.root} was interrupted and the recipe has changed since ({what}); "

@@ -6,7 +6,8 @@ The structural engine (`prunus.structure`) does the cutting; this layer only dec
 Example:
     >>> import torch, prunus
     >>> from prunus.pruning import prune
-    >>> model, report = prune(prunus.create_model("lenet5", in_channels=1), torch.zeros(1, 1, 28, 28), ratio=0.5)
+    >>> model = prunus.create_model("lenet5", in_channels=1)
+    >>> model, report = prune(model, torch.zeros(1, 1, 28, 28), remove_channels=0.5)
     >>> report.achieved_macs_ratio < 1.0
     True
 """

@@ -2,23 +2,26 @@
 
 `PruneBudget` holds a resource budget and the settings that decide how it is met; its fields are
 declared here once and validated once. `PruneConfig` adds what a one-shot `prune` also needs (a
-channel ratio as the target, the criterion, the layers kept, per-layer ratios). `prune`,
+share of channels removed as the target, the criterion, the layers kept, per-layer ratios). `prune`,
 `plan_widths` and the latency planner take a `PruneConfig`; the prune stage is one; the
 training-time methods' configs are `PruneBudget`s (their budget fields are these), and
 `prunus prune`'s flags are generated from these fields. Keyword arguments stay as sugar at the
 public entry points and become this value at once.
 
-Shares: `ratio` is the fraction of channels REMOVED (Torch-Pruning's `pruning_ratio`);
-`macs_ratio`, `params_ratio` and `latency_ratio` are the fractions of the dense model KEPT.
+Shares: every name says which share it means. `remove_channels` is the fraction of channels
+REMOVED (Torch-Pruning's `pruning_ratio`); `keep_macs`, `keep_params` and `keep_latency` are the
+fractions of the dense model KEPT. The names before issue 28 (`ratio`, `macs_ratio`,
+`params_ratio`, `latency_ratio`; `OLD_NAMES`) still work for one release, wherever a user can write
+them, with a `PrunusDeprecationWarning` naming the new one.
 
 Example:
-    >>> cfg = PruneConfig(macs_ratio=0.5, round_to=8)
+    >>> cfg = PruneConfig(keep_macs=0.5, round_to=8)
     >>> cfg.target, cfg.criterion
-    (('macs_ratio', 0.5), 'l1')
-    >>> PruneConfig(ratio=0.3, macs_ratio=0.5)  # doctest: +ELLIPSIS
+    (('keep_macs', 0.5), 'l1')
+    >>> PruneConfig(remove_channels=0.3, keep_macs=0.5)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    prunus.errors.ConfigError: give exactly one of ratio (fraction of channels removed), macs_ratio, ...
+    prunus.errors.ConfigError: give exactly one of remove_channels (fraction of channels removed), keep_macs, ...
 """
 
 from __future__ import annotations
@@ -31,18 +34,25 @@ from typing import Any
 from prunus.config import BOUNDS, Config, arg, check_choice, check_range
 from prunus.errors import ConfigError
 
-__all__ = ["BUDGETS", "LATENCY_RUNTIMES", "TARGETS", "PruneBudget", "PruneConfig", "match_layer_ratios"]
+__all__ = ["BUDGETS", "LATENCY_RUNTIMES", "OLD_NAMES", "TARGETS", "PruneBudget", "PruneConfig", "match_layer_ratios"]
 
 #: the budget kinds: fractions of the dense model KEPT, in (0, 1]
-BUDGETS = ("macs_ratio", "params_ratio", "latency_ratio")
-#: every way to state a one-shot target (ratio = fraction of channels REMOVED per group)
-TARGETS = ("ratio", *BUDGETS)
+BUDGETS = ("keep_macs", "keep_params", "keep_latency")
+#: every way to state a one-shot target (remove_channels = fraction of channels REMOVED per group)
+TARGETS = ("remove_channels", *BUDGETS)
+#: the names the targets had before issue 28 -> their names now; accepted, deprecated, for one release
+OLD_NAMES = {
+    "ratio": "remove_channels",
+    "macs_ratio": "keep_macs",
+    "params_ratio": "keep_params",
+    "latency_ratio": "keep_latency",
+}
 #: runtimes a latency budget can be planned and measured on
 LATENCY_RUNTIMES = ("torch", "onnxruntime", "openvino")
 
 
 def _target_names(names: Sequence[str]) -> str:
-    named = ", ".join("ratio (fraction of channels removed)" if n == "ratio" else n for n in names)
+    named = ", ".join("remove_channels (fraction of channels removed)" if n == "remove_channels" else n for n in names)
     return f"{named} (fractions kept)"
 
 
@@ -55,21 +65,22 @@ class PruneBudget(Config):
             runtime, a latency batch or round_to below 1, a global_pruning that is not a bool.
     """
 
-    macs_ratio: float | None = arg(None, "budget: fraction of the dense MACs KEPT, in (0, 1]; 0.5 = half the MACs")
-    params_ratio: float | None = arg(None, "budget: fraction of the dense parameters KEPT, in (0, 1]")
-    latency_ratio: float | None = arg(
+    keep_macs: float | None = arg(None, "budget: fraction of the dense MACs KEPT, in (0, 1]; 0.5 = half the MACs")
+    keep_params: float | None = arg(None, "budget: fraction of the dense parameters KEPT, in (0, 1]")
+    keep_latency: float | None = arg(
         None, "budget: fraction of the dense latency KEPT on runtime at latency_batch, in (0, 1]; measured"
     )
     runtime: str = arg(
-        "onnxruntime", "runtime a latency_ratio is planned and measured on (onnxruntime, torch, openvino)"
+        "onnxruntime", "runtime a keep_latency budget is planned and measured on (onnxruntime, torch, openvino)"
     )
-    latency_batch: int = arg(64, "batch size a latency_ratio is measured at")
+    latency_batch: int = arg(64, "batch size a keep_latency budget is measured at")
     round_to: int = arg(1, "keep every pruned width a multiple of this (or the full width), e.g. 8 or 16")
     global_pruning: bool = arg(False, "rank channels across groups instead of one uniform rate per group")
 
-    # the target fields this class accepts (PruneConfig adds "ratio"), and how messages name the fields
+    # the target fields this class accepts (PruneConfig adds "remove_channels"), and how messages name the fields
     _TARGETS = BUDGETS
     _PREFIX = ""
+    RENAMED = {old: new for old, new in OLD_NAMES.items() if new in BUDGETS}
 
     def __post_init__(self) -> None:
         from prunus.pruning.widths import check_round_to
@@ -92,7 +103,7 @@ class PruneBudget(Config):
         given = [name for name in self._TARGETS if getattr(self, name) is not None]
         for name in given:
             value = getattr(self, name)
-            if name == "ratio":
+            if name == "remove_channels":
                 check_range(f"{prefix}{name}", value, 0.0, 1.0, high_inclusive=False)
             else:
                 check_range(f"{prefix}{name}", value, 0.0, 1.0, low_inclusive=False)
@@ -114,7 +125,7 @@ class PruneBudget(Config):
 
     @property
     def budget(self) -> str | None:
-        """The budget kind given ("macs_ratio", "params_ratio", "latency_ratio"), or None."""
+        """The budget kind given ("keep_macs", "keep_params", "keep_latency"), or None."""
         target = self.target
         return target[0] if target is not None and target[0] in BUDGETS else None
 
@@ -134,11 +145,11 @@ class PruneConfig(PruneBudget):
     """Everything a one-shot `prune` is told: ONE target, the criterion, the layers kept, per-layer ratios.
 
     Example:
-        >>> PruneConfig(ratio=0.3, layer_ratios={"layer3.*": 0.5}).layer_ratios
+        >>> PruneConfig(remove_channels=0.3, layer_ratios={"layer3.*": 0.5}).layer_ratios
         {'layer3.*': 0.5}
     """
 
-    ratio: float | None = arg(None, "fraction of channels REMOVED from every prunable group, in [0, 1)")
+    remove_channels: float | None = arg(None, "fraction of channels REMOVED from every prunable group, in [0, 1)")
     criterion: str = arg("l1", "filter criterion that ranks channels (prunus.criteria.list_criteria())")
     ignore: tuple[str, ...] = arg((), "modules whose output channels are kept (default: the model's stem, classifier)")
     layer_ratios: dict[str, float] | None = arg(
@@ -146,6 +157,7 @@ class PruneConfig(PruneBudget):
     )
 
     _TARGETS = TARGETS
+    RENAMED = OLD_NAMES
 
     def __post_init__(self) -> None:
         from prunus.criteria import list_criteria
@@ -168,7 +180,7 @@ class PruneConfig(PruneBudget):
         target = self.target
         if target is None and not self.layer_ratios:
             raise ConfigError(f"give exactly one of {_target_names(TARGETS)}; got none")
-        return target if target is not None else ("ratio", 0.0)
+        return target if target is not None else ("remove_channels", 0.0)
 
 
 def check_layer_ratios(spec: Any) -> dict[str, float] | None:

@@ -21,7 +21,7 @@ from measurements on the runtime that will run the model:
    widths, cheap for the low-scoring channels, unbounded as a group nears zero width, and charged
    once per layer a channel is cut from, so a residual stream coupling many convs is not cut first
    just because one of its channels saves time in all of them.
-4. **Measured, not estimated** (`prune(..., latency_ratio=)`): the pruned model is timed against
+4. **Measured, not estimated** (`prune(..., keep_latency=)`): the pruned model is timed against
    the dense one side by side; if the measured ratio misses the request by more than 5%, the
    estimate is re-aimed (`next_target`: scaled by requested / measured, then a secant step inside
    the bracket of tries) and the cut chosen again (up to 6 rounds); the report gives the measured
@@ -315,7 +315,7 @@ def plan_latency(
     rounds: int = 6,
     tolerance: float = 0.05,
 ) -> LatencyPlan:
-    """A cut for `config.latency_ratio` of the dense latency, re-aimed until the MEASURED ratio is within `tolerance`.
+    """A cut for `config.keep_latency` of the dense latency, re-aimed until the MEASURED ratio is within `tolerance`.
 
     Each round aims the table's estimate at `next_target` and measures the cut side by side. When
     an aim is below what the table can reach, the narrowest cut is measured instead (once): the
@@ -329,7 +329,7 @@ def plan_latency(
     Warns:
         BudgetNotMetWarning: the closest cut found is still more than `tolerance` off.
     """
-    ratio = float(config.latency_ratio)  # type: ignore[arg-type]
+    ratio = float(config.keep_latency)  # type: ignore[arg-type]
     runtime, batch, round_to = config.runtime, config.latency_batch, config.round_to
     ignored_layers = list(config.ignore) or None
     fixed = dict(fixed or {})
@@ -373,15 +373,15 @@ def plan_latency(
     assert best is not None
     if floor_measured is not None and best.measured_ratio > ratio * (1 + tolerance):
         raise ConfigError(
-            f"latency_ratio={ratio} cannot be reached on {runtime}: the narrowest widths measure "
+            f"keep_latency={ratio} cannot be reached on {runtime}: the narrowest widths measure "
             f"{floor_measured:.3f} of the dense latency (the ignored layers are never cut)"
         )
     if abs(best.measured_ratio / ratio - 1) > tolerance:
         warnings.warn(
             BudgetNotMetWarning(
-                f"latency_ratio={ratio}: the closest cut of {len(tries)} measured {best.measured_ratio:.3f} on "
+                f"keep_latency={ratio}: the closest cut of {len(tries)} measured {best.measured_ratio:.3f} on "
                 f"{runtime} (more than {tolerance:.0%} off; the runtime's speed jumps between neighbouring widths). "
-                "Try round_to=8 or 16, or a slightly different latency_ratio"
+                "Try round_to=8 or 16, or a slightly different keep_latency"
             ),
             stacklevel=2,
         )

@@ -2,10 +2,10 @@
 
 Ways to state the target, exactly one per call:
 
-- `ratio`: the fraction of channels REMOVED from every prunable group (uniform), floor(N * ratio)
-  per group; with `global_pruning` the fraction of all prunable channels removed, ranked across
-  groups by normalised scores.
-- `macs_ratio` / `params_ratio`: the fraction of the dense MACs / parameters KEPT (0.5 = half).
+- `remove_channels`: the fraction of channels REMOVED from every prunable group (uniform),
+  floor(N * remove_channels) per group; with `global_pruning` the fraction of all prunable
+  channels removed, ranked across groups by normalised scores.
+- `keep_macs` / `keep_params`: the fraction of the dense MACs / parameters KEPT (0.5 = half).
   Uniform: the smallest per-group rate whose pruned model keeps at most that fraction (bisection
   over the rates where some group's channel count changes); global: the fewest lowest-ranked
   channels, across groups, that reach it. Then channels are given back, one width step at a time
@@ -16,13 +16,17 @@ Ways to state the target, exactly one per call:
 `round_to` keeps every pruned width a multiple of it (or the full width; see
 `prunus.pruning.widths`). Scores are taken once on the dense model; MACs and parameters during the
 search come from an exact model of the cut (`prunus.pruning.costs`, checked against real counts).
-A group never loses all channels.
+A group never loses all channels. (`keep_latency`, the fraction of the dense latency KEPT, is
+planned and measured by `prunus.pruning.latency`.) The names before issue 28 (`ratio`,
+`macs_ratio`, `params_ratio`, `latency_ratio`) are deprecated aliases of these for one release.
+
+`prune` works IN PLACE: it modifies `model` and returns that same object with a report.
 
 Example:
     >>> import torch, prunus
     >>> model = prunus.create_model("resnet20", in_channels=1)
-    >>> model, report = prune(model, torch.randn(1, 1, 28, 28), macs_ratio=0.5, criterion="l1")
-    >>> 0.475 <= report.achieved_macs_ratio <= 0.5
+    >>> pruned, report = prune(model, torch.randn(1, 1, 28, 28), keep_macs=0.5, criterion="l1")
+    >>> pruned is model and 0.475 <= report.achieved_macs_ratio <= 0.5
     True
 """
 
@@ -55,11 +59,16 @@ Cut = dict[str, int]  # group key -> number of channels removed
 class PruneReport:
     """What `prune` asked for and what it achieved.
 
+    The field names are the report's output names (results files read them) and were kept when the
+    inputs were renamed: every `*_macs_ratio`, `*_params_ratio` and `*_latency_ratio` is a share
+    KEPT (pruned / dense; the request is `keep_macs`, `keep_params`, `keep_latency`), and
+    `requested_ratio` / `achieved_ratio` are shares of channels REMOVED (`remove_channels`).
+
     Attributes:
         criterion: Criterion name.
         global_pruning: Channels ranked across groups (True) or a uniform rate per group.
-        requested_ratio: Requested fraction of channels removed, or None.
-        requested_macs_ratio: Requested fraction of MACs kept, or None.
+        requested_ratio: Requested fraction of channels removed (`remove_channels`), or None.
+        requested_macs_ratio: Requested fraction of MACs kept (`keep_macs`), or None.
         rate: The uniform per-group rate used (None with global pruning); with a budget, the
             rate before channels were given back.
         achieved_ratio: Fraction of the prunable groups' channels removed.
@@ -67,9 +76,9 @@ class PruneReport:
         achieved_params_ratio: pruned params / dense params (kept fraction).
         dense_macs, pruned_macs, dense_params, pruned_params: As `prunus.count` counts them.
         widths: Group key -> [channels before, channels after], for every prunable group.
-        requested_params_ratio: Requested fraction of parameters kept, or None.
+        requested_params_ratio: Requested fraction of parameters kept (`keep_params`), or None.
         round_to: Every pruned width is a multiple of this (or the group's full width).
-        requested_latency_ratio: Requested fraction of the dense latency, or None.
+        requested_latency_ratio: Requested fraction of the dense latency kept (`keep_latency`), or None.
         achieved_latency_ratio: pruned / dense latency MEASURED side by side on `runtime` at
             `latency_batch` (latency budgets only).
         estimated_latency_ratio: What the latency table predicted for the kept cut.
@@ -283,7 +292,7 @@ def plan_target(
     latency_table: Any = None,
     cache_dir: str | None = None,
 ) -> TargetPlan:
-    """Choose the cut for the ONE target of `config` (ratio, macs_ratio, params_ratio or latency_ratio).
+    """Choose the cut for the ONE target of `config` (remove_channels, keep_macs, keep_params or keep_latency).
 
     The model is not edited (a latency budget times a pruned copy). `prune` cuts what this returns;
     `prunus.pruning.plan_widths` hands it to the training-time methods as per-group widths.
@@ -304,7 +313,7 @@ def plan_target(
     rate: float | None = None
     cut: Cut | None
     latency: dict[str, Any] = {}
-    if name == "latency_ratio":
+    if name == "keep_latency":
         from prunus.pruning.latency import plan_latency
 
         plan = plan_latency(
@@ -319,16 +328,16 @@ def plan_target(
             "runtime": config.runtime,
             "latency_batch": config.latency_batch,
         }
-    elif name == "ratio" and config.global_pruning:
+    elif name == "remove_channels" and config.global_pruning:
         total_units = sum(g.num_channels // g.blocks for g in free)
         order = _global_order(free, scores)
         cut = _global_cut(free, order, min(math.floor(total_units * value + _EPS), len(order)), round_to)
-    elif name == "ratio":
+    elif name == "remove_channels":
         rate = value
         cut = _uniform_cut(free, rate, round_to)
     else:
-        measure = costs.macs if name == "macs_ratio" else costs.params
-        dense_value = dense.macs if name == "macs_ratio" else dense.params
+        measure = costs.macs if name == "keep_macs" else costs.params
+        dense_value = dense.macs if name == "keep_macs" else dense.params
         target = math.floor(value * dense_value)
         rate, cut = plan_cut(
             free, scores, lambda c: measure({**fixed, **c}) <= target, global_pruning=config.global_pruning,
@@ -336,7 +345,7 @@ def plan_target(
         )  # fmt: skip
         if cut is None:
             fewest = measure({**fixed, **_uniform_cut(free, 1 - 1e-12, round_to)}) if free else measure(fixed)
-            what = "MACs" if name == "macs_ratio" else "parameters"
+            what = "MACs" if name == "keep_macs" else "parameters"
             raise ConfigError(
                 f"{name}={value} cannot be reached: keeping the fewest channels per prunable group "
                 f"({'one' if round_to == 1 else f'round_to={round_to}'}) still leaves "
@@ -397,7 +406,7 @@ def prune(
     cache_dir: str | None = None,
     **settings: Any,
 ) -> tuple[nn.Module, PruneReport]:
-    """Prune `model` IN PLACE to a channel, MACs, parameter or latency target; returns it and a `PruneReport`.
+    """Prune `model` IN PLACE to a channel, MACs, parameter or latency target; returns that same model and a report.
 
     Args:
         model: The network (its pruning history records the cuts, so `prunus.save` keeps them).
@@ -405,16 +414,18 @@ def prune(
         example_inputs: What the model is called with (batch size 1 is enough): a tensor, a tuple
             of tensors (several inputs) or a dict of keyword tensors. MACs are counted for it.
         config: A `prunus.pruning.PruneConfig`; or give its fields as keywords (sugar):
-            ratio: Fraction of channels REMOVED per prunable group, in [0, 1) (global: of all
-                prunable channels).
-            macs_ratio: Fraction of the dense MACs KEPT, in (0, 1]; 0.5 halves the MACs. The result
+            remove_channels: Fraction of channels REMOVED per prunable group, in [0, 1) (global: of
+                all prunable channels). Was `ratio` (deprecated alias, as each old name below).
+            keep_macs: Fraction of the dense MACs KEPT, in (0, 1]; 0.5 halves the MACs. The result
                 keeps at most this fraction, and at least 95% of it wherever the granularity
                 allows (a `BudgetNotMetWarning` says so when it cannot).
-            params_ratio: Fraction of the dense parameters KEPT, in (0, 1], landed like `macs_ratio`.
-            latency_ratio: Fraction of the dense latency KEPT on `runtime` at `latency_batch`, in
+                Was `macs_ratio`.
+            keep_params: Fraction of the dense parameters KEPT, in (0, 1], landed like `keep_macs`.
+                Was `params_ratio`.
+            keep_latency: Fraction of the dense latency KEPT on `runtime` at `latency_batch`, in
                 (0, 1]. Planned from per-layer latency tables measured on that runtime (cached on
                 disk), then checked by timing the pruned model against the dense one; the report
-                gives the measured ratio (see `prunus.pruning.latency`).
+                gives the measured ratio (see `prunus.pruning.latency`). Was `latency_ratio`.
             criterion: A registered criterion name (`prunus.criteria.list_criteria()`), or a
                 `Criterion` instance (Python only).
             ignore (alias ignored_layers): Module names whose output channels are kept.
@@ -424,7 +435,7 @@ def prune(
                 width): 8 or 16 match CPU vector widths. 1 (default) = any width.
             layer_ratios: {module-name glob: ratio REMOVED} for the groups it names; the other
                 groups follow the target.
-            runtime, latency_batch: Where a `latency_ratio` is measured ("onnxruntime" or "torch", 64).
+            runtime, latency_batch: Where a `keep_latency` budget is measured ("onnxruntime" or "torch", 64).
         filter_fn: `filter_fn(module, name) -> bool`, False keeps the module's output channels.
             Default (neither it nor `ignore`): all but the model's stem and classifier
             (`prunus.structure.default_filter`).
@@ -436,13 +447,16 @@ def prune(
     Returns:
         (model, report); the model is the same object, now smaller.
 
+    Warns:
+        PrunusDeprecationWarning: a target given under its old name (`ratio`, `macs_ratio`, ...).
+
     Raises:
-        ConfigError: not exactly one target, a target out of range, an unknown criterion, no
-            batch for a data-driven criterion, a bad round_to, or a budget that cannot be reached
-            without emptying a group.
+        ConfigError: not exactly one target (an old and a new name for one target included), a
+            target out of range, an unknown criterion, no batch for a data-driven criterion, a bad
+            round_to, or a budget that cannot be reached without emptying a group.
 
     Example:
-        >>> model, report = prune(model, torch.randn(1, 1, 28, 28), ratio=0.4, criterion="fpgm")  # doctest: +SKIP
+        >>> model, report = prune(model, torch.randn(1, 1, 28, 28), remove_channels=0.4)  # doctest: +SKIP
         >>> report.widths["layer1.0.conv1"]  # doctest: +SKIP
         [16, 10]
     """
@@ -488,8 +502,8 @@ def _apply(model: nn.Module, plan: TargetPlan, global_pruning: bool, requested: 
     return PruneReport(
         criterion=plan.criterion,
         global_pruning=global_pruning,
-        requested_ratio=requested.get("ratio"),
-        requested_macs_ratio=requested.get("macs_ratio"),
+        requested_ratio=requested.get("remove_channels"),
+        requested_macs_ratio=requested.get("keep_macs"),
         rate=plan.rate,
         achieved_ratio=sum(w[0] - w[1] for w in widths.values()) / total if total else 0.0,
         achieved_macs_ratio=pruned_macs / dense.macs,
@@ -499,7 +513,7 @@ def _apply(model: nn.Module, plan: TargetPlan, global_pruning: bool, requested: 
         dense_params=dense.params,
         pruned_params=pruned_params,
         widths=widths,
-        requested_params_ratio=requested.get("params_ratio"),
+        requested_params_ratio=requested.get("keep_params"),
         round_to=plan.round_to,
         kept_whole=dict(plan.kept_whole),
     )

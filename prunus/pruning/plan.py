@@ -16,7 +16,7 @@ the count a little only where a group's channels feed layers unequally (a concat
 Example:
     >>> import torch, prunus
     >>> model = prunus.create_model("resnet20", in_channels=1, width_mult=0.25)
-    >>> plan = plan_widths(model, torch.zeros(1, 1, 28, 28), macs_ratio=0.5)
+    >>> plan = plan_widths(model, torch.zeros(1, 1, 28, 28), keep_macs=0.5)
     >>> 0.475 <= plan.macs_ratio <= 0.5, plan.widths["layer1.0.conv1"] <= plan.dense_widths["layer1.0.conv1"]
     (True, True)
 """
@@ -42,8 +42,11 @@ __all__ = ["BUDGETS", "WidthPlan", "plan_widths"]
 class WidthPlan:
     """The widths a budget chose.
 
+    The `*_ratio` fields are outputs (shares KEPT, pruned / dense) and kept their names when the
+    budget inputs were renamed to `keep_macs` / `keep_params` / `keep_latency`.
+
     Attributes:
-        budget: "macs_ratio", "params_ratio" or "latency_ratio".
+        budget: The budget field given: "keep_macs", "keep_params" or "keep_latency".
         requested: The requested fraction kept.
         widths: Group key -> channels kept, for every prunable group.
         dense_widths: Group key -> channels of the dense model.
@@ -72,7 +75,7 @@ class WidthPlan:
     @property
     def achieved(self) -> float:
         """The ratio of the kind requested: MACs or parameters predicted exactly, latency measured."""
-        return {"macs_ratio": self.macs_ratio, "params_ratio": self.params_ratio}.get(
+        return {"keep_macs": self.macs_ratio, "keep_params": self.params_ratio}.get(
             self.budget, self.latency_ratio if self.latency_ratio is not None else float("nan")
         )
 
@@ -100,7 +103,7 @@ def plan_widths(
         example_inputs: A batch it accepts (batch size 1 is enough).
         config: A `PruneConfig` (or a method's `PruneBudget`) whose target is a budget; or its fields
             as keywords:
-            macs_ratio, params_ratio, latency_ratio: Exactly one: the fraction KEPT, in (0, 1], as in
+            keep_macs, keep_params, keep_latency: Exactly one: the fraction KEPT, in (0, 1], as in
                 `prunus.prune` (MACs and parameters land within 5% below the request wherever the
                 channel granularity allows; latency is measured on `runtime` at `latency_batch`).
             criterion: Ranks channels (default "l1", as `prune`): which channels the plan assumes go,
@@ -120,7 +123,7 @@ def plan_widths(
         ConfigError: not exactly one budget, a value out of (0, 1], or one of `prune`'s errors.
 
     Example:
-        >>> plan = plan_widths(model, x, latency_ratio=0.5, runtime="torch", latency_batch=8)  # doctest: +SKIP
+        >>> plan = plan_widths(model, x, keep_latency=0.5, runtime="torch", latency_batch=8)  # doctest: +SKIP
         >>> plan.latency_ratio  # measured  # doctest: +SKIP
         0.51
     """

@@ -69,7 +69,7 @@ def models(tmp_path_factory):
     prunus.save(prunus.create_model("lenet5", in_channels=1, width_mult=0.5), root / "src", input_shape=(1, 28, 28))
     torch.manual_seed(2)
     prunus.save(prunus.create_model("lenet5", in_channels=1, width_mult=0.5), root / "old", input_shape=(1, 28, 28))
-    assert main(["prune", str(root / "src"), "--ratio", "0.5", "--out", str(root / "run"), "--json"]) == 0
+    assert main(["prune", str(root / "src"), "--remove-channels", "0.5", "--out", str(root / "run"), "--json"]) == 0
     prunus.save(prunus.load(root / "run"), root / "new")  # the pruned model, as a plain model directory
     return root
 

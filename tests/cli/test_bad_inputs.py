@@ -213,7 +213,7 @@ def _base(command: str, w: Path, r: Path) -> list[str]:
     return {
         "train": ["train", *TRAIN_FLAGS, "--out", str(r / "out")],
         "eval": ["eval", model, "--data", "synthetic"],
-        "prune": ["prune", model, "--ratio", "0.25", "--out", str(r / "pruned")],
+        "prune": ["prune", model, "--remove-channels", "0.25", "--out", str(r / "pruned")],
         "csgd": ["csgd", model, "--out", str(r / "csgd"), "--epochs", "1", "--data", "synthetic", "--subset", "64"]
         + ["--val-size", "0", "--batch-size", "32", "--no-progress"],
         "export": ["export", model, "--out", str(r / "m.onnx"), "--no-check"],
@@ -268,10 +268,14 @@ NEEDS = {
     ("train", "--interval"): ["--method", "sfp"],
     ("train", "--width"): ["--method", "csgd"],
     ("train", "--eps"): ["--method", "csgd"],
+    ("train", "--keep-macs"): ["--method", "sfp"],
+    ("train", "--keep-params"): ["--method", "sfp"],
+    ("train", "--keep-latency"): ["--method", "csgd"],
+    ("train", "--latency-batch"): ["--method", "sfp", "--keep-macs", "0.5"],
+    # the deprecated names of the budget flags (hidden from --help) are checked like the new ones
     ("train", "--macs-ratio"): ["--method", "sfp"],
     ("train", "--params-ratio"): ["--method", "sfp"],
     ("train", "--latency-ratio"): ["--method", "csgd"],
-    ("train", "--latency-batch"): ["--method", "sfp", "--macs-ratio", "0.5"],
 }
 # -1 is a legitimate value here (seeds are any integer)
 MINUS_ONE_OK = {"--seed"}
@@ -512,10 +516,10 @@ def _hand_cases() -> list[Case]:
         Case("train:data_dir_missing", lambda w, r: [*_base("train", w, r), "--data", "fashion-mnist", "--data-dir", str(r / "x")]),
         Case("prune:finetune_opts_without_epochs", lambda w, r: [*_base("prune", w, r), "--lr", "0.1"]),
         Case("prune:taylor_without_data", lambda w, r: [*_base("prune", w, r), "--criterion", "taylor"]),
-        Case("prune:ratio_one", lambda w, r: [*_base("prune", w, r), "--ratio", "1.0"]),
-        Case("prune:macs_zero", lambda w, r: ["prune", str(w / "model"), "--macs-ratio", "0", "--out", str(r / "p")]),
-        Case("prune:out_is_source", lambda w, r: ["prune", str(w / "model"), "--ratio", "0.25", "--out", str(w / "model"), "--force"]),
-        Case("prune:out_contains_source", lambda w, r: ["prune", str(w / "run" / "model"), "--ratio", "0.25", "--out", str(w / "run"), "--force"]),
+        Case("prune:ratio_one", lambda w, r: [*_base("prune", w, r), "--remove-channels", "1.0"]),
+        Case("prune:macs_zero", lambda w, r: ["prune", str(w / "model"), "--keep-macs", "0", "--out", str(r / "p")]),
+        Case("prune:out_is_source", lambda w, r: ["prune", str(w / "model"), "--remove-channels", "0.25", "--out", str(w / "model"), "--force"]),
+        Case("prune:out_contains_source", lambda w, r: ["prune", str(w / "run" / "model"), "--remove-channels", "0.25", "--out", str(w / "run"), "--force"]),
         Case("train:warmup_ge_epochs", lambda w, r: [*_base("train", w, r), "--warmup-epochs", "1"]),
         Case("train:milestones_words", lambda w, r: [*_base("train", w, r), "--milestones", "a,b"]),
         Case("train:milestones_out_of_range", lambda w, r: [*_base("train", w, r), "--schedule", "step", "--milestones", "5"]),

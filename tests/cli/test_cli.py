@@ -167,13 +167,13 @@ def test_warnings_reach_the_terminal_as_one_formatted_line_each(tmp_path):
     }
     save = "import prunus, usernet; prunus.save(usernet.build(), 'm', input_shape=(1, 16, 16), factory='usernet:build')"
     subprocess.run([sys.executable, "-c", save], cwd=tmp_path, env=env, check=True, timeout=120)
-    # macs_ratio=0.5 with round_to=8 lands at 0.309 on this net: BudgetNotMetWarning, said in one line
-    argv = [sys.executable, "-m", "prunus", "prune", "m", "--macs-ratio", "0.5", "--round-to", "8", "--trust-factory",
+    # keep_macs=0.5 with round_to=8 lands at 0.309 on this net: BudgetNotMetWarning, said in one line
+    argv = [sys.executable, "-m", "prunus", "prune", "m", "--keep-macs", "0.5", "--round-to", "8", "--trust-factory",
             "--out", "o"]  # fmt: skip
     proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     warned = [line for line in proc.stderr.splitlines() if line.strip()]
     assert warned, "the budget miss must be said"
     assert all(line.startswith("prunus: warning: ") for line in warned), proc.stderr
-    assert "macs_ratio=0.5: the closest cut keeps 0.309" in warned[0]
+    assert "keep_macs=0.5: the closest cut keeps 0.309" in warned[0]
     assert ".py:" not in proc.stderr  # no file path and line number, no source line

@@ -34,7 +34,7 @@ data: {name: synthetic, num_samples: 64, image_size: 28, channels: 1, val_size: 
 train: {threads: 1}
 stages:
   - {stage: train, name: baseline, train: {epochs: 1}}
-  - {stage: prune, ratio: 0.5}
+  - {stage: prune, remove_channels: 0.5}
   - {stage: finetune, train: {epochs: 1}}
   - {stage: compress, compress: {sparsity: 0.5, bits: 4, calib_size: 16, rescore_size: 16, cycles: 1}}
   - {stage: export}
@@ -120,13 +120,13 @@ RUN_SETS = {
     "stages_empty": "stages=[]",
     "stages_scalar": "stages=5",
     "stage_not_mapping": "stages=[train]",
-    "model_before_train": "stages=[{stage: prune, ratio: 0.5}]",
+    "model_before_train": "stages=[{stage: prune, remove_channels: 0.5}]",
     # prune
-    "ratio_one": "prune.ratio=1.0",
-    "ratio_negative": "prune.ratio=-0.1",
-    "ratio_nan": "prune.ratio=.nan",
-    "ratio_string": "prune.ratio=half",
-    "two_targets": "prune.macs_ratio=0.5",
+    "ratio_one": "prune.remove_channels=1.0",
+    "ratio_negative": "prune.remove_channels=-0.1",
+    "ratio_nan": "prune.remove_channels=.nan",
+    "ratio_string": "prune.remove_channels=half",
+    "two_targets": "prune.keep_macs=0.5",
     "criterion_unknown": "prune.criterion=nope",
     "round_to_zero": "prune.round_to=0",
     "latency_batch_huge": "prune.latency_batch=1.0e+8",
@@ -352,7 +352,14 @@ NESTED = {
         "--out",
         str(r / "new" / "m.prn"),
     ],
-    "prune_bad_ratio": lambda r: ["prune", str(r / "model"), "--ratio", "1.5", "--out", str(r / "new" / "deep")],
+    "prune_bad_ratio": lambda r: [
+        "prune",
+        str(r / "model"),
+        "--remove-channels",
+        "1.5",
+        "--out",
+        str(r / "new" / "deep"),
+    ],
     "csgd_bad_width": lambda r: ["csgd", str(r / "model"), "--width", "2", "--out", str(r / "new" / "deep")],
     "run_bad_set": lambda r: ["run", str(r / "recipe.yaml"), "--set", "seeds=[-1]", "--out", str(r / "new" / "deep")],
 }
@@ -375,7 +382,7 @@ def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     torch.manual_seed(0)
     model = prunus.create_model("lenet5", in_channels=1, width_mult=0.25)
-    pruned, _ = prunus.prune(model, torch.zeros(1, 1, 28, 28), ratio=0.5)  # a pruning history to replay
+    pruned, _ = prunus.prune(model, torch.zeros(1, 1, 28, 28), remove_channels=0.5)  # a pruning history to replay
     prunus.save(pruned, root / "model", input_shape=(1, 28, 28))
     (root / "recipe.yaml").write_text(RECIPE)
     from prunus.compress import CompressConfig, compress

@@ -230,7 +230,7 @@ def pruned_prn(tmp_path_factory):
     """A compressed model with a pruning history (its load replays it)."""
     torch.manual_seed(0)
     model = prunus.create_model("resnet20", in_channels=1, width_mult=0.25)
-    prunus.prune(model, torch.zeros(1, 1, 28, 28), ratio=0.5)
+    prunus.prune(model, torch.zeros(1, 1, 28, 28), remove_channels=0.5)
     path = tmp_path_factory.mktemp("pruned") / "r.prn"
     cfg = prunus.CompressConfig(sparsity=0.5, bits=4, calib_size=16, rescore_size=0, cycles=1, generations=1,
                                 population=2, elite=1)  # fmt: skip

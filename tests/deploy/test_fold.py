@@ -54,7 +54,7 @@ def test_folded_equals_eager_on_every_zoo_model(name):
 def test_pruned_model_folds_exactly():
     torch.manual_seed(0)
     model = _randomize_bn(create_model("resnet20", num_classes=10, in_channels=1, width_mult=0.5)).eval()
-    model, _ = prune(model, X[:1], macs_ratio=0.5)
+    model, _ = prune(model, X[:1], keep_macs=0.5)
     folded, n = fold_bn(model)
     assert n == _bns(model) == 21  # ResNet-20, option B: stem + 9 blocks x 2 + 2 projection shortcuts
     with torch.no_grad():
@@ -119,7 +119,7 @@ def test_untraceable_model_raises_and_export_falls_back(tmp_path):
 def test_export_folds_and_still_matches_the_eager_model(fmt, tmp_path):
     torch.manual_seed(0)
     model = _randomize_bn(create_model("resnet20", num_classes=10, in_channels=1, width_mult=0.25))
-    model, _ = prune(model, X[:1], ratio=0.5)
+    model, _ = prune(model, X[:1], remove_channels=0.5)
     if fmt == "onnx":
         res = export_onnx(model, tmp_path / "m.onnx", X[:2])
         assert res.max_abs_diff <= 1e-4

@@ -151,7 +151,7 @@ def test_the_benchmarked_openvino_runner_computes_the_model(monkeypatch):
 
 
 def test_latency_budget_accepts_openvino():
-    assert PruneBudget(latency_ratio=0.5, runtime="openvino").runtime == "openvino"
+    assert PruneBudget(keep_latency=0.5, runtime="openvino").runtime == "openvino"
 
 
 def test_latency_table_measures_on_openvino(tmp_path):

@@ -118,7 +118,7 @@ def test_pruned_model_saves_loadably_without_input_shape(tmp_path, name):
     model = prunus.create_model(name, in_channels=1, num_classes=10, width_mult=0.25)
     assert not get_info(model).input_shape
     x = torch.randn(2, 1, 28, 28)
-    prunus.prune(model, x[:1], ratio=0.4)
+    prunus.prune(model, x[:1], remove_channels=0.4)
     assert get_info(model).input_shape == (1, 28, 28)  # recorded by the pruning, from the input it traced
     _round_trips(model, tmp_path, x)
 
@@ -142,7 +142,7 @@ def test_every_method_fit_end_saves_loadably_without_input_shape(tmp_path, metho
 
 def test_save_refuses_a_pruned_model_it_could_not_load_and_says_what_to_pass(tmp_path):
     model = prunus.create_model("resnet20", in_channels=1, width_mult=0.25)
-    prunus.prune(model, torch.randn(1, 1, 28, 28), ratio=0.4)
+    prunus.prune(model, torch.randn(1, 1, 28, 28), remove_channels=0.4)
     update_info(model, input_shape=())
     with pytest.raises(ConfigError, match=r"pruning history \(\d+ edits\) but no input shape.*pass input_shape"):
         prunus.save(model, tmp_path / "m")

@@ -1,4 +1,4 @@
-"""Budgets (macs_ratio / params_ratio / latency_ratio) and per-group widths for SFP, FPGM, MFP and C-SGD.
+"""Budgets (keep_macs / keep_params / keep_latency) and per-group widths for SFP, FPGM, MFP and C-SGD.
 
 The budget is resolved once at setup by `prunus.pruning.plan_widths`; the final (removed or merged)
 model must meet it, and a resumed run must keep the widths it started with.
@@ -32,7 +32,7 @@ def test_soft_pruning_macs_budget_removed_model_meets_it_and_compact_equals_mask
     data = tiny.tiny_data()
     model = tiny.tiny_model(data)
     dense = prunus.count(model, tuple(data.input_shape))
-    method = create_method(name, macs_ratio=0.5, remove_at_end=False, **extra)
+    method = create_method(name, keep_macs=0.5, remove_at_end=False, **extra)
     trainer = Trainer(model, data, tiny.tiny_config(), [method], progress=False)
     trainer.fit()
     assert method.plan is not None
@@ -57,7 +57,7 @@ def test_sfp_params_budget_and_widths_override(tiny):
     data = tiny.tiny_data()
     model = tiny.tiny_model(data)
     dense = prunus.count(model, tuple(data.input_shape))
-    method = create_method("sfp", params_ratio=0.6)
+    method = create_method("sfp", keep_params=0.6)
     Trainer(model, data, tiny.tiny_config(epochs=1), [method], progress=False).fit()
     assert 0.57 <= prunus.count(model, tuple(data.input_shape)).params / dense.params <= 0.6
 
@@ -75,7 +75,7 @@ def test_csgd_macs_budget_merges_to_widths_that_meet_it(tiny):
     data = tiny.tiny_data()
     model = tiny.tiny_model(data)
     dense = prunus.count(model, tuple(data.input_shape))
-    method = create_method("csgd", macs_ratio=0.5, cluster="even")
+    method = create_method("csgd", keep_macs=0.5, cluster="even")
     Trainer(model, data, tiny.tiny_config(), [method], progress=False).fit()
     assert method.width_plan is not None
     assert method.widths == {k: v for k, v in method.width_plan.widths.items()}
@@ -101,14 +101,14 @@ def test_sfp_latency_budget_is_planned_on_the_runtimes_table(tiny, tmp_path, mon
     # and the side-by-side check (real timings on a loaded machine could miss the budget)
     monkeypatch.setattr(latency, "measured_ratio", lambda *args, **kwargs: 0.69)
     data = tiny.tiny_data()
-    method = create_method("sfp", latency_ratio=0.7, runtime="torch", latency_batch=2)
+    method = create_method("sfp", keep_latency=0.7, runtime="torch", latency_batch=2)
     trainer = Trainer(tiny.tiny_model(data), data, tiny.tiny_config(epochs=1), [method], progress=False)
     assert calls
     assert set(calls) == {("torch", 2)}
     (table,) = (tmp_path / "latency").iterdir()
     assert (json.loads(table.read_text())["runtime"], json.loads(table.read_text())["batch"]) == ("torch", 2)
     plan = method.plan
-    assert (plan.budget, plan.runtime, plan.latency_batch) == ("latency_ratio", "torch", 2)
+    assert (plan.budget, plan.runtime, plan.latency_batch) == ("keep_latency", "torch", 2)
     assert plan.estimated_latency_ratio <= 0.7
     assert plan.latency_ratio == 0.69
     assert method.kept == plan.widths
@@ -121,7 +121,7 @@ def test_resumed_run_keeps_the_widths_it_started_with(tiny, tmp_path):
     data = tiny.tiny_data()
 
     def fit(run_dir, seed, resume=False, stop_after=None):
-        method = create_method("sfp", macs_ratio=0.5, global_pruning=True)  # widths depend on the weights
+        method = create_method("sfp", keep_macs=0.5, global_pruning=True)  # widths depend on the weights
         trainer = Trainer(
             tiny.tiny_model(data, seed), data, tiny.tiny_config(), [method], run_dir, resume=resume, progress=False
         )
@@ -136,7 +136,7 @@ def test_resumed_run_keeps_the_widths_it_started_with(tiny, tmp_path):
     _, part_m = fit(tmp_path / "part", 0, stop_after=1)
     assert torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["methods"]["sfp"]["widths"] == part_m.kept
     other = plan_widths(
-        tiny.tiny_model(data, 99), torch.zeros(1, *data.input_shape), macs_ratio=0.5, global_pruning=True
+        tiny.tiny_model(data, 99), torch.zeros(1, *data.input_shape), keep_macs=0.5, global_pruning=True
     )
     assert other.widths != part_m.kept  # a re-plan on the resumed run's fresh model would differ
     resumed, resumed_m = fit(tmp_path / "part", 99, resume=True)  # weights come from the checkpoint
@@ -148,7 +148,7 @@ def test_resumed_run_keeps_the_widths_it_started_with(tiny, tmp_path):
 @pytest.mark.filterwarnings("ignore:C-SGD.*merge will not be exact")  # widths are tested, not exactness
 def test_csgd_state_carries_the_budget_widths(tiny, tmp_path):
     data = tiny.tiny_data()
-    method = create_method("csgd", params_ratio=0.5, cluster="even")
+    method = create_method("csgd", keep_params=0.5, cluster="even")
     trainer = Trainer(tiny.tiny_model(data), data, tiny.tiny_config(), [method], tmp_path, progress=False)
     trainer._run_epoch()
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["methods"]["csgd"]
@@ -156,7 +156,7 @@ def test_csgd_state_carries_the_budget_widths(tiny, tmp_path):
     assert {k: len(c) for k, c in state["clusters"].items()} == {
         k: v for k, v in method.widths.items() if v < _widths(tiny.tiny_model(data), data)[k]
     }
-    fresh = create_method("csgd", params_ratio=0.5, cluster="even")
+    fresh = create_method("csgd", keep_params=0.5, cluster="even")
     fresh.load_state_dict(copy.deepcopy(state))
     assert fresh.widths == method.widths
     assert fresh.state_dict() == method.state_dict()
@@ -166,17 +166,17 @@ def test_csgd_state_carries_the_budget_widths(tiny, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"rate": 0.3, "macs_ratio": 0.5}, r"give either rate / widths or a budget \(macs_ratio\), not both"),
-        ({"widths": {"layer1.0.conv1": 2}, "params_ratio": 0.5}, "give either rate / widths or a budget"),
-        ({"macs_ratio": 0.5, "latency_ratio": 0.5}, "give at most one budget"),
-        ({"macs_ratio": 0.0}, r"macs_ratio=0.0 is out of range; expected a value in \(0.0, 1.0\]"),
-        ({"params_ratio": 1.5}, r"params_ratio=1.5 is out of range"),
-        ({"latency_ratio": float("nan")}, "latency_ratio"),
+        ({"rate": 0.3, "keep_macs": 0.5}, r"give either rate / widths or a budget \(keep_macs\), not both"),
+        ({"widths": {"layer1.0.conv1": 2}, "keep_params": 0.5}, "give either rate / widths or a budget"),
+        ({"keep_macs": 0.5, "keep_latency": 0.5}, "give at most one budget"),
+        ({"keep_macs": 0.0}, r"keep_macs=0.0 is out of range; expected a value in \(0.0, 1.0\]"),
+        ({"keep_params": 1.5}, r"keep_params=1.5 is out of range"),
+        ({"keep_latency": float("nan")}, "keep_latency"),
         (
-            {"macs_ratio": 0.5, "runtime": "tvm"},
+            {"keep_macs": 0.5, "runtime": "tvm"},
             "runtime='tvm' is not valid for a latency budget; choose one of: torch, onnxruntime",
         ),
-        ({"macs_ratio": 0.5, "latency_batch": 0}, "latency_batch=0 is not valid"),
+        ({"keep_macs": 0.5, "latency_batch": 0}, "latency_batch=0 is not valid"),
         ({"widths": {"layer1.0.conv1": 0}}, r"widths\['layer1.0.conv1'\]=0: a channel count must be >= 1"),
         ({"widths": {"layer1.0.conv1": 1.5}}, r"widths\['layer1.0.conv1'\]=1.5 is out of range"),
         ({"widths": ["layer1.0.conv1"]}, "widths must map group keys"),
@@ -190,10 +190,10 @@ def test_bad_budget_configs_raise(name, kwargs, match):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"width": 0.5, "macs_ratio": 0.5}, r"csgd: give either width / widths or a budget \(macs_ratio\)"),
-        ({"widths": {"layer1.0.conv1": 2}, "macs_ratio": 0.5}, "csgd: give either width / widths or a budget"),
-        ({"macs_ratio": 0.0}, r"csgd.macs_ratio=0.0 is out of range"),
-        ({"latency_ratio": 0.5, "runtime": "tvm"}, "csgd.runtime='tvm' is not valid"),
+        ({"width": 0.5, "keep_macs": 0.5}, r"csgd: give either width / widths or a budget \(keep_macs\)"),
+        ({"widths": {"layer1.0.conv1": 2}, "keep_macs": 0.5}, "csgd: give either width / widths or a budget"),
+        ({"keep_macs": 0.0}, r"csgd.keep_macs=0.0 is out of range"),
+        ({"keep_latency": 0.5, "runtime": "tvm"}, "csgd.runtime='tvm' is not valid"),
     ],
 )
 def test_bad_csgd_budget_configs_raise(kwargs, match):
@@ -214,8 +214,8 @@ def test_unknown_or_invalid_widths_key_fails_at_setup_naming_it(tiny):
 def test_defaults_without_a_budget_are_unchanged():
     assert create_method("sfp").config.rate == 0.4
     assert create_method("csgd").config.width == 0.625
-    assert create_method("sfp", macs_ratio=0.5).config.rate is None
-    assert create_method("csgd", macs_ratio=0.5).config.width is None
+    assert create_method("sfp", keep_macs=0.5).config.rate is None
+    assert create_method("csgd", keep_macs=0.5).config.width is None
 
 
 def _train_argv(tmp_path, *flags):
@@ -229,12 +229,12 @@ def _train_argv(tmp_path, *flags):
 @pytest.mark.parametrize(
     ("flags", "match"),
     [
-        (["--method", "sfp", "--macs-ratio", "nan"], "macs-ratio"),
-        (["--method", "sfp", "--macs-ratio", "0"], "macs_ratio=0.0 is out of range"),
-        (["--method", "sfp", "--params-ratio", "1.5"], "params_ratio=1.5 is out of range"),
-        (["--method", "sfp", "--rate", "0.3", "--macs-ratio", "0.5"], "give either rate / widths or a budget"),
-        (["--method", "csgd", "--width", "0.5", "--latency-ratio", "0.5"], "csgd: give either width / widths"),
-        (["--macs-ratio", "0.5"], "no --method"),
+        (["--method", "sfp", "--keep-macs", "nan"], "keep-macs"),
+        (["--method", "sfp", "--keep-macs", "0"], "keep_macs=0.0 is out of range"),
+        (["--method", "sfp", "--keep-params", "1.5"], "keep_params=1.5 is out of range"),
+        (["--method", "sfp", "--rate", "0.3", "--keep-macs", "0.5"], "give either rate / widths or a budget"),
+        (["--method", "csgd", "--width", "0.5", "--keep-latency", "0.5"], "csgd: give either width / widths"),
+        (["--keep-macs", "0.5"], "no --method"),
     ],
 )
 def test_cli_bad_budget_is_one_line_and_exit_2(flags, match, tmp_path, capsys):
@@ -252,16 +252,16 @@ def test_cli_bad_budget_is_one_line_and_exit_2(flags, match, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_cli_train_sfp_macs_ratio_saves_a_model_that_meets_it(tmp_path, capsys):
+def test_cli_train_sfp_keep_macs_saves_a_model_that_meets_it(tmp_path, capsys):
     import yaml
 
     from prunus.cli import main
     from prunus.models import create_model
     from prunus.models.info import get_info
 
-    assert main(_train_argv(tmp_path, "--method", "sfp", "--macs-ratio", "0.5", "--round-to", "2")) == 0
+    assert main(_train_argv(tmp_path, "--method", "sfp", "--keep-macs", "0.5", "--round-to", "2")) == 0
     args = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["methods"][0]["args"]
-    assert (args["macs_ratio"], args["rate"], args["round_to"]) == (0.5, None, 2)
+    assert (args["keep_macs"], args["rate"], args["round_to"]) == (0.5, None, 2)
     model = prunus.load(tmp_path / "run" / "model")
     shape = tuple(get_info(model).input_shape)
     arch = get_info(model).arch
@@ -271,16 +271,16 @@ def test_cli_train_sfp_macs_ratio_saves_a_model_that_meets_it(tmp_path, capsys):
 
 def test_planned_widths_match_a_one_shot_prune_of_the_initial_model(tiny):
     data = tiny.tiny_data()
-    method = create_method("sfp", macs_ratio=0.5)
+    method = create_method("sfp", keep_macs=0.5)
     model = tiny.tiny_model(data)
     initial = copy.deepcopy(model)
     Trainer(model, data, tiny.tiny_config(), [method], progress=False)  # setup plans
-    _, report = prunus.prune(initial, torch.zeros(1, *data.input_shape), macs_ratio=0.5)
+    _, report = prunus.prune(initial, torch.zeros(1, *data.input_shape), keep_macs=0.5)
     assert method.kept == {k: w[1] for k, w in report.widths.items()}
 
 
 @pytest.mark.filterwarnings("ignore:C-SGD.*merge will not be exact")  # widths are tested, not exactness
-def test_cli_csgd_macs_ratio_merges_to_the_budget_and_refuses_width_with_it(tmp_path, capsys):
+def test_cli_csgd_keep_macs_merges_to_the_budget_and_refuses_width_with_it(tmp_path, capsys):
     from prunus.cli import main
     from prunus.models import create_model
     from prunus.models.info import get_info
@@ -290,9 +290,9 @@ def test_cli_csgd_macs_ratio_merges_to_the_budget_and_refuses_width_with_it(tmp_
     src = prunus.save(dense, tmp_path / "m", input_shape=(1, 12, 12))
     base = ["csgd", str(src), "--data", "synthetic", "--subset", "64", "--val-size", "0", "--batch-size", "32"]
     base += ["--epochs", "1", "--no-progress", "--cluster", "even"]
-    assert main([*base, "--width", "0.5", "--macs-ratio", "0.5", "--out", str(tmp_path / "bad")]) == 2
+    assert main([*base, "--width", "0.5", "--keep-macs", "0.5", "--out", str(tmp_path / "bad")]) == 2
     assert "csgd: give either width / widths or a budget" in capsys.readouterr().err
-    assert main([*base, "--macs-ratio", "0.5", "--out", str(tmp_path / "run")]) == 0
+    assert main([*base, "--keep-macs", "0.5", "--out", str(tmp_path / "run")]) == 0
     merged = prunus.load(tmp_path / "run")  # the merged model of the command's run directory
     shape = tuple(get_info(merged).input_shape)  # what the run trained and planned at
     ratio = prunus.count(merged, shape).macs / prunus.count(dense, shape).macs
@@ -300,7 +300,7 @@ def test_cli_csgd_macs_ratio_merges_to_the_budget_and_refuses_width_with_it(tmp_
 
 
 def test_budget_under_two_process_ddp_every_rank_uses_rank0s_widths(tmp_path, torchrun):
-    name, args = "sfp", {"macs_ratio": 0.5, "global_pruning": True}  # C-SGD plans through the same plan_budget
+    name, args = "sfp", {"keep_macs": 0.5, "global_pruning": True}  # C-SGD plans through the same plan_budget
     from pathlib import Path
 
     worker = Path(__file__).with_name("contract_ddp_worker.py")

@@ -294,11 +294,11 @@ def test_resume_under_a_budget_restores_the_planned_widths_instead_of_re_plannin
     groups: the optimizer state no longer fits). The resumed run must take the checkpoint's plan."""
     data = _data(num_samples=64)
     cfg = TrainConfig(epochs=2, lr=0.05)
-    full = Trainer(_resnet(data), data, cfg, [CentripetalSGD(macs_ratio=0.6, merge_at_end=False)], progress=False)
+    full = Trainer(_resnet(data), data, cfg, [CentripetalSGD(keep_macs=0.6, merge_at_end=False)], progress=False)
     full.fit()
     planned = dict(full.methods[0].widths)
     part = Trainer(
-        _resnet(data), data, cfg, [CentripetalSGD(macs_ratio=0.6, merge_at_end=False)], tmp_path, progress=False
+        _resnet(data), data, cfg, [CentripetalSGD(keep_macs=0.6, merge_at_end=False)], tmp_path, progress=False
     )
     part._run_epoch()
 
@@ -306,7 +306,7 @@ def test_resume_under_a_budget_restores_the_planned_widths_instead_of_re_plannin
         raise AssertionError("the resumed run planned its widths again")
 
     monkeypatch.setattr("prunus.methods.csgd.plan_budget", replanned)
-    method = CentripetalSGD(macs_ratio=0.6, merge_at_end=False)
+    method = CentripetalSGD(keep_macs=0.6, merge_at_end=False)
     resumed = Trainer(_resnet(data, seed=5), data, cfg, [method], tmp_path, resume=True, progress=False)
     assert method.widths == planned
     assert resumed.epoch == 1

@@ -53,7 +53,7 @@ def test_a_budget_is_planned_with_the_methods_round_to(name):
     from prunus.methods._budget import plan_budget
 
     model = _model()
-    method_config = create_method(name, macs_ratio=0.5, round_to=8).config
+    method_config = create_method(name, keep_macs=0.5, round_to=8).config
     keys = [g.key for g in build_groups(model, X) if g.prunable]
     kept, plan = plan_budget(model, X, method_config, keys=keys, ignored_layers=None, filter_fn=None, threads=1)
     dense = {g.key: g.num_channels for g in build_groups(model, X) if g.prunable}

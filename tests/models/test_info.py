@@ -46,7 +46,7 @@ def test_structural_edits_append_to_history_and_copies_are_independent():
 
 def test_load_restores_every_fact_and_save_load_is_a_fixed_point(tmp_path):
     model = prunus.create_model("lenet5", in_channels=1)
-    pruned, _ = prunus.prune(model, example_input((1, 28, 28)), ratio=0.5)
+    pruned, _ = prunus.prune(model, example_input((1, 28, 28)), remove_channels=0.5)
     prunus.save(pruned, tmp_path / "a", input_shape=(1, 28, 28), metrics={"acc": 0.25})
     loaded = prunus.load(tmp_path / "a")
     info = get_info(loaded)
@@ -84,7 +84,7 @@ def test_user_factory_model_can_be_saved_again_after_load(tmp_path, user_module)
     prunus.save(model, tmp_path / "a", input_shape=(1, 8, 8), factory=user_module, factory_kwargs={"width": 6})
     loaded = prunus.load(tmp_path / "a", trust_factory=True)
     assert get_info(loaded).arch == {"factory": user_module, "kwargs": {"width": 6}}
-    pruned, _ = prunus.prune(loaded, example_input((1, 8, 8)), ratio=0.5, ignored_layers=["5"])
+    pruned, _ = prunus.prune(loaded, example_input((1, 8, 8)), remove_channels=0.5, ignored_layers=["5"])
     prunus.save(pruned, tmp_path / "b")  # no factory argument needed any more
     again = prunus.load(tmp_path / "b", trust_factory=True)
     x = torch.randn(2, 1, 8, 8)
@@ -97,7 +97,9 @@ def test_cli_prune_keeps_the_factory_of_a_user_model(tmp_path, user_module, caps
     from prunus.cli import main
 
     prunus.save(_factory(), tmp_path / "a", input_shape=(1, 8, 8), factory=user_module)
-    rc = main(["prune", str(tmp_path / "a"), "--out", str(tmp_path / "b"), "--ratio", "0.5", "--trust-factory"])
+    rc = main(
+        ["prune", str(tmp_path / "a"), "--out", str(tmp_path / "b"), "--remove-channels", "0.5", "--trust-factory"]
+    )
     capsys.readouterr()
     assert rc == 0
     from prunus.formats.run_dir import resolve_model_dir
@@ -109,7 +111,7 @@ def test_cli_prune_keeps_the_factory_of_a_user_model(tmp_path, user_module, caps
 
 def test_load_does_not_touch_the_global_rng(tmp_path):
     model = prunus.create_model("resnet20", in_channels=1, width_mult=0.25)
-    pruned, _ = prunus.prune(model, example_input((1, 16, 16)), ratio=0.5)
+    pruned, _ = prunus.prune(model, example_input((1, 16, 16)), remove_channels=0.5)
     prunus.save(pruned, tmp_path, input_shape=(1, 16, 16))
     state = torch.get_rng_state()
     prunus.load(tmp_path)  # replays the pruning history on a traced example input

@@ -71,7 +71,7 @@ def test_prune_meets_the_macs_budget_keeps_stem_and_classifier_and_reloads_exact
     assert (get_info(model).stem, get_info(model).classifier) == (stem, classifier)
     stem_width = model.get_submodule(stem).out_channels
     dense_macs = prunus.count(model, SHAPE).macs
-    pruned, _ = prunus.prune(model, torch.zeros(1, *SHAPE), macs_ratio=0.5)
+    pruned, _ = prunus.prune(model, torch.zeros(1, *SHAPE), keep_macs=0.5)
     kept = prunus.count(pruned, SHAPE).macs / dense_macs
     assert 0.5 * 0.95 <= kept <= 0.5, kept  # the budget, met within 5% below it
     assert pruned.get_submodule(stem).out_channels == stem_width  # timm's stem is left whole
@@ -155,7 +155,7 @@ def test_cli_prune_builds_a_fresh_timm_model_and_meets_the_budget(timm, tmp_path
     from prunus.cli import main
 
     argv = ["prune", "--model", "timm:mobilenetv3_small_050", "--input-shape", "3,32,32", "--num-classes", "10"]
-    argv += ["--macs-ratio", "0.5", "--threads", "1", "--no-progress", "--out", str(tmp_path / "run")]
+    argv += ["--keep-macs", "0.5", "--threads", "1", "--no-progress", "--out", str(tmp_path / "run")]
     assert main(argv) == 0
     assert "built with random initialisation (seed 0, no pretrained weights)" in capsys.readouterr().out
     pruned = prunus.load(tmp_path / "run")  # the chain's final model, no trust flag
@@ -189,7 +189,7 @@ def test_cli_prune_misuse_of_model_is_one_line(timm, tmp_path, capsys, extra, ma
     if "MODEL_DIR" in extra:
         prunus.save(prunus.create_model("lenet5", in_channels=1), tmp_path / "m", input_shape=(1, 28, 28))
         extra = [str(tmp_path / "m") if a == "MODEL_DIR" else a for a in extra]
-    assert main(["prune", *extra, "--ratio", "0.5", "--out", str(tmp_path / "run")]) == 2
+    assert main(["prune", *extra, "--remove-channels", "0.5", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1
     assert err[0].startswith("prunus: error: ")
@@ -247,7 +247,7 @@ def test_recipe_trains_and_prunes_a_timm_model_with_its_kwargs(timm, tmp_path):
         "data": {"name": "synthetic", "num_samples": 64, "image_size": 32, "channels": 3, "num_classes": 4,
                  "val_size": 0, "batch_size": 32},
         "train": {"threads": 1, "epochs": 1},
-        "stages": [{"stage": "train"}, {"stage": "prune", "macs_ratio": 0.5}],
+        "stages": [{"stage": "train"}, {"stage": "prune", "keep_macs": 0.5}],
     }  # fmt: skip
     run_pipeline(parse_recipe(recipe), tmp_path / "run", progress=False, echo=lambda line: None)
     pruned = prunus.load(tmp_path / "run")

@@ -16,7 +16,7 @@ TINY = {
     "stages": [
         {"stage": "train", "name": "baseline", "train": {"epochs": 2}},
         {"stage": "csgd", "width": 0.5, "rounds": 2, "train": {"epochs": 1}},
-        {"stage": "prune", "macs_ratio": 0.7},
+        {"stage": "prune", "keep_macs": 0.7},
         {"stage": "finetune", "methods": [{"name": "sfp", "args": {"rate": 0.25}}], "train": {"epochs": 3}},
         {"stage": "export"},
         {"stage": "bench", "batch_sizes": [2], "runtimes": ["torch"], "repeats": 2, "warmup": 1},

@@ -14,7 +14,7 @@ from prunus.pipeline import parse_recipe, read_record, run_pipeline
 def _recipe(tiny_recipe, seeds, arms):
     tiny_recipe["stages"] = [
         {"stage": "train", "name": "baseline", "train": {"epochs": 1}},
-        {"stage": "prune", "ratio": 0.5},
+        {"stage": "prune", "remove_channels": 0.5},
         {"stage": "report"},
     ]
     tiny_recipe["seeds"] = seeds
@@ -54,7 +54,7 @@ def test_the_report_is_rendered_again_when_a_seed_or_an_arm_is_added(tiny_recipe
 
     out = tmp_path / "run"
     base = copy.deepcopy(tiny_recipe)
-    arms = {"a": {}, "b": {"set": {"prune.ratio": 0.25}}}
+    arms = {"a": {}, "b": {"set": {"prune.remove_channels": 0.25}}}
     run_pipeline(_recipe(copy.deepcopy(base), [0], arms), out, progress=False, echo=lambda _: None)
     assert _arm_table((out / "summary.md").read_text())["a"][0] == "1"
 
@@ -68,7 +68,7 @@ def test_the_report_is_rendered_again_when_a_seed_or_an_arm_is_added(tiny_recipe
     assert row[0] == "2"
     assert row[1].startswith(f"{100 * sum(accs) / 2:.2f}%")
 
-    arms["c"] = {"set": {"prune.ratio": 0.75}}
+    arms["c"] = {"set": {"prune.remove_channels": 0.75}}
     run_pipeline(_recipe(copy.deepcopy(base), [0, 1], arms), out, progress=False, echo=lambda _: None)
     text = (out / "summary.md").read_text()
     assert _arm_table(text)["c"][0] == "2"

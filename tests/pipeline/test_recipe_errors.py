@@ -32,11 +32,15 @@ BAD = [
     ("stages/0/train", {"epochs": "two"}, r"stage 'baseline' \(train\): TrainConfig.epochs must be a number"),
     ("stages/0/train", {"lrr": 0.1}, r"stage 'baseline' \(train\): unknown TrainConfig field\(s\): lrr"),
     ("stages/0/methods", [{"name": "nope"}], r"stage 'baseline' \(train\): unknown method 'nope'"),
-    ("stages/2/macs_ratio", 1.5, r"stage 'prune' \(prune\): prune.macs_ratio=1.5 is out of range"),
+    ("stages/2/keep_macs", 1.5, r"stage 'prune' \(prune\): prune.keep_macs=1.5 is out of range"),
     ("stages/1/width", "wide", r"stage 'csgd' \(csgd\): CsgdStage.width: cannot interpret|must be a number"),
     ("stages/1/args", {"epz": 1}, r"stage 'csgd' \(csgd\): csgd.args has no argument\(s\) epz"),
     ("stages/3/input", "export", r"stage 'finetune' \(finetune\): input='export' is not an earlier stage that makes"),
-    ("stages/0", {"stage": "prune", "ratio": 0.5}, r"stage 'prune' \(prune\) needs a model, but no earlier stage"),
+    (
+        "stages/0",
+        {"stage": "prune", "remove_channels": 0.5},
+        r"stage 'prune' \(prune\) needs a model, but no earlier stage",
+    ),
     ("stages/4", {"stage": "report"}, r"stage 'bench' comes after the run-level stage 'report'"),
     (
         "stages/4",
@@ -69,7 +73,7 @@ def test_bad_recipe_raises_naming_stage_and_key(tiny_recipe, path, value, messag
     [
         ({"baselin.train.epochs": 1}, r"'baselin' is neither a recipe key .* nor a stage \(baseline, csgd, prune"),
         ({"baseline": 1}, r"name a key of stage 'baseline'"),
-        ({"prune.ratio": 0.3}, r"prune needs exactly one of ratio"),
+        ({"prune.remove_channels": 0.3}, r"prune needs exactly one of remove_channels"),
         (
             {"baseline.train.epochs": 0},
             r"stage 'baseline' \(train\): epochs=0 is not valid; expected an integer from 1 to 100000",
@@ -153,10 +157,10 @@ def test_every_stage_kind_has_a_frozen_config_and_a_summary():
 
 
 def test_prune_stage_takes_one_budget_of_four(tiny_recipe):
-    del tiny_recipe["stages"][2]["macs_ratio"]
-    tiny_recipe["stages"][2]["latency_ratio"] = 0.5
+    del tiny_recipe["stages"][2]["keep_macs"]
+    tiny_recipe["stages"][2]["keep_latency"] = 0.5
     stage = parse_recipe(tiny_recipe).arms["main"][2].config
-    assert (stage.latency_ratio, stage.runtime, stage.latency_batch) == (0.5, "onnxruntime", 64)
-    tiny_recipe["stages"][2]["params_ratio"] = 0.5
-    with pytest.raises(ConfigError, match="got params_ratio, latency_ratio"):
+    assert (stage.keep_latency, stage.runtime, stage.latency_batch) == (0.5, "onnxruntime", 64)
+    tiny_recipe["stages"][2]["keep_params"] = 0.5
+    with pytest.raises(ConfigError, match="got keep_params, keep_latency"):
         parse_recipe(tiny_recipe)

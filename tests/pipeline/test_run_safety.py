@@ -31,7 +31,7 @@ data: {name: synthetic, num_samples: 64, image_size: 28, channels: 1, val_size: 
 train: {threads: 1}
 stages:
   - {stage: train, name: baseline, train: {epochs: 1}}
-  - {stage: prune, ratio: 0.5}
+  - {stage: prune, remove_channels: 0.5}
   - {stage: finetune, train: {epochs: 2}}
 """
 
@@ -104,7 +104,7 @@ def test_report_refuses_a_run_with_a_link_inside(finished, tmp_path, capsys):
 def test_commands_that_run_stages_refuse_a_link_in_their_out(finished, tmp_path, command, capsys):
     model = RunDir(finished / "run").stage("main", 0, 1, "baseline").model
     base = {
-        "prune": ["prune", str(model), "--ratio", "0.5"],
+        "prune": ["prune", str(model), "--remove-channels", "0.5"],
         "csgd": ["csgd", str(model), "--epochs", "1", "--width", "0.5", "--set", "eps=0.1", "--no-progress"],
     }[command]
     out = tmp_path / "out"

@@ -15,7 +15,7 @@ from prunus.report.stats import paired_difference, summarise_records, summary, t
 def test_seeds_times_arms_make_paired_records_with_one_baseline_training(tiny_recipe, tmp_path):
     tiny_recipe["stages"] = [
         {"stage": "train", "name": "baseline", "train": {"epochs": 1}},
-        {"stage": "prune", "ratio": 0.5},
+        {"stage": "prune", "remove_channels": 0.5},
         {"stage": "report"},
     ]
     tiny_recipe["seeds"] = [0, 1]

@@ -25,22 +25,22 @@ def _model(name: str, width: float = 0.25):
 
 
 @pytest.mark.parametrize("global_pruning", [False, True])
-@pytest.mark.parametrize("target", ["macs_ratio", "params_ratio"])
+@pytest.mark.parametrize("target", ["keep_macs", "keep_params"])
 @pytest.mark.parametrize("name", CNNS)
 def test_budget_lands_within_5_percent_on_narrow_models(name, target, global_pruning):
     model = _model(name)
     model, report = prune(model, X, **{target: 0.5}, global_pruning=global_pruning)
-    achieved = report.achieved_macs_ratio if target == "macs_ratio" else report.achieved_params_ratio
+    achieved = report.achieved_macs_ratio if target == "keep_macs" else report.achieved_params_ratio
     assert 0.475 <= achieved <= 0.5  # from below, within 5% of the request
     c = count(model, SHAPE)
     assert (report.pruned_macs, report.pruned_params) == (c.macs, c.params)
-    requested = report.requested_macs_ratio if target == "macs_ratio" else report.requested_params_ratio
+    requested = report.requested_macs_ratio if target == "keep_macs" else report.requested_params_ratio
     assert requested == 0.5
 
 
 def test_issue_case_resnet20_quarter_width_half_macs():
     # the uniform rate alone lands at 0.355 here: one step of a 4-channel group is 25% of it
-    model, report = prune(_model("resnet20"), X, macs_ratio=0.5)
+    model, report = prune(_model("resnet20"), X, keep_macs=0.5)
     assert report.achieved_macs_ratio >= 0.475
     widths = [after for _, after in report.widths.values()]
     assert max(widths) - min(widths) <= 16  # given back across groups, not one group restored whole
@@ -57,11 +57,11 @@ def _check_rounded(report, r: int) -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"ratio": 0.4},
-        {"ratio": 0.4, "global_pruning": True},
-        {"macs_ratio": 0.5},
-        {"macs_ratio": 0.5, "global_pruning": True},
-        {"params_ratio": 0.5},
+        {"remove_channels": 0.4},
+        {"remove_channels": 0.4, "global_pruning": True},
+        {"keep_macs": 0.5},
+        {"keep_macs": 0.5, "global_pruning": True},
+        {"keep_params": 0.5},
     ],
 )
 @pytest.mark.parametrize("name", ["resnet20", "mobilenetv2"])
@@ -70,19 +70,19 @@ def test_round_to_widths_are_multiples(name, kwargs, round_to):
     _check_rounded(report, round_to)
     real = {g.key: g.num_channels for g in build_groups(model, X) if g.prunable}
     assert real == {k: after for k, (_, after) in report.widths.items()}
-    if "macs_ratio" in kwargs:
+    if "keep_macs" in kwargs:
         assert report.achieved_macs_ratio <= 0.5
 
 
 def test_round_to_never_cuts_a_group_narrower_than_it():
-    model, report = prune(_model("resnet20"), X, ratio=0.5, round_to=16)  # groups of 4, 8 and 16 channels
+    model, report = prune(_model("resnet20"), X, remove_channels=0.5, round_to=16)  # groups of 4, 8 and 16 channels
     assert all(after == before for before, after in report.widths.values() if before <= 16)
 
 
 @pytest.mark.parametrize("bad", [0, -8, 2.5, True, "8"])
 def test_bad_round_to_raises(bad):
     with pytest.raises(ConfigError, match=r"round_to must be an integer >= 1"):
-        prune(_model("resnet20"), X, ratio=0.5, round_to=bad)
+        prune(_model("resnet20"), X, remove_channels=0.5, round_to=bad)
 
 
 def test_width_helpers():
@@ -110,12 +110,12 @@ def test_cost_model_is_exact_after_a_real_cut(name):
     assert predicted == (c.macs, c.params)
 
 
-def test_cli_prune_params_ratio_and_round_to(tmp_path, capsys):
+def test_cli_prune_keep_params_and_round_to(tmp_path, capsys):
     from prunus.cli import main
 
     src = prunus.save(_model("resnet20", 1.0), tmp_path / "m", input_shape=SHAPE)
     out = tmp_path / "o"
-    assert main(["prune", str(src), "--params-ratio", "0.5", "--round-to", "8", "--out", str(out), "--json"]) == 0
+    assert main(["prune", str(src), "--keep-params", "0.5", "--round-to", "8", "--out", str(out), "--json"]) == 0
     import json
 
     report = json.loads(capsys.readouterr().out)
@@ -123,7 +123,7 @@ def test_cli_prune_params_ratio_and_round_to(tmp_path, capsys):
     assert 0.475 <= report["achieved_params_ratio"] <= 0.5
     assert report["round_to"] == 8
     assert all(a % 8 == 0 or a == b for b, a in report["widths"].values())
-    assert main(["prune", str(src), "--ratio", "0.5", "--round-to", "0", "--out", str(out), "--force"]) == 2
+    assert main(["prune", str(src), "--remove-channels", "0.5", "--round-to", "0", "--out", str(out), "--force"]) == 2
     assert "round_to must be an integer >= 1" in capsys.readouterr().err
 
 
@@ -146,11 +146,11 @@ def test_a_macs_budget_that_lands_more_than_5_percent_low_warns_with_the_reason(
 
     from prunus.errors import BudgetNotMetWarning
 
-    # the issue's case: macs_ratio=0.5, round_to=8 on a small user net returned 0.309 without a word
-    with pytest.warns(BudgetNotMetWarning, match=r"macs_ratio=0.5: the closest cut keeps 0.309 \(-38%\); round_to=8"):
-        _, report = prunus.prune(_two_conv_net(), torch.zeros(1, 1, 16, 16), macs_ratio=0.5, round_to=8)
+    # the issue's case: keep_macs=0.5, round_to=8 on a small user net returned 0.309 without a word
+    with pytest.warns(BudgetNotMetWarning, match=r"keep_macs=0.5: the closest cut keeps 0.309 \(-38%\); round_to=8"):
+        _, report = prunus.prune(_two_conv_net(), torch.zeros(1, 1, 16, 16), keep_macs=0.5, round_to=8)
     assert round(report.achieved_macs_ratio, 3) == 0.309  # the warning told the truth
     with warnings.catch_warnings():
         warnings.simplefilter("error", BudgetNotMetWarning)  # a budget that lands within 5% says nothing
-        _, report = prunus.prune(_two_conv_net(), torch.zeros(1, 1, 16, 16), macs_ratio=0.5)
+        _, report = prunus.prune(_two_conv_net(), torch.zeros(1, 1, 16, 16), keep_macs=0.5)
     assert 0.475 <= report.achieved_macs_ratio <= 0.5

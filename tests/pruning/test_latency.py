@@ -293,7 +293,7 @@ def test_latency_budget_end_to_end_reports_measured_ratio(monkeypatch):
     table = _table(lambda name, cin, cout: cin * cout / 256)
     _fake_measure(monkeypatch, lambda cut: 0.61)  # the real timing is checked below, without a bound
     net, report = prune(
-        net, X, latency_ratio=0.6, runtime="torch", latency_batch=2, threads=1, ignored_layers=IGNORED,
+        net, X, keep_latency=0.6, runtime="torch", latency_batch=2, threads=1, ignored_layers=IGNORED,
         latency_table=table,
     )  # fmt: skip
     assert report.requested_latency_ratio == 0.6
@@ -309,10 +309,10 @@ def test_latency_budget_end_to_end_reports_measured_ratio(monkeypatch):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"latency_ratio": 0.5, "runtime": "tvm"}, "runtime='tvm' is not valid for a latency budget"),
-        ({"latency_ratio": 0.5, "latency_batch": 0}, "latency batch must be an integer >= 1"),
-        ({"latency_ratio": 0.5, "macs_ratio": 0.5}, "give exactly one of"),
-        ({"latency_ratio": 0.0}, r"latency_ratio=0.0 is out of range"),
+        ({"keep_latency": 0.5, "runtime": "tvm"}, "runtime='tvm' is not valid for a latency budget"),
+        ({"keep_latency": 0.5, "latency_batch": 0}, "latency batch must be an integer >= 1"),
+        ({"keep_latency": 0.5, "keep_macs": 0.5}, "give exactly one of"),
+        ({"keep_latency": 0.0}, r"keep_latency=0.0 is out of range"),
     ],
 )
 def test_bad_latency_arguments_raise(kwargs, match, tmp_path):
@@ -337,15 +337,15 @@ def _fake_measure(monkeypatch, fn):
 def test_unreachable_latency_budget_raises(monkeypatch):
     table = _table(lambda name, cin, cout: 1.0)  # nothing gets faster, by the table
     seen = _fake_measure(monkeypatch, lambda cut: 0.9)  # nor when measured
-    with pytest.raises(ConfigError, match=r"latency_ratio=0.5 cannot be reached on torch: .* measure 0.900"):
-        prune(_net(), X, latency_ratio=0.5, runtime="torch", ignored_layers=IGNORED, latency_table=table)
+    with pytest.raises(ConfigError, match=r"keep_latency=0.5 cannot be reached on torch: .* measure 0.900"):
+        prune(_net(), X, keep_latency=0.5, runtime="torch", ignored_layers=IGNORED, latency_table=table)
     assert seen == [{"1": 15, "4": 15}]  # the narrowest cut, measured once
 
 
 def test_a_budget_the_table_thinks_unreachable_is_met_when_the_narrowest_cut_measures_fast_enough(monkeypatch):
     table = _table(lambda name, cin, cout: 1.0)  # the table sees no gain at all
     _fake_measure(monkeypatch, lambda cut: 0.48)
-    net, report = prune(_net(), X, latency_ratio=0.5, runtime="torch", ignored_layers=IGNORED, latency_table=table)
+    net, report = prune(_net(), X, keep_latency=0.5, runtime="torch", ignored_layers=IGNORED, latency_table=table)
     assert report.achieved_latency_ratio == 0.48
     assert all(w[-1] == 1 for w in report.widths.values()), report.widths
 
@@ -353,8 +353,8 @@ def test_a_budget_the_table_thinks_unreachable_is_met_when_the_narrowest_cut_mea
 def test_a_missed_latency_budget_warns(monkeypatch):
     table = _table(lambda name, cin, cout: cin * cout / 256)
     seen = _fake_measure(monkeypatch, lambda cut: 0.75)  # whatever the cut: a runtime that will not go faster
-    with pytest.warns(BudgetNotMetWarning, match=r"latency_ratio=0.6: the closest cut of 6 measured 0.750"):
-        prune(_net(), X, latency_ratio=0.6, runtime="torch", ignored_layers=IGNORED, latency_table=table)
+    with pytest.warns(BudgetNotMetWarning, match=r"keep_latency=0.6: the closest cut of 6 measured 0.750"):
+        prune(_net(), X, keep_latency=0.6, runtime="torch", ignored_layers=IGNORED, latency_table=table)
     assert len(seen) == 6
 
 
@@ -379,7 +379,7 @@ def test_re_aiming_converges_on_a_runtime_that_does_not_follow_the_table(monkeyp
 
     seen = _fake_measure(monkeypatch, runtime)
     table = _table(lambda name, cin, cout: cin * cout / 256)
-    _, report = prune(net, X, latency_ratio=0.6, runtime="torch", ignored_layers=IGNORED, latency_table=table)
+    _, report = prune(net, X, keep_latency=0.6, runtime="torch", ignored_layers=IGNORED, latency_table=table)
     assert abs(report.achieved_latency_ratio / 0.6 - 1) <= 0.05, [runtime(c) for c in seen]
     assert len(seen) <= 6
 
@@ -394,7 +394,7 @@ def test_next_target_scales_then_bisects_inside_the_bracket():
     assert 0.3 < t < 0.4
 
 
-def test_cli_prune_latency_ratio(tmp_path, capsys, monkeypatch):
+def test_cli_prune_keep_latency(tmp_path, capsys, monkeypatch):
     import functools
 
     import prunus
@@ -413,7 +413,7 @@ def test_cli_prune_latency_ratio(tmp_path, capsys, monkeypatch):
     _fake_measure(monkeypatch, lambda cut: 0.81)  # the side-by-side timing too (a real one: see above)
     torch.manual_seed(0)
     src = prunus.save(create_model("resnet20", in_channels=1, width_mult=0.25), tmp_path / "m", input_shape=(1, 28, 28))
-    argv = ["prune", str(src), "--latency-ratio", "0.8", "--runtime", "torch", "--latency-batch", "2"]
+    argv = ["prune", str(src), "--keep-latency", "0.8", "--runtime", "torch", "--latency-batch", "2"]
     assert main([*argv, "--threads", "1", "--out", str(tmp_path / "o"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["requested_latency_ratio"] == 0.8

@@ -36,7 +36,7 @@ def _cut_first(model, widths):
     return pruned
 
 
-@pytest.mark.parametrize("budget", ["macs_ratio", "params_ratio"])
+@pytest.mark.parametrize("budget", ["keep_macs", "keep_params"])
 @pytest.mark.parametrize("name", ["resnet20", "mobilenetv2"])
 def test_planned_widths_meet_the_budget_whichever_channels_go(name, budget):
     model = _model(name)
@@ -48,7 +48,7 @@ def test_planned_widths_meet_the_budget_whichever_channels_go(name, budget):
     assert set(plan.widths) == {g.key for g in build_groups(model, X) if g.prunable}
     assert any(plan.widths[k] < plan.dense_widths[k] for k in plan.widths)
     after = count(_cut_first(model, plan.widths), SHAPE)
-    counted = after.macs / dense.macs if budget == "macs_ratio" else after.params / dense.params
+    counted = after.macs / dense.macs if budget == "keep_macs" else after.params / dense.params
     assert counted == pytest.approx(plan.achieved, abs=1e-6)  # the prediction is the real count
     assert 0.475 <= counted <= 0.5
     assert plan.macs_ratio == pytest.approx(after.macs / dense.macs, abs=1e-6)
@@ -59,8 +59,8 @@ def test_planned_widths_meet_the_budget_whichever_channels_go(name, budget):
 @pytest.mark.parametrize("global_pruning", [False, True])
 def test_plan_is_what_prune_cuts(global_pruning):
     model = _model("resnet20")
-    plan = plan_widths(model, X, macs_ratio=0.4, round_to=2, global_pruning=global_pruning)
-    _, report = prune(copy.deepcopy(model), X, macs_ratio=0.4, round_to=2, global_pruning=global_pruning)
+    plan = plan_widths(model, X, keep_macs=0.4, round_to=2, global_pruning=global_pruning)
+    _, report = prune(copy.deepcopy(model), X, keep_macs=0.4, round_to=2, global_pruning=global_pruning)
     assert plan.widths == {k: w[1] for k, w in report.widths.items()}
     assert plan.macs_ratio == pytest.approx(report.achieved_macs_ratio)
     assert plan.params_ratio == pytest.approx(report.achieved_params_ratio)
@@ -81,7 +81,7 @@ def test_latency_plan_uses_the_runtimes_latency_table(tmp_path, monkeypatch):
     # and the side-by-side check (real timings on a loaded machine could miss the budget)
     monkeypatch.setattr(latency, "measured_ratio", lambda *args, **kwargs: 0.69)
     model = _model("resnet20")
-    plan = plan_widths(model, X, latency_ratio=0.7, runtime="torch", latency_batch=2, threads=1, cache_dir=tmp_path)
+    plan = plan_widths(model, X, keep_latency=0.7, runtime="torch", latency_batch=2, threads=1, cache_dir=tmp_path)
     assert calls
     assert set(calls) == {("torch", 2)}
     (table,) = tmp_path.iterdir()  # measured once and cached, keyed by what was measured
@@ -98,13 +98,13 @@ def test_latency_plan_uses_the_runtimes_latency_table(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({}, "give exactly one of macs_ratio, params_ratio, latency_ratio"),
-        ({"macs_ratio": 0.5, "params_ratio": 0.5}, "give exactly one of .* got macs_ratio, params_ratio"),
-        ({"macs_ratio": 0.0}, r"macs_ratio=0.0 is out of range"),
-        ({"params_ratio": 1.5}, r"params_ratio=1.5 is out of range"),
-        ({"macs_ratio": float("nan")}, "macs_ratio"),
-        ({"macs_ratio": 0.5, "round_to": 0}, "round_to must be an integer >= 1"),
-        ({"macs_ratio": 0.001}, "macs_ratio=0.001 cannot be reached"),
+        ({}, "give exactly one of keep_macs, keep_params, keep_latency"),
+        ({"keep_macs": 0.5, "keep_params": 0.5}, "give exactly one of .* got keep_macs, keep_params"),
+        ({"keep_macs": 0.0}, r"keep_macs=0.0 is out of range"),
+        ({"keep_params": 1.5}, r"keep_params=1.5 is out of range"),
+        ({"keep_macs": float("nan")}, "keep_macs"),
+        ({"keep_macs": 0.5, "round_to": 0}, "round_to must be an integer >= 1"),
+        ({"keep_macs": 0.001}, "keep_macs=0.001 cannot be reached"),
     ],
 )
 def test_bad_plan_arguments_raise(kwargs, match):

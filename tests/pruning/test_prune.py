@@ -53,7 +53,7 @@ ZOO_MACS = [n for n in list_models() if n != "lenet300_100"]  # an MLP's only pr
 def test_macs_target_reached_as_reported(name, global_pruning, tmp_path):
     model = _tiny(name)
     dense = prunus.count(model, (1, 28, 28))
-    model, report = prune(model, X[:1], macs_ratio=0.5, global_pruning=global_pruning)
+    model, report = prune(model, X[:1], keep_macs=0.5, global_pruning=global_pruning)
     _check_report(model, report, dense)
     assert report.achieved_macs_ratio <= 0.5
     assert report.achieved_macs_ratio > 0.3  # the search stops near the target, not at the largest cut
@@ -72,7 +72,7 @@ def test_uniform_ratio_removes_floor_n_ratio_per_group(name):
     model = _tiny(name)
     dense = prunus.count(model, (1, 28, 28))
     before = _widths(model)
-    model, report = prune(model, X[:1], ratio=0.4, criterion="fpgm")
+    model, report = prune(model, X[:1], remove_channels=0.4, criterion="fpgm")
     _check_report(model, report, dense)
     assert report.widths == {k: [n, n - math.floor(n * 0.4 + 1e-9)] for k, n in before.items()}
     assert report.rate == 0.4
@@ -82,17 +82,17 @@ def test_uniform_ratio_removes_floor_n_ratio_per_group(name):
 def test_global_ratio_counts_all_prunable_channels_and_keeps_every_group():
     model = _tiny("resnet20")
     total = sum(_widths(model).values())
-    model, report = prune(model, X[:1], ratio=0.6, global_pruning=True, criterion="l2")
+    model, report = prune(model, X[:1], remove_channels=0.6, global_pruning=True, criterion="l2")
     removed = sum(b - a for b, a in report.widths.values())
     assert removed == math.floor(total * 0.6)
     assert report.achieved_ratio == pytest.approx(removed / total)
     assert min(a for _, a in report.widths.values()) >= 1
 
 
-def test_macs_ratio_one_keeps_everything_and_the_model_is_unchanged():
+def test_keep_macs_one_keeps_everything_and_the_model_is_unchanged():
     model = _tiny("resnet20")
     reference = _tiny("resnet20")
-    model, report = prune(model, X[:1], macs_ratio=1.0)
+    model, report = prune(model, X[:1], keep_macs=1.0)
     assert report.pruned_macs == report.dense_macs
     assert all(b == a for b, a in report.widths.values())
     assert torch.equal(model(X), reference(X))
@@ -102,7 +102,7 @@ def test_macs_ratio_one_keeps_everything_and_the_model_is_unchanged():
 def test_every_criterion(criterion):
     model = _tiny("resnet20")
     batch = (X, torch.tensor([0, 1])) if criterion == "taylor" else None
-    model, report = prune(model, X[:1], ratio=0.5, criterion=criterion, batch=batch)
+    model, report = prune(model, X[:1], remove_channels=0.5, criterion=criterion, batch=batch)
     assert report.criterion == criterion
     assert report.achieved_ratio > 0.3
 
@@ -110,14 +110,14 @@ def test_every_criterion(criterion):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"ratio": 0.4, "macs_ratio": 0.5}, "give exactly one of ratio"),
-        ({}, "give exactly one of ratio"),
-        ({"macs_ratio": 0.0}, r"macs_ratio=0.0 is out of range; expected a value in \(0.0, 1.0\]"),
-        ({"macs_ratio": 1.5}, "macs_ratio=1.5 is out of range"),
-        ({"ratio": 1.0}, r"ratio=1.0 is out of range; expected a value in \[0.0, 1.0\)"),
-        ({"ratio": 0.4, "criterion": "l9"}, "criterion='l9' is not valid; choose one of: bn-scale"),
-        ({"ratio": 0.4, "criterion": "taylor"}, "criterion 'taylor' needs data"),
-        ({"macs_ratio": 0.01}, "macs_ratio=0.01 cannot be reached"),
+        ({"remove_channels": 0.4, "keep_macs": 0.5}, "give exactly one of remove_channels"),
+        ({}, "give exactly one of remove_channels"),
+        ({"keep_macs": 0.0}, r"keep_macs=0.0 is out of range; expected a value in \(0.0, 1.0\]"),
+        ({"keep_macs": 1.5}, "keep_macs=1.5 is out of range"),
+        ({"remove_channels": 1.0}, r"remove_channels=1.0 is out of range; expected a value in \[0.0, 1.0\)"),
+        ({"remove_channels": 0.4, "criterion": "l9"}, "criterion='l9' is not valid; choose one of: bn-scale"),
+        ({"remove_channels": 0.4, "criterion": "taylor"}, "criterion 'taylor' needs data"),
+        ({"keep_macs": 0.01}, "keep_macs=0.01 cannot be reached"),
     ],
 )
 def test_bad_targets_raise(kwargs, match):
@@ -144,7 +144,7 @@ def test_cli_train_sfp_then_prune_end_to_end(tmp_path, capsys):
 
     out = tmp_path / "pruned"
     capsys.readouterr()
-    assert main(["prune", str(run / "model"), "--macs-ratio", "0.5", "--out", str(out)]) == 0
+    assert main(["prune", str(run / "model"), "--keep-macs", "0.5", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "requested vs achieved" in printed
     pruned = prunus.load(out)  # --out is a run directory: load finds the model it made
@@ -161,11 +161,16 @@ def test_cli_train_sfp_then_prune_end_to_end(tmp_path, capsys):
 
 def test_cli_prune_errors_are_one_line(tmp_path, capsys):
     model_dir = prunus.save(_tiny("resnet20"), tmp_path / "m", input_shape=(1, 28, 28))
-    assert main(["prune", str(model_dir), "--ratio", "1.0", "--out", str(tmp_path / "o")]) == 2
+    assert main(["prune", str(model_dir), "--remove-channels", "1.0", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("prunus: error: ratio=1.0 is out of range")
+    assert err.startswith("prunus: error: remove_channels=1.0 is out of range")
     assert len(err.strip().splitlines()) == 1
-    assert main(["prune", str(model_dir), "--ratio", "0.5", "--criterion", "taylor", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            ["prune", str(model_dir), "--remove-channels", "0.5", "--criterion", "taylor", "--out", str(tmp_path / "o")]
+        )
+        == 2
+    )
     assert "needs data; pass --data" in capsys.readouterr().err
 
 
@@ -203,7 +208,7 @@ def _hand_lowest(w: torch.Tensor, criterion: str, k: int) -> list[int]:
 def test_prune_removes_exactly_the_channels_the_criterion_ranks_lowest(criterion):
     model = _chain()
     want = {key: _hand_lowest(model.get_submodule(key).weight, criterion, n // 2) for key, n in (("1", 8), ("4", 6))}
-    model, report = prune(model, torch.randn(1, 1, 8, 8), ratio=0.5, criterion=criterion)
+    model, report = prune(model, torch.randn(1, 1, 8, 8), remove_channels=0.5, criterion=criterion)
     removed = {e["group"]: e["idxs"] for e in get_info(model).history}
     assert removed == want
     # the criteria disagree on this net, so a prune that ignores the requested one cannot pass all three
@@ -214,7 +219,7 @@ def test_prune_removes_exactly_the_channels_the_criterion_ranks_lowest(criterion
 
 def test_the_report_says_which_groups_keep_their_width_and_why(tmp_path, capsys):
     model = prunus.create_model("resnet20", in_channels=1, width_mult=0.25)
-    _, report = prune(model, torch.zeros(1, 1, 28, 28), ratio=0.5)
+    _, report = prune(model, torch.zeros(1, 1, 28, 28), remove_channels=0.5)
     # resnet20's stage-1 residual stream is written by the stem and every layer1 block: kept whole with the stem
     assert set(report.kept_whole) == {"conv1", "fc"}
     assert report.kept_whole["conv1"].startswith("4 channels; coupled with layer1.")
@@ -223,11 +228,11 @@ def test_the_report_says_which_groups_keep_their_width_and_why(tmp_path, capsys)
         re.findall(r"layer1\.\d\.conv2", report.kept_whole["conv1"])
     )
     _, freed = prune(prunus.create_model("resnet20", in_channels=1, width_mult=0.25), torch.zeros(1, 1, 28, 28),
-                     ratio=0.5, ignore=["fc"])  # fmt: skip
+                     remove_channels=0.5, ignore=["fc"])  # fmt: skip
     assert set(freed.kept_whole) == {"fc"}  # with the stem prunable the stream is cut like any group
     src = prunus.save(
         prunus.create_model("resnet20", in_channels=1, width_mult=0.25), tmp_path / "m", input_shape=(1, 28, 28)
     )
-    assert main(["prune", str(src), "--ratio", "0.5", "--out", str(tmp_path / "o")]) == 0
+    assert main(["prune", str(src), "--remove-channels", "0.5", "--out", str(tmp_path / "o")]) == 0
     printed = capsys.readouterr().out
     assert "kept at full width: conv1 (4 channels; coupled with layer1." in printed

@@ -116,7 +116,7 @@ def test_prune_trains_and_saves_and_loads_to_the_same_outputs(name, tmp_path, mo
     model, x = _dense(name), fam.inputs(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StructureWarning)
-        model, report = prunus.prune(model, x, ratio=0.4)
+        model, report = prunus.prune(model, x, remove_channels=0.4)
     assert report.pruned_params < report.dense_params
     assert all(after >= 1 for _, after in report.widths.values())
     _no_zero_width(model)
@@ -148,7 +148,7 @@ def test_a_structure_that_cannot_be_cut_is_left_whole_with_one_warning(name):
     dense_width = {n: p.shape for n, p in model.named_parameters()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model, report = prunus.prune(model, x, ratio=0.4)
+        model, report = prunus.prune(model, x, remove_channels=0.4)
     mine = [str(w.message) for w in caught if issubclass(w.category, StructureWarning) and f"'{key}'" in str(w.message)]
     assert len(mine) == 1
     assert re.match(message, mine[0]), mine[0]
@@ -200,7 +200,7 @@ def test_groupnorm_loses_whole_groups():
 def test_prune_never_empties_a_group_or_a_piece_even_at_ratio_0_99():
     for name in ("mixnet", "dpn", "res2net", "groupnorm", "sknet"):
         model, x = _dense(name), fam.inputs(name)
-        model, report = prunus.prune(model, x, ratio=0.99)
+        model, report = prunus.prune(model, x, remove_channels=0.99)
         assert all(after >= 1 for _, after in report.widths.values())
         if name == "mixnet":
             assert model.mix.splits == [1, 1]
@@ -217,7 +217,7 @@ def test_conv1d_and_conv3d_count_and_export(name, tmp_path):
     model, x = _dense(name), fam.inputs(name)
     shape = tuple(x.shape[1:])
     dense = prunus.count(model, shape)
-    model, report = prunus.prune(model, x, macs_ratio=0.6)
+    model, report = prunus.prune(model, x, keep_macs=0.6)
     counted = prunus.count(model, shape)
     assert counted.macs == report.pruned_macs < dense.macs
     assert counted.params == report.pruned_params
@@ -232,12 +232,12 @@ def test_conv1d_and_conv3d_count_and_export(name, tmp_path):
 
 def test_several_inputs_and_outputs_are_counted_and_recorded():
     model, x = _dense("tuple_io"), fam.inputs("tuple_io")
-    model, report = prunus.prune(model, x, ratio=0.5)
+    model, report = prunus.prune(model, x, remove_channels=0.5)
     assert prunus.count(model, example_inputs=x).macs == report.pruned_macs
     assert prunus.count(model, ((3, 8, 8), (1, 8, 8))).macs == report.pruned_macs
     assert prunus.models.info.get_info(model).input_shape == ((3, 8, 8), (1, 8, 8))
     keyword, xd = _dense("dict_io"), fam.inputs("dict_io")
-    keyword, _ = prunus.prune(keyword, xd, ratio=0.5)
+    keyword, _ = prunus.prune(keyword, xd, remove_channels=0.5)
     assert prunus.models.info.get_info(keyword).input_shape == {"img": (3, 8, 8), "aux": (1, 8, 8)}
     assert prunus.count(keyword, {"img": (3, 8, 8), "aux": (1, 8, 8)}).macs == report.pruned_macs
 
@@ -271,6 +271,6 @@ def test_groups_that_agree_only_when_cut_together_are_each_left_whole():
     assert sum("is left unpruned: the model fails once it is cut" in w for w in warned) == 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StructureWarning)
-        pruned, _ = prunus.prune(model, x, ratio=0.5)
+        pruned, _ = prunus.prune(model, x, remove_channels=0.5)
     for batch in (1, 3):
         assert pruned(fam.inputs("size_from_input", batch=batch)).shape == (batch, 5)

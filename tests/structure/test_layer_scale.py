@@ -102,7 +102,7 @@ def test_compact_equals_masked_with_layer_scale():
 
 def test_prune_a_layer_scale_model_to_a_macs_budget():
     net = _net()
-    net, report = prunus.prune(net, X[:1], macs_ratio=0.5, ignored_layers=["fc"])
+    net, report = prunus.prune(net, X[:1], keep_macs=0.5, ignored_layers=["fc"])
     assert report.achieved_macs_ratio <= 0.5
     assert report.pruned_params == sum(p.numel() for p in net.parameters())
     with torch.no_grad():

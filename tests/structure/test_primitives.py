@@ -196,7 +196,7 @@ def test_prune_and_methods_accept_filter_fn():
     model = create_model("resnet20", num_classes=5, in_channels=1, width_mult=0.25)
     widths = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     keep = lambda m, n: n.startswith("layer1")  # noqa: E731
-    pruned, report = prunus.prune(model, example_input((1, 28, 28)), ratio=0.5, filter_fn=keep)
+    pruned, report = prunus.prune(model, example_input((1, 28, 28)), remove_channels=0.5, filter_fn=keep)
     changed = {n for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d) and m.out_channels != widths[n]}
     assert changed == {"layer1.0.conv1", "layer1.1.conv1", "layer1.2.conv1"}
     for name in ("sfp", "fpgm", "mfp", "csgd"):
