@@ -34,6 +34,11 @@ def test_the_cli_says_it_in_one_line(tmp_path, monkeypatch, capsys):
     assert err.count("\n") == 1
     assert err.startswith("prunus: error: ")
     assert "pip install 'prunus[compress]'" in err
+    # the README's install section quotes this line
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert err.strip() in readme
 
 
 def test_report_figures_without_matplotlib_name_the_report_extra(monkeypatch):
