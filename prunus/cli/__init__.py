@@ -110,8 +110,40 @@ def console_main() -> int:
     return main()
 
 
+class _ProgressLines:
+    """Library progress (INFO records of the `prunus` loggers: latency tables, re-aimed budgets) as
+    `prunus: ...` lines on the stderr of the moment (a test's captured one included)."""
+
+    def __init__(self) -> None:
+        import logging
+
+        class Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                print(f"prunus: {record.getMessage()}", file=sys.stderr, flush=True)
+
+        self.handler = Handler(level=logging.INFO)
+        self.logger = logging.getLogger("prunus")
+
+    def __enter__(self) -> None:
+        import logging
+
+        self.level = self.logger.level
+        self.logger.addHandler(self.handler)
+        if self.logger.getEffectiveLevel() > logging.INFO:
+            self.logger.setLevel(logging.INFO)
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one prunus command in-process; returns the exit code. Example: `main(["info", "runs/r20"])`."""
+    with _ProgressLines():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

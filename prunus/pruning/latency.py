@@ -37,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import warnings
 from collections import ChainMap
@@ -54,6 +55,8 @@ from prunus.pruning.costs import CostModel
 from prunus.pruning.latency_table import LatencyTable, build_table, cache_key, layer_signatures, machine_id
 from prunus.pruning.widths import kept_widths
 from prunus.structure import ChannelGroup
+
+log = logging.getLogger(__name__)  # each re-aimed round (INFO); the CLI prints it
 
 __all__ = [
     "LATENCY_RUNTIMES",
@@ -362,6 +365,8 @@ def plan_latency(
         else:
             achieved = measure(cut)
         tries.append((aim, achieved))
+        log.info("latency budget %s: round %d/%d measured %.3f of the dense latency on %s", ratio, i + 1, rounds,
+                 achieved, runtime)  # fmt: skip
         plan = LatencyPlan(cut, achieved, est / table.dense_ms, i + 1)
         if best is None or abs(achieved / ratio - 1) < abs(best.measured_ratio / ratio - 1):
             best = plan

@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +35,8 @@ from torch import nn
 from prunus._io.atomic import write_json
 from prunus.errors import ConfigError
 from prunus.pruning.config import LATENCY_RUNTIMES
+
+log = logging.getLogger(__name__)  # progress of a long measurement (INFO); the CLI prints it
 
 __all__ = ["GRID", "LatencyTable", "build_table", "cache_key", "default_cache_dir", "layer_signatures", "machine_id",
            "measure_ms"]  # fmt: skip
@@ -255,7 +259,11 @@ def build_table(
     shape = tuple(int(s) for s in example_inputs.shape[1:])
     layers: dict[str, dict[str, Any]] = {}
     timed: dict[str, float] = {}  # identical (signature, widths) are timed once
-    for name, sig in sigs.items():
+    # minutes on a big model: say so, and how far it is (`prunus` commands print these INFO lines)
+    log.info("latency table: timing %d convs alone on %s, batch %d (cached afterwards in %s)", len(sigs), runtime,
+             batch, path.parent)  # fmt: skip
+    start, step = time.perf_counter(), max(1, len(sigs) // 10)
+    for done, (name, sig) in enumerate(sigs.items(), 1):
         depthwise = sig["groups"] > 1 and sig["groups"] == sig["in"]
         ins = _grid(sig["in"], (name, "in") in var or (depthwise and (name, "out") in var))
         outs = _grid(sig["out"], (name, "out") in var)
@@ -276,6 +284,8 @@ def build_table(
         else:
             ms = _monotone(ms)
         layers[name] = {"in": ins, "out": outs, "ms": ms.tolist(), "depthwise": depthwise}
+        if done % step == 0 or done == len(sigs):
+            log.info("latency table: %d/%d convs timed (%.0f s)", done, len(sigs), time.perf_counter() - start)
     dense_ms = measure(model, shape, runtime, batch, threads)
     table = LatencyTable(key, runtime, batch, threads, float(dense_ms), layers)
     write_json(path, table.to_dict())

@@ -415,9 +415,15 @@ def test_cli_prune_keep_latency(tmp_path, capsys, monkeypatch):
     src = prunus.save(create_model("resnet20", in_channels=1, width_mult=0.25), tmp_path / "m", input_shape=(1, 28, 28))
     argv = ["prune", str(src), "--keep-latency", "0.8", "--runtime", "torch", "--latency-batch", "2"]
     assert main([*argv, "--threads", "1", "--out", str(tmp_path / "o"), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
     assert report["requested_latency_ratio"] == 0.8
     assert report["achieved_latency_ratio"] == 0.81
+    # the minutes-long table and each re-aimed round are said while they run, one line each
+    progress = [line for line in captured.err.splitlines() if line.startswith("prunus: latency")]
+    assert progress[0].startswith("prunus: latency table: timing 21 convs alone on torch, batch 2")
+    assert "prunus: latency table: 21/21 convs timed" in "\n".join(progress)
+    assert "prunus: latency budget 0.8: round 1/6 measured 0.810 of the dense latency on torch" in progress
     assert (report["runtime"], report["latency_batch"]) == ("torch", 2)
     assert len(list((tmp_path / "cache" / "latency").iterdir())) == 1  # the table was cached
     assert prunus.count(prunus.load(tmp_path / "o"), (1, 28, 28)).macs == report["pruned_macs"]
