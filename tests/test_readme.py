@@ -99,10 +99,11 @@ def _block(heading: str, lang: str, contains: str) -> str:
 
 
 SHRINK = [  # the quickstart, shrunk from minutes to seconds; the flags themselves are checked above
-    ("--subset 5000", "--subset 320 --val-size 64"),
-    ("--test-subset 2000", "--test-subset 128"),
+    ("--subset 3000", "--subset 320"),
+    ("--val-size 500", "--val-size 64"),
+    ("--test-subset 1000", "--test-subset 128"),
     ("--epochs 2", "--epochs 1"),
-    ("--batch-sizes 64", "--batch-sizes 8 --repeats 2 --warmup 0"),
+    ("--batch-sizes 64 --repeats 10", "--batch-sizes 8 --repeats 2 --warmup 0"),
 ]
 
 
