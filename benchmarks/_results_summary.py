@@ -140,14 +140,23 @@ def _coverage(results: Path) -> list[Row]:
     run = _load(results, "coverage_timm")
     if run is None or not run.get("models"):
         return []
-    recs = [run["models"][f["model"]] for f in run["plan"]["families"] if f["model"] in run["models"]]
+    families = run["plan"]["families"]
+    recs = [run["models"][f["model"]] for f in families if f["model"] in run["models"]]
     passed = {arm: sum(r[arm]["pass"] for r in recs) for arm in ("prunus", "torch_pruning")}
+    both = sorted(
+        r["prunus"]["prune_s"] / r["torch_pruning"]["prune_s"]
+        for r in recs
+        if all(r[a]["prune"]["ok"] and r[a].get("prune_s") for a in ("prunus", "torch_pruning"))
+    )
+    median = (both[(len(both) - 1) // 2] + both[len(both) // 2]) / 2 if both else None
+    timing = f"; median prune time prunus / Torch-Pruning {median:.2f}" if median is not None else ""
     return [
         (
             "Any CNN: one model per timm CNN family",
             f"prunus passes {passed['prunus']} of {len(recs)}, Torch-Pruning {passed['torch_pruning']} of "
-            f"{len(recs)} (prune, forward, train step, save/load, ONNX, MACs on target)",
-            f"timm {run['timm']}, 64x64 input, half the MACs kept",
+            f"{len(recs)} (prune, forward, train step, save/load, ONNX, MACs on target){timing}",
+            f"{len(recs)} of {len(families)} families measured (seeded random order), timm {run['timm']}, 64x64 "
+            "input, half the MACs kept",
             "`python benchmarks/coverage_timm.py`",
         )
     ]
