@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["fuzz_file", "mutations"]
+__all__ = ["fuzz_file", "mutations", "resign"]
 
 _HOSTILE: list[Any] = [-1, 0, 1 << 40, 1 << 62, 2.5, "x", None, True, [], {}, [1 << 30, 1 << 30], [-3], "a" * 100]
 _SHAPES: list[Any] = [[1, 2048, 2048], [1, 1, 1], [3, 28, 28], [1, 0, 28], [1, 28], [1, 4096, 4096], [64, 28, 28]]
@@ -34,13 +34,21 @@ _DTYPES = [b"F64", b"X9", b"BOOL", b"I8", b"F8_E4M3", b"U64", b"C64"]
 KINDS = 9
 
 
-def _resign(blob: bytes, edit) -> bytes | None:
+def resign(blob: bytes, edit) -> bytes | None:
+    """`blob` with its prunus header and tensors edited by `edit(header, tensors)` and the checksum made
+    valid again (the fuzzer's and the hostile-input tests' crafted files); None when `blob` is not a
+    well-formed .prn.
+
+    Example:
+        >>> resign(b"not a .prn file", lambda header, tensors: None) is None
+        True
+    """
     from safetensors.numpy import load, save
 
     try:
         (n,) = struct.unpack("<Q", blob[:8])
         text = json.loads(blob[8 : 8 + n])["__metadata__"]["prunus"]
-        header, tensors = json.loads(text), load(blob)
+        header, tensors = json.loads(text), {k: v.copy() for k, v in load(blob).items()}
     except Exception:  # noqa: BLE001 - only well-formed files are re-signed
         return None
     edit(header, tensors)
@@ -93,7 +101,7 @@ def mutations(blob: bytes, n: int, seed: int) -> Iterator[bytes]:
                 leaves = _leaves(header)
                 _set(header, leaves[int(rng.integers(0, len(leaves)))], value)
 
-            data = bytearray(_resign(bytes(data), edit) or data)
+            data = bytearray(resign(bytes(data), edit) or data)
         elif mode == 6:  # a frame naming a dtype the reader must not trust
             for old in (b'"F16"', b'"U8"', b'"I64"', b'"F32"'):
                 at = bytes(data).find(old, 8, 8 + n_header)
@@ -104,9 +112,7 @@ def mutations(blob: bytes, n: int, seed: int) -> Iterator[bytes]:
                     break
         elif mode == 7:
             shape = _SHAPES[int(rng.integers(0, len(_SHAPES)))]
-            data = bytearray(
-                _resign(bytes(data), lambda header, tensors, s=shape: header.update(input_shape=s)) or data
-            )
+            data = bytearray(resign(bytes(data), lambda header, tensors, s=shape: header.update(input_shape=s)) or data)
         elif mode == 8:
             bad = float(("nan", "inf", "-inf")[int(rng.integers(0, 3))])
 
@@ -116,7 +122,7 @@ def mutations(blob: bytes, n: int, seed: int) -> Iterator[bytes]:
                     t[int(rng.integers(0, t.size))] = bad
                     tensors["values"] = t
 
-            data = bytearray(_resign(bytes(data), edit) or data)
+            data = bytearray(resign(bytes(data), edit) or data)
         else:
 
             def edit(header: dict, tensors: dict) -> None:
@@ -127,7 +133,7 @@ def mutations(blob: bytes, n: int, seed: int) -> Iterator[bytes]:
                     t[int(rng.integers(0, t.size))] ^= np.uint8(1 << int(rng.integers(0, 8)))
                     tensors[name] = t
 
-            data = bytearray(_resign(bytes(data), edit) or data)
+            data = bytearray(resign(bytes(data), edit) or data)
         yield bytes(data)
 
 
