@@ -5,11 +5,11 @@ no rule can see it (`x.view(b, 64, -1)`, `x[:, :6]`, a constant tensor of full w
 layer is only probed. So `build_groups` takes every prunable group whose channels pass such a
 place (the tracer marks them *risky*: a size given for a channel dim, a split, a slice, padding,
 a user conv), cuts a few of its channels (the first of every split piece) from the model itself,
-all such groups at once and then each alone, and compares the outputs, on a random input, with the
-model's outputs when the same channels are masked (their weights zeroed, as `soft_mask_` does); then
-it puts the very same parameters back. A mismatch or an error is traced to the groups responsible by
-bisection, and those are left whole: the pruner never hands back a model that breaks or computes
-something else than its masked twin.
+all such groups at once (then again by amounts that differ from group to group), and compares the
+outputs, on a random input, with the model's outputs when the same channels are masked (their
+weights zeroed, as `soft_mask_` does); then it puts the very same parameters back. A mismatch or an
+error is traced to the groups responsible by bisection, and those are left whole: the pruner never
+hands back a model that breaks or computes something else than its masked twin.
 """
 
 from __future__ import annotations
@@ -40,9 +40,10 @@ def _random_like(x: Any, gen: torch.Generator) -> Any:
     return x
 
 
-def _trial_classes(group: Any) -> set[int] | None:
+def _trial_classes(group: Any, extra: int = 0) -> set[int] | None:
     """Units of `group` to cut on trial: the first of every split piece (so every size and bound the
-    forward uses changes), else the middle one; never all of a piece, never the whole group."""
+    forward uses changes), else the middle one; never all of a piece, never the whole group. `extra`
+    more units where the group has them (a trial cutting a different amount)."""
     units, segments = group.units, [set(s) for s in group.segments]
     if len(units) < 2:
         return None
@@ -58,6 +59,12 @@ def _trial_classes(group: Any) -> set[int] | None:
                 break
     if not chosen:
         chosen = next(({u} for u in (len(units) // 2, *range(len(units))) if fits({u})), set())
+    for u in range(len(units)) if chosen else ():
+        if extra <= 0:
+            break
+        if u not in chosen and fits(chosen | {u}):
+            chosen.add(u)
+            extra -= 1
     return group._graph.classes_of(group.key, [c for u in sorted(chosen) for c in units[u]]) if chosen else None
 
 
@@ -134,22 +141,26 @@ def verify_groups(graph: Graph, groups: Sequence[Any]) -> list[tuple[Any, str]]:
         return []
     inputs = _random_like(graph.example_inputs, torch.Generator().manual_seed(0))
 
-    def search(keys: list[str]) -> list[tuple[Any, str]]:
-        why = _trial(graph, inputs, set().union(*(trials[k][1] for k in keys)))
+    def search(keys: list[str], pick: dict[str, set[int]]) -> list[tuple[Any, str]]:
+        why = _trial(graph, inputs, set().union(*(pick[k] for k in keys)))
         if why is None:
             return []
         if len(keys) == 1:
             return [(trials[keys[0]][0], why)]
         half = len(keys) // 2
-        found = search(keys[:half]) + search(keys[half:])
+        found = search(keys[:half], pick) + search(keys[half:], pick)
         # each half alone is fine but not both together: keep them all
         return found or [(trials[k][0], f"{why}, together with other groups") for k in keys]
 
-    bad = search(list(trials))
-    # Cut together, two groups can agree by coincidence (a size read from one tensor reshaping another
-    # of the same width, as timm's LambdaLayer does): each group not yet found is also cut alone.
-    found = {g.key for g, _ in bad}
-    for key, (g, classes) in trials.items():
-        if key not in found and len(trials) > 1 and (why := _trial(graph, inputs, classes)) is not None:
-            bad.append((g, why))
+    keys = list(trials)
+    bad = search(keys, {k: c for k, (_, c) in trials.items()})
+    # Cut by the same amount, two groups can agree by coincidence: a width read from one tensor's shape
+    # reshapes another of the same width (timm's LambdaLayer). So the groups are cut again by amounts
+    # that differ: in trial b, group i loses one more unit when bit b of i is set. Any two groups differ
+    # in some bit, so log2(n) more forwards (not one per group) break every such pair apart.
+    for bit in range((len(keys) - 1).bit_length()):
+        found = {g.key for g, _ in bad}
+        rest = [k for k in keys if k not in found]
+        pick = {k: _trial_classes(trials[k][0], extra=(i >> bit) & 1) or trials[k][1] for i, k in enumerate(keys)}
+        bad += search(rest, pick) if len(rest) > 1 else []
     return bad
