@@ -399,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch_pruning as tp
 
     from prunus import provenance
+    from prunus._version import git_commit
 
     out = Path(args.out)
     run = _load(out)
@@ -429,9 +430,11 @@ def main(argv: list[str] | None = None) -> int:
         order = ARMS if i % 2 == 0 else ARMS[::-1]  # alternating: neither library always goes first
         return fam, {arm: local.worker.run(arm, fam["model"], fam["kwargs"], args.timeout) for arm in order}
 
+    commit, dirty = git_commit()  # per model: a resumed run may span commits
+    measured_at = f"{commit}{'+modified' if dirty else ''}" if commit else None
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:  # threads only wait on the worker processes
         for n, (fam, record) in enumerate(pool.map(one, todo), 1):
-            run["models"][fam["model"]] = {"family": fam["family"], **record}
+            run["models"][fam["model"]] = {"family": fam["family"], "commit": measured_at, **record}
             marks = "  ".join(f"{arm} {'pass' if record[arm]['pass'] else 'FAIL'} "
                               f"{record[arm].get('prune_s', float('nan')):.2f}s" for arm in ARMS)  # fmt: skip
             print(f"[{n}/{len(todo)}] {fam['model']}: {marks}", flush=True)
