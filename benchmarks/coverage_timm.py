@@ -32,7 +32,8 @@ then serves model after model); `--jobs` workers at a time; the models in a seed
   and classifier kept) -> `prune` (also fails when any conv, linear or norm layer is left with 0
   channels) -> `forward` at batch 3 (eval, finite logits of shape (3, 10)) -> `train` (one SGD step
   at batch 4, finite loss) -> `save_load` (`prunus.save` / `prunus.load` with no trust flag, outputs
-  bit-equal) -> `onnx` (`prunus.deploy.export.export_onnx`: onnxruntime vs torch within 1e-4) ->
+  bit-equal) -> `onnx` (`prunus.deploy.export.export_onnx`: onnxruntime vs torch: every output
+  within 1e-4 + 1e-4 x |torch|) ->
   `macs` (MACs kept / dense, by `prunus.count`, within 5% below the requested 0.5: [0.475, 0.5]).
 - Torch-Pruning: `tp.pruner.BasePruner(model, x, importance=GroupMagnitudeImportance(p=1),
   pruning_ratio=1 - sqrt(0.5), ignored_layers=[the same stem and classifier])` + `step()`; the
@@ -199,7 +200,7 @@ def _run_arm(arm: str, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
         with tempfile.TemporaryDirectory() as tmp:
             xs = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(4))
-            export_onnx(copy.deepcopy(model), Path(tmp) / "m.onnx", xs)  # raises beyond 1e-4
+            export_onnx(copy.deepcopy(model), Path(tmp) / "m.onnx", xs)  # raises beyond 1e-4 + 1e-4 x |torch|
         return None
 
     def do_macs() -> str | None:

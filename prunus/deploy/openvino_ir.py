@@ -45,7 +45,7 @@ from prunus.deploy.export import (
     _as_tuple,
     _deployable,
     _eval_mode,
-    _max_abs_diff,
+    _Agreement,
     _native_stdout_silenced,
     _other_batch,
     _outputs,
@@ -163,8 +163,10 @@ def ov_compile(model: Any, threads: int | None = None) -> Any:
     return compiled
 
 
-def _check(model: nn.Module, compiled: Any, batches: list[tuple[torch.Tensor, ...]], atol: float) -> float:
-    worst = 0.0
+def _check(
+    model: nn.Module, compiled: Any, batches: list[tuple[torch.Tensor, ...]], atol: float, rtol: float
+) -> float:
+    agreement = _Agreement("OpenVINO", atol, rtol)
     with _eval_mode(model), torch.no_grad():
         for inputs in batches:
             expected = _outputs(model(*inputs))
@@ -173,10 +175,8 @@ def _check(model: nn.Module, compiled: Any, batches: list[tuple[torch.Tensor, ..
             except Exception as exc:
                 raise ExportError(f"OpenVINO failed at batch {inputs[0].shape[0]}: {exc}") from exc
             got = [np.asarray(result[port]) for port in compiled.outputs]
-            worst = max(worst, _max_abs_diff(expected, got, "OpenVINO"))
-    if not worst <= atol:
-        raise ExportError(f"OpenVINO logits differ from torch by {worst:.3g} > atol {atol:g}")
-    return worst
+            agreement.add(expected, got)
+    return agreement.require("torch")
 
 
 def export_openvino(
@@ -187,6 +187,7 @@ def export_openvino(
     dynamic_batch: bool = True,
     check: bool = True,
     atol: float = 1e-4,
+    rtol: float = 1e-4,
     fold_bn: bool = True,
     threads: int | None = None,
 ) -> ExportResult:
@@ -204,7 +205,7 @@ def export_openvino(
         example_inputs: One tensor (N, C, H, W) or a tuple of tensors.
         dynamic_batch: Make the batch axis symbolic.
         check: Compile the saved IR and compare with torch.
-        atol: Largest allowed |OpenVINO - torch| over all outputs.
+        atol, rtol: Every output element must satisfy |OpenVINO - torch| <= atol + rtol * |torch|.
         fold_bn: Convert the BN-folded copy; checked against `model`.
         threads: Threads the check compiles with (None: the plugin's choice).
 
@@ -212,7 +213,7 @@ def export_openvino(
         ExportResult (format "openvino"; `bytes` = .xml + .bin).
 
     Raises:
-        ExportError: Conversion failed, or the IR differs by more than `atol` (nothing written).
+        ExportError: Conversion failed, or the IR differs by more than the tolerance (nothing written).
         MissingDependencyError: openvino is not installed.
 
     Example:
@@ -238,7 +239,7 @@ def export_openvino(
         ov.save_model(converted, xml, compress_to_fp16=False)  # the default would store float16 weights
         if check:
             batches = [inputs, _other_batch(inputs)] if dynamic_batch else [inputs]
-            diff = _check(model, ov_compile(xml, threads), batches, atol)
+            diff = _check(model, ov_compile(xml, threads), batches, atol, rtol)
             checked = tuple(int(b[0].shape[0]) for b in batches)
         graph_xml, weights = xml.read_bytes(), xml.with_suffix(".bin").read_bytes()
     bin_path = path.with_suffix(".bin")

@@ -112,6 +112,46 @@ def test_mismatch_beyond_atol_raises_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def _far_from_zero() -> TinyNet:
+    """Logits in [90, 110]: a relative tolerance of 1.0 covers any runtime difference, no absolute one does."""
+    net = _net()
+    with torch.no_grad():
+        net.fc.bias.fill_(100.0)
+        net.fc.weight.mul_(0.01)
+    return net
+
+
+def test_tolerance_scales_with_the_outputs(tmp_path):
+    # atol < 0 can only pass through rtol * |eager|: a dropped or unused rtol fails this
+    res = export_onnx(_far_from_zero(), tmp_path / "m.onnx", _x(2), atol=-1e-6, rtol=1.0)
+    assert res.checked_batches == (2, 4)
+    res = export_torchscript(_far_from_zero(), tmp_path / "m.pt", _x(2), atol=-1e-6, rtol=1.0)
+    assert res.checked_batches == (2, 4)
+    with pytest.raises(ExportError, match=r"more than atol -1e-06 \+ rtol 0 x \|torch\|"):
+        export_onnx(_far_from_zero(), tmp_path / "n.onnx", _x(2), atol=-1e-6, rtol=0.0)
+    assert not (tmp_path / "n.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("eager", "runtime", "ok"),
+    [
+        ([1000.0, 2.0], [1000.05, 2.0], True),  # 0.05 <= 1e-4 + 1e-4 * 1000
+        ([-1000.0, 2.0], [-1000.05, 2.0], True),  # the same below zero: rtol scales |eager|
+        ([1000.0, 0.001], [1000.0, 0.0013], False),  # 3e-4 near zero: beyond atol + rtol * 0.001
+        ([1000.0, 2.0], [1000.2, 2.0], False),  # 0.2 > 0.1001
+        ([1.0, 2.0], [float("nan"), 2.0], False),
+        ([1.0, 2.0], [float("inf"), 2.0], False),
+    ],
+)
+def test_agreement_is_elementwise_isclose(eager, runtime, ok):
+    from prunus.deploy.export import _Agreement
+
+    agreement = _Agreement("ONNX", atol=1e-4, rtol=1e-4)
+    agreement.add([torch.tensor(eager)], [np.array(runtime, dtype=np.float32)])
+    assert agreement.ok is ok
+    assert agreement.ok == bool(np.all(np.isclose(runtime, eager, rtol=1e-4, atol=1e-4)))
+
+
 @pytest.mark.parametrize("module", ["onnxruntime", "onnx"])
 def test_missing_dependency_says_how_to_install(module, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import <module>` raise ImportError

@@ -89,6 +89,18 @@ def test_export_openvino_without_fold_still_matches(tmp_path):
     assert res.max_abs_diff <= 1e-5
 
 
+def test_openvino_tolerance_scales_with_the_outputs(tmp_path):
+    net = _net()
+    with torch.no_grad():  # logits near 100: only rtol * |torch| can absorb a negative atol
+        net.fc.bias.fill_(100.0)
+        net.fc.weight.mul_(0.01)
+    res = export_openvino(net, tmp_path / "m.xml", _x(2), atol=-1e-6, rtol=1.0)
+    assert res.checked_batches == (2, 4)
+    with pytest.raises(ExportError, match=r"OpenVINO logits differ .*rtol 0 x"):
+        export_openvino(net, tmp_path / "n.xml", _x(2), atol=-1e-6, rtol=0.0)
+    assert not (tmp_path / "n.xml").exists()
+
+
 def test_export_openvino_mismatch_raises_and_writes_nothing(tmp_path):
     with pytest.raises(ExportError, match="OpenVINO logits differ"):
         export_openvino(_net(), tmp_path / "m.xml", _x(2), atol=-1.0)
