@@ -42,10 +42,10 @@ from prunus.deploy.export import (
     ExportError,
     ExportResult,
     MissingDependencyError,
+    _Agreement,
     _as_tuple,
     _deployable,
     _eval_mode,
-    _Agreement,
     _native_stdout_silenced,
     _other_batch,
     _outputs,
@@ -163,9 +163,7 @@ def ov_compile(model: Any, threads: int | None = None) -> Any:
     return compiled
 
 
-def _check(
-    model: nn.Module, compiled: Any, batches: list[tuple[torch.Tensor, ...]], atol: float, rtol: float
-) -> float:
+def _check(model: nn.Module, compiled: Any, batches: list[tuple[torch.Tensor, ...]], atol: float, rtol: float) -> float:
     agreement = _Agreement("OpenVINO", atol, rtol)
     with _eval_mode(model), torch.no_grad():
         for inputs in batches:

@@ -176,7 +176,7 @@ def _probe(tr: Tracer, m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> _Probe
     tensors = [("weight", 0), ("bias", 0), *probe.extras]
 
     def edit(keep_rows: list[int] | None, zero_row: int | None, keep_cols: list[int] | None) -> nn.Module:
-        c = copy.deepcopy(m)
+        c = _bare_copy(m)
         for attr, d in tensors:
             t = getattr(c, attr, None)
             if t is None:
@@ -219,6 +219,24 @@ def _probe(tr: Tracer, m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> _Probe
     except Exception:  # a module we cannot even cut on a copy: keep its channels
         probe.out_ok = probe.in_ok = probe.zero = False
     return probe
+
+
+def _bare_copy(m: nn.Module) -> nn.Module:
+    """A deep copy of `m` without its hooks.
+
+    The tracer's hooks are bound methods of the tracer, which holds the whole model: copying them
+    copied the model (0.17 s of a 0.32 s prune of timm's starnet_s050, three copies of one head).
+    """
+    saved = {mod: {k: v for k, v in vars(mod).items() if "hooks" in k} for mod in m.modules()}
+    try:
+        for mod, hooks in saved.items():
+            for k, v in hooks.items():
+                setattr(mod, k, type(v)())
+        return copy.deepcopy(m)
+    finally:
+        for mod, hooks in saved.items():
+            for k, v in hooks.items():
+                setattr(mod, k, v)
 
 
 def _replace(module: nn.Module, attr: str, value: torch.Tensor) -> None:

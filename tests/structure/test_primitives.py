@@ -214,3 +214,26 @@ def test_a_filter_that_is_not_callable_is_refused(name):
 def test_build_groups_refuses_a_non_callable_filter(nets):
     with pytest.raises(ConfigError, match="filter_fn must be a callable"):
         build_groups(nets.NETS["chain"](), nets.X, filter_fn=["0"])
+
+
+def test_custom_layer_probe_copies_without_hooks_and_restores_them():
+    # the tracer's hooks hold the whole model: a probe copy that kept them deep-copied the model
+    from prunus.structure._layers import _bare_copy
+
+    class Doubled(nn.Conv2d):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) * 2
+
+    torch.manual_seed(0)
+    layer = Doubled(2, 4, 1)
+    seen = []
+    layer.register_forward_hook(lambda mod, args, out: seen.append(mod))
+    layer.register_forward_pre_hook(lambda mod, args: None)
+    copy_ = _bare_copy(layer)
+    assert (len(copy_._forward_hooks), len(copy_._forward_pre_hooks)) == (0, 0)
+    assert (len(layer._forward_hooks), len(layer._forward_pre_hooks)) == (1, 1)
+    x = torch.randn(1, 2, 3, 3)
+    assert torch.equal(copy_(x), layer(x))
+    assert seen == [layer]  # only the original's hook ran
+    assert copy_.weight is not layer.weight
+    assert torch.equal(copy_.weight, layer.weight)
