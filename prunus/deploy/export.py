@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,8 @@ from torch import nn
 
 from prunus._io.atomic import atomic_path
 from prunus.errors import MissingDependencyError, PrunusError, require
+
+log = logging.getLogger(__name__)  # progress of conversions and checks (INFO); the CLI prints it
 
 __all__ = [
     "ExportError",
@@ -390,10 +394,14 @@ def export_onnx(
         _require("onnxruntime", "checking the ONNX file")  # fail before the (slow) export, not after
     inputs = _as_tuple(example_inputs)
     graph, folded = _deployable(model, fold_bn)
+    start = time.perf_counter()
+    log.info("ONNX export: converting %s (opset %d) ...", type(model).__name__, opset)
     data = onnx_bytes(graph, inputs, opset=opset, dynamic_batch=dynamic_batch)
     diff, checked = None, ()
     if check:
         batches = [inputs, _other_batch(inputs)] if dynamic_batch else [inputs]
+        log.info("ONNX export: checking in onnxruntime at batch %s (%.1f s so far)",
+                 " and ".join(str(b[0].shape[0]) for b in batches), time.perf_counter() - start)  # fmt: skip
         diff, checked = _check_onnx(model, data, batches, atol, rtol)
     # Check first, write second: a file on disk is always a verified one.
     with atomic_path(path) as tmp:
@@ -443,6 +451,8 @@ def export_torchscript(
     inputs = _as_tuple(example_inputs)
     diff, checked = None, ()
     graph, folded = _deployable(model, fold_bn)
+    start = time.perf_counter()
+    log.info("TorchScript export: tracing %s ...", type(model).__name__)
     with _eval_mode(model), torch.no_grad(), _quiet_deprecations():
         try:
             # check_trace would re-run the model; our own comparison below covers it and more.
@@ -456,6 +466,8 @@ def export_torchscript(
                 loaded = torch.jit.load(str(tmp))
                 agreement = _Agreement("TorchScript", atol, rtol)
                 batches = [inputs, _other_batch(inputs)]
+                log.info("TorchScript export: checking the reloaded module at batch %s (%.1f s so far)",
+                         " and ".join(str(b[0].shape[0]) for b in batches), time.perf_counter() - start)  # fmt: skip
                 for batch in batches:
                     agreement.add(_outputs(model(*batch)), _outputs(loaded(*batch)))
                 diff = agreement.require("eager")  # raising inside atomic_path removes the temp file

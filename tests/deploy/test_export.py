@@ -225,7 +225,14 @@ def test_cli_export(model_dir, fmt, name, capsys):
 
     assert main(["export", str(model_dir), "--format", fmt]) == 0
     assert (model_dir / name).stat().st_size > 0
-    assert name in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert name in captured.out
+    # progress while converting and checking (a large model takes minutes)
+    what = {"onnx": ("ONNX export: converting", "ONNX export: checking in onnxruntime at batch 1 and 3"),
+            "torchscript": ("TorchScript export: tracing",
+                            "TorchScript export: checking the reloaded module at batch 1 and 3")}[fmt]  # fmt: skip
+    for line in what:
+        assert f"prunus: {line}" in captured.err
 
 
 def test_cli_export_out_path_and_opset(model_dir, tmp_path):
