@@ -317,13 +317,8 @@ class Graph:
     def plan(self, classes: set[int]) -> CutPlan:
         """What removing `classes` (from any groups) does to the model's tensors and attributes."""
         plan = CutPlan()
-        keys = set().union(*(self._where.get(c, ()) for c in classes)) if classes else set()
-        for key in sorted(keys, key=self._axis_rank.__getitem__):
+        for key, role, pos in self.positions(classes):
             module, tensor, dim = key
-            role, lst = self.axes[key]
-            pos = [i for i, c in enumerate(lst) if c in classes]
-            if not pos:
-                continue
             if tensor:
                 plan.tensors.append((module, tensor, dim, role, pos))
             else:
@@ -333,6 +328,21 @@ class Graph:
             if any(len(p) != n for p, n in zip(parts, counts, strict=True)):
                 plan.attrs[(module, attr)] = counts[0] if kind is int else kind(counts)
         return plan
+
+    def positions(self, classes: set[int]) -> list[tuple[tuple[str, str, int], Role, list[int]]]:
+        """(axis, role, positions of `classes` along it) for every axis holding one of `classes`, in axis order.
+
+        Only the axes `classes` appear in are scanned (a trial cut of one group of a large model
+        touches a few of its hundreds of axes).
+        """
+        keys = set().union(*(self._where.get(c, ()) for c in classes)) if classes else set()
+        found = []
+        for key in sorted(keys, key=self._axis_rank.__getitem__):
+            role, lst = self.axes[key]
+            pos = [i for i, c in enumerate(lst) if c in classes]
+            if pos:
+                found.append((key, role, pos))
+        return found
 
     def classes_of(self, key: str, idxs: Sequence[int]) -> set[int]:
         state = self.groups[key]

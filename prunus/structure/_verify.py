@@ -98,9 +98,8 @@ def _trial(graph: Graph, inputs: Any, classes: set[int]) -> str | None:
     try:
         model.eval()
         with torch.no_grad():
-            for (module, tensor, dim), (role, lst) in graph.axes.items():
-                pos = [i for i, c in enumerate(lst) if c in classes]
-                if tensor and pos and role.is_masked:
+            for (module, tensor, dim), role, pos in graph.positions(classes):
+                if tensor and role.is_masked:
                     t = getattr(graph.modules[module], tensor)
                     idx = torch.tensor(pos, dtype=torch.long, device=t.device)
                     saved.append((t, dim, idx, t.index_select(dim, idx).clone()))
