@@ -470,6 +470,27 @@ class InputShift(nn.Module):
         return self.fc(F.relu(self.b(F.relu(self.a(x)) + x.mean(1, keepdim=True))).mean((2, 3)))
 
 
+class QKAttention(nn.Module):
+    """Single-head spatial self-attention with separate q, k, v 1x1 convs: the logits `q^T @ k` sum over
+    the q and k channels, so channel i of q and channel i of k can only go together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.q, self.k, self.v = nn.Conv2d(8, 6, 1), nn.Conv2d(8, 6, 1), nn.Conv2d(8, 10, 1)
+        self.proj = nn.Conv2d(10, 8, 1)
+        self.fc = nn.Linear(8, 5)
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        b, _, h, w = x.shape
+        q, k, v = self.q(x).flatten(2), self.k(x).flatten(2), self.v(x).flatten(2)
+        attn = (q.transpose(-2, -1) @ k * 0.5).softmax(-1)
+        out = (v @ attn.transpose(-2, -1)).reshape(b, -1, h, w)
+        return self.fc(F.relu(x + self.proj(out)).mean((2, 3)))
+
+
 MODELS = {
     "size_from_input": SizeFromInput,
     "scalar_args": ScalarArgs,
@@ -490,6 +511,7 @@ MODELS = {
     "groupnorm_one": lambda: GNNet(one_group=True),
     "constant_channels": ConstantChannels,
     "input_shift": InputShift,
+    "qk_attention": QKAttention,
 }
 
 

@@ -56,6 +56,7 @@ EXPECTED = {
         ["fc1", "lin1"],
         ["group 'c3' is left unpruned: its masked channels are not zero where 'c4' reads them (e.g. after a sigmoid)"],
     ),
+    "qk_attention": (["q", "v"], []),
     "input_shift": (
         ["b"],
         [
@@ -321,3 +322,16 @@ def test_removing_constant_channels_folds_them_into_a_new_bias_and_merging_does_
     with torch.no_grad():
         torch.testing.assert_close(model(x), before, rtol=0, atol=1e-5)
     assert torch.equal(model.lin2.bias, bias)
+
+
+def test_attention_logits_tie_query_and_key_channels_pairwise():
+    model, x = _dense("qk_attention"), fam.inputs("qk_attention")
+    group = {g.key: g for g in build_groups(model, x)}["q"]
+    assert group.modules("out") == ["q", "k"]
+    assert group.units == tuple((i, i + 6) for i in range(6))  # q_i with k_i, nothing else
+    masked = copy.deepcopy(model)
+    soft_mask_(masked, {g.key: g for g in build_groups(masked, x)}["q"], [1, 7, 4, 10])
+    remove_(model, group, [1, 7, 4, 10])
+    assert (model.q.out_channels, model.k.out_channels) == (4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), masked(x), rtol=0, atol=1e-5)
