@@ -448,6 +448,20 @@ def _failures(record: dict[str, Any]) -> str:
     return "<br>".join(parts)
 
 
+def _measured_at(records: Any, last: str | None) -> str:
+    """Which commits the models were measured at (a resumed run can span several): "commit abc (all 152)"."""
+    counts: dict[str, int] = {}
+    for r in records:
+        key = r.get("commit") or f"unrecorded, up to {last}"
+        counts[key] = counts.get(key, 0) + 1
+    if len(counts) == 1:
+        key, n = next(iter(counts.items()))
+        return f"commit {key} (all {n} models)"
+    return "models measured at commits " + ", ".join(
+        f"{k} ({n})" for k, n in sorted(counts.items(), key=lambda kv: -kv[1])
+    )
+
+
 def _coverage(res: _Results) -> list[str]:
     """One model per timm CNN family through prunus and Torch-Pruning (benchmarks/coverage_timm.py)."""
     run = res.load("coverage_timm")
@@ -475,7 +489,7 @@ def _coverage(res: _Results) -> list[str]:
         f"in convolutions ({len(families)} of {len(families) + len(run['plan']['excluded'])} families; "
         f"{n} measured; timm {run['timm']}, Torch-Pruning "
         f"{run['torch_pruning']}). `{run['command']}` on {prov['machine']} (load average {prov['load_average']:.1f}), "
-        f"prunus {prov['prunus']} (commit {prov['commit']}).",
+        f"prunus {prov['prunus']}; {_measured_at(recs.values(), prov['commit'])}.",
         "",
         f"**prunus passes {passes['prunus']} of {n} ({100 * passes['prunus'] / max(n, 1):.0f}%), Torch-Pruning "
         f"{passes['torch_pruning']} of {n} ({100 * passes['torch_pruning'] / max(n, 1):.0f}%)** (target >= 97% "

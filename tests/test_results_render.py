@@ -141,3 +141,11 @@ def test_eval_batch_row_compares_the_current_default_with_the_best_worst_case(tm
     (tmp_path / "eval_batch.json").write_text(json.dumps({"models": models}))
     row = next(line for line in render(tmp_path).splitlines() if line.startswith("| evaluation time"))
     assert "| 1.40 | <= 1.30 (the smallest worst case measured, batch 7)" in row
+
+
+def test_coverage_names_every_commit_its_models_were_measured_at():
+    measured_at = _renderer._measured_at
+    assert measured_at([{"commit": "abc"}, {"commit": "abc"}], "abc") == "commit abc (all 2 models)"
+    assert measured_at([{"commit": "abc"}, {}, {"commit": "def"}, {"commit": "abc"}], "def") == (
+        "models measured at commits abc (2), unrecorded, up to def (1), def (1)"
+    )

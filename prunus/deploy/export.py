@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,8 @@ from torch import nn
 
 from prunus._io.atomic import atomic_path
 from prunus.errors import MissingDependencyError, PrunusError, require
+
+log = logging.getLogger(__name__)  # progress of conversions and checks (INFO); the CLI prints it
 
 __all__ = [
     "ExportError",
@@ -259,6 +263,42 @@ def ort_session(model: bytes | str | os.PathLike[str], threads: int | None = Non
         raise ExportError(f"onnxruntime cannot load the exported model: {exc}") from exc
 
 
+def _pool_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
+    """(n_out, n_in): row i averages adaptive pooling's bin i, [floor(i n_in / n_out), ceil((i+1) n_in / n_out))."""
+    rows = []
+    for i in range(n_out):
+        start, end = (i * n_in) // n_out, -(-(i + 1) * n_in // n_out)
+        rows.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(n_in)])
+    return torch.tensor(rows, dtype=like.dtype, device=like.device)
+
+
+class _AdaptivePoolAsMatmul(torch.overrides.TorchFunctionMode):
+    """During ONNX export: an adaptive average pool whose output size does not divide its input size
+    (timm's VGG head pools a 2x2 map to 7x7 at small inputs) becomes two matmuls with constant bin
+    matrices. The exporter has no translation for that case; the matmuls compute the same averages.
+    The input's spatial size is fixed in the file anyway (only the batch axis is dynamic).
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        rank = _ADAPTIVE_AVG_POOLS.get(func)
+        if rank is not None:
+            x = args[0]
+            size = args[1] if len(args) > 1 else kwargs["output_size"]
+            size = (size,) * rank if isinstance(size, int) else tuple(size)
+            ins = tuple(x.shape[-rank:])
+            outs = tuple(i if o is None else o for o, i in zip(size, ins, strict=True))
+            if any(i % o for i, o in zip(ins, outs, strict=True)):
+                y = torch.matmul(x, _pool_matrix(ins[-1], outs[-1], x).t())  # the last axis
+                if rank == 2:
+                    y = torch.matmul(_pool_matrix(ins[0], outs[0], x), y)
+                return y
+        return func(*args, **kwargs)
+
+
+_ADAPTIVE_AVG_POOLS = {torch.nn.functional.adaptive_avg_pool1d: 1, torch.nn.functional.adaptive_avg_pool2d: 2}
+
+
 def onnx_bytes(
     model: nn.Module,
     example_inputs: torch.Tensor | Sequence[torch.Tensor],
@@ -295,7 +335,7 @@ def onnx_bytes(
         axes = {name: {0: "batch"} for name in in_names + out_names} if dynamic_batch else None
         buf = io.BytesIO()
         try:
-            with _quiet_deprecations(), _native_stdout_silenced():
+            with _quiet_deprecations(), _native_stdout_silenced(), _AdaptivePoolAsMatmul():
                 torch.onnx.export(
                     model,
                     inputs,
@@ -390,10 +430,14 @@ def export_onnx(
         _require("onnxruntime", "checking the ONNX file")  # fail before the (slow) export, not after
     inputs = _as_tuple(example_inputs)
     graph, folded = _deployable(model, fold_bn)
+    start = time.perf_counter()
+    log.info("ONNX export: converting %s (opset %d) ...", type(model).__name__, opset)
     data = onnx_bytes(graph, inputs, opset=opset, dynamic_batch=dynamic_batch)
     diff, checked = None, ()
     if check:
         batches = [inputs, _other_batch(inputs)] if dynamic_batch else [inputs]
+        log.info("ONNX export: checking in onnxruntime at batch %s (%.1f s so far)",
+                 " and ".join(str(b[0].shape[0]) for b in batches), time.perf_counter() - start)  # fmt: skip
         diff, checked = _check_onnx(model, data, batches, atol, rtol)
     # Check first, write second: a file on disk is always a verified one.
     with atomic_path(path) as tmp:
@@ -443,6 +487,8 @@ def export_torchscript(
     inputs = _as_tuple(example_inputs)
     diff, checked = None, ()
     graph, folded = _deployable(model, fold_bn)
+    start = time.perf_counter()
+    log.info("TorchScript export: tracing %s ...", type(model).__name__)
     with _eval_mode(model), torch.no_grad(), _quiet_deprecations():
         try:
             # check_trace would re-run the model; our own comparison below covers it and more.
@@ -456,6 +502,8 @@ def export_torchscript(
                 loaded = torch.jit.load(str(tmp))
                 agreement = _Agreement("TorchScript", atol, rtol)
                 batches = [inputs, _other_batch(inputs)]
+                log.info("TorchScript export: checking the reloaded module at batch %s (%.1f s so far)",
+                         " and ".join(str(b[0].shape[0]) for b in batches), time.perf_counter() - start)  # fmt: skip
                 for batch in batches:
                     agreement.add(_outputs(model(*batch)), _outputs(loaded(*batch)))
                 diff = agreement.require("eager")  # raising inside atomic_path removes the temp file

@@ -25,8 +25,10 @@ Needs `pip install 'prunus[openvino]'` (the `openvino` wheel from PyPI, self-con
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,8 @@ from prunus.deploy.export import (
     _outputs,
     _quiet_deprecations,
 )
+
+log = logging.getLogger(__name__)  # progress of the conversion and check (INFO); the CLI prints it
 
 __all__ = ["DEVICE", "cpu_config", "export_openvino", "ov_compile", "ov_model", "require_openvino"]
 
@@ -227,6 +231,8 @@ def export_openvino(
         raise ExportError(f"an OpenVINO IR is written as NAME.xml + NAME.bin; got {str(path)!r}")
     inputs = _as_tuple(example_inputs)
     graph, folded = _deployable(model, fold_bn)
+    start = time.perf_counter()
+    log.info("OpenVINO export: converting %s ...", type(model).__name__)
     converted = _convert(model, graph, inputs, dynamic_batch)
     diff, checked = None, ()
     with tempfile.TemporaryDirectory(prefix=".prunus-ov-") as tmp:
@@ -237,6 +243,8 @@ def export_openvino(
         ov.save_model(converted, xml, compress_to_fp16=False)  # the default would store float16 weights
         if check:
             batches = [inputs, _other_batch(inputs)] if dynamic_batch else [inputs]
+            log.info("OpenVINO export: compiling (f32) and checking at batch %s (%.1f s so far)",
+                     " and ".join(str(b[0].shape[0]) for b in batches), time.perf_counter() - start)  # fmt: skip
             diff = _check(model, ov_compile(xml, threads), batches, atol, rtol)
             checked = tuple(int(b[0].shape[0]) for b in batches)
         graph_xml, weights = xml.read_bytes(), xml.with_suffix(".bin").read_bytes()

@@ -20,7 +20,8 @@ whose channels cannot be removed exactly is frozen with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,7 @@ from prunus.errors import ConfigError
 from prunus.models.info import get_info
 from prunus.structure._cut import CutPlan, apply_plan
 from prunus.structure._labels import UnionFind
-from prunus.structure._trace import KNOWN, Trace, channel_dim, trace
+from prunus.structure._trace import KNOWN, Trace, channel_dim, forward, random_like, trace
 from prunus.structure.roles import Role
 
 __all__ = [
@@ -174,6 +175,9 @@ class Graph:
             key: (role, [find(v) if v >= 0 else None for v in labels]) for key, (role, labels) in result.axes.items()
         }
         self.bindings = _bindings(result, find)
+        self.folds: dict[int, set[str]] = {}  # class -> readers its masked constant is folded into
+        for label, readers in result.folds.items():
+            self.folds.setdefault(find(label), set()).update(readers)
         self._axis_rank = {key: i for i, key in enumerate(self.axes)}
         self._where: dict[int, set[tuple[str, str, int]]] = {}  # class -> the axes it has positions in
         for key, (_, lst) in self.axes.items():
@@ -317,13 +321,8 @@ class Graph:
     def plan(self, classes: set[int]) -> CutPlan:
         """What removing `classes` (from any groups) does to the model's tensors and attributes."""
         plan = CutPlan()
-        keys = set().union(*(self._where.get(c, ()) for c in classes)) if classes else set()
-        for key in sorted(keys, key=self._axis_rank.__getitem__):
+        for key, role, pos in self.positions(classes):
             module, tensor, dim = key
-            role, lst = self.axes[key]
-            pos = [i for i, c in enumerate(lst) if c in classes]
-            if not pos:
-                continue
             if tensor:
                 plan.tensors.append((module, tensor, dim, role, pos))
             else:
@@ -334,15 +333,143 @@ class Graph:
                 plan.attrs[(module, attr)] = counts[0] if kind is int else kind(counts)
         return plan
 
+    def positions(self, classes: set[int]) -> list[tuple[tuple[str, str, int], Role, list[int]]]:
+        """(axis, role, positions of `classes` along it) for every axis holding one of `classes`, in axis order.
+
+        Only the axes `classes` appear in are scanned (a trial cut of one group of a large model
+        touches a few of its hundreds of axes).
+        """
+        keys = set().union(*(self._where.get(c, ()) for c in classes)) if classes else set()
+        found = []
+        for key in sorted(keys, key=self._axis_rank.__getitem__):
+            role, lst = self.axes[key]
+            pos = [i for i, c in enumerate(lst) if c in classes]
+            if pos:
+                found.append((key, role, pos))
+        return found
+
     def classes_of(self, key: str, idxs: Sequence[int]) -> set[int]:
         state = self.groups[key]
         return {state.classes[i] for i in idxs}
 
-    def cut(self, key: str, idxs: Sequence[int]) -> None:
-        """Remove channels `idxs` of group `key` from the model and from this graph (no validation)."""
+    def cut(self, key: str, idxs: Sequence[int], *, fold: bool = False) -> None:
+        """Remove channels `idxs` of group `key` from the model and from this graph (no validation).
+
+        `fold`: removing (not merging) channels whose masked value is a nonzero constant where a
+        reader takes it: their contribution goes into the reader's bias first (`fold_constants`).
+        """
         gone = self.classes_of(key, idxs)
+        if fold:
+            self.fold_constants(gone)
         apply_plan(self.model, self.plan(gone), modules=self.modules)
         self.forget(gone)
+
+    def _ensure_bias(self, reader: str, undo: list[Callable[[], None]] | None) -> None:
+        """Give `reader` a zero bias (an exact no-op) that follows its output channels from now on."""
+        module = self.modules[reader]
+        if module.bias is not None:
+            return
+        weight = module.weight
+        module.bias = nn.Parameter(torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device))
+        key = (reader, "bias", 0)
+        labels = list(self.axes[(reader, "weight", 0)][1])
+        self.axes[key] = (Role.BIAS, labels)
+        self._axis_rank[key] = len(self._axis_rank)
+        classes = set(labels) - {None}
+        for c in classes:
+            self._where.setdefault(c, set()).add(key)
+        self._slices = None
+
+        def take_back() -> None:
+            module.register_parameter("bias", None)
+            del self.axes[key], self._axis_rank[key]
+            for c in classes:
+                self._where[c].discard(key)
+            self._slices = None
+
+        if undo is not None:
+            undo.append(take_back)
+
+    @contextlib.contextmanager
+    def masked(self, classes: set[int]) -> Iterator[None]:
+        """The model with `classes` masked (their weights zeroed, as `soft_mask_` does), then restored."""
+        saved = []
+        try:
+            with torch.no_grad():
+                for (module, tensor, dim), role, pos in self.positions(classes):
+                    if tensor and role.is_masked:
+                        t = getattr(self.modules[module], tensor)
+                        idx = torch.tensor(pos, dtype=torch.long, device=t.device)
+                        saved.append((t, dim, idx, t.index_select(dim, idx).clone()))
+                        t.index_fill_(dim, idx, 0.0)
+            yield
+        finally:
+            with torch.no_grad():
+                for t, dim, idx, values in saved:
+                    t.index_copy_(dim, idx, values)
+
+    def fold_constants(
+        self, classes: set[int], undo: list[Callable[[], None]] | None = None, *, values: bool = True
+    ) -> None:
+        """Add to each reader's bias what `classes`, masked, feed it: the exact change removing them makes.
+
+        A channel masked to zero can still reach a reader as a constant (StarReLU's or a learnable
+        affine's scalar bias after the activation). A Linear or unpadded conv turns a constant input
+        channel into a constant per output, so removing the channel and adding that constant to the
+        bias computes what the masked model computes. The value is read by running the masked model
+        (eval mode) on the example input and on a random one; it must be the same everywhere.
+
+        Raises:
+            StructureError: the value the reader gets is not one constant (it depends on the input or
+                the position): then the channels cannot be removed exactly.
+        """
+        readers = sorted({r for c in classes for r in self.folds.get(c, ())}, key=self._order.__getitem__)
+        if not readers:
+            return
+        for r in readers:
+            self._ensure_bias(r, undo)
+        if not values:
+            return
+        seen: dict[str, list[torch.Tensor]] = {r: [] for r in readers}
+        hooks = [
+            self.modules[r].register_forward_pre_hook(lambda m, args, r=r: seen[r].append(args[0].detach().clone()))
+            for r in readers
+        ]
+        modes = {m: m.training for m in self.model.modules()}
+        gen = torch.Generator().manual_seed(1)
+        try:
+            self.model.eval()
+            with self.masked(classes), torch.no_grad():
+                for inputs in (self.example_inputs, random_like(self.example_inputs, gen)):
+                    forward(self.model, inputs)
+        finally:
+            for h in hooks:
+                h.remove()
+            for m, mode in modes.items():
+                m.training = mode
+        for r in readers:
+            module = self.modules[r]
+            _, labels = self.axes[(r, "weight", 1)]
+            pos = [i for i, c in enumerate(labels) if c in classes]
+            if not pos or not seen[r]:
+                continue
+            conv = isinstance(module, nn.modules.conv._ConvNd)
+            rows = [x.movedim(1 if conv else -1, -1).reshape(-1, x.shape[1 if conv else -1])[:, pos] for x in seen[r]]
+            value = rows[0][0]
+            scale = 1e-5 * (1.0 + float(value.abs().max()))
+            if not all(bool(((row - value).abs() <= scale).all()) for row in rows):
+                raise StructureError(
+                    f"its masked channels reach {r!r} as values that depend on the input or the position, not one "
+                    "constant to fold into its bias"
+                )
+            with torch.no_grad():
+                w = module.weight[:, pos]
+                delta = (w.flatten(2).sum(2) if conv else w) @ value.to(w.dtype)
+                bias = module.bias
+                if undo is not None:
+                    old = bias.detach().clone()
+                    undo.append(lambda bias=bias, old=old: bias.data.copy_(old))
+                bias.add_(delta)
 
     def forget(self, gone: set[int]) -> None:
         """Drop `gone` from the bookkeeping after the model was cut."""

@@ -41,6 +41,18 @@ def channel_dim(p: torch.Tensor) -> int | None:
     return dims[0] if len(dims) == 1 else None
 
 
+def _can_fold_into(m: nn.Module) -> bool:
+    """A reader whose output a constant input channel shifts by a constant: a Linear, or a plain conv
+    (groups 1) without padding, so every output position sees the whole kernel (its bias takes the
+    shift; `Graph.fold_constants` adds one where there is none)."""
+    if _is_custom(m):
+        return False
+    if isinstance(m, nn.Linear):
+        return True
+    padding = m.padding if isinstance(m.padding, tuple) else (m.padding,)
+    return m.groups == 1 and (padding == ("valid",) or all(p == 0 for p in padding))
+
+
 def _is_custom(m: nn.Module) -> bool:
     """A conv/linear subclass whose forward is its own, or that holds tensors of its own."""
     own = set(m._parameters) | set(m._buffers)
@@ -101,7 +113,10 @@ def _writer(tr: Tracer, m: nn.Module, name: str, x: torch.Tensor, out: torch.Ten
             col = expand(L, shape).reshape(-1).tolist()
             zcol = expand(Z, shape).reshape(-1).tolist()
             bad = [c for c, z in zip(col, zcol, strict=True) if c >= 0 and not z]
-            tr.freeze_ids(bad, f"its masked channels are not zero where {name!r} reads them (e.g. after a sigmoid)")
+            if bad and _can_fold_into(m):
+                tr.fold_ids(bad, name)
+            else:
+                tr.freeze_ids(bad, f"its masked channels are not zero where {name!r} reads them (e.g. after a sigmoid)")
             if not probe.in_ok:
                 tr.freeze_ids(col, f"{kind} changes its other outputs when an input channel goes (e.g. it "
                               "standardises its weight over its inputs)")  # fmt: skip

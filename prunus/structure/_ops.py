@@ -564,6 +564,8 @@ def matmul(tr: Tracer, name: str, func: Callable, args: tuple, kwargs: dict, out
         return tr.unknown(name, args, kwargs, out)
     (la, za), (lb, zb) = tr.get(a), tr.get(b)
     va, vb = varying_dims(la), varying_dims(lb)
+    if va == {a.dim() - 1} and vb == {b.dim() - 2} and a.shape[-1] == b.shape[-2]:
+        return _contract(tr, name, a, b, (la, za), (lb, zb), out)
     free_a, free_b = {a.dim() - 2}, {b.dim() - 1}
     source = None
     if (la >= 0).any() and va <= free_a and va:
@@ -586,6 +588,27 @@ def matmul(tr: Tracer, name: str, func: Callable, args: tuple, kwargs: dict, out
     zv = expand(z, a.shape if source == "a" else b.shape).movedim(-2 if source == "a" else -1, 0)
     zv = zv.reshape(zv.shape[0], -1).all(1)
     tr.set(out, vec.reshape(shape).contiguous(), zv.reshape(shape).contiguous())
+
+
+def _contract(tr: Tracer, name: str, a: torch.Tensor, b: torch.Tensor, lza: tuple, lzb: tuple, out: Any) -> None:
+    """Channels along the summed dim of both factors (attention logits `q^T @ k`): position i of `a`
+    and position i of `b` go together. Removing both drops the term a_i * b_i, which masking zeroes
+    when either factor's masked value is zero, so the cut is exact; the product has no channels."""
+    (la, za), (lb, zb) = lza, lzb
+    k = a.shape[-1]
+    labels_a, labels_b = expand(la, a.shape).reshape(-1, k)[0].tolist(), expand(lb, b.shape).movedim(-2, -1)
+    labels_b = labels_b.reshape(-1, k)[0].tolist()
+    zero_a = expand(za, a.shape).reshape(-1, k).all(0).tolist()
+    zero_b = expand(zb, b.shape).movedim(-2, -1).reshape(-1, k).all(0).tolist()
+    why = f"{name} in {tr.where()} sums them with channels that cannot be removed"
+    for i in range(k):
+        if zero_a[i] or zero_b[i]:
+            tr.unit(labels_a[i], labels_b[i], why)
+        else:
+            tr.freeze_ids([labels_a[i], labels_b[i]], f"{name} in {tr.where()} sums them, neither factor masked to 0")
+    tr.risky([lab for lab in labels_a + labels_b if lab >= 0])  # the trial cut checks the heads' sizes
+    if isinstance(out, torch.Tensor):
+        tr.clear(out)
 
 
 HANDLERS: dict[str, Callable[..., None]] = {

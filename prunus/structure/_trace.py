@@ -65,6 +65,8 @@ class Trace:
     segments: list[tuple[int, ...]] = field(default_factory=list)
     bindings: list[Binding] = field(default_factory=list)
     risky: set[int] = field(default_factory=set)
+    #: label -> readers (Linear / unpadded conv with a bias) its masked, nonzero value can be folded into
+    folds: dict[int, set[str]] = field(default_factory=dict)
 
 
 class _Mode(TorchFunctionMode):
@@ -195,6 +197,15 @@ class Tracer:
         if isinstance(x, torch.Tensor) and not self.quiet and self.labelled(x):
             self.risky(self.get(x)[0])
 
+    def fold_ids(self, labels: Sequence[int], reader: str) -> None:
+        """Masked, these labels reach `reader` nonzero (a scalar bias after the activation): removing them
+        must add their constant contribution to the reader's bias (`Graph.fold_constants`). The trial
+        cut checks that the value is a constant indeed."""
+        for lab in labels:
+            if lab != NONE:
+                self.result.folds.setdefault(int(lab), set()).add(reader)
+        self.risky(labels)
+
     def risky(self, labels: Any) -> None:
         """These labels pass an op that addresses channels by size or position, or a user layer: the
         trial cut (`_verify.py`) checks their group, since a size may be written in the code."""
@@ -308,6 +319,19 @@ def _same(value: Any, target: Any) -> bool:
 
 
 # ------------------------------------------------------------------------------------ the trace
+def random_like(x: Any, gen: torch.Generator) -> Any:
+    """`x` (a tensor, or a dict / list / tuple of them) with its float tensors redrawn from N(0, 1)."""
+    if isinstance(x, torch.Tensor):
+        if not x.is_floating_point():
+            return x
+        return torch.randn(x.shape, generator=gen, dtype=torch.float32).to(dtype=x.dtype, device=x.device)
+    if isinstance(x, dict):
+        return {k: random_like(v, gen) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(random_like(v, gen) for v in x)
+    return x
+
+
 def forward(model: nn.Module, inputs: Any) -> Any:
     if isinstance(inputs, dict):
         return model(**inputs)

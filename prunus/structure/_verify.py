@@ -21,23 +21,11 @@ import torch
 from torch import nn
 
 from prunus.structure._cut import apply_plan
-from prunus.structure._graph import Graph
+from prunus.structure._graph import Graph, StructureError
 from prunus.structure._labels import tensors
-from prunus.structure._trace import forward
+from prunus.structure._trace import forward, random_like
 
 __all__ = ["verify_groups"]
-
-
-def _random_like(x: Any, gen: torch.Generator) -> Any:
-    if isinstance(x, torch.Tensor):
-        if not x.is_floating_point():
-            return x
-        return torch.randn(x.shape, generator=gen, dtype=torch.float32).to(dtype=x.dtype, device=x.device)
-    if isinstance(x, dict):
-        return {k: _random_like(v, gen) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_random_like(v, gen) for v in x)
-    return x
 
 
 def _trial_classes(group: Any, extra: int = 0) -> set[int] | None:
@@ -94,24 +82,17 @@ def _trial(graph: Graph, inputs: Any, classes: set[int]) -> str | None:
     """Why cutting `classes` does not reproduce masking them, or None when it does."""
     model = graph.model
     modes = {m: m.training for m in model.modules()}
-    saved = []
     try:
         model.eval()
         with torch.no_grad():
-            for (module, tensor, dim), (role, lst) in graph.axes.items():
-                pos = [i for i, c in enumerate(lst) if c in classes]
-                if tensor and pos and role.is_masked:
-                    t = getattr(graph.modules[module], tensor)
-                    idx = torch.tensor(pos, dtype=torch.long, device=t.device)
-                    saved.append((t, dim, idx, t.index_select(dim, idx).clone()))
-                    t.index_fill_(dim, idx, 0.0)
-            try:
+            with graph.masked(classes):
                 masked = _run(model, inputs)
-            finally:
-                for t, dim, idx, values in saved:
-                    t.index_copy_(dim, idx, values)
             undo: list = []  # the cut is tried on the model itself and taken back: no copy of the weights
             try:
+                try:
+                    graph.fold_constants(classes, undo)
+                except StructureError as exc:  # no constant to fold: say that, not "the model fails"
+                    return str(exc)
                 apply_plan(model, graph.plan(classes), undo, graph.modules)
                 pruned = _run(model, inputs)
             except Exception as exc:
@@ -139,7 +120,7 @@ def verify_groups(graph: Graph, groups: Sequence[Any]) -> list[tuple[Any, str]]:
             trials[g.key] = (g, classes)
     if not trials:
         return []
-    inputs = _random_like(graph.example_inputs, torch.Generator().manual_seed(0))
+    inputs = random_like(graph.example_inputs, torch.Generator().manual_seed(0))
 
     def search(keys: list[str], pick: dict[str, set[int]]) -> list[tuple[Any, str]]:
         why = _trial(graph, inputs, set().union(*(pick[k] for k in keys)))

@@ -101,6 +101,8 @@ def replay(model: nn.Module, history: Sequence[dict[str, Any]], example_inputs: 
             )
         if len(set(idxs)) != len(idxs) or any(not 0 <= j < width for j in idxs) or len(idxs) >= width:
             raise CorruptFileError(f"pruning history entry {i}: invalid indices for width {width}: {idxs}")
+        if entry.get("op") == "remove":  # the biases a removal folded constants into (values: the saved weights)
+            graph.fold_constants(graph.classes_of(key, idxs), values=False)
         graph.cut(key, idxs)
         record(model, copy.deepcopy(dict(entry)))
     return model

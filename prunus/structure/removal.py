@@ -29,7 +29,7 @@ def _same_model(model: nn.Module, group: ChannelGroup) -> None:
 def cut_(model: nn.Module, group: ChannelGroup, idxs: list[int], entry: dict[str, Any]) -> None:
     """Remove already-validated `idxs` from `group` and append `entry` to the history."""
     width = group.num_channels
-    group._graph.cut(group.key, idxs)
+    group._graph.cut(group.key, idxs, fold=entry["op"] == "remove")  # merged channels carry values, not constants
     record(model, {"op": entry.pop("op"), "group": group.key, "width": width, "idxs": list(idxs), **entry})
     # A pruned model can only be rebuilt by replaying its history on an input: keep the one we traced.
     if not get_info(model).input_shape and group._graph.input_shape:

@@ -152,6 +152,43 @@ def test_agreement_is_elementwise_isclose(eager, runtime, ok):
     assert agreement.ok == bool(np.all(np.isclose(runtime, eager, rtol=1e-4, atol=1e-4)))
 
 
+class OddPoolNet(nn.Module):
+    """Adaptive average pools whose output sizes do not divide their inputs (timm's VGG head at small inputs)."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__()
+        conv, pool = (nn.Conv1d, nn.AdaptiveAvgPool1d) if rank == 1 else (nn.Conv2d, nn.AdaptiveAvgPool2d)
+        self.rank = rank
+        self.conv = conv(3, 4, 3, stride=4)  # 10 -> 2
+        self.pool = pool(7 if rank == 1 else (7, 5))
+        self.fc = nn.Linear(4 * (7 if rank == 1 else 35), 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        side = nn.functional.adaptive_avg_pool2d(y, (None, 3)) if self.rank == 2 else y  # None keeps an axis
+        return self.fc(self.pool(y).flatten(1)) + side.mean()
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_adaptive_pool_to_a_size_that_does_not_divide_exports(rank, tmp_path):
+    torch.manual_seed(0)
+    net = OddPoolNet(rank).eval()
+    x = _x(2, (3, 10) if rank == 1 else (3, 10, 10))
+    res = export_onnx(net, tmp_path / "m.onnx", x)
+    assert res.checked_batches == (2, 4)
+    x5 = _x(5, (3, 10) if rank == 1 else (3, 10, 10), seed=7)
+    np.testing.assert_allclose(_ort_logits(res.path, x5), net(x5).detach().numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_pool_matrix_bins_are_adaptive_pooling_bins():
+    from prunus.deploy.export import _pool_matrix
+
+    x = torch.arange(2.0 * 7).reshape(2, 7)
+    for n_out in (1, 2, 3, 5, 7, 9):  # shrinking, equal and growing
+        want = nn.functional.adaptive_avg_pool1d(x[None], n_out)[0]
+        torch.testing.assert_close(x @ _pool_matrix(7, n_out, x).t(), want, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("module", ["onnxruntime", "onnx"])
 def test_missing_dependency_says_how_to_install(module, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import <module>` raise ImportError
@@ -225,7 +262,14 @@ def test_cli_export(model_dir, fmt, name, capsys):
 
     assert main(["export", str(model_dir), "--format", fmt]) == 0
     assert (model_dir / name).stat().st_size > 0
-    assert name in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert name in captured.out
+    # progress while converting and checking (a large model takes minutes)
+    what = {"onnx": ("ONNX export: converting", "ONNX export: checking in onnxruntime at batch 1 and 3"),
+            "torchscript": ("TorchScript export: tracing",
+                            "TorchScript export: checking the reloaded module at batch 1 and 3")}[fmt]  # fmt: skip
+    for line in what:
+        assert f"prunus: {line}" in captured.err
 
 
 def test_cli_export_out_path_and_opset(model_dir, tmp_path):

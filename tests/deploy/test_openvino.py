@@ -202,7 +202,10 @@ def test_cli_export_openvino_default_path_and_check(model_dir, capsys):
     from prunus.formats import load
 
     assert main(["export", str(model_dir), "--format", "openvino"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "prunus: OpenVINO export: converting" in captured.err  # progress: conversion can take minutes
+    assert "prunus: OpenVINO export: compiling (f32) and checking at batch 1 and 3" in captured.err
     assert f"wrote {model_dir / 'model.xml'}" in printed
     assert f"wrote {model_dir / 'model.bin'}" in printed
     core = ov.Core()

@@ -418,6 +418,79 @@ class SizeFromInput(nn.Module):
         return self.fc(F.relu(self.post(out)).mean((2, 3)))
 
 
+class StarReLU(nn.Module):
+    """MetaFormer's `s * relu(x) ** 2 + b` with scalar s and b: a masked channel leaves it as b, not 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale, self.bias = nn.Parameter(torch.tensor(0.8)), nn.Parameter(torch.tensor(-0.3))
+
+    def forward(self, x):
+        return self.scale * F.relu(x) ** 2 + self.bias
+
+
+class ConstantChannels(nn.Module):
+    """Masked channels that reach their reader as a nonzero constant (a scalar bias after the activation:
+    StarReLU in PoolFormer v2 / ConvFormer, HGNetV2's learnable affine block): into a 1x1 conv without a
+    bias (it gets one), a Linear on channels-last tokens, and a padded 3x3 conv, where the constant
+    is not one shift at the borders (left whole)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc1, self.act1, self.fc2 = nn.Conv2d(8, 16, 1, bias=False), StarReLU(), nn.Conv2d(16, 8, 1, bias=False)
+        self.lin1, self.act2, self.lin2 = nn.Linear(8, 12), StarReLU(), nn.Linear(12, 8)
+        self.c3, self.c4 = nn.Conv2d(8, 6, 1), nn.Conv2d(6, 8, 3, padding=1)
+        self.lab_scale, self.lab_bias = nn.Parameter(torch.tensor(1.2)), nn.Parameter(torch.tensor(0.4))
+        self.fc = nn.Linear(8, 5)
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = x + self.fc2(self.act1(self.fc1(x)))
+        t = x.permute(0, 2, 3, 1)
+        x = (t + self.lin2(self.act2(self.lin1(t)))).permute(0, 3, 1, 2)
+        x = x + self.c4(self.lab_scale * F.relu(self.c3(x)) + self.lab_bias)
+        return self.fc(x.mean((2, 3)))
+
+
+class InputShift(nn.Module):
+    """A masked channel that reaches a 1x1 conv as a value that depends on the input (the mean over the
+    channels of another tensor, broadcast onto every channel): no constant to fold, so it stays whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a, self.b = nn.Conv2d(8, 6, 1), nn.Conv2d(6, 8, 1)
+        self.fc = nn.Linear(8, 5)
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        return self.fc(F.relu(self.b(F.relu(self.a(x)) + x.mean(1, keepdim=True))).mean((2, 3)))
+
+
+class QKAttention(nn.Module):
+    """Single-head spatial self-attention with separate q, k, v 1x1 convs: the logits `q^T @ k` sum over
+    the q and k channels, so channel i of q and channel i of k can only go together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.q, self.k, self.v = nn.Conv2d(8, 6, 1), nn.Conv2d(8, 6, 1), nn.Conv2d(8, 10, 1)
+        self.proj = nn.Conv2d(10, 8, 1)
+        self.fc = nn.Linear(8, 5)
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        b, _, h, w = x.shape
+        q, k, v = self.q(x).flatten(2), self.k(x).flatten(2), self.v(x).flatten(2)
+        attn = (q.transpose(-2, -1) @ k * 0.5).softmax(-1)
+        out = (v @ attn.transpose(-2, -1)).reshape(b, -1, h, w)
+        return self.fc(F.relu(x + self.proj(out)).mean((2, 3)))
+
+
 MODELS = {
     "size_from_input": SizeFromInput,
     "scalar_args": ScalarArgs,
@@ -436,6 +509,9 @@ MODELS = {
     "shuffle": Shuffle,
     "dpn_literal": lambda: DPN(literal=True),
     "groupnorm_one": lambda: GNNet(one_group=True),
+    "constant_channels": ConstantChannels,
+    "input_shift": InputShift,
+    "qk_attention": QKAttention,
 }
 
 

@@ -52,6 +52,18 @@ EXPECTED = {
     ),
     "shuffle": (["g", "c", "pre.0", "post"], []),
     "scalar_args": (["a", "b", "c"], []),
+    "constant_channels": (
+        ["fc1", "lin1"],
+        ["group 'c3' is left unpruned: its masked channels are not zero where 'c4' reads them (e.g. after a sigmoid)"],
+    ),
+    "qk_attention": (["q", "v"], []),
+    "input_shift": (
+        ["b"],
+        [
+            "group 'a' is left unpruned: its masked channels reach 'b' as values that depend on the input or the "
+            "position, not one constant to fold into its bias"
+        ],
+    ),
 }
 # groups left whole, and the one warning that says why
 LEFT_WHOLE = {
@@ -62,6 +74,14 @@ LEFT_WHOLE = {
     ),
     "nfnet": ("d", r"^group 'd' is left unpruned: StdConv 'c' changes its other outputs when an input channel goes"),
     "attention": ("c1.0", r"^group 'c1.0' is left unpruned: Conv1d 'eca.conv' reads positions of different channels"),
+    "constant_channels": (
+        "c3",
+        r"^group 'c3' is left unpruned: its masked channels are not zero where 'c4' reads them",
+    ),
+    "input_shift": (
+        "a",
+        r"^group 'a' is left unpruned: its masked channels reach 'b' as values that depend on the input",
+    ),
 }
 
 
@@ -274,3 +294,44 @@ def test_groups_that_agree_only_when_cut_together_are_each_left_whole():
         pruned, _ = prunus.prune(model, x, remove_channels=0.5)
     for batch in (1, 3):
         assert pruned(fam.inputs("size_from_input", batch=batch)).shape == (batch, 5)
+
+
+def test_removing_constant_channels_folds_them_into_a_new_bias_and_merging_does_not():
+    from prunus.structure import merge_
+
+    from .test_merge import _make_identical_
+
+    model, x = _dense("constant_channels"), fam.inputs("constant_channels")
+    groups = {g.key: g for g in build_groups(model, x)}
+    assert model.fc2.bias is None
+    masked = copy.deepcopy(model)
+    soft_mask_(masked, {g.key: g for g in build_groups(masked, x)}["fc1"], [0, 5, 9])
+    remove_(model, groups["fc1"], [0, 5, 9])
+    # the constant StarReLU leaves on the three channels, through fc2's columns, is now fc2's bias
+    assert tuple(model.fc2.bias.shape) == (8,)
+    assert float(model.fc2.bias.abs().max()) > 1e-3
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), masked(x), rtol=0, atol=1e-5)
+    # C-SGD's merge: the members carry real (identical) values, not constants; nothing is folded
+    model = _dense("constant_channels")
+    group = {g.key: g for g in build_groups(model, x)}["lin1"]
+    _make_identical_(model, group, [[0, 11], [1, 10]])
+    with torch.no_grad():
+        before, bias = model(x), model.lin2.bias.detach().clone()
+    merge_(model, group, [[0, 11], [1, 10]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), before, rtol=0, atol=1e-5)
+    assert torch.equal(model.lin2.bias, bias)
+
+
+def test_attention_logits_tie_query_and_key_channels_pairwise():
+    model, x = _dense("qk_attention"), fam.inputs("qk_attention")
+    group = {g.key: g for g in build_groups(model, x)}["q"]
+    assert group.modules("out") == ["q", "k"]
+    assert group.units == tuple((i, i + 6) for i in range(6))  # q_i with k_i, nothing else
+    masked = copy.deepcopy(model)
+    soft_mask_(masked, {g.key: g for g in build_groups(masked, x)}["q"], [1, 7, 4, 10])
+    remove_(model, group, [1, 7, 4, 10])
+    assert (model.q.out_channels, model.k.out_channels) == (4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), masked(x), rtol=0, atol=1e-5)
