@@ -479,7 +479,7 @@ class Graph:
         self.bindings = [(m, a, k, [[c for c in p if c is None or c not in gone] for p in parts])
                          for m, a, k, parts in self.bindings]  # fmt: skip
         for state in self.groups.values():
-            if any(c in gone for c in state.classes):
+            if not gone.isdisjoint(state.classes):  # in C: this runs for every group on every cut
                 state.classes = [c for c in state.classes if c not in gone]
         self.version += 1
 

@@ -296,7 +296,10 @@ def removal_order(group: ChannelGroup, scores: torch.Tensor) -> list[int]:
         raise StructureError(f"group {group.key!r}: expected {n} scores, got shape {tuple(scores.shape)}")
     values = scores.detach().double().cpu()
     units = group.units
-    per = [float(values[list(u)].mean()) for u in units]
+    if len({len(u) for u in units}) == 1:  # equal units (always, for a prunable group): one gather, not one per unit
+        per = values[torch.tensor(units, dtype=torch.long)].mean(1).tolist()
+    else:
+        per = [float(values[list(u)].mean()) for u in units]
     order = sorted(range(len(units)), key=lambda i: (per[i], units[i][0]))
     if group.segments:
         rank = {u: r for r, u in enumerate(order)}
