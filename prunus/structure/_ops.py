@@ -565,7 +565,7 @@ def matmul(tr: Tracer, name: str, func: Callable, args: tuple, kwargs: dict, out
     (la, za), (lb, zb) = tr.get(a), tr.get(b)
     va, vb = varying_dims(la), varying_dims(lb)
     if va == {a.dim() - 1} and vb == {b.dim() - 2} and a.shape[-1] == b.shape[-2]:
-        return _contract(tr, name, a, b, (la, za), (lb, zb), out)
+        return _contract(tr, name, a, b, out)
     free_a, free_b = {a.dim() - 2}, {b.dim() - 1}
     source = None
     if (la >= 0).any() and va <= free_a and va:
@@ -590,16 +590,19 @@ def matmul(tr: Tracer, name: str, func: Callable, args: tuple, kwargs: dict, out
     tr.set(out, vec.reshape(shape).contiguous(), zv.reshape(shape).contiguous())
 
 
-def _contract(tr: Tracer, name: str, a: torch.Tensor, b: torch.Tensor, lza: tuple, lzb: tuple, out: Any) -> None:
+def _along_sum(t: torch.Tensor, shape: torch.Size, dim: int) -> torch.Tensor:
+    """A compressed label or zero tensor as rows along `dim` (the summed dim of a product)."""
+    return expand(t, shape).movedim(dim, -1).reshape(-1, shape[dim])
+
+
+def _contract(tr: Tracer, name: str, a: torch.Tensor, b: torch.Tensor, out: Any) -> None:
     """Channels along the summed dim of both factors (attention logits `q^T @ k`): position i of `a`
     and position i of `b` go together. Removing both drops the term a_i * b_i, which masking zeroes
     when either factor's masked value is zero, so the cut is exact; the product has no channels."""
-    (la, za), (lb, zb) = lza, lzb
+    (la, za), (lb, zb) = tr.get(a), tr.get(b)
     k = a.shape[-1]
-    labels_a, labels_b = expand(la, a.shape).reshape(-1, k)[0].tolist(), expand(lb, b.shape).movedim(-2, -1)
-    labels_b = labels_b.reshape(-1, k)[0].tolist()
-    zero_a = expand(za, a.shape).reshape(-1, k).all(0).tolist()
-    zero_b = expand(zb, b.shape).movedim(-2, -1).reshape(-1, k).all(0).tolist()
+    labels_a, labels_b = _along_sum(la, a.shape, -1)[0].tolist(), _along_sum(lb, b.shape, -2)[0].tolist()
+    zero_a, zero_b = _along_sum(za, a.shape, -1).all(0).tolist(), _along_sum(zb, b.shape, -2).all(0).tolist()
     why = f"{name} in {tr.where()} sums them with channels that cannot be removed"
     for i in range(k):
         if zero_a[i] or zero_b[i]:
