@@ -418,6 +418,13 @@ class Graph:
         channel into a constant per output, so removing the channel and adding that constant to the
         bias computes what the masked model computes. The value is read by running the masked model
         (eval mode) on the example input and on a random one; it must be the same everywhere.
+        A reader without a bias gets one (zeros plus the constant), which later cuts of its own output
+        channels slice like any bias.
+
+        Args:
+            classes: The channels about to be removed.
+            undo: Collects what puts the model and this graph back (the trial cut).
+            values: False only adds the biases (replaying a history: the values come from the saved weights).
 
         Raises:
             StructureError: the value the reader gets is not one constant (it depends on the input or
