@@ -5,7 +5,8 @@ only in an attribute (a BatchNorm without parameters), how many channels it lose
 values of attributes holding sizes (split sections, slice bounds: `Binding`). `apply_plan` edits
 any model with those names (the traced one, or a copy for a trial), replacing each parameter by a
 smaller one (an optimizer built before must be rebuilt) and updating every size attribute torch
-reads (`out_channels`, `num_features`, `num_groups`, ...).
+reads (`out_channels`, `num_features`, `num_groups`, ...) and rescaling a normalisation over the
+channels (`_layers.StatNorm`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 
 from prunus.structure.roles import Role
 
-__all__ = ["CutPlan", "apply_plan"]
+__all__ = ["CutPlan", "apply_plan", "rescale_stat_norm"]
 
 
 @dataclass
@@ -28,6 +29,9 @@ class CutPlan:
     tensors: list[tuple[str, str, int, Role, list[int]]] = field(default_factory=list)
     widths: dict[str, int] = field(default_factory=dict)
     attrs: dict[tuple[str, str], Any] = field(default_factory=dict)
+    #: normalisation over channels -> (weight exponent, channels before, channels after): its eps and
+    #: weight are rescaled so the kept channels see the statistic the masked model computes
+    rescales: dict[str, tuple[float, int, int]] = field(default_factory=dict)
 
 
 def _replace(module: nn.Module, name: str, value: torch.Tensor, undo: list | None = None) -> None:
@@ -100,6 +104,8 @@ def apply_plan(
             _set(m, "num_features", m.num_features - lost, undo)
     for (module_name, attr), value in plan.attrs.items():
         _set(get(module_name), attr, value, undo)
+    for module_name, (exponent, before, after) in plan.rescales.items():
+        rescale_stat_norm(get(module_name), None, before / after, exponent, undo)
 
 
 def _resize(m: nn.Module, roles: set[Role], undo: list | None = None) -> None:
@@ -117,3 +123,31 @@ def _resize(m: nn.Module, roles: set[Role], undo: list | None = None) -> None:
         _set(m, "in_features", m.weight.shape[1], undo)
     elif isinstance(m, nn.PReLU):
         _set(m, "num_parameters", m.weight.numel(), undo)
+
+
+def rescale_stat_norm(m: nn.Module, keep: torch.Tensor | None, ratio: float, exponent: float,
+                      undo: list | None = None) -> None:  # fmt: skip
+    """Keep channels `keep` of normalisation `m` (None: already sliced) and rescale its eps and weight
+    for the `ratio` = C / C' channels it had before over those it keeps (`_layers.StatNorm`).
+
+    Example:
+        >>> norm = nn.RMSNorm(8, eps=1e-5)
+        >>> rescale_stat_norm(norm, torch.arange(4), 2.0, 0.5)
+        >>> norm.normalized_shape, round(norm.eps, 9), round(float(norm.weight[0]), 4)
+        ((4,), 2e-05, 1.4142)
+    """
+    for attr in ("weight", "bias"):
+        t = getattr(m, attr, None)
+        if not isinstance(t, torch.Tensor):
+            continue
+        new = t.detach() if keep is None else t.detach().index_select(0, keep.to(t.device))
+        if attr == "weight":
+            new = new * ratio**exponent
+        _replace(m, attr, new, undo)
+    width = m.weight.shape[0] if getattr(m, "weight", None) is not None else None
+    dtype = m.weight.dtype if width is not None else torch.get_default_dtype()
+    eps = m.eps if m.eps is not None else torch.finfo(dtype).eps  # what torch's RMSNorm uses for None
+    _set(m, "eps", eps * ratio, undo)
+    shape = getattr(m, "normalized_shape", None)
+    if width is not None and isinstance(shape, (tuple, list)) and len(shape) == 1:
+        _set(m, "normalized_shape", type(shape)([width]), undo)

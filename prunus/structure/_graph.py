@@ -175,6 +175,7 @@ class Graph:
             key: (role, [find(v) if v >= 0 else None for v in labels]) for key, (role, labels) in result.axes.items()
         }
         self.bindings = _bindings(result, find)
+        self.rescales = dict(result.rescales)  # normalisations over channels -> their weight exponent
         self.folds: dict[int, set[str]] = {}  # class -> readers its masked constant is folded into
         for label, readers in result.folds.items():
             self.folds.setdefault(find(label), set()).update(readers)
@@ -252,9 +253,10 @@ class Graph:
         roots: dict[int, int] = {}
         for c in state.classes:
             state.unit_of[c] = roots.setdefault(uf.find(idx[c]), len(roots))
-        sizes = {u: 0 for u in roots.values()}
-        for u in state.unit_of.values():
-            sizes[u] += 1
+        sizes = _unit_sizes(state)
+        if len(set(sizes.values())) > 1:
+            _pack_units(state, sizes)
+            sizes = _unit_sizes(state)
         state.blocks = max(sizes.values())
         if len(set(sizes.values())) > 1:
             state.reason = f"its channels must go in units of unequal sizes {sorted(set(sizes.values()))}"
@@ -327,6 +329,9 @@ class Graph:
                 plan.tensors.append((module, tensor, dim, role, pos))
             else:
                 plan.widths[module] = len(pos)
+                if module in self.rescales:
+                    width = len(self.axes[key][1])
+                    plan.rescales[module] = (self.rescales[module], width, width - len(pos))
         for module, attr, kind, parts in self.bindings:
             counts = [sum(1 for c in p if c is None or c not in classes) for p in parts]
             if any(len(p) != n for p, n in zip(parts, counts, strict=True)):
@@ -489,6 +494,42 @@ class Graph:
             if not gone.isdisjoint(state.classes):  # in C: this runs for every group on every cut
                 state.classes = [c for c in state.classes if c not in gone]
         self.version += 1
+
+
+def _unit_sizes(state: GroupState) -> dict[int, int]:
+    sizes: dict[int, int] = {}
+    for u in state.unit_of.values():
+        sizes[u] = sizes.get(u, 0) + 1
+    return sizes
+
+
+def _pack_units(state: GroupState, sizes: dict[int, int]) -> None:
+    """Join the smaller units of a group into units as large as its largest (removing several units is exact).
+
+    Planners cut a group in whole units of one size. Where units differ (an attention's fused qkv
+    conv: q_i and k_i go as a pair, each v channel alone), removing several small units together is
+    still exact, so they are packed, in channel order and largest first, into bins of the largest
+    size (the split pieces' "keep one" rule is then read on the packed units). Only when every size
+    divides the largest; where the small units do not fill their last bin, the sizes stay unequal and
+    the group whole.
+    """
+    big = max(sizes.values())
+    if any(big % n for n in sizes.values()):
+        return
+    first: dict[int, int] = {}
+    for i, c in enumerate(state.classes):
+        first.setdefault(state.unit_of[c], i)
+    merged: dict[int, int] = {}  # unit -> the first unit of its bin
+    head, fill = -1, 0
+    for u in sorted((u for u, n in sizes.items() if n < big), key=lambda u: (-sizes[u], first[u])):
+        if fill == 0:  # sizes fall and each divides the one before, so a bin fills exactly
+            head = u
+        merged[u] = head
+        fill = (fill + sizes[u]) % big
+    relabel: dict[int, int] = {}
+    for c in state.classes:
+        root = merged.get(state.unit_of[c], state.unit_of[c])
+        state.unit_of[c] = relabel.setdefault(root, len(relabel))
 
 
 def _bindings(result: Trace, find: Callable[[int], int]) -> list[tuple[str, str, type, list[list[int | None]]]]:

@@ -6,6 +6,13 @@ a depthwise conv passes its input's channels through. A conv or linear subclass 
 its own is probed on a copy (`_probe`). BatchNorm, GroupNorm, InstanceNorm, LayerNorm, PReLU and a
 functional depthwise conv are read through their `torch.nn.functional` calls, so custom layers
 built on those calls are handled the same way.
+
+A normalisation by a statistic over the channels (RMSNorm, ConvNeXt-V2's global response norm) is
+exact to prune once its eps and weight are rescaled: a mean over C channels of which C - C' are
+masked to zero is C'/C times the mean over the C' kept ones. Such a layer (a module of its own
+with a float `eps`, a per-channel weight and bias, and nothing else learned) is recognised by
+`stat_norm`, which cuts half the channels of a copy and finds the rescale that reproduces the
+masked layer; the cut then applies it (`_cut.apply_plan`).
 """
 
 from __future__ import annotations
@@ -18,13 +25,14 @@ import torch
 from torch import nn
 
 from prunus.structure import _ops
+from prunus.structure._cut import rescale_stat_norm
 from prunus.structure._labels import expand, fresh, tensors, varying_dims
 from prunus.structure.roles import Role
 
 #: the `_trace.Tracer` whose state the rules read and record (not imported: it imports the rules)
 Tracer = Any
 
-__all__ = ["FUNCTIONAL", "KNOWN", "OPAQUE", "WRITERS", "channel_dim", "leaf"]
+__all__ = ["FUNCTIONAL", "KNOWN", "OPAQUE", "WRITERS", "StatNorm", "channel_dim", "leaf", "stat_norm"]
 
 # modules whose forward the tracer does not look into: writers, and modules it does not support
 WRITERS = (nn.modules.conv._ConvNd, nn.Linear)
@@ -62,6 +70,9 @@ def _is_custom(m: nn.Module) -> bool:
 def leaf(tr: Tracer, m: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
     name = tr.names[m]
     x = args[0] if args else next(iter(kwargs.values()), None)
+    if name in tr.stat_norms:
+        _stat_norm_rule(tr, m, name, x, out, tr.stat_norms[name])
+        return
     if name in tr.opaque or isinstance(m, OPAQUE) or getattr(m, "transposed", False):
         why = (
             f"it passes through ignored module {name!r}"
@@ -234,6 +245,104 @@ def _probe(tr: Tracer, m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> _Probe
     except Exception:  # a module we cannot even cut on a copy: keep its channels
         probe.out_ok = probe.in_ok = probe.zero = False
     return probe
+
+
+@dataclass(frozen=True)
+class StatNorm:
+    """How a normalisation over the channels is pruned (see the module docstring).
+
+    Cutting C - C' of its C channels multiplies its `eps` by C/C' and its weight by (C/C')**exponent
+    (1/2 when the statistic is a mean of squares under a square root, RMSNorm; 1 when it is a mean
+    of norms, GRN). `zero`: a masked channel comes out as zero.
+    """
+
+    dim: int
+    exponent: float
+    zero: bool
+
+
+#: the rescale exponents `stat_norm` tries, in order
+_EXPONENTS = (0.5, 1.0)
+
+
+def _stat_norm_candidate(m: nn.Module, x: Any, dim: int) -> bool:
+    """A module of its own holding a float `eps` and at most a weight and a bias of one value per channel."""
+    if isinstance(m, KNOWN) or type(m).forward is nn.Module.forward:
+        return False
+    if not (isinstance(getattr(m, "eps", None), float) or (hasattr(m, "eps") and m.eps is None)):
+        return False
+    c = x.shape[dim]
+    for sub_name, t in [*m.named_parameters(), *m.named_buffers()]:
+        if sub_name not in ("weight", "bias") or t.dim() != 1 or t.shape[0] != c:
+            return False
+    return c > 1
+
+
+def stat_norm(tr: Tracer, m: nn.Module, args: tuple, kwargs: dict) -> StatNorm | None:
+    """The rescale that prunes module `m` exactly, if it normalises by a statistic over its input's channels.
+
+    Called before `m` runs on a labelled input whose channels lie along one dim. On a copy with random
+    weight and bias, half the channels are masked (input and parameters zeroed) and the output is
+    compared with the copy cut to the other half, for each exponent; the first that matches wins.
+    None when `m` is not such a layer (it is then traced as usual).
+    """
+    if kwargs or len(args) != 1 or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
+        return None
+    x = args[0]
+    if not tr.labelled(x):
+        return None
+    varying = varying_dims(tr.get(x)[0])
+    if len(varying) != 1:
+        return None
+    dim = next(iter(varying))
+    if not _stat_norm_candidate(m, x, dim):
+        return None
+    c = x.shape[dim]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(x.shape, generator=gen).to(dtype=x.dtype, device=x.device)
+    gone = list(range(1, c, 2))
+    keep = torch.tensor(list(range(0, c, 2)), device=x.device)
+    ratio = c / len(keep)
+    try:
+        with torch.no_grad():
+            masked = _bare_copy(m).eval()
+            for t in [*masked.parameters(), *masked.buffers()]:
+                t.copy_(torch.randn(t.shape, generator=gen).to(t.dtype) + 0.5)  # GRN's weight starts at 0
+            base = _bare_copy(masked)
+            xz = x.clone()
+            xz.index_fill_(dim, torch.tensor(gone, device=x.device), 0.0)
+            for t in [*masked.parameters(), *masked.buffers()]:
+                t.index_fill_(0, torch.tensor(gone, device=t.device), 0.0)
+            ref = masked(xz)
+            if not isinstance(ref, torch.Tensor) or ref.shape != x.shape:
+                return None
+            scale = 1e-5 * (1.0 + float(ref.abs().max()))
+            zero = bool((ref.index_select(dim, torch.tensor(gone, device=x.device)).abs() <= scale).all())
+            want = ref.index_select(dim, keep)
+            for exponent in _EXPONENTS:
+                cut = _bare_copy(base)
+                rescale_stat_norm(cut, keep, ratio, exponent)
+                got = cut(x.index_select(dim, keep))
+                if got.shape == want.shape and bool(((got - want).abs() <= scale).all()):
+                    return StatNorm(dim, exponent, zero)
+    except Exception:  # a module we cannot cut on a copy is traced as usual
+        return None
+    return None
+
+
+def _stat_norm_rule(tr: Tracer, m: nn.Module, name: str, x: Any, out: Any, info: StatNorm) -> None:
+    """A normalisation over the channels: they pass through; its weight and bias follow them."""
+    if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        tr.unknown(type(m).__name__, (x,), {}, out)
+        return
+    L, Z = tr.get(x)
+    col = expand(L, [x.shape[d] if d == info.dim else 1 for d in range(x.dim())]).reshape(-1).tolist()
+    tr.axis((name, "", 0), Role.BN_WEIGHT, col)  # the width whose change sets the rescale
+    for attr in ("weight", "bias"):
+        if isinstance(getattr(m, attr, None), torch.Tensor):
+            tr.axis((name, attr, 0), Role.PARAM, col)
+    tr.risky(col)  # the probe cut one half of a copy: the trial cut checks the model
+    tr.set(out, L, Z if info.zero else torch.zeros_like(Z))
 
 
 def _bare_copy(m: nn.Module) -> nn.Module:

@@ -13,6 +13,9 @@ The result (`Trace`) holds the union-find of labels, the axes, the writers, the 
 pieces), the *segments* (label sets of which one must stay: each piece of a split) and the
 *bindings* (module attributes holding a split size or slice bound, rewritten when channels go).
 
+A normalisation over the channels (RMSNorm, GRN) is probed before it runs (`_layers.stat_norm`)
+and, when a rescale of its eps and weight makes it exact, taken as one step the channels pass.
+
 A conv or linear subclass with its own forward (a weight-standardised conv with a gain) is
 *probed*: one output row and one input column are cut on a copy and compared with the original;
 what does not match is frozen (standardising a weight over its inputs changes every output when
@@ -32,7 +35,7 @@ from torch.overrides import TorchFunctionMode
 
 from prunus.structure import _ops
 from prunus.structure._labels import NONE, UnionFind, expand, fresh, tensors, unlabelled, varying_dims
-from prunus.structure._layers import FUNCTIONAL, KNOWN, OPAQUE, WRITERS, channel_dim, leaf
+from prunus.structure._layers import FUNCTIONAL, KNOWN, OPAQUE, WRITERS, StatNorm, channel_dim, leaf, stat_norm
 from prunus.structure.roles import Role
 
 __all__ = ["KNOWN", "Binding", "Trace", "channel_dim", "forward", "trace"]
@@ -67,6 +70,8 @@ class Trace:
     risky: set[int] = field(default_factory=set)
     #: label -> readers (Linear / unpadded conv with a bias) its masked, nonzero value can be folded into
     folds: dict[int, set[str]] = field(default_factory=dict)
+    #: normalisation over channels (module name) -> the exponent its weight is rescaled with on a cut
+    rescales: dict[str, float] = field(default_factory=dict)
 
 
 class _Mode(TorchFunctionMode):
@@ -119,6 +124,7 @@ class Tracer:
         self.leaf = 0
         self.quiet = 0
         self.functional = FUNCTIONAL
+        self.stat_norms: dict[str, StatNorm] = {}
 
     # ------------------------------------------------------------------------------ label store
     def get(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,6 +297,17 @@ class Tracer:
             self.leaf += 1
         elif isinstance(module, WRITERS + OPAQUE) or self.names.get(module) in self.opaque:
             self.leaf = 1
+        elif not isinstance(module, KNOWN) and hasattr(module, "eps"):
+            self.quiet += 1  # the probe's own ops are not traced
+            try:
+                found = stat_norm(self, module, args, kwargs)
+            finally:
+                self.quiet -= 1
+            if found is not None:
+                name = self.names[module]
+                self.stat_norms[name] = found
+                self.result.rescales[name] = found.exponent
+                self.leaf = 1
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         if self.quiet:

@@ -491,6 +491,92 @@ class QKAttention(nn.Module):
         return self.fc(F.relu(x + self.proj(out)).mean((2, 3)))
 
 
+class FusedQKV(nn.Module):
+    """One 1x1 conv writes q, k and v, split by a stored list of sizes: q_i and k_i go as a pair (the logits
+    sum over them), each v channel alone. Units of unequal sizes, packed into pairs to be prunable."""
+
+    def __init__(self, v: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.sections = [4, 4, v]
+        self.qkv, self.proj = nn.Conv2d(8, 8 + v, 1), nn.Conv2d(v, 8, 1)
+        self.mlp1, self.mlp2 = nn.Conv2d(8, 12, 1), nn.Conv2d(12, 8, 1)
+        self.fc = nn.Linear(8, 5)
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        b, _, h, w = x.shape
+        q, k, v = (t.flatten(2) for t in self.qkv(x).split(self.sections, dim=1))
+        attn = (q.transpose(-2, -1) @ k * 0.5).softmax(-1)
+        x = x + self.proj((v @ attn.transpose(-2, -1)).reshape(b, -1, h, w))
+        return self.fc(F.relu(x + self.mlp2(F.relu(self.mlp1(x)))).mean((2, 3)))
+
+
+class RmsNorm2d(nn.Module):
+    """timm's RmsNorm2d, written out: each position divided by the root mean square over its channels."""
+
+    def __init__(self, channels: int, eps: float) -> None:
+        super().__init__()
+        self.eps, self.normalized_shape = eps, (channels,)
+        self.weight = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + self.eps) * self.weight.reshape(1, -1, 1, 1)
+
+
+class GlobalResponseNorm(nn.Module):
+    """ConvNeXt-V2's GRN on channels-last tokens: each channel's spatial L2 norm over their mean across channels."""
+
+    def __init__(self, channels: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight, self.bias = nn.Parameter(torch.zeros(channels)), nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):
+        g = x.norm(p=2, dim=(1, 2), keepdim=True)
+        n = g / (g.mean(dim=-1, keepdim=True) + self.eps)
+        return x + torch.addcmul(self.bias, self.weight, x * n)
+
+
+class CenteredNorm(nn.Module):
+    """A LayerNorm over the channels written by hand: the mean it subtracts changes when a channel goes, and no
+    rescale of eps and weight puts it back, so its group stays whole."""
+
+    def __init__(self, channels: int, eps: float) -> None:
+        super().__init__()
+        self.eps, self.weight = eps, nn.Parameter(torch.ones(channels))
+
+    def forward(self, x):
+        x = x - x.mean(1, keepdim=True)
+        return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + self.eps) * self.weight.reshape(1, -1, 1, 1)
+
+
+class StatNorms(nn.Module):
+    """Normalisations by a statistic over the channels (RMSNorm channels-first, torch's nn.RMSNorm on
+    channels-last tokens, GRN): exact to prune once eps and weight are rescaled. The eps values are large so a
+    cut that forgets to rescale them shows in the outputs. A hand-written LayerNorm stays whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a, self.rms, self.b = nn.Conv2d(8, 12, 1), RmsNorm2d(12, eps=0.5), nn.Conv2d(12, 8, 1)
+        self.lin1, self.grn, self.lin2 = nn.Linear(8, 16), GlobalResponseNorm(16, eps=0.3), nn.Linear(16, 8)
+        self.c, self.trms, self.d = nn.Conv2d(8, 10, 1), nn.RMSNorm(10, eps=0.4), nn.Conv2d(10, 8, 1)
+        self.e, self.centered, self.f = nn.Conv2d(8, 6, 1), CenteredNorm(6, eps=0.2), nn.Conv2d(6, 8, 1)
+        self.fc = nn.Linear(8, 5)
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = x + self.b(F.relu(self.rms(self.a(x))))
+        t = x.permute(0, 2, 3, 1)
+        x = (t + self.lin2(self.grn(F.gelu(self.lin1(t))))).permute(0, 3, 1, 2)
+        x = x + self.d(F.relu(self.trms(self.c(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)))
+        x = x + self.f(F.relu(self.centered(self.e(x))))
+        return self.fc(x.mean((2, 3)))
+
+
 MODELS = {
     "size_from_input": SizeFromInput,
     "scalar_args": ScalarArgs,
@@ -512,6 +598,9 @@ MODELS = {
     "constant_channels": ConstantChannels,
     "input_shift": InputShift,
     "qk_attention": QKAttention,
+    "stat_norms": StatNorms,
+    "fused_qkv": FusedQKV,
+    "fused_qkv_odd": lambda: FusedQKV(v=7),  # 7 single v channels cannot fill pairs: left whole
 }
 
 

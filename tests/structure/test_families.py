@@ -57,6 +57,11 @@ EXPECTED = {
         ["group 'c3' is left unpruned: its masked channels are not zero where 'c4' reads them (e.g. after a sigmoid)"],
     ),
     "qk_attention": (["q", "v"], []),
+    "fused_qkv": (["qkv", "mlp1"], []),
+    "stat_norms": (
+        ["a", "lin1", "c"],
+        ["group 'e' is left unpruned: mean in CenteredNorm 'centered' mixes the channels with each other"],
+    ),
     "input_shift": (
         ["b"],
         [
@@ -81,6 +86,14 @@ LEFT_WHOLE = {
     "input_shift": (
         "a",
         r"^group 'a' is left unpruned: its masked channels reach 'b' as values that depend on the input",
+    ),
+    "stat_norms": (
+        "e",
+        r"^group 'e' is left unpruned: mean in CenteredNorm 'centered' mixes the channels with each other$",
+    ),
+    "fused_qkv_odd": (
+        "qkv",
+        r"^group 'qkv' is left unpruned: its channels must go in units of unequal sizes \[1, 2\]$",
     ),
 }
 
@@ -333,5 +346,54 @@ def test_attention_logits_tie_query_and_key_channels_pairwise():
     soft_mask_(masked, {g.key: g for g in build_groups(masked, x)}["q"], [1, 7, 4, 10])
     remove_(model, group, [1, 7, 4, 10])
     assert (model.q.out_channels, model.k.out_channels) == (4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), masked(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::prunus.errors.StructureWarning")
+def test_normalisations_over_channels_are_cut_with_eps_and_weight_rescaled_and_never_merged():
+    from prunus.methods._clustering import unsupported_reason
+
+    model, x = _dense("stat_norms"), fam.inputs("stat_norms")
+    groups = {g.key: g for g in build_groups(model, x)}
+    rms_w, grn_w, grn_b, trms_w = (t.detach().clone() for t in (model.rms.weight, model.grn.weight,
+                                                                model.grn.bias, model.trms.weight))  # fmt: skip
+    remove_(model, groups["a"], [0, 3, 4, 7])  # 12 -> 8
+    remove_(model, groups["lin1"], [2, 5, 6, 9, 12, 15])  # 16 -> 10
+    remove_(model, groups["c"], [1, 8])  # 10 -> 8
+    keep_a, keep_l, keep_c = [1, 2, 5, 6, 8, 9, 10, 11], [0, 1, 3, 4, 7, 8, 10, 11, 13, 14], [0, *range(2, 8), 9]
+    # RMS: the mean of squares over 12 channels of which 4 are zero is 8/12 of the mean over the 8 kept
+    assert model.rms.eps == pytest.approx(0.5 * 12 / 8)
+    assert model.rms.normalized_shape == (8,)
+    torch.testing.assert_close(model.rms.weight, rms_w[keep_a] * (12 / 8) ** 0.5)
+    # GRN: the mean of norms over 16 channels is 10/16 of the mean over the 10 kept; its bias is only sliced
+    assert model.grn.eps == pytest.approx(0.3 * 16 / 10)
+    torch.testing.assert_close(model.grn.weight, grn_w[keep_l] * (16 / 10))
+    torch.testing.assert_close(model.grn.bias, grn_b[keep_l])
+    assert model.trms.eps == pytest.approx(0.4 * 10 / 8)
+    assert model.trms.normalized_shape == (8,)
+    torch.testing.assert_close(model.trms.weight, trms_w[keep_c] * (10 / 8) ** 0.5)
+    # a second cut rescales from the current width: eps grows by 8/6, not by 12/6 again
+    groups = {g.key: g for g in build_groups(model, x)}
+    remove_(model, groups["a"], [0, 1])
+    assert model.rms.eps == pytest.approx(0.5 * 12 / 6)
+    # C-SGD: duplicated channels count twice in the statistic, so merging them is not exact
+    fresh = _dense("stat_norms")
+    for key in ("a", "lin1", "c"):
+        assert "per-channel parameter" in unsupported_reason({g.key: g for g in build_groups(fresh, x)}[key], fresh)
+
+
+def test_units_of_unequal_sizes_are_packed_into_equal_ones_within_each_split_piece():
+    model, x = _dense("fused_qkv"), fam.inputs("fused_qkv")
+    group = {g.key: g for g in build_groups(model, x)}["qkv"]
+    # q_i with k_i (channels i and 4 + i); the 8 v channels (8..15) packed two by two, in channel order
+    assert group.prunable
+    assert group.blocks == 2
+    assert sorted(group.units) == [(0, 4), (1, 5), (2, 6), (3, 7), (8, 9), (10, 11), (12, 13), (14, 15)]
+    masked = copy.deepcopy(model)
+    soft_mask_(masked, {g.key: g for g in build_groups(masked, x)}["qkv"], [1, 5, 10, 11, 14, 15])
+    remove_(model, group, [1, 5, 10, 11, 14, 15])
+    assert model.sections == [3, 3, 4]
+    assert model.qkv.out_channels == 10
     with torch.no_grad():
         torch.testing.assert_close(model(x), masked(x), rtol=0, atol=1e-5)
