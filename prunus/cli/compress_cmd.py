@@ -142,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
     if len(report.attempts) > 1:  # the budget escalation ran: every rung, what it tried and what it gave
         print_table("budget escalation (prunus.compress.escalate)", ATTEMPT_COLUMNS, attempt_rows(report.attempts))
     js = report.to_json()
+    has_val = bundle.val is not None and len(bundle.val.data) > 0  # compress_model measured the budget there
+    where = "validation images" if has_val else "training images"
     rows = [
         ("file bytes", f"{report.file_bytes:,}"),
         ("fp32 file bytes", f"{report.fp32_bytes:,}"),
@@ -152,8 +154,11 @@ def run(args: argparse.Namespace) -> int:
         ("file bits / order-0 bound", f"{js['file_over_bound']:.4f}"),
         ("file bits / (bound + verbatim tensors)", f"{js['file_over_floor']:.4f}"),
         ("file bytes by part", ", ".join(f"{k} {v:,}" for k, v in js["file_parts"].items())),
-        ("calibration accuracy (input -> compressed)", f"{report.teacher_acc * 100:.2f}% -> {report.acc * 100:.2f}%"),
-        ("calibration KL", f"{report.kl:.5f}"),
+        (
+            "budget batch accuracy",
+            f"{report.teacher_acc * 100:.2f}% -> {report.acc * 100:.2f}% (input -> compressed, on {where})",
+        ),
+        ("budget batch KL", f"{report.kl:.5f}"),
         *([("budget (auto bits)", _budget_text(report.budget))] if report.budget else []),
         *((k.replace("_", " "), f"{v * 100:.2f}%") for k, v in test.items()),
         ("seconds", ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items())),
@@ -180,5 +185,9 @@ def _budget_text(budget: dict) -> str:
     limits = ", ".join(f"{k} {budget[k]:g}" for k in ("max_drop", "max_kl") if budget[k] is not None)
     rung = f" at rung {budget['rung']} ({budget['settings']})" if "rung" in budget else ""
     verdict = f"met{rung}" if budget["met"] else f"NOT MET{rung}; next to try: {budget.get('next', '?')}"
-    return (f"{verdict}: {budget['drop_pt']:+.2f} pt lost, KL {budget['kl']:.4g} vs the {budget['against']} model "
-            f"({limits}); pruning alone {budget['pruned_drop_pt']:+.2f} pt")  # fmt: skip
+    caveat = "" if budget.get("held_out", True) else "; the fine-tunes trained on these images: optimistic"
+    se = budget.get("drop_se_pt")
+    noise = f" (s.e. {se:.2f} on {budget['images']} images)" if se is not None and se == se else ""
+    return (f"{verdict}: {budget['drop_pt']:+.2f} pt lost{noise}, KL {budget['kl']:.4g} vs the "
+            f"{budget['against']} model ({limits}); "
+            f"pruning alone {budget['pruned_drop_pt']:+.2f} pt{caveat}")  # fmt: skip

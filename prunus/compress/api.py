@@ -119,6 +119,7 @@ def compress(
     out: str | os.PathLike[str] | None = None,
     baselines: bool = True,
     checkpoint: str | os.PathLike[str] | None = None,
+    holdout: Any = None,
 ) -> CompressReport:
     """Sparsify (DE), quantize and entropy-code `model`; write `out` (.prn) when given.
 
@@ -134,10 +135,17 @@ def compress(
         calib: calibration images (N, C, H, W) from the TRAINING split, or an (images, labels)
             pair. The first `calib_size` score DE candidates; the first `rescore_size` (>= the
             search batch) re-score the elite and measure the bit budget (accuracy on the labels,
-            or top-1 agreement with the teacher when there are none).
+            or top-1 agreement with the teacher when there are none); the next `finetune_size`
+            are what the fine-tunes train on (none there: they train on all of `calib`, budget batch
+            included, and `report.budget["held_out"]` is False).
         config: `CompressConfig`.
         out: path of the .prn file to write (the final rung's; missed rungs write nothing).
         baselines: also report one-shot magnitude pruning and generic/Deep-Compression coding.
+        holdout: images (or an (images, labels) pair) neither the teacher nor the fine-tunes
+            trained on, e.g. the validation split: the elite is re-scored and the budget measured on
+            its first `rescore_size` instead of on `calib` (whose images the teacher has learned, so
+            that the teacher looks better there than on new images), and the fine-tunes train on all
+            of `calib`. `prunus compress` passes the validation split when there is one.
         checkpoint: a file for the DE search's per-cycle checkpoint (`prunus.compress.checkpoint`):
             written atomically after every cycle and every missed escalation rung, and when it
             holds this same job, the search resumes after its last cycle (ending exactly as an
@@ -160,12 +168,24 @@ def compress(
     teacher = model.eval()
     searched = copy.deepcopy(model).eval()
     x_search = x[: cfg.calib_size]
-    x_big = x[: max(cfg.rescore_size, x_search.shape[0])]
-    y_big = y[: x_big.shape[0]] if y is not None else None
+    n_big = max(cfg.rescore_size, x_search.shape[0])
     # one teacher pass over every calibration image serves the search, the budget and both fine-tunes
     with torch.no_grad():
         t_all = teacher(x)
-    t_search, t_big = t_all[: x_search.shape[0]], t_all[: x_big.shape[0]]
+    t_search = t_all[: x_search.shape[0]]
+    if holdout is not None:  # the budget on images nobody trained on; the fine-tunes on all of calib
+        x_big, y_big = _split_calib(holdout)
+        x_big, y_big = x_big[:n_big], y_big[:n_big] if y_big is not None else None
+        with torch.no_grad():
+            t_big = teacher(x_big)
+        held_out, x_tune, t_tune = True, x, t_all
+    else:
+        x_big, y_big, t_big = x[:n_big], y[:n_big] if y is not None else None, t_all[:n_big]
+        # the fine-tunes train on the images after the budget batch: trained on, the budget batch would
+        # grade its own homework (a LeNet-300-100 met 1.0 pt there and lost 1.33 pt on the test split)
+        tune = slice(n_big, n_big + cfg.finetune_size)
+        held_out = cfg.finetune_size > 0 and x.shape[0] > n_big
+        x_tune, t_tune = (x[tune], t_all[tune]) if held_out else (x, t_all)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     big = cfg.rescore_size > 0
@@ -176,7 +196,9 @@ def compress(
                     on_cycle=ckpt.on_cycle if checkpoint is not None else None)  # fmt: skip
     seconds["search"] = time.perf_counter() - start
     masks = result.masks
-    job = _Job(teacher, x, y_big, x_big, t_all, t_big, masks, info, arch, _fp32_bytes(model), bar, seconds, {})
+    source = "holdout" if holdout is not None else "calib"
+    job = _Job(teacher, x, y_big, x_big, t_big, x_tune, t_tune, held_out, source, masks, info, arch, _fp32_bytes(model),
+               bar, seconds, {})  # fmt: skip
     plan = rungs(cfg)
     recorded = {a.get("job"): a for a in (ckpt.resume.attempts if ckpt.resume is not None else [])}
     attempts: list[dict[str, Any]] = []
@@ -241,8 +263,11 @@ class _Job:
     x: torch.Tensor
     y_big: torch.Tensor | None
     x_big: torch.Tensor
-    t_all: torch.Tensor
     t_big: torch.Tensor
+    x_tune: torch.Tensor  # what the fine-tunes train on: held out from the budget batch when `held_out`
+    t_tune: torch.Tensor
+    held_out: bool
+    source: str  # where the budget batch comes from: "holdout" or "calib"
     masks: dict[str, torch.Tensor]
     info: Any
     arch: Any
@@ -279,8 +304,8 @@ def _finish(job: _Job, searched: nn.Module, cfg: CompressConfig) -> _Done:
         pre = copy.deepcopy(searched)
         if ft:
             start = time.perf_counter()
-            distill(pre, job.teacher, job.x, masks, steps=ft, lr=cfg.finetune_lr, temperature=cfg.temperature,
-                    seed=cfg.seed, progress=bar, teacher_logits=job.t_all)  # fmt: skip
+            distill(pre, job.teacher, job.x_tune, masks, steps=ft, lr=cfg.finetune_lr, temperature=cfg.temperature,
+                    seed=cfg.seed, progress=bar, teacher_logits=job.t_tune)  # fmt: skip
             _tick(job, "finetune", start)
         job.distilled[key] = pre
     student = copy.deepcopy(job.distilled[key]).eval()
@@ -307,8 +332,8 @@ def _finish(job: _Job, searched: nn.Module, cfg: CompressConfig) -> _Done:
     if cb:
         start = time.perf_counter()
         bar.line(f"codebook fine-tune: {cb} steps")
-        coded = finetune_codebooks(student, job.teacher, job.x, coded, steps=cb, lr=cfg.codebook_lr,
-                                   temperature=cfg.temperature, seed=cfg.seed, teacher_logits=job.t_all)  # fmt: skip
+        coded = finetune_codebooks(student, job.teacher, job.x_tune, coded, steps=cb, lr=cfg.codebook_lr,
+                                   temperature=cfg.temperature, seed=cfg.seed, teacher_logits=job.t_tune)  # fmt: skip
         _tick(job, "codebook_finetune", start)
     round_dense(student, coded)
     with torch.no_grad():
@@ -316,6 +341,9 @@ def _finish(job: _Job, searched: nn.Module, cfg: CompressConfig) -> _Done:
     labels = y_big if y_big is not None else t_big.argmax(1)
     kl = _kl(t_big, logits)
     budget = _check_budget(cfg, t_big, s_big, logits, y_big) if s_big is not None else None
+    if budget is not None:
+        budget["held_out"] = job.held_out or not (steps(cfg, "finetune_steps") or cb)
+        budget["source"] = job.source
     start = time.perf_counter()
     meta = {
         "arch": dict(job.arch or {}),
@@ -424,6 +452,9 @@ def _check_budget(cfg: CompressConfig, t_big: torch.Tensor, s_big: torch.Tensor,
     ref = s_big if quant_only else t_big  # what the budget is measured against
     labels = y_big if y_big is not None else ref.argmax(1)
     drop = 100 * (_accuracy(ref, labels) - _accuracy(logits, labels))
+    # the sampling error of that drop: per image, reference right minus compressed right (paired)
+    paired = (ref.argmax(1) == labels).float() - (logits.argmax(1) == labels).float()
+    drop_se = 100 * float(paired.std() / paired.numel() ** 0.5) if paired.numel() > 1 else float("nan")
     kl = _kl(ref, logits)
     max_drop = cfg.quant_drop if quant_only else cfg.max_drop
     max_kl = None if quant_only else cfg.max_kl
@@ -432,7 +463,8 @@ def _check_budget(cfg: CompressConfig, t_big: torch.Tensor, s_big: torch.Tensor,
     pruned_drop = 100 * (_accuracy(t_big, pruned_labels) - _accuracy(s_big, pruned_labels))
     return {
         "against": "pruned" if quant_only else "input",
-        **{"max_drop": max_drop, "max_kl": max_kl, "drop_pt": drop, "kl": kl, "pruned_drop_pt": pruned_drop},
+        **{"max_drop": max_drop, "max_kl": max_kl, "drop_pt": drop, "drop_se_pt": drop_se, "kl": kl},
+        "pruned_drop_pt": pruned_drop,
         **{"images": int(labels.shape[0]), "met": met},
     }
 

@@ -75,6 +75,12 @@ class CompressConfig(Config):
         "distillation fine-tune of the survivors (Adam steps on the calibration set); None: 0, and the budget "
         "escalation may add them",
     )
+    finetune_size: int = arg(
+        4096,
+        "training images the fine-tunes train on, never the images the budget is measured on (drawn on top of "
+        "the budget batch when there is no validation split; 0 there: they train on the budget batch, an "
+        "optimistic verdict)",
+    )
     finetune_lr: float = arg(1e-3, "Adam lr of the distillation fine-tune")
     temperature: float = arg(4.0, "KD temperature of the fine-tune")
     escalate: bool = arg(
@@ -119,6 +125,7 @@ class CompressConfig(Config):
         if self.min_bits > self.max_bits:
             raise ConfigError(f"CompressConfig.min_bits={self.min_bits} is above max_bits={self.max_bits}")
         for field, low, bound in (("calib_size", 1, "samples"), ("rescore_size", 0, "samples"),
+                                  ("finetune_size", 0, "samples"),
                                   ("population", 1, "population"), ("generations", 0, "generations"),
                                   ("elite", 1, "population"), ("cycles", 1, "generations"),
                                   ("seed", 0, "seed")):  # fmt: skip

@@ -43,8 +43,12 @@ def compress_model(
 ) -> tuple[CompressReport, DataBundle]:
     """Compress `model` into the file `prn` as `cfg` says: the one implementation (stage and `prunus compress`).
 
-    The calibration images are max(calib_size, rescore_size) unaugmented TRAINING images drawn with
-    `seed`; the search's seed is `cfg.compress.seed + seed` (a sweep's seeds give different searches).
+    The budget batch is max(calib_size, rescore_size) unaugmented VALIDATION images drawn with
+    `seed` (the teacher never trained on them when it was trained with the same data settings: the
+    split's seed is `split_seed`); the search and the fine-tunes use max(calib_size, finetune_size)
+    TRAINING images. Without a validation split, the budget batch is the first of budget batch +
+    finetune_size training images and the fine-tunes train on the rest. The search's seed is
+    `cfg.compress.seed + seed` (a sweep's seeds give different searches).
     With `checkpoint`, the DE search is checkpointed there after every cycle and resumed from it
     (`prunus.compress.compress(checkpoint=)`). Returns the report and the data bundle (its test
     split scores the result).
@@ -54,8 +58,13 @@ def compress_model(
 
     settings = dataclasses.replace(cfg.compress, seed=cfg.compress.seed + seed, progress=progress)
     data = build_loaders(dataclasses.replace(cfg.data, augment=False), seed=seed)
-    calib = training_slice(data, max(settings.calib_size, settings.rescore_size), seed=seed)
-    return compress(model, calib, settings, out=prn, checkpoint=checkpoint), data
+    budget_batch = max(settings.calib_size, settings.rescore_size)
+    if data.val is not None and len(data.val.data) > 0:  # the budget on images the teacher never trained on
+        holdout = training_slice(data.val, budget_batch, seed=seed)
+        calib = training_slice(data, max(settings.calib_size, settings.finetune_size), seed=seed)
+    else:
+        holdout, calib = None, training_slice(data, budget_batch + settings.finetune_size, seed=seed)
+    return compress(model, calib, settings, out=prn, checkpoint=checkpoint, holdout=holdout), data
 
 
 @register_stage(

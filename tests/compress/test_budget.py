@@ -1,5 +1,6 @@
 """The auto-bits budget is checked on the compressed model and a miss is reported, never silent."""
 
+import importlib
 import warnings
 
 import pytest
@@ -49,6 +50,9 @@ def test_a_budget_the_pruning_alone_breaks_is_reported_with_the_measured_drop():
     # no labels: accuracy is agreement with the input model's top-1, as in the bit allocation
     assert b["drop_pt"] == pytest.approx(100 - _agreement(compressed, teacher))
     assert b["drop_pt"] > 0
+    # its standard error, per image (paired): p = share of images where the two disagree; se = sqrt(p(1-p)/(n-1))
+    p = 1 - _agreement(compressed, teacher) / 100
+    assert b["drop_se_pt"] == pytest.approx(100 * (p * (1 - p) * 64 / 63 / 64) ** 0.5)
     assert b["pruned_drop_pt"] > 0
     # the greedy never lowered a bit: over budget from the start
     assert {r.bits for r in report.layers} == {cfg.max_bits}
@@ -82,8 +86,99 @@ def test_cli_prints_the_budget_verdict(tmp_path, capsys, monkeypatch):
     d = tmp_path / "model"
     prunus.save(prunus.create_model("lenet300_100", in_channels=1, width_mult=0.1), d, input_shape=(1, 28, 28))
     args = ["compress", str(d), "--data", "synthetic", "--sparsity", "0.97", "--bits", "auto", "--max-drop", "0",
-            "--calib", "64", "--search-batch", "32", "--set", "cycles=1", "--set", "generations=1", "--no-progress", "--no-escalate",
+            "--calib", "64", "--search-batch", "32", "--set", "cycles=1", "--set", "generations=1", "--set", "max_kl=0",
+            "--no-progress", "--no-escalate",
             "--out", str(tmp_path / "m.prn")]  # fmt: skip
     with pytest.warns(BudgetNotMetWarning):
         assert main(args) == 0
     assert "NOT MET" in capsys.readouterr().out
+
+
+def _spy_on_finetunes(monkeypatch):
+    """Record the images each fine-tune trains on (the real fine-tunes still run)."""
+    api = importlib.import_module("prunus.compress.api")
+
+    seen = {}
+    real_distill, real_codebooks = api.distill, api.finetune_codebooks
+
+    def distill(student, teacher, x, *args, **kwargs):
+        seen["distill"] = x.clone()
+        return real_distill(student, teacher, x, *args, **kwargs)
+
+    def finetune_codebooks(student, teacher, x, *args, **kwargs):
+        seen["codebooks"] = x.clone()
+        return real_codebooks(student, teacher, x, *args, **kwargs)
+
+    monkeypatch.setattr(api, "distill", distill)
+    monkeypatch.setattr(api, "finetune_codebooks", finetune_codebooks)
+    return seen
+
+
+def test_the_fine_tunes_never_train_on_the_budget_batch(monkeypatch):
+    seen = _spy_on_finetunes(monkeypatch)
+    model, _ = _model_and_images()
+    x = torch.randn(64 + 48, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    cfg = CompressConfig(**FAST, sparsity=0.5, bits="auto", max_drop=100.0, finetune_steps=3, codebook_steps=2,
+                         finetune_size=40)  # fmt: skip
+    report = compress(model, x, cfg, baselines=False)
+    # the budget batch is x[:64] (rescore_size); the fine-tunes get the next finetune_size=40, nothing else
+    assert torch.equal(seen["distill"], x[64:104])
+    assert torch.equal(seen["codebooks"], x[64:104])
+    assert report.budget["images"] == 64
+    assert report.budget["held_out"] is True
+    # without images beyond the budget batch (or finetune_size=0) they train on it, and the verdict says so
+    for calib, size in ((x[:64], 40), (x, 0)):
+        seen.clear()
+        report = compress(model, calib, CompressConfig(**{**cfg.to_json(), "finetune_size": size}), baselines=False)
+        assert torch.equal(seen["distill"], calib)
+        assert report.budget["held_out"] is False
+
+
+def test_with_a_holdout_the_budget_is_measured_there_and_the_fine_tunes_use_all_calibration_images(monkeypatch):
+    seen = _spy_on_finetunes(monkeypatch)
+    model, x = _model_and_images()
+    holdout = torch.randn(80, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    cfg = CompressConfig(**FAST, sparsity=0.5, bits="auto", max_drop=100.0, finetune_steps=3, codebook_steps=2)
+    report = compress(model, x, cfg, baselines=False, holdout=holdout)
+    assert torch.equal(seen["distill"], x)
+    assert torch.equal(seen["codebooks"], x)
+    assert report.budget["source"] == "holdout"
+    assert report.budget["held_out"] is True
+    assert report.budget["images"] == 64  # rescore_size of the 80 holdout images
+    # the reported accuracy is the holdout's: agreement of the compressed model with the teacher there
+    with torch.no_grad():
+        agree = _agreement(report.model(holdout[:64]), model(holdout[:64]))
+    assert report.acc * 100 == pytest.approx(agree)
+
+
+def test_the_compress_command_draws_the_budget_batch_from_the_validation_split(monkeypatch):
+    import sys
+
+    from prunus.compress.config import CompressConfig as Config
+    from prunus.data import DataConfig, build_loaders, training_slice
+    from prunus.pipeline._compress_stage import CompressStage, compress_model
+
+    drawn = {}
+
+    class Drawn(Exception):
+        pass
+
+    def record(model, calib, settings, *, holdout=None, **kwargs):
+        drawn["calib"], drawn["holdout"] = calib, holdout
+        raise Drawn  # stop before the search: only the draw is under test
+
+    monkeypatch.setattr(sys.modules["prunus.compress"], "compress", record)
+    model, _ = _model_and_images()
+    settings = Config(calib_size=32, rescore_size=96, finetune_size=160)
+    with pytest.raises(Drawn):  # the default data: 5000 validation images held out of the training split
+        compress_model(CompressStage(compress=settings), model, "unused.prn", seed=0, progress=False)
+    assert drawn["holdout"][0].shape[0] == 96
+    assert drawn["calib"][0].shape[0] == 160
+    bundle = build_loaders(DataConfig(augment=False), seed=0)
+    assert torch.equal(drawn["holdout"][0], training_slice(bundle.val, 96, seed=0)[0])  # from the validation split
+    assert torch.equal(drawn["calib"][0], training_slice(bundle, 160, seed=0)[0])  # from the training split
+    with pytest.raises(Drawn):  # no validation split: the fine-tune images are drawn beyond the budget batch
+        compress_model(CompressStage(compress=settings, data=DataConfig(val_size=0)), model, "unused.prn", seed=0,
+                       progress=False)  # fmt: skip
+    assert drawn["holdout"] is None
+    assert drawn["calib"][0].shape[0] == 96 + 160
