@@ -66,6 +66,8 @@ def _expected_headline(run_dir: Path) -> list[str]:
     spread = " (within the timing spread)" if a25 <= b75 and b25 <= a75 else ""  # quartile ranges overlap
 
     def ratio(r: float, fewer: str, more: str, noun: str) -> str:
+        if abs(r - 1) < 0.005:  # the headline's rule: within 0.5% is the same (timings land there now and then)
+            return f"same{noun or ' latency'}"
         shown = max(r, 1 / r)
         factor = f"{shown:.0f}x" if shown >= 10 else f"{shown:.1f}x"
         return f"{factor} {fewer if r > 1 else more}{noun}"
