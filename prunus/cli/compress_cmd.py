@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from prunus.data import DataConfig
     from prunus.errors import ConfigError
     from prunus.formats import load
-    from prunus.pipeline._compress_stage import CompressStage, compress_model
+    from prunus.pipeline._compress_stage import CompressStage, compress_model, has_validation
 
     if args.threads is not None:
         if args.threads < 1:
@@ -142,8 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if len(report.attempts) > 1:  # the budget escalation ran: every rung, what it tried and what it gave
         print_table("budget escalation (prunus.compress.escalate)", ATTEMPT_COLUMNS, attempt_rows(report.attempts))
     js = report.to_json()
-    has_val = bundle.val is not None and len(bundle.val.data) > 0  # compress_model measured the budget there
-    where = "validation images" if has_val else "training images"
+    where = "validation images" if has_validation(bundle) else "training images"
     rows = [
         ("file bytes", f"{report.file_bytes:,}"),
         ("fp32 file bytes", f"{report.fp32_bytes:,}"),

@@ -38,6 +38,11 @@ class CompressStage(StageConfig):
     data: DataConfig = field(default_factory=DataConfig)  # calibration images and test accuracy
 
 
+def has_validation(data: DataBundle) -> bool:
+    """Whether `compress_model` measures the budget on `data`'s validation split (it has images)."""
+    return data.val is not None and len(data.val.data) > 0
+
+
 def compress_model(
     cfg: CompressStage, model: Any, prn: Path, *, seed: int, progress: bool, checkpoint: Path | None = None
 ) -> tuple[CompressReport, DataBundle]:
@@ -59,7 +64,7 @@ def compress_model(
     settings = dataclasses.replace(cfg.compress, seed=cfg.compress.seed + seed, progress=progress)
     data = build_loaders(dataclasses.replace(cfg.data, augment=False), seed=seed)
     budget_batch = max(settings.calib_size, settings.rescore_size)
-    if data.val is not None and len(data.val.data) > 0:  # the budget on images the teacher never trained on
+    if has_validation(data):  # the budget on images the teacher never trained on
         holdout = training_slice(data.val, budget_batch, seed=seed)
         calib = training_slice(data, max(settings.calib_size, settings.finetune_size), seed=seed)
     else:

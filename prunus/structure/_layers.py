@@ -300,8 +300,7 @@ def stat_norm(tr: Tracer, m: nn.Module, args: tuple, kwargs: dict) -> StatNorm |
     c = x.shape[dim]
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(x.shape, generator=gen).to(dtype=x.dtype, device=x.device)
-    gone = list(range(1, c, 2))
-    keep = torch.tensor(list(range(0, c, 2)), device=x.device)
+    gone, keep = torch.arange(1, c, 2, device=x.device), torch.arange(0, c, 2, device=x.device)
     ratio = c / len(keep)
     try:
         with torch.no_grad():
@@ -310,14 +309,14 @@ def stat_norm(tr: Tracer, m: nn.Module, args: tuple, kwargs: dict) -> StatNorm |
                 t.copy_(torch.randn(t.shape, generator=gen).to(t.dtype) + 0.5)  # GRN's weight starts at 0
             base = _bare_copy(masked)
             xz = x.clone()
-            xz.index_fill_(dim, torch.tensor(gone, device=x.device), 0.0)
+            xz.index_fill_(dim, gone, 0.0)
             for t in [*masked.parameters(), *masked.buffers()]:
-                t.index_fill_(0, torch.tensor(gone, device=t.device), 0.0)
+                t.index_fill_(0, gone.to(t.device), 0.0)
             ref = masked(xz)
             if not isinstance(ref, torch.Tensor) or ref.shape != x.shape:
                 return None
             scale = 1e-5 * (1.0 + float(ref.abs().max()))
-            zero = bool((ref.index_select(dim, torch.tensor(gone, device=x.device)).abs() <= scale).all())
+            zero = bool((ref.index_select(dim, gone).abs() <= scale).all())
             want = ref.index_select(dim, keep)
             for exponent in _EXPONENTS:
                 cut = _bare_copy(base)

@@ -91,7 +91,20 @@ def test_cli_prints_the_budget_verdict(tmp_path, capsys, monkeypatch):
             "--out", str(tmp_path / "m.prn")]  # fmt: skip
     with pytest.warns(BudgetNotMetWarning):
         assert main(args) == 0
-    assert "NOT MET" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "NOT MET" in out
+    assert "on validation images" in out  # synthetic data holds a validation split: the budget is measured there
+
+
+def test_the_budget_verdict_states_its_standard_error_and_says_when_it_is_optimistic():
+    from prunus.cli.compress_cmd import _budget_text
+
+    budget = {"max_drop": 1.0, "max_kl": None, "met": True, "drop_pt": 0.93, "drop_se_pt": 0.29, "kl": 0.03,
+              "against": "input", "pruned_drop_pt": 0.9, "images": 4096, "held_out": True}  # fmt: skip
+    text = _budget_text(budget)
+    assert "+0.93 pt lost (s.e. 0.29 on 4096 images)" in text
+    assert "optimistic" not in text
+    assert "the fine-tunes trained on these images: optimistic" in _budget_text({**budget, "held_out": False})
 
 
 def _spy_on_finetunes(monkeypatch):
@@ -126,6 +139,7 @@ def test_the_fine_tunes_never_train_on_the_budget_batch(monkeypatch):
     assert torch.equal(seen["codebooks"], x[64:104])
     assert report.budget["images"] == 64
     assert report.budget["held_out"] is True
+    assert report.budget["source"] == "calib"
     # without images beyond the budget batch (or finetune_size=0) they train on it, and the verdict says so
     for calib, size in ((x[:64], 40), (x, 0)):
         seen.clear()
