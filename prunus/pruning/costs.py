@@ -20,9 +20,9 @@ Example:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -63,11 +63,11 @@ class CostModel:
         params = {n: p for n, p in model.named_parameters()}
         for g in groups:
             macs, prm = [], []
+            order = np.asarray(self.order[g.key], dtype=np.int64)
             for s in g.slices:
-                per_channel: dict[int, int] = {}
-                for c in s.channel:
-                    per_channel[c] = per_channel.get(c, 0) + 1
-                cum = [0, *itertools.accumulate(per_channel.get(c, 0) for c in self.order[g.key])]
+                # positions per channel (a Linear after flatten holds a block per channel), summed over the order
+                per_channel = np.bincount(np.asarray(s.channel, dtype=np.int64), minlength=g.num_channels)
+                cum = [0, *np.cumsum(per_channel[order]).tolist()]
                 if s.tensor == "weight" and s.module in self.shapes and s.role in ("out", "dw", "in", "in_grouped"):
                     macs.append(((s.module, "out" if s.role in ("out", "dw") else "in"), cum))
                 full = f"{s.module}.{s.tensor}" if s.module else s.tensor

@@ -253,12 +253,11 @@ def measured_ratio(
 ) -> float:
     """Pruned / dense latency of `cut`, measured side by side on a pruned copy (the model is untouched)."""
     from prunus.deploy.bench import compare_latency
-    from prunus.structure import build_groups, remove_
+    from prunus.structure import build_groups, remove_many_
 
     pruned = copy.deepcopy(model)
-    for g in build_groups(pruned, example_inputs, ignored_layers, filter_fn=filter_fn):
-        if cut.get(g.key):
-            remove_(pruned, g, costs.channels(g.key, cut[g.key]))
+    groups = build_groups(pruned, example_inputs, ignored_layers, filter_fn=filter_fn)
+    remove_many_(pruned, [(g, costs.channels(g.key, cut[g.key])) for g in groups if cut.get(g.key)])
     shape = tuple(int(s) for s in example_inputs.shape[1:])
     cmp = compare_latency(
         model, pruned, shape, batch_sizes=(batch,), runtimes=(runtime,), warmup=3, repeats=repeats, threads=threads

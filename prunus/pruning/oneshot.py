@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -47,7 +48,8 @@ from prunus.measure import count
 from prunus.pruning.config import PruneConfig, match_layer_ratios
 from prunus.pruning.costs import CostModel
 from prunus.pruning.widths import _EPS, kept_widths, num_to_prune, round_kept
-from prunus.structure import ChannelGroup, FilterFn, build_groups, remove_
+from prunus.structure import ChannelGroup, FilterFn, build_groups, remove_many_
+from prunus.structure._gc import paused_gc
 from prunus.structure.roles import WRITER_ROLES
 
 __all__ = ["PruneReport", "TargetPlan", "as_prune_config", "num_to_prune", "plan_target", "prune"]
@@ -465,12 +467,14 @@ def prune(
     if instance is not None:  # a Criterion object: the config records its name
         settings = {**settings, "criterion": "l1"}
     config = as_prune_config(config, settings, "prune")
-    plan = plan_target(
-        model, example_inputs, config, criterion=instance, filter_fn=filter_fn, batch=batch, threads=threads,
-        latency_table=latency_table, cache_dir=cache_dir,
-    )  # fmt: skip
     name, value = config.require_target()
-    report = _apply(model, plan, config.global_pruning, {name: value})
+    # A latency target times models for minutes: the collector runs there; elsewhere it is paused (`_gc`).
+    with paused_gc() if name != "keep_latency" else contextlib.nullcontext():
+        plan = plan_target(
+            model, example_inputs, config, criterion=instance, filter_fn=filter_fn, batch=batch, threads=threads,
+            latency_table=latency_table, cache_dir=cache_dir,
+        )  # fmt: skip
+        report = _apply(model, plan, config.global_pruning, {name: value})
     return model, replace(report, **plan.latency) if plan.latency else report
 
 
@@ -490,9 +494,7 @@ def _apply(model: nn.Module, plan: TargetPlan, global_pruning: bool, requested: 
     """Cut the model and report; MACs from the exact cost model, parameters summed directly."""
     groups, cut, costs = plan.groups, plan.cut, plan.costs
     widths = {g.key: [g.num_channels, g.num_channels - cut.get(g.key, 0)] for g in groups}
-    for g in groups:
-        if cut.get(g.key):
-            remove_(model, g, costs.channels(g.key, cut[g.key]))
+    remove_many_(model, [(g, costs.channels(g.key, cut[g.key])) for g in groups if cut.get(g.key)])
     # The MACs model is exact for every layer prunus.count charges (tests recount every zoo model),
     # so the pruned model needs no second forward pass.
     pruned_macs = costs.macs(cut)

@@ -39,6 +39,7 @@ from prunus.structure.masks import reset_optimizer_state_ as reset_optimizer_sta
 from prunus.structure.masks import soft_mask_ as soft_mask_
 from prunus.structure.merge import merge_ as merge_
 from prunus.structure.removal import remove_ as remove_
+from prunus.structure.removal import remove_many_ as remove_many_
 from prunus.structure.roles import CLUSTERED_ROLES as CLUSTERED_ROLES
 from prunus.structure.roles import CONSUMER_ROLES as CONSUMER_ROLES
 from prunus.structure.roles import MASKED_ROLES as MASKED_ROLES
@@ -81,6 +82,7 @@ __all__ = [
     "removal_order",
     "per_channel",
     "remove_",
+    "remove_many_",
     "replay",
     "reset_optimizer_rows",
     "reset_optimizer_state_",

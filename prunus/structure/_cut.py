@@ -46,9 +46,18 @@ def _replace(module: nn.Module, name: str, value: torch.Tensor, undo: list | Non
         setattr(module, name, value)
 
 
-def _keep(size: int, drop: list[int], device: torch.device) -> torch.Tensor:
-    gone = set(drop)
-    return torch.tensor([i for i in range(size) if i not in gone], dtype=torch.long, device=device)
+def _keep(size: int, drop: list[int], device: torch.device, cache: dict | None = None) -> torch.Tensor:
+    """The indices of `range(size)` not in `drop`; `cache` shares them between the tensors of one cut
+    (a conv's weight and bias and its BatchNorm's four tensors drop the same positions)."""
+    key = (size, tuple(drop), device)
+    if cache is not None and key in cache:
+        return cache[key]
+    keep = torch.ones(size, dtype=torch.bool)
+    keep[list(drop)] = False
+    index = keep.nonzero().squeeze(1).to(device)
+    if cache is not None:
+        cache[key] = index
+    return index
 
 
 def _restorer(module: nn.Module, name: str) -> Any:
@@ -81,15 +90,16 @@ def apply_plan(
     """
     get = modules.__getitem__ if modules is not None else model.get_submodule
     touched: dict[str, set[Role]] = {}
+    kept: dict = {}
     for module_name, tensor, dim, role, positions in plan.tensors:
         m = get(module_name)
         t = getattr(m, tensor)
         if role is Role.IN_GROUPED:  # positions are input channels; the weight holds in/groups columns
             per = m.in_channels // m.groups
             cols = sorted({p % per for p in positions})
-            new = t.detach().index_select(1, _keep(per, cols, t.device))
+            new = t.detach().index_select(1, _keep(per, cols, t.device, kept))
         else:
-            new = t.detach().index_select(dim, _keep(t.shape[dim], positions, t.device))
+            new = t.detach().index_select(dim, _keep(t.shape[dim], positions, t.device, kept))
         _replace(m, tensor, new, undo)
         touched.setdefault(module_name, set()).add(role)
     for module_name, roles in touched.items():

@@ -32,7 +32,7 @@ from prunus.errors import ConfigError
 from prunus.models.info import get_info
 from prunus.structure._cut import CutPlan, apply_plan
 from prunus.structure._labels import UnionFind
-from prunus.structure._trace import KNOWN, Trace, channel_dim, forward, random_like, trace
+from prunus.structure._trace import KNOWN, Trace, channel_dim, eval_mode, forward, random_like, trace
 from prunus.structure.roles import Role
 
 __all__ = [
@@ -185,6 +185,8 @@ class Graph:
             for c in set(lst) - {None}:
                 self._where.setdefault(c, set()).add(key)
         self.groups: dict[str, GroupState] = {}
+        self._indexes: dict[tuple[str, str, int], dict[int, list[int]]] = {}  # see `_index`
+        self._indexed_version = 0
         self._slices: tuple[int, dict[str, list]] | None = None
         self._build(result, find, ignored)
 
@@ -348,10 +350,28 @@ class Graph:
         found = []
         for key in sorted(keys, key=self._axis_rank.__getitem__):
             role, lst = self.axes[key]
-            pos = [i for i, c in enumerate(lst) if c in classes]
+            if len(classes) * 4 >= len(lst):  # many classes (a trial of every group at once): one scan
+                pos = [i for i, c in enumerate(lst) if c in classes]
+            else:  # a few classes of a long axis: look them up
+                index = self._index(key)
+                pos = sorted(i for c in classes if c in index for i in index[c])
             if pos:
                 found.append((key, role, pos))
         return found
+
+    def _index(self, key: tuple[str, str, int]) -> dict[int, list[int]]:
+        """class -> its positions along axis `key`, built once per axis and graph version (trial cuts
+        ask for the same axes again and again; scanning a long axis per call dominated the trials)."""
+        if self._indexed_version != self.version:
+            self._indexes, self._indexed_version = {}, self.version
+        index = self._indexes.get(key)
+        if index is None:
+            index = {}
+            for i, c in enumerate(self.axes[key][1]):
+                if c is not None:
+                    index.setdefault(c, []).append(i)
+            self._indexes[key] = index
+        return index
 
     def classes_of(self, key: str, idxs: Sequence[int]) -> set[int]:
         state = self.groups[key]
@@ -363,7 +383,17 @@ class Graph:
         `fold`: removing (not merging) channels whose masked value is a nonzero constant where a
         reader takes it: their contribution goes into the reader's bias first (`fold_constants`).
         """
-        gone = self.classes_of(key, idxs)
+        self.cut_many([(key, idxs)], fold=fold)
+
+    def cut_many(self, cuts: Sequence[tuple[str, Sequence[int]]], *, fold: bool = False) -> None:
+        """`cut` of several groups at once: one fold, one pass over the tensors, one update of the
+        bookkeeping (removing disjoint channels commutes, so this equals cutting them one by one; the
+        folded constants are read with every removed channel masked, which is what the cut computes)."""
+        gone: set[int] = set()
+        for key, idxs in cuts:
+            gone |= self.classes_of(key, idxs)
+        if not gone:
+            return
         if fold:
             self.fold_constants(gone)
         apply_plan(self.model, self.plan(gone), modules=self.modules)
@@ -379,6 +409,7 @@ class Graph:
         key = (reader, "bias", 0)
         labels = list(self.axes[(reader, "weight", 0)][1])
         self.axes[key] = (Role.BIAS, labels)
+        self._indexes.pop(key, None)
         self._axis_rank[key] = len(self._axis_rank)
         classes = set(labels) - {None}
         for c in classes:
@@ -388,6 +419,7 @@ class Graph:
         def take_back() -> None:
             module.register_parameter("bias", None)
             del self.axes[key], self._axis_rank[key]
+            self._indexes.pop(key, None)
             for c in classes:
                 self._where[c].discard(key)
             self._slices = None
@@ -447,18 +479,14 @@ class Graph:
             self.modules[r].register_forward_pre_hook(lambda m, args, r=r: seen[r].append(args[0].detach().clone()))
             for r in readers
         ]
-        modes = {m: m.training for m in self.model.modules()}
         gen = torch.Generator().manual_seed(1)
         try:
-            self.model.eval()
-            with self.masked(classes), torch.no_grad():
+            with eval_mode(self.model), self.masked(classes), torch.no_grad():
                 for inputs in (self.example_inputs, random_like(self.example_inputs, gen)):
                     forward(self.model, inputs)
         finally:
             for h in hooks:
                 h.remove()
-            for m, mode in modes.items():
-                m.training = mode
         for r in readers:
             module = self.modules[r]
             _, labels = self.axes[(r, "weight", 1)]

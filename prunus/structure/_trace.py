@@ -24,8 +24,9 @@ an input goes, so such a conv's inputs stay).
 
 from __future__ import annotations
 
+import contextlib
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,8 +87,10 @@ class _Mode(TorchFunctionMode):
         if tr.quiet or tr.leaf:
             return out
         name = getattr(func, "__name__", "") or ""
-        if name in ("__get__", "size") and isinstance(out, (torch.Size, int)) and args:
-            tr.read_size(args[0])  # `b, c, h, w = x.shape`: a width the code may reuse elsewhere
+        if args and (isinstance(out, torch.Size) or (name == "size" and isinstance(out, int))):
+            # `b, c, h, w = x.shape`, `x.size(1)`: a width the code may reuse elsewhere (`x.ndim`, an
+            # int read by `__get__` too, or `x.size(2)` of a spatial dim is no channel width)
+            tr.read_size(args[0], _ops.arg(args, kwargs, 1, "dim", None) if isinstance(out, int) else None)
         if name != "__setitem__" and not tensors(out):
             return out
         tr.quiet += 1
@@ -197,11 +200,16 @@ class Tracer:
         elif a >= 0 or b >= 0:
             self.freeze_ids([max(a, b)], why or f"{self.where()} ties them to channels that cannot be removed")
 
-    def read_size(self, x: Any) -> None:
-        """The code read the shape of `x`: the channels of `x` go to the trial cut, since that width may
-        size another tensor (timm's LambdaLayer reshapes its value path with its input's C)."""
-        if isinstance(x, torch.Tensor) and not self.quiet and self.labelled(x):
-            self.risky(self.get(x)[0])
+    def read_size(self, x: Any, dim: int | None = None) -> None:
+        """The code read the shape of `x` (or its size along `dim`): the channels of `x` go to the trial
+        cut, since that width may size another tensor (timm's LambdaLayer reshapes its value path with
+        its input's C). A size read along a dim the channels do not vary along is no channel width."""
+        if not isinstance(x, torch.Tensor) or self.quiet or not self.labelled(x):
+            return
+        L = self.get(x)[0]
+        if dim is not None and x.dim() and dim % x.dim() not in varying_dims(L):
+            return
+        self.risky(L)
 
     def fold_ids(self, labels: Sequence[int], reader: str) -> None:
         """Masked, these labels reach `reader` nonzero (a scalar bias after the activation): removing them
@@ -357,6 +365,25 @@ def forward(model: nn.Module, inputs: Any) -> Any:
     return model(inputs)
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """`model` in eval mode, then the modules that were training put back (and only those: setting a
+    flag on every module of a large model, per trial cut, cost more than the cut itself).
+
+    Example:
+        >>> with eval_mode(model):  # doctest: +SKIP
+        ...     out = model(x)
+    """
+    training = [m for m in model.modules() if m.training]
+    if training:
+        model.eval()
+    try:
+        yield
+    finally:
+        for m in training:
+            m.training = True
+
+
 def trace(model: nn.Module, example_inputs: Any, opaque: frozenset[str] = frozenset()) -> Trace:
     """Run `model` once on `example_inputs` in eval mode, without gradients, and return what it found.
 
@@ -364,21 +391,18 @@ def trace(model: nn.Module, example_inputs: Any, opaque: frozenset[str] = frozen
     Exceptions from the model itself propagate (the caller turns them into a `StructureError`).
     """
     tr = Tracer(model, opaque)
-    modes = {m: m.training for m in model.modules()}
     handles = []
     for m in model.modules():
         handles.append(m.register_forward_pre_hook(tr.pre_hook, with_kwargs=True))
         handles.append(m.register_forward_hook(tr.post_hook, with_kwargs=True, always_call=True))
     try:
-        model.eval()
-        with torch.no_grad(), _Mode(tr):
-            out = forward(model, example_inputs)
-        for t in tensors(out):
-            if tr.labelled(t):
-                tr.freeze(tr.get(t)[0], "its channels are a model output")
+        with eval_mode(model):
+            with torch.no_grad(), _Mode(tr):
+                out = forward(model, example_inputs)
+            for t in tensors(out):
+                if tr.labelled(t):
+                    tr.freeze(tr.get(t)[0], "its channels are a model output")
     finally:
         for h in handles:
             h.remove()
-        for m, mode in modes.items():
-            m.training = mode
     return tr.result

@@ -23,7 +23,7 @@ from torch import nn
 from prunus.structure._cut import apply_plan
 from prunus.structure._graph import Graph, StructureError
 from prunus.structure._labels import tensors
-from prunus.structure._trace import forward, random_like
+from prunus.structure._trace import eval_mode, forward, random_like
 
 __all__ = ["verify_groups"]
 
@@ -81,29 +81,23 @@ def _compare(masked: list[torch.Tensor], pruned: list[torch.Tensor]) -> str | No
 def _trial(graph: Graph, inputs: Any, classes: set[int]) -> str | None:
     """Why cutting `classes` does not reproduce masking them, or None when it does."""
     model = graph.model
-    modes = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        with torch.no_grad():
-            with graph.masked(classes):
-                masked = _run(model, inputs)
-            undo: list = []  # the cut is tried on the model itself and taken back: no copy of the weights
+    with eval_mode(model), torch.no_grad():
+        with graph.masked(classes):
+            masked = _run(model, inputs)
+        undo: list = []  # the cut is tried on the model itself and taken back: no copy of the weights
+        try:
             try:
-                try:
-                    graph.fold_constants(classes, undo)
-                except StructureError as exc:  # no constant to fold: say that, not "the model fails"
-                    return str(exc)
-                apply_plan(model, graph.plan(classes), undo, graph.modules)
-                pruned = _run(model, inputs)
-            except Exception as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-                return f"the model fails once it is cut ({type(exc).__name__}: {first})"
-            finally:
-                for restore in reversed(undo):
-                    restore()
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
+                graph.fold_constants(classes, undo)
+            except StructureError as exc:  # no constant to fold: say that, not "the model fails"
+                return str(exc)
+            apply_plan(model, graph.plan(classes), undo, graph.modules)
+            pruned = _run(model, inputs)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            return f"the model fails once it is cut ({type(exc).__name__}: {first})"
+        finally:
+            for restore in reversed(undo):
+                restore()
     return _compare(masked, pruned)
 
 
@@ -133,6 +127,11 @@ def verify_groups(graph: Graph, groups: Sequence[Any]) -> list[tuple[Any, str]]:
         # each half alone is fine but not both together: keep them all
         return found or [(trials[k][0], f"{why}, together with other groups") for k in keys]
 
+    with eval_mode(graph.model):  # once for every trial (each trial's own eval_mode then finds nothing to flip)
+        return _search_all(trials, search)
+
+
+def _search_all(trials: dict[str, tuple[Any, set[int]]], search: Any) -> list[tuple[Any, str]]:
     keys = list(trials)
     bad = search(keys, {k: c for k, (_, c) in trials.items()})
     # Cut by the same amount, two groups can agree by coincidence: a width read from one tensor's shape

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from prunus.errors import StructureWarning
+from prunus.structure._gc import paused_gc
 from prunus.structure._graph import FilterFn, Graph, StructureError, build_graph
 from prunus.structure._verify import verify_groups
 from prunus.structure.history import history_length
@@ -211,18 +212,19 @@ def build_groups(
         >>> [g.key for g in groups if g.prunable][:2]  # doctest: +SKIP
         ['layer1.0.conv1', 'layer1.1.conv1']
     """
-    graph = build_graph(model, example_inputs, ignored_layers, filter_fn=filter_fn)
-    graph.version = history_length(model)
-    groups = []
-    for key, state in graph.groups.items():
-        groups.append(ChannelGroup(key, state.reason is None, state.reason, state.blocks, graph))
-        if state.warn:
-            _warn(key, state.reason)
-    if verify:
-        for group, why in verify_groups(graph, [g for g in groups if g.prunable and graph.groups[g.key].risky]):
-            group.prunable, group.reason = False, why
-            graph.groups[group.key].reason = why
-            _warn(group.key, why)
+    with paused_gc():
+        graph = build_graph(model, example_inputs, ignored_layers, filter_fn=filter_fn)
+        graph.version = history_length(model)
+        groups = []
+        for key, state in graph.groups.items():
+            groups.append(ChannelGroup(key, state.reason is None, state.reason, state.blocks, graph))
+            if state.warn:
+                _warn(key, state.reason)
+        if verify:
+            for group, why in verify_groups(graph, [g for g in groups if g.prunable and graph.groups[g.key].risky]):
+                group.prunable, group.reason = False, why
+                graph.groups[group.key].reason = why
+                _warn(group.key, why)
     return groups
 
 

@@ -15,10 +15,11 @@ from typing import Any
 from torch import nn
 
 from prunus.models.info import get_info, update_info
+from prunus.structure._gc import paused_gc
 from prunus.structure.groups import ChannelGroup, StructureError, check_channels
-from prunus.structure.history import record
+from prunus.structure.history import history_length, record
 
-__all__ = ["remove_"]
+__all__ = ["remove_", "remove_many_"]
 
 
 def _same_model(model: nn.Module, group: ChannelGroup) -> None:
@@ -34,6 +35,38 @@ def cut_(model: nn.Module, group: ChannelGroup, idxs: list[int], entry: dict[str
     # A pruned model can only be rebuilt by replaying its history on an input: keep the one we traced.
     if not get_info(model).input_shape and group._graph.input_shape:
         update_info(model, input_shape=group._graph.input_shape)
+
+
+def remove_many_(model: nn.Module, cuts: Iterable[tuple[ChannelGroup, Iterable[int]]]) -> nn.Module:
+    """`remove_` of several groups of one model in one pass; returns `model`.
+
+    The same model as calling `remove_` group by group (the history holds one entry per group, in
+    order), but the tensors are sliced once: a one-shot prune of a large model cuts every group.
+    Every group is validated before anything is cut.
+
+    Example:
+        >>> remove_many_(model, [(group_a, [0, 1]), (group_b, [3])])  # doctest: +SKIP
+    """
+    todo = []
+    for group, idxs in cuts:
+        _same_model(model, group)
+        out = check_channels(group, idxs, removing=True)
+        if out:
+            todo.append((group, out))
+    if not todo:
+        return model
+    graph = todo[0][0]._graph
+    if any(g._graph is not graph for g, _ in todo):
+        raise StructureError("remove_many_ needs groups from one build_groups call")
+    widths = [g.num_channels for g, _ in todo]
+    with paused_gc():
+        graph.cut_many([(g.key, out) for g, out in todo], fold=True)
+    for (group, out), width in zip(todo, widths, strict=True):
+        record(model, {"op": "remove", "group": group.key, "width": width, "idxs": list(out)})
+    graph.version = history_length(model)  # one pass, as many entries: the groups stay in step with the history
+    if not get_info(model).input_shape and graph.input_shape:
+        update_info(model, input_shape=graph.input_shape)
+    return model
 
 
 def remove_(model: nn.Module, group: ChannelGroup, idxs: Iterable[int]) -> nn.Module:

@@ -418,6 +418,35 @@ class SizeFromInput(nn.Module):
         return self.fc(F.relu(self.post(out)).mean((2, 3)))
 
 
+class SizeOneFromInput(SizeFromInput):
+    """The same, with the width read by `x.size(1)` (one dim of the shape, the channel one)."""
+
+    def forward(self, x):
+        x = F.relu(self.pre(F.relu(self.stem(x))))
+        c = x.size(1)  # the only size read from `x`: it alone marks `pre` for the trial cut
+        v = self.v(x)
+        out = v.reshape(-1, c, v.size(2) * v.size(3)).reshape(v.shape)
+        return self.fc(F.relu(self.post(out)).mean((2, 3)))
+
+
+class SpatialReads(nn.Module):
+    """Reads of `x.ndim` and of spatial sizes (`x.size(-1)`, timm's `_assert(x.ndim == 4)` in every
+    BatchNormAct2d): no channel width, so nothing here needs the trial cut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a, self.b = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, 5)
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        y = F.relu(self.a(F.relu(self.stem(x))))
+        assert y.ndim == 4
+        y = F.interpolate(y, size=(y.size(-2), y.size(3)))
+        return self.fc(F.relu(self.b(y)).mean((2, 3)))
+
+
 class StarReLU(nn.Module):
     """MetaFormer's `s * relu(x) ** 2 + b` with scalar s and b: a masked channel leaves it as b, not 0."""
 
@@ -579,6 +608,8 @@ class StatNorms(nn.Module):
 
 MODELS = {
     "size_from_input": SizeFromInput,
+    "size_one_from_input": SizeOneFromInput,
+    "spatial_reads": SpatialReads,
     "scalar_args": ScalarArgs,
     "mixnet": MixNet,
     "res2net": Res2Net,

@@ -19,7 +19,7 @@ from torch import nn
 
 import prunus
 from prunus.errors import StructureWarning
-from prunus.structure import StructureError, build_groups, remove_, soft_mask_
+from prunus.structure import StructureError, build_groups, get_history, remove_, remove_many_, soft_mask_
 
 from . import families as fam
 from .conftest import pick, randomize_
@@ -57,6 +57,7 @@ EXPECTED = {
         ["group 'c3' is left unpruned: its masked channels are not zero where 'c4' reads them (e.g. after a sigmoid)"],
     ),
     "qk_attention": (["q", "v"], []),
+    "spatial_reads": (["a", "b"], []),
     "fused_qkv": (["qkv", "mlp1"], []),
     "stat_norms": (
         ["a", "lin1", "c"],
@@ -295,10 +296,12 @@ def test_a_one_channel_gate_does_not_tie_the_channels_it_scales():
     assert groups["gate"].num_channels == 1
 
 
-def test_groups_that_agree_only_when_cut_together_are_each_left_whole():
+@pytest.mark.parametrize("name", ["size_from_input", "size_one_from_input"])
+def test_groups_that_agree_only_when_cut_together_are_each_left_whole(name):
     """Cut at once by the same trial amount, `pre` and `v` still fit the reshape; cut by a real plan they
-    do not. Each is tried alone too, so both stay whole and the pruned model runs at any batch size."""
-    model, x = _dense("size_from_input"), fam.inputs("size_from_input")
+    do not. Each is tried alone too, so both stay whole and the pruned model runs at any batch size.
+    The width is read as `x.shape` or as `x.size(1)`: both are channel widths the code may reuse."""
+    model, x = _dense(name), fam.inputs(name)
     groups, warned = _groups(model, x)
     assert sorted(g.key for g in groups if not g.prunable and g.key in ("pre", "v")) == ["pre", "v"]
     assert sum("is left unpruned: the model fails once it is cut" in w for w in warned) == 2
@@ -306,7 +309,61 @@ def test_groups_that_agree_only_when_cut_together_are_each_left_whole():
         warnings.simplefilter("ignore", StructureWarning)
         pruned, _ = prunus.prune(model, x, remove_channels=0.5)
     for batch in (1, 3):
-        assert pruned(fam.inputs("size_from_input", batch=batch)).shape == (batch, 5)
+        assert pruned(fam.inputs(name, batch=batch)).shape == (batch, 5)
+
+
+@pytest.mark.parametrize("name", sorted(set(EXPECTED) | set(LEFT_WHOLE)))
+def test_removing_every_group_in_one_pass_equals_removing_them_one_by_one(name):
+    """`remove_many_` (what `prune` uses) gives the tensors, attributes and history of `remove_` group by
+    group; the groups stay usable afterwards (their slices shrank, a further cut works)."""
+    x = fam.inputs(name)
+    one_by_one, at_once = _dense(name), _dense(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StructureWarning)
+        groups_a, groups_b = build_groups(one_by_one, x), build_groups(at_once, x)
+    chosen = pick(groups_a)
+    assert chosen
+    for g in groups_a:
+        if g.key in chosen:
+            remove_(one_by_one, g, chosen[g.key])
+    remove_many_(at_once, [(g, chosen[g.key]) for g in groups_b if g.key in chosen])
+    assert get_history(at_once) == get_history(one_by_one)
+    a, b = one_by_one.state_dict(), at_once.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].shape == b[k].shape, k
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+    for ma, mb in zip(one_by_one.modules(), at_once.modules(), strict=True):
+        assert {k: v for k, v in vars(ma).items() if not k.startswith("_")} == {
+            k: v for k, v in vars(mb).items() if not k.startswith("_")
+        }
+    with torch.no_grad():
+        torch.testing.assert_close(fam.outputs(fam.run(at_once, x)), fam.outputs(fam.run(one_by_one, x)))
+    g = next(g for g in groups_b if g.key in chosen and len(g.units) > 1)
+    assert sum(len(s.index) for s in g.slices) > 0
+    remove_(at_once, g, list(g.units[0]))
+    assert len(get_history(at_once)) == len(chosen) + 1
+
+
+def test_reading_ndim_or_a_spatial_size_needs_no_trial_cut():
+    """`x.ndim` and `x.size(-2)` are no channel widths: the model runs once (the trace), not once per trial
+    cut; reading `x.size(1)` instead sends the groups to the trial cut (two runs per trial)."""
+    calls = []
+
+    def count(model, x):
+        handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
+        try:
+            build_groups(model, x)
+        finally:
+            handle.remove()
+        n = len(calls)
+        calls.clear()
+        return n
+
+    assert count(_dense("spatial_reads"), fam.inputs("spatial_reads")) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StructureWarning)
+        assert count(_dense("size_one_from_input"), fam.inputs("size_one_from_input")) > 1
 
 
 def test_removing_constant_channels_folds_them_into_a_new_bias_and_merging_does_not():

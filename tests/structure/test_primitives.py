@@ -237,3 +237,24 @@ def test_custom_layer_probe_copies_without_hooks_and_restores_them():
     assert seen == [layer]  # only the original's hook ran
     assert copy_.weight is not layer.weight
     assert torch.equal(copy_.weight, layer.weight)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_pruning_leaves_the_garbage_collector_as_it_found_it(enabled):
+    """The engine pauses Python's cyclic collector while it works (`structure._gc`): on after, when it was on;
+    still off when the user had turned it off."""
+    import gc
+
+    model, x = create_model("resnet20"), torch.randn(1, 3, 32, 32)
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        seen = []
+        hook = model.register_forward_pre_hook(lambda *_: seen.append(gc.isenabled()))
+        prunus.prune(model, x, remove_channels=0.3)
+        hook.remove()
+        assert seen
+        assert not any(seen)  # paused while it traced
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
