@@ -185,8 +185,9 @@ def _budget_text(budget: dict) -> str:
     rung = f" at rung {budget['rung']} ({budget['settings']})" if "rung" in budget else ""
     verdict = f"met{rung}" if budget["met"] else f"NOT MET{rung}; next to try: {budget.get('next', '?')}"
     caveat = "" if budget.get("held_out", True) else "; the fine-tunes trained on these images: optimistic"
-    se = budget.get("drop_se_pt")
-    noise = f" (s.e. {se:.2f} on {budget['images']} images)" if se is not None and se == se else ""
+    se, upper = budget.get("drop_se_pt"), budget.get("drop_upper_pt")
+    bound = f"; at most {upper:+.2f} pt at {budget['confidence']:.0%} confidence" if upper is not None else ""
+    noise = f" (s.e. {se:.2f} on {budget['images']} images{bound})" if se is not None and se == se else ""
     return (f"{verdict}: {budget['drop_pt']:+.2f} pt lost{noise}, KL {budget['kl']:.4g} vs the "
             f"{budget['against']} model ({limits}); "
             f"pruning alone {budget['pruned_drop_pt']:+.2f} pt{caveat}")  # fmt: skip

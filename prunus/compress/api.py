@@ -40,7 +40,7 @@ from torch import nn
 
 from prunus._io.atomic import write_bytes
 from prunus.compress.baselines import deep_compression_bits, generic_bytes
-from prunus.compress.bits import allocate_bits, fixed_bits
+from prunus.compress.bits import allocate_bits, drop_se, fixed_bits, z_score
 from prunus.compress.codebooks import finetune_codebooks
 from prunus.compress.codec import order0_bits
 from prunus.compress.config import CompressConfig
@@ -317,10 +317,12 @@ def _finish(job: _Job, searched: nn.Module, cfg: CompressConfig) -> _Done:
             s_big = student(x_big)
     if cfg.bits == "auto" and cfg.quant_drop is not None:  # quantization's own share, vs the pruned model
         quantizers = allocate_bits(student, masks, x_big, s_big, y_big, max_kl=None, max_drop=cfg.quant_drop,
-                                   kind=cfg.quantizer, min_bits=cfg.min_bits, max_bits=cfg.max_bits)  # fmt: skip
+                                   kind=cfg.quantizer, min_bits=cfg.min_bits, max_bits=cfg.max_bits,
+                                   z=z_score(cfg.confidence))  # fmt: skip
     elif cfg.bits == "auto":
         quantizers = allocate_bits(student, masks, x_big, t_big, y_big, max_kl=cfg.max_kl, max_drop=cfg.max_drop,
-                                   kind=cfg.quantizer, min_bits=cfg.min_bits, max_bits=cfg.max_bits)  # fmt: skip
+                                   kind=cfg.quantizer, min_bits=cfg.min_bits, max_bits=cfg.max_bits,
+                                   z=z_score(cfg.confidence))  # fmt: skip
     else:
         quantizers = fixed_bits(student, masks, cfg.bits, cfg.quantizer)  # type: ignore[arg-type]
     layers = prunable_layers(student)
@@ -453,17 +455,19 @@ def _check_budget(cfg: CompressConfig, t_big: torch.Tensor, s_big: torch.Tensor,
     labels = y_big if y_big is not None else ref.argmax(1)
     drop = 100 * (_accuracy(ref, labels) - _accuracy(logits, labels))
     # the sampling error of that drop: per image, reference right minus compressed right (paired)
-    paired = (ref.argmax(1) == labels).float() - (logits.argmax(1) == labels).float()
-    drop_se = 100 * float(paired.std() / paired.numel() ** 0.5) if paired.numel() > 1 else float("nan")
+    se = drop_se(ref.argmax(1) == labels, logits.argmax(1) == labels) if labels.numel() > 1 else float("nan")
+    # the budget holds at `confidence`: the drop's one-sided upper bound fits, not the measured drop alone
+    upper = drop + z_score(cfg.confidence) * (se if se == se else 0.0)
     kl = _kl(ref, logits)
     max_drop = cfg.quant_drop if quant_only else cfg.max_drop
     max_kl = None if quant_only else cfg.max_kl
-    met = (max_drop is None or drop <= max_drop + 1e-9) and (max_kl is None or kl <= max_kl)
+    met = (max_drop is None or upper <= max_drop + 1e-9) and (max_kl is None or kl <= max_kl)
     pruned_labels = y_big if y_big is not None else t_big.argmax(1)
     pruned_drop = 100 * (_accuracy(t_big, pruned_labels) - _accuracy(s_big, pruned_labels))
     return {
         "against": "pruned" if quant_only else "input",
-        **{"max_drop": max_drop, "max_kl": max_kl, "drop_pt": drop, "drop_se_pt": drop_se, "kl": kl},
+        **{"max_drop": max_drop, "max_kl": max_kl, "drop_pt": drop, "drop_se_pt": se, "kl": kl},
+        **{"confidence": cfg.confidence, "drop_upper_pt": upper},
         "pruned_drop_pt": pruned_drop,
         **{"images": int(labels.shape[0]), "met": met},
     }
@@ -474,8 +478,9 @@ def _warn_missed(cfg: CompressConfig, budget: dict[str, Any], *, escalated: bool
     limits = " and ".join(f"{k} {budget[k]:g}" for k in ("max_drop", "max_kl") if budget[k] is not None)
     after = f" after escalating to rung {budget['rung']} ({budget['settings']})" if escalated else ""
     warnings.warn(
-        f"compression budget not met{after}: the compressed model loses {budget['drop_pt']:.2f} pt "
-        f"(KL {budget['kl']:.4g}) against the {budget['against']} model on the {budget['images']}-image budget "
+        f"compression budget not met{after}: the compressed model loses {budget['drop_pt']:.2f} pt (at most "
+        f"{budget['drop_upper_pt']:.2f} pt at {budget['confidence']:.0%} confidence; KL {budget['kl']:.4g}) against "
+        f"the {budget['against']} model on the {budget['images']}-image budget "
         f"batch, over {limits}, with every layer allowed {cfg.max_bits} bits; pruning alone loses "
         f"{budget['pruned_drop_pt']:.2f} pt against the input model. Next to try: {budget['next']}.",
         BudgetNotMetWarning,

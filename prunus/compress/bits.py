@@ -37,7 +37,7 @@ from torch import nn
 from prunus.compress.quantize import KINDS, MAX_BITS, MIN_BITS, Quantizer, choose, dequantize, quantize
 from prunus.compress.runner import prunable_layers
 
-__all__ = ["allocate_bits", "best_quantizer", "fixed_bits"]
+__all__ = ["allocate_bits", "best_quantizer", "drop_se", "fixed_bits", "z_score"]
 
 
 def best_quantizer(values: torch.Tensor, bits: int, kind: str) -> Quantizer:
@@ -70,7 +70,8 @@ class _Trial:
         self.layers = prunable_layers(model)
         self.teacher_logp = F.log_softmax(teacher.float(), -1)
         self.original = {n: self.layers[n].weight.detach().clone() for n in masks}
-        self.teacher_acc = float((teacher.argmax(1) == labels).float().mean())
+        self.teacher_right = (teacher.argmax(1) == labels).float()
+        self.teacher_acc = float(self.teacher_right.mean())
 
     def weight(self, name: str, q: Quantizer) -> torch.Tensor:
         w = self.original[name]
@@ -82,6 +83,12 @@ class _Trial:
     @torch.no_grad()
     def measure(self, quantizers: Mapping[str, Quantizer]) -> tuple[float, float]:
         """(KL, accuracy drop in points) with every layer quantized as given."""
+        kl, drop, _ = self.measure_se(quantizers)
+        return kl, drop
+
+    @torch.no_grad()
+    def measure_se(self, quantizers: Mapping[str, Quantizer]) -> tuple[float, float, float]:
+        """(KL, accuracy drop in points, the drop's standard error in points) with every layer quantized as given."""
         try:
             for name, q in quantizers.items():
                 self.layers[name].weight.copy_(self.weight(name, q))
@@ -91,8 +98,30 @@ class _Trial:
                 self.layers[name].weight.copy_(w)
         logp = F.log_softmax(logits.float(), -1)
         kl = float((self.teacher_logp.exp() * (self.teacher_logp - logp)).sum(-1).mean())
-        acc = float((logits.argmax(1) == self.labels).float().mean())
-        return kl, 100.0 * (self.teacher_acc - acc)
+        right = (logits.argmax(1) == self.labels).float()
+        return kl, 100.0 * (self.teacher_acc - float(right.mean())), drop_se(self.teacher_right, right)
+
+
+def drop_se(reference_right: torch.Tensor, right: torch.Tensor) -> float:
+    """Standard error, in points, of an accuracy drop measured on one batch: the spread of the paired
+    per-image differences (reference right minus model right) over sqrt(images); 0 for one image.
+
+    Example:
+        >>> round(drop_se(torch.tensor([1.0, 1.0, 1.0, 1.0]), torch.tensor([1.0, 0.0, 1.0, 1.0])), 1)
+        25.0
+    """
+    paired = reference_right.float() - right.float()
+    return 100.0 * float(paired.std() / paired.numel() ** 0.5) if paired.numel() > 1 else 0.0
+
+
+def z_score(confidence: float) -> float:
+    """The one-sided normal quantile of `confidence` (0.5 -> 0, 0.95 -> 1.645).
+
+    Example:
+        >>> round(z_score(0.95), 3)
+        1.645
+    """
+    return float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(float(confidence), dtype=torch.float64)))
 
 
 def allocate_bits(
@@ -107,10 +136,13 @@ def allocate_bits(
     kind: str = "kmeans",
     min_bits: int = MIN_BITS,
     max_bits: int = MAX_BITS,
+    z: float = 0.0,
 ) -> dict[str, Quantizer]:
     """Greedy per-layer bits under the budget (KL and/or accuracy drop in points vs the teacher).
 
-    `labels` None: accuracy = agreement with the teacher's top-1. The budget is checked on `x`.
+    `labels` None: accuracy = agreement with the teacher's top-1. The budget is checked on `x`:
+    the drop plus `z` standard errors of it (`z_score(confidence)`) must stay within `max_drop`, so
+    the greedy descent does not spend the batch's sampling noise as if it were budget.
     """
     labels = teacher_logits.argmax(1) if labels is None else labels
     trial = _Trial(model, masks, x, teacher_logits, labels)
@@ -121,8 +153,8 @@ def allocate_bits(
             cache[(name, b)] = best_quantizer(trial.original[name][masks[name]], b, kind)
         return cache[(name, b)]
 
-    def within(kl: float, drop: float) -> bool:
-        return (max_kl is None or kl <= max_kl) and (max_drop is None or drop <= max_drop)
+    def within(kl: float, drop: float, se: float) -> bool:
+        return (max_kl is None or kl <= max_kl) and (max_drop is None or drop + z * se <= max_drop)
 
     bits = dict.fromkeys(masks, max_bits)
     current = {n: q(n, b) for n, b in bits.items()}
@@ -135,8 +167,8 @@ def allocate_bits(
         """Measure `name` one bit lower under the current bits; queue it, or freeze it if over budget."""
         if int(masks[name].sum()) == 0 or bits[name] <= min_bits:
             return
-        kl, drop = trial.measure({**current, name: q(name, bits[name] - 1)})
-        if within(kl, drop):
+        kl, drop, se = trial.measure_se({**current, name: q(name, bits[name] - 1)})
+        if within(kl, drop, se):
             cost = max(kl - kl_now, 0.0) / max(1, int(masks[name].sum()))
             heapq.heappush(heap, (cost, order[name], name, version, kl))
 

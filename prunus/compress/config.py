@@ -47,6 +47,11 @@ class CompressConfig(Config):
     quantizer: str = arg("kmeans", "'kmeans' (1-D Lloyd), 'uniform', or 'best' (lower weight error per layer)")
     max_drop: float | None = arg(1.0, "auto bits: accuracy points the compressed model may lose on the budget batch")
     max_kl: float | None = arg(None, "auto bits: KL(teacher || student) allowed on the budget batch")
+    confidence: float = arg(
+        0.95,
+        "accuracy budgets (max_drop, quant_drop) hold at this one-sided confidence: the drop measured on the "
+        "budget batch plus z standard errors of its sampling noise must fit (0.5: the measured drop alone)",
+    )
     quant_drop: float | None = arg(
         None,
         "auto bits: points quantization may cost vs the pruned (distilled) model, not the teacher (its own "
@@ -115,6 +120,7 @@ class CompressConfig(Config):
             check_range("CompressConfig.max_kl", self.max_kl, 0.0)
         if self.quant_drop is not None:
             check_range("CompressConfig.quant_drop", self.quant_drop, 0.0, 100.0)
+        check_range("CompressConfig.confidence", self.confidence, 0.5, 1.0, high_inclusive=False)
         if b == "auto" and self.max_drop is None and self.max_kl is None:
             raise ConfigError("CompressConfig.bits='auto' needs a budget: set max_drop or max_kl")
         for field in ("min_bits", "max_bits"):

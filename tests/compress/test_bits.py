@@ -87,3 +87,39 @@ def test_accuracy_budget_is_respected_and_only_moves_within_it_are_taken():
     assert sum(q.bits for q in chosen.values()) < 8 * len(masks)
     loose = bits_mod.allocate_bits(net, masks, x, teacher, labels, max_kl=None, max_drop=100.0)
     assert all(q.bits == 2 for q in loose.values())  # no budget to speak of: every layer to min_bits
+
+
+def test_the_drop_budget_holds_at_the_confidence_asked_not_on_the_measured_drop_alone():
+    """With z > 0 the greedy keeps drop + z * s.e. within max_drop on the batch; with z = 0 the same budget
+    lets it spend the noise (its result breaks the bound). The s.e. is the paired per-image spread."""
+    net, x, masks = _net(0)
+    teacher = net(x).detach()
+    labels = teacher.argmax(1)
+    trial = bits_mod._Trial(net, masks, x, teacher, labels)
+    z = bits_mod.z_score(0.95)
+    plain = bits_mod.allocate_bits(net, masks, x, teacher, labels, max_kl=None, max_drop=2.0)
+    kl, drop, se = trial.measure_se(plain)
+    assert drop <= 2.0
+    assert drop + z * se > 2.0  # the point estimate alone used the noise as budget
+    right = (net(x).argmax(1) == labels).float()  # unquantized: no drop at all
+    assert bits_mod.drop_se(right, right) == 0.0
+    sure = bits_mod.allocate_bits(net, masks, x, teacher, labels, max_kl=None, max_drop=2.0, z=z)
+    _, drop_sure, se_sure = trial.measure_se(sure)
+    assert drop_sure + z * se_sure <= 2.0
+    assert sum(q.bits for q in sure.values()) > sum(q.bits for q in plain.values())
+    # the s.e. by hand: paired differences of per-image correctness, sample std / sqrt(n), in points
+    with torch.no_grad():
+        for name, q in sure.items():
+            trial.layers[name].weight.copy_(trial.weight(name, q))
+        student_right = (net(x).argmax(1) == labels).float()
+        for name, w in trial.original.items():
+            trial.layers[name].weight.copy_(w)
+    d = (labels == labels).float() - student_right
+    n = d.numel()
+    by_hand = 100 * (((d - d.mean()) ** 2).sum() / (n - 1)).sqrt().item() / n**0.5
+    assert se_sure == pytest.approx(by_hand)
+
+
+@pytest.mark.parametrize(("confidence", "z"), [(0.5, 0.0), (0.95, 1.6448536), (0.99, 2.3263479)])
+def test_z_score_is_the_one_sided_normal_quantile(confidence, z):
+    assert bits_mod.z_score(confidence) == pytest.approx(z, abs=1e-6)

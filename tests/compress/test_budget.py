@@ -105,6 +105,8 @@ def test_the_budget_verdict_states_its_standard_error_and_says_when_it_is_optimi
     assert "+0.93 pt lost (s.e. 0.29 on 4096 images)" in text
     assert "optimistic" not in text
     assert "the fine-tunes trained on these images: optimistic" in _budget_text({**budget, "held_out": False})
+    bounded = _budget_text({**budget, "confidence": 0.95, "drop_upper_pt": 0.93 + 1.645 * 0.29})
+    assert "(s.e. 0.29 on 4096 images; at most +1.41 pt at 95% confidence)" in bounded
 
 
 def _spy_on_finetunes(monkeypatch):
@@ -196,3 +198,29 @@ def test_the_compress_command_draws_the_budget_batch_from_the_validation_split(m
                        progress=False)  # fmt: skip
     assert drawn["holdout"] is None
     assert drawn["calib"][0].shape[0] == 96 + 160
+
+
+@pytest.mark.parametrize(("confidence", "met"), [(0.5, True), (0.95, False)])
+def test_the_budget_verdict_is_the_drops_upper_bound_at_the_confidence_asked(confidence, met):
+    """100 images, the reference right on all, the compressed model wrong on 1: a 1.0 pt drop with s.e.
+    1.0 pt (paired). Under max_drop 2.0 it is met on the point estimate (0.5), not at 95% (1 + 1.645)."""
+    from prunus.compress.api import _check_budget
+
+    labels = torch.zeros(100, dtype=torch.long)
+    ref = torch.zeros(100, 3)
+    ref[:, 0] = 1.0
+    out = ref.clone()
+    out[7] = torch.tensor([0.0, 1.0, 0.0])
+    cfg = CompressConfig(bits="auto", max_drop=2.0, confidence=confidence)
+    b = _check_budget(cfg, ref, ref, out, labels)
+    assert b["drop_pt"] == pytest.approx(1.0)
+    assert b["drop_se_pt"] == pytest.approx(1.0)
+    assert b["drop_upper_pt"] == pytest.approx(1.0 + {0.5: 0.0, 0.95: 1.6448536}[confidence], abs=1e-6)
+    assert b["met"] is met
+    assert b["confidence"] == confidence
+
+
+def test_confidence_outside_one_half_to_one_is_refused():
+    for bad in (0.4, 1.0, 1.5):
+        with pytest.raises(prunus.errors.ConfigError, match="CompressConfig.confidence"):
+            CompressConfig(confidence=bad)
