@@ -150,6 +150,10 @@ def _coverage(results: Path) -> list[Row]:
     )
     median = (both[(len(both) - 1) // 2] + both[len(both) // 2]) / 2 if both else None
     timing = f"; median prune time prunus / Torch-Pruning {median:.2f}" if median is not None else ""
+    alone = _load(results, "prune_time_timm")
+    if alone is not None and alone["summary"]["median_ratio"] is not None:  # timed alone, medians of repeats
+        s = alone["summary"]
+        timing = f"; median prune time prunus / Torch-Pruning {s['median_ratio']:.2f} ({s['timed_both']} models)"
     return [
         (
             "Any CNN: one model per timm CNN family",
@@ -157,7 +161,8 @@ def _coverage(results: Path) -> list[Row]:
             f"{len(recs)} (prune, forward, train step, save/load, ONNX, MACs on target){timing}",
             f"{len(recs)} of {len(families)} families measured (seeded random order), timm {run['timm']}, 64x64 "
             "input, half the MACs kept",
-            "`python benchmarks/coverage_timm.py`",
+            "`python benchmarks/coverage_timm.py`"
+            + (", `python benchmarks/bench_prune_time_timm.py`" if alone is not None else ""),
         )
     ]
 

@@ -519,6 +519,7 @@ def _coverage(res: _Results) -> list[str]:
         for f in done
         if recs[f["model"]]["prunus"]["pass"] and recs[f["model"]]["torch_pruning"]["pass"]
     ]
+    lines += _prune_time(res)
     not_cnn = [f"{e['family']} ({100 * e['conv_share']:.0f}%)" for e in run["plan"]["excluded"] if "conv_share" in e]
     no_model = [f"{e['family']} ({_cell(e['reason'])})" for e in run["plan"]["excluded"] if "conv_share" not in e]
     lines += [
@@ -532,6 +533,25 @@ def _coverage(res: _Results) -> list[str]:
         "",
     ]
     return lines
+
+
+def _prune_time(res: _Results) -> list[str]:
+    """Prune time alone over the same families, both libraries side by side (benchmarks/bench_prune_time_timm.py)."""
+    run = res.load("prune_time_timm")
+    if run is None:
+        return []
+    s = run["summary"]
+    timed = sorted(((m, r) for m, r in run["models_timed"].items() if r["ratio"]), key=lambda kv: kv[1]["ratio"])
+    slowest = ", ".join(f"{m} {r['ratio']:.2f}" for m, r in timed[-5:][::-1])
+    fastest = ", ".join(f"{m} {r['ratio']:.2f}" for m, r in timed[:3])
+    return [
+        "",
+        f"Prune time alone ({run['definition']}; `{run['command']}` at {run['commit']} on {run['machine']}, load "
+        f"average {run['load_average'][0]:.1f} -> {run['load_average'][1]:.1f}): **median ratio prunus / Torch-Pruning "
+        f"{s['median_ratio']:.2f}** over the {s['timed_both']} models both pruned (target <= 1.0), "
+        f"{100 * s['share_at_most_1']:.0f}% of them at most 1.0; the slowest prunus prune took "
+        f"{s['prunus_max_s']:.2f} s. Highest ratios: {slowest}; lowest: {fastest}.",
+    ]
 
 
 def render(results_dir: str | os.PathLike[str]) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -64,17 +65,16 @@ def per_channel(model: nn.Module, s: Slice, num_channels: int) -> torch.Tensor:
     """
     t = s.get(model).detach()
     t = t.movedim(s.dim, 0).reshape(t.shape[s.dim], -1)
-    counts: dict[int, int] = {}
-    for c in s.channel:
-        counts[c] = counts.get(c, 0) + 1
-    per = max(counts.values())
-    if any(v != per for v in counts.values()):
+    channel, index = np.asarray(s.channel, dtype=np.int64), np.asarray(s.index, dtype=np.int64)
+    counts = np.bincount(channel)
+    present = np.flatnonzero(counts)
+    per = int(counts[present].max())
+    if (counts[present] != per).any():
         raise ValueError(f"slice {s.module}.{s.tensor}: channels own unequal numbers of positions")
-    order = sorted(range(len(s.index)), key=lambda k: (s.channel[k], s.index[k]))
-    rows = t[torch.tensor([s.index[k] for k in order], dtype=torch.long, device=t.device)]
-    present = sorted(counts)
+    order = np.lexsort((index, channel))  # by channel, then by position
+    rows = t[torch.from_numpy(index[order]).to(t.device)]
     out = t.new_zeros(num_channels, per * t.shape[1])
-    out[torch.tensor(present, dtype=torch.long, device=t.device)] = rows.reshape(len(present), -1)
+    out[torch.from_numpy(present).to(t.device)] = rows.reshape(len(present), -1)
     return out
 
 

@@ -258,3 +258,26 @@ def test_pruning_leaves_the_garbage_collector_as_it_found_it(enabled):
         assert gc.isenabled() is enabled
     finally:
         gc.enable() if was else gc.disable()
+
+
+def test_a_channel_whose_positions_interleave_with_others_gets_its_own_columns():
+    """Channels-last flatten: channel c owns Linear columns c, c + C, c + 2C, ... (interleaved, not a block).
+    `group_weights` gives channel c exactly those columns, in position order."""
+    from prunus.structure import group_weights
+
+    class ChannelsLast(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.conv, self.fc = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 4, 1), nn.Linear(4 * 2 * 2, 5)
+
+        def forward(self, x):
+            return self.fc(self.conv(self.stem(x)).permute(0, 2, 3, 1).flatten(1))
+
+    torch.manual_seed(0)
+    model = ChannelsLast()
+    group = next(g for g in build_groups(model, torch.randn(1, 3, 2, 2), ["stem", "fc"]) if g.key == "conv")
+    (cons,) = group_weights(model, group, consumers=True).consumers
+    w = model.fc.weight.detach()
+    for c in range(4):
+        expected = torch.cat([w[:, p] for p in range(c, 16, 4)])
+        torch.testing.assert_close(cons[c], expected, rtol=0, atol=0)
