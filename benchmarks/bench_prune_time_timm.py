@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         "median Torch-Pruning BasePruner + GroupMagnitudeImportance(p=1) at pruning_ratio 1 - sqrt(0.5) seconds), "
         f"{args.repeats} interleaved repeats each on copies of one model, 1 thread, input 1x3x64x64, one process",
         "command": "PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_prune_time_timm.py"
-        + (f" --repeats {args.repeats}" if args.repeats != 3 else ""),
+        + (f" --repeats {args.repeats}" if args.repeats != 3 else "")
+        + (f" --cap {args.cap:g}" if args.cap != 60.0 else ""),
         "summary": summary,
         "models_timed": models,
         "load_average": [load_before, os.getloadavg()[0]],
