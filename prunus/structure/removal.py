@@ -32,9 +32,13 @@ def cut_(model: nn.Module, group: ChannelGroup, idxs: list[int], entry: dict[str
     width = group.num_channels
     group._graph.cut(group.key, idxs, fold=entry["op"] == "remove")  # merged channels carry values, not constants
     record(model, {"op": entry.pop("op"), "group": group.key, "width": width, "idxs": list(idxs), **entry})
-    # A pruned model can only be rebuilt by replaying its history on an input: keep the one we traced.
-    if not get_info(model).input_shape and group._graph.input_shape:
-        update_info(model, input_shape=group._graph.input_shape)
+    _keep_input_shape(model, group._graph)
+
+
+def _keep_input_shape(model: nn.Module, graph: Any) -> None:
+    """A pruned model can only be rebuilt by replaying its history on an input: keep the one traced."""
+    if not get_info(model).input_shape and graph.input_shape:
+        update_info(model, input_shape=graph.input_shape)
 
 
 def remove_many_(model: nn.Module, cuts: Iterable[tuple[ChannelGroup, Iterable[int]]]) -> nn.Module:
@@ -64,8 +68,7 @@ def remove_many_(model: nn.Module, cuts: Iterable[tuple[ChannelGroup, Iterable[i
     for (group, out), width in zip(todo, widths, strict=True):
         record(model, {"op": "remove", "group": group.key, "width": width, "idxs": list(out)})
     graph.version = history_length(model)  # one pass, as many entries: the groups stay in step with the history
-    if not get_info(model).input_shape and graph.input_shape:
-        update_info(model, input_shape=graph.input_shape)
+    _keep_input_shape(model, graph)
     return model
 
 
