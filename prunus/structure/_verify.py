@@ -79,9 +79,10 @@ def _compare(masked: list[torch.Tensor], pruned: list[torch.Tensor]) -> str | No
 
 
 def _trial(graph: Graph, inputs: Any, classes: set[int]) -> str | None:
-    """Why cutting `classes` does not reproduce masking them, or None when it does."""
+    """Why cutting `classes` does not reproduce masking them, or None when it does (the caller holds
+    the model in eval mode for all its trials)."""
     model = graph.model
-    with eval_mode(model), torch.no_grad():
+    with torch.no_grad():
         with graph.masked(classes):
             masked = _run(model, inputs)
         undo: list = []  # the cut is tried on the model itself and taken back: no copy of the weights
@@ -127,20 +128,16 @@ def verify_groups(graph: Graph, groups: Sequence[Any]) -> list[tuple[Any, str]]:
         # each half alone is fine but not both together: keep them all
         return found or [(trials[k][0], f"{why}, together with other groups") for k in keys]
 
-    with eval_mode(graph.model):  # once for every trial (each trial's own eval_mode then finds nothing to flip)
-        return _search_all(trials, search)
-
-
-def _search_all(trials: dict[str, tuple[Any, set[int]]], search: Any) -> list[tuple[Any, str]]:
     keys = list(trials)
-    bad = search(keys, {k: c for k, (_, c) in trials.items()})
-    # Cut by the same amount, two groups can agree by coincidence: a width read from one tensor's shape
-    # reshapes another of the same width (timm's LambdaLayer). So the groups are cut again by amounts
-    # that differ: in trial b, group i loses one more unit when bit b of i is set. Any two groups differ
-    # in some bit, so log2(n) more forwards (not one per group) break every such pair apart.
-    for bit in range((len(keys) - 1).bit_length()):
-        found = {g.key for g, _ in bad}
-        rest = [k for k in keys if k not in found]
-        pick = {k: _trial_classes(trials[k][0], extra=(i >> bit) & 1) or trials[k][1] for i, k in enumerate(keys)}
-        bad += search(rest, pick) if len(rest) > 1 else []
+    with eval_mode(graph.model):  # once for every trial: `_trial` runs the model as it finds it
+        bad = search(keys, {k: c for k, (_, c) in trials.items()})
+        # Cut by the same amount, two groups can agree by coincidence: a width read from one tensor's shape
+        # reshapes another of the same width (timm's LambdaLayer). So the groups are cut again by amounts
+        # that differ: in trial b, group i loses one more unit when bit b of i is set. Any two groups differ
+        # in some bit, so log2(n) more forwards (not one per group) break every such pair apart.
+        for bit in range((len(keys) - 1).bit_length()):
+            found = {g.key for g, _ in bad}
+            rest = [k for k in keys if k not in found]
+            pick = {k: _trial_classes(trials[k][0], extra=(i >> bit) & 1) or trials[k][1] for i, k in enumerate(keys)}
+            bad += search(rest, pick) if len(rest) > 1 else []
     return bad

@@ -92,8 +92,4 @@ def remove_(model: nn.Module, group: ChannelGroup, idxs: Iterable[int]) -> nn.Mo
     Example:
         >>> remove_(model, group, [1, 2])  # doctest: +SKIP
     """
-    _same_model(model, group)
-    out = check_channels(group, idxs, removing=True)
-    if out:
-        cut_(model, group, out, {"op": "remove"})
-    return model
+    return remove_many_(model, [(group, idxs)])

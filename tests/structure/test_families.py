@@ -454,3 +454,17 @@ def test_units_of_unequal_sizes_are_packed_into_equal_ones_within_each_split_pie
     assert model.qkv.out_channels == 10
     with torch.no_grad():
         torch.testing.assert_close(model(x), masked(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mixnet", "res2net", "sknet"])
+def test_trial_cuts_of_a_training_model_leave_it_as_it_was(name):
+    """The trial cuts run the model in eval mode: a training model's BatchNorm statistics, weights and
+    mode are what they were before `build_groups` (in train mode the trials would update them)."""
+    model, x = _dense(name).train(), fam.inputs(name)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    groups, _ = _groups(model, x)
+    assert any(g.prunable and g._graph.groups[g.key].risky for g in groups)  # trials did run
+    assert all(m.training for m in model.modules())
+    after = model.state_dict()
+    for k, v in before.items():
+        assert torch.equal(after[k], v), k
