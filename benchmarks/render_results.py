@@ -478,6 +478,7 @@ def _coverage(res: _Results) -> list[str]:
     only_p = sorted(m for m, r in recs.items() if r["prunus"]["pass"] and not r["torch_pruning"]["pass"])
     only_t = sorted(m for m, r in recs.items() if r["torch_pruning"]["pass"] and not r["prunus"]["pass"])
     slow = sorted((m for m, r in recs.items() if r["prunus"].get("prune_s", 0) > 20))
+    out_of_reach = sorted(m for m, r in recs.items() if r["prunus"]["pass"] and r["prunus"].get("budget_out_of_reach"))
     core = {arm: sum(all(r[arm][k]["ok"] for k in ("prune", "forward", "train")) for r in recs.values())
             for arm in COVERAGE_ARMS}  # fmt: skip
     prov = run
@@ -493,7 +494,14 @@ def _coverage(res: _Results) -> list[str]:
         "",
         f"**prunus passes {passes['prunus']} of {n} ({100 * passes['prunus'] / max(n, 1):.0f}%), Torch-Pruning "
         f"{passes['torch_pruning']} of {n} ({100 * passes['torch_pruning'] / max(n, 1):.0f}%)** (target >= 97% "
-        f"for prunus). Passed by prunus only: {len(only_p)}; by Torch-Pruning only: {len(only_t)}"
+        f"for prunus)"
+        + (
+            f", {len(out_of_reach)} of them with keep_macs={run['config']['macs_ratio']} out of the model's reach "
+            f"(warned, with the share no group can cut and why: {', '.join(out_of_reach)})"
+            if out_of_reach
+            else ""
+        )
+        + f". Passed by prunus only: {len(only_p)}; by Torch-Pruning only: {len(only_t)}"
         + (f" ({', '.join(only_t)})" if only_t else "")
         + ". Median prune-time ratio prunus / Torch-Pruning: "
         + (f"**{median:.2f}** over the {len(ratios)} models both pruned (target <= 1.0)" if median else "-")

@@ -95,6 +95,10 @@ class CostModel:
         """((layer, "out" | "in"), cumulative channels removed over the removal order) for group `key`."""
         return self._macs_cuts[key]
 
+    def cuttable_layers(self) -> set[str]:
+        """Names of the conv/Linear layers some group can cut (on its input or its output side)."""
+        return {layer for cuts in self._macs_cuts.values() for (layer, _side), _ in cuts}
+
     def removed(self, cut: Mapping[str, int]) -> dict[tuple[str, str], int]:
         """(layer, "out" | "in") -> channels that layer loses on that side under `cut`."""
         removed: dict[tuple[str, str], int] = {}

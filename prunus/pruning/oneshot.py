@@ -345,17 +345,13 @@ def plan_target(
             free, scores, lambda c: measure({**fixed, **c}) <= target, global_pruning=config.global_pruning,
             round_to=round_to,
         )  # fmt: skip
-        if cut is None:
-            fewest = measure({**fixed, **_uniform_cut(free, 1 - 1e-12, round_to)}) if free else measure(fixed)
-            what = "MACs" if name == "keep_macs" else "parameters"
-            raise ConfigError(
-                f"{name}={value} cannot be reached: keeping the fewest channels per prunable group "
-                f"({'one' if round_to == 1 else f'round_to={round_to}'}) still leaves "
-                f"{fewest / dense_value:.3f} of the {what} (the ignored layers are never cut)"
-            )
-        achieved = measure({**fixed, **cut}) / dense_value
-        if achieved < 0.95 * value:
-            _warn_undershoot(name, value, achieved, round_to)
+        if cut is None:  # out of reach: the closest the model can come is every free group at its fewest channels
+            cut = _uniform_cut(free, 1 - 1e-12, round_to)
+            _warn_unreachable(name, value, measure({**fixed, **cut}) / dense_value, round_to, costs, kept_whole)
+        else:
+            achieved = measure({**fixed, **cut}) / dense_value
+            if achieved < 0.95 * value:
+                _warn_undershoot(name, value, achieved, round_to)
     cut = {g.key: {**fixed, **cut}.get(g.key, 0) for g in groups}
     return TargetPlan(groups, costs, crit_name, cut, rate, round_to, latency, kept_whole)
 
@@ -392,7 +388,43 @@ def _warn_undershoot(name: str, value: float, achieved: float, round_to: int) ->
             f"{name}={value}: the closest cut keeps {achieved:.3f} ({achieved / value - 1:+.0%}); {why} to land "
             "within 5% below the request (try a smaller round_to or a per-layer ratio)"
         ),
-        stacklevel=3,
+        stacklevel=4,
+    )
+
+
+def _warn_unreachable(
+    name: str, value: float, fewest: float, round_to: int, costs: CostModel, kept_whole: Mapping[str, str]
+) -> None:
+    """Say why a MACs/params budget is out of reach: the share in layers no prunable group can cut, and why.
+
+    The cut is then the closest the model can come (every prunable group at its fewest channels); a
+    caller who wants an error turns the warning into one (`warnings.simplefilter("error", BudgetNotMetWarning)`).
+    """
+    import warnings
+
+    from prunus.errors import BudgetNotMetWarning
+
+    what, field = ("MACs", "macs") if name == "keep_macs" else ("parameters", "params")
+    touched = costs.cuttable_layers()
+    total = getattr(costs.dense, field) or 1
+    uncut = sum(getattr(c, field) for layer, c in costs.dense.layers.items() if layer not in touched) / total
+    # the groups kept whole for a reason of their own (not just written by an ignored layer) say most
+    own = {key: why for key, why in kept_whole.items() if "written by ignored layer" not in why}
+    whole = ""
+    if kept_whole:
+        key, why = next(iter((own or kept_whole).items()))
+        whole = (
+            f"; {len(kept_whole)} group(s) keep every channel, {len(own)} of them not for an ignored layer "
+            f"(see report.kept_whole), e.g. '{key}': {why}"
+        )
+    fewest_text = "one channel" if round_to == 1 else f"round_to={round_to} channels"
+    warnings.warn(
+        BudgetNotMetWarning(
+            f"{name}={value} cannot be reached: every prunable group is cut to its fewest channels "
+            f"({fewest_text}), which keeps {fewest:.3f} of the {what}; {uncut:.3f} of them sit in layers that "
+            f"no prunable group can cut (the ignored layers: the stem and the classifier by default{whole})"
+        ),
+        stacklevel=4,  # the caller of prune / plan_widths
     )
 
 
@@ -420,7 +452,9 @@ def prune(
                 all prunable channels). Was `ratio` (deprecated alias, as each old name below).
             keep_macs: Fraction of the dense MACs KEPT, in (0, 1]; 0.5 halves the MACs. The result
                 keeps at most this fraction, and at least 95% of it wherever the granularity
-                allows (a `BudgetNotMetWarning` says so when it cannot).
+                allows (a `BudgetNotMetWarning` says so when it cannot). Out of reach (layers no
+                group can cut hold more), every prunable group is cut to its fewest channels and a
+                `BudgetNotMetWarning` says which share cannot be cut and why.
                 Was `macs_ratio`.
             keep_params: Fraction of the dense parameters KEPT, in (0, 1], landed like `keep_macs`.
                 Was `params_ratio`.
@@ -451,11 +485,13 @@ def prune(
 
     Warns:
         PrunusDeprecationWarning: a target given under its old name (`ratio`, `macs_ratio`, ...).
+        BudgetNotMetWarning: a MACs/params budget landed more than 5% below the request, or is out
+            of reach (`warnings.simplefilter("error", BudgetNotMetWarning)` makes either an error).
 
     Raises:
         ConfigError: not exactly one target (an old and a new name for one target included), a
             target out of range, an unknown criterion, no batch for a data-driven criterion, a bad
-            round_to, or a budget that cannot be reached without emptying a group.
+            round_to, or a latency budget whose narrowest widths measure too slow.
 
     Example:
         >>> model, report = prune(model, torch.randn(1, 1, 28, 28), remove_channels=0.4)  # doctest: +SKIP

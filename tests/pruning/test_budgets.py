@@ -154,3 +154,48 @@ def test_a_macs_budget_that_lands_more_than_5_percent_low_warns_with_the_reason(
         warnings.simplefilter("error", BudgetNotMetWarning)  # a budget that lands within 5% says nothing
         _, report = prunus.prune(_two_conv_net(), torch.zeros(1, 1, 16, 16), keep_macs=0.5)
     assert 0.475 <= report.achieved_macs_ratio <= 0.5
+
+
+@pytest.mark.parametrize(("round_to", "keep", "fewest", "widths"), [(1, 0.02, 0.028, (1, 1)), (8, 0.2, 0.309, (8, 8))])
+def test_a_macs_budget_out_of_reach_cuts_every_group_to_its_fewest_channels_and_says_why(
+    round_to, keep, fewest, widths
+):
+    from prunus.errors import BudgetNotMetWarning
+
+    # MACs at 16x16, by hand: stem 4*1*9*256 = 9216, conv 16*4*9*256 = 147456, conv 16*16*9*256 = 589824,
+    # fc 160; total 746656. The stem (ignored) alone is 9216 / 746656 = 0.012 and no group can cut it.
+    # Fewest channels: round_to=1: 9216 + 1*4*9*256 + 1*1*9*256 + 10 = 20746 -> 0.028;
+    # round_to=8: 9216 + 8*4*9*256 + 8*8*9*256 + 80 = 230480 -> 0.309.
+    with pytest.warns(BudgetNotMetWarning) as caught:
+        net, report = prunus.prune(_two_conv_net(), torch.zeros(1, 1, 16, 16), keep_macs=keep, round_to=round_to)
+    (message,) = [str(w.message) for w in caught if issubclass(w.category, BudgetNotMetWarning)]
+    assert f"keep_macs={keep} cannot be reached" in message
+    assert f"keeps {fewest:.3f} of the MACs; 0.012 of them sit in layers that no prunable group can cut" in message
+    assert (net[1].out_channels, net[4].out_channels, net[9].in_features) == (*widths, widths[1])
+    assert round(report.achieved_macs_ratio, 3) == fewest
+    assert report.achieved_macs_ratio == prunus.count(net, (1, 16, 16)).macs / 746656
+
+
+def test_an_unreachable_budget_names_the_groups_kept_whole():
+    from prunus.errors import BudgetNotMetWarning
+
+    # conv "1" ignored: its 16 channels stay; 0.210 = (stem 9216 + conv "1" 147456) / 746656 cannot be cut
+    with pytest.warns(BudgetNotMetWarning, match=r"0.210 of them sit in .* 3 group\(s\) keep every channel, 0 of"):
+        net, _ = prunus.prune(_two_conv_net(), torch.zeros(1, 1, 16, 16), keep_macs=0.05, ignore=["0", "1", "9"])
+    assert (net[1].out_channels, net[4].out_channels) == (16, 1)
+    # a group kept whole for a reason of its own is the example given: a weight-standardised conv
+    net = _two_conv_net()
+    net[4] = _StandardisedConv(16, 16, 3, padding=1)
+    with pytest.warns(BudgetNotMetWarning, match=r"1 of them not for an ignored layer .*e.g. '1': 16 channels"):
+        net, report = prunus.prune(net, torch.zeros(1, 1, 16, 16), keep_macs=0.05)
+    assert net[1].out_channels == 16
+    assert "1" in report.kept_whole
+
+
+class _StandardisedConv(torch.nn.Conv2d):
+    """Weight standardised over each filter's inputs: cutting an input channel changes the other outputs."""
+
+    def forward(self, x):
+        w = self.weight
+        w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w.std(dim=(1, 2, 3), keepdim=True) + 1e-5)
+        return torch.nn.functional.conv2d(x, w, self.bias, self.stride, self.padding)
