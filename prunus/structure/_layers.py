@@ -200,6 +200,7 @@ def _probe(tr: Tracer, m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> _Probe
     x = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device) if x.is_floating_point() else x
     cdim = 1 if conv else x.dim() - 1
     tensors = [("weight", 0), ("bias", 0), *probe.extras]
+    m = _generic_copy(m, [attr for attr, _ in tensors], gen)
 
     def edit(keep_rows: list[int] | None, zero_row: int | None, keep_cols: list[int] | None) -> nn.Module:
         c = _bare_copy(m)
@@ -342,6 +343,24 @@ def _stat_norm_rule(tr: Tracer, m: nn.Module, name: str, x: Any, out: Any, info:
             tr.axis((name, attr, 0), Role.PARAM, col)
     tr.risky(col)  # the probe cut one half of a copy: the trial cut checks the model
     tr.set(out, L, Z if info.zero else torch.zeros_like(Z))
+
+
+def _generic_copy(m: nn.Module, attrs: list[str], gen: torch.Generator) -> nn.Module:
+    """A copy of `m` whose constant tensors among `attrs` get distinct values, for the probe to see through them.
+
+    A gain initialised to zero (the last conv of each timm NFNet block) makes the layer's output zero
+    whatever its weight, so every cut would look exact; once trained, the cut would change the other
+    outputs (a weight standardised over its inputs, cut to one input, then fails outright).
+    """
+    c = _bare_copy(m)
+    for attr in attrs:
+        t = getattr(c, attr, None)
+        if t is None or not t.is_floating_point() or t.numel() == 0:
+            continue
+        t = t.detach()
+        if bool((t == t.reshape(-1)[0]).all()):
+            _replace(c, attr, t + 0.5 + torch.rand(t.shape, generator=gen, dtype=t.dtype).to(t.device))
+    return c
 
 
 def _bare_copy(m: nn.Module) -> nn.Module:

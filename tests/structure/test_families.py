@@ -468,3 +468,16 @@ def test_trial_cuts_of_a_training_model_leave_it_as_it_was(name):
     after = model.state_dict()
     for k, v in before.items():
         assert torch.equal(after[k], v), k
+
+
+def test_a_zero_initialised_gain_does_not_hide_a_standardised_weight_from_the_probe():
+    """timm's NFNets zero-initialise the gain of each block's last conv: its output is then zero whatever its
+    inputs, so cutting one looked exact; once the gain is trained, the cut changes every output (and a weight
+    standardised over one input channel fails outright). The probe sees through constant tensors."""
+    model = _dense("nfnet")
+    with torch.no_grad():
+        model.c.gain.zero_()
+    groups = {g.key: g for g in build_groups(model, fam.inputs("nfnet"))}
+    assert not groups["d"].prunable
+    assert groups["d"].reason.startswith("StdConv 'c' changes its other outputs when an input channel goes")
+    assert groups["c"].prunable  # its outputs still go: standardising is per output channel
