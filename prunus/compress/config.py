@@ -69,6 +69,12 @@ class CompressConfig(Config):
     rescore_size: int = arg(
         4096, "images the elite is re-scored on, and the bit budget is measured on (0 = no re-score)"
     )
+    verify_size: int = arg(
+        2048,
+        "images the budget's verdict (met or not) is read on, apart from the budget batch the bits are chosen on and "
+        "never used to choose anything; taken after the budget batch, which shrinks to leave room when the images "
+        "run short (0: the verdict on the budget batch itself, optimistic: the allocation fitted that batch)",
+    )
     population: int = arg(8, "DE candidate sets per generation (1 = no search: magnitude pruning in the same schedule)")
     generations: int = arg(4, "DE rounds per cycle and layer")
     elite: int = arg(2, "DE sets kept each round")
@@ -131,7 +137,7 @@ class CompressConfig(Config):
         if self.min_bits > self.max_bits:
             raise ConfigError(f"CompressConfig.min_bits={self.min_bits} is above max_bits={self.max_bits}")
         for field, low, bound in (("calib_size", 1, "samples"), ("rescore_size", 0, "samples"),
-                                  ("finetune_size", 0, "samples"),
+                                  ("finetune_size", 0, "samples"), ("verify_size", 0, "samples"),
                                   ("population", 1, "population"), ("generations", 0, "generations"),
                                   ("elite", 1, "population"), ("cycles", 1, "generations"),
                                   ("seed", 0, "seed")):  # fmt: skip

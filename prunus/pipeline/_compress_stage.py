@@ -48,12 +48,13 @@ def compress_model(
 ) -> tuple[CompressReport, DataBundle]:
     """Compress `model` into the file `prn` as `cfg` says: the one implementation (stage and `prunus compress`).
 
-    The budget batch is max(calib_size, rescore_size) unaugmented VALIDATION images drawn with
-    `seed` (the teacher never trained on them when it was trained with the same data settings: the
-    split's seed is `split_seed`); the search and the fine-tunes use max(calib_size, finetune_size)
-    TRAINING images. Without a validation split, the budget batch is the first of budget batch +
-    finetune_size training images and the fine-tunes train on the rest. The search's seed is
-    `cfg.compress.seed + seed` (a sweep's seeds give different searches).
+    The budget batch (max(calib_size, rescore_size)) and the verdict's batch after it (verify_size)
+    are unaugmented VALIDATION images drawn with `seed` (the teacher never trained on them when it
+    was trained with the same data settings: the split's seed is `split_seed`; a split too small
+    for both shrinks the budget batch, see `compress`); the search and the fine-tunes use
+    max(calib_size, finetune_size) TRAINING images. Without a validation split, both batches are
+    the first budget batch + verify_size + finetune_size training images and the fine-tunes train
+    on the rest. The search's seed is `cfg.compress.seed + seed` (a sweep's seeds give different searches).
     With `checkpoint`, the DE search is checkpointed there after every cycle and resumed from it
     (`prunus.compress.compress(checkpoint=)`). Returns the report and the data bundle (its test
     split scores the result).
@@ -63,7 +64,7 @@ def compress_model(
 
     settings = dataclasses.replace(cfg.compress, seed=cfg.compress.seed + seed, progress=progress)
     data = build_loaders(dataclasses.replace(cfg.data, augment=False), seed=seed)
-    budget_batch = max(settings.calib_size, settings.rescore_size)
+    budget_batch = max(settings.calib_size, settings.rescore_size) + settings.verify_size
     if has_validation(data):  # the budget on images the teacher never trained on
         holdout = training_slice(data.val, budget_batch, seed=seed)
         calib = training_slice(data, max(settings.calib_size, settings.finetune_size), seed=seed)

@@ -44,15 +44,17 @@ def test_a_budget_the_pruning_alone_breaks_is_reported_with_the_measured_drop():
     b = report.budget
     assert b["met"] is False
     assert b["against"] == "input"
-    assert b["images"] == 64
+    # 64 images for a 64-image budget batch and a 2048-image verdict: the budget batch shrinks to half,
+    # x[:32], and the verdict is read on x[32:]
+    assert b["images"] == 32
     with torch.no_grad():
-        teacher, compressed = model(x), report.model(x)
+        teacher, compressed = model(x[32:]), report.model(x[32:])
     # no labels: accuracy is agreement with the input model's top-1, as in the bit allocation
     assert b["drop_pt"] == pytest.approx(100 - _agreement(compressed, teacher))
     assert b["drop_pt"] > 0
     # its standard error, per image (paired): p = share of images where the two disagree; se = sqrt(p(1-p)/(n-1))
     p = 1 - _agreement(compressed, teacher) / 100
-    assert b["drop_se_pt"] == pytest.approx(100 * (p * (1 - p) * 64 / 63 / 64) ** 0.5)
+    assert b["drop_se_pt"] == pytest.approx(100 * (p * (1 - p) / 31) ** 0.5)
     assert b["pruned_drop_pt"] > 0
     # the greedy never lowered a bit: over budget from the start
     assert {r.bits for r in report.layers} == {cfg.max_bits}
@@ -132,14 +134,15 @@ def _spy_on_finetunes(monkeypatch):
 def test_the_fine_tunes_never_train_on_the_budget_batch(monkeypatch):
     seen = _spy_on_finetunes(monkeypatch)
     model, _ = _model_and_images()
-    x = torch.randn(64 + 48, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(64 + 16 + 48, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     cfg = CompressConfig(**FAST, sparsity=0.5, bits="auto", max_drop=100.0, finetune_steps=3, codebook_steps=2,
-                         finetune_size=40)  # fmt: skip
+                         finetune_size=40, verify_size=16)  # fmt: skip
     report = compress(model, x, cfg, baselines=False)
-    # the budget batch is x[:64] (rescore_size); the fine-tunes get the next finetune_size=40, nothing else
-    assert torch.equal(seen["distill"], x[64:104])
-    assert torch.equal(seen["codebooks"], x[64:104])
-    assert report.budget["images"] == 64
+    # the budget batch is x[:64] (rescore_size), the verdict's x[64:80] (verify_size); the fine-tunes get the next
+    # finetune_size=40, nothing else
+    assert torch.equal(seen["distill"], x[80:120])
+    assert torch.equal(seen["codebooks"], x[80:120])
+    assert report.budget["images"] == 16
     assert report.budget["held_out"] is True
     assert report.budget["source"] == "calib"
     # without images beyond the budget batch (or finetune_size=0) they train on it, and the verdict says so
@@ -154,16 +157,17 @@ def test_with_a_holdout_the_budget_is_measured_there_and_the_fine_tunes_use_all_
     seen = _spy_on_finetunes(monkeypatch)
     model, x = _model_and_images()
     holdout = torch.randn(80, 1, 28, 28, generator=torch.Generator().manual_seed(2))
-    cfg = CompressConfig(**FAST, sparsity=0.5, bits="auto", max_drop=100.0, finetune_steps=3, codebook_steps=2)
+    cfg = CompressConfig(**FAST, sparsity=0.5, bits="auto", max_drop=100.0, finetune_steps=3, codebook_steps=2,
+                         verify_size=16)  # fmt: skip
     report = compress(model, x, cfg, baselines=False, holdout=holdout)
     assert torch.equal(seen["distill"], x)
     assert torch.equal(seen["codebooks"], x)
     assert report.budget["source"] == "holdout"
     assert report.budget["held_out"] is True
-    assert report.budget["images"] == 64  # rescore_size of the 80 holdout images
-    # the reported accuracy is the holdout's: agreement of the compressed model with the teacher there
+    assert report.budget["images"] == 16  # the verdict: the verify_size after rescore_size of the 80 holdout images
+    # the reported accuracy is the verdict's: agreement of the compressed model with the teacher on holdout[64:80]
     with torch.no_grad():
-        agree = _agreement(report.model(holdout[:64]), model(holdout[:64]))
+        agree = _agreement(report.model(holdout[64:80]), model(holdout[64:80]))
     assert report.acc * 100 == pytest.approx(agree)
 
 
@@ -188,16 +192,16 @@ def test_the_compress_command_draws_the_budget_batch_from_the_validation_split(m
     settings = Config(calib_size=32, rescore_size=96, finetune_size=160)
     with pytest.raises(Drawn):  # the default data: 5000 validation images held out of the training split
         compress_model(CompressStage(compress=settings), model, "unused.prn", seed=0, progress=False)
-    assert drawn["holdout"][0].shape[0] == 96
+    assert drawn["holdout"][0].shape[0] == 96 + 2048  # the budget batch and the verdict's (verify_size)
     assert drawn["calib"][0].shape[0] == 160
     bundle = build_loaders(DataConfig(augment=False), seed=0)
-    assert torch.equal(drawn["holdout"][0], training_slice(bundle.val, 96, seed=0)[0])  # from the validation split
+    assert torch.equal(drawn["holdout"][0], training_slice(bundle.val, 96 + 2048, seed=0)[0])  # the validation split
     assert torch.equal(drawn["calib"][0], training_slice(bundle, 160, seed=0)[0])  # from the training split
     with pytest.raises(Drawn):  # no validation split: the fine-tune images are drawn beyond the budget batch
         compress_model(CompressStage(compress=settings, data=DataConfig(val_size=0)), model, "unused.prn", seed=0,
                        progress=False)  # fmt: skip
     assert drawn["holdout"] is None
-    assert drawn["calib"][0].shape[0] == 96 + 160
+    assert drawn["calib"][0].shape[0] == 96 + 2048 + 160
 
 
 @pytest.mark.parametrize(("confidence", "met"), [(0.5, True), (0.95, False)])
@@ -224,3 +228,69 @@ def test_confidence_outside_one_half_to_one_is_refused():
     for bad in (0.4, 1.0, 1.5):
         with pytest.raises(prunus.errors.ConfigError, match="CompressConfig.confidence"):
             CompressConfig(confidence=bad)
+
+
+@pytest.mark.parametrize(
+    ("n", "n_big", "verify", "at_least", "split"),
+    [
+        (8192, 4096, 2048, 1, (4096, 2048)),  # room for both
+        (5000, 4096, 2048, 1, (2952, 2048)),  # the validation split of the default data: the budget batch shrinks
+        (4096, 4096, 2048, 1, (2048, 2048)),  # not below half
+        (3000, 4096, 2048, 1, (1500, 1500)),
+        (4096, 4096, 2048, 3000, (3000, 1096)),  # nor below the search's images (they chose the masks)
+        (100, 64, 0, 1, (64, 0)),  # verify_size=0: the verdict on the budget batch
+        (1, 64, 16, 1, (1, 0)),
+    ],
+)
+def test_the_budget_and_verdict_batches_split_the_images(n, n_big, verify, at_least, split):
+    from prunus.compress.api import _budget_split
+
+    assert _budget_split(n, n_big, verify, at_least=at_least) == split
+
+
+def test_the_bits_are_chosen_on_the_budget_batch_and_the_verdict_read_on_the_images_after_it(monkeypatch):
+    """What each step is shown: the allocation the budget batch only; the verdict, report and baselines the rest."""
+    api = importlib.import_module("prunus.compress.api")
+    seen = {}
+    real_allocate, real_check, real_baselines = api.allocate_bits, api._check_budget, api._baselines
+
+    def allocate_bits(student, masks, x, *args, **kwargs):
+        seen["allocate"] = x.clone()
+        return real_allocate(student, masks, x, *args, **kwargs)
+
+    def check_budget(cfg, ref, s, logits, labels):
+        seen["check"] = (ref.clone(), logits.clone(), labels.clone())
+        return real_check(cfg, ref, s, logits, labels)
+
+    def baselines(teacher, student, coded, masks, quantizers, x, labels):
+        seen["baselines"] = x.clone()
+        return real_baselines(teacher, student, coded, masks, quantizers, x, labels)
+
+    for name, fn in (("allocate_bits", allocate_bits), ("_check_budget", check_budget), ("_baselines", baselines)):
+        monkeypatch.setattr(api, name, fn)
+    model, x = _model_and_images()
+    holdout = torch.randn(100, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    labels = torch.arange(100) % 10
+    cfg = CompressConfig(**FAST, sparsity=0.5, bits="auto", max_drop=100.0, verify_size=24, escalate=False)
+    report = compress(model, x, cfg, holdout=(holdout, labels))
+    assert torch.equal(seen["allocate"], holdout[:64])
+    with torch.no_grad():
+        teacher = model(holdout[64:88])
+    ref, logits, got_labels = seen["check"]
+    assert torch.equal(ref, teacher)
+    assert torch.equal(got_labels, labels[64:88])
+    with torch.no_grad():
+        assert torch.equal(logits, report.model(holdout[64:88]))
+    assert torch.equal(seen["baselines"], holdout[64:88])
+    assert report.budget["images"] == 24
+    assert report.teacher_acc == float((teacher.argmax(1) == labels[64:88]).float().mean())
+    # verify_size=0: the verdict on the budget batch itself, as before the verdict batch existed
+    report = compress(model, x, CompressConfig(**{**cfg.to_json(), "verify_size": 0}), holdout=(holdout, labels))
+    assert torch.equal(seen["allocate"], holdout[:64])
+    assert torch.equal(seen["check"][2], labels[:64])
+    assert report.budget["images"] == 64
+
+
+def test_a_negative_verify_size_is_refused():
+    with pytest.raises(prunus.errors.ConfigError, match="CompressConfig.verify_size"):
+        CompressConfig(verify_size=-1)

@@ -110,8 +110,8 @@ def _model():
     return prunus.create_model("lenet300_100", in_channels=1, width_mult=0.1).eval()
 
 
-CFG = CompressConfig(sparsity=0.7, bits=4, calib_size=64, rescore_size=96, cycles=3, population=4, generations=1,
-                     elite=1, finetune_steps=20)  # fmt: skip
+CFG = CompressConfig(sparsity=0.7, bits=4, calib_size=64, rescore_size=96, verify_size=32, cycles=3, population=4,
+                     generations=1, elite=1, finetune_steps=20)  # fmt: skip
 
 
 def test_compress_resumes_from_its_checkpoint_to_the_same_file(tmp_path, monkeypatch):
