@@ -187,7 +187,8 @@ def _budget_text(budget: dict) -> str:
     caveat = "" if budget.get("held_out", True) else "; the fine-tunes trained on these images: optimistic"
     se, upper = budget.get("drop_se_pt"), budget.get("drop_upper_pt")
     bound = f"; at most {upper:+.2f} pt at {budget['confidence']:.0%} confidence" if upper is not None else ""
-    noise = f" (s.e. {se:.2f} on {budget['images']} images{bound})" if se is not None and se == se else ""
+    fresh = " nothing was chosen on" if budget.get("independent") else ""
+    noise = f" (s.e. {se:.2f} on {budget['images']} images{fresh}{bound})" if se is not None and se == se else ""
     return (f"{verdict}: {budget['drop_pt']:+.2f} pt lost{noise}, KL {budget['kl']:.4g} vs the "
             f"{budget['against']} model ({limits}); "
             f"pruning alone {budget['pruned_drop_pt']:+.2f} pt{caveat}")  # fmt: skip

@@ -49,8 +49,10 @@ class CompressConfig(Config):
     max_kl: float | None = arg(None, "auto bits: KL(teacher || student) allowed on the budget batch")
     confidence: float = arg(
         0.95,
-        "accuracy budgets (max_drop, quant_drop) hold at this one-sided confidence: the drop measured on the "
-        "budget batch plus z standard errors of its sampling noise must fit (0.5: the measured drop alone)",
+        "accuracy budgets (max_drop, quant_drop): the bits are chosen so that the drop measured on the budget "
+        "batch plus z standard errors of its sampling noise fits (0.5: the measured drop alone); the verdict on "
+        "the verify_size images reports that bound (met_at_confidence) and is met on their measured drop "
+        "(with verify_size=0, on the bound)",
     )
     quant_drop: float | None = arg(
         None,

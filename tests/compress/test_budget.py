@@ -258,9 +258,9 @@ def test_the_bits_are_chosen_on_the_budget_batch_and_the_verdict_read_on_the_ima
         seen["allocate"] = x.clone()
         return real_allocate(student, masks, x, *args, **kwargs)
 
-    def check_budget(cfg, ref, s, logits, labels):
-        seen["check"] = (ref.clone(), logits.clone(), labels.clone())
-        return real_check(cfg, ref, s, logits, labels)
+    def check_budget(cfg, ref, s, logits, labels, **kwargs):
+        seen["check"] = (ref.clone(), logits.clone(), labels.clone(), kwargs)
+        return real_check(cfg, ref, s, logits, labels, **kwargs)
 
     def baselines(teacher, student, coded, masks, quantizers, x, labels):
         seen["baselines"] = x.clone()
@@ -276,7 +276,8 @@ def test_the_bits_are_chosen_on_the_budget_batch_and_the_verdict_read_on_the_ima
     assert torch.equal(seen["allocate"], holdout[:64])
     with torch.no_grad():
         teacher = model(holdout[64:88])
-    ref, logits, got_labels = seen["check"]
+    ref, logits, got_labels, kwargs = seen["check"]
+    assert kwargs == {"independent": True}
     assert torch.equal(ref, teacher)
     assert torch.equal(got_labels, labels[64:88])
     with torch.no_grad():
@@ -288,9 +289,36 @@ def test_the_bits_are_chosen_on_the_budget_batch_and_the_verdict_read_on_the_ima
     report = compress(model, x, CompressConfig(**{**cfg.to_json(), "verify_size": 0}), holdout=(holdout, labels))
     assert torch.equal(seen["allocate"], holdout[:64])
     assert torch.equal(seen["check"][2], labels[:64])
+    assert seen["check"][3] == {"independent": False}
     assert report.budget["images"] == 64
 
 
 def test_a_negative_verify_size_is_refused():
     with pytest.raises(prunus.errors.ConfigError, match="CompressConfig.verify_size"):
         CompressConfig(verify_size=-1)
+
+
+def test_on_images_nothing_was_chosen_on_the_measured_drop_decides_and_the_bound_is_reported():
+    """The same 1-in-100 miss as above under max_drop 2.0: on independent images the 1.0 pt measured drop is met;
+    the 95% bound (2.64 pt) is reported as not met. With max_drop 0.5 the measured drop itself misses."""
+    from prunus.compress.api import _check_budget
+
+    labels = torch.zeros(100, dtype=torch.long)
+    ref = torch.zeros(100, 3)
+    ref[:, 0] = 1.0
+    out = ref.clone()
+    out[7] = torch.tensor([0.0, 1.0, 0.0])
+    b = _check_budget(CompressConfig(bits="auto", max_drop=2.0), ref, ref, out, labels, independent=True)
+    assert b["met"] is True
+    assert b["met_at_confidence"] is False
+    assert b["independent"] is True
+    assert b["drop_upper_pt"] == pytest.approx(1.0 + 1.6448536, abs=1e-6)
+    b = _check_budget(CompressConfig(bits="auto", max_drop=0.5), ref, ref, out, labels, independent=True)
+    assert b["met"] is False
+
+
+def test_the_verdict_is_independent_only_on_the_verify_batch():
+    model, x = _model_and_images()
+    cfg = dict(sparsity=0.3, bits="auto", max_drop=100.0)
+    assert _compress_without_budget_warning(**cfg).budget["independent"] is True  # 64 images: 32 + 32
+    assert _compress_without_budget_warning(**cfg, verify_size=0).budget["independent"] is False
