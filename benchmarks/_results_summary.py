@@ -154,11 +154,13 @@ def _coverage(results: Path) -> list[Row]:
     if alone is not None and alone["summary"]["median_ratio"] is not None:  # timed alone, medians of repeats
         s = alone["summary"]
         timing = f"; median prune time prunus / Torch-Pruning {s['median_ratio']:.2f} ({s['timed_both']} models)"
+    out_of_reach = sum(bool(r["prunus"]["pass"] and r["prunus"].get("budget_out_of_reach")) for r in recs)
+    unreachable = f", or out of the model's reach and warned: {out_of_reach}" if out_of_reach else ""
     return [
         (
             "Any CNN: one model per timm CNN family",
             f"prunus passes {passed['prunus']} of {len(recs)}, Torch-Pruning {passed['torch_pruning']} of "
-            f"{len(recs)} (prune, forward, train step, save/load, ONNX, MACs on target){timing}",
+            f"{len(recs)} (prune, forward, train step, save/load, ONNX, MACs on target{unreachable}){timing}",
             f"{len(recs)} of {len(families)} families measured (seeded random order), timm {run['timm']}, 64x64 "
             "input, half the MACs kept",
             "`python benchmarks/coverage_timm.py`"

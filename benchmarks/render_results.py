@@ -497,7 +497,9 @@ def _coverage(res: _Results) -> list[str]:
         f"for prunus)"
         + (
             f", {len(out_of_reach)} of them with keep_macs={run['config']['macs_ratio']} out of the model's reach "
-            f"(warned, with the share no group can cut and why: {', '.join(out_of_reach)})"
+            "(warned, with the share no group can cut and why; MACs kept: "
+            + ", ".join(f"{m} {recs[m]['prunus']['macs_kept']:.3f}" for m in out_of_reach)
+            + ")"
             if out_of_reach
             else ""
         )
