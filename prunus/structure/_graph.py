@@ -267,12 +267,15 @@ class Graph:
             state.reason = f"its channels must go in units of unequal sizes {sorted(set(sizes.values()))}"
         elif len(sizes) == 1 and len(state.classes) > 1:
             state.reason = f"its {len(state.classes)} channels are tied together and can only go all at once"
-        seen = set()
+        seen: set[frozenset[int]] = set()
+        every = frozenset(state.unit_of.values())
         for seg in segments:
             units_in = frozenset(state.unit_of[c] for c in seg if c in members)
-            if units_in and units_in not in seen:
+            if units_in and units_in != every and units_in not in seen:  # the whole group keeps one anyway
                 seen.add(units_in)
                 state.segments.append(units_in)
+        if len(state.segments) > 1:  # a segment holding another is kept by it: only the innermost count
+            state.segments = [s for s in state.segments if not any(o < s for o in state.segments)]
 
     # ---------------------------------------------------------------------------------- queries
     def has_group(self, key: str) -> bool:

@@ -157,6 +157,9 @@ def _writer(tr: Tracer, m: nn.Module, name: str, x: torch.Tensor, out: torch.Ten
     else:
         base = tr.writer(name, cout)
         rows = list(range(base, base + cout))
+        # its rows may be one piece of a wider group (a MixedConv's convs concatenated, then added to a
+        # residual stream): it keeps one of them, or it is left with 0 output channels
+        tr.segment(rows)
         tr.axis((name, "weight", 0), Role.OUT, rows)
         if m.bias is not None:
             tr.axis((name, "bias", 0), Role.BIAS, rows)
