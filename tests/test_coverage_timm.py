@@ -169,3 +169,31 @@ def test_a_failing_step_is_recorded_with_its_reason_not_a_harness_error(monkeypa
     assert record["pass"] is False
     failed = {k: record[k]["reason"] for k in cov.STEPS if not record[k]["ok"]}
     assert failed == {"save_load": "OSError: No space left on device"}
+
+
+def test_the_trained_like_sweep_changes_only_constant_tensors_and_reports_a_zero_width_cut(monkeypatch):
+    pytest.importorskip("timm")
+    import torch
+
+    sweep = _module("sweep_timm_trained_like", monkeypatch)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    weight = net[0].weight.detach().clone()
+    assert sweep.trained_like_(net) == 4  # BN weight (ones), bias, running mean (zeros), running var (ones)
+    assert torch.equal(net[0].weight, weight)  # not constant: untouched
+    for t in (net[1].weight, net[1].bias, net[1].running_mean, net[1].running_var):
+        assert len(set(t.tolist())) == 4
+    assert float(net[1].bias.min()) >= 0.0
+    assert float(net[1].bias.max()) <= 0.1  # mild: values stay near their own
+    record = sweep.one("resnet18", {"channels": [16, 32, 64, 128], "stem_width": 16}, 0.5)
+    assert record["ok"] is True
+    assert 0.475 <= record["macs_kept"] <= 0.5
+    import prunus
+
+    def empties(model, *args, **kwargs):  # a prune that leaves a conv with 0 output channels
+        model.fc.in_features = 0
+        return model, None
+
+    monkeypatch.setattr(prunus, "prune", empties)
+    record = sweep.one("resnet18", {"channels": [16, 32, 64, 128], "stem_width": 16}, 0.5)
+    assert record["ok"] is False
+    assert record["reason"] == "fc (Linear) has 0 channels"
