@@ -184,6 +184,8 @@ def _budget_text(budget: dict) -> str:
     limits = ", ".join(f"{k} {budget[k]:g}" for k in ("max_drop", "max_kl") if budget[k] is not None)
     rung = f" at rung {budget['rung']} ({budget['settings']})" if "rung" in budget else ""
     verdict = f"met{rung}" if budget["met"] else f"NOT MET{rung}; next to try: {budget.get('next', '?')}"
+    if budget["met"] and budget.get("met_at_confidence") is False:  # the measured drop fits, its bound does not
+        verdict += f" (on the measured drop; not at {budget['confidence']:.0%} confidence)"
     caveat = "" if budget.get("held_out", True) else "; the fine-tunes trained on these images: optimistic"
     se, upper = budget.get("drop_se_pt"), budget.get("drop_upper_pt")
     bound = f"; at most {upper:+.2f} pt at {budget['confidence']:.0%} confidence" if upper is not None else ""

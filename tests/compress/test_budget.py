@@ -109,6 +109,13 @@ def test_the_budget_verdict_states_its_standard_error_and_says_when_it_is_optimi
     assert "the fine-tunes trained on these images: optimistic" in _budget_text({**budget, "held_out": False})
     bounded = _budget_text({**budget, "confidence": 0.95, "drop_upper_pt": 0.93 + 1.645 * 0.29})
     assert "(s.e. 0.29 on 4096 images; at most +1.41 pt at 95% confidence)" in bounded
+    assert "not at 95% confidence" not in bounded  # no met_at_confidence: a verdict on the bound itself
+    fresh = {**budget, "confidence": 0.95, "drop_upper_pt": 1.41, "independent": True}
+    assert _budget_text({**fresh, "met_at_confidence": False}).startswith(
+        "met (on the measured drop; not at 95% confidence): +0.93 pt lost (s.e. 0.29 on 4096 images nothing was "
+        "chosen on; at most +1.41 pt at 95% confidence)"
+    )
+    assert _budget_text({**fresh, "met_at_confidence": True}).startswith("met: +0.93 pt lost")
 
 
 def _spy_on_finetunes(monkeypatch):
