@@ -181,22 +181,22 @@ def compress(
         n_alloc, n_verify = _budget_split(x_h.shape[0], n_big, cfg.verify_size)
         with torch.no_grad():
             t_h = teacher(x_h[: n_alloc + n_verify])
-        big, verify = (x_h, y_h, t_h), (x_h, y_h, t_h)
+        pool = (x_h, y_h, t_h)  # where the budget batch and the verdict's come from
         held_out, x_tune, t_tune = True, x, t_all
     else:
         # the search's images stay out of the verdict batch: the masks were chosen on them
         n_alloc, n_verify = _budget_split(x.shape[0], n_big, cfg.verify_size, at_least=x_search.shape[0])
-        big = verify = (x, y, t_all)
+        pool = (x, y, t_all)
         # the fine-tunes train on the images after the budget (and verdict) batch: trained on, the budget batch
         # would grade its own homework (a LeNet-300-100 met 1.0 pt there and lost 1.33 pt on the test split)
         first = n_alloc + n_verify
         tune = slice(first, first + cfg.finetune_size)
         held_out = cfg.finetune_size > 0 and x.shape[0] > first
         x_tune, t_tune = (x[tune], t_all[tune]) if held_out else (x, t_all)
-    x_big, y_big, t_big = _rows(big, slice(0, n_alloc))
+    x_big, y_big, t_big = _rows(pool, slice(0, n_alloc))
     # the verdict is read apart from the batch the bits were chosen on: a greedy allocation that fits a
     # batch also fits its noise (a LeNet-300-100 "met" 0.99 pt there at 95% and lost 1.29 pt on test)
-    judge = _rows(verify, slice(n_alloc, n_alloc + n_verify)) if n_verify else (x_big, y_big, t_big)
+    judge = _rows(pool, slice(n_alloc, n_alloc + n_verify)) if n_verify else (x_big, y_big, t_big)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     big = cfg.rescore_size > 0

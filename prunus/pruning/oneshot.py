@@ -404,10 +404,10 @@ def _warn_unreachable(
 
     from prunus.errors import BudgetNotMetWarning
 
-    what, field = ("MACs", "macs") if name == "keep_macs" else ("parameters", "params")
+    what, counted = ("MACs", "macs") if name == "keep_macs" else ("parameters", "params")
     touched = costs.cuttable_layers()
-    total = getattr(costs.dense, field) or 1
-    uncut = sum(getattr(c, field) for layer, c in costs.dense.layers.items() if layer not in touched) / total
+    total = getattr(costs.dense, counted) or 1
+    uncut = sum(getattr(c, counted) for layer, c in costs.dense.layers.items() if layer not in touched) / total
     # the groups kept whole for a reason of their own (not just written by an ignored layer) say most
     own = {key: why for key, why in kept_whole.items() if "written by ignored layer" not in why}
     whole = ""

@@ -606,6 +606,47 @@ class StatNorms(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class MixedPointwise(nn.Module):
+    """timm's MixedConv2d as a block's last conv: two convs' outputs concatenated, then added to the
+    stream `s` writes. Each conv keeps one of its rows (a cut used to empty one: timm's mixnet_s)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.s = nn.Conv2d(8, 8, 1)
+        self.expand = nn.Conv2d(8, 12, 1)
+        self.pwl = nn.ModuleList([nn.Conv2d(6, 4, 1), nn.Conv2d(6, 4, 1)])
+        self.fc = nn.Linear(8, 5)
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        x = self.s(F.relu(self.stem(x)))
+        a, b = torch.split(F.relu(self.expand(x)), [6, 6], 1)
+        return self.fc((x + torch.cat([self.pwl[0](a), self.pwl[1](b)], 1)).mean((2, 3)))
+
+
+class SplitPiece(nn.Module):
+    """Stream = s + cat(a, b); a's output is also split [2, 2] for two heads: a's pieces lie inside a's rows
+    (the fixed split sizes leave the stream whole; its segments are what is under test)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.s = nn.Conv2d(8, 8, 1)
+        self.a = nn.Conv2d(8, 4, 1)
+        self.b = nn.Conv2d(8, 4, 1)
+        self.h = nn.ModuleList([nn.Conv2d(2, 3, 1), nn.Conv2d(2, 3, 1)])
+        self.fc = nn.Linear(14, 5)
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        x = self.s(F.relu(self.stem(x)))
+        a = self.a(x)
+        p, q = torch.split(a, [2, 2], 1)
+        y = x + torch.cat([a, self.b(x)], 1)
+        return self.fc(torch.cat([y, self.h[0](p), self.h[1](q)], 1).mean((2, 3)))
+
+
 MODELS = {
     "size_from_input": SizeFromInput,
     "size_one_from_input": SizeOneFromInput,
@@ -632,6 +673,8 @@ MODELS = {
     "stat_norms": StatNorms,
     "fused_qkv": FusedQKV,
     "fused_qkv_odd": lambda: FusedQKV(v=7),  # 7 single v channels cannot fill pairs: left whole
+    "mixed_pointwise": MixedPointwise,
+    "split_piece": SplitPiece,
 }
 
 

@@ -63,6 +63,14 @@ EXPECTED = {
         ["a", "lin1", "c"],
         ["group 'e' is left unpruned: mean in CenteredNorm 'centered' mixes the channels with each other"],
     ),
+    "mixed_pointwise": (
+        ["s"],
+        [
+            "group 'expand' is left unpruned: the model fails once it is cut (RuntimeError: split_with_sizes "
+            "expects split_sizes to sum exactly to 10 (input tensor's size at dimension 1), but got "
+            "split_sizes=[6, 6])"
+        ],
+    ),
     "input_shift": (
         ["b"],
         [
@@ -92,6 +100,7 @@ LEFT_WHOLE = {
         "e",
         r"^group 'e' is left unpruned: mean in CenteredNorm 'centered' mixes the channels with each other$",
     ),
+    "split_piece": ("s", r"^group 's' is left unpruned: the model fails once it is cut \(RuntimeError: "),
     "fused_qkv_odd": (
         "qkv",
         r"^group 'qkv' is left unpruned: its channels must go in units of unequal sizes \[1, 2\]$",
@@ -483,33 +492,15 @@ def test_a_zero_initialised_gain_does_not_hide_a_standardised_weight_from_the_pr
     assert groups["c"].prunable  # its outputs still go: standardising is per output channel
 
 
-class _MixedPointwise(torch.nn.Module):
-    """timm's MixedConv2d as a block's last conv: two convs' outputs concatenated, then added to the stream."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
-        self.s = torch.nn.Conv2d(8, 8, 1)
-        self.expand = torch.nn.Conv2d(8, 12, 1)
-        self.pwl = torch.nn.ModuleList([torch.nn.Conv2d(6, 4, 1), torch.nn.Conv2d(6, 4, 1)])
-        self.fc = torch.nn.Linear(8, 5)
-        prunus.models.info.update_info(self, stem="stem", classifier="fc")
-
-    def forward(self, x):
-        x = self.s(torch.relu(self.stem(x)))
-        a, b = torch.split(torch.relu(self.expand(x)), [6, 6], 1)
-        return self.fc((x + torch.cat([self.pwl[0](a), self.pwl[1](b)], 1)).mean((2, 3)))
-
-
 def test_a_conv_whose_rows_are_one_piece_of_a_wider_group_keeps_one_of_them():
     """The stream's 8 channels are written by `s` and by two concatenated convs: the 4 weakest are all
     pwl.0's, and a 50% cut used to take them all, leaving pwl.0 with 0 output channels (timm's mixnet_s)."""
     torch.manual_seed(0)
-    model = _MixedPointwise().eval()
+    model = fam.build("mixed_pointwise").eval()
     with torch.no_grad():
         model.pwl[0].weight.mul_(1e-3)
         model.s.weight[:4].mul_(1e-3)  # the stream's score sums its writers: channels 0-3 are the weakest
-    x = torch.randn(1, 3, 8, 8)
+    x = fam.inputs("mixed_pointwise")
     group = {g.key: g for g in build_groups(model, x)}["s"]
     assert group.num_channels == 8
     assert group.min_channels == 2  # one per concatenated conv
@@ -517,32 +508,11 @@ def test_a_conv_whose_rows_are_one_piece_of_a_wider_group_keeps_one_of_them():
     assert (pruned.s.out_channels, pruned.pwl[0].out_channels, pruned.pwl[1].out_channels) == (4, 1, 3)
 
 
-class _SplitPiece(torch.nn.Module):
-    """Stream = s + cat(A, B); A's output is also split [2, 2] for two heads: A's pieces lie inside A's rows."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
-        self.s = torch.nn.Conv2d(8, 8, 1)
-        self.a = torch.nn.Conv2d(8, 4, 1)
-        self.b = torch.nn.Conv2d(8, 4, 1)
-        self.h = torch.nn.ModuleList([torch.nn.Conv2d(2, 3, 1), torch.nn.Conv2d(2, 3, 1)])
-        self.fc = torch.nn.Linear(14, 5)
-        prunus.models.info.update_info(self, stem="stem", classifier="fc")
-
-    def forward(self, x):
-        x = self.s(torch.relu(self.stem(x)))
-        a = self.a(x)
-        p, q = torch.split(a, [2, 2], 1)
-        y = x + torch.cat([a, self.b(x)], 1)
-        return self.fc(torch.cat([y, self.h[0](p), self.h[1](q)], 1).mean((2, 3)))
-
-
 def test_a_piece_inside_another_piece_counts_once():
     """Segments of the stream: a's two split halves, a's rows (which hold them: implied) and b's rows. One
     channel must stay in each half and in b's rows: 3, not 4."""
     torch.manual_seed(0)
-    group = {g.key: g for g in build_groups(_SplitPiece().eval(), torch.randn(1, 3, 8, 8))}["s"]
+    group = {g.key: g for g in build_groups(fam.build("split_piece").eval(), fam.inputs("split_piece"))}["s"]
     assert group.num_channels == 8
     assert sorted(map(sorted, group.segments)) == [[0, 1], [2, 3], [4, 5, 6, 7]]
     assert group.min_channels == 3
