@@ -113,15 +113,11 @@ def count(
 
     def hook_for(name: str):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            if isinstance(module, _CONVS):
-                per_output = (module.in_channels // module.groups) * math.prod(module.kernel_size)
-            else:  # nn.Linear: one MAC per input feature for each output element
-                per_output = module.in_features
-            macs[name] += output.numel() * per_output
+            macs[name] += call_macs(module, output)
 
         return hook
 
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, (*_CONVS, nn.Linear))}
+    layers = counted_layers(model)
     for name, module in layers.items():
         macs[name] = 0
         handles.append(module.register_forward_hook(hook_for(name)))
@@ -140,12 +136,36 @@ def count(
             handle.remove()
         for m, flag in was_training.items():
             m.training = flag
+    return counts_from(model, macs)
+
+
+def counted_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The modules whose MACs `count` charges (Conv1d/2d/3d, Linear and subclasses), by name, in order."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, (*_CONVS, nn.Linear))}
+
+
+def call_macs(module: nn.Module, output: torch.Tensor) -> int:
+    """MACs of one call of a counted layer that returned `output` (see the module docstring)."""
+    if isinstance(module, _CONVS):
+        per_output = (module.in_channels // module.groups) * math.prod(module.kernel_size)
+    else:  # nn.Linear: one MAC per input feature for each output element
+        per_output = module.in_features
+    return output.numel() * per_output
+
+
+def counts_from(model: nn.Module, macs: dict[str, int]) -> Counts:
+    """`Counts` of `model` from the MACs its counted layers ran in one single-sample forward pass.
+
+    `count` records them with its own hooks; the structure tracer records them during the pass it
+    runs anyway (`prunus.structure.traced_counts`), so a prune needs no second forward pass. A layer
+    missing from `macs` did not run (0 MACs).
+    """
     per_layer = {
-        name: LayerCount(type(m).__name__, macs[name], sum(p.numel() for p in m.parameters(recurse=False)))
-        for name, m in layers.items()
+        name: LayerCount(type(m).__name__, macs.get(name, 0), sum(p.numel() for p in m.parameters(recurse=False)))
+        for name, m in counted_layers(model).items()
     }
     params = sum(p.numel() for p in model.parameters())
-    return Counts(macs=sum(macs.values()), params=params, layers=per_layer)
+    return Counts(macs=sum(c.macs for c in per_layer.values()), params=params, layers=per_layer)
 
 
 def _first_sample(x: Any) -> Any:

@@ -48,7 +48,7 @@ from prunus.measure import count
 from prunus.pruning.config import PruneConfig, match_layer_ratios
 from prunus.pruning.costs import CostModel
 from prunus.pruning.widths import _EPS, kept_widths, num_to_prune, round_kept
-from prunus.structure import ChannelGroup, FilterFn, build_groups, remove_many_
+from prunus.structure import ChannelGroup, FilterFn, build_groups, remove_many_, traced_counts
 from prunus.structure._gc import paused_gc
 from prunus.structure.roles import WRITER_ROLES
 
@@ -307,7 +307,8 @@ def plan_target(
     every = build_groups(model, example_inputs, ignored, filter_fn=filter_fn)
     groups = [g for g in every if g.prunable]
     kept_whole = {g.key: _why_whole(g) for g in every if not g.prunable}
-    dense = count(model, example_inputs=example_inputs)
+    # the trace already ran the model on these inputs: its MACs are `count`'s (else count them)
+    dense = traced_counts(model, every) or count(model, example_inputs=example_inputs)
     crit_name, scores = _scores(model, groups, criterion if criterion is not None else config.criterion, batch)
     costs = CostModel(model, groups, scores, dense)
     fixed = _fixed_cut(groups, config)

@@ -31,6 +31,7 @@ from prunus.structure.groups import build_groups as build_groups
 from prunus.structure.groups import check_channels as check_channels
 from prunus.structure.groups import lowest_channels as lowest_channels
 from prunus.structure.groups import removal_order as removal_order
+from prunus.structure.groups import traced_counts as traced_counts
 from prunus.structure.history import get_history as get_history
 from prunus.structure.history import replay as replay
 from prunus.structure.masks import HardMask as HardMask
@@ -87,4 +88,5 @@ __all__ = [
     "reset_optimizer_rows",
     "reset_optimizer_state_",
     "soft_mask_",
+    "traced_counts",
 ]

@@ -32,7 +32,7 @@ from torch import nn
 from prunus.errors import ConfigError
 from prunus.models.info import get_info
 from prunus.structure._cut import CutPlan, apply_plan
-from prunus.structure._labels import UnionFind
+from prunus.structure._labels import UnionFind, tensors
 from prunus.structure._trace import KNOWN, Trace, channel_dim, eval_mode, forward, random_like, trace
 from prunus.structure.roles import Role
 
@@ -169,50 +169,61 @@ class Graph:
         #: because replaying the cuts when loading needs an input to trace
         self.input_shape = input_shapes(example_inputs)
         self.version = 0
+        self.built_version = 0  # the model's history length when traced (`build_groups` sets both)
         self.modules = dict(model.named_modules())
         self._order = {name: i for i, name in enumerate(self.modules)}
         roots = result.uf.table()
         find = roots.__getitem__  # every label's root, looked up once
         self._num_labels = len(roots)  # class ids are labels: below this
-        self.axes: dict[tuple[str, str, int], tuple[Role, list[int | None]]] = {
-            key: (role, [find(v) if v >= 0 else None for v in labels]) for key, (role, labels) in result.axes.items()
-        }
+        #: axis (module, tensor, dim) -> (role, the class of each position; -1: none). numpy arrays:
+        #: a large model has ~10^5 positions, and every query below is one vectorised pass
+        self.axes: dict[tuple[str, str, int], tuple[Role, np.ndarray]] = _class_axes(result, roots)
         self.bindings = _bindings(result, find)
         self.rescales = dict(result.rescales)  # normalisations over channels -> their weight exponent
         self.folds: dict[int, set[str]] = {}  # class -> readers its masked constant is folded into
         for label, readers in result.folds.items():
             self.folds.setdefault(find(label), set()).update(readers)
         self._axis_rank = {key: i for i, key in enumerate(self.axes)}
-        self._where: dict[int, set[tuple[str, str, int]]] = {}  # class -> the axes it has positions in
-        for key, (_, lst) in self.axes.items():
-            for c in set(lst) - {None}:
-                self._where.setdefault(c, set()).add(key)
+        self._axis_keys = list(self.axes)  # rank -> axis (axes added later are appended)
+        self._where = _ClassIndex(self.axes)  # class -> the axes it has positions in
         self.groups: dict[str, GroupState] = {}
-        self._indexes: dict[tuple[str, str, int], dict[int, list[int]]] = {}  # see `_index`
-        self._indexed_version = 0
         self._slices: tuple[int, dict[str, list]] | None = None
-        self._build(result, find, ignored)
+        #: the MACs `prunus.count` would charge each layer, recorded by the trace's pass (None where
+        #: that pass was no single-sample pass, or a layer returned no tensor): see `traced_counts`
+        self.traced_macs = result.macs if _single_sample(example_inputs) else None
+        self._build(result, roots, ignored)
 
     # ------------------------------------------------------------------------------ construction
-    def _build(self, result: Trace, find: Callable[[int], int], ignored: frozenset[str]) -> None:
+    def _build(self, result: Trace, table: list[int], ignored: frozenset[str]) -> None:
+        find = table.__getitem__
         order = self._order
         writers = sorted(result.writers, key=lambda n: order.get(n, len(order)))
-        rows = {n: [find(result.writers[n][0] + j) for j in range(result.writers[n][1])] for n in writers}
-        first: dict[int, tuple[int, int]] = {}
-        for n in writers:
+        # a writer's labels are consecutive: its rows' classes are one slice of the root table
+        rows = {n: table[result.writers[n][0] : result.writers[n][0] + result.writers[n][1]] for n in writers}
+        # Groups are the writers joined by a shared class (a residual add) or a unit: a union-find over
+        # the few hundred writers, not over every channel.
+        owner: dict[int, int] = {}  # class -> the first writer (index) with a row in it
+        first: dict[int, tuple[int, int]] = {}  # class -> (that writer, its row): insertion order is sorted
+        joined: set[tuple[int, int]] = set()
+        for w, n in enumerate(writers):
             for j, c in enumerate(rows[n]):
-                first.setdefault(c, (order.get(n, 0), j))
+                o = owner.get(c)
+                if o is None:
+                    owner[c], first[c] = w, (w, j)
+                elif o != w:
+                    joined.add((o, w))
         comp = UnionFind()
-        index = {c: comp.make(1) for c in first}
-        for n in writers:
-            comp.union_all(index[c] for c in rows[n])
-        units = [(find(a), find(b)) for a, b in result.units]
+        comp.make(len(writers))
+        for o, w in joined:
+            comp.union(o, w)
+        units = [(table[a], table[b]) for a, b in result.units]
         for a, b in units:
-            if a in index and b in index:
-                comp.union(index[a], index[b])
+            if a in owner and b in owner:
+                comp.union(owner[a], owner[b])
+        root_w = [comp.find(w) for w in range(len(writers))]
         members: dict[int, list[int]] = {}
-        for c in sorted(first, key=first.__getitem__):
-            members.setdefault(comp.find(index[c]), []).append(c)
+        for c, o in owner.items():  # in `first` order
+            members.setdefault(root_w[o], []).append(c)
         risky = {find(v) for v in result.risky}
         frozen: dict[int, str] = {}
         for label, why in result.frozen.items():
@@ -305,9 +316,9 @@ class Graph:
             group_of[classes], channel_of[classes] = g, np.arange(len(classes))
         out: dict[str, list] = {}
         for (module, tensor, dim), (role, lst) in sorted(self.axes.items(), key=lambda kv: self._order[kv[0][0]]):
-            if not tensor or not lst:
+            if not tensor or not lst.size:
                 continue
-            ids = np.fromiter((-1 if c is None else c for c in lst), dtype=np.int64, count=len(lst))
+            ids = lst
             groups = group_of[ids]
             at = np.flatnonzero(groups >= 0)
             if not at.size:
@@ -366,32 +377,26 @@ class Graph:
         Only the axes `classes` appear in are scanned (a trial cut of one group of a large model
         touches a few of its hundreds of axes).
         """
-        keys = set().union(*(self._where.get(c, ()) for c in classes)) if classes else set()
+        if not classes:
+            return []
+        wanted = _as_array(classes)
+        member = self._member(wanted)
         found = []
-        for key in sorted(keys, key=self._axis_rank.__getitem__):
+        for rank in self._where.axes_of(wanted):
+            key = self._axis_keys[rank]
+            if key not in self.axes:  # an axis taken back (a trial cut's bias)
+                continue
             role, lst = self.axes[key]
-            if len(classes) * 4 >= len(lst):  # many classes (a trial of every group at once): one scan
-                pos = [i for i, c in enumerate(lst) if c in classes]
-            else:  # a few classes of a long axis: look them up
-                index = self._index(key)
-                pos = sorted(i for c in classes if c in index for i in index[c])
+            pos = np.flatnonzero(member[lst]).tolist()
             if pos:
                 found.append((key, role, pos))
         return found
 
-    def _index(self, key: tuple[str, str, int]) -> dict[int, list[int]]:
-        """class -> its positions along axis `key`, built once per axis and graph version (trial cuts
-        ask for the same axes again and again; scanning a long axis per call dominated the trials)."""
-        if self._indexed_version != self.version:
-            self._indexes, self._indexed_version = {}, self.version
-        index = self._indexes.get(key)
-        if index is None:
-            index = {}
-            for i, c in enumerate(self.axes[key][1]):
-                if c is not None:
-                    index.setdefault(c, []).append(i)
-            self._indexes[key] = index
-        return index
+    def _member(self, classes: np.ndarray) -> np.ndarray:
+        """A lookup table: True at each of `classes`; its last entry (what label -1 reads) is False."""
+        member = np.zeros(self._num_labels + 1, dtype=bool)
+        member[classes] = True
+        return member
 
     def classes_of(self, key: str, idxs: Sequence[int]) -> set[int]:
         state = self.groups[key]
@@ -427,21 +432,17 @@ class Graph:
         weight = module.weight
         module.bias = nn.Parameter(torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device))
         key = (reader, "bias", 0)
-        labels = list(self.axes[(reader, "weight", 0)][1])
+        labels = self.axes[(reader, "weight", 0)][1].copy()
         self.axes[key] = (Role.BIAS, labels)
-        self._indexes.pop(key, None)
-        self._axis_rank[key] = len(self._axis_rank)
-        classes = set(labels) - {None}
-        for c in classes:
-            self._where.setdefault(c, set()).add(key)
+        rank = self._axis_rank[key] = len(self._axis_keys)
+        self._axis_keys.append(key)
+        self._where.add(rank, labels)
         self._slices = None
 
         def take_back() -> None:
             module.register_parameter("bias", None)
             del self.axes[key], self._axis_rank[key]
-            self._indexes.pop(key, None)
-            for c in classes:
-                self._where[c].discard(key)
+            self._where.discard(rank)
             self._slices = None
 
         if undo is not None:
@@ -510,7 +511,7 @@ class Graph:
         for r in readers:
             module = self.modules[r]
             _, labels = self.axes[(r, "weight", 1)]
-            pos = [i for i, c in enumerate(labels) if c in classes]
+            pos = np.flatnonzero(self._member(_as_array(classes))[labels]).tolist()
             if not pos or not seen[r]:
                 continue
             conv = isinstance(module, nn.modules.conv._ConvNd)
@@ -533,9 +534,13 @@ class Graph:
 
     def forget(self, gone: set[int]) -> None:
         """Drop `gone` from the bookkeeping after the model was cut."""
-        for key in set().union(*(self._where.get(c, ()) for c in gone)) if gone else ():
-            lst = self.axes[key][1]
-            lst[:] = [c for c in lst if c is None or c not in gone]
+        drop = _as_array(gone)
+        member = self._member(drop)
+        for rank in self._where.axes_of(drop):
+            key = self._axis_keys[rank]
+            if key in self.axes:
+                role, lst = self.axes[key]
+                self.axes[key] = (role, lst[~member[lst]])
         self.bindings = [(m, a, k, [[c for c in p if c is None or c not in gone] for p in parts])
                          for m, a, k, parts in self.bindings]  # fmt: skip
         for state in self.groups.values():
@@ -578,6 +583,68 @@ def _pack_units(state: GroupState, sizes: dict[int, int]) -> None:
     for c in state.classes:
         root = merged.get(state.unit_of[c], state.unit_of[c])
         state.unit_of[c] = relabel.setdefault(root, len(relabel))
+
+
+def _class_axes(result: Trace, roots: list[int]) -> dict[tuple[str, str, int], tuple[Role, np.ndarray]]:
+    """The trace's axes with every label replaced by its class (its root), in one gather."""
+    if not result.axes:
+        return {}
+    lengths = [len(labels) for _, labels in result.axes.values()]
+    flat = np.array([v for _, labels in result.axes.values() for v in labels], dtype=np.int64)
+    table = np.asarray([*roots, -1], dtype=np.int64)  # label -1 (none) reads the last entry: -1
+    classes = np.split(table[flat], np.cumsum(lengths)[:-1])
+    return {key: (role, cls) for (key, (role, _)), cls in zip(result.axes.items(), classes, strict=True)}
+
+
+def _as_array(classes: Iterable[int]) -> np.ndarray:
+    return np.fromiter(classes, dtype=np.int64)
+
+
+class _ClassIndex:
+    """class -> the axes (by rank) holding a position of it: sorted (class, axis) pairs, searched.
+
+    Built once from the traced axes in a few array operations (a dict of sets held one entry per
+    position and cost a fifth of building a graph); axes added later (a bias a fold creates) sit in
+    a small side table. Entries are never pruned when channels go: a query may name an axis that no
+    longer holds the class, and the caller finds no position there.
+    """
+
+    def __init__(self, axes: dict[tuple[str, str, int], tuple[Role, np.ndarray]]) -> None:
+        arrays = [lst for _, lst in axes.values()]
+        flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
+        rank = np.repeat(np.arange(len(arrays), dtype=np.int64), [len(a) for a in arrays])
+        keep = flat >= 0
+        span = max(len(arrays), 1)
+        pairs = np.sort(flat[keep] * span + rank[keep])  # by class, then axis (np.unique hashes: slower)
+        pairs = pairs[np.concatenate(([True], pairs[1:] != pairs[:-1]))] if pairs.size else pairs
+        self.classes, self.ranks = pairs // span, pairs % span
+        self.extra: dict[int, np.ndarray] = {}  # rank -> its classes (axes added after the trace)
+
+    def add(self, rank: int, labels: np.ndarray) -> None:
+        self.extra[rank] = np.unique(labels[labels >= 0])
+
+    def discard(self, rank: int) -> None:
+        self.extra.pop(rank, None)
+
+    def axes_of(self, classes: np.ndarray) -> list[int]:
+        """Ranks of the axes holding any of `classes`, ascending."""
+        lo = np.searchsorted(self.classes, classes, "left")
+        hi = np.searchsorted(self.classes, classes, "right")
+        n = hi - lo
+        total = int(n.sum())
+        found = set()
+        if total:
+            starts = np.repeat(lo - np.cumsum(n) + n, n)  # each hit's range start, minus hits before it
+            found = set(self.ranks[np.arange(total) + starts].tolist())
+        for rank, cls in self.extra.items():
+            if np.isin(cls, classes).any():
+                found.add(rank)
+        return sorted(found)
+
+
+def _single_sample(example_inputs: Any) -> bool:
+    """Whether every input tensor holds one sample (what `prunus.count` runs the model on)."""
+    return all(t.dim() == 0 or t.shape[0] <= 1 for t in tensors(example_inputs))
 
 
 def _bindings(result: Trace, find: Callable[[int], int]) -> list[tuple[str, str, type, list[list[int | None]]]]:

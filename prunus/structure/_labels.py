@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = ["NONE", "UnionFind", "compress", "expand", "fresh", "tensors", "unlabelled", "varying_dims"]
@@ -35,10 +36,16 @@ NONE = -1
 
 
 class UnionFind:
-    """Disjoint sets over dense integer ids, with path halving."""
+    """Disjoint sets over dense integer ids, with path halving; a set's root is its smallest id.
+
+    `union_arrays` (a residual add joins thousands of pairs) only records its pairs; they are joined
+    in a few vectorised passes the next time a root is asked for (`find`, `union`, `table`), so a
+    trace pays no Python call per channel. The roots are the same either way (always the smallest id).
+    """
 
     def __init__(self) -> None:
         self.parent: list[int] = []
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
 
     def make(self, n: int) -> int:
         """Allocate `n` new singleton ids; returns the first."""
@@ -47,6 +54,7 @@ class UnionFind:
         return base
 
     def find(self, a: int) -> int:
+        self._join_pending()  # the pairs `union_arrays` recorded count from here on
         parent = self.parent
         while parent[a] != a:
             parent[a] = parent[parent[a]]
@@ -79,15 +87,40 @@ class UnionFind:
         both = (a >= 0) & (b >= 0) & (a != b)
         if not bool(both.any()):
             return
-        x, y = a[both], b[both]
-        span = int(max(int(x.max()), int(y.max()))) + 1
-        keys = (x * span + y).unique()  # one pass over a 1-d key: far faster than unique rows
-        for k in keys.tolist():
-            self.union(k // span, k % span)
+        self._pending.append((a[both].numpy().copy(), b[both].numpy().copy()))
 
     def table(self) -> list[int]:
-        """The root of every id, by index (one pass; for mapping many ids at once)."""
-        return [self.find(i) for i in range(len(self.parent))]
+        """The root of every id, by index (for mapping many ids at once)."""
+        self._join_pending()
+        return _roots(np.asarray(self.parent, dtype=np.int64)).tolist()
+
+    def _join_pending(self) -> None:
+        """Join every recorded pair at once: hook each pair's larger root under its smaller, compress, repeat."""
+        if not self._pending:
+            return
+        x = np.concatenate([p[0] for p in self._pending])
+        y = np.concatenate([p[1] for p in self._pending])
+        self._pending = []
+        roots = _roots(np.asarray(self.parent, dtype=np.int64))
+        while True:
+            rx, ry = roots[x], roots[y]
+            apart = rx != ry
+            if not apart.any():
+                break
+            rx, ry = rx[apart], ry[apart]
+            np.minimum.at(roots, np.maximum(rx, ry), np.minimum(rx, ry))
+            roots = _roots(roots)
+            x, y = x[apart], y[apart]
+        self.parent = roots.tolist()
+
+
+def _roots(parent: np.ndarray) -> np.ndarray:
+    """Every id's root, by pointer jumping over the whole array (each round halves every path)."""
+    while True:
+        up = parent[parent]
+        if np.array_equal(up, parent):
+            return parent
+        parent = up
 
 
 def compress(t: torch.Tensor) -> torch.Tensor:

@@ -34,10 +34,14 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from prunus.measure.counting import call_macs
 from prunus.structure import _ops
 from prunus.structure._labels import NONE, UnionFind, expand, fresh, tensors, unlabelled, varying_dims
 from prunus.structure._layers import FUNCTIONAL, KNOWN, OPAQUE, WRITERS, StatNorm, channel_dim, leaf, stat_norm
 from prunus.structure.roles import Role
+
+#: the layers whose calls the trace charges MACs for (`prunus.count`'s)
+COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 __all__ = ["KNOWN", "Binding", "Trace", "channel_dim", "forward", "trace"]
 
@@ -73,6 +77,9 @@ class Trace:
     folds: dict[int, set[str]] = field(default_factory=dict)
     #: normalisation over channels (module name) -> the exponent its weight is rescaled with on a cut
     rescales: dict[str, float] = field(default_factory=dict)
+    #: conv / linear module name -> MACs of its calls in this pass, as `prunus.count` charges them
+    #: (None when a call returned no tensor: `count` is then asked instead)
+    macs: dict[str, int] | None = field(default_factory=dict)
 
 
 class _Mode(TorchFunctionMode):
@@ -250,7 +257,7 @@ class Tracer:
 
     def axis(self, key: tuple[str, str, int], role: Role, labels: Sequence[int]) -> None:
         """Positions along dim `key[2]` of tensor `key[1]` of module `key[0]` carry `labels`."""
-        labels = [int(v) for v in labels]
+        labels = list(labels)  # a copy: a reused module's axis is edited in place below
         if key not in self.result.axes:
             self.result.axes[key] = (role, labels)
             return
@@ -320,6 +327,8 @@ class Tracer:
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         if self.quiet:
             return
+        if isinstance(module, COUNTED) and self.result.macs is not None:
+            self._count(module, output)
         self.stack.pop()
         if not self.leaf:
             return
@@ -335,6 +344,20 @@ class Tracer:
         finally:
             self.quiet -= 1
             self.stack.pop()
+
+    def _count(self, module: nn.Module, output: Any) -> None:
+        """Charge one call of a counted layer, as `prunus.count`'s hook does (the pass is the model's own)."""
+        macs = self.result.macs
+        assert macs is not None
+        if not isinstance(output, torch.Tensor):
+            self.result.macs = None
+            return
+        name = self.names[module]
+        self.quiet += 1  # numel() below is no op of the model
+        try:
+            macs[name] = macs.get(name, 0) + call_macs(module, output)
+        finally:
+            self.quiet -= 1
 
 
 def _same(value: Any, target: Any) -> bool:

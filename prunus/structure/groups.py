@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from prunus.errors import StructureWarning
+from prunus.measure.counting import Counts, counts_from
 from prunus.structure._gc import paused_gc
 from prunus.structure._graph import FilterFn, Graph, StructureError, build_graph
 from prunus.structure._verify import verify_groups
@@ -47,6 +48,7 @@ __all__ = [
     "check_channels",
     "lowest_channels",
     "removal_order",
+    "traced_counts",
 ]
 
 
@@ -214,7 +216,7 @@ def build_groups(
     """
     with paused_gc():
         graph = build_graph(model, example_inputs, ignored_layers, filter_fn=filter_fn)
-        graph.version = history_length(model)
+        graph.version = graph.built_version = history_length(model)
         groups = []
         for key, state in graph.groups.items():
             groups.append(ChannelGroup(key, state.reason is None, state.reason, state.blocks, graph))
@@ -226,6 +228,27 @@ def build_groups(
                 graph.groups[group.key].reason = why
                 _warn(group.key, why)
     return groups
+
+
+def traced_counts(model: nn.Module, groups: Iterable[ChannelGroup]) -> Counts | None:
+    """`prunus.count(model, example_inputs=...)` as the trace behind `groups` measured it, or None.
+
+    The trace runs the model once on the example inputs, as `count` does; where those held one
+    sample and the model is still as traced (no cut since), the MACs it recorded are `count`'s, so a
+    prune skips a second forward pass. None: no group, a batch of several samples, a cut model, or a
+    layer that returned no tensor; call `count` then.
+
+    Example:
+        >>> groups = build_groups(model, torch.randn(1, 3, 32, 32))  # doctest: +SKIP
+        >>> traced_counts(model, groups) == prunus.count(model, (3, 32, 32))  # doctest: +SKIP
+        True
+    """
+    graph = next((g._graph for g in groups), None)
+    if graph is None or graph.model is not model or graph.traced_macs is None:
+        return None
+    if graph.version != graph.built_version or history_length(model) != graph.version:
+        return None
+    return counts_from(model, graph.traced_macs)
 
 
 def _warn(key: str, reason: str | None) -> None:

@@ -65,6 +65,11 @@ def per_channel(model: nn.Module, s: Slice, num_channels: int) -> torch.Tensor:
     """
     t = s.get(model).detach()
     t = t.movedim(s.dim, 0).reshape(t.shape[s.dim], -1)
+    n = len(s.index)
+    # The common case (a conv's own rows, a BN vector): position j is channel j for every j. The
+    # positions are unique and ascending, so equal tuples running 0..C-1 over C entries are the identity.
+    if n == num_channels == t.shape[0] and s.index == s.channel and s.index[0] == 0 and s.index[-1] == n - 1:
+        return t.clone()  # a new tensor, as the general path returns: callers may write into it
     channel, index = np.asarray(s.channel, dtype=np.int64), np.asarray(s.index, dtype=np.int64)
     counts = np.bincount(channel)
     present = np.flatnonzero(counts)
