@@ -49,8 +49,9 @@ class CostModel:
         self.groups = list(groups)
         self.order = {g.key: removal_order(g, scores[g.key]) for g in groups}
         self.shapes: dict[str, tuple[int, int, bool]] = {}
+        modules = dict(model.named_modules())  # one walk; get_submodule per name walked the path each time
         for name in dense.layers:
-            m = model.get_submodule(name)
+            m = modules[name]
             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
                 depthwise = m.groups > 1 and m.groups == m.in_channels
                 self.shapes[name] = (m.out_channels, m.in_channels, depthwise)
@@ -82,7 +83,7 @@ class CostModel:
             self._params[(module, tensor)] = (p.numel(), {})
         for cuts in self._param_cuts.values():
             for (module, tensor, dim), _ in cuts:
-                m = model.get_submodule(module)
+                m = modules[module]
                 grouped_in = isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and dim == 1
                 size = m.in_channels if grouped_in else getattr(m, tensor).shape[dim]
                 self._params[(module, tensor)][1][dim] = size

@@ -4,12 +4,13 @@ The tracer's rules are exact for the ops they know, but a model may hide a size 
 no rule can see it (`x.view(b, 64, -1)`, `x[:, :6]`, a constant tensor of full width), and a user
 layer is only probed. So `build_groups` takes every prunable group whose channels pass such a
 place (the tracer marks them *risky*: a size given for a channel dim, a split, a slice, padding,
-a user conv), cuts a few of its channels (the first of every split piece) from the model itself,
-all such groups at once (then again by amounts that differ from group to group), and compares the
-outputs, on a random input, with the model's outputs when the same channels are masked (their
-weights zeroed, as `soft_mask_` does); then it puts the very same parameters back. A mismatch or an
-error is traced to the groups responsible by bisection, and those are left whole: the pruner never
-hands back a model that breaks or computes something else than its masked twin.
+a user conv), cuts a few of its channels (the first of every split piece, one more unit in some
+rounds) from the model itself, all such groups at once, by amounts that differ from group to
+group, and compares the outputs, on a random input, with the model's outputs when the same
+channels are masked (their weights zeroed, as `soft_mask_` does); then it puts the very same
+parameters back. A mismatch or an error is traced to the groups responsible by bisection, and
+those are left whole: the pruner never hands back a model that breaks or computes something else
+than its masked twin.
 """
 
 from __future__ import annotations
@@ -129,15 +130,16 @@ def verify_groups(graph: Graph, groups: Sequence[Any]) -> list[tuple[Any, str]]:
         return found or [(trials[k][0], f"{why}, together with other groups") for k in keys]
 
     keys = list(trials)
+    bad: list[tuple[Any, str]] = []
     with eval_mode(graph.model):  # once for every trial: `_trial` runs the model as it finds it
-        bad = search(keys, {k: c for k, (_, c) in trials.items()})
         # Cut by the same amount, two groups can agree by coincidence: a width read from one tensor's shape
-        # reshapes another of the same width (timm's LambdaLayer). So the groups are cut again by amounts
-        # that differ: in trial b, group i loses one more unit when bit b of i is set. Any two groups differ
-        # in some bit, so log2(n) more forwards (not one per group) break every such pair apart.
-        for bit in range((len(keys) - 1).bit_length()):
+        # reshapes another of the same width (timm's LambdaLayer). So the groups are cut by amounts that
+        # differ: in round b, group i loses one more unit when bit b of i is set. Any two groups differ in
+        # some bit, so log2(n) rounds (not one per group) break every such pair apart; every round cuts
+        # every group (group 0 by the base amount each time). One group: one round, the base amount.
+        for bit in range(max(1, (len(keys) - 1).bit_length())):
             found = {g.key for g, _ in bad}
             rest = [k for k in keys if k not in found]
             pick = {k: _trial_classes(trials[k][0], extra=(i >> bit) & 1) or trials[k][1] for i, k in enumerate(keys)}
-            bad += search(rest, pick) if len(rest) > 1 else []
+            bad += search(rest, pick) if rest else []
     return bad

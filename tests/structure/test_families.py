@@ -321,6 +321,45 @@ def test_groups_that_agree_only_when_cut_together_are_each_left_whole(name):
         assert pruned(fam.inputs(name, batch=batch)).shape == (batch, 5)
 
 
+class _OwnForwardConv(nn.Conv2d):
+    """A user conv with its own forward: probed, and its group tried by a trial cut (risky)."""
+
+    def forward(self, x):
+        return super().forward(x) * 1.0
+
+
+class _CoincidenceTwoApart(fam.SizeFromInput):
+    """`pre` and `v` agree only when cut by the same amount (as in `SizeFromInput`), and a harmless risky
+    group `mid` (a user conv) sits between them in trial order: indices 0 and 2 differ only in bit 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        del self.v, self.post, self.fc
+        self.mid = _OwnForwardConv(8, 8, 1)
+        self.v, self.post, self.fc = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1), nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.pre(torch.relu(self.stem(x))))
+        b, c, h, w = x.shape
+        out = self.v(x).reshape(b, c, h * w).reshape(b, c, h, w)
+        return self.fc(torch.cat([torch.relu(self.post(out)).mean((2, 3)), self.mid(x).mean((2, 3))], 1))
+
+
+def test_a_coincidence_between_groups_that_differ_in_a_higher_bit_is_broken():
+    """The trial rounds cut group i one unit more when bit b of i is set: groups 0 and 2 first differ in
+    round 1, so one round alone would pass them together and hand back a model that fails."""
+    torch.manual_seed(0)
+    model, x = randomize_(_CoincidenceTwoApart(), 0).eval(), torch.randn(2, 3, 8, 8)
+    groups, _ = _groups(model, x)
+    trial_order = [g.key for g in groups if g.key in ("pre", "mid", "v")]
+    assert trial_order == ["pre", "mid", "v"]
+    assert {g.key: g.prunable for g in groups if g.key in trial_order} == {"pre": False, "mid": True, "v": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StructureWarning)
+        pruned, _ = prunus.prune(model, x, remove_channels=0.5)
+    assert pruned(torch.randn(3, 3, 8, 8)).shape == (3, 5)
+
+
 @pytest.mark.parametrize("name", sorted(set(EXPECTED) | set(LEFT_WHOLE)))
 def test_removing_every_group_in_one_pass_equals_removing_them_one_by_one(name):
     """`remove_many_` (what `prune` uses) gives the tensors, attributes and history of `remove_` group by
