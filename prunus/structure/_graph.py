@@ -467,7 +467,13 @@ class Graph:
                     t.index_copy_(dim, idx, values)
 
     def fold_constants(
-        self, classes: set[int], undo: list[Callable[[], None]] | None = None, *, values: bool = True
+        self,
+        classes: set[int],
+        undo: list[Callable[[], None]] | None = None,
+        *,
+        values: bool = True,
+        probe: Any = None,
+        outputs: list[Any] | None = None,
     ) -> None:
         """Add to each reader's bias what `classes`, masked, feed it: the exact change removing them makes.
 
@@ -483,6 +489,9 @@ class Graph:
             classes: The channels about to be removed.
             undo: Collects what puts the model and this graph back (the trial cut).
             values: False only adds the biases (replaying a history: the values come from the saved weights).
+            probe: The second input the values are read on (default: a seeded random draw like the example).
+            outputs: Receives the masked model's output on `probe`, when the model ran (a trial cut
+                compares it with the cut model's: one forward pass fewer).
 
         Raises:
             StructureError: the value the reader gets is not one constant (it depends on the input or
@@ -500,11 +509,13 @@ class Graph:
             self.modules[r].register_forward_pre_hook(lambda m, args, r=r: seen[r].append(args[0].detach().clone()))
             for r in readers
         ]
-        gen = torch.Generator().manual_seed(1)
+        if probe is None:
+            probe = random_like(self.example_inputs, torch.Generator().manual_seed(1))
         try:
             with eval_mode(self.model), self.masked(classes), torch.no_grad():
-                for inputs in (self.example_inputs, random_like(self.example_inputs, gen)):
-                    forward(self.model, inputs)
+                runs = [forward(self.model, inputs) for inputs in (self.example_inputs, probe)]
+                if outputs is not None:
+                    outputs.append(runs[1])
         finally:
             for h in hooks:
                 h.remove()

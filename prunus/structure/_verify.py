@@ -84,14 +84,18 @@ def _trial(graph: Graph, inputs: Any, classes: set[int]) -> str | None:
     the model in eval mode for all its trials)."""
     model = graph.model
     with torch.no_grad():
-        with graph.masked(classes):
-            masked = _run(model, inputs)
         undo: list = []  # the cut is tried on the model itself and taken back: no copy of the weights
         try:
+            seen: list[Any] = []  # folding runs the masked model on `inputs`: its output is the reference
             try:
-                graph.fold_constants(classes, undo)
+                graph.fold_constants(classes, undo, probe=inputs, outputs=seen)
             except StructureError as exc:  # no constant to fold: say that, not "the model fails"
                 return str(exc)
+            if seen:
+                masked = [t.detach().float() for t in tensors(seen[0])]
+            else:
+                with graph.masked(classes):
+                    masked = _run(model, inputs)
             apply_plan(model, graph.plan(classes), undo, graph.modules)
             pruned = _run(model, inputs)
         except Exception as exc:

@@ -360,6 +360,25 @@ def test_a_coincidence_between_groups_that_differ_in_a_higher_bit_is_broken():
     assert pruned(torch.randn(3, 3, 8, 8)).shape == (3, 5)
 
 
+def test_a_trial_cut_of_folded_constants_compares_like_with_like():
+    """A user conv (tried by a trial cut) whose masked channels reach a 1x1 conv as StarReLU's constant:
+    the trial folds the constant and compares the cut model with the masked one on the same input, so
+    the group passes and prunes exactly (a reference from another input would leave it whole)."""
+    torch.manual_seed(0)
+    model = fam.ConstantChannels()
+    model.fc1 = _OwnForwardConv(8, 16, 1, bias=False)
+    # seed 1: the seed-0 example would equal the trial's own random draw and hide a mixed-up reference
+    model, x = randomize_(model, 0).eval(), fam.inputs("constant_channels", seed=1)
+    groups, warned = _groups(model, x)
+    fc1 = next(g for g in groups if g.key == "fc1")
+    assert fc1.prunable, warned
+    masked, pruned = copy.deepcopy(model), copy.deepcopy(model)
+    soft_mask_(masked, fc1, [0, 3, 5])
+    remove_(pruned, next(g for g in build_groups(pruned, x) if g.key == "fc1"), [0, 3, 5])
+    assert pruned.fc1.out_channels == 13
+    torch.testing.assert_close(pruned(x), masked(x), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", sorted(set(EXPECTED) | set(LEFT_WHOLE)))
 def test_removing_every_group_in_one_pass_equals_removing_them_one_by_one(name):
     """`remove_many_` (what `prune` uses) gives the tensors, attributes and history of `remove_` group by
