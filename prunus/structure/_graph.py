@@ -21,6 +21,7 @@ whose channels cannot be removed exactly is frozen with the reason.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -185,7 +186,7 @@ class Graph:
             self.folds.setdefault(find(label), set()).update(readers)
         self._axis_rank = {key: i for i, key in enumerate(self.axes)}
         self._axis_keys = list(self.axes)  # rank -> axis (axes added later are appended)
-        self._where = _ClassIndex(self.axes)  # class -> the axes it has positions in
+        self._where: _ClassIndex | None = None  # class -> the axes it has positions in (`_axes_holding`)
         self.groups: dict[str, GroupState] = {}
         self._slices: tuple[int, dict[str, list]] | None = None
         #: the MACs `prunus.count` would charge each layer, recorded by the trace's pass (None where
@@ -261,14 +262,18 @@ class Graph:
     def _constrain(self, state: GroupState, units: list[tuple[int, int]], segments: list[list[int]]) -> None:
         """Units (channels that go together) and segments (unit sets that must keep one) of a group."""
         members = set(state.classes)
-        uf = UnionFind()
-        idx = {c: uf.make(1) for c in state.classes}
-        for a, b in units:
-            if a in members and b in members:
+        pairs = [(a, b) for a, b in units if a in members and b in members]
+        if not pairs:  # most groups: every channel is its own unit
+            state.unit_of = {c: i for i, c in enumerate(state.classes)}
+        else:
+            uf = UnionFind()
+            uf.make(len(state.classes))
+            idx = {c: i for i, c in enumerate(state.classes)}
+            for a, b in pairs:
                 uf.union(idx[a], idx[b])
-        roots: dict[int, int] = {}
-        for c in state.classes:
-            state.unit_of[c] = roots.setdefault(uf.find(idx[c]), len(roots))
+            roots: dict[int, int] = {}
+            for c in state.classes:
+                state.unit_of[c] = roots.setdefault(uf.find(idx[c]), len(roots))
         sizes = _unit_sizes(state)
         if len(set(sizes.values())) > 1:
             _pack_units(state, sizes)
@@ -382,15 +387,36 @@ class Graph:
         wanted = _as_array(classes)
         member = self._member(wanted)
         found = []
-        for rank in self._where.axes_of(wanted):
-            key = self._axis_keys[rank]
-            if key not in self.axes:  # an axis taken back (a trial cut's bias)
-                continue
+        for key in self._axes_holding(wanted):
             role, lst = self.axes[key]
             pos = np.flatnonzero(member[lst]).tolist()
             if pos:
                 found.append((key, role, pos))
         return found
+
+    def _live_axes(self) -> list[tuple[str, str, int]]:
+        """Every axis, once, in axis order (a bias taken back by a trial and added again is listed twice
+        in `_axis_keys`: its current rank is the one `_axis_rank` holds)."""
+        return [key for rank, key in enumerate(self._axis_keys) if self._axis_rank.get(key) == rank]
+
+    def _axes_holding(self, classes: np.ndarray) -> list[tuple[str, str, int]]:
+        """The axes that may hold a position of `classes`, in axis order.
+
+        Many classes (a whole prune's cut) are looked for in every axis: one gather each. A few (a
+        trial cut, one group of a replayed history) are looked up in the class index, built on the
+        first such call: a model that is only pruned once never builds it.
+        """
+        if classes.size * 8 >= self._num_labels:
+            return self._live_axes()
+        if self._where is None:
+            live = self._live_axes()
+            self._where = _ClassIndex({key: self.axes[key] for key in live}, [self._axis_rank[key] for key in live])
+        keys: dict[tuple[str, str, int], None] = {}  # a bias taken back and added again has two ranks
+        for rank in self._where.axes_of(classes):
+            key = self._axis_keys[rank]
+            if key in self.axes:  # not an axis taken back (a trial cut's bias)
+                keys[key] = None
+        return list(keys)
 
     def _member(self, classes: np.ndarray) -> np.ndarray:
         """A lookup table: True at each of `classes`; its last entry (what label -1 reads) is False."""
@@ -436,13 +462,15 @@ class Graph:
         self.axes[key] = (Role.BIAS, labels)
         rank = self._axis_rank[key] = len(self._axis_keys)
         self._axis_keys.append(key)
-        self._where.add(rank, labels)
+        if self._where is not None:
+            self._where.add(rank, labels)
         self._slices = None
 
         def take_back() -> None:
             module.register_parameter("bias", None)
             del self.axes[key], self._axis_rank[key]
-            self._where.discard(rank)
+            if self._where is not None:
+                self._where.discard(rank)
             self._slices = None
 
         if undo is not None:
@@ -547,11 +575,9 @@ class Graph:
         """Drop `gone` from the bookkeeping after the model was cut."""
         drop = _as_array(gone)
         member = self._member(drop)
-        for rank in self._where.axes_of(drop):
-            key = self._axis_keys[rank]
-            if key in self.axes:
-                role, lst = self.axes[key]
-                self.axes[key] = (role, lst[~member[lst]])
+        for key in self._axes_holding(drop):
+            role, lst = self.axes[key]
+            self.axes[key] = (role, lst[~member[lst]])
         self.bindings = [(m, a, k, [[c for c in p if c is None or c not in gone] for p in parts])
                          for m, a, k, parts in self.bindings]  # fmt: skip
         for state in self.groups.values():
@@ -601,7 +627,7 @@ def _class_axes(result: Trace, roots: list[int]) -> dict[tuple[str, str, int], t
     if not result.axes:
         return {}
     lengths = [len(labels) for _, labels in result.axes.values()]
-    flat = np.array([v for _, labels in result.axes.values() for v in labels], dtype=np.int64)
+    flat = np.fromiter(itertools.chain.from_iterable(labels for _, labels in result.axes.values()), dtype=np.int64)
     table = np.asarray([*roots, -1], dtype=np.int64)  # label -1 (none) reads the last entry: -1
     classes = np.split(table[flat], np.cumsum(lengths)[:-1])
     return {key: (role, cls) for (key, (role, _)), cls in zip(result.axes.items(), classes, strict=True)}
@@ -620,12 +646,12 @@ class _ClassIndex:
     longer holds the class, and the caller finds no position there.
     """
 
-    def __init__(self, axes: dict[tuple[str, str, int], tuple[Role, np.ndarray]]) -> None:
+    def __init__(self, axes: dict[tuple[str, str, int], tuple[Role, np.ndarray]], ranks: list[int]) -> None:
         arrays = [lst for _, lst in axes.values()]
         flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
-        rank = np.repeat(np.arange(len(arrays), dtype=np.int64), [len(a) for a in arrays])
+        rank = np.repeat(np.asarray(ranks, dtype=np.int64), [len(a) for a in arrays])
         keep = flat >= 0
-        span = max(len(arrays), 1)
+        span = max(ranks, default=0) + 1
         pairs = np.sort(flat[keep] * span + rank[keep])  # by class, then axis (np.unique hashes: slower)
         pairs = pairs[np.concatenate(([True], pairs[1:] != pairs[:-1]))] if pairs.size else pairs
         self.classes, self.ranks = pairs // span, pairs % span

@@ -377,6 +377,13 @@ def test_a_trial_cut_of_folded_constants_compares_like_with_like():
     remove_(pruned, next(g for g in build_groups(pruned, x) if g.key == "fc1"), [0, 3, 5])
     assert pruned.fc1.out_channels == 13
     torch.testing.assert_close(pruned(x), masked(x), rtol=1e-5, atol=1e-5)
+    # One graph for the trial and the cut: the bias the trial gave fc2 was taken back, the cut adds it
+    # again and cuts it with fc2's own rows (the stem's stream, prunable here). Cutting most channels,
+    # the cut looks in every axis (a few are looked up in the class index).
+    model, _ = prunus.prune(model, x, remove_channels=0.75, ignored_layers=["fc"])
+    assert (model.fc1.out_channels, model.fc2.out_channels) == (4, 2)
+    assert model.fc2.bias is not None
+    assert model.fc2.bias.shape == (2,)
 
 
 @pytest.mark.parametrize("name", sorted(set(EXPECTED) | set(LEFT_WHOLE)))
