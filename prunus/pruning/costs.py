@@ -65,10 +65,14 @@ class CostModel:
         for g in groups:
             macs, prm = [], []
             order = np.asarray(self.order[g.key], dtype=np.int64)
+            one_each = list(range(g.num_channels + 1))
             for s in g.slices:
-                # positions per channel (a Linear after flatten holds a block per channel), summed over the order
-                per_channel = np.bincount(np.asarray(s.channel, dtype=np.int64), minlength=g.num_channels)
-                cum = [0, *np.cumsum(per_channel[order]).tolist()]
+                if len(s.channel) == g.num_channels and len(set(s.channel)) == g.num_channels:
+                    cum = one_each  # one position per channel (most slices): k channels remove k positions
+                else:
+                    # positions per channel (a Linear after flatten holds a block per channel), summed over the order
+                    per_channel = np.bincount(np.asarray(s.channel, dtype=np.int64), minlength=g.num_channels)
+                    cum = [0, *np.cumsum(per_channel[order]).tolist()]
                 if s.tensor == "weight" and s.module in self.shapes and s.role in ("out", "dw", "in", "in_grouped"):
                     macs.append(((s.module, "out" if s.role in ("out", "dw") else "in"), cum))
                 full = f"{s.module}.{s.tensor}" if s.module else s.tensor

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -322,10 +323,11 @@ def removal_order(group: ChannelGroup, scores: torch.Tensor) -> list[int]:
     values = scores.detach().double().cpu()
     units = group.units
     if len({len(u) for u in units}) == 1:  # equal units (always, for a prunable group): one gather, not one per unit
-        per = values[torch.tensor(units, dtype=torch.long)].mean(1).tolist()
+        per = values[torch.tensor(units, dtype=torch.long)].mean(1).numpy()
     else:
-        per = [float(values[list(u)].mean()) for u in units]
-    order = sorted(range(len(units)), key=lambda i: (per[i], units[i][0]))
+        per = np.asarray([float(values[list(u)].mean()) for u in units])
+    # by score, ties to the lower first channel (lexsort: the last key is the primary one)
+    order = np.lexsort((np.fromiter((u[0] for u in units), dtype=np.int64, count=len(units)), per)).tolist()
     if group.segments:
         rank = {u: r for r, u in enumerate(order)}
         keepers = {max(seg, key=rank.__getitem__) for seg in group.segments}
