@@ -505,8 +505,9 @@ def _coverage(res: _Results) -> list[str]:
         )
         + f". Passed by prunus only: {len(only_p)}; by Torch-Pruning only: {len(only_t)}"
         + (f" ({', '.join(only_t)})" if only_t else "")
-        + ". Median prune-time ratio prunus / Torch-Pruning: "
-        + (f"**{median:.2f}** over the {len(ratios)} models both pruned (target <= 1.0)" if median else "-")
+        + ". Median single-shot prune-time ratio prunus / Torch-Pruning (one call per arm inside the end-to-end "
+        "check, at the commits above; the repeated side-by-side measurement below is the figure): "
+        + (f"{median:.2f} over the {len(ratios)} models both pruned" if median else "-")
         + f"; prunus prunes over 20 s: {', '.join(slow) if slow else 'none'}. On prune + forward + train alone "
         f"(the criterion of the first survey): prunus {core['prunus']}, Torch-Pruning {core['torch_pruning']}.",
         "",
