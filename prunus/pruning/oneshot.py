@@ -132,7 +132,8 @@ def _uniform_cut(groups: Sequence[ChannelGroup], rate: float, round_to: int) -> 
 def _uniform_search(groups: Sequence[ChannelGroup], fits: Fits, round_to: int) -> tuple[float, Cut | None]:
     """Smallest uniform rate whose cut fits the budget (bisection over the breakpoints); None: unreachable."""
     # A group's count floor(N * r) only changes at r = k / N, so these are all the distinct cuts.
-    rates = sorted({0.0} | {k / g.num_channels for g in groups for k in range(g.num_channels)})
+    widths = {g.num_channels for g in groups}  # a property: asked once per group, not once per channel
+    rates = sorted({0.0} | {k / n for n in widths for k in range(n)})
     lo, hi = 0, len(rates) - 1
     if not fits(_uniform_cut(groups, rates[hi], round_to)):
         return rates[hi], None
