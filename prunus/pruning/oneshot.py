@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -133,7 +134,7 @@ def _uniform_search(groups: Sequence[ChannelGroup], fits: Fits, round_to: int) -
     """Smallest uniform rate whose cut fits the budget (bisection over the breakpoints); None: unreachable."""
     # A group's count floor(N * r) only changes at r = k / N, so these are all the distinct cuts.
     widths = {g.num_channels for g in groups}  # a property: asked once per group, not once per channel
-    rates = sorted({0.0} | {k / n for n in widths for k in range(n)})
+    rates = np.unique(np.concatenate([[0.0], *(np.arange(n) / n for n in widths)])).tolist()
     lo, hi = 0, len(rates) - 1
     if not fits(_uniform_cut(groups, rates[hi], round_to)):
         return rates[hi], None

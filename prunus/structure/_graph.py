@@ -329,8 +329,10 @@ class Graph:
             if not at.size:
                 continue
             present = groups[at]
-            # groups in the order of their first position on this axis
-            order = [int(g) for g in present[np.sort(np.unique(present, return_index=True)[1])]]
+            if present[0] == present[-1] and (present == present[0]).all():  # one group (most axes)
+                order = [int(present[0])]
+            else:  # groups in the order of their first position on this axis
+                order = [int(g) for g in present[np.sort(np.unique(present, return_index=True)[1])]]
             for g in order:
                 pos = at if len(order) == 1 else at[present == g]
                 out.setdefault(keys[g], []).append(
