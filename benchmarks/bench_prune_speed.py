@@ -3,7 +3,7 @@
 Prune time (target <= 1.0, issue 27; it was 1.5): graph build + 50% channel prune of a dense ResNet-56 (option-B
 shortcuts, 1x28x28 input, 10 classes; `--input 3x32x32` for the CIFAR shape). The prunus arm is
 the whole public call `prunus.prune(model, x, remove_channels=0.5, criterion="l1")`: tracing, grouping,
-scoring, cutting, and the two MAC counts of its report. The Torch-Pruning arm builds
+scoring, cutting, and the MACs of its report (recorded by the trace's own pass). The Torch-Pruning arm builds
 `tp.pruner.BasePruner` with `tp.importance.GroupMagnitudeImportance(p=1)` (group L1) at
 pruning_ratio 0.5, ignoring the same stem conv and classifier, and calls `step()`. Model
 construction is outside the timers. The arms are interleaved, alternating which goes first, and
