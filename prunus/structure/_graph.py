@@ -34,7 +34,7 @@ from prunus.errors import ConfigError
 from prunus.models.info import get_info
 from prunus.structure._cut import CutPlan, apply_plan
 from prunus.structure._labels import UnionFind, tensors
-from prunus.structure._trace import KNOWN, Trace, channel_dim, eval_mode, forward, random_like, trace
+from prunus.structure._trace import KNOWN, Trace, channel_dim, eval_mode, forward, random_other, trace
 from prunus.structure.roles import Role
 
 __all__ = [
@@ -540,7 +540,7 @@ class Graph:
             for r in readers
         ]
         if probe is None:
-            probe = random_like(self.example_inputs, torch.Generator().manual_seed(1))
+            probe = random_other(self.example_inputs, 1)
         try:
             with eval_mode(self.model), self.masked(classes), torch.no_grad():
                 runs = [forward(self.model, inputs) for inputs in (self.example_inputs, probe)]

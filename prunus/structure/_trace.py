@@ -380,6 +380,25 @@ def random_like(x: Any, gen: torch.Generator) -> Any:
     return x
 
 
+def random_other(x: Any, seed: int) -> Any:
+    """`random_like(x)` from a generator seeded `seed`, redrawn while it equals `x` itself.
+
+    The checks that run a model on "another input" (trial cuts, constant folding) must not get the
+    example back: one drawn with `torch.manual_seed(seed); torch.randn(...)`, as users often write
+    it, is exactly the first draw.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        y = random_like(x, gen)
+        if not _equal_inputs(x, y):
+            return y
+
+
+def _equal_inputs(x: Any, y: Any) -> bool:
+    floats = [(a, b) for a, b in zip(tensors(x), tensors(y), strict=True) if a.is_floating_point()]
+    return bool(floats) and all(torch.equal(a, b) for a, b in floats)
+
+
 def forward(model: nn.Module, inputs: Any) -> Any:
     if isinstance(inputs, dict):
         return model(**inputs)

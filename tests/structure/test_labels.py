@@ -54,3 +54,18 @@ def test_a_long_chain_joins_completely():
     uf.make(1000)
     uf.union_arrays(torch.arange(1, 1000), torch.arange(0, 999))  # i joined to i - 1: one set, root 0
     assert set(uf.table()) == {0}
+
+
+def test_another_input_is_never_the_example_drawn_with_the_same_seed():
+    """Trial cuts and constant folding run the model on "another input": a user's example drawn as
+    `torch.manual_seed(0); torch.randn(...)` is exactly the first draw of a generator seeded 0."""
+    from prunus.structure._trace import random_other
+
+    torch.manual_seed(0)
+    example = (torch.randn(2, 3, 8, 8), torch.arange(4))
+    other = random_other(example, 0)
+    assert not torch.equal(other[0], example[0])
+    assert other[0].shape == example[0].shape
+    assert torch.equal(other[1], example[1])  # integer inputs (indices, lengths) are kept as given
+    fresh = random_other(torch.zeros(2, 3), 0)  # an example that is no draw: the first draw is used
+    assert torch.equal(fresh, torch.randn(2, 3, generator=torch.Generator().manual_seed(0)))
