@@ -40,6 +40,8 @@ from torch import nn
 from prunus.models.info import example_input
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: the layers `count` charges MACs for (and subclasses); the structure tracer charges the same ones
+COUNTED = (*_CONVS, nn.Linear)
 
 __all__ = ["Counts", "LayerCount", "count"]
 
@@ -141,7 +143,7 @@ def count(
 
 def counted_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The modules whose MACs `count` charges (Conv1d/2d/3d, Linear and subclasses), by name, in order."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, (*_CONVS, nn.Linear))}
+    return {n: m for n, m in model.named_modules() if isinstance(m, COUNTED)}
 
 
 def call_macs(module: nn.Module, output: torch.Tensor) -> int:

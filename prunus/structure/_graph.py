@@ -203,14 +203,14 @@ class Graph:
         rows = {n: table[result.writers[n][0] : result.writers[n][0] + result.writers[n][1]] for n in writers}
         # Groups are the writers joined by a shared class (a residual add) or a unit: a union-find over
         # the few hundred writers, not over every channel.
-        owner: dict[int, int] = {}  # class -> the first writer (index) with a row in it
-        first: dict[int, tuple[int, int]] = {}  # class -> (that writer, its row): insertion order is sorted
+        # class -> the first writer (index) with a row in it; inserted by (writer, row): channel order
+        owner: dict[int, int] = {}
         joined: set[tuple[int, int]] = set()
         for w, n in enumerate(writers):
-            for j, c in enumerate(rows[n]):
+            for c in rows[n]:
                 o = owner.get(c)
                 if o is None:
-                    owner[c], first[c] = w, (w, j)
+                    owner[c] = w
                 elif o != w:
                     joined.add((o, w))
         comp = UnionFind()
@@ -223,7 +223,7 @@ class Graph:
                 comp.union(owner[a], owner[b])
         root_w = [comp.find(w) for w in range(len(writers))]
         members: dict[int, list[int]] = {}
-        for c, o in owner.items():  # in `first` order
+        for c, o in owner.items():  # groups and their channels come out in channel order
             members.setdefault(root_w[o], []).append(c)
         risky = {find(v) for v in result.risky}
         frozen: dict[int, str] = {}
@@ -243,7 +243,7 @@ class Graph:
         for n in writers:
             if rows[n]:
                 writers_of.setdefault(root_of[rows[n][0]], []).append(n)  # a writer's rows share one group
-        for classes in sorted(members.values(), key=lambda cs: first[cs[0]]):
+        for classes in members.values():
             names = writers_of[root_of[classes[0]]]
             state = GroupState(names[0], classes, names, risky=any(c in risky for c in classes))
             width = max(len(rows[n]) for n in names)  # a one-channel writer has nothing to prune: no warning
@@ -323,8 +323,7 @@ class Graph:
         for (module, tensor, dim), (role, lst) in sorted(self.axes.items(), key=lambda kv: self._order[kv[0][0]]):
             if not tensor or not lst.size:
                 continue
-            ids = lst
-            groups = group_of[ids]
+            groups = group_of[lst]
             at = np.flatnonzero(groups >= 0)
             if not at.size:
                 continue
@@ -336,7 +335,7 @@ class Graph:
             for g in order:
                 pos = at if len(order) == 1 else at[present == g]
                 out.setdefault(keys[g], []).append(
-                    (module, tensor, role, dim, tuple(pos.tolist()), tuple(channel_of[ids[pos]].tolist()))
+                    (module, tensor, role, dim, tuple(pos.tolist()), tuple(channel_of[lst[pos]].tolist()))
                 )
         return out
 
@@ -549,10 +548,11 @@ class Graph:
         finally:
             for h in hooks:
                 h.remove()
+        member = self._member(_as_array(classes))
         for r in readers:
             module = self.modules[r]
             _, labels = self.axes[(r, "weight", 1)]
-            pos = np.flatnonzero(self._member(_as_array(classes))[labels]).tolist()
+            pos = np.flatnonzero(member[labels]).tolist()
             if not pos or not seen[r]:
                 continue
             conv = isinstance(module, nn.modules.conv._ConvNd)

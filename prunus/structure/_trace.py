@@ -34,14 +34,11 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from prunus.measure.counting import call_macs
+from prunus.measure.counting import COUNTED, call_macs
 from prunus.structure import _ops
 from prunus.structure._labels import NONE, UnionFind, expand, fresh, tensors, unlabelled, varying_dims
 from prunus.structure._layers import FUNCTIONAL, KNOWN, OPAQUE, WRITERS, StatNorm, channel_dim, leaf, stat_norm
 from prunus.structure.roles import Role
-
-#: the layers whose calls the trace charges MACs for (`prunus.count`'s)
-COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 __all__ = ["KNOWN", "Binding", "Trace", "channel_dim", "forward", "trace"]
 
