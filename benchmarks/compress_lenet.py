@@ -15,7 +15,11 @@ existing NAME.json (the other points, keyed by sparsity and budget, or the DE-vs
 comparison), each with the command, date, commit and load it was measured under, so the parts can
 run as separate commands on a busy machine. `--calib-images` (default 4096) training images are
 drawn: the search scores the first `calib_size`, the budget uses the first `rescore_size`, the
-optional distillation and codebook fine-tunes use all of them.
+optional distillation and codebook fine-tunes use all of them. `--like-cli` draws the images
+as `prunus compress` does instead (the budget and its verdict on the validation split), and
+`--magnitude-arm` runs every point a second time with `population=1`: magnitude pruning in the
+same schedule with the same recovery, fine-tunes and bit budget, so the table shows what the
+search itself adds.
 """
 
 from __future__ import annotations
@@ -62,11 +66,18 @@ def _sparsity(spec: str) -> float | dict[str, float]:
     return {k.strip(): float(v) for k, v in (item.split("=") for item in spec.split(","))}
 
 
-def _point(teacher, bundle, calib, sparsity, max_drop: float, overrides: dict, out_dir: Path) -> dict:
+def _point(teacher, bundle, calib, sparsity, max_drop: float, overrides: dict, out_dir: Path,
+           like_cli: bool = False) -> dict:  # fmt: skip
     cfg = CompressConfig(**{"sparsity": sparsity, "bits": "auto", "max_drop": max_drop, **overrides})
-    path = out_dir / f"point-d{max_drop}.prn"
+    path = out_dir / f"point-d{max_drop}-p{cfg.population}.prn"
     start = time.perf_counter()
-    report = compress(teacher, calib, cfg, out=path)
+    if like_cli:  # the images `prunus compress` draws: budget and verdict on the validation split
+        from prunus.pipeline._compress_stage import CompressStage, compress_model
+
+        report, _ = compress_model(CompressStage(compress=cfg, data=DataConfig()), teacher, path, seed=0,
+                                   progress=False)  # fmt: skip
+    else:
+        report = compress(teacher, calib, cfg, out=path)
     wall = time.perf_counter() - start
     decoded = decompress(path)
     x = calib[0][:256]
@@ -145,6 +156,12 @@ def main() -> None:
     ap.add_argument("--note", default="")
     ap.add_argument("--calib-images", type=int, default=4096, help="training images drawn for calibration")
     ap.add_argument("--update", action="store_true", help="keep the section not run from the existing NAME.json")
+    ap.add_argument("--like-cli", action="store_true",
+                    help="draw the images as `prunus compress` does (training images for the search and fine-tunes, "
+                         "the budget and its verdict on the validation split) instead of --calib-images")  # fmt: skip
+    ap.add_argument("--magnitude-arm", action="store_true",
+                    help="also run every point with population=1: magnitude pruning in the same schedule, with the "
+                         "same recovery, fine-tune and bit budget (what DE's search adds)")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from _common import parse_set
@@ -164,7 +181,12 @@ def main() -> None:
         spec, drop = text.rsplit(":", 1)
         sparsity = _sparsity(spec)
         before = os.getloadavg()
-        points.append(_point(teacher, bundle, calib, sparsity, float(drop), overrides, out_dir))
+        points.append(_point(teacher, bundle, calib, sparsity, float(drop), overrides, out_dir, args.like_cli))
+        if args.magnitude_arm:
+            arm = _point(teacher, bundle, calib, sparsity, float(drop), {**overrides, "population": 1}, out_dir,
+                         args.like_cli)  # fmt: skip
+            points[-1]["magnitude_arm"] = {k: arm[k] for k in ("test_drop_pt", "test_acc", "ratio", "file_bytes",
+                                                               "bits", "compress_wall_seconds")}  # fmt: skip
         points[-1]["run"] = {"command": command, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                              "commit": code_commit, "calib_images": args.calib_images, "note": args.note,
                              "load_average_before": before, "load_average_after": os.getloadavg()}  # fmt: skip

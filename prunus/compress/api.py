@@ -46,7 +46,7 @@ from prunus.compress.codec import order0_bits
 from prunus.compress.config import CompressConfig
 from prunus.compress.escalate import describe, next_setting, rungs, steps
 from prunus.compress.kd import kd_losses
-from prunus.compress.pack import CodedLayer, apply_quantized, pack, round_dense, unpack
+from prunus.compress.pack import CodedLayer, apply_quantized, fold_batchnorm, pack, round_dense, unpack
 from prunus.compress.prn import build_model, encode_prn, parse_prn, read_prn
 from prunus.compress.progress import CompressProgress
 from prunus.compress.report import CompressReport, LayerReport
@@ -201,11 +201,25 @@ def compress(
     start = time.perf_counter()
     big = cfg.rescore_size > 0
     bar = CompressProgress(cfg.progress)
-    ckpt = _Checkpointing(checkpoint, cfg, model, [x_search, x_big, t_search, t_big])
-    result = search(searched, x_search, t_search, cfg.sparsity, cfg.search_settings(), x_big=x_big if big else None,
-                    teacher_big=t_big if big else None, progress=bar, resume=ckpt.resume,
-                    on_cycle=ckpt.on_cycle if checkpoint is not None else None)  # fmt: skip
-    seconds["search"] = time.perf_counter() - start
+    # the recovery's training images and settings are part of the job a checkpoint belongs to
+    recovery = [x_tune, t_tune] if cfg.recovery_steps else []
+    ckpt = _Checkpointing(checkpoint, cfg, model, [x_search, x_big[: cfg.elite_rescore_size], t_search,
+                                                  t_big[: cfg.elite_rescore_size], *recovery])  # fmt: skip
+
+    def recover(cycle: int, masks: dict[str, torch.Tensor]) -> None:
+        # a quiet fine-tune (the search prints one line per recovery); seeded per cycle, so a resumed
+        # search trains exactly as the uninterrupted one
+        began = time.perf_counter()
+        distill(searched, teacher, x_tune, masks, steps=cfg.recovery_steps, lr=cfg.finetune_lr,
+                temperature=cfg.temperature, seed=cfg.seed + cycle, teacher_logits=t_tune)  # fmt: skip
+        seconds["recovery"] = seconds.get("recovery", 0.0) + time.perf_counter() - began
+
+    elite = slice(0, cfg.elite_rescore_size)  # None: the whole budget batch
+    result = search(searched, x_search, t_search, cfg.sparsity, cfg.search_settings(),
+                    x_big=x_big[elite] if big else None, teacher_big=t_big[elite] if big else None, progress=bar,
+                    resume=ckpt.resume, on_cycle=ckpt.on_cycle if checkpoint is not None else None,
+                    recover=recover)  # fmt: skip
+    seconds["search"] = time.perf_counter() - start - seconds.get("recovery", 0.0)
     masks = result.masks
     source = "holdout" if holdout is not None else "calib"
     job = _Job(teacher, x, y_big, x_big, t_big, *judge, x_tune, t_tune, held_out, source, masks, info, arch,
@@ -368,7 +382,8 @@ def _finish(job: _Job, searched: nn.Module, cfg: CompressConfig) -> _Done:
         coded = finetune_codebooks(student, job.teacher, job.x_tune, coded, steps=cb, lr=cfg.codebook_lr,
                                    temperature=cfg.temperature, seed=cfg.seed, teacher_logits=job.t_tune)  # fmt: skip
         _tick(job, "codebook_finetune", start)
-    round_dense(student, coded)
+    folded = fold_batchnorm(student)  # two values per BN channel in the file, not four
+    round_dense(student, coded, folded)
     t_judge, y_judge = job.t_judge, job.y_judge
     with torch.no_grad():
         logits = student(job.x_judge)
@@ -397,7 +412,7 @@ def _finish(job: _Job, searched: nn.Module, cfg: CompressConfig) -> _Done:
             "teacher_calib_acc": float(f"{_accuracy(t_judge, labels):.6g}"),
         },
     }
-    header, tensors, entries = pack(student, coded, meta)
+    header, tensors, entries = pack(student, coded, meta, folded)
     blob = encode_prn(header, tensors)
     _tick(job, "encode", start)
     return _Done(student, coded, quantizers, logits, kl, budget, blob, entries)
@@ -451,7 +466,10 @@ class _Checkpointing:
         from prunus.compress.checkpoint import fingerprint, load_checkpoint
 
         self.settings = cfg.search_settings()
-        self.job = fingerprint(asdict(self.settings), cfg.to_json()["sparsity"],
+        settings = asdict(self.settings)
+        if cfg.recovery_steps:  # the recovery trains with these: another lr is another job
+            settings.update(finetune_lr=cfg.finetune_lr, temperature=cfg.temperature)
+        self.job = fingerprint(settings, cfg.to_json()["sparsity"],
                                [*inputs, *model.state_dict().values()])  # fmt: skip
         shapes = {n: tuple(m.weight.shape) for n, m in prunable_layers(model).items()}
         self.resume = self.last = load_checkpoint(path, self.job, shapes, cycles=self.settings.cycles)

@@ -3,7 +3,8 @@
 A killed compression resumes from the last finished cycle and ends exactly where an
 uninterrupted one would (`search(resume=...)` restores the masks and the generator state). The
 file holds tensors only (no pickle): one bool tensor per layer (`mask.<layer>`, True = kept) and
-the search generator's state (`rng`, uint8), and a JSON header (`formats.header` kind
+the search generator's state (`rng`, uint8), the student's whole state (`state.<key>`) when a
+recovery between cycles trained it (`SearchState.weights`), and a JSON header (`formats.header` kind
 `prunus-compress-checkpoint`) with the cycle, the search log and KL, and a fingerprint of the job
 (settings, targets, input weights, calibration images and teacher logits), and after the search
 the budget escalation's missed rungs (`attempts`). A checkpoint of
@@ -44,6 +45,7 @@ __all__ = ["KIND", "fingerprint", "load_checkpoint", "save_checkpoint"]
 KIND = "prunus-compress-checkpoint"
 _MASK = "mask."
 _RNG = "rng"
+_STATE = "state."
 _MAX_HEADER = 64 << 20  # the search log is a few records per layer and cycle
 
 
@@ -75,6 +77,8 @@ def save_checkpoint(
 
     tensors = {f"{_MASK}{name}": mask.contiguous() for name, mask in state.masks.items()}
     tensors[_RNG] = state.rng.contiguous()
+    for key, value in (state.weights or {}).items():
+        tensors[f"{_STATE}{key}"] = value.detach().contiguous()
     header = make_header(KIND, {"fingerprint": job, "cycle": state.cycle, "cycles": cycles,
                                 "kl": state.kl, "log": state.log,
                                 **({"attempts": state.attempts} if state.attempts else {})})  # fmt: skip
@@ -116,7 +120,10 @@ def load_checkpoint(
     if not os.path.lexists(path):
         return None
     where = str(path)
-    budget = sum(math.prod(s) for s in shapes.values()) + 16 * len(shapes) * 256 + _MAX_HEADER + 65536
+    # masks (1 byte per weight) and, for a recovered student, its state (at most 8 bytes per weight, for
+    # float64, plus BN and biases: twice the weights bounds it)
+    weights = sum(math.prod(s) for s in shapes.values())
+    budget = 17 * weights + 16 * len(shapes) * 256 + _MAX_HEADER + 65536
     data = read_bytes(path, budget, "compress checkpoint")
     fields = {"fingerprint": str, "cycle": int, "cycles": int, "kl": float, "log": list}
     header = check_header(_metadata(data, where), KIND, where=where, fields=fields, optional={"attempts": list})
@@ -129,7 +136,8 @@ def load_checkpoint(
     except Exception as exc:  # safetensors raises its own SafetensorError for malformed files
         raise CorruptFileError(f"{where}: cannot read its tensors ({str(exc)[:80]})") from None
     want = {f"{_MASK}{n}" for n in shapes} | {_RNG}
-    if set(tensors) != want:
+    stored = {k[len(_STATE) :]: v for k, v in tensors.items() if k.startswith(_STATE)}
+    if set(tensors) - {f"{_STATE}{k}" for k in stored} != want:
         raise CorruptFileError(f"{where}: its tensors do not match the model's layers")
     masks = {}
     for name, shape in shapes.items():
@@ -148,4 +156,8 @@ def load_checkpoint(
     attempts = header.get("attempts") or []
     if not all(isinstance(r, dict) for r in attempts):
         raise CorruptFileError(f"{where}: the escalation attempts must be a list of records")
-    return SearchState(header["cycle"], masks, rng, log, float(header["kl"]), attempts)
+    for name, shape in shapes.items():  # a stored state must fit the model it will be loaded into
+        w = stored.get(f"{name}.weight")
+        if stored and (w is None or tuple(w.shape) != tuple(shape)):
+            raise CorruptFileError(f"{where}: the stored state has no weight {shape} for {name}")
+    return SearchState(header["cycle"], masks, rng, log, float(header["kl"]), attempts, weights=stored or None)

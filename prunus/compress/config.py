@@ -71,6 +71,12 @@ class CompressConfig(Config):
     rescore_size: int = arg(
         4096, "images the elite is re-scored on, and the bit budget is measured on (0 = no re-score)"
     )
+    elite_rescore_size: int | None = arg(
+        None,
+        "images the DE elite is re-scored on: the first of the budget batch (None: all rescore_size of them); on a "
+        "conv net the re-score of every layer and cycle is most of the search's time, and the budget needs its "
+        "larger batch",
+    )
     verify_size: int = arg(
         2048,
         "images the budget's verdict (met or not) is read on, apart from the budget batch the bits are chosen on and "
@@ -87,6 +93,12 @@ class CompressConfig(Config):
         None,
         "distillation fine-tune of the survivors (Adam steps on the calibration set); None: 0, and the budget "
         "escalation may add them",
+    )
+    recovery_steps: int = arg(
+        0,
+        "distillation steps of the survivors after every DE cycle but the last (gradual pruning with recovery: "
+        "the next cycle searches a student that has re-learned what the last one removed; what high sparsity on a "
+        "conv net needs)",
     )
     finetune_size: int = arg(
         4096,
@@ -142,8 +154,9 @@ class CompressConfig(Config):
                                   ("finetune_size", 0, "samples"), ("verify_size", 0, "samples"),
                                   ("population", 1, "population"), ("generations", 0, "generations"),
                                   ("elite", 1, "population"), ("cycles", 1, "generations"),
-                                  ("seed", 0, "seed")):  # fmt: skip
+                                  ("seed", 0, "seed"), ("recovery_steps", 0, "steps")):  # fmt: skip
             check_count(f"CompressConfig.{field}", getattr(self, field), low, bound)
+        check_count("CompressConfig.elite_rescore_size", self.elite_rescore_size, 1, "samples", optional=True)
         for field in ("finetune_steps", "codebook_steps"):  # None: not set (0, and the escalation may raise it)
             check_count(f"CompressConfig.{field}", getattr(self, field), 0, "steps", optional=True)
         if self.elite >= self.population and self.population > 1:
@@ -165,6 +178,7 @@ class CompressConfig(Config):
             cycles=self.cycles,
             allocation=self.allocation,
             seed=self.seed,
+            recovery_steps=self.recovery_steps,
         )
 
     def to_json(self) -> dict[str, Any]:

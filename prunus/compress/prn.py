@@ -10,7 +10,9 @@ tensor costs ~65 bytes of framing, so the parts share them):
   (`codec.encode_layer`) follow, concatenated in layer order;
 - `values`: F16 (F32 if a dense value would overflow float16), every coded layer's codebook in
   layer order, then every other floating tensor of the state dict (biases, BatchNorm) in
-  state-dict order;
+  state-dict order, except the running statistics of the BatchNorms the optional header field
+  `folded_bn` lists: their statistics were folded into their weight and bias
+  (`pack.fold_batchnorm`), and the reader sets them to the constants mean 0, var 1 - eps;
 - `ints`: I64, every integer buffer (BatchNorm's num_batches_tracked) in state-dict order; left
   out when the model has none;
 - safetensors metadata: `prunus` = ONE versioned JSON header string, `crc32` = CRC-32 of that
@@ -289,7 +291,8 @@ def _check_header(
         raise _fail(where, f"is a version-{h['format_version']} .prn file; this prunus reads version "
                            f"{FORMAT_VERSION}: compress the model again")  # fmt: skip
     fields = {"arch": dict, "input_shape": list, "history": list, "layers": dict, "table_bytes": int}
-    h = check_header(h, FORMAT, fields=fields, optional={"metrics": dict, "config": dict}, where=where)
+    h = check_header(h, FORMAT, fields=fields, optional={"metrics": dict, "config": dict, "folded_bn": list},
+                     where=where)  # fmt: skip
     shape = _shape(h["input_shape"], where, "input_shape")
     if len(shape) != 3 or not all(shape) or math.prod(shape) > _MAX_INPUT:
         raise _fail(where, f"input_shape must be [C, H, W] with C*H*W <= {_MAX_INPUT}, got {shape}")

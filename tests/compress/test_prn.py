@@ -299,3 +299,77 @@ def test_non_finite_stored_values_are_refused(lenet_prn, tmp_path, bad):
     (tmp_path / "x.prn").write_bytes(_resigned(lenet_prn[0].read_bytes(), poison))
     with pytest.raises(FormatError, match="NaN or infinite"):
         decompress(tmp_path / "x.prn")
+
+
+# ------------------------------------------------------------------ BatchNorm statistics folded into the affine
+def _random_stats(model):
+    gen = torch.Generator().manual_seed(5)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) * 3 + 0.2)
+            m.weight.data.copy_(torch.randn(m.num_features, generator=gen))
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen))
+    return model.eval()
+
+
+def test_fold_batchnorm_keeps_the_eval_function_and_leaves_the_constants():
+    from prunus.compress.pack import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = _random_stats(prunus.create_model("resnet20", in_channels=1, width_mult=0.25))
+    x = torch.randn(4, 1, 28, 28)
+    before = model(x)
+    names = fold_batchnorm(model)
+    bns = {n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert set(names) == bns
+    assert len(names) == len(bns)
+    assert torch.allclose(model(x), before, atol=1e-4, rtol=1e-4)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            assert not m.running_mean.any()
+            assert torch.equal(m.running_var, torch.full_like(m.running_var, 1.0 - m.eps))
+    plain = torch.nn.Sequential(torch.nn.BatchNorm2d(2, affine=False).eval())
+    assert fold_batchnorm(plain) == []  # no affine to fold into: the statistics stay and are stored
+
+
+def test_a_folded_file_stores_two_values_per_batchnorm_channel_not_four(tmp_path):
+    from prunus.compress.prn import parse_prn
+
+    report, x = tiny_compress("resnet20", tmp_path / "r.prn", width_mult=0.25, population=1, images=8)
+    prn = parse_prn((tmp_path / "r.prn").read_bytes())
+    model = decompress(tmp_path / "r.prn")
+    bns = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert prn.header["folded_bn"] == list(bns)
+    coded = {e.name for e in prn.layers}
+    floats = sum(v.numel() for k, v in model.state_dict().items() if k not in coded and v.is_floating_point())
+    stats = sum(2 * m.num_features for m in bns.values())
+    assert prn.tensors["dense"].size == floats - stats
+    assert torch.equal(model(x), report.model(x))
+
+
+def test_a_file_without_folded_batchnorm_still_reads_its_statistics(tmp_path):
+    """Files written before the fold (no folded_bn field) store all four BN tensors and decode as before."""
+    from prunus.compress import api
+
+    real = api.fold_batchnorm
+    api.fold_batchnorm = lambda model: []
+    try:
+        report, x = tiny_compress("resnet20", tmp_path / "old.prn", width_mult=0.25, population=1, images=8)
+    finally:
+        api.fold_batchnorm = real
+    from prunus.compress.prn import parse_prn
+
+    assert "folded_bn" not in parse_prn((tmp_path / "old.prn").read_bytes()).header
+    model = decompress(tmp_path / "old.prn")
+    assert torch.equal(model(x), report.model(x))
+    assert any(m.running_var.ne(1.0 - m.eps).any() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize("names", [["fc"], ["nope"], "bn1", [3], ["bn1", "bn1"]])
+def test_a_folded_bn_list_that_does_not_name_batchnorms_is_a_format_error(names, tmp_path):
+    tiny_compress("resnet20", tmp_path / "r.prn", width_mult=0.25, population=1, images=8)
+    blob = _resigned((tmp_path / "r.prn").read_bytes(), lambda h, t: h.update(folded_bn=names))
+    (tmp_path / "bad.prn").write_bytes(blob)
+    with pytest.raises(FormatError):
+        decompress(tmp_path / "bad.prn")
