@@ -104,21 +104,25 @@ def _reactivation(results: Path) -> list[Row]:
 
 
 def _compression(results: Path) -> list[Row]:
-    run = _load(results, "compress_lenet300_100")
-    if run is None:
-        return []
-    points = "; ".join(
-        f"{p['ratio']:.1f}x smaller than fp32 at {-p['test_drop_pt']:+.2f} pt (budget {p['max_drop_budget_pt']:g} pt)"
-        for p in run["points"]
-    )
-    return [
-        (
-            "DE (sparsify, quantize, entropy-code into .prn)",
-            points,
-            f"LeNet-300-100 ({100 * run['teacher_test_acc']:.2f}% test), Fashion-MNIST",
-            "`python benchmarks/compress_lenet.py` (each point's command: docs/RESULTS.md)",
+    rows = []
+    for name, model in (("compress_lenet300_100", "LeNet-300-100"), ("compress_resnet20", "ResNet-20")):
+        run = _load(results, name)
+        if run is None:
+            continue
+        points = "; ".join(
+            f"{p['ratio']:.1f}x smaller than fp32 at {-p['test_drop_pt']:+.2f} pt (budget {p['max_drop_budget_pt']:g} "
+            f"pt) in {p['compress_wall_seconds'] / 60:.1f} min"
+            for p in run["points"]
         )
-    ]
+        rows.append(
+            (
+                "DE (sparsify, quantize, entropy-code into .prn)",
+                points,
+                f"{model} ({100 * run['teacher_test_acc']:.2f}% test), Fashion-MNIST, 2 cores",
+                "`python benchmarks/compress_lenet.py` (each point's command: docs/RESULTS.md)",
+            )
+        )
+    return rows
 
 
 def _latency(results: Path) -> list[Row]:

@@ -360,14 +360,13 @@ def _finish(job: _Job, searched: nn.Module, cfg: CompressConfig) -> _Done:
         with torch.no_grad():
             s_big = student(x_big)
             s_judge = s_big if job.x_judge is x_big else student(job.x_judge)
+    greedy = {"kind": cfg.quantizer, "min_bits": cfg.min_bits, "max_bits": cfg.max_bits, "z": z_score(cfg.confidence)}
+    greedy["progress"] = bar
     if cfg.bits == "auto" and cfg.quant_drop is not None:  # quantization's own share, vs the pruned model
-        quantizers = allocate_bits(student, masks, x_big, s_big, y_big, max_kl=None, max_drop=cfg.quant_drop,
-                                   kind=cfg.quantizer, min_bits=cfg.min_bits, max_bits=cfg.max_bits,
-                                   z=z_score(cfg.confidence))  # fmt: skip
+        quantizers = allocate_bits(student, masks, x_big, s_big, y_big, max_kl=None, max_drop=cfg.quant_drop, **greedy)
     elif cfg.bits == "auto":
         quantizers = allocate_bits(student, masks, x_big, t_big, y_big, max_kl=cfg.max_kl, max_drop=cfg.max_drop,
-                                   kind=cfg.quantizer, min_bits=cfg.min_bits, max_bits=cfg.max_bits,
-                                   z=z_score(cfg.confidence))  # fmt: skip
+                                   **greedy)  # fmt: skip
     else:
         quantizers = fixed_bits(student, masks, cfg.bits, cfg.quantizer)  # type: ignore[arg-type]
     layers = prunable_layers(student)

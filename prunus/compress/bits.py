@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -137,12 +138,15 @@ def allocate_bits(
     min_bits: int = MIN_BITS,
     max_bits: int = MAX_BITS,
     z: float = 0.0,
+    progress: Any = None,
 ) -> dict[str, Quantizer]:
     """Greedy per-layer bits under the budget (KL and/or accuracy drop in points vs the teacher).
 
     `labels` None: accuracy = agreement with the teacher's top-1. The budget is checked on `x`:
     the drop plus `z` standard errors of it (`z_score(confidence)`) must stay within `max_drop`, so
     the greedy descent does not spend the batch's sampling noise as if it were budget.
+    `progress`: a `CompressProgress`; the descent advances its bar per bit lowered and prints a
+    line every 10 (minutes on a conv net's budget batch).
     """
     labels = teacher_logits.argmax(1) if labels is None else labels
     trial = _Trial(model, masks, x, teacher_logits, labels)
@@ -172,6 +176,10 @@ def allocate_bits(
             cost = max(kl - kl_now, 0.0) / max(1, int(masks[name].sum()))
             heapq.heappush(heap, (cost, order[name], name, version, kl))
 
+    bar = progress
+    if bar is not None:
+        bar.start("bit allocation", len(masks) * max(0, max_bits - min_bits))
+    lowered = 0
     for name in masks:
         offer(name)
     while heap:
@@ -184,5 +192,13 @@ def allocate_bits(
         bits[name] -= 1
         current[name] = q(name, bits[name])
         kl_now, version = kl, version + 1
+        lowered += 1
+        if bar is not None:
+            text = f"bit allocation: {name} -> {bits[name]} bits, KL {kl:.4g}"
+            bar.advance(text)
+            if lowered % 10 == 0:
+                bar.line(f"{text} (mean {sum(bits.values()) / len(bits):.2f} bits, {lowered} bits lowered)")
         offer(name)
+    if bar is not None:
+        bar.stop()
     return current

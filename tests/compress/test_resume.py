@@ -366,3 +366,15 @@ def test_the_recovery_images_belong_to_the_checkpointed_job(monkeypatch, tmp_pat
                      baselines=False)  # fmt: skip
     assert jobs[0] != jobs[1]  # recovered on other images: another job
     assert jobs[2] == jobs[3]  # no recovery: those images never reach the search
+
+
+def test_the_bit_allocation_shows_progress_every_ten_bits(capsys):
+    x = torch.randn(128, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    cfg = CompressConfig(**{**CFG.to_json(), "bits": "auto", "max_kl": 1e9, "max_drop": None, "progress": True,
+                            "escalate": False, "finetune_steps": 0})  # fmt: skip
+    report = compress(_model(), x, cfg, baselines=False)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("bit allocation: ")]
+    lowered = sum(8 - r.bits for r in report.layers)  # an unbounded budget: every layer down to 2 bits
+    assert lowered == 6 * len(report.layers)
+    assert len(lines) == lowered // 10
+    assert lines[-1].endswith(f"{10 * (lowered // 10)} bits lowered)")
