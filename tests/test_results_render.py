@@ -64,9 +64,36 @@ def test_compression_rows_judge_each_point_against_its_target(tmp_path):
     for row, p in zip(rows, run["points"], strict=True):
         assert f"{p['ratio']:.1f}x ({p['file_bytes']:,} B)" in row
         assert f"{-p['test_drop_pt']:+.2f} pt" in row
-    run["points"][0]["ratio"] = 39.9  # just short of the 40x target: the table must say so
+    def judged(text, model):
+        return [r.split(" | ")[-2] for r in text.splitlines() if r.startswith(f"| {model} (")]
+
+    budgets = [p["max_drop_budget_pt"] for p in run["points"]]
+    met = [p["ratio"] >= {1.0: 64, 3.0: 100}[b] and p["test_drop_pt"] <= b for p, b in zip(run["points"], budgets)]
+    assert [v.endswith(": met") for v in judged(text, "lenet300_100")] == met
+    one = budgets.index(1.0)
+    run["points"][one].update(ratio=63.9, test_drop_pt=0.5)  # just short of the 64x target: the table must say so
     (tmp_path / "compress_lenet300_100.json").write_text(json.dumps(run))
-    assert ">= 40x at <= 1 pt: **not met**" in render(tmp_path)
+    assert judged(render(tmp_path), "lenet300_100")[one] == ">= 64x at <= 1 pt: **not met**"
+    run["points"][one].update(ratio=64.0, test_drop_pt=1.01)  # the ratio, but over the budget
+    (tmp_path / "compress_lenet300_100.json").write_text(json.dumps(run))
+    assert judged(render(tmp_path), "lenet300_100")[one] == ">= 64x at <= 1 pt: **not met**"
+    run["points"][one].update(test_drop_pt=1.0)
+    (tmp_path / "compress_lenet300_100.json").write_text(json.dumps(run))
+    assert judged(render(tmp_path), "lenet300_100")[one] == ">= 64x at <= 1 pt: met"
+
+
+def test_the_resnet20_compression_target_includes_its_ten_minutes(tmp_path):
+    import json
+    import shutil
+
+    shutil.copy(ROOT / "benchmarks" / "results" / "compress_resnet20.json", tmp_path)
+    run = json.loads((tmp_path / "compress_resnet20.json").read_text())
+    run["points"] = run["points"][:1]
+    for seconds, verdict in ((600.0, "met"), (600.5, "**not met**")):
+        run["points"][0].update(ratio=25.0, test_drop_pt=1.0, compress_wall_seconds=seconds)
+        (tmp_path / "compress_resnet20.json").write_text(json.dumps(run))
+        row = next(r for r in render(tmp_path).splitlines() if r.startswith("| resnet20 ("))
+        assert f"| >= 25x at <= 1 pt in <= 10 min: {verdict} |" in row
 
 
 def test_regrowth_rows_show_each_epochs_turnover_and_mfp_switches(tmp_path):
