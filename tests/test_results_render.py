@@ -64,6 +64,7 @@ def test_compression_rows_judge_each_point_against_its_target(tmp_path):
     for row, p in zip(rows, run["points"], strict=True):
         assert f"{p['ratio']:.1f}x ({p['file_bytes']:,} B)" in row
         assert f"{-p['test_drop_pt']:+.2f} pt" in row
+
     def judged(text, model):
         return [r.split(" | ")[-2] for r in text.splitlines() if r.startswith(f"| {model} (")]
 
