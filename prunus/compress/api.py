@@ -393,7 +393,8 @@ def _finish(job: _Job, searched: nn.Module, cfg: CompressConfig) -> _Done:
     if s_judge is not None:
         budget = _check_budget(cfg, t_judge, s_judge, logits, y_judge, independent=independent)
     if budget is not None:
-        budget["held_out"] = job.held_out or not (steps(cfg, "finetune_steps") or cb)
+        # the verdict is optimistic when anything trained on the budget batch: a fine-tune or the search's recovery
+        budget["held_out"] = job.held_out or not (steps(cfg, "finetune_steps") or cb or cfg.recovery_steps)
         budget["source"] = job.source
     start = time.perf_counter()
     meta = {

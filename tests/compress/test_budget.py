@@ -158,6 +158,13 @@ def test_the_fine_tunes_never_train_on_the_budget_batch(monkeypatch):
         report = compress(model, calib, CompressConfig(**{**cfg.to_json(), "finetune_size": size}), baselines=False)
         assert torch.equal(seen["distill"], calib)
         assert report.budget["held_out"] is False
+    # the search's recovery alone trains on them too: the verdict is optimistic then as well
+    recovering = CompressConfig(**{**cfg.to_json(), "finetune_steps": 0, "codebook_steps": 0, "recovery_steps": 2,
+                                   "cycles": 2, "finetune_size": 0})  # fmt: skip
+    seen.clear()
+    report = compress(model, x, recovering, baselines=False)
+    assert torch.equal(seen["distill"], x)  # the recovery's distill, on every calibration image
+    assert report.budget["held_out"] is False
 
 
 def test_with_a_holdout_the_budget_is_measured_there_and_the_fine_tunes_use_all_calibration_images(monkeypatch):
