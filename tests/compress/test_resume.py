@@ -114,13 +114,8 @@ CFG = CompressConfig(sparsity=0.7, bits=4, calib_size=64, rescore_size=96, verif
                      generations=1, elite=1, finetune_steps=20)  # fmt: skip
 
 
-def test_compress_resumes_from_its_checkpoint_to_the_same_file(tmp_path, monkeypatch):
-    from prunus.compress import checkpoint as ckpt_module
-    from prunus.compress.prn import read_prn
-
-    x = torch.randn(128, 1, 28, 28, generator=torch.Generator().manual_seed(2))
-    full = compress(_model(), x, CFG, out=tmp_path / "full.prn", checkpoint=tmp_path / "full.ckpt")
-    # a run that "dies" after cycle 2's checkpoint: the writer raises where the kill point is
+def _dies_at_the_second_kill_point():
+    """A `crash_point` stand-in that raises where the second checkpoint's kill point is (after cycle 2)."""
     calls = []
 
     def dying(label):
@@ -128,7 +123,17 @@ def test_compress_resumes_from_its_checkpoint_to_the_same_file(tmp_path, monkeyp
         if len(calls) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(ckpt_module, "crash_point", dying)
+    return dying
+
+
+def test_compress_resumes_from_its_checkpoint_to_the_same_file(tmp_path, monkeypatch):
+    from prunus.compress import checkpoint as ckpt_module
+    from prunus.compress.prn import read_prn
+
+    x = torch.randn(128, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    full = compress(_model(), x, CFG, out=tmp_path / "full.prn", checkpoint=tmp_path / "full.ckpt")
+    # a run that "dies" after cycle 2's checkpoint: the writer raises where the kill point is
+    monkeypatch.setattr(ckpt_module, "crash_point", _dies_at_the_second_kill_point())
     with pytest.raises(KeyboardInterrupt):
         compress(_model(), x, CFG, out=tmp_path / "again.prn", checkpoint=tmp_path / "again.ckpt")
     assert not (tmp_path / "again.prn").exists()
@@ -284,14 +289,7 @@ def test_compress_with_recovery_resumes_to_the_same_file(tmp_path, monkeypatch):
     plain = compress(_model(), x, CFG, baselines=False)
     assert "recovery" not in plain.seconds
     assert full.search_log != plain.search_log  # the flag is not ignored
-    calls = []
-
-    def dying(label):
-        calls.append(label)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(ckpt_module, "crash_point", dying)
+    monkeypatch.setattr(ckpt_module, "crash_point", _dies_at_the_second_kill_point())
     with pytest.raises(KeyboardInterrupt):
         compress(_model(), x, cfg, out=tmp_path / "again.prn", checkpoint=tmp_path / "again.ckpt")
     monkeypatch.undo()
