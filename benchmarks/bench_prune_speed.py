@@ -11,7 +11,9 @@ the figure is the ratio of medians (prunus / Torch-Pruning).
 
 Latency efficiency (target >= 0.85, issue 11): `prunus.bench.compare_latency` of the dense vs the prunus-pruned
 ResNet-56 at batch 64 on every installed runtime (torch, torch-folded, onnxruntime, openvino); the
-figure is the best runtime's (dense latency / pruned latency) / (dense MACs / pruned MACs). The
+figure is (dense latency / pruned latency) / (dense MACs / pruned MACs) on the runtime that runs the
+pruned model fastest (round_to 1, the same cut as Torch-Pruning's; `bench_latency.py` has the
+`round_to auto` arm). The
 load average before and after is recorded (the machine may be shared).
 
     .venv/bin/python benchmarks/bench_prune_speed.py [--repeats 9] [--threads 2] [--input 1x28x28]
@@ -151,7 +153,8 @@ def main() -> None:
         )
         result["latency"] = cmp.to_dict()
         result["latency_efficiency"] = cmp.latency_efficiency(64)
-        result["latency_target"] = ">= 0.85 (best runtime, batch 64)"
+        result["deployed_efficiency"] = list(cmp.deployed_efficiency(64))
+        result["latency_target"] = ">= 0.85 (fastest runtime, batch 64)"
         for r in cmp.rows:
             rows.append(
                 (f"latency {r.runtime} b{r.batch} (ms)", f"{r.pruned_ms:.2f}", f"dense {r.dense_ms:.2f}",
@@ -166,7 +169,9 @@ def main() -> None:
 def _print(rows: list[tuple[str, ...]], result: dict) -> None:
     print_table(result["definition"], ("figure", "prunus", "torch-pruning / ref", "ratio", "target"), rows)
     if "latency_efficiency" in result:
-        print(f"latency efficiency (best runtime, batch 64): {result['latency_efficiency']:.3f}")
+        runtime, eff = result.get("deployed_efficiency", ("?", result["latency_efficiency"]))
+        print(f"latency efficiency on the fastest runtime ({runtime}, batch 64): {eff:.3f}; "
+              f"best over runtimes {result['latency_efficiency']:.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":

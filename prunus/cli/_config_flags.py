@@ -25,7 +25,15 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["SCALARS", "add_config_flags", "add_renamed_flags", "config_values", "flag_type", "float_or_word"]
+__all__ = [
+    "SCALARS",
+    "add_config_flags",
+    "add_renamed_flags",
+    "config_values",
+    "flag_type",
+    "float_or_word",
+    "int_or_word",
+]
 
 SCALARS = (bool, int, float, str)
 _UNIONS = (typing.Union, types.UnionType)
@@ -41,6 +49,8 @@ def flag_type(tp: Any) -> Any:
     args = [a for a in args if typing.get_origin(a) is not Callable and a is not Callable]  # schedules: Python only
     if set(args) == {float, str}:  # a number or a keyword such as C-SGD's eps="auto"
         return float_or_word
+    if set(args) == {int, str}:  # a count or a keyword such as round_to="auto"
+        return int_or_word
     if len(args) != 1:
         return None
     (one,) = args
@@ -49,6 +59,19 @@ def flag_type(tp: Any) -> Any:
     if typing.get_origin(one) is tuple and typing.get_args(one)[:1] == (str,):
         return parse_str_list
     return None
+
+
+def int_or_word(text: str) -> int | str:
+    """An int when `text` parses as one, else the word itself (the config validates which words are valid).
+
+    Example:
+        >>> int_or_word("16"), int_or_word("auto")
+        (16, 'auto')
+    """
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def float_or_word(text: str) -> float | str:

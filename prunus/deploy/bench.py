@@ -129,6 +129,21 @@ class LatencyComparison:
         """The runtime whose efficiency `latency_efficiency` reports at `batch`."""
         return max(self._at(batch), key=lambda r: r.efficiency).runtime
 
+    def deployed_efficiency(self, batch: int | None = None) -> tuple[str, float]:
+        """(runtime, efficiency) on the runtime that runs the PRUNED model fastest at `batch`.
+
+        What a user who deploys the pruned model where it runs fastest gets; unlike
+        `latency_efficiency`, a runtime whose dense model is slow cannot inflate it.
+
+        Example:
+            >>> cmp = compare_latency(torch.nn.Conv2d(1, 8, 3), torch.nn.Conv2d(1, 4, 3), (1, 8, 8),
+            ...                       batch_sizes=(2,), runtimes=("torch",), repeats=3)
+            >>> cmp.deployed_efficiency(2)[0]
+            'torch'
+        """
+        row = min(self._at(batch), key=lambda r: r.pruned_ms)
+        return row.runtime, row.efficiency
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict with the ratios, the headline efficiency and every row."""
         return {
@@ -140,6 +155,7 @@ class LatencyComparison:
             "params_ratio": self.params_ratio,
             "latency_efficiency": self.latency_efficiency(),
             "best_runtime": self.best_runtime(),
+            "deployed_efficiency": list(self.deployed_efficiency()),
             "fastest_pruned": fastest(self.pruned),
             "speedups": [r.to_dict() for r in self.rows],
             "dense": [r.to_dict() for r in self.dense],

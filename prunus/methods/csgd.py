@@ -74,7 +74,7 @@ from prunus.methods._pruning import check_names
 from prunus.methods._registry import build_config, register_method
 from prunus.models.info import example_input, get_info
 from prunus.pruning import PruneBudget, WidthPlan
-from prunus.pruning.widths import round_kept
+from prunus.pruning.widths import resolve_round_to, round_kept
 from prunus.structure import (
     ChannelGroup,
     FilterFn,
@@ -238,7 +238,7 @@ class CentripetalSGD(Method):
         self.merge_at_end = c.merge_at_end
         self.ignored_layers = list(c.ignored_layers) if c.ignored_layers is not None else None
         self.filter_fn = c.filter_fn
-        self.round_to = c.round_to
+        self.round_to = resolve_round_to(c.round_to)
         #: group key -> clusters (canonical order); filled by `plan`/`setup` or `load_state_dict`
         self.clusters: dict[str, list[list[int]]] = {}
         #: groups left at full width although `width` asked to narrow them, with the reason

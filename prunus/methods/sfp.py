@@ -71,6 +71,7 @@ from prunus.methods._pruning import (
 )
 from prunus.methods._registry import build_config, register_method
 from prunus.pruning import WidthPlan
+from prunus.pruning.widths import resolve_round_to
 from prunus.structure import ChannelGroup, ForwardMask, HardMask, group_weights, remove_, soft_mask_
 
 __all__ = ["FPGM", "FPGMConfig", "SFPConfig", "SoftFilterPruning"]
@@ -177,7 +178,7 @@ class SoftFilterPruning(Method):
         self.remove_at_end = c.remove_at_end
         self.ignored_layers = list(c.ignored_layers) if c.ignored_layers is not None else None
         self.filter_fn = c.filter_fn
-        self.round_to = c.round_to
+        self.round_to = resolve_round_to(c.round_to)
         self.mix_ratio: float | None = None
         self.budget = c.budget
         #: group key -> channels kept at the end, from `widths` or the budget (resolved at setup,

@@ -21,6 +21,7 @@ from prunus.pruning.oneshot import num_to_prune as num_to_prune
 from prunus.pruning.oneshot import prune as prune
 from prunus.pruning.plan import WidthPlan as WidthPlan
 from prunus.pruning.plan import plan_widths as plan_widths
+from prunus.pruning.widths import channel_block as channel_block
 
 __all__ = [
     "BUDGETS",
@@ -29,6 +30,7 @@ __all__ = [
     "PruneReport",
     "TARGETS",
     "WidthPlan",
+    "channel_block",
     "num_to_prune",
     "plan_widths",
     "prune",

@@ -48,7 +48,7 @@ from prunus.errors import ConfigError
 from prunus.measure import count
 from prunus.pruning.config import PruneConfig, match_layer_ratios
 from prunus.pruning.costs import CostModel
-from prunus.pruning.widths import _EPS, kept_widths, num_to_prune, round_kept
+from prunus.pruning.widths import _EPS, AUTO, kept_widths, num_to_prune, resolve_round_to, round_kept
 from prunus.structure import ChannelGroup, FilterFn, build_groups, remove_many_, traced_counts
 from prunus.structure._gc import paused_gc
 from prunus.structure.roles import WRITER_ROLES
@@ -304,6 +304,8 @@ def plan_target(
     Groups named by `config.layer_ratios` get their own ratio and are left out of the search.
     """
     name, value = config.require_target()
+    if config.round_to == AUTO:  # resolved once, so the search, the latency tables and the report agree
+        config = replace(config, round_to=resolve_round_to(AUTO))
     round_to = config.round_to
     ignored = list(config.ignore) or None
     every = build_groups(model, example_inputs, ignored, filter_fn=filter_fn)
