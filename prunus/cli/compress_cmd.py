@@ -191,6 +191,9 @@ def _budget_text(budget: dict) -> str:
     bound = f"; at most {upper:+.2f} pt at {budget['confidence']:.0%} confidence" if upper is not None else ""
     fresh = " nothing was chosen on" if budget.get("independent") else ""
     noise = f" (s.e. {se:.2f} on {budget['images']} images{fresh}{bound})" if se is not None and se == se else ""
+    share = budget.get("quant_drop_pt")
+    quant = (f", quantization {share:+.2f} pt vs the pruned model (quant_drop {budget['quant_drop']:g})"
+             if share is not None and budget["against"] != "pruned" else "")  # fmt: skip
     return (f"{verdict}: {budget['drop_pt']:+.2f} pt lost{noise}, KL {budget['kl']:.4g} vs the "
-            f"{budget['against']} model ({limits}); "
-            f"pruning alone {budget['pruned_drop_pt']:+.2f} pt{caveat}")  # fmt: skip
+            f"{budget['against']} model ({limits or 'quant_drop ' + format(budget.get('quant_drop'), 'g')}); "
+            f"pruning alone {budget['pruned_drop_pt']:+.2f} pt{quant}{caveat}")  # fmt: skip

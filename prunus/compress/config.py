@@ -56,8 +56,9 @@ class CompressConfig(Config):
     )
     quant_drop: float | None = arg(
         None,
-        "auto bits: points quantization may cost vs the pruned (distilled) model, not the teacher (its own "
-        "share; max_drop / max_kl then unused); None: max_drop / max_kl vs the teacher",
+        "auto bits: points quantization may cost vs the pruned (distilled) model: the bits are chosen on this "
+        "share; the verdict is still max_drop / max_kl vs the teacher (on the share only when both are None); "
+        "None: the bits are chosen on max_drop / max_kl",
     )
     codebook_steps: int | None = arg(
         None,
@@ -141,8 +142,8 @@ class CompressConfig(Config):
         if self.quant_drop is not None:
             check_range("CompressConfig.quant_drop", self.quant_drop, 0.0, 100.0)
         check_range("CompressConfig.confidence", self.confidence, 0.5, 1.0, high_inclusive=False)
-        if b == "auto" and self.max_drop is None and self.max_kl is None:
-            raise ConfigError("CompressConfig.bits='auto' needs a budget: set max_drop or max_kl")
+        if b == "auto" and self.max_drop is None and self.max_kl is None and self.quant_drop is None:
+            raise ConfigError("CompressConfig.bits='auto' needs a budget: set max_drop, max_kl or quant_drop")
         for field in ("min_bits", "max_bits"):
             if not _check_bits(getattr(self, field)):
                 raise ConfigError(

@@ -13,9 +13,10 @@ even `finetune_steps=0`, is kept, and a rung that would change nothing else is s
 3. `finetune_steps=2000, codebook_steps=500`: plus the KD fine-tune of the shared codebook values,
    which wins back what quantization lost.
 
-The quantization share (`quant_drop`) is not a rung: it changes what the budget is measured
-against (the pruned model instead of the input model), so a rung setting it would "meet" a
-different budget than the one asked for. It stays a user setting.
+The quantization share (`quant_drop`) is not a rung: it changes what the bits are chosen on
+(quantization's cost against the pruned model), not the verdict, which stays the user's
+`max_drop` / `max_kl` against the input model. It stays a user setting; a miss with it set
+suggests a smaller one.
 
 After a final miss, `next_setting` names what to try next and was not tried: a ladder rung over the
 user's explicit values, else a lower sparsity or a larger budget.
@@ -100,5 +101,7 @@ def next_setting(cfg: Any, tried: Sequence[Any]) -> str:
         return describe(change) + (f" ({', '.join(explicit)})" if explicit else "")
     s = cfg.sparsity
     lower = "a lower sparsity" if isinstance(s, Mapping) else f"sparsity={max(0.0, round(s - 0.05, 4)):g} (from {s:g})"
-    budget = "quant_drop" if cfg.quant_drop is not None else "max_drop" if cfg.max_drop is not None else "max_kl"
+    budget = "max_drop" if cfg.max_drop is not None else "max_kl" if cfg.max_kl is not None else "quant_drop"
+    if cfg.quant_drop is not None and budget != "quant_drop":  # the bits spent too much of the teacher budget
+        return f"{lower}, a smaller quant_drop (from {cfg.quant_drop:g}), or a larger {budget}"
     return f"{lower}, or a larger {budget}"

@@ -67,14 +67,34 @@ def test_a_met_budget_says_so_without_a_warning():
     assert report.to_json()["budget"] == report.budget
 
 
-def test_quantization_share_budget_is_measured_against_the_pruned_model():
-    report = _compress_without_budget_warning(sparsity=0.97, bits="auto", quant_drop=2.0)
+def test_quantization_share_alone_is_the_verdict_only_without_a_teacher_budget():
+    report = _compress_without_budget_warning(sparsity=0.97, bits="auto", quant_drop=2.0, max_drop=None)
     b = report.budget
     assert b["pruned_drop_pt"] > 2.0  # the pruning's own loss would break this budget...
     assert b["against"] == "pruned"
     assert b["max_drop"] == 2.0
     assert b["drop_pt"] <= 2.0  # ...but only quantization's share counts against it
+    assert b["drop_pt"] == b["quant_drop_pt"]
     assert b["met"] is True
+
+
+def test_quant_drop_aims_the_bits_but_the_verdict_keeps_the_teacher_budget():
+    # max_drop keeps its default (1 pt): a run can spend only 2 pt on quantization and still lose more than
+    # the budget asked; the verdict must say so, not "met" on quantization's share
+    model, x = _model_and_images()
+    cfg = CompressConfig(**FAST, sparsity=0.97, bits="auto", quant_drop=2.0, escalate=False)
+    with pytest.warns(BudgetNotMetWarning, match=r"against the input model .* over max_drop 1"):
+        report = compress(model, x, cfg, baselines=False)
+    b = report.budget
+    assert b["against"] == "input"
+    assert (b["max_drop"], b["quant_drop"]) == (1.0, 2.0)
+    with torch.no_grad():
+        teacher, compressed = model(x[32:]), report.model(x[32:])
+    assert b["drop_pt"] == pytest.approx(100 - _agreement(compressed, teacher))  # vs the input model, by hand
+    assert b["drop_pt"] > 1.0
+    assert b["met"] is False
+    assert b["quant_drop_pt"] is not None
+    assert b["quant_drop_pt"] != b["drop_pt"]  # the share vs the pruned model is reported beside it
 
 
 def test_fixed_bits_have_no_budget():

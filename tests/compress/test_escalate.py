@@ -1,5 +1,6 @@
 """The budget escalation: a missed auto-bits budget is retried with stronger settings, never over explicit ones."""
 
+import dataclasses
 import warnings
 
 import pytest
@@ -119,7 +120,13 @@ def test_next_setting_skips_every_tried_rung():
     tried = [CompressConfig(sparsity=0.9, finetune_steps=2000)]
     assert next_setting(cfg, tried) == "finetune_steps=2000, codebook_steps=500 (finetune_steps was set to 300)"
     per_layer = CompressConfig(sparsity={"fc1": 0.9}, finetune_steps=2000, codebook_steps=500, quant_drop=0.5)
-    assert next_setting(per_layer, tried=[]) == "a lower sparsity, or a larger quant_drop"
+    assert (
+        next_setting(per_layer, tried=[]) == "a lower sparsity, a smaller quant_drop (from 0.5), or a larger max_drop"
+    )
+    share_only = dataclasses.replace(per_layer, max_drop=None)  # the verdict is the share: a larger one
+    assert next_setting(share_only, tried=[]) == "a lower sparsity, or a larger quant_drop"
+    kl = dataclasses.replace(per_layer, max_drop=None, max_kl=0.1)
+    assert next_setting(kl, tried=[]) == "a lower sparsity, a smaller quant_drop (from 0.5), or a larger max_kl"
 
 
 def test_fixed_bits_have_nothing_to_escalate():

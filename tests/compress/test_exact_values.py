@@ -98,7 +98,9 @@ def test_distillation_loss_is_t_squared_times_kl_at_temperature_t():
         p = F.softmax(teacher(x[:1]).double() / t, -1)
         log_q = F.log_softmax(student(x[:1]).double() / t, -1)
     expected = float((p * (p.log() - log_q)).sum()) * t**2
-    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    # float32 KL of two close distributions loses digits to cancellation (1.3e-5 relative measured on an
+    # AVX-512 machine); the bugs this catches (no T^2, no T in a softmax) move it by factors, not 1e-4
+    assert loss.item() == pytest.approx(expected, rel=1e-4)
     assert expected > 1e-3
 
 
