@@ -10,12 +10,14 @@ weights: latency does not depend on the values):
   batch onnxruntime and openvino), batches `--batches`, calls interleaved dense/pruned, medians. Efficiency =
   (dense latency / pruned latency) / (dense MACs / pruned MACs). The headline is the efficiency on the
   runtime that runs the PRUNED model fastest (where a user deploys it); the best efficiency over
-  runtimes is kept too, but a runtime whose dense model is slow can inflate it.
+  runtimes is kept too, but a runtime whose dense model is slow can inflate it. `--streams` adds
+  an arm cut to the first arm's MACs with every residual stream kept whole (`keep_streams=True`,
+  round_to auto): the same MACs removed inside the blocks instead, speed per MAC compared directly.
 - **budget** (target: achieved within 10% of requested): `prunus.prune(keep_latency=b,
   runtime=--runtime, latency_batch=64)` for each `--budgets` b; the ratio `prune` measured, and a
   second, independent side-by-side measurement of the same pruned model.
 
-    .venv/bin/python benchmarks/bench_latency.py --model resnet56 [--round-to 1,8,16] [--budgets 0.5,0.3]
+    .venv/bin/python benchmarks/bench_latency.py --model resnet56 [--round-to 1,8,auto] [--streams] [--budgets 0.5,0.3]
 
 Writes benchmarks/results/latency_<model>.json (merged into an existing file per section).
 """
@@ -59,15 +61,29 @@ def _round_tos(text: str) -> list[int | str]:
     return [v if v == "auto" else int(v) for v in text.split(",") if v]
 
 
-def efficiency(name: str, round_tos: list[int | str], batches: list[int], repeats: int, threads: int) -> list[dict]:
+def _arms(round_tos: list[int | str], streams: bool) -> list[dict]:
+    """The cuts compared: 50% of every group's channels per round_to; with `streams`, one more arm at
+    the FIRST arm's MACs with the residual streams kept whole (`keep_streams`, round_to auto)."""
+    arms: list[dict] = [{"remove_channels": 0.5, "round_to": r} for r in round_tos]
+    if streams:
+        arms.append({"keep_macs": "first arm", "round_to": "auto", "keep_streams": True})
+    return arms
+
+
+def efficiency(name: str, arms: list[dict], batches: list[int], repeats: int, threads: int) -> list[dict]:
     dense = _model(name)
     x = torch.randn(1, *SHAPE)
     out = []
-    for r in round_tos:
-        pruned, report = prune(copy.deepcopy(dense), x, remove_channels=0.5, round_to=r)
+    for arm in arms:
+        settings = dict(arm)
+        if settings.get("keep_macs") == "first arm":  # the same MACs as the uniform cut: speed per MAC compared
+            settings["keep_macs"] = 1 / out[0]["macs_ratio"]
+        pruned, report = prune(copy.deepcopy(dense), x, **settings)
         cmp = compare_latency(dense, pruned, SHAPE, batch_sizes=batches, runtimes=RUNTIMES, repeats=repeats,
                               threads=threads)  # fmt: skip
+        r = arm["round_to"]
         row = {
+            "cut": {k: v for k, v in settings.items() if k != "round_to"},
             "round_to": r,
             "round_to_resolved": report.round_to,
             "macs_ratio": cmp.macs_ratio,
@@ -79,7 +95,7 @@ def efficiency(name: str, round_tos: list[int | str], batches: list[int], repeat
         }
         out.append(row)
         best = ", ".join(f"b{b}: {row['deployed'][b][1]:.3f} ({row['deployed'][b][0]})" for b in batches)
-        print(f"{name} remove_channels 0.5 round_to {r} ({report.round_to}): MACs cut {cmp.macs_ratio:.2f}x, "
+        print(f"{name} {row['cut']} round_to {r} ({report.round_to}): MACs cut {cmp.macs_ratio:.2f}x, "
               f"efficiency on the fastest runtime {best}", flush=True)  # fmt: skip
         for s in cmp.rows:
             print(f"    {s.runtime:13s} b{s.batch:<3d} dense {s.dense_ms:8.2f} ms  pruned {s.pruned_ms:8.2f} ms  "
@@ -125,6 +141,9 @@ def main() -> None:
     ap.add_argument("--model", default="resnet56")
     ap.add_argument("--round-to", type=_round_tos, default=[1, "auto"],
                     help="round_to values for the efficiency arms; auto = this CPU's channel block")  # fmt: skip
+    ap.add_argument(
+        "--streams", action="store_true", help="add an arm at the first arm's MACs with residual streams kept whole"
+    )
     ap.add_argument("--batches", type=_ints, default=[64, 1])
     ap.add_argument("--budgets", type=_floats, default=[], help="latency ratios, e.g. 0.5,0.3")
     ap.add_argument("--runtime", default="onnxruntime", help="runtime of the latency budgets")
@@ -142,7 +161,8 @@ def main() -> None:
         result["efficiency_commit"], result["efficiency_date"] = result.get("commit"), result.get("date")
     result.update({"model": args.model, "input_shape": list(SHAPE), **provenance(config=vars(args))})
     if not args.skip_efficiency:
-        result["efficiency"] = efficiency(args.model, args.round_to, args.batches, args.repeats, args.threads)
+        arms = _arms(args.round_to, args.streams)
+        result["efficiency"] = efficiency(args.model, arms, args.batches, args.repeats, args.threads)
         result["efficiency_load_before"] = load
         # a later --skip-efficiency run replaces the top-level provenance; these keep the efficiency's own
         result["efficiency_commit"], result["efficiency_date"] = result["commit"], result["date"]

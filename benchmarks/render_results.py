@@ -213,14 +213,22 @@ def _latency_rows(res: _Results) -> list[Row]:
             rt64, eff64 = _deployed(arm["speedups"], 64)
             resolved = arm.get("round_to_resolved", arm["round_to"])
             round_to = f"{arm['round_to']} (= {resolved})" if resolved != arm["round_to"] else str(resolved)
+            cut = arm.get("cut", {"remove_channels": 0.5})
+            what = (
+                "50% channels"
+                if cut.get("remove_channels") == 0.5
+                else f"keep_macs {cut['keep_macs']:.3f} (the 50% cut's MACs)"
+                + (", residual streams kept" * bool(cut.get("keep_streams")))
+            )
+            flags = " --streams" if cut.get("keep_streams") else f" --round-to {arm['round_to']}"
             rows.append(
                 (
-                    f"latency efficiency, {model} 50% channels, round_to {round_to}, MACs cut "
+                    f"latency efficiency, {model} {what}, round_to {round_to}, MACs cut "
                     f"{arm['macs_ratio']:.2f}x, batch 64 (every runtime: {per_rt}; batch 1 on its fastest runtime "
                     f"{'-' if b1 is None else f'{b1[1]:.2f} ({b1[0]})'}; {where})",
                     f"{eff64:.2f} ({rt64})",
                     ">= 0.85 (fastest runtime, batch 64)",
-                    cmd + f" --round-to {arm['round_to']}",
+                    cmd + flags,
                 )
             )
         for b in run.get("budgets", []):

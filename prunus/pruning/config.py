@@ -159,6 +159,11 @@ class PruneConfig(PruneBudget):
     layer_ratios: dict[str, float] | None = arg(
         None, "per-layer ratios REMOVED: {glob of a group's module name: ratio in [0, 1)}; they override the target"
     )
+    keep_streams: bool = arg(
+        False,
+        "keep residual streams whole (channels that blocks add into) and cut only inside the blocks: "
+        "MobileNetV2-like nets run faster per MAC cut on CPU runtimes",
+    )
 
     _TARGETS = TARGETS
     RENAMED = OLD_NAMES
@@ -178,6 +183,8 @@ class PruneConfig(PruneBudget):
             raise ConfigError(f"ignore must hold non-empty module names, got {bad[0]!r}")
         object.__setattr__(self, "ignore", tuple(ignore))
         object.__setattr__(self, "layer_ratios", check_layer_ratios(self.layer_ratios))
+        if not isinstance(self.keep_streams, bool):
+            raise ConfigError(f"keep_streams must be true or false, got {self.keep_streams!r}")
 
     def require_target(self) -> tuple[str, float]:
         """(kind, value) of the ONE target; `ConfigError` when none was given."""

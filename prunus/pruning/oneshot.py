@@ -311,6 +311,9 @@ def plan_target(
     every = build_groups(model, example_inputs, ignored, filter_fn=filter_fn)
     groups = [g for g in every if g.prunable]
     kept_whole = {g.key: _why_whole(g) for g in every if not g.prunable}
+    if config.keep_streams:  # residual streams stay whole: only the channels inside the blocks are cut
+        kept_whole |= {g.key: _why_whole(g, STREAM_KEPT) for g in groups if g.residual}
+        groups = [g for g in groups if not g.residual]
     # the trace already ran the model on these inputs: its MACs are `count`'s (else count them)
     dense = traced_counts(model, every) or count(model, example_inputs=example_inputs)
     crit_name, scores = _scores(model, groups, criterion if criterion is not None else config.criterion, batch)
@@ -361,11 +364,14 @@ def plan_target(
     return TargetPlan(groups, costs, crit_name, cut, rate, round_to, latency, kept_whole)
 
 
-def _why_whole(group: ChannelGroup) -> str:
+STREAM_KEPT = "a residual stream, kept by keep_streams"
+
+
+def _why_whole(group: ChannelGroup, reason: str | None = None) -> str:
     """One line: why `group` keeps its width, and which other layers that keeps whole with it."""
     writers = [m for m in group.modules(*WRITER_ROLES) if m != group.key]
     coupled = f"; coupled with {', '.join(writers[:4])}{' ...' if len(writers) > 4 else ''}" if writers else ""
-    return f"{group.num_channels} channels{coupled}: {group.reason}"
+    return f"{group.num_channels} channels{coupled}: {reason or group.reason}"
 
 
 def _fixed_cut(groups: Sequence[ChannelGroup], config: PruneConfig) -> Cut:

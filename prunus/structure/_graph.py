@@ -143,6 +143,7 @@ class GroupState:
     segments: list[frozenset[int]] = field(default_factory=list)
     blocks: int = 1
     risky: bool = False
+    residual: bool = False
 
 
 def input_shapes(example_inputs: Any) -> Any:
@@ -226,6 +227,7 @@ class Graph:
         for c, o in owner.items():  # groups and their channels come out in channel order
             members.setdefault(root_w[o], []).append(c)
         risky = {find(v) for v in result.risky}
+        summed = {find(v) for v in result.summed}
         frozen: dict[int, str] = {}
         for label, why in result.frozen.items():
             frozen.setdefault(find(label), why)
@@ -246,6 +248,7 @@ class Graph:
         for classes in members.values():
             names = writers_of[root_of[classes[0]]]
             state = GroupState(names[0], classes, names, risky=any(c in risky for c in classes))
+            state.residual = any(c in summed for c in classes)
             width = max(len(rows[n]) for n in names)  # a one-channel writer has nothing to prune: no warning
             root = root_of[classes[0]]
             self._constrain(state, units_of.get(root, []), segments_of.get(root, []))

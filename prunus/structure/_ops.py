@@ -413,6 +413,9 @@ def binary(tr: Tracer, name: str, func: Callable, args: tuple, kwargs: dict, out
     for lab in joined[1:]:
         tr.uf.union_arrays(merged, lab)
         merged = torch.where(merged >= 0, merged, lab)
+    summed = [j for j in range(len(labels)) if has[j] and j not in spread]
+    if name in ADD_LIKE and name != "where" and len(summed) > 1 and len({tuple(full[j]) for j in summed}) == 1:
+        tr.result.summed.update(int(v) for v in merged[merged >= 0].unique().tolist())  # a residual add
     # an addend that does not shrink with the channels it meets (full along a channel dim, unlabelled
     # there: a model input, a padded shortcut) would keep positions the cut removes: those channels
     # stay. (A factor of full width is left to the trial cut: a mask built from the input's shape

@@ -70,6 +70,9 @@ class Trace:
     segments: list[tuple[int, ...]] = field(default_factory=list)
     bindings: list[Binding] = field(default_factory=list)
     risky: set[int] = field(default_factory=set)
+    #: labels of channels that an element-wise add sums with another tensor of the same shape: a
+    #: residual connection (a bias or an SE gate broadcasts: not one)
+    summed: set[int] = field(default_factory=set)
     #: label -> readers (Linear / unpadded conv with a bias) its masked, nonzero value can be folded into
     folds: dict[int, set[str]] = field(default_factory=dict)
     #: normalisation over channels (module name) -> the exponent its weight is rescaled with on a cut

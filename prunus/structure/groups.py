@@ -157,6 +157,15 @@ class ChannelGroup:
         return self._cache[2], self._cache[3]
 
     @property
+    def residual(self) -> bool:
+        """Whether an element-wise add sums these channels with another same-shaped tensor: a residual stream.
+
+        A stream's width is shared by every block that adds into it (ResNet's stage outputs,
+        MobileNetV2's narrow bottlenecks); a broadcast bias or an SE gate does not make one.
+        """
+        return self._graph.groups[self.key].residual
+
+    @property
     def min_channels(self) -> int:
         """The fewest channels any cut may leave: one unit, or one per split piece (never zero)."""
         return min(self.num_channels, self.blocks * max(1, len(self.segments)))
