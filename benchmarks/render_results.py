@@ -220,7 +220,12 @@ def _latency_rows(res: _Results) -> list[Row]:
                 else f"keep_macs {cut['keep_macs']:.3f} (the 50% cut's MACs)"
                 + (", residual streams kept" * bool(cut.get("keep_streams")))
             )
-            flags = " --streams" if cut.get("keep_streams") else f" --round-to {arm['round_to']}"
+            first = run["efficiency"][0]["round_to"]
+            flags = (
+                f" --round-to {first},{arm['round_to']} --streams"
+                if cut.get("keep_streams")
+                else f" --round-to {arm['round_to']}"
+            )
             rows.append(
                 (
                     f"latency efficiency, {model} {what}, round_to {round_to}, MACs cut "
@@ -228,7 +233,7 @@ def _latency_rows(res: _Results) -> list[Row]:
                     f"{'-' if b1 is None else f'{b1[1]:.2f} ({b1[0]})'}; {where})",
                     f"{eff64:.2f} ({rt64})",
                     ">= 0.85 (fastest runtime, batch 64)",
-                    cmd + flags,
+                    f"`benchmarks/bench_latency.py --model {model}{flags}`",
                 )
             )
         for b in run.get("budgets", []):

@@ -119,7 +119,9 @@ def test_next_setting_skips_every_tried_rung():
     assert next_setting(cfg, tried=[]) == "finetune_steps=2000 (finetune_steps was set to 300)"
     tried = [CompressConfig(sparsity=0.9, finetune_steps=2000)]
     assert next_setting(cfg, tried) == "finetune_steps=2000, codebook_steps=500 (finetune_steps was set to 300)"
-    per_layer = CompressConfig(sparsity={"fc1": 0.9}, finetune_steps=2000, codebook_steps=500, quant_drop=0.5)
+    per_layer = CompressConfig(
+        sparsity={"fc1": 0.9}, finetune_steps=2000, codebook_steps=500, quant_drop=0.5, recovery_steps=100
+    )
     assert (
         next_setting(per_layer, tried=[]) == "a lower sparsity, a smaller quant_drop (from 0.5), or a larger max_drop"
     )
@@ -127,6 +129,18 @@ def test_next_setting_skips_every_tried_rung():
     assert next_setting(share_only, tried=[]) == "a lower sparsity, or a larger quant_drop"
     kl = dataclasses.replace(per_layer, max_drop=None, max_kl=0.1)
     assert next_setting(kl, tried=[]) == "a lower sparsity, a smaller quant_drop (from 0.5), or a larger max_kl"
+
+
+def test_a_spent_ladder_suggests_a_recovery_when_the_search_had_none():
+    spent = CompressConfig(sparsity=0.9, finetune_steps=2000, codebook_steps=500)  # recovery_steps 0, 8 cycles
+    assert next_setting(spent, tried=[]) == (
+        "recovery_steps=200 (re-learn between the search's cycles; a new search), sparsity=0.85 (from 0.9), "
+        "or a larger max_drop"
+    )
+    one_cycle = dataclasses.replace(spent, cycles=1)  # nothing to recover between
+    assert next_setting(one_cycle, tried=[]) == "sparsity=0.85 (from 0.9), or a larger max_drop"
+    recovered = dataclasses.replace(spent, recovery_steps=50)
+    assert next_setting(recovered, tried=[]) == "sparsity=0.85 (from 0.9), or a larger max_drop"
 
 
 def test_fixed_bits_have_nothing_to_escalate():
