@@ -182,6 +182,8 @@ def attempt_rows(attempts: list[dict]) -> list[tuple[str, ...]]:
 def _budget_text(budget: dict) -> str:
     """One cell: met or NOT MET (at which rung; on a miss the next setting), the drop against what, the limits."""
     limits = ", ".join(f"{k} {budget[k]:g}" for k in ("max_drop", "max_kl") if budget[k] is not None)
+    if budget["against"] == "pruned":  # the verdict is quantization's share: its limit is quant_drop's
+        limits = f"quant_drop {budget['max_drop']:g}"
     rung = f" at rung {budget['rung']} ({budget['settings']})" if "rung" in budget else ""
     verdict = f"met{rung}" if budget["met"] else f"NOT MET{rung}; next to try: {budget.get('next', '?')}"
     if budget["met"] and budget.get("met_at_confidence") is False:  # the measured drop fits, its bound does not
@@ -195,5 +197,5 @@ def _budget_text(budget: dict) -> str:
     quant = (f", quantization {share:+.2f} pt vs the pruned model (quant_drop {budget['quant_drop']:g})"
              if share is not None and budget["against"] != "pruned" else "")  # fmt: skip
     return (f"{verdict}: {budget['drop_pt']:+.2f} pt lost{noise}, KL {budget['kl']:.4g} vs the "
-            f"{budget['against']} model ({limits or 'quant_drop ' + format(budget.get('quant_drop'), 'g')}); "
+            f"{budget['against']} model ({limits}); "
             f"pruning alone {budget['pruned_drop_pt']:+.2f} pt{quant}{caveat}")  # fmt: skip

@@ -356,3 +356,19 @@ def test_the_verdict_is_independent_only_on_the_verify_batch():
     cfg = dict(sparsity=0.3, bits="auto", max_drop=100.0)
     assert _compress_without_budget_warning(**cfg).budget["independent"] is True  # 64 images: 32 + 32
     assert _compress_without_budget_warning(**cfg, verify_size=0).budget["independent"] is False
+
+
+def test_the_verdict_names_the_limit_it_was_judged_on_and_quantizations_share():
+    from prunus.cli.compress_cmd import _budget_text
+
+    teacher = {"max_drop": 1.0, "max_kl": None, "met": True, "drop_pt": 0.29, "drop_se_pt": 0.41, "kl": 0.02,
+               "against": "input", "pruned_drop_pt": 0.34, "images": 2048, "held_out": True,
+               "quant_drop": 0.3, "quant_drop_pt": -0.05}  # fmt: skip
+    text = _budget_text(teacher)
+    assert "vs the input model (max_drop 1)" in text
+    assert "pruning alone +0.34 pt, quantization -0.05 pt vs the pruned model (quant_drop 0.3)" in text
+    share = {**teacher, "against": "pruned", "max_drop": 0.3, "drop_pt": -0.05, "quant_drop_pt": -0.05}
+    text = _budget_text(share)
+    assert "vs the pruned model (quant_drop 0.3)" in text
+    assert "quantization -0.05 pt vs the pruned model" not in text  # the verdict is the share itself
+    assert "max_drop" not in text
