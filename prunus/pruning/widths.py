@@ -33,7 +33,8 @@ AUTO = "auto"
 # float32 lanes of one vector register, per ISA torch reports (`torch.backends.cpu.get_cpu_capability`).
 # OpenVINO's and onnxruntime's CPU kernels (oneDNN brgconv, MLAS NCHWc) and torch's oneDNN convs lay
 # channels out in blocks of this many and pad the last block: on AVX-512, a conv cut from 16 to 8
-# output channels measured as slow as the uncut one (ResNet-56 layer1 on OpenVINO, 13.1 vs 13.8 ms).
+# output channels measured as slow as the uncut one (ResNet-56 stage 1 on OpenVINO: 13.8 vs 14.2 ms,
+# benchmarks/results/ov_profile_resnet56_r1.json).
 _BLOCKS = {"AVX512": 16, "AVX2": 8, "SVE256": 8, "ZVECTOR": 4, "VSX": 4}
 _DEFAULT_BLOCK = 4  # 128-bit SIMD (SSE, NEON): 4 float32 lanes
 
