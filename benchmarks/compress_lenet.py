@@ -109,7 +109,7 @@ def _point(teacher, bundle, calib, sparsity, max_drop: float, overrides: dict, o
         "seconds": report.seconds,
         "compress_wall_seconds": wall,
         "baselines": report.baselines,
-        "config": cfg.to_json(),
+        "config": report.config,  # resolved: the preset's values, and the rung's fine-tune
     }
 
 
@@ -120,7 +120,7 @@ def _de_vs_magnitude(teacher, bundle, sparsity, seeds: list[int], overrides: dic
         with torch.no_grad():
             t_big = teacher(x)
         student = copy.deepcopy(teacher)
-        config = CompressConfig(sparsity=sparsity, bits=8, seed=seed, **overrides)
+        config = CompressConfig(sparsity=sparsity, bits=8, seed=seed, **overrides).resolved(teacher)
         n = config.calib_size
         with torch.no_grad():
             t_small = teacher(x[:n])

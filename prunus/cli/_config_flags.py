@@ -116,7 +116,7 @@ def add_config_flags(
             if kind is bool:
                 where.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
             else:
-                metavar = None if kind in SCALARS or kind is float_or_word else "A,B"
+                metavar = None if kind in SCALARS or kind in (float_or_word, int_or_word) else "A,B"
                 where.add_argument(flag, dest=f.name, type=kind, metavar=metavar, help=help_text)
         except argparse.ArgumentError:  # the name is taken by a command flag (--seed): --set KEY=VALUE only
             continue

@@ -47,6 +47,7 @@ from prunus.compress.config import CompressConfig
 from prunus.compress.escalate import describe, next_setting, rungs, steps
 from prunus.compress.kd import kd_losses
 from prunus.compress.pack import CodedLayer, apply_quantized, fold_batchnorm, pack, round_dense, unpack
+from prunus.compress.presets import PRESETS
 from prunus.compress.prn import build_model, encode_prn, parse_prn, read_prn
 from prunus.compress.progress import CompressProgress
 from prunus.compress.report import CompressReport, LayerReport
@@ -57,7 +58,9 @@ from prunus.models.info import get_info, update_info
 
 __all__ = ["compress", "decompress", "distill", "load"]
 
-_DEFAULTS = CompressConfig().to_json()
+# a file's config is stored as its differences from its preset's defaults (and the preset's name)
+_DEFAULTS = {name: dataclasses.replace(CompressConfig(), preset=name, **values).to_json()
+             for name, values in PRESETS.items()}  # fmt: skip
 
 
 def _split_calib(calib: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -158,7 +161,8 @@ def compress(
         `CompressReport` (file bytes, ratio, per-layer bits/bytes/bound, accuracy on the budget
         batch, timings, escalation attempts); `report.model` is the compressed model.
     """
-    cfg = config or CompressConfig()
+    # the fields left at "auto" come from the preset for this model (prunus.compress.presets)
+    cfg = (config or CompressConfig()).resolved(model)
     if out is not None:  # before minutes of search, not after: one line naming the extra
         require("constriction", "compress", "writing a .prn file")
     x, y = _split_calib(calib)
@@ -401,11 +405,19 @@ def _finish(job: _Job, searched: nn.Module, cfg: CompressConfig) -> _Done:
         "arch": dict(job.arch or {}),
         "input_shape": list(job.info.input_shape or job.x.shape[1:]),
         "history": list(job.info.history),
-        # every byte counts in this file: the config as its non-default fields (the defaults are
-        # those of the prunus_version in the header), metrics to 6 digits; the search log stays in the report.
+        # every byte counts in this file: the config as its preset and the fields that differ from the
+        # preset's defaults (those of the prunus_version in the header), metrics to 6 digits; the search
+        # log stays in the report.
         # `progress` and `escalate` are how the run was watched and searched, not what it made (the
         # rung's own settings are in the config): a file must not depend on them
-        "config": {k: v for k, v in cfg.to_json().items() if v != _DEFAULTS[k] and k not in ("progress", "escalate")},
+        "config": {
+            "preset": cfg.preset,
+            **{
+                k: v
+                for k, v in cfg.to_json().items()
+                if v != _DEFAULTS[cfg.preset][k] and k not in ("progress", "escalate")
+            },
+        },
         "metrics": {
             "calib_kl": float(f"{kl:.6g}"),
             "calib_acc": float(f"{_accuracy(logits, labels):.6g}"),

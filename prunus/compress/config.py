@@ -3,8 +3,10 @@
 Example:
     >>> CompressConfig(sparsity=0.9, bits="auto", max_drop=1.0).bits
     'auto'
-    >>> CompressConfig().finetune_steps is None  # not set: no fine-tune unless the budget escalation adds one
+    >>> CompressConfig().finetune_steps is None  # not set: the preset's start, raised by the budget escalation
     True
+    >>> CompressConfig().cycles  # filled by the preset for the model compressed (prunus.compress.presets)
+    'auto'
     >>> CompressConfig(bits=9)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -17,6 +19,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from prunus.compress.presets import AUTO, AUTO_FIELDS, PRESETS, resolve
 from prunus.compress.quantize import KINDS, MAX_BITS, MIN_BITS
 from prunus.compress.search import SearchSettings
 from prunus.config import Config, arg, check_choice, check_count, check_range
@@ -38,8 +41,15 @@ class CompressConfig(Config):
     """How to sparsify, quantize and encode a model (DE search, bit allocation, .prn coding)."""
 
     sparsity: float | Mapping[str, float] = arg(0.9, "share of weights removed: all layers, or layer -> share")
+    preset: str = arg(
+        "auto",
+        "where the fields left at 'auto' come from (prunus.compress.presets): 'mlp', 'convnet', or 'auto' "
+        "(convnet when the model has a Conv2d, else mlp)",
+    )
     allocation: str = arg(
-        "uniform", "'uniform': the target(s) per layer; 'global': one budget, the search allocates it"
+        "auto",
+        "'uniform': the target(s) per layer; 'global': one budget, the search allocates it; 'auto': the preset's "
+        "(mlp uniform, convnet global)",
     )
     bits: int | str | Mapping[str, int] = arg(
         "auto", "2-8 for every layer, layer -> bits, or 'auto' (greedy, budgeted)"
@@ -54,11 +64,11 @@ class CompressConfig(Config):
         "the verify_size images reports that bound (met_at_confidence) and is met on their measured drop "
         "(with verify_size=0, on the bound)",
     )
-    quant_drop: float | None = arg(
-        None,
+    quant_drop: float | str | None = arg(
+        "auto",
         "auto bits: points quantization may cost vs the pruned (distilled) model: the bits are chosen on this "
         "share; the verdict is still max_drop / max_kl vs the teacher (on the share only when both are None); "
-        "None: the bits are chosen on max_drop / max_kl",
+        "None: the bits are chosen on max_drop / max_kl; 'auto': the preset's (mlp None, convnet 0.3)",
     )
     codebook_steps: int | None = arg(
         None,
@@ -68,15 +78,19 @@ class CompressConfig(Config):
     codebook_lr: float = arg(1e-4, "Adam lr of the codebook fine-tune")
     min_bits: int = arg(MIN_BITS, "auto bits never go below this")
     max_bits: int = arg(MAX_BITS, "auto bits start here")
-    calib_size: int = arg(1024, "calibration images the DE candidates are scored on")
-    rescore_size: int = arg(
-        4096, "images the elite is re-scored on, and the bit budget is measured on (0 = no re-score)"
+    calib_size: int | str = arg(
+        "auto", "calibration images the DE candidates are scored on ('auto': the preset's, mlp 1024, convnet 128)"
     )
-    elite_rescore_size: int | None = arg(
-        None,
+    rescore_size: int | str = arg(
+        "auto",
+        "images the elite is re-scored on, and the bit budget is measured on (0 = no re-score; 'auto': the "
+        "preset's, mlp 4096, convnet 2048)",
+    )
+    elite_rescore_size: int | str | None = arg(
+        "auto",
         "images the DE elite is re-scored on: the first of the budget batch (None: all rescore_size of them); on a "
         "conv net the re-score of every layer and cycle is most of the search's time, and the budget needs its "
-        "larger batch",
+        "larger batch ('auto': the preset's, mlp None, convnet 512)",
     )
     verify_size: int = arg(
         2048,
@@ -85,27 +99,29 @@ class CompressConfig(Config):
         "run short (0: the verdict on the budget batch itself, optimistic: the allocation fitted that batch)",
     )
     population: int = arg(8, "DE candidate sets per generation (1 = no search: magnitude pruning in the same schedule)")
-    generations: int = arg(4, "DE rounds per cycle and layer")
+    generations: int | str = arg("auto", "DE rounds per cycle and layer ('auto': the preset's, mlp 4, convnet 3)")
     elite: int = arg(2, "DE sets kept each round")
     pool_factor: float = arg(4.0, "directed pool = this many times k of the smallest survivors")
     mutation: float = arg(0.25, "share of a child's set swapped with other pool members")
-    cycles: int = arg(8, "passes over the layers (cubic sparsity schedule)")
+    cycles: int | str = arg(
+        "auto", "passes over the layers (cubic sparsity schedule; 'auto': the preset's, mlp 8, convnet 4)"
+    )
     finetune_steps: int | None = arg(
         None,
-        "distillation fine-tune of the survivors (Adam steps on the calibration set); None: 0, and the budget "
-        "escalation may add them",
+        "distillation fine-tune of the survivors (Adam steps on the calibration set); None: the preset's start "
+        "(mlp 0, convnet 1500), and the budget escalation may raise it",
     )
-    recovery_steps: int = arg(
-        0,
+    recovery_steps: int | str = arg(
+        "auto",
         "distillation steps of the survivors after every DE cycle but the last (gradual pruning with recovery: "
         "the next cycle searches a student that has re-learned what the last one removed; what high sparsity on a "
-        "conv net needs)",
+        "conv net needs; 'auto': the preset's, mlp 0, convnet 300)",
     )
-    finetune_size: int = arg(
-        4096,
+    finetune_size: int | str = arg(
+        "auto",
         "training images the fine-tunes train on, never the images the budget is measured on (drawn on top of "
         "the budget batch when there is no validation split; 0 there: they train on the budget batch, an "
-        "optimistic verdict)",
+        "optimistic verdict; 'auto': the preset's, mlp 4096, convnet 16384)",
     )
     finetune_lr: float = arg(1e-3, "Adam lr of the distillation fine-tune")
     temperature: float = arg(4.0, "KD temperature of the fine-tune")
@@ -124,7 +140,13 @@ class CompressConfig(Config):
                 check_range(f"CompressConfig.sparsity[{name!r}]", v, 0.0, 1.0, high_inclusive=False)
         else:
             check_range("CompressConfig.sparsity", s, 0.0, 1.0, high_inclusive=False)
-        check_choice("CompressConfig.allocation", self.allocation, ("uniform", "global"))
+        check_choice("CompressConfig.preset", self.preset, (AUTO, *PRESETS))
+        for name in AUTO_FIELDS:  # a word other than 'auto' in a number field: one line naming both forms
+            value = getattr(self, name)
+            if isinstance(value, str) and value != AUTO and name != "allocation":
+                raise ConfigError(f"CompressConfig.{name}={value!r} is not valid; expected a number or 'auto' "
+                                  "(the preset's value)")  # fmt: skip
+        check_choice("CompressConfig.allocation", self.allocation, ("uniform", "global", AUTO))
         if self.allocation == "global" and isinstance(s, Mapping):
             raise ConfigError("CompressConfig.allocation='global' takes one sparsity, not a per-layer dict")
         b = self.bits
@@ -139,10 +161,11 @@ class CompressConfig(Config):
             check_range("CompressConfig.max_drop", self.max_drop, 0.0, 100.0)
         if self.max_kl is not None:
             check_range("CompressConfig.max_kl", self.max_kl, 0.0)
-        if self.quant_drop is not None:
+        if self.quant_drop is not None and self.quant_drop != AUTO:
             check_range("CompressConfig.quant_drop", self.quant_drop, 0.0, 100.0)
         check_range("CompressConfig.confidence", self.confidence, 0.5, 1.0, high_inclusive=False)
-        if b == "auto" and self.max_drop is None and self.max_kl is None and self.quant_drop is None:
+        if b == "auto" and self.max_drop is None and self.max_kl is None and self.quant_drop in (None, AUTO):
+            # 'auto' may resolve to None (the mlp preset): a budget must not depend on the model
             raise ConfigError("CompressConfig.bits='auto' needs a budget: set max_drop, max_kl or quant_drop")
         for field in ("min_bits", "max_bits"):
             if not _check_bits(getattr(self, field)):
@@ -156,8 +179,10 @@ class CompressConfig(Config):
                                   ("population", 1, "population"), ("generations", 0, "generations"),
                                   ("elite", 1, "population"), ("cycles", 1, "generations"),
                                   ("seed", 0, "seed"), ("recovery_steps", 0, "steps")):  # fmt: skip
-            check_count(f"CompressConfig.{field}", getattr(self, field), low, bound)
-        check_count("CompressConfig.elite_rescore_size", self.elite_rescore_size, 1, "samples", optional=True)
+            if not (field in AUTO_FIELDS and getattr(self, field) == AUTO):
+                check_count(f"CompressConfig.{field}", getattr(self, field), low, bound)
+        if self.elite_rescore_size != AUTO:
+            check_count("CompressConfig.elite_rescore_size", self.elite_rescore_size, 1, "samples", optional=True)
         for field in ("finetune_steps", "codebook_steps"):  # None: not set (0, and the escalation may raise it)
             check_count(f"CompressConfig.{field}", getattr(self, field), 0, "steps", optional=True)
         if self.elite >= self.population and self.population > 1:
@@ -168,8 +193,16 @@ class CompressConfig(Config):
         check_range("CompressConfig.codebook_lr", self.codebook_lr, 0.0, low_inclusive=False)
         check_range("CompressConfig.temperature", self.temperature, 0.0, low_inclusive=False)
 
+    def resolved(self, model: Any) -> CompressConfig:
+        """This config with its preset chosen for `model` and every 'auto' field filled (`presets.resolve`)."""
+        return resolve(self, model)
+
     def search_settings(self) -> SearchSettings:
-        """The DE part of this config."""
+        """The DE part of this config (resolved: no field left at 'auto')."""
+        left = [name for name in AUTO_FIELDS if getattr(self, name) == AUTO]
+        if left:
+            raise ConfigError(f"CompressConfig fields {', '.join(left)} are 'auto': resolve the preset first "
+                              "(CompressConfig.resolved(model))")  # fmt: skip
         return SearchSettings(
             population=self.population,
             generations=self.generations,

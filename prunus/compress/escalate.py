@@ -22,13 +22,19 @@ After a final miss, `next_setting` names what to try next and was not tried: a l
 user's explicit values, else (a recovery between the search's cycles when it had none,) a lower
 sparsity or a larger budget.
 
+The rungs start from the preset's fine-tune (`prunus.compress.presets.FINETUNE_START`): the
+convnet preset's first try already fine-tunes 1500 steps, so its ladder is 1500, 2000, then 2000
+with the codebook fine-tune.
+
 Example:
     >>> from prunus.compress.config import CompressConfig
-    >>> [change for change, _ in rungs(CompressConfig(sparsity=0.9))]
+    >>> [change for change, _ in rungs(CompressConfig(sparsity=0.9, preset="mlp"))]
     [{}, {'finetune_steps': 300}, {'finetune_steps': 2000}, {'finetune_steps': 2000, 'codebook_steps': 500}]
-    >>> [change for change, _ in rungs(CompressConfig(sparsity=0.9, finetune_steps=0))]  # explicit: kept
+    >>> [change for change, _ in rungs(CompressConfig(sparsity=0.9, preset="convnet"))]
+    [{'finetune_steps': 1500}, {'finetune_steps': 2000}, {'finetune_steps': 2000, 'codebook_steps': 500}]
+    >>> [change for change, _ in rungs(CompressConfig(sparsity=0.9, preset="mlp", finetune_steps=0))]  # kept
     [{}, {'codebook_steps': 500}]
-    >>> next_setting(CompressConfig(sparsity=0.9, finetune_steps=0), tried=[])
+    >>> next_setting(CompressConfig(sparsity=0.9, preset="mlp", finetune_steps=0), tried=[])
     'finetune_steps=300 (finetune_steps was set to 0)'
 """
 
@@ -37,6 +43,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from prunus.compress.presets import start_steps
 
 __all__ = ["ESCALATED", "LADDER", "describe", "next_setting", "rungs", "steps"]
 
@@ -68,18 +76,22 @@ def describe(change: Mapping[str, Any]) -> str:
 
 
 def rungs(cfg: Any) -> list[tuple[dict[str, int], Any]]:
-    """The configs to try in order: (what the rung changed, the config); the first is `cfg` itself.
+    """The configs to try in order: (what the rung changed, the config); the first is `cfg` as given.
 
-    Only with `bits="auto"` (a budget to meet) and `escalate`; a rung fills only the fields of
-    `ESCALATED` that `cfg` leaves `None`, and one that runs the same settings as an earlier one is
-    left out.
+    `cfg` is resolved (`CompressConfig.resolved`): the first config starts its unset fields at the
+    preset's values (`presets.start_steps`: the convnet preset fine-tunes 1500 steps), and every
+    rung raises them, never lowers them. Rungs only with `bits="auto"` (a budget to meet) and
+    `escalate`; a rung fills only the fields of `ESCALATED` that `cfg` leaves `None`, and one that
+    runs the same settings as an earlier one is left out.
     """
-    out: list[tuple[dict[str, int], Any]] = [({}, cfg)]
+    start = start_steps(cfg)
+    first = dataclasses.replace(cfg, **start)
+    out: list[tuple[dict[str, int], Any]] = [(start, first)]
     if cfg.bits != "auto" or not cfg.escalate:
         return out
-    seen = {_key(cfg)}
+    seen = {_key(first)}
     for rung in LADDER:
-        change = {k: v for k, v in rung.items() if getattr(cfg, k) is None}
+        change = {k: max(v, steps(first, k)) for k, v in rung.items() if getattr(cfg, k) is None}
         candidate = dataclasses.replace(cfg, **change)
         if change and _key(candidate) not in seen:
             seen.add(_key(candidate))

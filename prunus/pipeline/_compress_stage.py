@@ -62,7 +62,8 @@ def compress_model(
     from prunus.compress import compress
     from prunus.data import build_loaders, training_slice
 
-    settings = dataclasses.replace(cfg.compress, seed=cfg.compress.seed + seed, progress=progress)
+    # the preset fills the fields left at "auto" before the image counts below are read from them
+    settings = dataclasses.replace(cfg.compress, seed=cfg.compress.seed + seed, progress=progress).resolved(model)
     data = build_loaders(dataclasses.replace(cfg.data, augment=False), seed=seed)
     budget_batch = max(settings.calib_size, settings.rescore_size) + settings.verify_size
     if has_validation(data):  # the budget on images the teacher never trained on
@@ -79,7 +80,7 @@ def compress_model(
     needs_model=True,
     makes_model=True,
     example={"compress": {"sparsity": 0.5, "bits": 4, "calib_size": 16, "rescore_size": 16, "cycles": 1,
-                          "generations": 1, "population": 2, "elite": 1}},
+                          "generations": 1, "population": 2, "elite": 1, "finetune_steps": 0}},
 )  # fmt: skip
 def run_compress(cfg: CompressStage, ctx: StageContext) -> StageResult:
     """DE-compress an earlier model into model.prn; the decoded model goes on to export and bench.

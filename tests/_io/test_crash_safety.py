@@ -143,7 +143,8 @@ def _compress_recipe(path: Path) -> Path:
     recipe = {**TINY, "stages": [
         {"stage": "train", "name": "baseline", "train": {"epochs": 1}},
         {"stage": "compress", "compress": {"sparsity": 0.6, "bits": 4, "cycles": 3, "population": 4, "generations": 1,
-                                           "elite": 1, "calib_size": 32, "rescore_size": 64, "finetune_steps": 10}},
+                                           "elite": 1, "calib_size": 32, "rescore_size": 64, "finetune_steps": 10,
+                                           "recovery_steps": 0}},
     ]}  # fmt: skip
     path.write_text(yaml.safe_dump(recipe))
     return path

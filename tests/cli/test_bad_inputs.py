@@ -231,6 +231,8 @@ def _base(command: str, w: Path, r: Path) -> list[str]:
             "cycles=1",
             "--set",
             "generations=1",
+            "--finetune-steps",
+            "0",
             "--no-progress",
         ],
         "run": ["run", str(w / "exp" / "recipe.yaml"), "--out", str(r / "pipe"), "--dry-run", "--no-progress"],

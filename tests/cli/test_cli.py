@@ -177,3 +177,15 @@ def test_warnings_reach_the_terminal_as_one_formatted_line_each(tmp_path):
     assert all(line.startswith("prunus: warning: ") for line in warned), proc.stderr
     assert "keep_macs=0.5: the closest cut keeps 0.309" in warned[0]
     assert ".py:" not in proc.stderr  # no file path and line number, no source line
+
+
+def test_a_number_or_word_flag_takes_one_value_and_says_so():
+    """`--cycles auto` / `--cycles 6` and `--round-to auto` / `--round-to 8`: one value, not a list."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    compress = {a.dest: a for a in sub["compress"]._actions}
+    prune = {a.dest: a for a in sub["prune"]._actions}
+    for action in (compress["cycles"], compress["calib_size"], compress["quant_drop"], prune["round_to"]):
+        assert action.metavar is None, action.dest  # argparse prints the dest's name, as for any number
+    args = parser.parse_args(["compress", "m", "--out", "x.prn", "--cycles", "6", "--quant-drop", "auto"])
+    assert (args.cycles, args.quant_drop) == (6, "auto")

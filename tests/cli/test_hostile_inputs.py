@@ -35,7 +35,7 @@ stages:
   - {stage: train, name: baseline, train: {epochs: 1}}
   - {stage: prune, remove_channels: 0.5}
   - {stage: finetune, train: {epochs: 1}}
-  - {stage: compress, compress: {sparsity: 0.5, bits: 4, calib_size: 16, rescore_size: 16, cycles: 1}}
+  - {stage: compress, compress: {sparsity: 0.5, bits: 4, calib_size: 16, rescore_size: 16, cycles: 1, finetune_steps: 0}}
   - {stage: export}
   - {stage: bench, batch_sizes: [1], runtimes: [torch], repeats: 1, warmup: 0}
 """
@@ -382,7 +382,7 @@ def inputs(tmp_path_factory):
     from prunus.compress import CompressConfig, compress
 
     cfg = CompressConfig(sparsity=0.5, bits=4, calib_size=16, rescore_size=16, cycles=1, generations=1, population=2,
-                         elite=1)  # fmt: skip
+                         elite=1, finetune_steps=0)  # fmt: skip
     compress(pruned, torch.randn(32, 1, 28, 28), cfg, out=root / "good.prn", baselines=False)
     blob = (root / "good.prn").read_bytes()
     for name, make in PRN_CRAFTED.items():

@@ -62,7 +62,7 @@ def test_each_attempt_records_what_its_settings_give_on_their_own(tmp_path):
         "finetune_steps=2000, codebook_steps=500",
     ]
     assert len(caught) == 1  # one warning, for the final verdict
-    for a, (_, cfg) in zip(report.attempts, rungs(CompressConfig(**UNREACHABLE)), strict=True):
+    for a, (_, cfg) in zip(report.attempts, rungs(CompressConfig(**UNREACHABLE).resolved(_model())), strict=True):
         alone, _ = _run(tmp_path, f"rung{a['rung']}", **{**cfg.to_json(), "escalate": False})
         assert a["met"] is False
         assert a["kl"] == alone.kl == alone.budget["kl"]
@@ -132,7 +132,8 @@ def test_next_setting_skips_every_tried_rung():
 
 
 def test_a_spent_ladder_suggests_a_recovery_when_the_search_had_none():
-    spent = CompressConfig(sparsity=0.9, finetune_steps=2000, codebook_steps=500)  # recovery_steps 0, 8 cycles
+    # the mlp preset: recovery_steps 0, 8 cycles
+    spent = CompressConfig(sparsity=0.9, finetune_steps=2000, codebook_steps=500).resolved(_model())
     assert next_setting(spent, tried=[]) == (
         "recovery_steps=200 (re-learn between the search's cycles; a new search), sparsity=0.85 (from 0.9), "
         "or a larger max_drop"
@@ -144,7 +145,9 @@ def test_a_spent_ladder_suggests_a_recovery_when_the_search_had_none():
 
 
 def test_fixed_bits_have_nothing_to_escalate():
-    assert [c for c, _ in rungs(CompressConfig(bits=4))] == [{}]
+    assert [c for c, _ in rungs(CompressConfig(bits=4, preset="mlp"))] == [{}]
+    # the convnet preset's fine-tune start is not a rung: it is what the first try runs
+    assert [c for c, _ in rungs(CompressConfig(bits=4, preset="convnet"))] == [{"finetune_steps": 1500}]
 
 
 @pytest.mark.filterwarnings("ignore::prunus.errors.BudgetNotMetWarning")

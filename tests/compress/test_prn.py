@@ -233,7 +233,7 @@ def pruned_prn(tmp_path_factory):
     prunus.prune(model, torch.zeros(1, 1, 28, 28), remove_channels=0.5)
     path = tmp_path_factory.mktemp("pruned") / "r.prn"
     cfg = prunus.CompressConfig(sparsity=0.5, bits=4, calib_size=16, rescore_size=0, cycles=1, generations=1,
-                                population=2, elite=1)  # fmt: skip
+                                population=2, elite=1, finetune_steps=0)  # fmt: skip
     prunus.compress(model, torch.randn(16, 1, 28, 28), cfg, out=path, baselines=False)
     return path
 

@@ -155,7 +155,9 @@ def _job(x):
     xs, xb = x[: CFG.calib_size], x[: CFG.rescore_size]
     with torch.no_grad():
         ts, tb = model(xs), model(xb)
-    return fingerprint(asdict(CFG.search_settings()), CFG.sparsity, [xs, xb, ts, tb, *model.state_dict().values()])
+    return fingerprint(
+        asdict(CFG.resolved(model).search_settings()), CFG.sparsity, [xs, xb, ts, tb, *model.state_dict().values()]
+    )
 
 
 def _shapes():
@@ -297,7 +299,7 @@ def test_compress_with_recovery_resumes_to_the_same_file(tmp_path, monkeypatch):
     from prunus.compress.api import _Checkpointing
 
     def job(c):
-        return _Checkpointing(tmp_path / "none.ckpt", c, _model(), [x]).job
+        return _Checkpointing(tmp_path / "none.ckpt", c.resolved(_model()), _model(), [x]).job
 
     assert job(cfg) != job(CompressConfig(**{**cfg.to_json(), "finetune_lr": 5e-4}))
     assert job(cfg) != job(CompressConfig(**{**cfg.to_json(), "temperature": 2.0}))

@@ -9,7 +9,7 @@ from prunus.formats import load
 from prunus.pipeline import parse_recipe, read_record, run_pipeline
 
 COMPRESS = {"sparsity": 0.5, "bits": 4, "population": 2, "elite": 1, "generations": 1, "cycles": 1,
-            "calib_size": 32, "rescore_size": 0}  # fmt: skip
+            "calib_size": 32, "rescore_size": 0, "finetune_steps": 0}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
