@@ -105,7 +105,9 @@ def _reactivation(results: Path) -> list[Row]:
 
 def _compression(results: Path) -> list[Row]:
     rows = []
-    for name, model in (("compress_lenet300_100", "LeNet-300-100"), ("compress_resnet20", "ResNet-20")):
+    files = (("compress_lenet300_100", "LeNet-300-100"), ("compress_resnet20", "ResNet-20"),
+             ("compress_resnet20_defaults", "ResNet-20, the defaults (convnet preset)"))  # fmt: skip
+    for name, model in files:
         run = _load(results, name)
         if run is None:
             continue

@@ -23,6 +23,7 @@ import math
 
 import torch
 
+from prunus.config import BOUNDS
 from prunus.errors import ConfigError
 
 __all__ = ["AUTO", "channel_block", "check_round_to", "kept_widths", "num_to_prune", "resolve_round_to", "round_kept"]
@@ -63,10 +64,11 @@ def check_round_to(round_to: object) -> int | str:
     """`round_to` as an int >= 1 or the word "auto", else a `ConfigError` naming the bad value."""
     if round_to == AUTO:
         return AUTO
-    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+    # bounded like any count (prunus.config.BOUNDS): a block wider than any layer is a typo, not a setting
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or not 1 <= round_to <= BOUNDS["channels"]:
         raise ConfigError(
-            f"round_to must be an integer >= 1 (1 = no rounding, e.g. 8 or 16) or 'auto' (this CPU's channel "
-            f"block, {channel_block()} here), got {round_to!r}"
+            f"round_to must be an integer from 1 to {BOUNDS['channels']} (1 = no rounding, e.g. 8 or 16) or 'auto' "
+            f"(this CPU's channel block, {channel_block()} here), got {round_to!r}"
         )
     return round_to
 

@@ -34,6 +34,7 @@ import torch
 import prunus
 from prunus.cli import build_parser, main
 from prunus.cli._common import _sub_parsers, cli_int, finite_float
+from prunus.cli._config_flags import float_or_word, int_or_word
 
 
 @dataclass(frozen=True)
@@ -298,10 +299,11 @@ def _numeric_cases() -> list[Case]:
     cases = []
     for command, parser in _commands().items():
         for action in parser._actions:
-            if action.type not in (finite_float, cli_int) or not action.option_strings:
+            # a number-or-word flag (--cycles auto, --round-to auto) parses any word: the config refuses it
+            if action.type not in (finite_float, cli_int, float_or_word, int_or_word) or not action.option_strings:
                 continue
             flag = action.option_strings[0]
-            huge = "1e999" if action.type is finite_float else str(2**31)
+            huge = "1e999" if action.type in (finite_float, float_or_word) else str(2**31)
             values = {"nan": "nan", "inf": "inf", "neginf": "-inf", "word": "ten", "huge": huge}
             if flag not in MINUS_ONE_OK:
                 values["minus1"] = "-1"

@@ -43,7 +43,7 @@ def test_csgd_cluster_counts_are_multiples():
 
 @pytest.mark.parametrize("name", ["sfp", "fpgm", "mfp", "csgd"])
 def test_bad_round_to_fails_at_construction(name):
-    with pytest.raises(ConfigError, match="round_to must be an integer >= 1"):
+    with pytest.raises(ConfigError, match="round_to must be an integer from 1 to 4096"):
         create_method(name, round_to=0)
 
 

@@ -81,7 +81,7 @@ def test_round_to_never_cuts_a_group_narrower_than_it():
 
 @pytest.mark.parametrize("bad", [0, -8, 2.5, True, "8"])
 def test_bad_round_to_raises(bad):
-    with pytest.raises(ConfigError, match=r"round_to must be an integer >= 1"):
+    with pytest.raises(ConfigError, match=r"round_to must be an integer from 1 to 4096"):
         prune(_model("resnet20"), X, remove_channels=0.5, round_to=bad)
 
 
@@ -124,7 +124,7 @@ def test_cli_prune_keep_params_and_round_to(tmp_path, capsys):
     assert report["round_to"] == 8
     assert all(a % 8 == 0 or a == b for b, a in report["widths"].values())
     assert main(["prune", str(src), "--remove-channels", "0.5", "--round-to", "0", "--out", str(out), "--force"]) == 2
-    assert "round_to must be an integer >= 1" in capsys.readouterr().err
+    assert "round_to must be an integer from 1 to 4096" in capsys.readouterr().err
 
 
 def _two_conv_net():

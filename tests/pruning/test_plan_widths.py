@@ -103,7 +103,7 @@ def test_latency_plan_uses_the_runtimes_latency_table(tmp_path, monkeypatch):
         ({"keep_macs": 0.0}, r"keep_macs=0.0 is out of range"),
         ({"keep_params": 1.5}, r"keep_params=1.5 is out of range"),
         ({"keep_macs": float("nan")}, "keep_macs"),
-        ({"keep_macs": 0.5, "round_to": 0}, "round_to must be an integer >= 1"),
+        ({"keep_macs": 0.5, "round_to": 0}, "round_to must be an integer from 1 to 4096"),
     ],
 )
 def test_bad_plan_arguments_raise(kwargs, match):

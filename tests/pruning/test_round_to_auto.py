@@ -53,9 +53,9 @@ def test_channel_block_defaults_to_this_machine(monkeypatch):
     assert resolve_round_to(3) == 3
 
 
-@pytest.mark.parametrize("bad", ["avto", "16", 0, -8, 2.0, True, None])
+@pytest.mark.parametrize("bad", ["avto", "16", 0, -8, 4097, 2**31, 2.0, True, None])
 def test_a_bad_round_to_names_auto_in_its_error(bad):
-    with pytest.raises(ConfigError, match=r"round_to must be an integer >= 1 .* or 'auto'"):
+    with pytest.raises(ConfigError, match=r"round_to must be an integer from 1 to 4096 .* or 'auto'"):
         PruneConfig(remove_channels=0.5, round_to=bad)
 
 
