@@ -143,7 +143,14 @@ def run(args: argparse.Namespace) -> int:
         print_table("budget escalation (prunus.compress.escalate)", ATTEMPT_COLUMNS, attempt_rows(report.attempts))
     js = report.to_json()
     where = "validation images" if has_validation(bundle) else "training images"
+    preset = report.config["preset"]
+    why = (
+        ("chosen: the model has a Conv2d" if preset == "convnet" else "chosen: no Conv2d")
+        if settings.preset == "auto"
+        else "as given"
+    )
     rows = [
+        ("settings preset (prunus.compress.presets)", f"{preset} ({why})"),
         ("file bytes", f"{report.file_bytes:,}"),
         ("fp32 file bytes", f"{report.fp32_bytes:,}"),
         ("ratio vs fp32", f"{report.ratio:.1f}x"),

@@ -135,3 +135,18 @@ def test_a_file_stores_its_preset_and_only_what_differs_from_it(tmp_path):
     compress(model, torch.randn(24, 1, 28, 28), cfg, out=tmp_path / "m.prn", baselines=False)
     assert read_prn(tmp_path / "m.prn").header["config"] == {"preset": "convnet", "sparsity": 0.5, "bits": 4, "population": 2, "elite": 1, "cycles": 1,
                       "generations": 1, "finetune_steps": 0}  # fmt: skip
+
+
+def test_the_compress_command_says_which_preset_ran(tmp_path, capsys, monkeypatch):
+    import prunus
+    from prunus.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    torch.manual_seed(0)
+    prunus.save(prunus.create_model("lenet5", in_channels=1, width_mult=0.25), tmp_path / "m", input_shape=(1, 28, 28))
+    small = ["--data", "synthetic", "--bits", "4", "--calib-size", "16", "--rescore-size", "16", "--set", "cycles=1",
+             "--set", "generations=1", "--finetune-steps", "0", "--no-progress"]  # fmt: skip
+    assert main(["compress", str(tmp_path / "m"), *small, "--out", str(tmp_path / "a.prn")]) == 0
+    assert "convnet (chosen: the model has a Conv2d)" in capsys.readouterr().out
+    assert main(["compress", str(tmp_path / "m"), *small, "--preset", "mlp", "--out", str(tmp_path / "b.prn")]) == 0
+    assert "mlp (as given)" in capsys.readouterr().out
