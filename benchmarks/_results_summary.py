@@ -106,7 +106,8 @@ def _reactivation(results: Path) -> list[Row]:
 def _compression(results: Path) -> list[Row]:
     rows = []
     files = (("compress_lenet300_100", "LeNet-300-100"), ("compress_resnet20", "ResNet-20"),
-             ("compress_resnet20_defaults", "ResNet-20 with the convnet-preset defaults"))  # fmt: skip
+             ("compress_resnet20_defaults", "ResNet-20 with the convnet-preset defaults"),
+             ("compress_mobilenetv2", "MobileNetV2 with the convnet-preset defaults"))  # fmt: skip
     for name, model in files:
         run = _load(results, name)
         if run is None:
