@@ -150,3 +150,17 @@ def test_the_compress_command_says_which_preset_ran(tmp_path, capsys, monkeypatc
     assert "convnet (chosen: the model has a Conv2d)" in capsys.readouterr().out
     assert main(["compress", str(tmp_path / "m"), *small, "--preset", "mlp", "--out", str(tmp_path / "b.prn")]) == 0
     assert "mlp (as given)" in capsys.readouterr().out
+
+
+def test_the_teacher_sees_the_calibration_set_in_chunks(tmp_path):
+    """One pass over all 16384 fine-tune images of the convnet preset held ~24 GB of MobileNetV2 activations."""
+    from prunus.compress.api import TEACHER_CHUNK, teacher_logits
+
+    teacher = _mlp()
+    x = torch.randn(2 * TEACHER_CHUNK + 100, 1, 8, 8)
+    assert torch.allclose(teacher_logits(teacher, x, chunk=7), teacher(x), atol=1e-6)
+    seen = []
+    teacher.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]) if m is teacher else None)
+    compress(teacher, x, CompressConfig(bits=4, population=2, elite=1, cycles=1, generations=1), baselines=False)
+    assert sum(seen) >= x.shape[0]  # every calibration image went through the teacher ...
+    assert max(seen) <= TEACHER_CHUNK  # ... never more than a chunk at a time
