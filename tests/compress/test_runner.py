@@ -75,3 +75,52 @@ def test_one_teacher_pass_serves_the_search_and_the_budget():
                          generations=1, finetune_steps=2)  # fmt: skip
     report = compress(model, (x, y), cfg, baselines=False)
     assert report.teacher_acc == 1.0
+
+
+@pytest.mark.parametrize("family", ["resnet20", "mobilenetv2"])
+def test_enter_keeps_only_what_crosses_the_cut_and_the_suffix_is_the_model(family):
+    """The prefix pass holds the values a node at or after the layer reads, nothing else (holding every
+    activation took 7.8 GB on MobileNetV2 at 512 images), and continuing from them gives the model's logits."""
+    import prunus
+
+    torch.manual_seed(0)
+    model = prunus.create_model(family, in_channels=1, width_mult=0.25).eval()
+    runner = Runner(model)
+    assert runner.gm is not None
+    x = torch.randn(3, 1, 16, 16)
+    with torch.no_grad():
+        want = model(x)
+    order = {n: i for i, n in enumerate(runner.gm.graph.nodes)}
+    for name, module in runner.modules.items():
+        cut = order[runner.nodes[name]]
+        crossing = {n for n in order if order[n] < cut and any(order[u] >= cut for u in n.users)}
+        state = runner.enter(x, name)
+        assert set(state.env) == crossing, name
+        weights = module.weight.detach().unsqueeze(0)
+        got = runner.suffix(state, candidate_outputs(module, state.input, weights), 1)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_candidates_are_scored_in_calls_whose_outputs_fit_the_chunk():
+    """`chunk_elements` bounds the layer outputs of one call over the whole batch (the suffix's activations
+    grow with them), and splitting the candidates over calls leaves every score as it was."""
+    import torch.nn.functional as F
+
+    from prunus.compress.search import _Evaluator
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 8 * 8, 4)).eval()
+    runner = Runner(model)
+    x = torch.randn(10, 2, 8, 8)
+    teacher_logp = F.log_softmax(model(x).detach(), dim=-1)
+    state = runner.enter(x, "0")
+    one_candidate = 10 * 6 * 8 * 8  # the conv's outputs for the batch of 10
+    calls: list[int] = []
+    small = _Evaluator(runner, state, teacher_logp, chunk=3 * one_candidate + 5)
+    inner = small.layer
+    small.layer = lambda w: calls.append(w.shape[0]) or inner(w)
+    big = _Evaluator(runner, state, teacher_logp, chunk=1 << 30)
+    pool = torch.arange(20)
+    sets = torch.rand(7, 20, generator=torch.Generator().manual_seed(1)) < 0.5
+    torch.testing.assert_close(small(pool, sets), big(pool, sets), atol=1e-6, rtol=1e-5)
+    assert calls == [3, 3, 1]
