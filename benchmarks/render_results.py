@@ -275,6 +275,15 @@ def _accuracy(res: _Results) -> list[str]:
         if text.startswith("# "):  # a top-level title in its own file is a subsection in the README
             text = "### " + text[2:]
         lines += [text, ""]
+        if md.stem.startswith("accuracy_reactivation") and "scored before its evolution" not in text:
+            lines += [  # tables from before issue 26's evaluation fix
+                "Note: this table predates the fixed evaluation (issue 26). Every network was scored after its "
+                "evolution or graft, so with two networks `graft2`, `graft2-mean` and `graft2-ensemble` are the "
+                "same averaged network and agree by construction; the `we-reference-rules` and `graft2-difflr` "
+                "arms did not exist. The fixed protocol has not been re-run on this model (about 12 hours on the "
+                "2-core machine).",
+                "",
+            ]
         if md.stem == "accuracy_pruning" and "same epoch budget" not in text:  # tables from before issue 13
             lines += [
                 "Note: `tp-magnitude` fine-tunes the already trained baseline, so it sees more training epochs "

@@ -177,3 +177,16 @@ def test_coverage_names_every_commit_its_models_were_measured_at():
     assert measured_at([{"commit": "abc"}, {}, {"commit": "def"}, {"commit": "abc"}], "def") == (
         "models measured at commits abc (2), unrecorded, up to def (1), def (1)"
     )
+
+
+def test_a_reactivation_table_from_before_the_evaluation_fix_says_so(tmp_path):
+    """Tables scored after the graft (graft2 == -mean == -ensemble by construction) carry a note; fixed ones do not."""
+    import shutil
+
+    results = ROOT / "benchmarks" / "results"
+    for name in ("accuracy_reactivation_mobilenetv2.md", "accuracy_reactivation_resnet20.md"):
+        shutil.copy(results / name, tmp_path)
+    text = "\n".join(_renderer._accuracy(_renderer._Results(tmp_path)))
+    old, new = text.split("### Reactivation accuracy, quick protocol (resnet20")
+    assert "predates the fixed evaluation" in old
+    assert "predates the fixed evaluation" not in new
