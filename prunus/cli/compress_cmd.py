@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     where = "validation images" if has_validation(bundle) else "training images"
     preset = report.config["preset"]
     why = (
-        ("chosen: the model has a Conv2d" if preset == "convnet" else "chosen: no Conv2d")
+        ("chosen: the model has a convolution" if preset == "convnet" else "chosen: no convolution")
         if settings.preset == "auto"
         else "as given"
     )

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import inspect
 import json
 import os
 import time
@@ -120,6 +121,33 @@ def teacher_logits(teacher: nn.Module, x: torch.Tensor, chunk: int = TEACHER_CHU
     return torch.cat([teacher(part) for part in x.split(chunk)])
 
 
+def _check_one_input_one_output(model: nn.Module, x: torch.Tensor) -> None:
+    """ConfigError unless `model(x[:1])` runs on the one tensor and returns one (1, classes) logits tensor.
+
+    DE scores candidates by the KL of one set of logits against the teacher's, on one calibration tensor;
+    a model with several inputs or outputs (a detector's heads, an image + metadata net) has neither.
+    """
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C++ forward: nothing to read, the call below decides
+        params = []
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    needed = [p.name for p in params if p.kind in positional and p.default is inspect.Parameter.empty]
+    if len(needed) > 1:
+        raise ConfigError(
+            f"compress runs models with one input tensor; {type(model).__name__}.forward needs "
+            f"{len(needed)} ({', '.join(needed)}). Wrap it in a module that takes one tensor."
+        )
+    with torch.no_grad():
+        out = model(x[:1])
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        kind = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(
+            f"compress needs a model that returns one (batch, classes) logits tensor; {type(model).__name__} "
+            f"returns {kind}. Wrap it in a module that returns the logits the budget is judged on."
+        )
+
+
 @torch.no_grad()
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) == labels).float().mean())
@@ -184,6 +212,7 @@ def compress(
     if out is not None and arch is None:
         raise ConfigError("only a model built by prunus.create_model (or prunus.load) can be written to a .prn file")
     teacher = model.eval()
+    _check_one_input_one_output(teacher, x)
     searched = copy.deepcopy(model).eval()
     x_search = x[: cfg.calib_size]
     n_big = max(cfg.rescore_size, x_search.shape[0])

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunus.compress.runner import CONVS
 from prunus.errors import require
 
 __all__ = ["deep_compression_bits", "generic_bytes", "huffman_bits", "huffman_lengths"]
@@ -83,7 +84,7 @@ def deep_compression_bits(model: nn.Module, coded: Mapping[str, object]) -> int:
     total = 0
     for name, c in coded.items():
         module = modules.get(name.rsplit(".", 1)[0])
-        gap_bits = 8 if isinstance(module, nn.Conv2d) else 5
+        gap_bits = 8 if isinstance(module, CONVS) else 5
         total += _dc_layer_bits(c.mask, c.indices, int(c.quantizer.codebook.numel()), gap_bits)  # type: ignore[attr-defined]
     return total
 

@@ -44,7 +44,7 @@ class CompressConfig(Config):
     preset: str = arg(
         "auto",
         "where the fields left at 'auto' come from (prunus.compress.presets): 'mlp', 'convnet', or 'auto' "
-        "(convnet when the model has a Conv2d, else mlp)",
+        "(convnet when the model has a convolution, else mlp)",
     )
     allocation: str = arg(
         "auto",

@@ -39,6 +39,8 @@ from typing import Any
 
 import torch.nn as nn
 
+from prunus.compress.runner import CONVS
+
 __all__ = ["AUTO", "AUTO_FIELDS", "FINETUNE_START", "PRESETS", "model_kind", "resolve", "start_steps"]
 
 #: The value of a field that the preset fills.
@@ -76,8 +78,8 @@ FINETUNE_START: dict[str, int] = {"mlp": 0, "convnet": 1500}
 
 
 def model_kind(model: nn.Module) -> str:
-    """`"convnet"` when the model has a Conv2d (the layers the DE search prunes are Conv2d and Linear), else `"mlp"`."""
-    return "convnet" if any(isinstance(m, nn.Conv2d) for m in model.modules()) else "mlp"
+    """`"convnet"` when the model has a convolution of any rank (DE prunes convs and Linear), else `"mlp"`."""
+    return "convnet" if any(isinstance(m, CONVS) for m in model.modules()) else "mlp"
 
 
 def resolve(cfg: Any, model: nn.Module) -> Any:

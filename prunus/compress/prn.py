@@ -78,7 +78,7 @@ MAX_PARAMS = 1 << 27  # 134M parameters (512 MiB in float32) is the most a .prn 
 MAX_LEVELS = 256
 MAX_LAYERS = 1 << 14
 _MAX_DIM = 1 << 24
-_MAX_INPUT = 1 << 22  # C*H*W of the replay input
+_MAX_INPUT = 1 << 22  # values of one replay input sample (C*H*W for an image)
 #: the tensors of a version-2 file and their dtypes (dense may also be float32)
 TENSORS = {"coded": np.uint8, "values": np.float16, "ints": np.int64}  # values may be float32; ints may be absent
 _QUANTIZERS = ("kmeans", "uniform")
@@ -294,8 +294,9 @@ def _check_header(
     h = check_header(h, FORMAT, fields=fields, optional={"metrics": dict, "config": dict, "folded_bn": list},
                      where=where)  # fmt: skip
     shape = _shape(h["input_shape"], where, "input_shape")
-    if len(shape) != 3 or not all(shape) or math.prod(shape) > _MAX_INPUT:
-        raise _fail(where, f"input_shape must be [C, H, W] with C*H*W <= {_MAX_INPUT}, got {shape}")
+    if not 1 <= len(shape) <= 4 or not all(shape) or math.prod(shape) > _MAX_INPUT:
+        raise _fail(where, f"input_shape must be one sample's shape ([C, L], [C, H, W], [C, D, H, W] or [features]) "
+                           f"of at most {_MAX_INPUT} values, got {shape}")  # fmt: skip
     names, shapes, bits, kinds = _columns(h["layers"], where)
     _check_tensors(tensors, where)
     coded, values = tensors["coded"], tensors["values"]

@@ -8,7 +8,7 @@ hooks and recomputes the prefix).
 the batch: activations from before the layer that are used after it (residual branches) are
 repeated P times, nothing before the layer is recomputed.
 
-`candidate_outputs(module, inp, weights)` evaluates P weight tensors of one Conv2d/Linear at once
+`candidate_outputs(module, inp, weights)` evaluates P weight tensors of one conv/Linear at once
 (a broadcast matmul for a Linear; for a conv one conv with the P candidates' filters stacked as
 P x out output channels; a grouped conv loops over candidates).
 
@@ -34,12 +34,18 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-__all__ = ["LayerState", "Runner", "batched_layer", "candidate_outputs", "prunable_layers"]
+__all__ = ["CONVS", "PRUNABLE", "LayerState", "Runner", "batched_layer", "candidate_outputs", "prunable_layers"]
+
+
+#: the layers DE prunes and the .prn quantizes: convolutions of every rank (audio, image, volume) and Linear
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+PRUNABLE = (*CONVS, nn.Linear)
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Every Conv2d and Linear module by dotted name, in `named_modules` order."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    """Every Conv1d/Conv2d/Conv3d and Linear module by dotted name, in `named_modules` order."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE)}
 
 
 @dataclass
@@ -79,7 +85,7 @@ class _Prefix(fx.Interpreter):
 
 
 class Runner:
-    """Prefix-once, suffix-many evaluation of a model around one of its Conv2d/Linear layers."""
+    """Prefix-once, suffix-many evaluation of a model around one of its conv/Linear layers."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -176,16 +182,20 @@ def batched_layer(module: nn.Module, inp: torch.Tensor):
     if isinstance(module, nn.Linear):
 
         def linear(weights: torch.Tensor) -> torch.Tensor:
-            y = torch.matmul(inp.unsqueeze(0), weights.transpose(-1, -2))  # (P, B, ..., out)
+            # (P, out, in) -> (P, 1, ..., 1, in, out): one matrix per candidate, broadcast over every leading
+            # dim of the input (a Linear on tokens or channels-last maps reads (B, ..., in), not (B, in))
+            w = weights.transpose(-1, -2).reshape(weights.shape[0], *([1] * (inp.dim() - 2)), *weights.shape[:0:-1])
+            y = torch.matmul(inp.unsqueeze(0), w)  # (P, B, ..., out)
             if bias is not None:
                 y = y + bias
             return y.reshape(weights.shape[0] * batch, *y.shape[2:])
 
         return linear
-    conv: nn.Conv2d = module  # type: ignore[assignment]
+    conv: nn.Conv1d | nn.Conv2d | nn.Conv3d = module  # type: ignore[assignment]
     if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         return lambda weights: torch.cat([conv._conv_forward(inp, w, bias) for w in weights])
     out = conv.out_channels
+    conv_nd = _CONV[conv.weight.dim() - 2]
 
     def convolve(weights: torch.Tensor) -> torch.Tensor:
         # the P candidates as one conv with P * out output channels: the runtime's own conv kernel,
@@ -193,10 +203,10 @@ def batched_layer(module: nn.Module, inp: torch.Tensor):
         # (B, C*kh*kw, L) column matrix held in memory
         count = weights.shape[0]
         stacked_bias = bias.repeat(count) if bias is not None else None
-        y = F.conv2d(inp, weights.reshape(count * out, *weights.shape[2:]), stacked_bias, conv.stride, conv.padding,
-                     conv.dilation)  # fmt: skip
-        ho, wo = y.shape[-2:]
-        return y.reshape(batch, count, out, ho, wo).transpose(0, 1).reshape(count * batch, out, ho, wo)
+        y = conv_nd(inp, weights.reshape(count * out, *weights.shape[2:]), stacked_bias, conv.stride, conv.padding,
+                    conv.dilation)  # fmt: skip
+        spatial = y.shape[2:]
+        return y.reshape(batch, count, out, *spatial).transpose(0, 1).reshape(count * batch, out, *spatial)
 
     return convolve
 

@@ -210,7 +210,7 @@ def _check_targets(layers: Mapping[str, nn.Module], targets: Mapping[str, float]
     for name, s in targets.items():
         if name not in layers:
             raise ConfigError(
-                f"sparsity target for {name!r}: no Conv2d/Linear layer of that name; layers: {', '.join(layers)}"
+                f"sparsity target for {name!r}: no conv/Linear layer of that name; layers: {', '.join(layers)}"
             )
         if not isinstance(s, (int, float)) or isinstance(s, bool) or not 0.0 <= s < 1.0:
             raise ConfigError(f"sparsity target {s!r} for {name!r} must be a number in [0, 1)")
@@ -268,7 +268,7 @@ def search(
     """Sparsify `model` in place by directed evolution; returns the masks (True = kept).
 
     Args:
-        model: the student, in eval mode; its Conv2d/Linear weights are zeroed in place.
+        model: the student, in eval mode; its conv/Linear weights are zeroed in place.
         x: the calibration batch the candidates are scored on.
         teacher_logits: the teacher's logits on `x`.
         targets: sparsity for every layer (float), per layer (name -> float; missing = 0), or with

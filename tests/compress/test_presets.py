@@ -38,8 +38,9 @@ def _values(cfg):
 def test_a_conv_net_gets_the_convnet_preset_and_an_mlp_the_mlp_preset():
     assert model_kind(_convnet()) == "convnet"
     assert model_kind(_mlp()) == "mlp"
-    conv1d = nn.Sequential(nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6, 2))  # the search prunes Conv2d only
-    assert model_kind(conv1d) == "mlp"
+    conv1d = nn.Sequential(nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6, 2))  # the search prunes every conv rank
+    assert model_kind(conv1d) == "convnet"
+    assert model_kind(nn.Sequential(nn.Conv3d(1, 2, 1), nn.Flatten())) == "convnet"
     conv = CompressConfig().resolved(_convnet())
     assert conv.preset == "convnet"
     assert _values(conv) == CONVNET_VALUES
@@ -147,7 +148,7 @@ def test_the_compress_command_says_which_preset_ran(tmp_path, capsys, monkeypatc
     small = ["--data", "synthetic", "--bits", "4", "--calib-size", "16", "--rescore-size", "16", "--set", "cycles=1",
              "--set", "generations=1", "--finetune-steps", "0", "--no-progress"]  # fmt: skip
     assert main(["compress", str(tmp_path / "m"), *small, "--out", str(tmp_path / "a.prn")]) == 0
-    assert "convnet (chosen: the model has a Conv2d)" in capsys.readouterr().out
+    assert "convnet (chosen: the model has a convolution)" in capsys.readouterr().out
     assert main(["compress", str(tmp_path / "m"), *small, "--preset", "mlp", "--out", str(tmp_path / "b.prn")]) == 0
     assert "mlp (as given)" in capsys.readouterr().out
 

@@ -13,6 +13,8 @@ from prunus.compress.runner import Runner, candidate_outputs
 @pytest.mark.parametrize(
     "conv",
     [
+        nn.Conv1d(3, 5, 3, padding=1, stride=2),
+        nn.Conv3d(3, 4, 3, padding=1, bias=False),
         nn.Conv2d(3, 5, 3, padding=1, bias=True),
         nn.Conv2d(3, 4, 3, stride=2, padding=2, dilation=2, bias=False),
         nn.Conv2d(4, 4, 3, padding=1, groups=4),  # depthwise: the per-candidate loop
@@ -21,20 +23,20 @@ from prunus.compress.runner import Runner, candidate_outputs
 )
 def test_candidate_outputs_equal_one_conv_per_candidate(conv):
     torch.manual_seed(0)
-    x = torch.randn(7, conv.in_channels, 9, 9)
+    x = torch.randn(7, conv.in_channels, *[9] * (conv.weight.dim() - 2))
     weights = torch.randn(4, *conv.weight.shape)
     got = candidate_outputs(conv, x, weights)
-    want = torch.cat(
-        [F.conv2d(x, w, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups) for w in weights]
-    )
+    conv_nd = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[conv.weight.dim()]
+    want = torch.cat([conv_nd(x, w, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups) for w in weights])
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
-def test_candidate_outputs_linear():
+@pytest.mark.parametrize("shape", [(5, 6), (5, 4, 6), (5, 3, 4, 6)])  # (B, in), tokens, channels-last maps
+def test_candidate_outputs_linear(shape):
     torch.manual_seed(0)
     fc = nn.Linear(6, 3)
-    x, weights = torch.randn(5, 6), torch.randn(2, 3, 6)
+    x, weights = torch.randn(*shape), torch.randn(2, 3, 6)
     want = torch.cat([F.linear(x, w, fc.bias) for w in weights])
     torch.testing.assert_close(candidate_outputs(fc, x, weights), want, atol=1e-6, rtol=1e-6)
 

@@ -103,7 +103,7 @@ def test_conv_layers_are_searched():
 @pytest.mark.parametrize(
     ("targets", "settings", "match"),
     [
-        ({"nope": 0.5}, SearchSettings(), "no Conv2d/Linear layer"),
+        ({"nope": 0.5}, SearchSettings(), "no conv/Linear layer"),
         ({"0": 1.0}, SearchSettings(), r"\[0, 1\)"),
         (0.5, SearchSettings(allocation="bogus"), "uniform or global"),
         ({"0": 0.5}, SearchSettings(allocation="global"), "one sparsity"),
