@@ -29,7 +29,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             help="saved model directories; with two or more, the first is the reference (your dense model)",
         )
     )
-    parser.add_argument("--input-shape", metavar="C,H,W", help="input shape; default: the one in model.json")
+    parser.add_argument(
+        "--input-shape",
+        metavar="C,H,W",
+        help="one sample's shape (C,H,W; or C,L, C,D,H,W); default: the one in model.json",
+    )
     parser.add_argument(
         "--trust-factory", action="store_true", help="allow importing the user factory named in model.json"
     )

@@ -45,6 +45,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     mark_input(
         p.add_argument("model_dir", help="model directory (model.json + model.safetensors), or a run holding one")
     )
+    p.add_argument("--trust-factory", action="store_true", help="allow importing the user factory named in the file")
     add_output_arg(p, "--out", "file", required=True, help="the .prn file to write (an existing one needs --force)")
     g = p.add_argument_group("what to compress to (CompressConfig; --set for per-layer sparsity or bits)")
     g.add_argument("--sparsity", type=float, help="share of weights removed from every layer (default 0.9)")
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     stage = CompressStage(
         compress=dataclasses.replace(settings, seed=0), data=DataConfig(name=args.data, root=args.data_dir)
     )
-    model = load(args.model_dir)
+    model = load(args.model_dir, trust_factory=args.trust_factory)
     # progress lines go to stdout, like training's; --json keeps stdout for the report alone
     progress = not (args.no_progress or args.json)
     report, bundle = compress_model(stage, model, args.out, seed=settings.seed, progress=progress)

@@ -46,8 +46,13 @@ def load_model(args: argparse.Namespace) -> tuple[Any, tuple[int, ...]]:
         shape = parse_ints(args.input_shape, "--input-shape")
     else:
         shape = get_info(model).input_shape
-    if len(shape) != 3:
-        raise ConfigError(f"{model_dir} records no input shape (C, H, W); pass --input-shape C,H,W")
+    if not shape:
+        raise ConfigError(f"{model_dir} records no input shape; pass --input-shape C,H,W (or C,L or C,D,H,W)")
+    if not all(isinstance(s, int) for s in shape):  # a tuple or dict of shapes: a model with several inputs
+        raise ConfigError(
+            f"{model_dir} takes several inputs ({shape}); prunus export and bench handle models with one input "
+            "(the Python API's prunus.deploy.export_onnx takes a tuple of example inputs)"
+        )
     if args.input_shape:
         check_input_fits(model, shape, "--input-shape")
     return model, shape
@@ -81,7 +86,11 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
             help="a saved model directory (model.json + weights), a run holding one, or a .prn",
         )
     )
-    parser.add_argument("--input-shape", metavar="C,H,W", help="input shape; default: the one in model.json")
+    parser.add_argument(
+        "--input-shape",
+        metavar="C,H,W",
+        help="one sample's shape (C,H,W; or C,L, C,D,H,W); default: the one in model.json",
+    )
     parser.add_argument(
         "--trust-factory", action="store_true", help="allow importing the user factory named in model.json"
     )

@@ -194,9 +194,13 @@ def _check_args(
 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...]]:
     if runtimes is None:
         runtimes = available_runtimes()
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ConfigError(f"input_shape must be (C, H, W) with positive sizes, got {tuple(input_shape)}")
+    ints = all(isinstance(s, int) and not isinstance(s, bool) for s in input_shape)
+    shape = tuple(input_shape) if ints else ()
+    if not 1 <= len(shape) <= 6 or min(shape) < 1:
+        raise ConfigError(
+            "input_shape must be one sample's shape, (C, H, W) (or (C, L), (C, D, H, W)), with positive sizes; "
+            f"the benchmarks time models with one input; got {input_shape!r}"
+        )
     batches = tuple(int(b) for b in batch_sizes)
     if not batches or min(batches) < 1:
         raise ConfigError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
@@ -331,7 +335,7 @@ def measure_latency(
 
     Args:
         model: The model; measured in eval mode and returned to its previous mode.
-        input_shape: (C, H, W) of one image.
+        input_shape: One sample's shape: (C, H, W) of an image, (C, L) or (C, D, H, W).
         batch_sizes: Batch sizes to measure.
         runtimes: Any of `RUNTIMES`: "torch", "torch-folded", "onnxruntime", "openvino"; default
             `available_runtimes()` (those whose package is installed).
@@ -401,7 +405,7 @@ def benchmark_model(
 
     Args:
         model: The model to measure.
-        input_shape: (C, H, W) of one image.
+        input_shape: One sample's shape: (C, H, W) of an image, (C, L) or (C, D, H, W).
         model_dir: A saved model directory (model.json + model.safetensors count as its bytes;
             every file is listed) or a single model file.
         batch_sizes, runtimes, warmup, repeats, threads: As in `measure_latency`.
@@ -468,7 +472,7 @@ def compare_latency(
     Args:
         dense: The reference model.
         pruned: The pruned (or any other) model with the same input shape.
-        input_shape: (C, H, W) of one image.
+        input_shape: One sample's shape: (C, H, W) of an image, (C, L) or (C, D, H, W).
         batch_sizes, runtimes, warmup, repeats, threads: As in `measure_latency`.
 
     Returns:

@@ -172,7 +172,7 @@ def compare_models(
 
     Args:
         models: Two or more models with the same input shape; the first is the reference.
-        input_shape: (C, H, W) of one image.
+        input_shape: One sample's shape: (C, H, W) of an image, (C, L) or (C, D, H, W).
         names: Labels (default "model0", "model1", ...).
         paths: Saved model directories or files, for bytes on disk (None entries: not counted).
         batch_sizes, runtimes, warmup, repeats, threads: As in `prunus.deploy.bench.measure_latency`;

@@ -114,7 +114,7 @@ def run_prune(cfg: PruneStage, ctx: StageContext) -> StageResult:
         data = build_loaders(DataConfig(**{**cfg.data.to_dict(), "augment": False}), seed=ctx.seed)
         batch = training_slice(data, data.train.batch_size)
     torch.manual_seed(ctx.seed)
-    model, report = prune(model, example_input(shape), cfg.prune_config(), batch=batch, threads=cfg.threads)
+    model, report = prune(model, example_input(shape, model), cfg.prune_config(), batch=batch, threads=cfg.threads)
     acc = split_accuracy(model, cfg.data, ctx.seed) if cfg.evaluate else None
     numbers = {"macs": report.pruned_macs, "params": report.pruned_params}
     if acc is not None:

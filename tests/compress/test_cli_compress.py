@@ -68,3 +68,35 @@ def test_out_must_be_prn_and_corrupt_prn_is_one_line(model_dir, tmp_path, capsys
     assert main(["info", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("prunus: error:") == 2
+
+
+def _user_cnn(width: int = 6):
+    """A user's own image CNN, rebuilt by this factory (not from prunus's registry)."""
+    from torch import nn
+
+    from prunus.models.info import update_info
+
+    model = nn.Sequential(nn.Conv2d(1, width, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(width * 13 * 13, 10))
+    update_info(model, arch={"factory": "prunus_test_user_cnn:build", "kwargs": {"width": width}})
+    return model
+
+
+def test_a_user_factory_model_compresses_only_with_trust_factory(tmp_path, capsys, monkeypatch):
+    import sys
+    import types
+
+    module = types.ModuleType("prunus_test_user_cnn")
+    module.build = _user_cnn
+    monkeypatch.setitem(sys.modules, "prunus_test_user_cnn", module)
+    model_dir = prunus.save(_user_cnn().eval(), tmp_path / "user", input_shape=(1, 28, 28))
+    out = tmp_path / "u.prn"
+    args = ["compress", str(model_dir), "--data", "synthetic", "--sparsity", "0.5", "--bits", "8", "--calib", "64",
+            "--preset", "mlp", "--set", "cycles=1", "--no-progress", "--json", "--out", str(out)]  # fmt: skip
+    assert main(args) == 2  # the file names code to import: refused unless the user says so
+    assert "--trust-factory" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*args, "--trust-factory"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert main(["eval", str(out), "--data", "synthetic", "--trust-factory"]) == 0
+    assert "accuracy" in capsys.readouterr().out

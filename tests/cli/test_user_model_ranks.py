@@ -1,0 +1,71 @@
+"""The command line on the models users bring that are not images: a 1-d (audio) and a 3-d (volume) CNN go
+through prune -> export -> bench like an image model, and a model with two inputs is refused in one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import prunus
+from prunus.cli import main
+
+from ..structure import families as fam
+
+
+@pytest.fixture
+def user_models(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "prunus_test_families", fam)  # the factory the model files name
+
+    def saved(name: str):
+        torch.manual_seed(0)
+        x = fam.inputs(name)
+        shape = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else tuple(tuple(t.shape[1:]) for t in x)
+        return prunus.save(fam.build(name).eval(), tmp_path / name, input_shape=shape), x
+
+    return saved
+
+
+@pytest.mark.parametrize("name", ["conv1d", "conv3d"])
+def test_prune_export_and_bench_a_cnn_of_another_rank(name, user_models, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    dense, x = user_models(name)
+    shape = list(x.shape[1:])
+    assert (
+        main(["prune", str(dense), "--remove-channels", "0.5", "--out", str(tmp_path / "run"), "--trust-factory"]) == 0
+    )
+    pruned = tmp_path / "run" / "01-prune" / "model"
+    model = prunus.load(pruned, trust_factory=True).eval()
+    assert list(prunus.models.info.get_info(model).input_shape) == shape
+    assert prunus.count(model, tuple(shape)).macs < prunus.count(fam.build(name), tuple(shape)).macs
+
+    assert main(["export", str(pruned), "--format", "onnx", "--trust-factory"]) == 0
+    session = ort.InferenceSession(str(pruned / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4, rtol=1e-4)
+
+    out = tmp_path / "bench.json"
+    argv = ["bench", str(dense), str(pruned), "--batch-sizes", "1", "--repeats", "2", "--warmup", "0"]
+    assert main([*argv, "--runtimes", "torch", "--threads", "1", "--json", str(out), "--trust-factory"]) == 0
+    data = json.loads(out.read_text())
+    assert data["input_shape"] == shape
+    d, p = data["models"]
+    assert p["macs_ratio"] == d["macs"] / p["macs"] > 1
+    capsys.readouterr()
+
+
+def test_a_model_with_two_inputs_is_refused_by_export_and_bench_in_one_line(user_models, capsys):
+    path, _ = user_models("tuple_io")
+    for argv in (["export", str(path), "--format", "onnx"], ["bench", str(path), "--repeats", "1"]):
+        assert main([*argv, "--trust-factory"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert (
+            "takes several inputs (((3, 8, 8), (1, 8, 8))); prunus export and bench handle models with one input" in err
+        )
