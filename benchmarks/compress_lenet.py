@@ -67,15 +67,16 @@ def _sparsity(spec: str) -> float | dict[str, float]:
 
 
 def _point(teacher, bundle, calib, sparsity, max_drop: float, overrides: dict, out_dir: Path,
-           like_cli: bool = False) -> dict:  # fmt: skip
-    cfg = CompressConfig(**{"sparsity": sparsity, "bits": "auto", "max_drop": max_drop, **overrides})
+           like_cli: bool = False, progress: bool = False) -> dict:  # fmt: skip
+    cfg = CompressConfig(**{"sparsity": sparsity, "bits": "auto", "max_drop": max_drop, **overrides,
+                            "progress": progress})  # fmt: skip
     path = out_dir / f"point-d{max_drop}-p{cfg.population}.prn"
     start = time.perf_counter()
     if like_cli:  # the images `prunus compress` draws: budget and verdict on the validation split
         from prunus.pipeline._compress_stage import CompressStage, compress_model
 
         report, _ = compress_model(CompressStage(compress=cfg, data=DataConfig()), teacher, path, seed=0,
-                                   progress=False)  # fmt: skip
+                                   progress=progress)  # fmt: skip
     else:
         report = compress(teacher, calib, cfg, out=path)
     wall = time.perf_counter() - start
@@ -162,6 +163,9 @@ def main() -> None:
     ap.add_argument("--magnitude-arm", action="store_true",
                     help="also run every point with population=1: magnitude pruning in the same schedule, with the "
                          "same recovery, fine-tune and bit budget (what DE's search adds)")  # fmt: skip
+    ap.add_argument("--progress", action="store_true",
+                    help="print the compression's progress lines (phases, DE cycles, recovery and fine-tune times) "
+                         "to stdout: a MobileNetV2 point runs for the better part of an hour")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from _common import parse_set
@@ -181,10 +185,11 @@ def main() -> None:
         spec, drop = text.rsplit(":", 1)
         sparsity = _sparsity(spec)
         before = os.getloadavg()
-        points.append(_point(teacher, bundle, calib, sparsity, float(drop), overrides, out_dir, args.like_cli))
+        points.append(_point(teacher, bundle, calib, sparsity, float(drop), overrides, out_dir, args.like_cli,
+                             args.progress))  # fmt: skip
         if args.magnitude_arm:
             arm = _point(teacher, bundle, calib, sparsity, float(drop), {**overrides, "population": 1}, out_dir,
-                         args.like_cli)  # fmt: skip
+                         args.like_cli, args.progress)  # fmt: skip
             points[-1]["magnitude_arm"] = {k: arm[k] for k in ("test_drop_pt", "test_acc", "ratio", "file_bytes",
                                                                "bits", "compress_wall_seconds")}  # fmt: skip
         points[-1]["run"] = {"command": command, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
