@@ -248,6 +248,21 @@ def _device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def check_fits(models: Sequence[nn.Module], shape: tuple[int, ...]) -> None:
+    """ConfigError unless one all-zero sample of `shape` runs through every model (before minutes of timing).
+
+    Any rank is a valid shape ((C, L), (C, H, W), ...), so only the model can say a shape is wrong for it.
+    """
+    with _inference(models), torch.no_grad():
+        for k, model in enumerate(models):
+            try:
+                model(torch.zeros(1, *shape, device=_device(model)))
+            except (RuntimeError, ValueError, TypeError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+                which = f"model {k}" if len(models) > 1 else "the model"
+                raise ConfigError(f"input_shape {shape} does not fit {which}: {first}") from None
+
+
 def _runners(
     model: nn.Module, shape: tuple[int, ...], batches: tuple[int, ...], runtimes: tuple[str, ...], threads: int | None
 ) -> dict[tuple[str, int], Runner]:
@@ -353,6 +368,7 @@ def measure_latency(
         [('torch', 1), ('torch', 4)]
     """
     shape, batches, rts = _check_args(input_shape, batch_sizes, runtimes, warmup, repeats)
+    check_fits([model], shape)
     rows = []
     with _torch_threads(threads), _inference([model]):
         for (rt, b), fn in _runners(model, shape, batches, rts, threads).items():
@@ -421,6 +437,7 @@ def benchmark_model(
         (1296, 1)
     """
     shape, batches, rts = _check_args(input_shape, batch_sizes, runtimes, warmup, repeats)
+    check_fits([model], shape)
     files, size = _files(model_dir) if model_dir is not None else ({}, None)
     macs, params = _count(model, shape)
     rows = measure_latency(
@@ -485,6 +502,7 @@ def compare_latency(
         2.0
     """
     shape, batches, rts = _check_args(input_shape, batch_sizes, runtimes, warmup, repeats)
+    check_fits([dense, pruned], shape)
     dense_macs, dense_params = _count(dense, shape)
     pruned_macs, pruned_params = _count(pruned, shape)
     if pruned_macs <= 0:

@@ -38,6 +38,7 @@ from prunus.deploy.bench import (
     _timed,
     _torch_threads,
     _versions,
+    check_fits,
     fastest,
 )
 from prunus.errors import ConfigError
@@ -196,6 +197,7 @@ def compare_models(
     where = list(paths) if paths is not None else [None] * len(models)
     if len(labels) != len(models) or len(where) != len(models):
         raise ConfigError(f"{len(models)} models but {len(labels)} names and {len(where)} paths")
+    check_fits(models, shape)
     counts = [_count(m, shape) for m in models]
     sizes = tuple(_files(p)[1] if p is not None else None for p in where)
     n = len(models)

@@ -85,9 +85,20 @@ def test_measure_latency_rejects_bad_arguments(kwargs, match):
         measure_latency(_net(1), SHAPE, **kwargs)
 
 
-def test_measure_latency_rejects_bad_input_shape():
-    with pytest.raises(ConfigError, match=r"\(C, H, W\)"):
-        measure_latency(_net(1), (1, 6), runtimes=("torch",))
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [
+        ((1, 6), r"^input_shape \(1, 6\) does not fit the model: "),  # a 1-d shape for a 2-d conv net
+        ((1, 6, 6, 6), r"^input_shape \(1, 6, 6, 6\) does not fit the model: "),
+        ((0, 6, 6), r"^input_shape must be one sample's shape"),
+        ((1, (6, 6)), r"^input_shape must be one sample's shape"),
+    ],
+)
+def test_measure_latency_rejects_bad_input_shape(shape, match):
+    with pytest.raises(ConfigError, match=match):
+        measure_latency(_net(1), shape, runtimes=("torch",))
+    with pytest.raises(ConfigError, match=match):
+        benchmark_model(_net(1), shape, runtimes=("torch",))
 
 
 def test_compare_latency_ratios_are_consistent_with_count():
