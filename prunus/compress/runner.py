@@ -175,10 +175,24 @@ class Runner:
             handle.remove()
 
 
+_PLAIN_FORWARDS = {nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward, nn.Linear.forward}
+
+
+def _own_forward(module: nn.Module) -> bool:
+    """Whether `module` is a conv/Linear subclass whose forward is not torch's (it pads, scales or
+    standardises on the way), so its output is not `F.conv*d` / `F.linear` of its weight."""
+    return type(module).forward not in _PLAIN_FORWARDS
+
+
 def batched_layer(module: nn.Module, inp: torch.Tensor):
     """A function `weights (P, *weight.shape) -> outputs (P * B, ...)` for `module` on the fixed input `inp`."""
     bias = module.bias
     batch = inp.shape[0]
+    if _own_forward(module):  # timm's Conv2dSame pads in forward, NF-Nets standardise the weight there:
+        # the module itself runs each candidate, or the scores would be of a layer the model does not have
+        return lambda weights: torch.cat(
+            [torch.func.functional_call(module, {"weight": w}, (inp,), strict=False) for w in weights]
+        )
     if isinstance(module, nn.Linear):
 
         def linear(weights: torch.Tensor) -> torch.Tensor:

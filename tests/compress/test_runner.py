@@ -126,3 +126,54 @@ def test_candidates_are_scored_in_calls_whose_outputs_fit_the_chunk():
     sets = torch.rand(7, 20, generator=torch.Generator().manual_seed(1)) < 0.5
     torch.testing.assert_close(small(pool, sets), big(pool, sets), atol=1e-6, rtol=1e-5)
     assert calls == [3, 3, 1]
+
+
+class _SamePadConv(nn.Conv2d):
+    """timm's Conv2dSame: the input is padded in forward (TF 'SAME'), the conv itself has padding 0."""
+
+    def forward(self, x):
+        ih, iw = x.shape[-2:]
+        kh, kw = self.kernel_size
+        ph = max((-(-ih // self.stride[0]) - 1) * self.stride[0] + kh - ih, 0)
+        pw = max((-(-iw // self.stride[1]) - 1) * self.stride[1] + kw - iw, 0)
+        x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class _ScaledLinear(nn.Linear):
+    def forward(self, x):
+        return F.linear(x, self.weight * 0.5, self.bias)
+
+
+def _custom_layers():
+    from ..structure import families as fam
+
+    layers = [
+        _SamePadConv(3, 4, 5, stride=2),
+        fam.StdConv(3, 4, 3, padding=1),  # NF-Net: the weight standardised over each filter's inputs in forward
+        fam.ScaledConv(3, 4, 3, padding=1),
+        _ScaledLinear(9, 4),
+    ]
+    with torch.no_grad():
+        for layer in layers[1:3]:
+            layer.gain.uniform_(0.5, 2.0)  # a gain of 1 would hide a forward that ignores it
+    return layers
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_a_layer_with_its_own_forward_scores_candidates_through_that_forward(index):
+    """Candidates of a conv/Linear subclass that pads, scales or standardises in forward are the module's own
+    outputs with each weight (a plain F.conv2d of the weight scored a layer the model does not have, or failed)."""
+    import copy
+
+    torch.manual_seed(0)
+    layer = _custom_layers()[index]
+    x = torch.randn(5, 3, 9, 9) if not isinstance(layer, nn.Linear) else torch.randn(5, 3, 9)
+    weights = torch.randn(3, *layer.weight.shape)
+    want = []
+    for w in weights:
+        one = copy.deepcopy(layer)
+        with torch.no_grad():
+            one.weight.copy_(w)
+            want.append(one(x))
+    torch.testing.assert_close(candidate_outputs(layer, x, weights), torch.cat(want), atol=1e-5, rtol=1e-5)
