@@ -138,8 +138,14 @@ def _check_one_input_one_output(model: nn.Module, x: torch.Tensor) -> None:
             f"compress runs models with one input tensor; {type(model).__name__}.forward needs "
             f"{len(needed)} ({', '.join(needed)}). Wrap it in a module that takes one tensor."
         )
-    with torch.no_grad():
-        out = model(x[:1])
+    try:
+        with torch.no_grad():
+            out = model(x[:1])
+    except (RuntimeError, ValueError, TypeError) as exc:  # a model built for another input size or rank
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ConfigError(
+            f"{type(model).__name__} does not run on calibration samples of shape {tuple(x.shape[1:])}: {first}"
+        ) from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         kind = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(

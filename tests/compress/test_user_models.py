@@ -75,3 +75,11 @@ def test_several_inputs_or_outputs_are_refused_with_what_to_do():
 
 def test_prunable_layers_are_every_conv_rank_and_linear():
     assert set(PRUNABLE) == {nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear}
+
+
+def test_calibration_samples_the_model_cannot_read_are_one_config_error():
+    model = _dense("conv1d")  # reads (2, L) samples
+    with pytest.raises(
+        ConfigError, match=re.escape("Conv1dNet does not run on calibration samples of shape (1, 28, 28): ")
+    ):
+        compress(model, torch.randn(8, 1, 28, 28), CompressConfig(**FAST, sparsity=0.5, bits=8), baselines=False)
