@@ -141,7 +141,7 @@ def _check_one_input_one_output(model: nn.Module, x: torch.Tensor) -> None:
     try:
         with torch.no_grad():
             out = model(x[:1])
-    except (RuntimeError, ValueError, TypeError) as exc:  # a model built for another input size or rank
+    except (RuntimeError, ValueError, TypeError, AssertionError) as exc:  # built for another input size or rank
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise ConfigError(
             f"{type(model).__name__} does not run on calibration samples of shape {tuple(x.shape[1:])}: {first}"

@@ -257,7 +257,7 @@ def check_fits(models: Sequence[nn.Module], shape: tuple[int, ...]) -> None:
         for k, model in enumerate(models):
             try:
                 model(torch.zeros(1, *shape, device=_device(model)))
-            except (RuntimeError, ValueError, TypeError) as exc:
+            except (RuntimeError, ValueError, TypeError, AssertionError) as exc:  # timm asserts its input size
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
                 which = f"model {k}" if len(models) > 1 else "the model"
                 raise ConfigError(f"input_shape {shape} does not fit {which}: {first}") from None

@@ -83,3 +83,17 @@ def test_calibration_samples_the_model_cannot_read_are_one_config_error():
         ConfigError, match=re.escape("Conv1dNet does not run on calibration samples of shape (1, 28, 28): ")
     ):
         compress(model, torch.randn(8, 1, 28, 28), CompressConfig(**FAST, sparsity=0.5, bits=8), baselines=False)
+
+
+def test_a_model_that_asserts_its_input_size_is_one_config_error():
+    class FixedSize(nn.Module):  # timm's `_assert(H == self.img_size[0], ...)` in patch embeddings
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.fc = nn.Conv2d(1, 2, 3), nn.Linear(2, 3)
+
+        def forward(self, x):
+            assert x.shape[-1] == 32, f"Input height ({x.shape[-1]}) doesn't match model (32)."
+            return self.fc(self.c(x).mean((2, 3)))
+
+    with pytest.raises(ConfigError, match=re.escape("FixedSize does not run on calibration samples of shape")):
+        compress(FixedSize().eval(), torch.randn(8, 1, 28, 28), CompressConfig(**FAST, sparsity=0.5, bits=8))
