@@ -8,6 +8,7 @@ library lets it propagate. Subclasses also derive from the matching built-in exc
 
 __all__ = [
     "ConfigError",
+    "first_line",
     "CorruptFileError",
     "DataNotFoundError",
     "FormatError",
@@ -68,6 +69,16 @@ class StructureWarning(UserWarning):
 
 class MissingDependencyError(PrunusError, ImportError):
     """An optional dependency is not installed; the message names the extra that installs it."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for one-line errors.
+
+    Example:
+        >>> first_line(RuntimeError("shape mismatch\\nWhile executing ..."))
+        'shape mismatch'
+    """
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def require(module: str, extra: str, purpose: str):  # noqa: ANN201 - returns the module

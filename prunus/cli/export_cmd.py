@@ -8,7 +8,7 @@ from typing import Any
 
 from prunus.cli._common import add_command, add_output_arg, mark_input, print_table
 from prunus.config import check_choice
-from prunus.errors import ConfigError, PrunusError
+from prunus.errors import ConfigError, PrunusError, first_line
 from prunus.formats.outputs import check_output
 from prunus.formats.run_dir import RunDir, resolve_model_dir
 
@@ -73,7 +73,7 @@ def check_input_fits(model: Any, shape: tuple[int, ...], flag: str) -> None:
         with torch.no_grad():
             model(torch.zeros(1, *shape))
     except (RuntimeError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ConfigError(f"{flag} {','.join(map(str, shape))} does not fit this model: {first[:160]}") from None
 
 

@@ -54,7 +54,7 @@ from prunus.compress.progress import CompressProgress
 from prunus.compress.report import CompressReport, LayerReport
 from prunus.compress.runner import prunable_layers
 from prunus.compress.search import SearchState, kl_per_candidate, magnitude_masks, search
-from prunus.errors import BudgetNotMetWarning, ConfigError, require
+from prunus.errors import BudgetNotMetWarning, ConfigError, first_line, require
 from prunus.models.info import get_info, update_info
 
 __all__ = ["compress", "decompress", "distill", "load"]
@@ -142,7 +142,7 @@ def _check_one_input_one_output(model: nn.Module, x: torch.Tensor) -> None:
         with torch.no_grad():
             out = model(x[:1])
     except (RuntimeError, ValueError, TypeError, AssertionError) as exc:  # built for another input size or rank
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        first = first_line(exc)[:160]
         raise ConfigError(
             f"{type(model).__name__} does not run on calibration samples of shape {tuple(x.shape[1:])}: {first}"
         ) from None

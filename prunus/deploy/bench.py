@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunus.errors import ConfigError
+from prunus.errors import ConfigError, first_line
 
 __all__ = [
     "RUNTIMES",
@@ -258,7 +258,7 @@ def check_fits(models: Sequence[nn.Module], shape: tuple[int, ...]) -> None:
             try:
                 model(torch.zeros(1, *shape, device=_device(model)))
             except (RuntimeError, ValueError, TypeError, AssertionError) as exc:  # timm asserts its input size
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+                first = first_line(exc)[:160]
                 which = f"model {k}" if len(models) > 1 else "the model"
                 raise ConfigError(f"input_shape {shape} does not fit {which}: {first}") from None
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunus.errors import CorruptFileError, FormatError
+from prunus.errors import CorruptFileError, FormatError, first_line
 from prunus.models.info import example_input
 
 __all__ = [
@@ -148,7 +148,7 @@ def build_bounded(build: Callable[[], nn.Module], input_shape: Sequence[int] | N
                 else:
                     model.eval()(x)
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise CorruptFileError(f"input_shape {_show(shape)} does not fit the architecture: {first[:160]}") from None
         finally:
             for h in handles:

@@ -27,7 +27,7 @@ from typing import Any
 
 from torch import nn
 
-from prunus.errors import ConfigError
+from prunus.errors import ConfigError, first_line
 from prunus.models._layers import check_int
 from prunus.models.info import ModelInfo, set_info
 
@@ -73,7 +73,7 @@ def import_timm() -> ModuleType:
             raise ConfigError(f"timm is installed but cannot be imported ({exc}); reinstall: {INSTALL_HINT}") from None
         raise ConfigError(f"timm models need the timm package: {INSTALL_HINT}") from None
     except (ImportError, OSError) as exc:  # e.g. a torchvision built for another torch
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ConfigError(f"timm cannot be imported ({first}); reinstall it with {INSTALL_HINT}") from None
     return timm
 
@@ -195,7 +195,7 @@ def create_from_record(model_name: str = "", **kwargs: Any) -> nn.Module:
     try:
         model = timm.create_model(bare, **kwargs)
     except (TypeError, ValueError, AssertionError, KeyError, RuntimeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ConfigError(f"timm:{bare} cannot be built with {kwargs}: {first[:200]}") from None
     stem, classifier = timm_stem_classifier(model)
     arch = {"factory": TIMM_FACTORY, "kwargs": {"model_name": bare, **kwargs}}

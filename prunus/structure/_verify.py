@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunus.errors import first_line
 from prunus.structure._cut import apply_plan
 from prunus.structure._graph import Graph, StructureError
 from prunus.structure._labels import tensors
@@ -99,7 +100,7 @@ def _trial(graph: Graph, inputs: Any, classes: set[int]) -> str | None:
             apply_plan(model, graph.plan(classes), undo, graph.modules)
             pruned = _run(model, inputs)
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            first = first_line(exc)[:160]
             return f"the model fails once it is cut ({type(exc).__name__}: {first})"
         finally:
             for restore in reversed(undo):
