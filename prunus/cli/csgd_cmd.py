@@ -111,7 +111,6 @@ def _stage(args: argparse.Namespace, saved: dict[str, Any]) -> tuple[dict[str, A
 
 def run(args: argparse.Namespace) -> int:
     from prunus.formats import load
-    from prunus.formats.model_dir import trusting
     from prunus.formats.run_dir import RunDir, resolve_model_dir
     from prunus.models.info import get_info
     from prunus.pipeline import parse_recipe, run_pipeline
@@ -128,9 +127,7 @@ def run(args: argparse.Namespace) -> int:
     if args.force and out.is_pipeline():
         out.check_no_links()
         shutil.rmtree(out.root)
-    factory = (get_info(model).arch or {}).get("factory") if args.trust_factory else None
-    with trusting(factory):
-        summary = run_pipeline(plan, out.root, progress=not args.no_progress)
+    summary = run_pipeline(plan, out.root, progress=not args.no_progress, trust_factory=args.trust_factory)
     from prunus.engine.distributed import is_main
 
     if is_main():

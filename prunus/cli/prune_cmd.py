@@ -177,7 +177,6 @@ def _fresh(args: argparse.Namespace) -> dict[str, Any] | None:
 def run(args: argparse.Namespace) -> int:
     from prunus.data.locate import check_root
     from prunus.formats import load
-    from prunus.formats.model_dir import trusting
     from prunus.formats.run_dir import RunDir, resolve_model_dir
     from prunus.models.info import get_info
     from prunus.pipeline import run_pipeline
@@ -204,9 +203,8 @@ def run(args: argparse.Namespace) -> int:
     if create is not None:
         echo(f"note: {args.model} is built with random initialisation (seed {args.seed or 0}, no pretrained "
              "weights): the criterion ranks untrained filters")  # fmt: skip
-    factory = (get_info(model).arch or {}).get("factory") if args.trust_factory and model is not None else None
-    with trusting(factory):  # the stages load the input model (and what they make from it) too
-        summary = run_pipeline(plan, out.root, progress=not args.no_progress, echo=echo)
+    # the stages load the input model (and what they make from it) by its factory too
+    summary = run_pipeline(plan, out.root, progress=not args.no_progress, echo=echo, trust_factory=args.trust_factory)
     stages = summary.records[0]["stages"]
     report = next(s for s in stages if s["kind"] == "prune")["metrics"]["report"]
     final = out.at(stages[-1]["model"]).root

@@ -37,6 +37,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="validate the recipe and print the plan; run nothing")
     p.add_argument("--no-progress", action="store_true", help="no training progress bars")
+    p.add_argument(
+        "--trust-factory",
+        action="store_true",
+        help="allow importing the user factory that the recipe's input model names in its model.json",
+    )
     p.set_defaults(run=run)
     return p
 
@@ -58,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             f"plan {plan.name!r}: seeds {list(plan.seeds)} -> {out}", ("arm", "#", "stage", "kind", "input"), rows
         )
         return 0
-    summary = run_pipeline(plan, out, progress=not args.no_progress)
+    summary = run_pipeline(plan, out, progress=not args.no_progress, trust_factory=args.trust_factory)
     for rec in summary.records[:4]:
         print_table(f"{plan.name}: arm {rec['arm']}, seed {rec['seed']}", STAGE_COLUMNS, stage_rows(rec))
         methods = method_rows(rec)  # what WE, grafting, C-SGD, MFP did, as the stages recorded it

@@ -36,6 +36,7 @@ from typing import Any
 from prunus._io.atomic import clean_dead_temps
 from prunus.data.bundle import EXECUTION_ONLY_FIELDS
 from prunus.errors import ConfigError
+from prunus.formats.model_dir import ALLOWED_FACTORIES, read_model_json, trusting
 from prunus.formats.outputs import check_output
 from prunus.formats.run_dir import RECORD_FORMAT, RunDir
 from prunus.pipeline.recipe import SOURCE, Plan, PlannedStage
@@ -281,6 +282,7 @@ def run_pipeline(
     *,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    trust_factory: bool = False,
 ) -> RunSummary:
     """Run every chain of `plan` (seeds x arms) and then the run-level stages, resuming what exists.
 
@@ -289,10 +291,29 @@ def run_pipeline(
         run_dir: The pipeline's directory (created once the whole plan has been checked).
         progress: Show training progress bars.
         echo: Where one line per stage goes.
+        trust_factory: Let the stages import the user factory (a "module:function") that the plan's
+            `input` model names in its model.json, and so load that model and every model made from
+            it (CLI: `--trust-factory`). Without it such an input is refused when a stage loads it.
 
     Returns:
         A `RunSummary`; `ran == 0` means the pipeline had already finished.
     """
+    factory = _input_factory(plan) if trust_factory else None
+    with trusting(factory):  # the stages load the input model, and what they make from it, by its factory
+        return _run_plan(plan, run_dir, progress=progress, echo=echo)
+
+
+def _input_factory(plan: Plan) -> str | None:
+    """The user factory ("module:function") the plan's input model is built by, if any."""
+    if plan.input is None:
+        return None
+    factory = read_model_json(plan.input)["arch"].get("factory")
+    return None if factory in ALLOWED_FACTORIES else factory
+
+
+def _run_plan(
+    plan: Plan, run_dir: str | os.PathLike[str], *, progress: bool, echo: Callable[[str], None]
+) -> RunSummary:
     run = RunDir(run_dir)
     # the CLI's output guard, kind "pipeline": a new path, an empty directory or a pipeline's own
     # (resumed); never a file, a link or someone else's directory
