@@ -56,6 +56,7 @@ from prunus.compress.runner import prunable_layers
 from prunus.compress.search import SearchState, kl_per_candidate, magnitude_masks, search
 from prunus.errors import BudgetNotMetWarning, ConfigError, first_line, require
 from prunus.models.info import get_info, update_info
+from prunus.structure.parametrized import bake_
 
 __all__ = ["compress", "decompress", "distill", "load"]
 
@@ -219,7 +220,8 @@ def compress(
         raise ConfigError("only a model built by prunus.create_model (or prunus.load) can be written to a .prn file")
     teacher = model.eval()
     _check_one_input_one_output(teacher, x)
-    searched = copy.deepcopy(model).eval()
+    # weight_norm / spectral_norm / other parametrizations: the student holds their values as plain weights
+    searched = bake_(copy.deepcopy(model)).eval()
     x_search = x[: cfg.calib_size]
     n_big = max(cfg.rescore_size, x_search.shape[0])
     # one teacher pass over every calibration image serves the search, the budget and both fine-tunes

@@ -52,6 +52,7 @@ from prunus._io.atomic import write_bytes
 from prunus.compress.varint import MAX_VARINT_BYTES, unpack_varints
 from prunus.errors import ConfigError, CorruptFileError, FormatError, PrunusError
 from prunus.formats.header import KINDS, check_header, make_header
+from prunus.structure.parametrized import bake_
 
 __all__ = [
     "FORMAT",
@@ -372,6 +373,7 @@ def build_model(prn: PrnFile, *, trust_factory: bool = False) -> nn.Module:
 
             probe = replay_shape(lambda: _build_dense(h["arch"], trust_factory), h["input_shape"])
             replay(model, h["history"], torch.zeros(1, *probe))
+        bake_(model)  # a compressed model holds its parametrized tensors' values as plain weights, as written
     except (ConfigError, CorruptFileError) as exc:
         raise FormatError(f"the .prn architecture cannot be rebuilt ({exc})"[:300]) from None
     except PrunusError:

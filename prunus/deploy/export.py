@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from prunus._io.atomic import atomic_path
-from prunus.errors import MissingDependencyError, PrunusError, require
+from prunus.errors import MissingDependencyError, PrunusError, first_line, require
 
 log = logging.getLogger(__name__)  # progress of conversions and checks (INFO); the CLI prints it
 
@@ -368,7 +368,16 @@ def _mark_onnx(data: bytes) -> bytes:
 def _check_onnx(
     model: nn.Module, data: bytes, batches: list[tuple[torch.Tensor, ...]], atol: float, rtol: float
 ) -> tuple[float, tuple[int, ...]]:
-    sess = ort_session(data)
+    try:
+        sess = ort_session(data)
+    except ExportError as exc:
+        dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()} - {"float32"})
+        if dtypes and "NOT_IMPLEMENTED" in str(exc):  # onnxruntime's CPU kernels are float32 for most ops
+            raise ExportError(
+                f"{first_line(exc)} (the model's weights are {', '.join(dtypes)}; onnxruntime's CPU kernels "
+                "are float32: export model.float())"
+            ) from exc
+        raise
     names = [i.name for i in sess.get_inputs()]
     agreement = _Agreement("ONNX", atol, rtol)
     with _eval_mode(model), torch.no_grad():

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunus.structure.parametrized import is_parametrized, snapshot
 from prunus.structure.roles import Role
 
 __all__ = ["CutPlan", "apply_plan", "rescale_stat_norm"]
@@ -62,6 +63,8 @@ def _keep(size: int, drop: list[int], device: torch.device, cache: dict | None =
 
 def _restorer(module: nn.Module, name: str) -> Any:
     """A function that puts back what `module.name` is now (the very same object)."""
+    if is_parametrized(module, name):  # assigning it wrote its originals' data in place (`right_inverse`)
+        return snapshot(module, name)
     if name in module._parameters:
         old = module._parameters[name]
         return lambda: module._parameters.__setitem__(name, old)

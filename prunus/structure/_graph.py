@@ -35,6 +35,7 @@ from prunus.models.info import get_info
 from prunus.structure._cut import CutPlan, apply_plan
 from prunus.structure._labels import UnionFind, tensors
 from prunus.structure._trace import KNOWN, Trace, channel_dim, eval_mode, forward, random_other, trace
+from prunus.structure.parametrized import is_parametrized, mask_, snapshot
 from prunus.structure.roles import Role
 
 __all__ = [
@@ -484,10 +485,14 @@ class Graph:
     def masked(self, classes: set[int]) -> Iterator[None]:
         """The model with `classes` masked (their weights zeroed, as `soft_mask_` does), then restored."""
         saved = []
+        restores: list[Callable[[], None]] = []
         try:
             with torch.no_grad():
                 for (module, tensor, dim), role, pos in self.positions(classes):
-                    if tensor and role.is_masked:
+                    if tensor and role.is_masked and is_parametrized(self.modules[module], tensor):
+                        restores.append(snapshot(self.modules[module], tensor))  # zeroing its value would be lost
+                        mask_(self.modules[module], tensor, dim, pos)
+                    elif tensor and role.is_masked:
                         t = getattr(self.modules[module], tensor)
                         idx = torch.tensor(pos, dtype=torch.long, device=t.device)
                         saved.append((t, dim, idx, t.index_select(dim, idx).clone()))
@@ -497,6 +502,8 @@ class Graph:
             with torch.no_grad():
                 for t, dim, idx, values in saved:
                     t.index_copy_(dim, idx, values)
+                for restore in reversed(restores):
+                    restore()
 
     def fold_constants(
         self,
@@ -571,6 +578,11 @@ class Graph:
                 w = module.weight[:, pos]
                 delta = (w.flatten(2).sum(2) if conv else w) @ value.to(w.dtype)
                 bias = module.bias
+                if is_parametrized(module, "bias"):  # computed: assigned through its right inverse
+                    if undo is not None:
+                        undo.append(snapshot(module, "bias"))
+                    module.bias = bias + delta
+                    continue
                 if undo is not None:
                     old = bias.detach().clone()
                     undo.append(lambda bias=bias, old=old: bias.data.copy_(old))

@@ -27,6 +27,7 @@ from torch import nn
 from prunus.structure import _ops
 from prunus.structure._cut import rescale_stat_norm
 from prunus.structure._labels import expand, fresh, tensors, varying_dims
+from prunus.structure.parametrized import bake_, why_not_editable
 from prunus.structure.roles import Role
 
 #: the `_trace.Tracer` whose state the rules read and record (not imported: it imports the rules)
@@ -107,7 +108,8 @@ def _writer(tr: Tracer, m: nn.Module, name: str, x: torch.Tensor, out: torch.Ten
     cin, cout = (m.in_channels, m.out_channels) if conv else (m.in_features, m.out_features)
     g = m.groups if conv else 1
     depthwise = conv and g > 1 and g == cin == cout
-    probe = _probe(tr, m, x, out) if _is_custom(m) else _Probe()
+    unsafe = why_not_editable(m)  # a parametrized weight no cut can be written through: no probe either
+    probe = _probe(tr, m, x, out) if _is_custom(m) and not unsafe else _Probe()
     kind = f"{type(m).__name__} {name!r}"
     col: list[int] | None = None
     if tr.labelled(x):
@@ -180,6 +182,9 @@ def _writer(tr: Tracer, m: nn.Module, name: str, x: torch.Tensor, out: torch.Ten
         tr.freeze_ids(rows, f"{kind} changes its other outputs when an output channel goes")
     if probe.opaque:
         tr.freeze_ids(rows, probe.opaque)
+    if unsafe:  # its rows and the input channels it reads stay: no cut through it is exact
+        tr.freeze_ids(rows, f"{kind} {unsafe}")
+        tr.freeze_ids(col or [], f"{kind} {unsafe}")
     tr.set(out, lab, torch.full([1] * odim, probe.zero, dtype=torch.bool))
 
 
@@ -358,7 +363,7 @@ def _generic_copy(m: nn.Module, attrs: list[str], gen: torch.Generator) -> nn.Mo
     whatever its weight, so every cut would look exact; once trained, the cut would change the other
     outputs (a weight standardised over its inputs, cut to one input, then fails outright).
     """
-    c = _bare_copy(m)
+    c = bake_(_bare_copy(m))  # the probe looks at the layer's forward; its parametrization is checked apart
     for attr in attrs:
         t = getattr(c, attr, None)
         if t is None or not t.is_floating_point() or t.numel() == 0:

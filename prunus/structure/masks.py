@@ -22,6 +22,7 @@ from torch import nn
 
 from prunus.structure.groups import ChannelGroup, StructureError, check_channels
 from prunus.structure.history import history_length
+from prunus.structure.parametrized import is_parametrized, mask_, masked_originals
 from prunus.structure.roles import MASKED_ROLES, Role
 
 __all__ = ["MASKED_ROLES", "HardMask", "reset_optimizer_rows", "reset_optimizer_state_", "soft_mask_"]
@@ -53,7 +54,11 @@ def soft_mask_(model: nn.Module, group: ChannelGroup, idxs: Iterable[int]) -> nn
     chans = check_channels(group, idxs, removing=False)
     with torch.no_grad():
         for module, tensor, dim, pos in _targets(group, chans):
-            t = getattr(model.get_submodule(module), tensor)
+            m = model.get_submodule(module)
+            if is_parametrized(m, tensor):  # a computed tensor: zeroing it in place would change nothing
+                mask_(m, tensor, dim, pos)
+                continue
+            t = getattr(m, tensor)
             t.index_fill_(dim, torch.tensor(pos, dtype=torch.long, device=t.device), 0.0)
     return model
 
@@ -196,13 +201,19 @@ class HardMask:
     def apply_(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Zero the masked weights, their gradients and `optimizer`'s state slices in place."""
         for module, tensor, dim, pos in self._targets():
-            p = getattr(model.get_submodule(module), tensor)
-            index = torch.tensor(pos, dtype=torch.long, device=p.device)
-            p.index_fill_(dim, index, 0.0)
-            if p.grad is not None:
-                p.grad.index_fill_(dim, index, 0.0)
-            if optimizer is not None:
-                reset_optimizer_rows(optimizer, p, index, dim)
+            m = model.get_submodule(module)
+            if is_parametrized(m, tensor):  # its value is computed: the stored originals are what is zeroed
+                mask_(m, tensor, dim, pos)
+                stored = masked_originals(m, tensor, dim)
+            else:
+                stored = [getattr(m, tensor)]
+                stored[0].index_fill_(dim, torch.tensor(pos, dtype=torch.long, device=stored[0].device), 0.0)
+            for p in stored:
+                index = torch.tensor(pos, dtype=torch.long, device=p.device)
+                if p.grad is not None:
+                    p.grad.index_fill_(dim, index, 0.0)
+                if optimizer is not None:
+                    reset_optimizer_rows(optimizer, p, index, dim)
 
     def state_dict(self) -> dict[str, Any]:
         """Masks as plain lists and strings (loadable with `torch.load(weights_only=True)`)."""

@@ -319,3 +319,12 @@ def test_an_onnx_model_that_outputs_nan_fails_the_check_and_writes_nothing(tmp_p
     with pytest.raises(ExportError, match="ONNX logits differ from torch by inf"):
         export_onnx(model, tmp_path / "m.onnx", x)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_float64_model_onnxruntime_cannot_run_says_to_export_it_as_float32(tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).double()
+    with pytest.raises(ExportError, match=r"the model's weights are float64; .* export model\.float\(\)"):
+        export_onnx(model, tmp_path / "m.onnx", torch.zeros(1, 1, 6, 6, dtype=torch.float64))
+    assert not (tmp_path / "m.onnx").exists()
+    res = export_onnx(model.float(), tmp_path / "m.onnx", torch.zeros(1, 1, 6, 6))  # as the message says
+    assert res.max_abs_diff <= 1e-4

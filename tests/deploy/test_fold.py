@@ -135,3 +135,51 @@ def test_export_folds_and_still_matches_the_eager_model(fmt, tmp_path):
         model, tmp_path / f"u.{fmt}", X[:2], fold_bn=False
     )
     assert unfolded.folded_bn == 0
+
+
+class _Affine(nn.Module):
+    """A user parametrization of a bias: the stored tensor is not the one the conv uses."""
+
+    def forward(self, b: torch.Tensor) -> torch.Tensor:
+        return 2 * b + 0.1
+
+
+def _parametrized(kind: str) -> nn.Module:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    if kind == "weight_norm":
+        conv = nn.utils.parametrizations.weight_norm(conv)
+        with torch.no_grad():  # g away from ||v||, so a fold of the raw v would show
+            conv.parametrizations.weight.original0.mul_(torch.rand(6, 1, 1, 1) + 0.5)
+    elif kind == "spectral_norm":
+        conv = nn.utils.parametrizations.spectral_norm(conv)
+    else:
+        nn.utils.parametrize.register_parametrization(conv, "bias", _Affine())
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), conv, nn.BatchNorm2d(6), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))  # fmt: skip
+    return _randomize_bn(net)
+
+
+@pytest.mark.parametrize("kind", ["weight_norm", "spectral_norm", "bias"])
+def test_a_parametrized_conv_folds_into_its_bn_and_exports(kind, tmp_path):
+    """weight_norm / spectral_norm / a user parametrization: the fold assigned over a computed property."""
+    net = _parametrized(kind)
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        for _ in range(3):  # spectral_norm's power iteration runs in train mode: the eval value is what folds
+            net.train()(x)
+        expected = net.eval()(x)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    folded, n = fold_bn(net)
+    assert n == 1
+    assert isinstance(folded[3], nn.Identity)
+    assert not nn.utils.parametrize.is_parametrized(folded[2])
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), expected, atol=1e-5, rtol=1e-5)
+    assert nn.utils.parametrize.is_parametrized(net[2])  # the user's model is untouched and still runs
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    with torch.no_grad():
+        assert torch.equal(net(x), expected)
+    res = export_onnx(net, tmp_path / "m.onnx", x[:1])
+    assert res.folded_bn == 1
+    assert res.max_abs_diff <= 1e-4

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from prunus.models.info import update_info
 
@@ -647,6 +648,48 @@ class SplitPiece(nn.Module):
         return self.fc(torch.cat([y, self.h[0](p), self.h[1](q)], 1).mean((2, 3)))
 
 
+class Doubled(nn.Module):
+    """A user parametrization with a right inverse: the weight used is twice the one stored."""
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return 2 * w
+
+    def right_inverse(self, w: torch.Tensor) -> torch.Tensor:
+        return w / 2
+
+
+class OwnForwardConv(nn.Conv2d):
+    """A user conv with a forward of its own: probed, and its groups checked by a trial cut on the model."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)
+
+
+class Parametrized(nn.Module):
+    """Parametrized weights (torch.nn.utils.parametrize): a cut or mask goes through their right inverse.
+
+    weight_norm (a user conv, whose groups the trial cut masks and cuts on the model itself and puts
+    back, and the classifier) and a user parametrization are cut and masked exactly;
+    spectral_norm keeps power-iteration vectors as long as its weight, so the channels it writes and
+    reads stay (a cut used to leave them behind: the pruned model failed in its first forward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.wn = nn.utils.parametrizations.weight_norm(OwnForwardConv(8, 8, 3, padding=1))
+        self.scaled = nn.Conv2d(8, 8, 3, padding=1)
+        parametrize.register_parametrization(self.scaled, "weight", Doubled())
+        self.sn = nn.utils.parametrizations.spectral_norm(nn.Conv2d(8, 8, 3, padding=1))
+        self.last = nn.Conv2d(8, 8, 1)
+        self.fc = nn.utils.parametrizations.weight_norm(nn.Linear(8, 5))
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        x = F.relu(self.wn(F.relu(self.stem(x))))
+        x = F.relu(self.last(F.relu(self.sn(F.relu(self.scaled(x))))))
+        return self.fc(x.mean((2, 3)))
+
+
 MODELS = {
     "size_from_input": SizeFromInput,
     "size_one_from_input": SizeOneFromInput,
@@ -675,6 +718,7 @@ MODELS = {
     "fused_qkv_odd": lambda: FusedQKV(v=7),  # 7 single v channels cannot fill pairs: left whole
     "mixed_pointwise": MixedPointwise,
     "split_piece": SplitPiece,
+    "parametrized": Parametrized,
 }
 
 

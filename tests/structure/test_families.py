@@ -71,6 +71,14 @@ EXPECTED = {
             "split_sizes=[6, 6])"
         ],
     ),
+    "parametrized": (
+        ["wn", "last"],
+        [
+            f"group '{key}' is left unpruned: ParametrizedConv2d 'sn' has its weight parametrized by _SpectralNorm, "
+            "whose own tensors are shaped by the whole weight"
+            for key in ("scaled", "sn")
+        ],
+    ),
     "input_shift": (
         ["b"],
         [
@@ -101,6 +109,7 @@ LEFT_WHOLE = {
         r"^group 'e' is left unpruned: mean in CenteredNorm 'centered' mixes the channels with each other$",
     ),
     "split_piece": ("s", r"^group 's' is left unpruned: the model fails once it is cut \(RuntimeError: "),
+    "parametrized": ("sn", r"^group 'sn' is left unpruned: ParametrizedConv2d 'sn' has its weight parametrized by "),
     "fused_qkv_odd": (
         "qkv",
         r"^group 'qkv' is left unpruned: its channels must go in units of unequal sizes \[1, 2\]$",
@@ -166,15 +175,16 @@ def test_prune_trains_and_saves_and_loads_to_the_same_outputs(name, tmp_path, mo
     # one training step at another batch size: the loss goes back through every cut layer
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    weights = {n: m.weight for n, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))}
-    before = {n: w.detach().clone() for n, w in weights.items()}
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))}
+    before = {n: m.weight.detach().clone() for n, m in layers.items()}  # read again after the step: a
+    # parametrized weight is computed from its originals on every access
     out = fam.run(model, fam.inputs(name, batch=3, seed=1))
     loss = sum(o.square().mean() for o in ((out,) if isinstance(out, torch.Tensor) else out))
     loss.backward()
     opt.step()
     assert torch.isfinite(loss)
     assert all(p.grad is not None for p in model.parameters())
-    assert [n for n, w in weights.items() if torch.equal(w, before[n])] == []  # every conv and linear learns
+    assert [n for n, m in layers.items() if torch.equal(m.weight, before[n])] == []  # every conv and linear learns
     # save -> load rebuilds the pruned shapes by replaying the history on the recorded input shape(s)
     model.eval()
     prunus.save(model, tmp_path / "m")
@@ -188,11 +198,13 @@ def test_prune_trains_and_saves_and_loads_to_the_same_outputs(name, tmp_path, mo
 def test_a_structure_that_cannot_be_cut_is_left_whole_with_one_warning(name):
     key, message = LEFT_WHOLE[name]
     model, x = _dense(name), fam.inputs(name)
-    dense_width = {n: p.shape for n, p in model.named_parameters()}
+    dense_width = {f"{n}.weight": m.weight.shape for n, m in model.named_modules()
+                   if isinstance(getattr(m, "weight", None), torch.Tensor)}  # fmt: skip
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model, report = prunus.prune(model, x, remove_channels=0.4)
-    mine = [str(w.message) for w in caught if issubclass(w.category, StructureWarning) and f"'{key}'" in str(w.message)]
+    mine = [str(w.message) for w in caught
+            if issubclass(w.category, StructureWarning) and str(w.message).startswith(f"group '{key}'")]  # fmt: skip
     assert len(mine) == 1
     assert re.match(message, mine[0]), mine[0]
     assert key not in report.widths  # left whole ...
@@ -530,7 +542,7 @@ def test_units_of_unequal_sizes_are_packed_into_equal_ones_within_each_split_pie
         torch.testing.assert_close(model(x), masked(x), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["mixnet", "res2net", "sknet"])
+@pytest.mark.parametrize("name", ["mixnet", "res2net", "sknet", "parametrized"])
 def test_trial_cuts_of_a_training_model_leave_it_as_it_was(name):
     """The trial cuts run the model in eval mode: a training model's BatchNorm statistics, weights and
     mode are what they were before `build_groups` (in train mode the trials would update them)."""
