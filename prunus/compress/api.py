@@ -55,6 +55,7 @@ from prunus.compress.report import CompressReport, LayerReport
 from prunus.compress.runner import prunable_layers
 from prunus.compress.search import SearchState, kl_per_candidate, magnitude_masks, search
 from prunus.errors import BudgetNotMetWarning, ConfigError, first_line, require
+from prunus.models.eager import check_eager
 from prunus.models.info import get_info, update_info
 from prunus.structure.parametrized import bake_
 
@@ -208,6 +209,7 @@ def compress(
         batch, timings, escalation attempts); `report.model` is the compressed model.
     """
     # the fields left at "auto" come from the preset for this model (prunus.compress.presets)
+    check_eager(model, "compress")
     cfg = (config or CompressConfig()).resolved(model)
     if out is not None:  # before minutes of search, not after: one line naming the extra
         require("constriction", "compress", "writing a .prn file")

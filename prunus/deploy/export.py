@@ -16,6 +16,7 @@ the file, while the torch.export-based one would also need `onnxscript`. Checkin
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import json
 import logging
@@ -337,7 +338,7 @@ def onnx_bytes(
         try:
             with _quiet_deprecations(), _native_stdout_silenced(), _AdaptivePoolAsMatmul():
                 torch.onnx.export(
-                    model,
+                    _positional(model),
                     inputs,
                     buf,
                     input_names=in_names,
@@ -351,6 +352,27 @@ def onnx_bytes(
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ExportError(f"cannot export {type(model).__name__} to ONNX (opset {opset}): {first}") from exc
     return _mark_onnx(buf.getvalue())
+
+
+class _Positional(nn.Module):
+    """Calls the model with the example's tensors only: torch.onnx's tracer fills every further
+    parameter of a forward from its default, positionally, which a keyword-only one refuses."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        return self.model(*inputs)
+
+
+def _positional(model: nn.Module) -> nn.Module:
+    """`model`, wrapped in `_Positional` when its forward has keyword-only parameters."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C forward: no signature to read
+        return model
+    return _Positional(model) if any(p.kind is p.KEYWORD_ONLY for p in params) else model
 
 
 def _mark_onnx(data: bytes) -> bytes:

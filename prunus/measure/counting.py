@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunus.models.eager import check_eager
 from prunus.models.info import example_input
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -106,6 +107,7 @@ def count(
         >>> count(nn.Conv1d(2, 4, 3), (2, 10)).macs
         192
     """
+    check_eager(model, "count")  # its hooks never fire: it would count 0 MACs
     if example_inputs is not None:
         x = _first_sample(example_inputs)
     else:

@@ -189,6 +189,11 @@ def example_input(input_shape: Any, model: nn.Module | None = None, *, device: t
         >>> [t.shape for t in example_input(((3, 8, 8), (2, 16)))]
         [torch.Size([1, 3, 8, 8]), torch.Size([1, 2, 16])]
     """
+    if isinstance(input_shape, torch.Tensor):  # `count(model, x)`: the tensor was meant as example_inputs
+        raise ConfigError(
+            f"input_shape is one sample's shape such as (3, 32, 32), not a tensor (got a tensor of shape "
+            f"{tuple(input_shape.shape)}); pass a tensor as example_inputs="
+        )
     if isinstance(input_shape, Mapping):
         return {k: _one(tuple(v), model, device, batched=False) for k, v in input_shape.items()}
     shape = tuple(input_shape)

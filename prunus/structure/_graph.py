@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from prunus.errors import ConfigError
+from prunus.models.eager import check_eager
 from prunus.models.info import get_info
 from prunus.structure._cut import CutPlan, apply_plan
 from prunus.structure._labels import UnionFind, tensors
@@ -729,6 +730,7 @@ def build_graph(
     Raises:
         StructureError: the model cannot run on the example inputs, or an ignored layer is unknown.
     """
+    check_eager(model, "tracing its channels (prune, the methods, MACs counts)")
     ignored = _resolve_ignored(model, ignored_layers, check_filter_fn(filter_fn))
     try:
         result = trace(model, example_inputs, _opaque(model, ignored))

@@ -328,3 +328,24 @@ def test_a_float64_model_onnxruntime_cannot_run_says_to_export_it_as_float32(tmp
     assert not (tmp_path / "m.onnx").exists()
     res = export_onnx(model.float(), tmp_path / "m.onnx", torch.zeros(1, 1, 6, 6))  # as the message says
     assert res.max_abs_diff <= 1e-4
+
+
+class _KeywordOnly(nn.Module):
+    """A forward with a keyword-only option: torch.onnx's tracer passed its default positionally."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+
+    def forward(self, x: torch.Tensor, *, scale: float = 2.0) -> torch.Tensor:
+        return self.conv(x).mean((2, 3)) * scale
+
+
+def test_a_forward_with_keyword_only_parameters_exports_with_their_defaults(tmp_path):
+    model = _KeywordOnly().eval()
+    x = torch.randn(3, 1, 6, 6)
+    res = export_onnx(model, tmp_path / "m.onnx", x[:1])
+    got = ort.InferenceSession(str(res.path), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-5, atol=1e-6)  # scale=2.0 applied
+    assert [i.name for i in onnx.load(str(res.path)).graph.input] == ["input"]
