@@ -35,6 +35,7 @@ from torch import nn
 
 from prunus._io.atomic import atomic_path
 from prunus.errors import MissingDependencyError, PrunusError, first_line, require
+from prunus.models.eager import unwrap_parallel
 
 log = logging.getLogger(__name__)  # progress of conversions and checks (INFO); the CLI prints it
 
@@ -460,6 +461,7 @@ def export_onnx(
     if check:
         _require("onnxruntime", "checking the ONNX file")  # fail before the (slow) export, not after
     inputs = _as_tuple(example_inputs)
+    model = unwrap_parallel(model)  # torch.onnx refuses DataParallel; the module inside computes the same
     graph, folded = _deployable(model, fold_bn)
     start = time.perf_counter()
     log.info("ONNX export: converting %s (opset %d) ...", type(model).__name__, opset)
@@ -517,6 +519,7 @@ def export_torchscript(
     """
     inputs = _as_tuple(example_inputs)
     diff, checked = None, ()
+    model = unwrap_parallel(model)
     graph, folded = _deployable(model, fold_bn)
     start = time.perf_counter()
     log.info("TorchScript export: tracing %s ...", type(model).__name__)

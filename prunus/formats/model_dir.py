@@ -38,6 +38,7 @@ from prunus.formats.limits import (
     replay_shape,
 )
 from prunus.formats.run_dir import resolve_model_dir
+from prunus.models.eager import unwrap_parallel
 from prunus.models.info import example_input, get_info, normalize_shape, update_info
 from prunus.models.timm_models import TIMM_FACTORY, create_from_record
 
@@ -94,6 +95,7 @@ def save(
         True
     """
     directory = Path(directory)
+    model = unwrap_parallel(model)  # the wrapped model's state and record, without `module.` prefixes
     info = get_info(model)
     arch = dict(info.arch) if info.arch is not None else None
     if factory is not None:

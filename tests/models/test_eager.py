@@ -67,3 +67,17 @@ def test_a_tensor_given_as_input_shape_says_what_to_pass():
         prunus.count(_net(), X[:1])
     assert "\n" not in str(info.value)
     assert prunus.count(_net(), example_inputs=X[:1]).macs == prunus.count(_net(), (3, 8, 8)).macs
+
+
+def test_a_data_parallel_model_saves_and_exports_as_the_model_inside(tmp_path):
+    """DataParallel: save said "not built by prunus.create_model" of a zoo model, torch.onnx refused it."""
+    net = prunus.create_model("lenet5", in_channels=1).eval()
+    wrapped = nn.DataParallel(net)
+    x = torch.randn(2, 1, 28, 28)
+    prunus.save(wrapped, tmp_path / "m", input_shape=(1, 28, 28))
+    back = prunus.load(tmp_path / "m")
+    assert type(back) is type(net)
+    with torch.no_grad():
+        assert torch.equal(back(x), net(x))
+    res = export_onnx(wrapped, tmp_path / "m.onnx", x[:1])
+    assert res.max_abs_diff <= 1e-4
