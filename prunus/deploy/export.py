@@ -16,6 +16,7 @@ the file, while the torch.export-based one would also need `onnxscript`. Checkin
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import io
 import json
@@ -224,15 +225,41 @@ class _Agreement:
 
 
 def _deployable(model: nn.Module, fold: bool) -> tuple[nn.Module, int]:
-    """The module to serialize: the BN-folded copy when asked and possible, else `model` itself."""
-    if not fold:
-        return model, 0
-    from prunus.deploy.fold import FoldError, fold_bn
+    """The module to serialize: the BN-folded copy when asked and possible, else `model` itself;
+    either with `padding="same"` written out as numbers (`_explicit_same_padding`)."""
+    graph, folded = model, 0
+    if fold:
+        from prunus.deploy.fold import FoldError, fold_bn
 
-    try:
-        return fold_bn(model)
-    except FoldError:  # not fx-traceable: still exportable by tracing, just without the fold
-        return model, 0
+        with contextlib.suppress(FoldError):  # not fx-traceable: still exportable by tracing, without the fold
+            graph, folded = fold_bn(model)
+    return _explicit_same_padding(graph, copied=graph is not model), folded
+
+
+def _same_padding(conv: nn.modules.conv._ConvNd) -> tuple[int, ...] | None:
+    """The numeric padding `padding="same"` amounts to, when it is the same on both sides of every dim."""
+    if conv.padding != "same" or conv.padding_mode != "zeros":  # other modes pad by F.pad already
+        return None
+    totals = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size, strict=True)]
+    return None if any(t % 2 for t in totals) else tuple(t // 2 for t in totals)
+
+
+def _explicit_same_padding(model: nn.Module, *, copied: bool) -> nn.Module:
+    """`model` with each `padding="same"` conv's padding as numbers (a copy, unless `copied` says it is one).
+
+    torch.onnx writes "same" as auto_pad=SAME_UPPER, which onnxruntime refuses with a dilation
+    (a TCN's dilated convs: "Dilation not supported for AutoPadType::SAME_UPPER"). Numbers give
+    the same output; an odd total (an even kernel) pads one more on one side and is left as it is.
+    """
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd) and _same_padding(m)]
+    if not names:
+        return model
+    if not copied:
+        model = copy.deepcopy(model)
+    for name in names:
+        conv = model.get_submodule(name)
+        conv.padding = _same_padding(conv)
+    return model
 
 
 def _require(module: str, purpose: str) -> Any:

@@ -349,3 +349,35 @@ def test_a_forward_with_keyword_only_parameters_exports_with_their_defaults(tmp_
     with torch.no_grad():
         np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-5, atol=1e-6)  # scale=2.0 applied
     assert [i.name for i in onnx.load(str(res.path)).graph.input] == ["input"]
+
+
+class _DilatedSame(nn.Module):
+    """A TCN's convs: padding="same" with dilations (and one even kernel, whose "same" pads unevenly)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv1d(2, 4, 3, padding="same", dilation=2)
+        self.b = nn.Conv1d(4, 4, 3, padding="same", dilation=4)
+        self.even = nn.Conv1d(4, 4, 4, padding="same")
+        self.c = nn.Conv2d(1, 3, 3, padding="same", dilation=(1, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        seq = self.even(torch.relu(self.b(torch.relu(self.a(x)))))
+        img = self.c(x[:, :1].unsqueeze(1).expand(-1, 1, 4, -1))
+        return torch.cat([seq.mean(-1), img.mean((2, 3))], 1)
+
+
+def test_dilated_same_padding_exports_to_onnxruntime(tmp_path):
+    """torch.onnx wrote padding="same" as auto_pad, which onnxruntime refuses with a dilation."""
+    torch.manual_seed(0)
+    model = _DilatedSame().eval()
+    x = torch.randn(3, 2, 20)
+    res = export_onnx(model, tmp_path / "m.onnx", x[:1])
+    assert res.max_abs_diff <= 1e-4  # checked in onnxruntime at two batch sizes
+    got = ort.InferenceSession(str(res.path), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-5, atol=1e-5)
+    assert [m.padding for m in (model.a, model.b, model.even, model.c)] == ["same"] * 4  # the user's model as it was
+    unfolded = export_onnx(model, tmp_path / "u.onnx", x[:1], fold_bn=False)  # no folded copy to rewrite
+    assert unfolded.max_abs_diff <= 1e-4
+    assert [m.padding for m in (model.a, model.b, model.even, model.c)] == ["same"] * 4
