@@ -690,6 +690,31 @@ class Parametrized(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class TCN(nn.Module):
+    """A temporal conv net (audio, sensors): weight-normed dilated Conv1d with padding="same" in residual blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        wn = nn.utils.parametrizations.weight_norm
+        self.stem = nn.Conv1d(2, 8, 3, padding="same")
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                wn(nn.Conv1d(8, 6, 3, padding="same", dilation=d)),
+                nn.ReLU(),
+                wn(nn.Conv1d(6, 8, 3, padding="same", dilation=d)),
+            )  # fmt: skip
+            for d in (1, 2, 4)
+        )
+        self.fc = nn.Linear(8, 5)
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        for block in self.blocks:
+            x = F.relu(x + block(x))
+        return self.fc(x.mean(-1))
+
+
 MODELS = {
     "size_from_input": SizeFromInput,
     "size_one_from_input": SizeOneFromInput,
@@ -719,6 +744,7 @@ MODELS = {
     "mixed_pointwise": MixedPointwise,
     "split_piece": SplitPiece,
     "parametrized": Parametrized,
+    "tcn": TCN,
 }
 
 
@@ -732,7 +758,7 @@ def build(name: str) -> nn.Module:
 def inputs(name: str, batch: int = 2, seed: int = 0):
     """Example inputs of model `name`: a tensor, a tuple of tensors or a dict of keyword tensors."""
     gen = torch.Generator().manual_seed(seed)
-    if name == "conv1d":
+    if name in ("conv1d", "tcn"):
         return torch.randn(batch, 2, 16, generator=gen)
     if name == "conv3d":
         return torch.randn(batch, 1, 6, 6, 6, generator=gen)

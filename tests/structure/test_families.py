@@ -71,6 +71,7 @@ EXPECTED = {
             "split_sizes=[6, 6])"
         ],
     ),
+    "tcn": (["blocks.0.0", "blocks.1.0", "blocks.2.0"], []),
     "parametrized": (
         ["wn", "last"],
         [
