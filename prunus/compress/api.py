@@ -57,7 +57,7 @@ from prunus.compress.search import SearchState, kl_per_candidate, magnitude_mask
 from prunus.errors import BudgetNotMetWarning, ConfigError, first_line, require
 from prunus.models.eager import check_eager
 from prunus.models.info import get_info, update_info
-from prunus.structure.parametrized import bake_
+from prunus.structure.parametrized import plain_copy
 
 __all__ = ["compress", "decompress", "distill", "load"]
 
@@ -223,7 +223,7 @@ def compress(
     teacher = model.eval()
     _check_one_input_one_output(teacher, x)
     # weight_norm / spectral_norm / other parametrizations: the student holds their values as plain weights
-    searched = bake_(copy.deepcopy(model)).eval()
+    searched = plain_copy(model).eval()
     x_search = x[: cfg.calib_size]
     n_big = max(cfg.rescore_size, x_search.shape[0])
     # one teacher pass over every calibration image serves the search, the budget and both fine-tunes

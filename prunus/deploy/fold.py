@@ -24,15 +24,13 @@ Example:
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.fx
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from prunus.errors import PrunusError, first_line
-from prunus.structure.parametrized import bake_
+from prunus.structure.parametrized import plain_copy
 
 __all__ = ["FoldError", "fold_bn"]
 
@@ -99,13 +97,12 @@ def fold_bn(model: nn.Module) -> tuple[nn.Module, int]:
         21
     """
     pairs = _pairs(model)
-    try:
-        folded = copy.deepcopy(model).eval()
-    except RuntimeError as exc:  # a tensor computed in forward with grad (torch.nn.utils.weight_norm's hook)
+    try:  # weight_norm, spectral_norm, ... as plain weights: their eval-mode values are what folds
+        folded = plain_copy(model).eval()
+    except RuntimeError as exc:  # a tensor with a grad_fn kept on a module (the user's own cache)
         raise FoldError(f"cannot fold BatchNorm: the model cannot be copied ({first_line(exc)})") from exc
     for conv_name, bn_name in pairs:
         conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)
-        bake_(conv)  # a weight_norm / spectral_norm conv: its eval-mode value is what folds
         weight, bias = fuse_conv_bn_weights(
             conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
         )

@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,7 +39,7 @@ from torch.nn.utils.weight_norm import WeightNorm
 
 from prunus.errors import first_line
 
-__all__ = ["bake_", "is_parametrized", "mask_", "masked_originals", "snapshot", "why_not_editable"]
+__all__ = ["bake_", "is_parametrized", "mask_", "masked_originals", "plain_copy", "snapshot", "why_not_editable"]
 
 
 def is_parametrized(module: nn.Module, tensor: str | None = None) -> bool:
@@ -147,14 +148,19 @@ def snapshot(module: nn.Module, tensor: str) -> Callable[[], None]:
 
 @torch.no_grad()
 def bake_(module: nn.Module) -> nn.Module:
-    """Replace every parametrized tensor of `module` (a copy: see below) by its current value; returns it.
+    """Replace every computed weight of `module` (a copy: see below) by its current value; returns it.
 
-    For a copy that must compute what the model computes as plain tensors (a BN fold, a probe of the
-    layer's forward). A deep copy shares the original's generated `Parametrized<Class>`, and removing a
-    parametrization deletes its property from that class, so each copy gets a class of its own first;
-    the model it was copied from is untouched.
+    Parametrizations and the deprecated `torch.nn.utils.weight_norm` hook both become plain
+    parameters, for a copy that must compute what the model computes with plain tensors (a BN fold,
+    a probe of the layer's forward, `compress`'s student). A deep copy shares the original's
+    generated `Parametrized<Class>`, and removing a parametrization deletes its property from that
+    class, so each copy gets a class of its own first; the model it was copied from is untouched.
     """
     for m in list(module.modules()):
+        for key, hook in list(m._forward_pre_hooks.items()):
+            if isinstance(hook, WeightNorm):
+                hook.remove(m)  # `name` becomes a parameter again, g and v go
+                del m._forward_pre_hooks[key]
         if not parametrize.is_parametrized(m):
             continue
         cls = type(m)
@@ -163,3 +169,17 @@ def bake_(module: nn.Module) -> nn.Module:
         for name in list(m.parametrizations.keys()):
             parametrize.remove_parametrizations(m, name, leave_parametrized=True)
     return module
+
+
+@torch.no_grad()
+def plain_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` with its computed weights baked (`bake_`); `model` computes as before.
+
+    The deprecated weight_norm hook leaves a weight with a grad_fn after a forward with gradients,
+    which `copy.deepcopy` refuses; it is first recomputed without one, as a no-grad forward does.
+    """
+    for m in model.modules():
+        for hook in m._forward_pre_hooks.values():
+            if isinstance(hook, WeightNorm):
+                setattr(m, hook.name, hook.compute_weight(m))
+    return bake_(copy.deepcopy(model))

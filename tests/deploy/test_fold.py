@@ -183,3 +183,27 @@ def test_a_parametrized_conv_folds_into_its_bn_and_exports(kind, tmp_path):
     res = export_onnx(net, tmp_path / "m.onnx", x[:1])
     assert res.folded_bn == 1
     assert res.max_abs_diff <= 1e-4
+
+
+class _KeepsGraphTensor(nn.Module):
+    """Keeps a tensor with a grad_fn on itself (a user's cache): `copy.deepcopy` refuses the module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)
+        self.last = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))
+        self.last = y.mean() if torch.is_grad_enabled() else self.last
+        return y.flatten(1)
+
+
+def test_a_model_that_cannot_be_copied_exports_unfolded(tmp_path):
+    net = _randomize_bn(_KeepsGraphTensor())
+    net(torch.randn(2, 1, 6, 6))  # with gradients: `last` has a grad_fn
+    with pytest.raises(FoldError, match="cannot fold BatchNorm: the model cannot be copied"):
+        fold_bn(net)
+    res = export_onnx(net.eval(), tmp_path / "m.onnx", torch.randn(2, 1, 6, 6))
+    assert res.folded_bn == 0
+    assert res.max_abs_diff <= 1e-4

@@ -14,10 +14,13 @@ import pytest
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.nn.utils.weight_norm import WeightNorm
 
 import prunus
+from prunus.compress import CompressConfig, compress, decompress
 from prunus.deploy.export import export_onnx
 from prunus.errors import StructureWarning
+from prunus.models.info import update_info
 from prunus.structure import HardMask, build_groups, soft_mask_
 from prunus.structure.parametrized import mask_, why_not_editable
 
@@ -176,8 +179,39 @@ def test_the_deprecated_weight_norm_hook_is_left_whole_with_its_reason_and_still
     ]
     assert "2" not in report.widths
     assert report.widths["5"] == [8, 4]
+    for grad in (True, False):  # its hook leaves a weight with a grad_fn (no deep copy), or a plain tensor
+        model = build()
+        with torch.set_grad_enabled(grad):
+            model(torch.randn(2, 3, 16)).sum()
+        res = export_onnx(model.eval(), tmp_path / "m.onnx", torch.randn(1, 3, 16))
+        assert res.folded_bn == 1  # the BN after it folds into its computed weight; checked in onnxruntime
+        assert res.max_abs_diff <= 1e-4
+        assert any(isinstance(h, WeightNorm) for h in model[2]._forward_pre_hooks.values())  # the model as it was
+
+
+def test_the_deprecated_weight_norm_hook_compresses_and_decodes_bit_for_bit(tmp_path, monkeypatch):
+    """compress's student copy kept the hook: its search looked for a '2.weight' parameter and failed."""
+    import sys
+    import types
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            wn = nn.utils.weight_norm(nn.Conv1d(8, 8, 3, padding=1))
+        net = nn.Sequential(nn.Conv1d(3, 8, 3, padding=1), nn.ReLU(), wn, nn.ReLU(), nn.AdaptiveAvgPool1d(1),
+                            nn.Flatten(), nn.Linear(8, 4))  # fmt: skip
+        update_info(net, arch={"factory": "prunus_old_wn:build", "kwargs": {}})
+        return net
+
+    monkeypatch.setitem(sys.modules, "prunus_old_wn", types.SimpleNamespace(build=build))
+    x = torch.randn(24, 3, 16, generator=torch.Generator().manual_seed(1))
     model = build()
-    model(torch.randn(2, 3, 16)).sum().backward()  # its hook leaves a weight with a grad_fn: no deep copy
-    res = export_onnx(model.eval(), tmp_path / "m.onnx", torch.randn(1, 3, 16))
-    assert res.folded_bn == 0  # exported as it is, checked in onnxruntime
-    assert res.max_abs_diff <= 1e-4
+    model(x).sum().backward()  # a weight with a grad_fn, as after training
+    cfg = CompressConfig(sparsity=0.5, bits=5, preset="mlp", calib_size=8, rescore_size=0, cycles=1, generations=1,
+                         population=2, elite=1, finetune_steps=0)  # fmt: skip
+    report = compress(model, x, cfg, out=tmp_path / "m.prn", baselines=False)
+    assert "2.weight" in {r.name for r in report.layers}
+    back = decompress(tmp_path / "m.prn", trust_factory=True)
+    with torch.no_grad():
+        assert torch.equal(back(x), report.model(x))
