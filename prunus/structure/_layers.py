@@ -115,7 +115,10 @@ def _writer(tr: Tracer, m: nn.Module, name: str, x: torch.Tensor, out: torch.Ten
     if tr.labelled(x):
         L, Z = tr.get(x)
         if varying_dims(L) - {cdim}:
-            why = f"{kind} reads positions of different channels along one input channel (e.g. ECA attention)"
+            why = (
+                f"{kind} reads positions of different channels along one input channel (after a pixel_shuffle, "
+                "or ECA attention's conv over the channels)"
+            )
             tr.freeze(L, why)
             if not depthwise:  # its output positions follow those channels, not its rows: none can go
                 tr.freeze_ids(range(tr.writer(name, cout), tr.writer(name, cout) + cout), why)

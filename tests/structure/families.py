@@ -715,6 +715,26 @@ class TCN(nn.Module):
         return self.fc(x.mean(-1))
 
 
+class PixelShuffleNet(nn.Module):
+    """A super-resolution tail (ESPCN): a conv writes r*r channels per output channel, pixel_shuffle moves
+    them into space. The conv after it reads r*r channels at the positions of one: both are left whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a = nn.Conv2d(8, 8, 3, padding=1)
+        self.to_space = nn.Conv2d(8, 12, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+        self.after = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 5)
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        x = F.relu(self.a(F.relu(self.stem(x))))
+        x = F.relu(self.after(self.shuffle(self.to_space(x))))
+        return self.fc(x.mean((2, 3)))
+
+
 MODELS = {
     "size_from_input": SizeFromInput,
     "size_one_from_input": SizeOneFromInput,
@@ -745,6 +765,7 @@ MODELS = {
     "split_piece": SplitPiece,
     "parametrized": Parametrized,
     "tcn": TCN,
+    "pixel_shuffle": PixelShuffleNet,
 }
 
 

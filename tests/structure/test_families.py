@@ -47,7 +47,7 @@ EXPECTED = {
         ["c2.0", "gc.fc1"],
         [
             "group 'c1.0' is left unpruned: Conv1d 'eca.conv' reads positions of different channels along one "
-            "input channel (e.g. ECA attention)"
+            "input channel (after a pixel_shuffle, or ECA attention's conv over the channels)"
         ],
     ),
     "shuffle": (["g", "c", "pre.0", "post"], []),
@@ -72,6 +72,14 @@ EXPECTED = {
         ],
     ),
     "tcn": (["blocks.0.0", "blocks.1.0", "blocks.2.0"], []),
+    "pixel_shuffle": (
+        ["a"],
+        [
+            f"group '{key}' is left unpruned: Conv2d 'after' reads positions of different channels along one input "
+            "channel (after a pixel_shuffle, or ECA attention's conv over the channels)"
+            for key in ("to_space", "after")
+        ],
+    ),
     "parametrized": (
         ["wn", "last"],
         [
@@ -111,6 +119,7 @@ LEFT_WHOLE = {
     ),
     "split_piece": ("s", r"^group 's' is left unpruned: the model fails once it is cut \(RuntimeError: "),
     "parametrized": ("sn", r"^group 'sn' is left unpruned: ParametrizedConv2d 'sn' has its weight parametrized by "),
+    "pixel_shuffle": ("to_space", r"^group 'to_space' is left unpruned: Conv2d 'after' reads positions of different "),
     "fused_qkv_odd": (
         "qkv",
         r"^group 'qkv' is left unpruned: its channels must go in units of unequal sizes \[1, 2\]$",
