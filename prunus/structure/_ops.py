@@ -192,6 +192,34 @@ def shape_op(tr: Tracer, name: str, func: Callable, args: tuple, kwargs: dict, o
             tr.risky(L)  # a size given for the channel dim: written in the code, or taken from the input?
 
 
+def pixel_shuffle(tr: Tracer, name: str, func: Callable, args: tuple, kwargs: dict, out: Any) -> None:
+    """pixel_shuffle(x, r) moves each r*r input channels into the space of one output channel.
+
+    When the input's labels run along its channels only (a conv's output), those r*r channels are
+    one unit, cut together, and the output channel carries the first one's label: the conv after it
+    loses the one input channel they became. The output channel is zero once masked only when all
+    r*r are. Otherwise the labels are replayed like any shape op.
+    """
+    x = args[0] if args else kwargs.get("input")
+    r = arg(args, kwargs, 1, "upscale_factor")
+    if not (isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor) and isinstance(r, int) and x.dim() >= 3):
+        shape_op(tr, name, func, args, kwargs, out)
+        return
+    L, Z = tr.get(x)
+    cdim = x.dim() - 3
+    if not tr.labelled(x) or varying_dims(L) - {cdim}:
+        shape_op(tr, name, func, args, kwargs, out)
+        return
+    full = [x.shape[cdim] if d == cdim else 1 for d in range(x.dim())]
+    blocks = expand(L, full).reshape(-1, r * r)
+    for row in blocks.tolist():
+        for lab in row[1:]:  # a channel that cannot go (unlabelled) keeps its whole block
+            tr.unit(row[0], lab, "pixel_shuffle moves it into one channel with a channel that cannot be removed")
+    shape = [1] * out.dim()
+    shape[cdim] = blocks.shape[0]
+    tr.set(out, blocks[:, 0].reshape(shape), expand(Z, full).reshape(-1, r * r).all(1).reshape(shape))
+
+
 def identity(tr: Tracer, name: str, func: Callable, args: tuple, kwargs: dict, out: Any) -> None:
     if isinstance(out, torch.Tensor) and args and isinstance(args[0], torch.Tensor):
         L, Z = tr.get(args[0])
@@ -635,5 +663,6 @@ HANDLERS: dict[str, Callable[..., None]] = {
     "__setitem__": setitem,
     "pad": pad,
     "glu": glu,
+    "pixel_shuffle": pixel_shuffle,
     **dict.fromkeys(_names("matmul bmm __matmul__ __rmatmul__"), matmul),
 }

@@ -271,7 +271,8 @@ def _check_units(group: ChannelGroup, chosen: set[int]) -> None:
         if 0 < inside < len(unit):
             raise StructureError(
                 f"group {group.key!r} goes in whole units of {group.blocks} channels (a grouped conv's blocks lose "
-                f"the same offsets, a GroupNorm group or an equal split piece goes whole); {sorted(chosen)} splits "
+                f"the same offsets, a GroupNorm group, an equal split piece or the channels a pixel_shuffle moves "
+                f"into one go whole); {sorted(chosen)} splits "
                 f"unit {list(unit)} (use lowest_channels)"
             )
 

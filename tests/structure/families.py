@@ -717,7 +717,8 @@ class TCN(nn.Module):
 
 class PixelShuffleNet(nn.Module):
     """A super-resolution tail (ESPCN): a conv writes r*r channels per output channel, pixel_shuffle moves
-    them into space. The conv after it reads r*r channels at the positions of one: both are left whole."""
+    them into space. Those r*r channels go together (a unit), and the conv after it loses the one they
+    became (both were left whole: the conv read "positions of different channels along one channel")."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -733,6 +734,25 @@ class PixelShuffleNet(nn.Module):
         x = F.relu(self.a(F.relu(self.stem(x))))
         x = F.relu(self.after(self.shuffle(self.to_space(x))))
         return self.fc(x.mean((2, 3)))
+
+
+class ShuffleAfterSigmoid(nn.Module):
+    """pixel_shuffle blocks that mix channels after a sigmoid (not zero once masked) with plain ones: the
+    shuffled channel is not zero once masked, so the conv writing them is left whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a = nn.Conv2d(8, 8, 1)
+        self.shuffle = nn.PixelShuffle(2)
+        self.after = nn.Conv2d(2, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 5)
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        y = self.a(F.relu(self.stem(x)))
+        y = torch.cat([torch.sigmoid(y[:, :2]), y[:, 2:4], torch.sigmoid(y[:, 4:6]), y[:, 6:]], 1)
+        return self.fc(F.relu(self.after(self.shuffle(y))).mean((2, 3)))
 
 
 MODELS = {
@@ -766,6 +786,7 @@ MODELS = {
     "parametrized": Parametrized,
     "tcn": TCN,
     "pixel_shuffle": PixelShuffleNet,
+    "shuffle_after_sigmoid": ShuffleAfterSigmoid,
 }
 
 

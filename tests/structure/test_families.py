@@ -72,12 +72,11 @@ EXPECTED = {
         ],
     ),
     "tcn": (["blocks.0.0", "blocks.1.0", "blocks.2.0"], []),
-    "pixel_shuffle": (
-        ["a"],
+    "pixel_shuffle": (["a", "to_space", "after"], []),
+    "shuffle_after_sigmoid": (
+        ["after"],
         [
-            f"group '{key}' is left unpruned: Conv2d 'after' reads positions of different channels along one input "
-            "channel (after a pixel_shuffle, or ECA attention's conv over the channels)"
-            for key in ("to_space", "after")
+            "group 'a' is left unpruned: its masked channels are not zero where 'after' reads them (e.g. after a sigmoid)"
         ],
     ),
     "parametrized": (
@@ -118,8 +117,11 @@ LEFT_WHOLE = {
         r"^group 'e' is left unpruned: mean in CenteredNorm 'centered' mixes the channels with each other$",
     ),
     "split_piece": ("s", r"^group 's' is left unpruned: the model fails once it is cut \(RuntimeError: "),
+    "shuffle_after_sigmoid": (
+        "a",
+        r"^group 'a' is left unpruned: its masked channels are not zero where 'after' reads",
+    ),
     "parametrized": ("sn", r"^group 'sn' is left unpruned: ParametrizedConv2d 'sn' has its weight parametrized by "),
-    "pixel_shuffle": ("to_space", r"^group 'to_space' is left unpruned: Conv2d 'after' reads positions of different "),
     "fused_qkv_odd": (
         "qkv",
         r"^group 'qkv' is left unpruned: its channels must go in units of unequal sizes \[1, 2\]$",
