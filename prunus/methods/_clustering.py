@@ -23,6 +23,7 @@ from torch import nn
 
 from prunus.errors import ConfigError
 from prunus.structure import CLUSTERED_ROLES, ChannelGroup, Role, build_groups
+from prunus.structure.parametrized import is_parametrized
 
 __all__ = [
     "CLUSTERED_ROLES",
@@ -183,6 +184,9 @@ def unsupported_reason(group: ChannelGroup, model: nn.Module) -> str | None:
         return "its channels go in units (GroupNorm, an equal split) or feed split pieces: merging does not do that"
     if any(s.role == Role.PARAM for s in group.slices):
         return "it carries a bare per-channel parameter (e.g. a layer scale), which merging does not support"
+    computed = [s.module for s in group.slices if is_parametrized(model.get_submodule(s.module), s.tensor or None)]
+    if computed:  # the centripetal rule moves a parameter's gradient; a parametrized weight has none of its own
+        return f"{computed[0]}'s weight is parametrized (e.g. weight_norm), which clustering does not support"
     n = group.num_channels
     for s in group.slices:
         if s.role.is_clustered:

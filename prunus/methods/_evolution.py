@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from prunus.structure.parametrized import is_parametrized
+
 __all__ = [
     "CROSSOVER_MODES",
     "WHOLE_FILTER_RULES",
@@ -264,8 +266,10 @@ def evolve_(
     """
     counters = counters if counters is not None else {}
     stats = EvolutionStats()
-    convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.affine]
+    # a parametrized weight (weight_norm) is computed on each access: evolving it in place would change
+    # nothing while the stats counted it, so such layers are not evolved
+    convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and not is_parametrized(m)]
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.affine and not is_parametrized(m)]
 
     def conv_apply(weight: torch.Tensor, sel: LocalSelection) -> int:
         stats.filters += sel.dominant.numel()

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from prunus.structure.parametrized import is_parametrized
+
 __all__ = [
     "BINNINGS",
     "INFORMATION",
@@ -182,7 +184,9 @@ def blend_unit_(
 
 
 def _conv_weights(model: nn.Module) -> list[torch.Tensor]:
-    return [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
+    """Every Conv2d weight the variants can edit in place; a parametrized one (weight_norm) is computed
+    from stored tensors on each access, so an in-place edit of it would change nothing."""
+    return [m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and not is_parametrized(m, "weight")]
 
 
 def invalid_filters(model: nn.Module, thresholds: Sequence[float] = (0.1, 0.01)) -> dict[float, int]:

@@ -49,6 +49,7 @@ from prunus.errors import ConfigError
 from prunus.methods._evolution import CROSSOVER_MODES, WHOLE_FILTER_RULES, evolution_ratio, evolve_, phase_starts
 from prunus.methods._registry import build_config, register_method
 from prunus.structure.masks import reset_optimizer_rows
+from prunus.structure.parametrized import is_parametrized
 
 __all__ = ["WeightEvolution", "WeightEvolutionConfig"]
 
@@ -143,10 +144,10 @@ class WeightEvolution(Method):
 
 def _evolvable(model: nn.Module) -> list[torch.Tensor]:
     out: list[torch.Tensor] = []
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+    for m in model.modules():  # the tensors `evolve_` edits (a parametrized layer is not evolved)
+        if isinstance(m, nn.Conv2d) and not is_parametrized(m):
             out.append(m.weight)
-        elif isinstance(m, nn.BatchNorm2d) and m.affine:
+        elif isinstance(m, nn.BatchNorm2d) and m.affine and not is_parametrized(m):
             out.extend((m.weight, m.bias))
     return out
 
