@@ -414,6 +414,7 @@ def _finish(job: _Job, searched: nn.Module, cfg: CompressConfig) -> _Done:
             s_judge = s_big if job.x_judge is x_big else student(job.x_judge)
     greedy = {"kind": cfg.quantizer, "min_bits": cfg.min_bits, "max_bits": cfg.max_bits, "z": z_score(cfg.confidence)}
     greedy["progress"] = bar
+    greedy["order"] = cfg.bit_order_for(len(masks))
     if cfg.bits == "auto" and cfg.quant_drop is not None:  # quantization's own share, vs the pruned model
         quantizers = allocate_bits(student, masks, x_big, s_big, y_big, max_kl=None, max_drop=cfg.quant_drop, **greedy)
     elif cfg.bits == "auto":
