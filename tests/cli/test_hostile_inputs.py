@@ -183,6 +183,7 @@ COMPRESS_BAD = {
     "allocation": ["both", "[1]"],
     "bits": ["9", "1", "many", "[4]"],
     "quantizer": ["lloyd", "1"],
+    "bit_order": ["fast", "1"],
     "max_drop": ["-1", "101", "x"],
     "max_kl": ["-1", "x"],
     "quant_drop": ["-1", "x"],
