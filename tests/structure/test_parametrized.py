@@ -215,3 +215,38 @@ def test_the_deprecated_weight_norm_hook_compresses_and_decodes_bit_for_bit(tmp_
     back = decompress(tmp_path / "m.prn", trust_factory=True)
     with torch.no_grad():
         assert torch.equal(back(x), report.model(x))
+
+
+@pytest.mark.parametrize("own_forward", [False, True], ids=["traced", "trial-cut"])
+def test_a_constant_folded_into_a_parametrized_bias_goes_through_its_right_inverse(own_forward):
+    """StarReLU leaves masked channels as a constant, which removing them folds into the reader's bias. A
+    reader whose bias is parametrized computes it: the sum is assigned through the right inverse (an add in
+    place would change a temporary). With a user conv before it the group is tried by a trial cut, which
+    folds the same way and must hand the stored bias back unchanged."""
+    import copy
+
+    from prunus.structure import remove_
+
+    from .conftest import randomize_
+    from .families import ConstantChannels, OwnForwardConv, inputs
+
+    torch.manual_seed(0)
+    model = ConstantChannels()
+    model.fc2 = nn.Conv2d(16, 8, 1)
+    if own_forward:
+        model.fc1 = OwnForwardConv(8, 16, 1, bias=False)
+    model, x = randomize_(model, 0).eval(), inputs("constant_channels")
+    parametrize.register_parametrization(model.fc2, "bias", Doubled())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    groups = {g.key: g for g in build_groups(model, x)}
+    assert groups["fc1"].prunable
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # a trial leaves no trace
+    masked = copy.deepcopy(model)
+    soft_mask_(masked, {g.key: g for g in build_groups(masked, x)}["fc1"], [0, 5, 9])
+    old_bias = model.fc2.bias.detach().clone()
+    remove_(model, groups["fc1"], [0, 5, 9])
+    assert parametrize.is_parametrized(model.fc2, "bias")
+    assert not torch.equal(model.fc2.bias, old_bias)  # the constant went in...
+    torch.testing.assert_close(model.fc2.parametrizations.bias.original * 2, model.fc2.bias)  # ...through g^-1
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), masked(x), rtol=0, atol=1e-5)
