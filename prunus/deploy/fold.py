@@ -61,8 +61,8 @@ def _pairs(model: nn.Module) -> list[tuple[str, str]]:
             continue
         conv = model.get_submodule(src.target)
         bn = model.get_submodule(node.target)
-        if not isinstance(conv, nn.modules.conv._ConvNd) or conv.transposed:
-            continue
+        if not isinstance(conv, nn.modules.conv._ConvNd) or (conv.transposed and conv.groups != 1):
+            continue  # a grouped transposed conv holds out/groups columns: one scale per column is not per channel
         if len(src.users) != 1 or calls[src.target] != 1 or calls[node.target] != 1:
             continue
         if bn.running_mean is None or bn.running_var is None or bn.num_features != conv.out_channels:
@@ -103,8 +103,8 @@ def fold_bn(model: nn.Module) -> tuple[nn.Module, int]:
         raise FoldError(f"cannot fold BatchNorm: the model cannot be copied ({first_line(exc)})") from exc
     for conv_name, bn_name in pairs:
         conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)
-        weight, bias = fuse_conv_bn_weights(
-            conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+        weight, bias = fuse_conv_bn_weights(  # a ConvTranspose's output channels are its weight's dim 1
+            conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias, conv.transposed
         )
         conv.weight = weight
         conv.bias = bias

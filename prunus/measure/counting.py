@@ -1,12 +1,14 @@
 """MACs and parameter counts of a model for one input sample.
 
 What is counted, exactly:
-- MACs (multiply-accumulates) of `nn.Conv1d`, `nn.Conv2d`, `nn.Conv3d` and `nn.Linear` modules
-  (and their subclasses) only, measured with forward hooks during one forward pass on a single
-  sample (batch size 1):
+- MACs (multiply-accumulates) of `nn.Conv1d`, `nn.Conv2d`, `nn.Conv3d`, their `ConvTranspose`
+  counterparts and `nn.Linear` modules (and their subclasses) only, measured with forward hooks
+  during one forward pass on a single sample (batch size 1):
   - Conv: `output elements * (in_channels / groups) * kernel volume` (Conv2d:
     `out_h * out_w * out_channels * (in_channels / groups) * k_h * k_w`), which covers grouped and
     depthwise convs (a depthwise 3x3 conv costs `out_h * out_w * channels * 9`);
+  - ConvTranspose: `input elements * (out_channels / groups) * kernel volume` (each input value
+    is scattered through its kernels; where they overlap the output sums them);
   - Linear: `in_features * out_features` per output row (one row for a flat input).
   A module that runs twice in one forward pass is counted twice.
 - Not counted: bias additions, BatchNorm, activations, pooling, residual adds and any functional
@@ -41,8 +43,9 @@ from prunus.models.eager import check_eager
 from prunus.models.info import example_input
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 #: the layers `count` charges MACs for (and subclasses); the structure tracer charges the same ones
-COUNTED = (*_CONVS, nn.Linear)
+COUNTED = (*_CONVS, *_TRANSPOSED, nn.Linear)
 
 __all__ = ["Counts", "LayerCount", "count"]
 
@@ -60,7 +63,7 @@ class LayerCount:
 class Counts:
     """Totals for one input sample plus a per-layer breakdown keyed by dotted module name.
 
-    `layers` lists every Conv1d/2d/3d and Linear module in `named_modules()` order; one that did not
+    `layers` lists every Conv1d/2d/3d, ConvTranspose and Linear module in `named_modules()` order; one that did not
     run in the forward pass has 0 MACs.
     """
 
@@ -116,15 +119,15 @@ def count(
     handles = []
 
     def hook_for(name: str):
-        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            macs[name] += call_macs(module, output)
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: torch.Tensor) -> None:
+            macs[name] += call_macs(module, output, (*args, *kwargs.values()))
 
         return hook
 
     layers = counted_layers(model)
     for name, module in layers.items():
         macs[name] = 0
-        handles.append(module.register_forward_hook(hook_for(name)))
+        handles.append(module.register_forward_hook(hook_for(name), with_kwargs=True))
     was_training = {m: m.training for m in model.modules()}
     try:
         model.eval()
@@ -144,12 +147,18 @@ def count(
 
 
 def counted_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The modules whose MACs `count` charges (Conv1d/2d/3d, Linear and subclasses), by name, in order."""
+    """The modules whose MACs `count` charges (Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear and subclasses), by name,
+    in order."""
     return {n: m for n, m in model.named_modules() if isinstance(m, COUNTED)}
 
 
-def call_macs(module: nn.Module, output: torch.Tensor) -> int:
-    """MACs of one call of a counted layer that returned `output` (see the module docstring)."""
+def call_macs(module: nn.Module, output: torch.Tensor, inputs: Sequence[Any] = ()) -> int:
+    """MACs of one call of a counted layer that read `inputs` and returned `output` (see the module docstring)."""
+    if isinstance(module, _TRANSPOSED):  # every input element meets out/groups kernels (the output overlaps)
+        x = inputs[0] if inputs else None
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{type(module).__name__}: its MACs are counted from its input tensor")
+        return x.numel() * (module.out_channels // module.groups) * math.prod(module.kernel_size)
     if isinstance(module, _CONVS):
         per_output = (module.in_channels // module.groups) * math.prod(module.kernel_size)
     else:  # nn.Linear: one MAC per input feature for each output element

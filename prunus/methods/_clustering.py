@@ -189,6 +189,8 @@ def unsupported_reason(group: ChannelGroup, model: nn.Module) -> str | None:
         return f"{computed[0]}'s weight is parametrized (e.g. weight_norm), which clustering does not support"
     n = group.num_channels
     for s in group.slices:
+        if s.role.is_clustered and s.dim != 0:  # the centripetal rule pulls rows (dim 0) together
+            return f"{s.module}.{s.tensor} holds its channels along dim {s.dim} (a transposed conv's filters)"
         if s.role.is_clustered:
             rows = s.get(model).shape[0]
             if s.dim != 0 or sorted(s.index) != list(range(rows)) or sorted(s.channel) != list(range(n)):

@@ -52,8 +52,8 @@ class CostModel:
         modules = dict(model.named_modules())  # one walk; get_submodule per name walked the path each time
         for name in dense.layers:
             m = modules[name]
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-                depthwise = m.groups > 1 and m.groups == m.in_channels
+            if isinstance(m, nn.modules.conv._ConvNd):  # ConvTranspose too: its MACs scale with in x out alike
+                depthwise = m.groups > 1 and m.groups == m.in_channels and not m.transposed
                 self.shapes[name] = (m.out_channels, m.in_channels, depthwise)
             elif isinstance(m, nn.Linear):
                 self.shapes[name] = (m.out_features, m.in_features, False)

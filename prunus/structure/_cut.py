@@ -128,6 +128,9 @@ def _resize(m: nn.Module, roles: set[Role], undo: list | None = None) -> None:
         if Role.DW in roles:  # a depthwise conv keeps one channel per group
             for attr in ("in_channels", "out_channels", "groups"):
                 _set(m, attr, w.shape[0], undo)
+        elif m.transposed:  # (in, out / groups, *kernel)
+            _set(m, "in_channels", w.shape[0], undo)
+            _set(m, "out_channels", w.shape[1] * m.groups, undo)
         else:
             _set(m, "out_channels", w.shape[0], undo)
             _set(m, "in_channels", w.shape[1] * m.groups, undo)

@@ -40,7 +40,8 @@ WRITERS = (nn.modules.conv._ConvNd, nn.Linear)
 OPAQUE = (nn.MultiheadAttention, nn.RNNBase, nn.Embedding, nn.EmbeddingBag, nn.Bilinear)
 #: module types whose parameters are read through known calls (never treated as bare parameters)
 KNOWN = WRITERS + OPAQUE + (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.PReLU)
-_BASE_FORWARDS = {nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward, nn.Linear.forward}
+_BASE_FORWARDS = {nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward, nn.Linear.forward,
+                  nn.ConvTranspose1d.forward, nn.ConvTranspose2d.forward, nn.ConvTranspose3d.forward}  # fmt: skip
 _NORM_ROLES = {"weight": Role.BN_WEIGHT, "bias": Role.BN_BIAS, "running_mean": Role.BN_MEAN, "running_var": Role.BN_VAR}
 
 
@@ -58,6 +59,8 @@ def _can_fold_into(m: nn.Module) -> bool:
         return False
     if isinstance(m, nn.Linear):
         return True
+    if m.transposed:  # a constant input meets a different kernel tap at each output position
+        return False
     padding = m.padding if isinstance(m.padding, tuple) else (m.padding,)
     return m.groups == 1 and (padding == ("valid",) or all(p == 0 for p in padding))
 
@@ -74,12 +77,12 @@ def leaf(tr: Tracer, m: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
     if name in tr.stat_norms:
         _stat_norm_rule(tr, m, name, x, out, tr.stat_norms[name])
         return
-    if name in tr.opaque or isinstance(m, OPAQUE) or getattr(m, "transposed", False):
-        why = (
-            f"it passes through ignored module {name!r}"
-            if name in tr.opaque
-            else f"{type(m).__name__} {name!r} is not supported"
-        )
+    transposed = _unsupported_transposed(m)
+    if name in tr.opaque or isinstance(m, OPAQUE) or transposed:
+        if name in tr.opaque:
+            why = f"it passes through ignored module {name!r}"
+        else:
+            why = f"{type(m).__name__} {name!r} is not supported" + (f" ({transposed})" if transposed else "")
         for t in tensors(list(args)) + tensors(kwargs):
             if tr.labelled(t):
                 tr.freeze(tr.get(t)[0], why)
@@ -90,6 +93,22 @@ def leaf(tr: Tracer, m: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
         tr.unknown(type(m).__name__, args, kwargs, out)
         return
     _writer(tr, m, name, x, out)
+
+
+def _unsupported_transposed(m: nn.Module) -> str | None:
+    """Why a transposed conv cannot be traced as a writer, or None (not one, or a plain groups=1 one).
+
+    A plain ConvTranspose reads its input channels on weight dim 0 and writes its output channels on
+    dim 1; grouped ones interleave both inside each group, and a subclass with a forward of its own
+    would need a probe that cuts the transposed dims: neither is traced, their channels stay.
+    """
+    if not getattr(m, "transposed", False):
+        return None
+    if m.groups != 1:
+        return "grouped"
+    if _is_custom(m):
+        return "a forward or tensors of its own"
+    return None
 
 
 @dataclass
@@ -107,6 +126,8 @@ def _writer(tr: Tracer, m: nn.Module, name: str, x: torch.Tensor, out: torch.Ten
     cdim = 1 if conv else x.dim() - 1
     cin, cout = (m.in_channels, m.out_channels) if conv else (m.in_features, m.out_features)
     g = m.groups if conv else 1
+    # the weight dims of the output rows and input columns: a ConvTranspose stores (in, out, *kernel)
+    w_out, w_in = (1, 0) if conv and m.transposed else (0, 1)
     depthwise = conv and g > 1 and g == cin == cout
     unsafe = why_not_editable(m)  # a parametrized weight no cut can be written through: no probe either
     probe = _probe(tr, m, x, out) if _is_custom(m) and not unsafe else _Probe()
@@ -139,7 +160,7 @@ def _writer(tr: Tracer, m: nn.Module, name: str, x: torch.Tensor, out: torch.Ten
             if probe.opaque:
                 tr.freeze_ids(col, probe.opaque)
             if not depthwise and g == 1:
-                tr.axis((name, "weight", 1), Role.IN, col)
+                tr.axis((name, "weight", w_in), Role.IN, col)
             elif not depthwise:
                 s = cin // g
                 if s == 1:
@@ -165,7 +186,7 @@ def _writer(tr: Tracer, m: nn.Module, name: str, x: torch.Tensor, out: torch.Ten
         # its rows may be one piece of a wider group (a MixedConv's convs concatenated, then added to a
         # residual stream): it keeps one of them, or it is left with 0 output channels
         tr.segment(rows)
-        tr.axis((name, "weight", 0), Role.OUT, rows)
+        tr.axis((name, "weight", w_out), Role.OUT, rows)
         if m.bias is not None:
             tr.axis((name, "bias", 0), Role.BIAS, rows)
         if g > 1:

@@ -328,7 +328,7 @@ class Tracer:
         if self.quiet:
             return
         if isinstance(module, COUNTED) and self.result.macs is not None:
-            self._count(module, output)
+            self._count(module, args, kwargs, output)
         self.stack.pop()
         if not self.leaf:
             return
@@ -345,7 +345,7 @@ class Tracer:
             self.quiet -= 1
             self.stack.pop()
 
-    def _count(self, module: nn.Module, output: Any) -> None:
+    def _count(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         """Charge one call of a counted layer, as `prunus.count`'s hook does (the pass is the model's own)."""
         macs = self.result.macs
         assert macs is not None
@@ -355,7 +355,9 @@ class Tracer:
         name = self.names[module]
         self.quiet += 1  # numel() below is no op of the model
         try:
-            macs[name] = macs.get(name, 0) + call_macs(module, output)
+            macs[name] = macs.get(name, 0) + call_macs(module, output, (*args, *kwargs.values()))
+        except TypeError:  # a transposed conv called without an input tensor: count's own pass decides
+            self.result.macs = None
         finally:
             self.quiet -= 1
 

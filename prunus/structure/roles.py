@@ -75,7 +75,7 @@ class Role(str, Enum):
 
 
 _DESCRIPTIONS = {
-    Role.OUT: "output rows (dim 0) of a conv/linear writing the channels",
+    Role.OUT: "output rows (dim 0; dim 1 of a ConvTranspose) of a conv/linear writing the channels",
     Role.BIAS: "bias entries of such a writer",
     Role.DW: "rows of a depthwise conv the channels pass through",
     Role.DW_BIAS: "bias entries of that depthwise conv",

@@ -29,7 +29,8 @@ def user_models(tmp_path, monkeypatch):
     return saved
 
 
-@pytest.mark.parametrize("name", ["conv1d", "conv3d", "tcn"])  # tcn: weight_norm, dilated padding="same"
+# tcn: weight_norm, dilated padding="same"; decoder1d: ConvTranspose1d
+@pytest.mark.parametrize("name", ["conv1d", "conv3d", "tcn", "decoder1d"])
 def test_prune_export_and_bench_a_cnn_of_another_rank(name, user_models, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort

@@ -715,6 +715,49 @@ class TCN(nn.Module):
         return self.fc(x.mean(-1))
 
 
+class UNet(nn.Module):
+    """An encoder-decoder (U-Net, segmentation heads): a ConvTranspose2d upsamples to the skip's size
+    (`output_size=`), a BatchNorm follows it, and its channels are concatenated with the encoder's skip.
+    A grouped ConvTranspose2d after them is not traced: the channels it reads and writes stay."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.down, self.bn_down = nn.Conv2d(8, 12, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(12)
+        self.up, self.bn_up = nn.ConvTranspose2d(12, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6)
+        self.fuse = nn.Conv2d(14, 8, 3, padding=1)
+        self.refine = nn.ConvTranspose2d(8, 8, 3, padding=1, groups=2)
+        self.fc = nn.Linear(8, 5)
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        s = F.relu(self.stem(x))
+        d = F.relu(self.bn_down(self.down(s)))
+        u = F.relu(self.bn_up(self.up(d, output_size=s.shape[-2:])))
+        y = F.relu(self.fuse(torch.cat([s, u], 1)))
+        return self.fc(F.relu(self.refine(y)).mean((2, 3)))
+
+
+class Decoder1d(nn.Module):
+    """A 1-D decoder (audio, sensor autoencoders): dilated ConvTranspose1d layers with output_padding,
+    one without a bias, feeding each other and a Conv1d."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv1d(2, 8, 3, padding=1)
+        self.enc = nn.Conv1d(8, 10, 4, stride=2, padding=1)
+        self.up1 = nn.ConvTranspose1d(10, 7, 3, stride=2, padding=1, output_padding=1, bias=False)
+        self.up2 = nn.ConvTranspose1d(7, 6, 3, dilation=2, padding=2)
+        self.out = nn.Conv1d(6, 4, 1)
+        self.fc = nn.Linear(4, 5)
+        update_info(self, stem="stem", classifier="fc")
+
+    def forward(self, x):
+        x = F.relu(self.enc(F.relu(self.stem(x))))
+        x = F.relu(self.up2(F.relu(self.up1(x))))
+        return self.fc(F.relu(self.out(x)).mean(-1))
+
+
 class PixelShuffleNet(nn.Module):
     """A super-resolution tail (ESPCN): a conv writes r*r channels per output channel, pixel_shuffle moves
     them into space. Those r*r channels go together (a unit), and the conv after it loses the one they
@@ -787,6 +830,8 @@ MODELS = {
     "tcn": TCN,
     "pixel_shuffle": PixelShuffleNet,
     "shuffle_after_sigmoid": ShuffleAfterSigmoid,
+    "unet": UNet,
+    "decoder1d": Decoder1d,
 }
 
 
@@ -800,7 +845,7 @@ def build(name: str) -> nn.Module:
 def inputs(name: str, batch: int = 2, seed: int = 0):
     """Example inputs of model `name`: a tensor, a tuple of tensors or a dict of keyword tensors."""
     gen = torch.Generator().manual_seed(seed)
-    if name in ("conv1d", "tcn"):
+    if name in ("conv1d", "tcn", "decoder1d"):
         return torch.randn(batch, 2, 16, generator=gen)
     if name == "conv3d":
         return torch.randn(batch, 1, 6, 6, 6, generator=gen)

@@ -87,6 +87,8 @@ EXPECTED = {
             for key in ("scaled", "sn")
         ],
     ),
+    "unet": (["down", "up"], ["group 'fuse' is left unpruned: ConvTranspose2d 'refine' is not supported (grouped)"]),
+    "decoder1d": (["enc", "up1", "up2", "out"], []),
     "input_shift": (
         ["b"],
         [
@@ -122,6 +124,7 @@ LEFT_WHOLE = {
         r"^group 'a' is left unpruned: its masked channels are not zero where 'after' reads",
     ),
     "parametrized": ("sn", r"^group 'sn' is left unpruned: ParametrizedConv2d 'sn' has its weight parametrized by "),
+    "unet": ("fuse", r"^group 'fuse' is left unpruned: ConvTranspose2d 'refine' is not supported \(grouped\)$"),
     "fused_qkv_odd": (
         "qkv",
         r"^group 'qkv' is left unpruned: its channels must go in units of unequal sizes \[1, 2\]$",
@@ -327,6 +330,42 @@ def test_a_one_channel_gate_does_not_tie_the_channels_it_scales():
     assert groups["c2.0"].prunable
     assert groups["c1.0"].num_channels == 12  # the stream ECA reads across: left whole, still 12 channels
     assert groups["gate"].num_channels == 1
+
+
+@pytest.mark.parametrize("name", ["unet", "decoder1d"])
+def test_transposed_convs_are_counted_cut_exactly_and_exported(name, tmp_path):
+    """A ConvTranspose's MACs are its input elements x out/groups x kernel volume (each input value meets
+    every kernel tap); a prune reaches the MACs its cost model predicts, and the cut model exports."""
+    pytest.importorskip("onnxruntime")
+    from prunus.deploy.export import export_onnx
+    from prunus.deploy.fold import fold_bn
+
+    model, x = _dense(name), fam.inputs(name)
+    shape = tuple(x.shape[1:])
+    dense = prunus.count(model, shape)
+    up = model.up if name == "unet" else model.up1
+    length = 4 if name == "unet" else 8  # the transposed conv's input: 4x4 after the stride-2 conv, or 8 long
+    taps = 9 if name == "unet" else 3
+    positions = length * length if name == "unet" else length
+    assert dense.layers["up" if name == "unet" else "up1"].macs == up.in_channels * positions * up.out_channels * taps
+    if name == "unet":
+        assert dense.layers["refine"].macs == 8 * 64 * (8 // 2) * 9  # grouped: out/groups per input element
+        folded, n = fold_bn(model)  # the BatchNorm after the ConvTranspose folds into its 6 columns, not 12 rows
+        assert n == 2
+        assert isinstance(folded.bn_up, nn.Identity)
+        with torch.no_grad():
+            torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StructureWarning)
+        model, report = prunus.prune(model, x, keep_macs=0.6)
+    counted = prunus.count(model, shape)
+    assert counted.macs == report.pruned_macs < dense.macs
+    assert counted.params == report.pruned_params
+    up = model.up if name == "unet" else model.up1
+    assert up.weight.shape[:2] == (up.in_channels, up.out_channels)  # (in, out, *kernel), both sides cut
+    assert up.out_channels < (6 if name == "unet" else 7)
+    result = export_onnx(model, tmp_path / "m.onnx", x)
+    assert result.max_abs_diff <= 1e-4
 
 
 @pytest.mark.parametrize("name", ["size_from_input", "size_one_from_input"])
