@@ -2,7 +2,8 @@
 
 A thin face over the compress stage: the flags are `CompressConfig`'s fields (plus the data the
 calibration images come from), and the work is `prunus.pipeline._compress_stage.compress_model`,
-the same function the pipeline's compress stage runs.
+the same function the pipeline's compress stage runs. With `--calib-file` (your own tensors, any
+input rank: `prunus.compress.calib_file`) it calls `prunus.compress.compress` on them directly.
 """
 
 from __future__ import annotations
@@ -55,8 +56,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         g.add_argument(old, dest=f"old_{dest}", type=int, help=argparse.SUPPRESS)
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any CompressConfig field (YAML)")
     d = p.add_argument_group("calibration (images from the TRAINING split)")
-    d.add_argument("--data", default="fashion-mnist", choices=list_datasets(), help="dataset (default fashion-mnist)")
+    d.add_argument("--data", choices=list_datasets(), help="dataset (default fashion-mnist)")
     mark_input(d.add_argument("--data-dir", help="directory holding the dataset files"))
+    mark_input(
+        d.add_argument(
+            "--calib-file",
+            help="your own tensors instead of --data (any input rank): a safetensors file with x (training inputs) "
+            "and optionally y, holdout_x/holdout_y (validation: the budget batch), test_x/test_y (for --test); "
+            "see prunus.compress.calib_file",
+        )
+    )
     o = p.add_argument_group("output")
     o.add_argument(
         "--test", action="store_true", help="also evaluate the input and the compressed model on the test split"
@@ -121,21 +130,39 @@ def run(args: argparse.Namespace) -> int:
     for line in warnings:  # after validation: a refused command prints its one error line only
         print(line, file=sys.stderr)
     # --seed draws the calibration slice and seeds the search, as the stage's chain seed does
-    stage = CompressStage(
-        compress=dataclasses.replace(settings, seed=0), data=DataConfig(name=args.data, root=args.data_dir)
-    )
+    cal = None
+    if args.calib_file is not None:  # read and checked before the model loads and minutes of search
+        from prunus.compress.calib_file import read_calibration
+
+        if args.data is not None or args.data_dir is not None:
+            raise ConfigError("--calib-file and --data/--data-dir both name the calibration data; give one")
+        cal = read_calibration(args.calib_file)
+        if args.test and cal.test is None:
+            raise ConfigError(f"--test needs test_x and test_y in {args.calib_file}")
     model = load(args.model_dir, trust_factory=args.trust_factory)
     # progress lines go to stdout, like training's; --json keeps stdout for the report alone
     progress = not (args.no_progress or args.json)
-    report, bundle = compress_model(stage, model, args.out, seed=settings.seed, progress=progress)
     test: dict[str, float] = {}
-    if args.test:
-        from prunus.measure import evaluate
+    if cal is not None:
+        from prunus.compress import compress
 
-        test = {
-            "test_acc_input": evaluate(model, bundle.test)["acc"],
-            "test_acc": evaluate(report.model, bundle.test)["acc"],
-        }
+        report = compress(model, cal.calib, dataclasses.replace(settings, progress=progress), out=args.out,
+                          holdout=cal.holdout)  # fmt: skip
+        where = "the file's holdout_x" if cal.holdout is not None else "the file's x"
+        if args.test and cal.test is not None:
+            test = {"test_acc_input": _accuracy(model, *cal.test), "test_acc": _accuracy(report.model, *cal.test)}
+    else:
+        data = DataConfig(name=args.data or "fashion-mnist", root=args.data_dir)
+        stage = CompressStage(compress=dataclasses.replace(settings, seed=0), data=data)
+        report, bundle = compress_model(stage, model, args.out, seed=settings.seed, progress=progress)
+        where = "validation images" if has_validation(bundle) else "training images"
+        if args.test:
+            from prunus.measure import evaluate
+
+            test = {
+                "test_acc_input": evaluate(model, bundle.test)["acc"],
+                "test_acc": evaluate(report.model, bundle.test)["acc"],
+            }
     if args.json:
         print(json.dumps({**report.to_json(), **test}, indent=2))
         return 0
@@ -143,7 +170,6 @@ def run(args: argparse.Namespace) -> int:
     if len(report.attempts) > 1:  # the budget escalation ran: every rung, what it tried and what it gave
         print_table("budget escalation (prunus.compress.escalate)", ATTEMPT_COLUMNS, attempt_rows(report.attempts))
     js = report.to_json()
-    where = "validation images" if has_validation(bundle) else "training images"
     preset = report.config["preset"]
     why = (
         ("chosen: the model has a convolution" if preset == "convnet" else "chosen: no convolution")
@@ -172,6 +198,16 @@ def run(args: argparse.Namespace) -> int:
     ]
     print_table(f"{args.model_dir} -> {args.out}", ("metric", "value"), rows)
     return 0
+
+
+def _accuracy(model: Any, x: Any, y: Any, chunk: int = 256) -> float:
+    """Top-1 accuracy of `model` (eval mode, no grad) on tensors `x`, `y`, in chunks."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        right = sum(int((model(x[i : i + chunk]).argmax(1) == y[i : i + chunk]).sum()) for i in range(0, len(x), chunk))
+    return right / max(1, len(x))
 
 
 ATTEMPT_COLUMNS = ("rung", "settings", "budget", "drop (pt)", "KL", "bytes", "ratio", "mean bits", "seconds")
