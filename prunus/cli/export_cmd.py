@@ -8,7 +8,7 @@ from typing import Any
 
 from prunus.cli._common import add_command, add_output_arg, mark_input, print_table
 from prunus.config import check_choice
-from prunus.errors import ConfigError, PrunusError, first_line
+from prunus.errors import ConfigError, PrunusError
 from prunus.formats.outputs import check_output
 from prunus.formats.run_dir import RunDir, resolve_model_dir
 
@@ -60,8 +60,7 @@ def load_model(args: argparse.Namespace) -> tuple[Any, tuple[int, ...]]:
 
 def check_input_fits(model: Any, shape: tuple[int, ...], flag: str) -> None:
     """ConfigError unless one example of `shape` is within the size limit and goes through `model`."""
-    import torch
-
+    from prunus.deploy.bench import check_fits
     from prunus.errors import CorruptFileError
     from prunus.formats.limits import check_input_shape
 
@@ -69,12 +68,7 @@ def check_input_fits(model: Any, shape: tuple[int, ...], flag: str) -> None:
         check_input_shape(list(shape), f"{flag} {','.join(map(str, shape))}")
     except CorruptFileError as exc:
         raise ConfigError(str(exc)) from None
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *shape))
-    except (RuntimeError, ValueError) as exc:
-        first = first_line(exc)
-        raise ConfigError(f"{flag} {','.join(map(str, shape))} does not fit this model: {first[:160]}") from None
+    check_fits([model], shape, f"{flag} {','.join(map(str, shape))}")  # the one forward check bench uses too
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:

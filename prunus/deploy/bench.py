@@ -248,11 +248,13 @@ def _device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def check_fits(models: Sequence[nn.Module], shape: tuple[int, ...]) -> None:
+def check_fits(models: Sequence[nn.Module], shape: tuple[int, ...], what: str | None = None) -> None:
     """ConfigError unless one all-zero sample of `shape` runs through every model (before minutes of timing).
 
     Any rank is a valid shape ((C, L), (C, H, W), ...), so only the model can say a shape is wrong for it.
+    `what` names the shape in the message (a CLI flag and its value; default "input_shape (C, H, W)").
     """
+    label = what or f"input_shape {shape}"
     with _inference(models), torch.no_grad():
         for k, model in enumerate(models):
             try:
@@ -260,7 +262,7 @@ def check_fits(models: Sequence[nn.Module], shape: tuple[int, ...]) -> None:
             except (RuntimeError, ValueError, TypeError, AssertionError) as exc:  # timm asserts its input size
                 first = first_line(exc)[:160]
                 which = f"model {k}" if len(models) > 1 else "the model"
-                raise ConfigError(f"input_shape {shape} does not fit {which}: {first}") from None
+                raise ConfigError(f"{label} does not fit {which}: {first}") from None
 
 
 def _runners(

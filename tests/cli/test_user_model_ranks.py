@@ -70,3 +70,34 @@ def test_a_model_with_two_inputs_is_refused_by_export_and_bench_in_one_line(user
         assert (
             "takes several inputs (((3, 8, 8), (1, 8, 8))); prunus export and bench handle models with one input" in err
         )
+
+
+class _FixedSize(torch.nn.Module):
+    """timm's fixed-size models assert their input size in forward (an AssertionError, not a RuntimeError)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.fc = torch.nn.Linear(4, 5)
+
+    def forward(self, x):
+        assert x.shape[-1] == 8, f"Input width ({x.shape[-1]}) doesn't match model (8)."
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+@pytest.mark.parametrize("command", ["export", "eval"])
+def test_a_shape_a_fixed_size_model_asserts_against_is_one_line(command, tmp_path, monkeypatch, capsys):
+    import types
+
+    module = types.ModuleType("prunus_test_fixed_size")
+    module.build = _FixedSize
+    monkeypatch.setitem(sys.modules, "prunus_test_fixed_size", module)
+    saved = prunus.save(
+        _FixedSize().eval(), tmp_path / "fixed", input_shape=(3, 8, 8), factory="prunus_test_fixed_size:build"
+    )
+    argv = (["export", str(saved), "--format", "onnx", "--input-shape", "3,9,9"] if command == "export"
+            else ["eval", str(saved), "--data", "synthetic"])  # fmt: skip
+    assert main([*argv, "--trust-factory"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "does not fit the model: Input width (" in err

@@ -173,7 +173,7 @@ def test_cli_bench_two_models_side_by_side(two_models, tmp_path, capsys):
     ("extra", "match"),
     [
         (["--runtimes", "onnxruntime"], "runtimes must include 'torch': the first model is taken in eager torch"),
-        (["--input-shape", "1,20,20", "--runtimes", "torch"], "does not fit this model"),
+        (["--input-shape", "1,20,20", "--runtimes", "torch"], "does not fit the model"),
     ],
 )
 def test_cli_bench_compare_bad_input_one_line(two_models, extra, match, capsys):
