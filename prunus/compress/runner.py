@@ -10,7 +10,9 @@ repeated P times, nothing before the layer is recomputed.
 
 `candidate_outputs(module, inp, weights)` evaluates P weight tensors of one conv/Linear at once
 (a broadcast matmul for a Linear; for a conv one conv with the P candidates' filters stacked as
-P x out output channels; a grouped conv loops over candidates).
+P x out output channels; a grouped conv, a ConvTranspose or a layer with a forward of its own
+runs each candidate through the module itself, with the keyword arguments the model called it
+with, e.g. a ConvTranspose's `output_size`).
 
 Example:
     >>> import torch
@@ -27,7 +29,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,14 +39,15 @@ from torch import fx, nn
 __all__ = ["CONVS", "PRUNABLE", "LayerState", "Runner", "batched_layer", "candidate_outputs", "prunable_layers"]
 
 
-#: the layers DE prunes and the .prn quantizes: convolutions of every rank (audio, image, volume) and Linear
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: the layers DE prunes and the .prn quantizes: convolutions of every rank (audio, image, volume), their
+#: transposed counterparts (decoders, U-Nets) and Linear
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 PRUNABLE = (*CONVS, nn.Linear)
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Every Conv1d/Conv2d/Conv3d and Linear module by dotted name, in `named_modules` order."""
+    """Every Conv1d/2d/3d, ConvTranspose1d/2d/3d and Linear module by dotted name, in `named_modules` order."""
     return {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE)}
 
 
@@ -56,6 +59,7 @@ class LayerState:
     input: torch.Tensor
     env: dict[fx.Node, Any] | None
     x: torch.Tensor
+    kwargs: dict[str, Any] = field(default_factory=dict)  # what else the model called the layer with
 
 
 class _Prefix(fx.Interpreter):
@@ -111,14 +115,16 @@ class Runner:
         if self.gm is not None:
             node = self.nodes[name]
             env = _Prefix(self.gm).run_until(node, self.order, x)
-            return LayerState(name, env[node.args[0]], env, x)
-        seen: list[torch.Tensor] = []
-        handle = self.modules[name].register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+            kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+            return LayerState(name, env[node.args[0]], env, x, dict(kwargs))
+        seen: list[tuple[torch.Tensor, dict[str, Any]]] = []
+        handle = self.modules[name].register_forward_pre_hook(lambda m, a, kw: seen.append((a[0], kw)),
+                                                              with_kwargs=True)  # fmt: skip
         try:
             self.model(x)
         finally:
             handle.remove()
-        return LayerState(name, seen[0], None, x)
+        return LayerState(name, seen[0][0], None, x, dict(seen[0][1]))
 
     def head(self, state: LayerState, n: int) -> LayerState:
         """The state `enter` would give for the first `n` images of `state.x` (a slice, no forward pass).
@@ -134,7 +140,7 @@ class Runner:
                 else value
                 for node, value in state.env.items()
             }
-        return LayerState(state.name, state.input[:n], env, state.x[:n])
+        return LayerState(state.name, state.input[:n], env, state.x[:n], state.kwargs)
 
     @torch.no_grad()
     def suffix(self, state: LayerState, outputs: torch.Tensor, count: int) -> torch.Tensor:
@@ -184,14 +190,16 @@ def _own_forward(module: nn.Module) -> bool:
     return type(module).forward not in _PLAIN_FORWARDS
 
 
-def batched_layer(module: nn.Module, inp: torch.Tensor):
-    """A function `weights (P, *weight.shape) -> outputs (P * B, ...)` for `module` on the fixed input `inp`."""
+def batched_layer(module: nn.Module, inp: torch.Tensor, kwargs: dict[str, Any] | None = None):
+    """A function `weights (P, *weight.shape) -> outputs (P * B, ...)` for `module` on the fixed input `inp`
+    (and the keyword arguments `kwargs` the model calls it with)."""
     bias = module.bias
     batch = inp.shape[0]
-    if _own_forward(module):  # timm's Conv2dSame pads in forward, NF-Nets standardise the weight there:
-        # the module itself runs each candidate, or the scores would be of a layer the model does not have
+    if _own_forward(module) or kwargs:  # timm's Conv2dSame pads in forward, NF-Nets standardise the weight
+        # there, a ConvTranspose takes output_size: the module itself runs each candidate, or the scores
+        # would be of a layer the model does not have
         return lambda weights: torch.cat(
-            [torch.func.functional_call(module, {"weight": w}, (inp,), strict=False) for w in weights]
+            [torch.func.functional_call(module, {"weight": w}, (inp,), kwargs or {}, strict=False) for w in weights]
         )
     if isinstance(module, nn.Linear):
 
@@ -226,7 +234,9 @@ def batched_layer(module: nn.Module, inp: torch.Tensor):
 
 
 @torch.no_grad()
-def candidate_outputs(module: nn.Module, inp: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def candidate_outputs(
+    module: nn.Module, inp: torch.Tensor, weights: torch.Tensor, kwargs: dict[str, Any] | None = None
+) -> torch.Tensor:
     """Outputs of `module` for each of the P weight tensors in `weights` (P, *weight.shape), stacked
     along the batch: (P * B, ...)."""
-    return batched_layer(module, inp)(weights)
+    return batched_layer(module, inp, kwargs)(weights)

@@ -125,12 +125,14 @@ class _Evaluator:
         self.runner, self.state, self.teacher_logp = runner, state, teacher_logp
         self.tally = tally if tally is not None else {}
         self.module = runner.modules[state.name]
-        self.layer = batched_layer(self.module, state.input)
+        self.layer = batched_layer(self.module, state.input, state.kwargs)
         # candidates per call: their outputs on the whole batch stay within `chunk` values (the suffix's
         # activations scale with them; counting one image's output instead let MobileNetV2 stack 55
         # candidates x 512 images and peak at 17.6 GB)
         with torch.no_grad():
-            one_image = batched_layer(self.module, state.input[:1])(self.module.weight.detach().unsqueeze(0)).numel()
+            one_image = batched_layer(self.module, state.input[:1], state.kwargs)(
+                self.module.weight.detach().unsqueeze(0)
+            ).numel()
         self.per_call = max(1, chunk // max(1, one_image * state.input.shape[0]))
 
     @torch.no_grad()

@@ -44,10 +44,8 @@ def test_a_user_model_compresses_and_decodes_to_the_same_logits(name, tmp_path, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = compress(model, x, CompressConfig(**FAST, sparsity=0.7, bits=4), out=path, baselines=False)
-    layers = {
-        f"{n}.weight" for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
-    }
-    assert {r.name for r in report.layers} == layers  # every conv of every rank and every Linear is coded
+    layers = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))}
+    assert {r.name for r in report.layers} == layers  # every conv of every rank, transposed too, and Linear is coded
     for r in report.layers:
         assert abs(r.sparsity - 0.7) < 1.5 / r.params + 1e-9, r.name
         assert r.bits == 4
@@ -76,7 +74,28 @@ def test_several_inputs_or_outputs_are_refused_with_what_to_do():
 
 
 def test_prunable_layers_are_every_conv_rank_and_linear():
-    assert set(PRUNABLE) == {nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear}
+    assert set(PRUNABLE) == {nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                             nn.ConvTranspose3d, nn.Linear}  # fmt: skip
+
+
+def test_a_transposed_conv_called_with_output_size_is_scored_with_it():
+    """U-Nets call their ConvTranspose with output_size= (here 8x8, where the default would be 7x7): DE's
+    candidates of that layer run with it, so their outputs fit the concat after it and score as the model."""
+    from prunus.compress.runner import Runner, candidate_outputs
+
+    model, x = _dense("unet"), fam.inputs("unet", batch=4)
+    runner = Runner(model)
+    for hooks in (False, True):  # traced by torch.fx, and with forward hooks when it does not trace
+        if hooks:
+            runner.gm = None
+        state = runner.enter(x, "up")
+        assert tuple(state.kwargs["output_size"]) == (8, 8)
+        w = model.up.weight.detach()
+        outs = candidate_outputs(model.up, state.input, torch.stack([w, torch.zeros_like(w)]), state.kwargs)
+        assert outs.shape == (8, 6, 8, 8)
+        logits = runner.suffix(state, outs, 2)
+        with torch.no_grad():
+            torch.testing.assert_close(logits[:4], model(x), rtol=1e-5, atol=1e-6)
 
 
 def test_calibration_samples_the_model_cannot_read_are_one_config_error():
