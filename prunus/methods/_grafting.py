@@ -117,10 +117,21 @@ class GraftUnit:
 
 
 def _leaves_with_state(model: nn.Module) -> list[nn.Module]:
+    """Leaf modules that hold tensors, in registration order. A parametrized module (weight_norm,
+    spectral_norm) counts as a leaf: its stored tensors sit in child containers (`parametrizations`),
+    which are its, not leaves of their own (missed, such a conv was neither grafted nor a unit)."""
+    inside = {id(c) for m in model.modules() if is_parametrized(m) for c in m.parametrizations.modules()}
     return [
         m
         for m in model.modules()
-        if not list(m.children()) and (any(True for _ in m.parameters(recurse=False)) or list(m.buffers(recurse=False)))
+        if id(m) not in inside
+        and (
+            is_parametrized(m)
+            or (
+                not list(m.children())
+                and (any(True for _ in m.parameters(recurse=False)) or list(m.buffers(recurse=False)))
+            )
+        )
     ]
 
 
@@ -163,11 +174,15 @@ def graft_units(model: nn.Module, example_inputs: torch.Tensor | None = None) ->
 
 
 def unit_tensors(unit: GraftUnit) -> list[torch.Tensor]:
-    """Every float parameter and buffer of the unit (running stats included), in a fixed order."""
+    """Every float parameter and buffer of the unit (running stats included), in a fixed order; for a
+    parametrized module its stored tensors (weight_norm's g and v, spectral_norm's weight and vectors)."""
     out: list[torch.Tensor] = []
     for m in (unit.conv, *unit.followers):
         out.extend(p.data for p in m.parameters(recurse=False))
         out.extend(b for b in m.buffers(recurse=False) if b.is_floating_point())
+        if is_parametrized(m):
+            out.extend(p.data for p in m.parametrizations.parameters())
+            out.extend(b for b in m.parametrizations.buffers() if b.is_floating_point())
     return out
 
 

@@ -76,3 +76,33 @@ def test_weight_evolution_of_a_model_whose_only_conv_is_weight_normed_evolves_no
     stats = evolve_(net, (0.5, 0.0, 0.0), lam=0.1)
     assert (stats.filters, stats.slices) == (0, 0)
     assert all(torch.equal(a, b) for a, b in zip(net[0].parametrizations.weight.parameters(), before, strict=True))
+
+
+def test_a_two_network_ring_grafts_parametrized_convs_as_units_of_their_own():
+    """A weight_norm / spectral_norm conv keeps its tensors in child containers: it used to be no unit and
+    no leaf, so its g, v and bias were never grafted and its BN took the previous conv's coefficient."""
+    from prunus.methods._grafting import blend_unit_, graft_units, layer_entropy, unit_tensors
+
+    def net(seed: int) -> nn.Sequential:
+        torch.manual_seed(seed)
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.utils.parametrizations.weight_norm(nn.Conv2d(8, 8, 3, padding=1)), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.utils.parametrizations.spectral_norm(nn.Conv2d(8, 8, 3, padding=1)),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
+        ).eval()  # fmt: skip
+
+    nets = [net(0), net(1)]
+    units = [graft_units(n, X) for n in nets]
+    assert [type(u.conv).__name__ for u in units[0]] == ["Conv2d", "ParametrizedConv2d", "ParametrizedConv2d"]
+    assert [len(u.followers) for u in units[0]] == [1, 1, 1]  # each BN with its own conv, the classifier last
+    covered = {t.data_ptr() for u in units[0] for t in unit_tensors(u)}
+    assert all(p.data_ptr() in covered for p in nets[0].parameters())  # every parameter is grafted
+    pre = [[[t.clone() for t in unit_tensors(u)] for u in us] for us in units]
+    info = [[layer_entropy(u.conv.weight) for u in us] for us in units]
+    for k in range(2):
+        for i, u in enumerate(units[k]):
+            blend_unit_(unit_tensors(u), pre[1 - k][i], info[k][i], info[1 - k][i], 0.4, 500.0)
+    a, b = nets[0].state_dict(), nets[1].state_dict()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []  # a ring of two ends bit-identical, g and v too
+    assert not torch.equal(a["3.parametrizations.weight.original1"], pre[0][1][2])  # and they were blended
