@@ -112,7 +112,8 @@ def _interp(x: float, xs: Sequence[int], ys: Sequence[float]) -> float:
 
 
 def layer_signatures(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, dict[str, Any]]:
-    """Every Conv2d that runs in the forward: its hyper-parameters and input resolution, in call order."""
+    """Every Conv2d and ConvTranspose2d that runs in the forward: its hyper-parameters and input resolution,
+    in call order (a transposed one's signature says so, with its output_padding)."""
     sigs: dict[str, dict[str, Any]] = {}
     names = {m: n for n, m in model.named_modules()}
 
@@ -130,10 +131,13 @@ def layer_signatures(model: nn.Module, example_inputs: torch.Tensor) -> dict[str
                 "groups": module.groups,
                 "bias": module.bias is not None,
                 "hw": [int(x.shape[-2]), int(x.shape[-1])],
+                # only on transposed convs: the signatures (and cached tables) of plain ones stay as they were
+                **({"transposed": True, "output_padding": list(module.output_padding)} if module.transposed else {}),
             },
         )
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    timed = (nn.Conv2d, nn.ConvTranspose2d)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, timed)]
     was = model.training
     try:
         with torch.no_grad():
@@ -203,9 +207,12 @@ def _grid(width: int, variable: bool) -> list[int]:
     return sorted({max(1, round(width * f)) for f in GRID}) if variable else [width]
 
 
-def _conv(sig: Mapping[str, Any], cin: int, cout: int) -> nn.Conv2d:
+def _conv(sig: Mapping[str, Any], cin: int, cout: int) -> nn.Module:
     depthwise = sig["groups"] > 1 and sig["groups"] == sig["in"]
     groups = cin if depthwise else sig["groups"]
+    if sig.get("transposed"):  # its output resolution follows from the input's, as in the model
+        return nn.ConvTranspose2d(cin, cout, sig["kernel"], sig["stride"], sig["padding"], sig["output_padding"],
+                                  groups, sig["bias"], sig["dilation"]).eval()  # fmt: skip
     return nn.Conv2d(
         cin, cout, sig["kernel"], sig["stride"], sig["padding"], sig["dilation"], groups, sig["bias"]
     ).eval()

@@ -427,3 +427,26 @@ def test_cli_prune_keep_latency(tmp_path, capsys, monkeypatch):
     assert (report["runtime"], report["latency_batch"]) == ("torch", 2)
     assert len(list((tmp_path / "cache" / "latency").iterdir())) == 1  # the table was cached
     assert prunus.count(prunus.load(tmp_path / "o"), (1, 28, 28)).macs == report["pruned_macs"]
+
+
+def test_a_transposed_conv_is_timed_as_itself_in_the_table(tmp_path):
+    """A U-Net's ConvTranspose2d is cut like a conv: the table times it (as a ConvTranspose2d, on its own input
+    resolution), so a latency budget sees what its cut saves."""
+    from ..structure import families as fam
+
+    built = []
+
+    def fake(module, shape, runtime, batch, threads):
+        built.append((type(module).__name__, shape))
+        return float(count(module, shape).macs) * batch / 1e6
+
+    net, x = fam.build("unet").eval(), fam.inputs("unet", batch=1)
+    sigs = layer_signatures(net, x)
+    assert sigs["up"]["transposed"] is True
+    assert sigs["up"]["output_padding"] == [0, 0]
+    assert "transposed" not in sigs["down"]  # plain convs keep the signature (and cached tables) they had
+    table = build_table(net, x, [("up", "in"), ("up", "out")], runtime="torch", batch=2, threads=1,
+                        cache_dir=tmp_path, measure=fake)  # fmt: skip
+    assert ("ConvTranspose2d", (6, 4, 4)) in built  # up at 6 inputs (of 12) on its 4x4 input
+    assert table.layers["up"]["in"] == [3, 6, 9, 12]
+    assert table.layer_ms("up", 12, 6) == pytest.approx(12 * 16 * 6 * 9 * 2 / 1e6)  # input elements x out x taps
