@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from prunus.structure.parametrized import is_parametrized
+from prunus.methods._filters import editable_batchnorms, editable_convs, filter_rows, write_back
 
 __all__ = [
     "CROSSOVER_MODES",
@@ -47,7 +47,8 @@ __all__ = [
 CROSSOVER_MODES = ("paper", "code")
 #: which conv filters are blended whole instead of crossed over per k x k slice:
 #: "kernel-height" (the repository's `W[j].shape[1] == 1` on W[j] of shape (C_in/groups, kh, kw):
-#: kernels one row high, i.e. 1x1 convs; depthwise 3x3 and greyscale stems get the crossover) or
+#: kernels one row high, i.e. 1x1 convs; depthwise 3x3 and greyscale stems get the crossover; a
+#: Conv1d's or Conv3d's first kernel dim plays the height: a pointwise Conv1d is blended whole) or
 #: "one-input" (C_in/groups == 1: depthwise convs and greyscale stems; prunus's earlier rule)
 WHOLE_FILTER_RULES = ("kernel-height", "one-input")
 
@@ -253,7 +254,10 @@ def evolve_(
     counters: dict[str, int] | None = None,
     whole: str = "kernel-height",
 ) -> EvolutionStats:
-    """One Weight Evolution pass over every Conv2d weight and BatchNorm2d gamma/beta, in place.
+    """One Weight Evolution pass over every conv's filters and every BatchNorm's gamma/beta, in place.
+
+    Convs: Conv1d/2d/3d and groups=1 ConvTranspose (filters on weight dim 1); BatchNorm1d/2d/3d
+    (`prunus.methods._filters` says which layers are left out and why).
 
     Args:
         model: the network; Linear layers, conv biases and BN running statistics are not touched.
@@ -266,10 +270,9 @@ def evolve_(
     """
     counters = counters if counters is not None else {}
     stats = EvolutionStats()
-    # a parametrized weight (weight_norm) is computed on each access: evolving it in place would change
-    # nothing while the stats counted it, so such layers are not evolved
-    convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and not is_parametrized(m)]
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.affine and not is_parametrized(m)]
+    layers = editable_convs(model)
+    convs = [filter_rows(m) for m in layers]  # one filter per row (a transposed conv's: a copy, written back)
+    bns = editable_batchnorms(model)
 
     def conv_apply(weight: torch.Tensor, sel: LocalSelection) -> int:
         stats.filters += sel.dominant.numel()
@@ -287,6 +290,8 @@ def evolve_(
         convs, [filter_scores(w) for w in convs], ratios[0], lam, counters.get("conv", 0), patience, conv_apply
     )
     stats.forced += forced
+    for layer, rows in zip(layers, convs):
+        write_back(layer, rows)
     for kind, ratio, tensors in (
         ("gamma", ratios[1], [m.weight for m in bns]),
         ("beta", ratios[2], [m.bias for m in bns]),

@@ -1,8 +1,9 @@
 """Filter grafting cores (methods.md section 4): layer information, the arctan coefficient,
 layer units matched by module type and execution order, the blend, and the internal variants.
 
-A "unit" is one Conv2d plus every parametrised module that runs after it and before the next
-conv (its BatchNorm, activations with parameters, and, after the last conv, the classifier):
+A "unit" is one conv (Conv1d/2d/3d or ConvTranspose) plus every parametrised module that runs
+after it and before the next conv (its BatchNorm, activations with parameters, and, after the
+last conv, the classifier):
 they all take the conv's coefficient. Units are found by running one forward pass with hooks,
 so the matching never depends on module names (the reference matched names by substring and
 grafted the wrong tensors on some architectures).
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from prunus.methods._filters import editable_convs, filter_rows, write_back
 from prunus.structure.parametrized import is_parametrized
 
 __all__ = [
@@ -112,7 +114,7 @@ def graft_coefficient(h_own: float, h_other: float, a: float = 0.4, c: float = 5
 class GraftUnit:
     """One conv and the parametrised modules that share its coefficient."""
 
-    conv: nn.Conv2d
+    conv: nn.modules.conv._ConvNd
     followers: list[nn.Module] = field(default_factory=list)
 
 
@@ -161,14 +163,14 @@ def graft_units(model: nn.Module, example_inputs: torch.Tensor | None = None) ->
     units: list[GraftUnit] = []
     leading: list[nn.Module] = []
     for m in order:
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.modules.conv._ConvNd):  # 1-D, 2-D, 3-D, transposed: the blend is shape-blind
             units.append(GraftUnit(m))
         elif units:
             units[-1].followers.append(m)
         else:
             leading.append(m)
     if not units:
-        raise ValueError("grafting needs at least one Conv2d layer")
+        raise ValueError("grafting needs at least one conv layer (Conv1d/2d/3d or ConvTranspose)")
     units[0].followers[:0] = leading
     return units
 
@@ -198,15 +200,16 @@ def blend_unit_(
     return alpha
 
 
-def _conv_weights(model: nn.Module) -> list[torch.Tensor]:
-    """Every Conv2d weight the variants can edit in place; a parametrized one (weight_norm) is computed
-    from stored tensors on each access, so an in-place edit of it would change nothing."""
-    return [m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and not is_parametrized(m, "weight")]
+def _filter_rows(model: nn.Module) -> list[tuple[nn.Module, torch.Tensor]]:
+    """Every conv the internal variants edit, with its filters as rows (`prunus.methods._filters`: a
+    transposed conv's are a copy to `write_back`; a parametrized conv, whose weight is computed from
+    stored tensors on each access, and a grouped transposed one are left out)."""
+    return [(m, filter_rows(m)) for m in editable_convs(model)]
 
 
 def invalid_filters(model: nn.Module, thresholds: Sequence[float] = (0.1, 0.01)) -> dict[float, int]:
     """Number of conv filters whose L1 norm is below each threshold (grafting's "invalid" filters)."""
-    l1 = [w.detach().abs().flatten(1).sum(1) for w in _conv_weights(model)]
+    l1 = [w.detach().abs().flatten(1).sum(1) for _, w in _filter_rows(model)]
     pooled = torch.cat(l1) if l1 else torch.zeros(0)
     return {t: int((pooled < t).sum()) for t in thresholds}
 
@@ -215,12 +218,13 @@ def invalid_filters(model: nn.Module, thresholds: Sequence[float] = (0.1, 0.01))
 def noise_graft_(model: nn.Module, std: float, threshold: float, generator: torch.Generator) -> int:
     """`noise` variant: add N(0, std^2) to every conv filter with L1 < threshold; returns how many."""
     touched = 0
-    for w in _conv_weights(model):
+    for conv, w in _filter_rows(model):
         weak = w.abs().flatten(1).sum(1) < threshold
         n = int(weak.sum())
         if n:
             noise = torch.randn((n, *w.shape[1:]), generator=generator).to(w.device, w.dtype)
             w[weak] += std * noise
+            write_back(conv, w)  # noise on a transposed conv's columns lands in its weight
             touched += n
     return touched
 
@@ -230,11 +234,12 @@ def internal_graft_(model: nn.Module, threshold: float) -> int:
     """`internal` variant: per conv, the j-th weakest filter under `threshold` receives (+=) the
     j-th strongest filter's weights (at most half the layer); returns how many filters grew."""
     touched = 0
-    for w in _conv_weights(model):
+    for conv, w in _filter_rows(model):
         l1 = w.abs().flatten(1).sum(1)
         n = min(int((l1 < threshold).sum()), w.shape[0] // 2)
         if n:
             order = torch.argsort(l1, stable=True)
             w[order[:n]] += w[order.flip(0)[:n]]
+            write_back(conv, w)  # the grown filters of a transposed conv land in its weight
             touched += n
     return touched

@@ -13,6 +13,8 @@ for its 60-epoch phases). Restarting phases at arbitrary points of a cosine deca
 re-raise the ratio when the learning rate is already small, which the reference never does;
 pass `phases` to choose other boundaries.
 
+Every Conv1d/2d/3d and groups=1 ConvTranspose takes part (a transposed conv's filters are its
+weight's columns), and every affine BatchNorm1d/2d/3d; a model with none of those convs is refused.
 Linear layers, conv biases and BN running statistics are never touched. The optimizer state
 is left alone like the reference, unless `reset_momentum=True`, which zeroes the optimizer
 state rows (momentum, Adam moments) of every evolved filter / BN entry so old momentum cannot
@@ -47,9 +49,9 @@ from prunus.config import Config, check_choice, check_range
 from prunus.engine.method import Method
 from prunus.errors import ConfigError
 from prunus.methods._evolution import CROSSOVER_MODES, WHOLE_FILTER_RULES, evolution_ratio, evolve_, phase_starts
+from prunus.methods._filters import editable_batchnorms, editable_convs, filter_dim
 from prunus.methods._registry import build_config, register_method
 from prunus.structure.masks import reset_optimizer_rows
-from prunus.structure.parametrized import is_parametrized
 
 __all__ = ["WeightEvolution", "WeightEvolutionConfig"]
 
@@ -100,6 +102,14 @@ class WeightEvolution(Method):
         self.config = build_config(WeightEvolutionConfig, config, kwargs, "method 'we'")
         self.counters: dict[str, int] = {"conv": 0, "gamma": 0, "beta": 0}
 
+    def setup(self, trainer: Any) -> None:
+        """Refuse a model with no filter WE can evolve, rather than train it with WE silently doing nothing."""
+        if not editable_convs(trainer.model):
+            raise ConfigError(
+                "method 'we': the model has no conv layer whose filters Weight Evolution can evolve "
+                "(Conv1d/2d/3d or a groups=1 ConvTranspose; grouped transposed and weight-normed convs are left out)"
+            )
+
     def _phases(self, trainer: Any) -> list[int]:
         if self.config.phases is not None:
             return list(self.config.phases)
@@ -117,7 +127,7 @@ class WeightEvolution(Method):
             evolution_ratio(epoch, r, phases, epochs) for r in (cfg.ratio_conv, cfg.ratio_bn, cfg.ratio_bias)
         )
         tracked = _evolvable(trainer.model) if cfg.reset_momentum else []
-        before = [t.detach().clone() for t in tracked]
+        before = [t.detach().clone() for t, _ in tracked]
         stats = evolve_(
             trainer.model, ratios, lam=cfg.lam, mode=cfg.mode, counters=self.counters, whole=cfg.whole_filter
         )
@@ -142,23 +152,22 @@ class WeightEvolution(Method):
         self.counters = {k: int(v) for k, v in state["counters"].items()}
 
 
-def _evolvable(model: nn.Module) -> list[torch.Tensor]:
-    out: list[torch.Tensor] = []
-    for m in model.modules():  # the tensors `evolve_` edits (a parametrized layer is not evolved)
-        if isinstance(m, nn.Conv2d) and not is_parametrized(m):
-            out.append(m.weight)
-        elif isinstance(m, nn.BatchNorm2d) and m.affine and not is_parametrized(m):
-            out.extend((m.weight, m.bias))
+def _evolvable(model: nn.Module) -> list[tuple[torch.Tensor, int]]:
+    """The tensors `evolve_` edits, each with the dim its rows (filters, BN channels) lie on."""
+    out = [(m.weight, filter_dim(m)) for m in editable_convs(model)]
+    for m in editable_batchnorms(model):
+        out.extend(((m.weight, 0), (m.bias, 0)))
     return out
 
 
 @torch.no_grad()
 def _reset_changed_rows(
-    optimizer: torch.optim.Optimizer, params: list[torch.Tensor], before: list[torch.Tensor]
+    optimizer: torch.optim.Optimizer, params: list[tuple[torch.Tensor, int]], before: list[torch.Tensor]
 ) -> None:
-    """Zero every same-shaped optimizer state tensor (momentum, Adam moments) on the rows that changed."""
-    for p, old in zip(params, before):
-        rows = (p.detach() != old).reshape(p.shape[0], -1).any(1)
+    """Zero every same-shaped optimizer state tensor (momentum, Adam moments) on the rows that changed
+    (rows along each tensor's own dim: a transposed conv's filters are its weight's columns)."""
+    for (p, dim), old in zip(params, before):
+        rows = (p.detach() != old).movedim(dim, 0).reshape(p.shape[dim], -1).any(1)
         if not rows.any():
             continue
-        reset_optimizer_rows(optimizer, p, rows.nonzero().flatten())
+        reset_optimizer_rows(optimizer, p, rows.nonzero().flatten(), dim=dim)
