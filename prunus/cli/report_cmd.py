@@ -25,6 +25,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "dir",
     )
     p.add_argument("--title", help="report title (default: the recipe name)")
+    p.add_argument(
+        "--trust-factory",
+        action="store_true",
+        help="load models built by a user factory (their model.json names a 'module:function' to import) to draw "
+        "their layer widths; without it those widths are left out with a note",
+    )
     p.set_defaults(run=run)
     return p
 
@@ -32,6 +38,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from prunus.report import write_report
 
-    paths = write_report(args.run_dir, title=args.title)
+    paths = write_report(args.run_dir, title=args.title, trust_factory=args.trust_factory)
     print(f"report: {paths['html']}\nsummary: {paths['markdown']}")
     return 0

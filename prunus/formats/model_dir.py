@@ -42,7 +42,16 @@ from prunus.models.eager import unwrap_parallel
 from prunus.models.info import example_input, get_info, normalize_shape, update_info
 from prunus.models.timm_models import TIMM_FACTORY, create_from_record
 
-__all__ = ["ALLOWED_FACTORIES", "MODEL_JSON", "MODEL_WEIGHTS", "load", "read_model_json", "save", "trusting"]
+__all__ = [
+    "ALLOWED_FACTORIES",
+    "MODEL_JSON",
+    "MODEL_WEIGHTS",
+    "load",
+    "read_model_json",
+    "save",
+    "trusting",
+    "untrusted_factory",
+]
 
 MODEL_JSON = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
@@ -203,6 +212,20 @@ def trusting(factory: str | None) -> Iterator[None]:
     finally:
         if added:
             _TRUSTED.discard(factory)  # type: ignore[arg-type]
+
+
+def untrusted_factory(directory: str | os.PathLike[str]) -> str | None:
+    """The user factory `load(directory)` would refuse to import without `trust_factory=True`, or None
+    (a registry model, a built-in factory, or one trusted for now by `trusting`). Reads model.json only.
+
+    Example:
+        >>> untrusted_factory("runs/demo/01-prune/model")  # doctest: +SKIP
+        'mypkg.nets:build'
+    """
+    factory = read_model_json(directory)["arch"].get("factory")
+    if not isinstance(factory, str) or factory in ALLOWED_FACTORIES or factory in _TRUSTED:
+        return None
+    return factory
 
 
 def _build_dense(arch: dict[str, Any], trust_factory: bool) -> nn.Module:

@@ -92,6 +92,12 @@ class PruneStage(StageConfig, PruneConfig):
         if not isinstance(self.evaluate, bool):
             raise ConfigError(f"prune.evaluate must be true or false, got {self.evaluate!r}")
 
+    def data_used(self) -> DataConfig | None:
+        """Its data only when it evaluates the pruned model or its criterion scores on a batch."""
+        from prunus.criteria import get_criterion
+
+        return self.data if self.evaluate or get_criterion(self.criterion).needs_data else None
+
     def prune_config(self) -> PruneConfig:
         """The `PruneConfig` this stage holds (its own fields, without the stage's)."""
         return PruneConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PruneConfig)})

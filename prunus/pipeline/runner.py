@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from prunus._io.atomic import clean_dead_temps
-from prunus.data.bundle import EXECUTION_ONLY_FIELDS
+from prunus.data.bundle import EXECUTION_ONLY_FIELDS, DataConfig
+from prunus.data.catalog import dataset_info
 from prunus.errors import ConfigError
 from prunus.formats.model_dir import ALLOWED_FACTORIES, read_model_json, trusting
 from prunus.formats.outputs import check_output
@@ -226,6 +227,34 @@ def _mark_started(where: RunDir, stage: PlannedStage, h: str) -> None:
     where.write_json(where.started, {"name": stage.name, "hash": h, "config": hashed_config(stage.config.to_dict())})
 
 
+def _sample_shape(data: DataConfig) -> tuple[int, ...] | None:
+    """One sample's shape under `data`: the catalog's, or the `channels` and `image_size` options; None
+    when only loading tells (synthetic or imagefolder without both options): the stage finds out."""
+    known = dataset_info(data.name).input_shape
+    if known is not None:
+        return tuple(known)
+    if data.image_size is not None and data.channels is not None:
+        return (data.channels, data.image_size, data.image_size)
+    return None
+
+
+def _check_model_takes_data(stage: PlannedStage, source: Path | None) -> None:
+    """ConfigError, before the stage starts, when its input model does not run on its data's samples
+    (a 1-D or 3-D user model under the default Fashion-MNIST): one line naming both, not a traceback
+    from the middle of an evaluation."""
+    data = stage.config.data_used()
+    if source is None or data is None:
+        return
+    shape = _sample_shape(data)
+    if shape is None:
+        return
+    from prunus.deploy.bench import check_fits
+    from prunus.formats import load
+
+    what = f"stage {stage.name!r}: data {data.name!r} (samples of shape {shape}; set the stage's data block)"
+    check_fits([load(source)], shape, what)
+
+
 def _write_record(
     where: RunDir,
     stage: PlannedStage,
@@ -354,10 +383,11 @@ def _run_plan(
                 echo(f"{label}: done")
             else:
                 echo(f"{label}: running")
+                source = (run.root / input_dir) if input_dir else None  # an absolute input stays as it is
+                _check_model_takes_data(stage, source)
                 where.root.mkdir(parents=True, exist_ok=True)
                 clean_dead_temps(where.root)  # what a kill during an atomic write left behind
                 _mark_started(where, stage, h)
-                source = (run.root / input_dir) if input_dir else None  # an absolute input stays as it is
                 ctx = StageContext(where.root, source, seed, progress, run.root)
                 start = time.perf_counter()
                 result = stage.info.run(stage.config, ctx)

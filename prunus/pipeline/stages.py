@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from prunus.config import Config
+from prunus.data.bundle import DataConfig
 from prunus.formats.run_dir import RunDir
 from prunus.registry import Registry
 
@@ -32,6 +33,12 @@ class StageConfig(Config):
 
     name: str = ""  # unique in the recipe; default: the stage kind (with -2, -3 ... when repeated)
     input: str | None = None  # the earlier stage whose model this one reads; default: the latest model
+
+    def data_used(self) -> DataConfig | None:
+        """The data this stage runs its input model on (its `data` field, if it has one), or None: the
+        runner checks the model takes that data's samples before the stage starts."""
+        data = getattr(self, "data", None)
+        return data if isinstance(data, DataConfig) else None
 
 
 @dataclass

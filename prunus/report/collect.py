@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from prunus.errors import ConfigError, CorruptFileError, PrunusError
+from prunus.formats.model_dir import untrusted_factory
 from prunus.formats.run_dir import RunDir
 
 __all__ = ["RunData", "collect", "provenance"]
@@ -48,6 +49,7 @@ class RunData:
     curves: list[Curve]
     widths: dict[str, dict[str, list[int]]]  # arm -> layer -> [first model, final model] out channels
     provenance: dict[str, str]
+    widths_note: str | None = None  # why the widths are not drawn (models a user factory builds, not trusted)
 
 
 def _training_rows(stage: RunDir) -> list[dict[str, Any]]:
@@ -62,17 +64,22 @@ def _source(run: RunDir, stage_dir: str) -> RunDir:
     return run.at(shared) if isinstance(shared, str) and shared else here
 
 
-def _conv_widths(model_dir: Path) -> dict[str, int]:
+def _conv_widths(model_dir: Path, trust_factory: bool) -> dict[str, int]:
     from torch import nn
 
     from prunus.formats import load
 
-    model = load(model_dir)
-    return {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    model = load(model_dir, trust_factory=trust_factory)
+    # every conv kind (1-D, 3-D, transposed) has out_channels: its filters, the widths a cut changes
+    return {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)}
 
 
-def collect(run_dir: str | os.PathLike[str], title: str | None = None) -> RunData:
-    """Read RUN_DIR/records.json, every stage's metrics.jsonl and the first and final models."""
+def collect(run_dir: str | os.PathLike[str], title: str | None = None, *, trust_factory: bool = False) -> RunData:
+    """Read RUN_DIR/records.json, every stage's metrics.jsonl and the first and final models.
+
+    The models are loaded for their conv widths; models a user factory builds are loaded only with
+    `trust_factory` (or inside `trusting`): otherwise the widths are left out and `widths_note` says why.
+    """
     run = RunDir(run_dir)
     path = run.records
     if not path.exists():
@@ -80,7 +87,7 @@ def collect(run_dir: str | os.PathLike[str], title: str | None = None) -> RunDat
     run.check_no_links()
     data = run.read_records()
     try:
-        return _collect(run, data, title)
+        return _collect(run, data, title, trust_factory)
     except PrunusError:
         raise  # already one line naming the file
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
@@ -90,7 +97,7 @@ def collect(run_dir: str | os.PathLike[str], title: str | None = None) -> RunDat
         ) from None
 
 
-def _collect(run: RunDir, data: Any, title: str | None) -> RunData:
+def _collect(run: RunDir, data: Any, title: str | None, trust_factory: bool) -> RunData:
     records = data.get("records", []) if isinstance(data, dict) else []
     recipe: dict[str, Any] = {}
     if os.path.lexists(run.recipe):
@@ -99,7 +106,7 @@ def _collect(run: RunDir, data: Any, title: str | None) -> RunData:
         recipe = load_yaml(run.recipe)
     arms = list(dict.fromkeys(r["arm"] for r in records))
     baseline = recipe.get("compare_to") or ("baseline" if "baseline" in arms else (arms[0] if len(arms) > 1 else None))
-    curves, widths = [], {}
+    curves, widths, widths_note = [], {}, None
     for rec in records:
         curve = Curve(rec["arm"], rec["seed"])
         x = 0.0
@@ -114,12 +121,29 @@ def _collect(run: RunDir, data: Any, title: str | None) -> RunData:
         if rec["arm"] not in widths:  # first seed of each arm: widths before (first model) and after
             models = [s for s in rec["stages"] if run.at(s["dir"]).record.exists()]
             dirs = [_model_dir(run, s["dir"]) for s in models]
-            dirs = [d for d in dirs if d is not None]
-            if dirs:
-                before, after = _conv_widths(dirs[0]), _conv_widths(dirs[-1])
+            # the first model is the one the chain began from: the recipe's input, else its first stage's
+            dirs = [d for d in ([_input_model(run, rec["stages"])] + dirs) if d is not None]
+            factory = next((f for d in dirs if (f := None if trust_factory else untrusted_factory(d))), None)
+            if factory is not None:  # loading would run the user's code, which the caller did not allow
+                widths_note = (
+                    f"Layer widths are not drawn: the models are built by the user factory {factory!r}, "
+                    "which the report imports only when told to (prunus report --trust-factory)."
+                )
+            elif dirs:
+                before, after = _conv_widths(dirs[0], trust_factory), _conv_widths(dirs[-1], trust_factory)
                 widths[rec["arm"]] = {k: [before[k], after.get(k, 0)] for k in before}
     return RunData(run.root, title or str(data.get("recipe") or run.root.name), baseline, records, curves, widths,
-                   provenance())  # fmt: skip
+                   provenance(), widths_note)  # fmt: skip
+
+
+def _input_model(run: RunDir, stages: list[dict[str, Any]]) -> Path | None:
+    """The model directory outside the run that the chain's first stage read (the recipe's `input`,
+    recorded resolved and absolute in that stage's record), if it is still there."""
+    record = (run.at(stages[0]["dir"]).read_record() or {}) if stages else {}
+    given = record.get("input")
+    if isinstance(given, str) and os.path.isabs(given) and (Path(given) / "model.json").is_file():
+        return Path(given)
+    return None
 
 
 def _model_dir(run: RunDir, stage_dir: str) -> Path | None:

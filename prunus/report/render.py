@@ -100,6 +100,8 @@ def markdown(data: RunData) -> str:
         note = busy_note(archs)
         if note:
             lines += [f"**Note:** {note}", ""]
+    if data.widths_note:
+        lines += [f"**Note:** {data.widths_note}", ""]
     prov = ", ".join(f"{k} {v}" for k, v in data.provenance.items())
     return "\n".join([*lines, f"Provenance: {prov}.", ""])
 
@@ -275,6 +277,8 @@ def render_html(data: RunData) -> str:
             cells.append(f'<div class="panel"><h3>Latency per distinct architecture</h3>'
                          f"{_html_table(ARCH_COLUMNS, arch_rows(archs), 'arch')}</div>")  # fmt: skip
         parts.append(f'<div class="grid" id="figures">{"".join(cells)}</div>')
+    if data.widths_note:
+        parts.append(f'<p class="note">{_e(data.widths_note)}</p>')
     parts.append("<h2>Stages</h2>")
     cells = []
     for rec in _chains_shown(data):
@@ -295,14 +299,19 @@ def render_html(data: RunData) -> str:
     )
 
 
-def write_report(run_dir: str | os.PathLike[str], title: str | None = None) -> dict[str, Path]:
+def write_report(
+    run_dir: str | os.PathLike[str], title: str | None = None, *, trust_factory: bool = False
+) -> dict[str, Path]:
     """Write RUN_DIR/report.html and RUN_DIR/summary.md; returns their paths.
+
+    `trust_factory`: load models a user factory builds (for the layer-width figure; CLI
+    `--trust-factory`); without it their widths are left out with a note, never their code run.
 
     Example:
         >>> write_report("runs/demo")["html"]  # doctest: +SKIP
         PosixPath('runs/demo/report.html')
     """
-    data = collect(run_dir, title)
+    data = collect(run_dir, title, trust_factory=trust_factory)
     run = RunDir(run_dir)
     for path in (run.report_md, run.report_html):  # replaced atomically; never a link, FIFO or directory
         check_output(path, "rewrite", flag="report file")
