@@ -19,7 +19,10 @@ optional distillation and codebook fine-tunes use all of them. `--like-cli` draw
 as `prunus compress` does instead (the budget and its verdict on the validation split), and
 `--magnitude-arm` runs every point a second time with `population=1`: magnitude pruning in the
 same schedule with the same recovery, fine-tunes and bit budget, so the table shows what the
-search itself adds.
+search itself adds. `--paired-seeds 0,1,2` runs that pair (DE, and magnitude with `population=1`)
+once per compress seed at `--paired-point SPARSITY:MAX_DROP`, with recovery and fine-tunes as the
+settings give them, and records each pair and the mean paired difference in test-accuracy drop
+(`de_vs_magnitude_with_recovery`): one pair is within the run-to-run spread, several are not.
 """
 
 from __future__ import annotations
@@ -142,6 +145,26 @@ def _de_vs_magnitude(teacher, bundle, sparsity, seeds: list[int], overrides: dic
             "de_minus_magnitude_pt_std": float(diffs.std()) if len(rows) > 1 else 0.0}  # fmt: skip
 
 
+def _paired_seeds(teacher, bundle, calib, spec: str, seeds: list[int], overrides: dict, out_dir: Path,
+                  like_cli: bool, progress: bool) -> dict:  # fmt: skip
+    """DE and magnitude (population=1) in the same schedule, once per compress seed: paired test-acc drops."""
+    text, drop = spec.rsplit(":", 1)
+    keys = ("test_drop_pt", "test_acc", "ratio", "file_bytes", "compress_wall_seconds")
+    rows = []
+    for seed in seeds:
+        row = {"seed": seed}
+        for arm, extra in (("de", {}), ("magnitude", {"population": 1})):
+            point = _point(teacher, bundle, calib, _sparsity(text), float(drop), {**overrides, **extra, "seed": seed},
+                           out_dir, like_cli, progress)  # fmt: skip
+            row[arm] = {k: point[k] for k in keys}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    diffs = torch.tensor([r["magnitude"]["test_drop_pt"] - r["de"]["test_drop_pt"] for r in rows])
+    return {"sparsity": _sparsity(text), "max_drop_budget_pt": float(drop), "runs": rows,
+            "de_minus_magnitude_pt_mean": float(diffs.mean()),
+            "de_minus_magnitude_pt_std": float(diffs.std()) if len(rows) > 1 else 0.0}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("teacher", type=Path, help="model directory or checkpoint.pt")
@@ -151,6 +174,9 @@ def main() -> None:
     )
     ap.add_argument("--seeds", default="", help="comma-separated seeds for DE vs magnitude (no retraining)")
     ap.add_argument("--seeds-sparsity", default="0.96", help="as in --point")
+    ap.add_argument("--paired-seeds", default="", help="comma-separated compress seeds: DE and magnitude (same "
+                    "schedule, recovery, fine-tunes) at --paired-point, paired by seed")  # fmt: skip
+    ap.add_argument("--paired-point", default="0.9:1.0", help="SPARSITY:MAX_DROP of --paired-seeds")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="CompressConfig overrides")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", required=True)
@@ -207,6 +233,14 @@ def main() -> None:
         print(json.dumps({k: points[-1][k] for k in keys}), flush=True)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     comparison = _de_vs_magnitude(teacher, bundle, _sparsity(args.seeds_sparsity), seeds, overrides) if seeds else None
+    paired_seeds = [int(s) for s in args.paired_seeds.split(",") if s.strip()]
+    paired = None
+    if paired_seeds:
+        paired = _paired_seeds(teacher, bundle, calib, args.paired_point, paired_seeds, overrides, out_dir,
+                               args.like_cli, args.progress)  # fmt: skip
+        paired["run"] = {"command": command, "commit": code_commit, "note": args.note,
+                         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                         "load_average_before": load_before, "load_average_after": os.getloadavg()}  # fmt: skip
     section = {
         "command": command,
         "commit": code_commit,
@@ -223,6 +257,7 @@ def main() -> None:
         "points": points,
         "de_vs_magnitude_no_retraining": comparison,
         "de_vs_magnitude_run": section if comparison else None,
+        "de_vs_magnitude_with_recovery": paired,
         "threads": args.threads,
         **run_provenance,
     }
@@ -241,6 +276,8 @@ def main() -> None:
         if comparison is None and same:
             record.update(de_vs_magnitude_no_retraining=old.get("de_vs_magnitude_no_retraining"),
                           de_vs_magnitude_run=old.get("de_vs_magnitude_run"))  # fmt: skip
+        if paired is None and same:
+            record["de_vs_magnitude_with_recovery"] = old.get("de_vs_magnitude_with_recovery")
     write_json(RESULTS / f"{args.name}.json", record)
 
 

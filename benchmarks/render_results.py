@@ -414,6 +414,39 @@ def _compression(res: _Results) -> list[str]:
                 f"{_joined(dvm['sparsity'])} (seeds {seeds}): {accs}% vs {mags}% test accuracy, DE "
                 f"{dvm['de_minus_magnitude_pt_mean']:+.1f} +- {dvm['de_minus_magnitude_pt_std']:.1f} pt"
             )
+    for name, run in runs:
+        paired = run.get("de_vs_magnitude_with_recovery")
+        if paired:  # DE and magnitude in the same schedule, once per compress seed
+            rows = paired["runs"]
+            de = " / ".join(f"{-r['de']['test_drop_pt']:+.2f}" for r in rows)
+            mag = " / ".join(f"{-r['magnitude']['test_drop_pt']:+.2f}" for r in rows)
+            ratios = " / ".join(f"{r['de']['ratio']:.1f}x vs {r['magnitude']['ratio']:.1f}x" for r in rows)
+            notes.append(
+                f"- {run['model']}, DE vs magnitude in the same schedule (recovery, fine-tunes, bit budget) at "
+                f"{_joined(paired['sparsity'])}, <= {paired['max_drop_budget_pt']:g} pt, compress seeds "
+                f"{', '.join(str(r['seed']) for r in rows)}: test acc drop {de} pt (DE) vs {mag} pt (magnitude); "
+                f"paired, DE {paired['de_minus_magnitude_pt_mean']:+.2f} +- {paired['de_minus_magnitude_pt_std']:.2f} "
+                f"pt; ratios {ratios} (`{paired['run']['command']}` at {paired['run']['commit']})"
+            )
+    for path in res.glob("bit_allocation_*.json"):  # benchmarks/bench_bit_allocation.py
+        alloc = res.read_json(path)
+        by = {r["search"]: r for r in alloc["runs"]}
+        gallop, bisect = by["gallop"], by["bisect"]
+
+        def passes_to(run: dict, goal: int) -> str:
+            # best_after_pass[i]: the best within budget after pass i + 2 (pass 1 measures every layer at max bits)
+            at = next((i + 2 for i, v in enumerate(run["best_after_pass"]) if v is not None and v <= goal), None)
+            return f"{at} passes" if at is not None else "not within its passes"
+
+        notes.append(
+            f"- bit allocation in Fisher order on {Path(alloc['model']).name} ({alloc['layers']} layers, "
+            f"{alloc['survivors']:,} weights, {alloc['images']} images, <= {alloc['max_drop']:g} pt, pass limit "
+            f"{alloc['pass_limit']}): galloping after each freeze {gallop['passes']} passes, "
+            f"{gallop['payload_bits'] / 8:,.0f} payload bytes (mean {gallop['mean_bits']:.2f} bits); bisecting "
+            f"{bisect['passes']} passes, {bisect['payload_bits'] / 8:,.0f} B (mean {bisect['mean_bits']:.2f} bits); "
+            f"bisection's final size reached by galloping after {passes_to(gallop, bisect['payload_bits'])} "
+            f"(`{alloc['command']}` at {alloc['commit']})"
+        )
     fuzz = res.load("compress_fuzz")
     if fuzz is not None:
         notes.append(
