@@ -332,8 +332,10 @@ def _csgd(res: _Results) -> list[str]:
 
 
 # compress_lenet.py --name of each
+# compress_resnet20_pairs: DE vs magnitude over seeds, against a retrained teacher (its own file: the
+# points of compress_resnet20 were measured against the teacher before it)
 COMPRESS_FILES = ("compress_lenet300_100", "compress_lenet5", "compress_resnet20", "compress_resnet20_defaults",
-                  "compress_mobilenetv2")  # fmt: skip
+                  "compress_mobilenetv2", "compress_resnet20_pairs")  # fmt: skip
 # (model, budget in points) -> (ratio, its words, wall-seconds limit or None): benchmarks.md and the issues
 COMPRESS_TARGETS = {
     ("lenet300_100", 1.0): (64, "64x", None),
@@ -410,7 +412,8 @@ def _compression(res: _Results) -> list[str]:
             mags = " / ".join(f"{100 * r['magnitude_test_acc']:.2f}" for r in dvm["runs"])
             seeds = ", ".join(str(r["seed"]) for r in dvm["runs"])
             notes.append(
-                f"- {run['model']}, DE vs one-shot magnitude pruning without retraining or quantization at "
+                f"- {run['model']} (teacher {_pct(run['teacher_test_acc'])}), DE vs one-shot magnitude pruning "
+                f"without retraining or quantization at "
                 f"{_joined(dvm['sparsity'])} (seeds {seeds}): {accs}% vs {mags}% test accuracy, DE "
                 f"{dvm['de_minus_magnitude_pt_mean']:+.1f} +- {dvm['de_minus_magnitude_pt_std']:.1f} pt"
             )
@@ -422,7 +425,8 @@ def _compression(res: _Results) -> list[str]:
             mag = " / ".join(f"{-r['magnitude']['test_drop_pt']:+.2f}" for r in rows)
             ratios = " / ".join(f"{r['de']['ratio']:.1f}x vs {r['magnitude']['ratio']:.1f}x" for r in rows)
             notes.append(
-                f"- {run['model']}, DE vs magnitude in the same schedule (recovery, fine-tunes, bit budget) at "
+                f"- {run['model']} (teacher {_pct(run['teacher_test_acc'])}), DE vs magnitude in the same schedule "
+                f"(recovery, fine-tunes, bit budget) at "
                 f"{_joined(paired['sparsity'])}, <= {paired['max_drop_budget_pt']:g} pt, compress seeds "
                 f"{', '.join(str(r['seed']) for r in rows)}: test acc drop {de} pt (DE) vs {mag} pt (magnitude); "
                 f"paired, DE {paired['de_minus_magnitude_pt_mean']:+.2f} +- {paired['de_minus_magnitude_pt_std']:.2f} "
@@ -439,7 +443,8 @@ def _compression(res: _Results) -> list[str]:
             return f"{at} passes" if at is not None else "not within its passes"
 
         notes.append(
-            f"- bit allocation in Fisher order on {Path(alloc['model']).name} ({alloc['layers']} layers, "
+            f"- bit allocation in Fisher order on {path.stem.removeprefix('bit_allocation_')} at sparsity "
+            f"{alloc['sparsity']:g} ({alloc['layers']} layers, "
             f"{alloc['survivors']:,} weights, {alloc['images']} images, <= {alloc['max_drop']:g} pt, pass limit "
             f"{alloc['pass_limit']}): galloping after each freeze {gallop['passes']} passes, "
             f"{gallop['payload_bits'] / 8:,.0f} payload bytes (mean {gallop['mean_bits']:.2f} bits); bisecting "
