@@ -12,7 +12,7 @@ filters (output channels). Every conv the tracer knows holds them on a weight di
 
 Example:
     >>> from torch import nn
-    >>> net = nn.Sequential(nn.Conv1d(2, 4, 3), nn.ConvTranspose1d(4, 3, 2), nn.ConvTranspose1d(3, 4, 2, groups=3))
+    >>> net = nn.Sequential(nn.Conv1d(2, 4, 3), nn.ConvTranspose1d(4, 3, 2), nn.ConvTranspose1d(3, 6, 2, groups=3))
     >>> [type(m).__name__ for m in editable_convs(net)]
     ['Conv1d', 'ConvTranspose1d']
     >>> [tuple(filter_rows(m).shape) for m in editable_convs(net)]  # (filters, inputs, kernel)
