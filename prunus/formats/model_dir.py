@@ -223,9 +223,12 @@ def untrusted_factory(directory: str | os.PathLike[str]) -> str | None:
         'mypkg.nets:build'
     """
     factory = read_model_json(directory)["arch"].get("factory")
-    if not isinstance(factory, str) or factory in ALLOWED_FACTORIES or factory in _TRUSTED:
-        return None
-    return factory
+    return factory if isinstance(factory, str) and _needs_consent(factory) else None
+
+
+def _needs_consent(factory: str) -> bool:
+    """Whether importing `factory` needs the caller's `trust_factory`: not built in, not trusted for now."""
+    return factory not in ALLOWED_FACTORIES and factory not in _TRUSTED
 
 
 def _build_dense(arch: dict[str, Any], trust_factory: bool) -> nn.Module:
@@ -237,7 +240,7 @@ def _build_dense(arch: dict[str, Any], trust_factory: bool) -> nn.Module:
     factory = arch.get("factory")
     if not isinstance(factory, str) or ":" not in factory:
         raise CorruptFileError("model.json 'arch' has neither a registry 'name' nor a 'factory'")
-    if not (trust_factory or factory in ALLOWED_FACTORIES or factory in _TRUSTED):
+    if not trust_factory and _needs_consent(factory):
         # Importing a module named in a file runs its code: never without the caller's consent.
         raise PrunusError(
             f"this model is built by the user factory {factory!r}; loading it imports and runs that code. "
